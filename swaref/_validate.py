@@ -1,0 +1,157 @@
+"""Input validation shared by every backend.
+
+Everything here runs *before* any computation or cache mutation, so a rejected
+call leaves no trace.  The compiled kernel trusts only what these functions
+hand it: C-contiguous arrays of one float dtype, int64 positions, checked
+shapes.
+"""
+import numbers
+import math
+
+import numpy as np
+
+from .errors import SwarefError, SwarefTypeError
+
+#: dtypes the reference accepts for q, k, v (the compiled backend: float32, float64).
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+BACKENDS = ("reference", "cython")
+
+
+def _describe(x):
+    if isinstance(x, np.ndarray):
+        return f"array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def check_window(window, name="window"):
+    """Return ``window`` as a Python int >= 1, or None (plain causal attention)."""
+    if window is None:
+        return None
+    if isinstance(window, (bool, np.bool_)) or not isinstance(window, numbers.Integral):
+        raise SwarefTypeError("window", f"{name} must be an int >= 1 or None, got {_describe(window)}")
+    w = int(window)
+    if w < 1:
+        raise SwarefError("window", f"{name} must be an int >= 1 or None (no window), got {w}")
+    return w
+
+
+def check_array(x, name, ndim=3):
+    """Return ``x`` as an ndarray of a supported float dtype with ``ndim`` dims."""
+    if not isinstance(x, np.ndarray):
+        raise SwarefTypeError("dtype", f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise SwarefTypeError(
+            "dtype", f"{name} must have dtype float16, float32 or float64, got {x.dtype}")
+    if x.ndim != ndim:
+        raise SwarefError("shape", f"{name} must have {ndim} dimensions, got shape {x.shape}")
+    return x
+
+
+def check_qkv(q, k, v, *, allow_empty_keys=False):
+    """Validate q: [T, Hq, D], k and v: [S, Hkv, D] of one float dtype.
+
+    Returns (T, S, Hq, Hkv, D).
+    """
+    check_array(q, "q")
+    check_array(k, "k")
+    check_array(v, "v")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise SwarefTypeError(
+            "dtype", f"q, k and v must share one dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    T, Hq, D = q.shape
+    S, Hkv, Dk = k.shape
+    if v.shape != k.shape:
+        raise SwarefError("shape", f"v must have the shape of k {k.shape}, got {v.shape}")
+    if T < 1:
+        raise SwarefError("shape", f"q must hold at least one query (T >= 1), got shape {q.shape}")
+    if S < 1 and not allow_empty_keys:
+        raise SwarefError("shape", f"k must hold at least one key (S >= 1), got shape {k.shape}")
+    if D < 1:
+        raise SwarefError("shape", f"head_dim must be >= 1, got q of shape {q.shape}")
+    if Dk != D:
+        raise SwarefError("shape", f"k and v head_dim must equal q's head_dim {D}, got {Dk}")
+    if Hkv < 1 or Hq < 1 or Hq % Hkv != 0:
+        raise SwarefError(
+            "heads", f"the number of query heads (q.shape[1] = {Hq}) must be a positive multiple "
+                     f"of the number of KV heads (k.shape[1] = {Hkv})")
+    return T, S, Hq, Hkv, D
+
+
+def check_positions(pos, name, length):
+    """Return ``pos`` as a C-contiguous int64 array of ``length`` strictly increasing values >= 0."""
+    if isinstance(pos, np.ndarray):
+        arr = pos
+    elif isinstance(pos, (list, tuple, range)):
+        arr = np.asarray(pos) if len(pos) else np.zeros(0, dtype=np.int64)
+    else:
+        raise SwarefTypeError(
+            "positions", f"{name} must be a 1-D array of integers, got {type(pos).__name__}")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise SwarefTypeError(
+            "positions", f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise SwarefError("positions", f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.shape[0] != length:
+        raise SwarefError("positions", f"{name} must have length {length}, got {arr.shape[0]}")
+    if np.issubdtype(arr.dtype, np.unsignedinteger) and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise SwarefError("positions", f"{name} values must fit in int64")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size and arr.min() < 0:
+        i = int(np.argmax(arr < 0))
+        raise SwarefError("positions", f"{name} must be >= 0, got {name}[{i}] = {arr[i]}")
+    if arr.size > 1:
+        bad = np.nonzero(np.diff(arr) <= 0)[0]
+        if bad.size:
+            i = int(bad[0])
+            raise SwarefError(
+                "positions", f"{name} must be strictly increasing, got {name}[{i}] = {arr[i]} "
+                             f"and {name}[{i + 1}] = {arr[i + 1]}")
+    return arr
+
+
+def check_scale(scale, D):
+    """Return the softmax scale as a Python float (default 1/sqrt(D))."""
+    if scale is None:
+        return 1.0 / math.sqrt(D)
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
+        raise SwarefTypeError("scale", f"scale must be a real number or None, got {_describe(scale)}")
+    s = float(scale)
+    if not math.isfinite(s):
+        raise SwarefError("scale", f"scale must be finite, got {s}")
+    return s
+
+
+def check_backend(backend):
+    if backend not in BACKENDS:
+        raise SwarefError("backend", f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def check_num_threads(num_threads):
+    """Return the thread count (an int >= 1) or None for 'the environment decides'."""
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
+        raise SwarefTypeError("argument", f"num_threads must be an int >= 1 or None, got {_describe(num_threads)}")
+    if int(num_threads) < 1:
+        raise SwarefError("argument", f"num_threads must be >= 1, got {int(num_threads)}")
+    return int(num_threads)
+
+
+def check_no_empty_rows(q_pos, k_pos, window):
+    """Reject a query position that sees no key: spec rule 'no visible key'.
+
+    Keys are sorted, so query p sees a key iff the first key > p - W (or >= 0
+    when window is None) exists and is <= p.
+    """
+    lo = q_pos - window + 1 if window is not None else np.zeros_like(q_pos)
+    first = np.searchsorted(k_pos, lo, side="left")
+    last = np.searchsorted(k_pos, q_pos, side="right")
+    empty = np.nonzero(last <= first)[0]
+    if empty.size:
+        i = int(empty[0])
+        raise SwarefError(
+            "no_visible_key",
+            f"query {i} at position {int(q_pos[i])} sees no key (window={window}); "
+            f"a query with no visible key is rejected rather than silently zeroed")
+    return first, last

@@ -1,0 +1,147 @@
+"""Sliding-window attention: the NumPy reference (the definition).
+
+Dimension names used across swaref:
+
+* ``T``   number of queries (tokens in a chunk)
+* ``S``   number of keys
+* ``Hq``  query heads, ``Hkv`` key/value heads, ``G = Hq // Hkv`` the group size
+* ``D``   head dimension
+* ``W``   window: the number of keys a query sees, itself included
+
+The rule (docs/spec.md, rule 1): a query at absolute position ``p`` sees the
+key at absolute position ``j`` iff ``p - W < j <= p``.  ``window=None`` means
+plain causal attention (``j <= p``).
+"""
+import numpy as np
+
+from . import _validate as V
+from .errors import SwarefError
+
+
+def window_mask(q_pos, k_pos, window):
+    """Boolean visibility mask, spec rule 1.
+
+    q_pos: [Tq] int, k_pos: [Tk] int  ->  bool [Tq, Tk], True where query i sees key j.
+
+    This builds a Tq x Tk array: it is for explaining and testing, not for the
+    attention itself (which never materialises a T x S mask).
+    """
+    window = V.check_window(window)
+    q_pos = _as_positions(q_pos, "q_pos")
+    k_pos = _as_positions(k_pos, "k_pos")
+    d = q_pos[:, None] - k_pos[None, :]          # p - j
+    if window is None:
+        return d >= 0
+    return (d >= 0) & (d < window)               # 0 <= p - j < W  <=>  p - W < j <= p
+
+
+def _as_positions(pos, name):
+    """Positions for window_mask: any 1-D integer array (order and duplicates allowed)."""
+    arr = np.asarray(pos)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise V.SwarefTypeError("positions", f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise SwarefError("positions", f"{name} must be 1-D, got shape {arr.shape}")
+    return arr.astype(np.int64)
+
+
+def visible_key_range(q_pos, k_pos, window):
+    """For sorted keys, the half-open index range each query sees.
+
+    q_pos: [T] int64, k_pos: [S] int64 strictly increasing  ->  (first [T], last [T])
+    with query i seeing exactly keys ``first[i] <= s < last[i]``.  Raises
+    SwarefError(kind="no_visible_key") if a range is empty.
+    """
+    return V.check_no_empty_rows(q_pos, k_pos, window)
+
+
+def kv_head_of(h, n_heads, n_kv_heads):
+    """GQA mapping, spec rule 3: query head h reads KV head h // (Hq // Hkv) (contiguous groups)."""
+    return h // (n_heads // n_kv_heads)
+
+
+def softmax_attend(q_row, k_rows, v_rows, scale):
+    """One query over exactly the keys it sees, in float64.
+
+    q_row: [Hq, D], k_rows, v_rows: [n, Hkv, D]  ->  [Hq, D] float64
+
+    Scores ``scale * q.k``, softmax over the n visible keys (max-subtracted),
+    weighted sum of V.  Masked keys are never part of ``k_rows``, so nothing
+    outside the window (not even a NaN) can reach the result.
+    """
+    Hq, D = q_row.shape
+    n, Hkv, _ = k_rows.shape
+    G = Hq // Hkv
+    q = q_row.astype(np.float64).reshape(Hkv, G, D)         # head h = g_kv * G + i
+    k = k_rows.astype(np.float64)
+    v = v_rows.astype(np.float64)
+    s = np.einsum("hgd,nhd->hgn", q, k) * scale                # [Hkv, G, n]
+    s = s - s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=-1, keepdims=True)
+    o = np.einsum("hgn,nhd->hgd", p, v)                        # [Hkv, G, D]
+    return o.reshape(Hq, D)
+
+
+def attention(q, k, v, *, window, q_pos=None, k_pos=None, scale=None,
+              backend="reference", num_threads=None):
+    """Sliding-window attention, spec rules 1-3.
+
+    q: [T, Hq, D], k, v: [S, Hkv, D] (one dtype: float16, float32 or float64)
+    q_pos: [T] int, default the last T of k_pos; k_pos: [S] int, default arange(S)
+    ->  [T, Hq, D] in q's dtype
+
+    Positions are absolute and strictly increasing.  ``backend="reference"``
+    computes each query's softmax over exactly its visible keys in float64;
+    ``backend="cython"`` runs the compiled banded kernel (float32/float64),
+    which must equal this function (tests/test_core.py).  ``num_threads``
+    only affects the compiled backend.
+    """
+    V.check_backend(backend)
+    window = V.check_window(window)
+    T, S, Hq, Hkv, D = V.check_qkv(q, k, v)
+    num_threads = V.check_num_threads(num_threads)
+    k_pos = V.check_positions(np.arange(S) if k_pos is None else k_pos, "k_pos", S)
+    if q_pos is None:
+        if T > S:
+            raise SwarefError(
+                "positions", f"q_pos defaults to the last T of k_pos, which needs T <= S; got T={T}, S={S}")
+        q_pos = k_pos[S - T:]
+    else:
+        q_pos = V.check_positions(q_pos, "q_pos", T)
+    scale = V.check_scale(scale, D)
+    first, last = V.check_no_empty_rows(q_pos, k_pos, window)
+    if backend == "cython":
+        from . import _backend
+        return _backend.attention(q, k, v, q_pos, k_pos, window, scale, num_threads)
+    return _attention_reference(q, k, v, first, last, scale)
+
+
+def _attention_reference(q, k, v, first, last, scale):
+    """Query by query over its visible key range; the literal definition.
+
+    q: [T, Hq, D], k, v: [S, Hkv, D], first, last: [T]  ->  [T, Hq, D] in q.dtype
+
+    Memory is O(W) per query: no T x S array exists, so long prompts fit.
+    """
+    out = np.empty(q.shape, dtype=q.dtype)
+    for i in range(q.shape[0]):
+        a, b = first[i], last[i]
+        out[i] = softmax_attend(q[i], k[a:b], v[a:b], scale)
+    return out
+
+
+def receptive_field(window, n_layers, position):
+    """Earliest input position that position ``position`` can depend on after ``n_layers`` layers.
+
+    Spec rule 6: each sliding-window layer reaches back W - 1 positions, so
+    after L layers position p depends on positions >= max(0, p - L * (W - 1)).
+    With window None (causal) it is 0.
+    """
+    window = V.check_window(window)
+    for name, val in (("n_layers", n_layers), ("position", position)):
+        if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, np.integer)) or val < 0:
+            raise SwarefError("argument", f"{name} must be an int >= 0, got {val!r}")
+    if window is None:
+        return 0
+    return max(0, int(position) - int(n_layers) * (window - 1))

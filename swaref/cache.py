@@ -1,0 +1,167 @@
+"""The rolling buffer KV cache (docs/spec.md, rule 4).
+
+The class holds state only; the rules live in the module-level functions
+``slot_of``, ``cache_write`` and ``cache_view``.
+
+State of a cache of window W (capacity C = W slots):
+
+* ``k``, ``v``: [C, Hkv, D] slot buffers, zero-initialised, in slot order;
+* ``positions``: [C] int64, the absolute position held by each slot, -1 if empty;
+* ``n_seen``: number of tokens written since the last reset;
+* ``next_position``: the position the next written token must have (None
+  while the cache is empty: the first write may start anywhere >= 0).
+
+A full-attention layer (``window=None``) needs every key, so its cache is a
+plain buffer of an explicit ``capacity`` that refuses to overwrite.
+"""
+import numpy as np
+
+from . import _validate as V
+from .errors import SwarefError, SwarefTypeError
+
+
+class RollingBufferCache:
+    """One layer's rolling buffer of W slots for one sequence.
+
+    RollingBufferCache(window, n_kv_heads, head_dim, dtype=np.float32, capacity=None)
+    """
+
+    def __init__(self, window, n_kv_heads, head_dim, dtype=np.float32, capacity=None):
+        window = V.check_window(window)
+        for name, val in (("n_kv_heads", n_kv_heads), ("head_dim", head_dim)):
+            if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, np.integer)) or val < 1:
+                raise SwarefError("argument", f"{name} must be an int >= 1, got {val!r}")
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise SwarefTypeError("dtype", f"dtype must be float16, float32 or float64, got {dtype!r}") from None
+        if dt not in V.FLOAT_DTYPES:
+            raise SwarefTypeError("dtype", f"dtype must be float16, float32 or float64, got {dt}")
+        if window is None:
+            if capacity is None:
+                raise SwarefError("cache", "a full-attention cache (window=None) needs an explicit capacity")
+        elif capacity is not None and capacity != window:
+            raise SwarefError("cache", f"a sliding-window cache has capacity = window = {window}, got capacity={capacity!r}")
+        cap = window if window is not None else capacity
+        if isinstance(cap, (bool, np.bool_)) or not isinstance(cap, (int, np.integer)) or cap < 1:
+            raise SwarefError("argument", f"capacity must be an int >= 1, got {cap!r}")
+        self.window = window
+        self.capacity = int(cap)
+        self.n_kv_heads = int(n_kv_heads)
+        self.head_dim = int(head_dim)
+        self.dtype = dt
+        self.k = np.zeros((self.capacity, self.n_kv_heads, self.head_dim), dtype=dt)
+        self.v = np.zeros_like(self.k)
+        self.positions = np.full(self.capacity, -1, dtype=np.int64)
+        self.n_seen = 0
+        self.next_position = None
+
+    def reset(self):
+        """Back to the freshly constructed state (zeroed buffers, all slots empty)."""
+        self.k[...] = 0
+        self.v[...] = 0
+        self.positions[...] = -1
+        self.n_seen = 0
+        self.next_position = None
+
+    def copy(self):
+        """An independent deep copy (e.g. to fork a prompt's cache)."""
+        new = RollingBufferCache.__new__(RollingBufferCache)
+        new.__dict__.update(self.__dict__)
+        new.k = self.k.copy()
+        new.v = self.v.copy()
+        new.positions = self.positions.copy()
+        return new
+
+    def view(self):
+        """(k [n, Hkv, D], v [n, Hkv, D], positions [n]) of the valid slots in time order."""
+        return cache_view(self)
+
+    @property
+    def nbytes(self):
+        return self.k.nbytes + self.v.nbytes + self.positions.nbytes
+
+    def __repr__(self):
+        return (f"RollingBufferCache(window={self.window}, n_kv_heads={self.n_kv_heads}, "
+                f"head_dim={self.head_dim}, dtype={self.dtype.name}, n_seen={self.n_seen}, "
+                f"next_position={self.next_position})")
+
+
+def slot_of(position, capacity):
+    """Slot that holds absolute position p: p mod C (C = W for a sliding window)."""
+    return position % capacity
+
+
+def cache_view(cache):
+    """The chronological ("unrotated") view of the valid slots.
+
+    -> k [n, Hkv, D], v [n, Hkv, D], positions [n] int64 with n = min(n_seen, C)
+    (copies, ordered by increasing position).
+
+    After wrap-around the slots are out of time order (slot 0 may hold a newer
+    position than slot C-1).  That does not matter for attention, which
+    depends only on the set of (position, key, value) triples, and keys were
+    rotated at their absolute positions before being stored.  This view exists
+    for readers, tests and the reference prefill; the compiled kernel reads the
+    slots in place.
+    """
+    valid = np.nonzero(cache.positions >= 0)[0]
+    order = valid[np.argsort(cache.positions[valid], kind="stable")]
+    return cache.k[order], cache.v[order], cache.positions[order]
+
+
+def check_cache(cache, n_kv_heads, head_dim, dtype, name="cache"):
+    """Reject a cache whose dims or dtype differ from the keys about to enter it."""
+    if not isinstance(cache, RollingBufferCache):
+        raise SwarefTypeError("cache", f"{name} must be a RollingBufferCache, got {type(cache).__name__}")
+    if (cache.n_kv_heads, cache.head_dim) != (n_kv_heads, head_dim):
+        raise SwarefError(
+            "cache", f"{name} holds (Hkv={cache.n_kv_heads}, D={cache.head_dim}) but k has "
+                     f"(Hkv={n_kv_heads}, D={head_dim})")
+    if cache.dtype != dtype:
+        raise SwarefTypeError("cache", f"{name} has dtype {cache.dtype} but k has dtype {dtype}")
+
+
+def check_write(cache, n_tokens, start):
+    """Validate a write of ``n_tokens`` consecutive positions from ``start``; return start.
+
+    ``start=None`` continues the cache (0 for an empty cache).
+    """
+    if start is None:
+        start = 0 if cache.next_position is None else cache.next_position
+    elif isinstance(start, (bool, np.bool_)) or not isinstance(start, (int, np.integer)):
+        raise SwarefTypeError("positions", f"start must be an int >= 0 or None, got {start!r}")
+    start = int(start)
+    if start < 0:
+        raise SwarefError("positions", f"start must be >= 0, got {start}")
+    if cache.next_position is not None and start != cache.next_position:
+        raise SwarefError(
+            "positions", f"the cache continues at position {cache.next_position}, got start={start}; "
+                         f"tokens must be written at consecutive positions (reset() to start over)")
+    if start + n_tokens > np.iinfo(np.int64).max:
+        raise SwarefError("positions", "positions must fit in int64")
+    if cache.window is None and cache.n_seen + n_tokens > cache.capacity:
+        raise SwarefError(
+            "cache", f"full-attention cache of capacity {cache.capacity} holds {cache.n_seen} tokens "
+                     f"and cannot take {n_tokens} more")
+    return start
+
+
+def cache_write(cache, k, v, start):
+    """Write s consecutive tokens at positions start .. start+s-1 (already validated).
+
+    k, v: [s, Hkv, D]
+
+    Only the last min(s, C) tokens are written: earlier ones would be
+    overwritten by later ones of the same chunk anyway (Mistral's
+    ``to_cache_mask``), and writing them would give duplicate slot targets.
+    """
+    s = k.shape[0]
+    keep = min(s, cache.capacity)
+    pos = np.arange(start + s - keep, start + s, dtype=np.int64)
+    slots = slot_of(pos, cache.capacity)
+    cache.k[slots] = k[s - keep:]
+    cache.v[slots] = v[s - keep:]
+    cache.positions[slots] = pos
+    cache.n_seen += s
+    cache.next_position = start + s

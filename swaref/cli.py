@@ -1,0 +1,41 @@
+"""The ``swaref`` command line: ``swaref demo``, ``swaref vectors``, ``swaref generate``.
+
+Each subcommand lives in its own module, imported only when it runs, and
+exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "demo": ("swaref.demo", "walk through the sliding-window tutorial in the terminal"),
+    "vectors": ("swaref.vectors_cli", "generate golden vectors or check a port against them"),
+    "generate": ("swaref.generate", "run a Mistral-architecture model on the CPU"),
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="swaref", description=__doc__.splitlines()[0])
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"swaref {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    for name, (modname, help_) in SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError as e:
+            if e.name != modname:
+                raise
+            continue
+        modules[name] = mod
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0])
+        mod.add_arguments(p)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return modules[args.command].run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Chunked prefill and decode over a rolling buffer cache (docs/spec.md, rule 5).
+
+Order matters and differs between the two:
+
+* **prefill** a chunk: its queries attend to [cache in time order] + [chunk],
+  *then* the chunk is written.  With C = W slots, the cache holds positions
+  n-W .. n-1 when a chunk starts at n.  The chunk's first query (position n)
+  needs n-W+1 .. n.  Writing a chunk of s >= 2 tokens first would overwrite
+  positions n-W .. n-W+s-1, of which n-W+1 .. n-W+s-1 are still needed: up
+  to s-1 keys silently lost (tests/test_prefill.py keeps a regression test).
+* **decode** one token: write, *then* attend.  The single write overwrites
+  only position n-W, which lies outside the new query's window, and the
+  query must see its own key.
+"""
+import numpy as np
+
+from . import _validate as V
+from .attention import _attention_reference
+from .cache import cache_view, cache_write, check_cache, check_write
+from .errors import SwarefError, SwarefTypeError
+
+
+def chunk_schedule(T, chunk_size, window):
+    """The list of chunk lengths for a prompt of T tokens.
+
+    chunk_size: None (-> W, or T for a full-attention cache), an int >= 1
+    (equal chunks, the last one shorter), or a sequence of ints >= 1 summing to T.
+    """
+    if chunk_size is None:
+        chunk_size = window if window is not None else T
+    if isinstance(chunk_size, (bool, np.bool_)):
+        raise SwarefTypeError("schedule", f"chunk_size must be an int >= 1 or a list of them, got {chunk_size!r}")
+    if isinstance(chunk_size, (int, np.integer)):
+        c = int(chunk_size)
+        if c < 1:
+            raise SwarefError("schedule", f"chunk_size must be >= 1, got {c}")
+        return [min(c, T - s) for s in range(0, T, c)]
+    try:
+        sched = list(chunk_size)
+    except TypeError:
+        raise SwarefTypeError(
+            "schedule", f"chunk_size must be an int >= 1 or a list of them, got {type(chunk_size).__name__}") from None
+    for i, c in enumerate(sched):
+        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)) or c < 1:
+            raise SwarefError("schedule", f"chunk_size[{i}] must be an int >= 1, got {c!r}")
+    if sum(sched) != T:
+        raise SwarefError("schedule", f"the chunk schedule {sched} sums to {sum(sched)}, not T = {T}")
+    return [int(c) for c in sched]
+
+
+def _check_step(q, k, v, cache, backend, num_threads):
+    V.check_backend(backend)
+    T, S, Hq, Hkv, D = V.check_qkv(q, k, v)
+    if S != T:
+        raise SwarefError("shape", f"k and v must have one row per query (T = {T}), got {S}")
+    check_cache(cache, Hkv, D, q.dtype)
+    num_threads = V.check_num_threads(num_threads)
+    if backend == "cython" and q.dtype == np.float16:
+        raise SwarefTypeError("dtype", "backend='cython' supports float32 and float64, got float16")
+    return T, Hq, Hkv, D, num_threads
+
+
+def attend_chunk(q, k, v, cache, start, scale, backend="reference", num_threads=None):
+    """Attention of queries at start .. start+s-1 over [cache in time order] + [chunk keys].
+
+    q: [s, Hq, D]; k, v: [c, Hkv, D] with c = s (prefill: the chunk's own keys,
+    not yet in the cache) or c = 0 (decode: the token was written first)
+    ->  [s, Hq, D].  Does not write.
+    """
+    s, c = q.shape[0], k.shape[0]
+    q_pos = np.arange(start, start + s, dtype=np.int64)
+    if backend == "cython":
+        from . import _backend
+        return _backend.attend_chunk(q, k, v, q_pos, cache, scale, num_threads)
+    ck, cv, cpos = cache_view(cache)
+    keys = np.concatenate([ck, k])
+    vals = np.concatenate([cv, v])
+    k_pos = np.concatenate([cpos, np.arange(start, start + c, dtype=np.int64)])
+    first, last = V.check_no_empty_rows(q_pos, k_pos, cache.window)
+    return _attention_reference(q, keys, vals, first, last, scale)
+
+
+def prefill(q, k, v, cache, *, chunk_size=None, start=None, scale=None,
+            backend="reference", num_threads=None):
+    """Chunked prefill: per chunk, attend to cache + chunk, then write the chunk.
+
+    q: [T, Hq, D], k, v: [T, Hkv, D] at positions start .. start+T-1  ->  [T, Hq, D]
+
+    ``start`` defaults to where the cache continues (0 for an empty cache).
+    ``chunk_size``: None (W), an int >= 1, or a list of chunk lengths summing to T.
+    Everything is validated before the cache is touched.
+    """
+    T, Hq, Hkv, D, num_threads = _check_step(q, k, v, cache, backend, num_threads)
+    sched = chunk_schedule(T, chunk_size, cache.window)
+    start = check_write(cache, T, start)
+    scale = V.check_scale(scale, D)
+    out = np.empty(q.shape, dtype=q.dtype)
+    a = 0
+    for s in sched:
+        sl = slice(a, a + s)
+        # Attend first: the chunk's early queries still need the slots its write would overwrite.
+        out[sl] = attend_chunk(q[sl], k[sl], v[sl], cache, start + a, scale, backend, num_threads)
+        cache_write(cache, k[sl], v[sl], start + a)
+        a += s
+    return out
+
+
+def decode_step(q, k, v, cache, *, start=None, scale=None, backend="reference", num_threads=None):
+    """One generated token: write its key and value, then attend over the cache.
+
+    q: [1, Hq, D], k, v: [1, Hkv, D] at position ``start`` (default: where the
+    cache continues)  ->  [1, Hq, D]
+    """
+    T, Hq, Hkv, D, num_threads = _check_step(q, k, v, cache, backend, num_threads)
+    if T != 1:
+        raise SwarefError("shape", f"decode_step takes exactly one token, got q of shape {q.shape}; use prefill")
+    start = check_write(cache, 1, start)
+    scale = V.check_scale(scale, D)
+    # Write first: the token must see itself, and the slot it overwrites held p - W, outside its window.
+    cache_write(cache, k, v, start)
+    return attend_chunk(q, k[:0], v[:0], cache, start, scale, backend, num_threads)

@@ -1,0 +1,91 @@
+"""Independent oracles for the tests: written from the spec, sharing no code with swaref.
+
+* ``dense_attention_f64``: a dense float64 masked softmax (mask built with NumPy
+  broadcasting, GQA by repeating K/V), the textbook formula.
+* ``brute_force_mask``: a double Python loop over (query, key).
+* ``assert_close``: fails loudly with the max difference and the first
+  mismatching index.
+"""
+import numpy as np
+
+
+def brute_force_mask(q_pos, k_pos, window):
+    """mask[i, j] = True iff query at q_pos[i] sees key at k_pos[j] (spec rule 1), by a double loop."""
+    m = np.zeros((len(q_pos), len(k_pos)), dtype=bool)
+    for i, p in enumerate(q_pos):
+        for j, kp in enumerate(k_pos):
+            if window is None:
+                m[i, j] = kp <= p
+            else:
+                m[i, j] = p - window < kp <= p
+    return m
+
+
+def dense_attention_f64(q, k, v, q_pos, k_pos, window, scale=None):
+    """Dense masked softmax in float64.  q: [T, Hq, D], k, v: [S, Hkv, D] -> [T, Hq, D] float64."""
+    q = np.asarray(q, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    T, Hq, D = q.shape
+    Hkv = k.shape[1]
+    if scale is None:
+        scale = 1.0 / np.sqrt(D)
+    kk = np.repeat(k, Hq // Hkv, axis=1)     # head h -> kv head h // (Hq // Hkv)
+    vv = np.repeat(v, Hq // Hkv, axis=1)
+    qp = np.asarray(q_pos, dtype=np.int64)[:, None]
+    kp = np.asarray(k_pos, dtype=np.int64)[None, :]
+    mask = kp <= qp
+    if window is not None:
+        mask &= kp > qp - window
+    assert mask.any(axis=1).all(), "oracle: a query with no visible key"
+    s = np.einsum("thd,shd->hts", q, kk) * scale
+    s = np.where(mask[None], s, -np.inf)
+    s = s - s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p = p / p.sum(axis=-1, keepdims=True)
+    # np.where again so that a masked NaN value row can never leak via 0 * NaN.
+    vv_t = np.transpose(vv, (1, 0, 2))                      # [Hq, S, D]
+    out = np.empty((Hq, T, D))
+    for h in range(Hq):
+        for t in range(T):
+            sel = mask[t]
+            out[h, t] = p[h, t, sel] @ vv_t[h, sel]
+    return np.transpose(out, (1, 0, 2))
+
+
+def assert_close(actual, expected, atol, rtol=0.0, name="output"):
+    """assert |actual - expected| <= atol + rtol*|expected| everywhere; report max diff and first bad index."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, f"{name}: shape {a.shape} != expected {e.shape}"
+    diff = np.abs(a - e)
+    both_nan = np.isnan(a) & np.isnan(e)
+    same_inf = np.isinf(a) & (a == e)
+    diff = np.where(both_nan | same_inf, 0.0, diff)
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    bad = diff > atol + rtol * np.abs(np.nan_to_num(e))
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{name}: max |diff| = {diff.max():.3e} (atol {atol:.1e}, rtol {rtol:.1e}); "
+            f"{int(bad.sum())} of {bad.size} elements off; first at index {first}: "
+            f"actual {a[first]!r} vs expected {e[first]!r}")
+
+
+def assert_bitwise_equal(actual, expected, name="output"):
+    """Exact equality (NaNs in the same places count as equal); reports the first differing index."""
+    a = np.asarray(actual)
+    e = np.asarray(expected)
+    assert a.shape == e.shape, f"{name}: shape {a.shape} != expected {e.shape}"
+    assert a.dtype == e.dtype, f"{name}: dtype {a.dtype} != expected {e.dtype}"
+    if a.dtype.kind == "f":
+        neq = ~((a == e) | (np.isnan(a) & np.isnan(e)))
+    else:
+        neq = a != e
+    if neq.any():
+        first = tuple(int(i) for i in np.argwhere(neq)[0])
+        diff = np.abs(a.astype(np.float64) - e.astype(np.float64)) if a.dtype.kind in "fi" else None
+        raise AssertionError(
+            f"{name}: not bitwise equal: {int(neq.sum())} of {neq.size} elements differ"
+            + (f", max |diff| = {np.nanmax(diff):.3e}" if diff is not None else "")
+            + f"; first at {first}: {a[first]!r} vs {e[first]!r}")

@@ -72,9 +72,9 @@ def softmax_attend(q_row, k_rows, v_rows, scale):
     Hq, D = q_row.shape
     n, Hkv, _ = k_rows.shape
     G = Hq // Hkv
-    q = q_row.astype(np.float64).reshape(Hkv, G, D)         # head h = g_kv * G + i
-    k = k_rows.astype(np.float64)
-    v = v_rows.astype(np.float64)
+    q = q_row.astype(np.float64, copy=False).reshape(Hkv, G, D)   # head h = g_kv * G + i
+    k = k_rows.astype(np.float64, copy=False)
+    v = v_rows.astype(np.float64, copy=False)
     s = np.einsum("hgd,nhd->hgn", q, k) * scale                # [Hkv, G, n]
     s = s - s.max(axis=-1, keepdims=True)
     p = np.exp(s)
@@ -125,9 +125,11 @@ def _attention_reference(q, k, v, first, last, scale):
     Memory is O(W) per query: no T x S array exists, so long prompts fit.
     """
     out = np.empty(q.shape, dtype=q.dtype)
+    # Upcast once (O(S) memory), not once per query.
+    q64, k64, v64 = (x.astype(np.float64, copy=False) for x in (q, k, v))
     for i in range(q.shape[0]):
         a, b = first[i], last[i]
-        out[i] = softmax_attend(q[i], k[a:b], v[a:b], scale)
+        out[i] = softmax_attend(q64[i], k64[a:b], v64[a:b], scale)
     return out
 
 

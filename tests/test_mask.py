@@ -1,0 +1,61 @@
+"""window_mask (spec rule 1) against the brute-force double loop in tests/oracle.py."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import swaref
+from oracle import brute_force_mask
+from ref_helpers import increasing_positions, window_for
+
+
+@given(st.data())
+def test_window_mask_matches_brute_force(data):
+    Tk = data.draw(st.integers(1, 24), label="Tk")
+    k_pos = data.draw(increasing_positions(Tk), label="k_pos")
+    # Queries anywhere around the keys, not only at key positions: the rule is on
+    # positions, and a query may sit past the last key or between keys.
+    lo, hi = int(k_pos[0]), int(k_pos[-1]) + 5
+    q_pos = np.asarray(sorted(set(data.draw(
+        st.lists(st.integers(lo, hi), min_size=1, max_size=16), label="q_pos"))), dtype=np.int64)
+    window = window_for(data.draw, Tk)
+    m = swaref.window_mask(q_pos, k_pos, window)
+    assert m.dtype == np.bool_
+    np.testing.assert_array_equal(m, brute_force_mask(q_pos.tolist(), k_pos.tolist(), window))
+
+
+@pytest.mark.parametrize("W", [1, 2, 3, 5])
+def test_each_row_sees_exactly_W_keys_once_full(W):
+    n = 4 * W + 3
+    pos = np.arange(n)
+    m = swaref.window_mask(pos, pos, W)
+    counts = m.sum(axis=1)
+    # Row p sees min(p + 1, W) keys: W keys, itself included, and fewer at the start.
+    np.testing.assert_array_equal(counts, np.minimum(pos + 1, W))
+    assert m[np.arange(n), np.arange(n)].all(), "a query must see its own key"
+    for p in range(W, n):
+        assert not m[p, p - W], f"p={p}: the key at p - W must be invisible"
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 16])
+def test_window_at_least_length_is_exactly_causal(n):
+    pos = np.arange(n)
+    causal = swaref.window_mask(pos, pos, None)
+    np.testing.assert_array_equal(causal, np.tril(np.ones((n, n), dtype=bool)))
+    for W in (n, n + 1, 10 * n, 2 ** 62, 2 ** 63 - 1):
+        np.testing.assert_array_equal(swaref.window_mask(pos, pos, W), causal, err_msg=f"W={W}")
+
+
+def test_huge_offsets_do_not_change_the_mask():
+    # The rule depends only on differences p - j: shifting every position by 10**9
+    # (or close to the int64 limit) must give the same mask.
+    pos = np.arange(20, dtype=np.int64)
+    for W in (1, 3, 7, None):
+        base = swaref.window_mask(pos, pos, W)
+        for off in (10 ** 9, 2 ** 62):
+            np.testing.assert_array_equal(swaref.window_mask(pos + off, pos + off, W), base,
+                                          err_msg=f"W={W} offset={off}")
+
+
+def test_numpy_integer_window_and_list_positions_accepted():
+    m = swaref.window_mask([0, 1, 2, 3], [0, 1, 2, 3], np.int64(2))
+    np.testing.assert_array_equal(m, brute_force_mask([0, 1, 2, 3], [0, 1, 2, 3], 2))

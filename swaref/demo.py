@@ -1,0 +1,548 @@
+"""Walk through the sliding-window tutorial in the terminal, on the library itself.
+
+``swaref demo`` retells the tutorial (the score matrices before and after the
+softmax, the receptive field, the rolling buffer cache, chunked prefill) with
+its own sentences: one word = one token, seeded random embeddings, one head of
+small dimension D.  Every number shown comes from a real call into swaref
+(window_mask, attention, decode_step, prefill, receptive_field), and every
+section ends with a check against an independent computation.
+
+``swaref demo --plot DIR`` also writes the same pictures as PNG files
+(needs matplotlib: ``pip install swaref[plot]``).
+
+The demo carries its own sentences; it never reads the tutorial file.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from . import (RollingBufferCache, attention, cache_view, cache_write, decode_step,
+               prefill, receptive_field, slot_of, window_mask)
+
+#: The tutorial's sentences, one word = one token.
+SENTENCE = "The cat is on a chair".split()
+PROMPT = "Can you tell me who is the richest man in history".split()
+
+#: The tutorial's windows: W = 3 for the attention matrices, W = 4 for the cache and prefill.
+ATTENTION_WINDOW = 3
+CACHE_WINDOW = 4
+MAX_WINDOW = 6          # keeps every table inside 80 columns
+WIDTH = 80
+#: Sequence length and layer count of the receptive-field picture.
+FIELD_LENGTH = 16
+MAX_LAYERS = 8
+
+
+# --------------------------------------------------------------------------
+# The numbers: pure functions, shared by the text and the PNG renderers.
+# --------------------------------------------------------------------------
+
+def embed(words, dim, seed, salt):
+    """Seeded toy projections of seeded random word embeddings.
+
+    -> q, k, v: [T, 1, D] float64 (one head).  ``salt`` tells the two
+    sentences apart so that they do not share vectors.
+    """
+    rng = np.random.default_rng([seed, salt])
+    x = rng.standard_normal((len(words), dim))
+    wq, wk, wv = (rng.standard_normal((dim, dim)) / np.sqrt(dim) for _ in range(3))
+    return tuple((x @ w)[:, None, :] for w in (wq, wk, wv))
+
+
+def score_matrices(q, k, v, window):
+    """The tutorial's two matrices for one window, and the check against swaref.attention.
+
+    q, k, v: [T, 1, D]  ->  dict with
+    scores [T, T] (scale * q.k, -inf where masked), weights [T, T] (softmax
+    rows, exactly 0 where masked), row_sums [T], and max_diff: the largest
+    |weights @ V - swaref.attention(...)|.
+    """
+    T, _, D = q.shape
+    pos = np.arange(T)
+    mask = window_mask(pos, pos, window)
+    raw = (q[:, 0] @ k[:, 0].T) / np.sqrt(D)
+    scores = np.where(mask, raw, -np.inf)
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))   # exp(-inf) = 0: masked weight vanishes
+    weights = e / e.sum(axis=1, keepdims=True)
+    out = attention(q, k, v, window=window)
+    max_diff = float(np.abs(weights @ v[:, 0] - out[:, 0]).max())
+    return {"window": window, "mask": mask, "scores": scores, "weights": weights,
+            "row_sums": weights.sum(axis=1), "max_diff": max_diff}
+
+
+def reach_by_composition(window, n_layers, length):
+    """Which inputs the last position depends on after 1..n_layers layers.
+
+    -> bool [n_layers + 1, length], row L = positions reachable in L layers
+    (row 0: only itself).  Computed by composing the one-layer mask with
+    itself, independently of the formula in swaref.receptive_field.
+    """
+    pos = np.arange(length)
+    one = window_mask(pos, pos, window).astype(np.int64)
+    rows = [np.eye(length, dtype=np.int64)[-1]]
+    for _ in range(n_layers):
+        rows.append((rows[-1] @ one > 0).astype(np.int64))
+    return np.array(rows, dtype=bool)
+
+
+def receptive_field_table(window, length=FIELD_LENGTH):
+    """Layers needed for the last of ``length`` positions to reach position 0, capped.
+
+    -> dict with reach [L+1, length] (composition), formula [L+1] (earliest
+    position by swaref.receptive_field) and agree (bool).
+    """
+    p = length - 1
+    n_layers = MAX_LAYERS if window == 1 else min(MAX_LAYERS, -(-p // (window - 1)))
+    reach = reach_by_composition(window, n_layers, length)
+    formula = np.array([receptive_field(window, L, p) for L in range(n_layers + 1)])
+    earliest = reach.argmax(axis=1)                 # first True in each row
+    contiguous = all(reach[L, earliest[L]:].all() for L in range(n_layers + 1))
+    return {"window": window, "length": length, "reach": reach, "formula": formula,
+            "agree": bool(contiguous and (earliest == formula).all())}
+
+
+def rolling_buffer_steps(words, q, k, v, window):
+    """Decode ``words`` one token at a time through a real RollingBufferCache.
+
+    -> (steps, max_diff).  Each step: word, position, written slot, the
+    overwritten position (or -1), slot positions after the write, the next slot.
+    max_diff compares the decoded outputs with swaref.attention over the whole
+    sentence.
+    """
+    cache = RollingBufferCache(window, 1, q.shape[2], dtype=q.dtype)
+    steps, outs = [], []
+    for p, word in enumerate(words):
+        slot = int(slot_of(p, cache.capacity))
+        overwritten = int(cache.positions[slot])
+        outs.append(decode_step(q[p:p + 1], k[p:p + 1], v[p:p + 1], cache))
+        steps.append({"word": word, "position": p, "slot": slot, "overwritten": overwritten,
+                      "slots": cache.positions.copy(),
+                      "next_slot": int(slot_of(cache.next_position, cache.capacity))})
+    full = attention(q, k, v, window=window)
+    return steps, float(np.abs(np.concatenate(outs) - full).max())
+
+
+def chunked_prefill_steps(words, q, k, v, window, chunk_size=None):
+    """Prefill ``words`` one chunk per swaref.prefill call on one cache.
+
+    -> (chunks, max_diff).  Each chunk: query positions, key positions
+    (cache in time order, then chunk), how many of them come from the cache,
+    the window_mask on those positions, the slot positions afterwards and the
+    cache positions that writing before attending would have destroyed while
+    the chunk still needs them.  max_diff compares the concatenated chunk
+    outputs with one-shot swaref.attention over the whole prompt.
+    """
+    chunk_size = window if chunk_size is None else chunk_size
+    cache = RollingBufferCache(window, 1, q.shape[2], dtype=q.dtype)
+    chunks, outs = [], []
+    for a in range(0, len(words), chunk_size):
+        sl = slice(a, min(a + chunk_size, len(words)))
+        q_pos = np.arange(sl.start, sl.stop)
+        cache_pos = cache_view(cache)[2]
+        k_pos = np.concatenate([cache_pos, q_pos])
+        mask = window_mask(q_pos, k_pos, window)
+        lost = _lost_if_written_first(cache, k[sl], v[sl], sl.start, mask[:, :len(cache_pos)], cache_pos)
+        outs.append(prefill(q[sl], k[sl], v[sl], cache, chunk_size=sl.stop - sl.start))
+        chunks.append({"q_pos": q_pos, "k_pos": k_pos, "n_cache": len(cache_pos), "mask": mask,
+                       "slots": cache.positions.copy(), "lost": lost})
+    full = attention(q, k, v, window=window)
+    return chunks, float(np.abs(np.concatenate(outs) - full).max())
+
+
+def _lost_if_written_first(cache, k, v, start, cache_mask, cache_pos):
+    """Cached positions the chunk's queries need but a write-first order would overwrite."""
+    trial = cache.copy()
+    cache_write(trial, k, v, start)
+    kept = set(trial.positions.tolist())
+    needed = cache_pos[cache_mask.any(axis=0)]
+    return [int(p) for p in needed if p not in kept]
+
+
+# --------------------------------------------------------------------------
+# Text rendering: every line fits in WIDTH columns.
+# --------------------------------------------------------------------------
+
+def _grid(row_labels, col_labels, cells, indent=2, sep_after=None, tail=None,
+          right=False, groups=None):
+    """Lines of a labelled table; columns shrink (labels truncate) to fit WIDTH.
+
+    cells: rows of strings.  sep_after: draw '|' before that column.
+    tail: strings appended to the header (tail[0]) and to each row.
+    right: right-align (numbers).  groups: names written above the columns
+    before and after the separator.
+    """
+    rw = max(len(s) for s in row_labels) + 2
+    ncol = len(col_labels)
+    extra = 2 if sep_after is not None else 0
+    tail_w = max(len(t) for t in tail) if tail else 0
+    need = max(max(len(c) for c in col_labels), max(len(c) for r in cells for c in r)) + (2 if right else 1)
+    room = (WIDTH - indent - rw - extra - tail_w) // max(ncol, 1)
+    cw = max(3, min(need, room))
+
+    def cell(s):
+        s = s[:cw - 1]
+        return s.rjust(cw - 1) + " " if right else s.ljust(cw)
+
+    def line(label, items, end=""):
+        parts = []
+        for j, s in enumerate(items):
+            if sep_after is not None and j == sep_after:
+                parts.append("| ")
+            parts.append(cell(s))
+        return (" " * indent + label.ljust(rw) + "".join(parts) + end).rstrip()
+
+    out = []
+    if groups and sep_after is not None:
+        left = groups[0].ljust(cw * sep_after)
+        out.append((" " * (indent + rw) + left + "| " + groups[1]).rstrip())
+    out.append(line("", col_labels, tail[0] if tail else ""))
+    for i, (lab, row) in enumerate(zip(row_labels, cells)):
+        out.append(line(lab, row, tail[i + 1] if tail else ""))
+    return out
+
+
+def _fmt_score(x):
+    return "-inf" if np.isneginf(x) else f"{x:.2f}"
+
+
+def _fmt_weight(x, visible):
+    return f"{x:.2f}" if visible else "0"
+
+
+def _words(words, positions):
+    return " ".join(words[p] for p in positions)
+
+
+def _heading(n, title):
+    text = f"{n}. {title}"
+    return ["", text, "=" * len(text)]
+
+
+def text_scores(words, causal, swa, dim):
+    W = swa["window"]
+    lines = _heading(1, f"Attention scores: causal vs sliding window (W = {W})")
+    lines += [f"Sentence: \"{' '.join(words)}\", one word = one token, D = {dim}.",
+              "Scores are q.k / sqrt(D).  A masked key gets -inf before the softmax,",
+              "so after it the key's weight is exactly 0 and each row still sums to 1."]
+    for name, m in (("Causal", causal), (f"Sliding window, W = {W}", swa)):
+        lines += ["", f"{name}: scores before the softmax (row = query, column = key)"]
+        lines += _grid(words, words, [[_fmt_score(x) for x in r] for r in m["scores"]], right=True)
+        lines += ["", f"{name}: weights after the softmax"]
+        tail = ["  row sum"] + [f"  {s:.6f}" for s in m["row_sums"]]
+        lines += _grid(words, words, [[_fmt_weight(x, vis) for x, vis in zip(r, mr)]
+                                      for r, mr in zip(m["weights"], m["mask"])],
+                       tail=tail, right=True)
+    last = len(words) - 1
+    seen = np.nonzero(swa["mask"][last])[0]
+    lines += ["", f"With W = {W} the last token \"{words[last]}\" sees {len(seen)} tokens: "
+                  f"{_words(words, seen)}.",
+              f"Check: weights @ V vs swaref.attention: max |difference| = "
+              f"{max(causal['max_diff'], swa['max_diff']):.1e}"]
+    return lines
+
+
+def text_receptive_field(words, field):
+    W = field["window"]
+    lines = _heading(2, f"The receptive field grows by W - 1 = {W - 1} per layer")
+    lines += ["Each layer lets a token see W - 1 earlier tokens, but those tokens already",
+              "carry what they saw one layer below: after L layers position p depends on",
+              "positions >= p - L * (W - 1)  (swaref.receptive_field).", ""]
+    p = len(words) - 1
+    for L in range(1, 4):
+        first = receptive_field(W, L, p)
+        lines.append(f"  \"{words[p]}\" after {L} layer{'s' if L > 1 else ' '}: "
+                     f"{_words(words, range(first, p + 1))}")
+    n = field["length"]
+    lines += ["", f"The last of {n} positions (# = it depends on that input):", ""]
+    lines.append("  position " + "".join(f"{j % 10:<2}" for j in range(n))
+                 + "   from")
+    for L, row in enumerate(field["reach"]):
+        marks = "".join(("# " if r else ". ") for r in row)
+        lines.append(f"  layer {L:<3}" + marks + f"  {field['formula'][L]:>3}")
+    lines += ["", "Check: composing the one-layer mask L times gives the same first position",
+              f"as the formula: {'yes' if field['agree'] else 'NO'}"]
+    return lines
+
+
+def text_rolling_buffer(words, steps, max_diff, window):
+    lines = _heading(3, f"The rolling buffer cache (W = {window} slot{'s' if window > 1 else ''})")
+    lines += [f"Decoding keeps only the last W keys: position p goes to slot p mod {window}.",
+              "Each step writes the new token, then attends (it must see itself, and",
+              "the slot it overwrites held p - W, just outside its window).",
+              "* marks the slot just written; 'next' is the write pointer.", ""]
+    cw = max(len(w) for w in words) + 2            # room for the '*'
+
+    def row(tok, word, p, slot, cells, end=""):
+        return f"  {tok:>3}  {word:<7} {p:>2}  {slot:>4}  " + "".join(f"| {c:<{cw}}" for c in cells) + "|" + end
+
+    lines.append(row("tok", "word", "p", "slot", [f"slot {s}" for s in range(window)]))
+    for st in steps:
+        cells = [(words[pos] if pos >= 0 else ".") + ("*" if s == st["slot"] else "")
+                 for s, pos in enumerate(st["slots"])]
+        lines.append(row(st["position"] + 1, st["word"], st["position"], st["slot"], cells,
+                         f" next {st['next_slot']}"))
+    for st in steps:
+        if st["overwritten"] >= 0:
+            lines += ["", f"Token {st['position'] + 1} \"{st['word']}\" (position {st['position']}) "
+                          f"went to slot {st['position']} mod {window} = {st['slot']},",
+                      f"replacing \"{words[st['overwritten']]}\" (position {st['overwritten']}): "
+                      "the buffer wrapped around."]
+            break
+    slots = [p for p in steps[-1]["slots"] if p >= 0]
+    if slots != sorted(slots):
+        lines += [f"The slots are now out of time order; in time order they read: "
+                  f"{_words(words, sorted(slots))}.",
+                  "Attention only needs the set of (position, key, value), so order is harmless."]
+    lines += [f"Check: token-by-token decode vs swaref.attention: max |difference| = {max_diff:.1e}"]
+    return lines
+
+
+def text_prefill(words, chunks, max_diff, window):
+    lines = _heading(4, f"Chunked prefill (W = {window}, chunks of {window} "
+                        f"token{'s' if window > 1 else ''})")
+    lines += [f"Prompt: \"{' '.join(words)}\" ({len(words)} tokens).",
+              "Per chunk: queries = the chunk; keys = [cache in time order] + [chunk];",
+              "attend first, THEN write the chunk's last min(len, W) tokens to the cache.",
+              "Mask: x = visible (p - W < j <= p), . = masked."]
+    for n, c in enumerate(chunks, 1):
+        q_pos, k_pos, nc = c["q_pos"], c["k_pos"], c["n_cache"]
+        cache_words = f"[{_words(words, k_pos[:nc])}]" if nc else "(empty)"
+        lines += ["", f"Chunk {n} of {len(chunks)}: positions {q_pos[0]}..{q_pos[-1]}",
+                  f"  queries: {_words(words, q_pos)}",
+                  f"  keys   : cache {cache_words} + chunk [{_words(words, q_pos)}]", ""]
+        cols = [words[j] for j in k_pos]
+        cells = [["x" if m else "." for m in row] for row in c["mask"]]
+        lines += _grid([words[p] for p in q_pos], cols, cells, indent=4,
+                       sep_after=nc if nc else None, groups=("cache", "chunk"))
+        lines.append("")
+        qw = max(len(words[p]) for p in q_pos) + 2
+        for p, row in zip(q_pos, c["mask"]):
+            lines.append(f"  {chr(34) + words[p] + chr(34):<{qw}} sees  {_words(words, k_pos[row])}")
+        if c["lost"]:
+            lines.append(f"  (writing the chunk before attending would have overwritten "
+                         f"[{_words(words, c['lost'])}], which these queries need)")
+        order = sorted(p for p in c["slots"] if p >= 0)
+        lines.append(f"  cache after: slots [{' | '.join(words[p] if p >= 0 else '.' for p in c['slots'])}]"
+                     f" = {_words(words, order)}")
+    return lines
+
+
+def text_check(max_diff):
+    status = "OK" if max_diff <= 1e-12 else "MISMATCH"
+    return ["", f"Check: chunked prefill == one-shot attention: max |difference| = "
+                f"{max_diff:.1e}  {status}"]
+
+
+def _wrap(lines):
+    """Split any line longer than WIDTH at its last space (prose only)."""
+    out = []
+    for line in lines:
+        while len(line) > WIDTH:
+            cut = line.rfind(" ", 0, WIDTH + 1)
+            if cut <= 0:
+                break
+            indent = len(line) - len(line.lstrip())
+            out.append(line[:cut].rstrip())
+            line = " " * (indent + 2) + line[cut + 1:]
+        out.append(line)
+    return out
+
+
+# --------------------------------------------------------------------------
+# The whole walkthrough.
+# --------------------------------------------------------------------------
+
+def compute(seed=0, dim=4, window=None):
+    """Every number the demo shows, as a dict (text and PNG renderers read it)."""
+    aw = ATTENTION_WINDOW if window is None else window
+    cw = CACHE_WINDOW if window is None else window
+    q1, k1, v1 = embed(SENTENCE, dim, seed, salt=1)
+    q2, k2, v2 = embed(PROMPT, dim, seed, salt=2)
+    steps, decode_diff = rolling_buffer_steps(SENTENCE, q1, k1, v1, cw)
+    chunks, prefill_diff = chunked_prefill_steps(PROMPT, q2, k2, v2, cw)
+    return {
+        "seed": seed, "dim": dim, "attention_window": aw, "cache_window": cw,
+        "causal": score_matrices(q1, k1, v1, None),
+        "swa": score_matrices(q1, k1, v1, aw),
+        "field": receptive_field_table(aw),
+        "steps": steps, "decode_diff": decode_diff,
+        "chunks": chunks, "prefill_diff": prefill_diff,
+    }
+
+
+def render_text(r):
+    """The walkthrough as a list of lines, none longer than WIDTH."""
+    lines = ["swaref demo: sliding-window attention, step by step",
+             f"(one word = one token, one head, D = {r['dim']}, random embeddings, seed {r['seed']};",
+             " every number below comes from a call into swaref)"]
+    lines += text_scores(SENTENCE, r["causal"], r["swa"], r["dim"])
+    lines += text_receptive_field(SENTENCE, r["field"])
+    lines += text_rolling_buffer(SENTENCE, r["steps"], r["decode_diff"], r["cache_window"])
+    lines += text_prefill(PROMPT, r["chunks"], r["prefill_diff"], r["cache_window"])
+    lines += text_check(r["prefill_diff"])
+    return _wrap(lines)
+
+
+# --------------------------------------------------------------------------
+# PNG rendering (matplotlib, Agg backend).
+# --------------------------------------------------------------------------
+
+class PlotUnavailable(RuntimeError):
+    """matplotlib is not installed."""
+
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise PlotUnavailable(
+            "swaref demo --plot needs matplotlib, which is not installed "
+            f"({e}).\nInstall it with:  pip install 'swaref[plot]'   (or: pip install matplotlib)"
+        ) from None
+    return plt
+
+
+def _heatmap(ax, values, rows, cols, title, text, cmap="viridis", **imshow):
+    """values [R, C] with -inf drawn grey; text [R][C] written in the cells."""
+    shown = np.ma.masked_invalid(np.where(np.isneginf(values), np.nan, values))
+    cm = __import__("matplotlib").colormaps[cmap].copy()
+    cm.set_bad("#dddddd")
+    ax.imshow(shown, cmap=cm, **imshow)
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_title(title, fontsize=10)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7)
+
+
+def plot_all(r, outdir, plt):
+    """Write the four figures into ``outdir``; return their paths."""
+    os.makedirs(outdir, exist_ok=True)
+    paths = []
+
+    def save(fig, name):
+        path = os.path.join(outdir, name)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+
+    words = SENTENCE
+    fig, axes = plt.subplots(2, 2, figsize=(10, 9))
+    for row, (name, m) in enumerate((("causal", r["causal"]),
+                                     (f"sliding window W = {r['attention_window']}", r["swa"]))):
+        _heatmap(axes[row, 0], m["scores"], words, words, f"{name}: q.k/sqrt(D) before softmax",
+                 [[_fmt_score(x) for x in rr] for rr in m["scores"]], cmap="coolwarm")
+        w = np.where(m["mask"], m["weights"], -np.inf)
+        _heatmap(axes[row, 1], w, words, words, f"{name}: after softmax (rows sum to 1)",
+                 [[_fmt_weight(x, vis) for x, vis in zip(rr, mr)]
+                  for rr, mr in zip(m["weights"], m["mask"])])
+    save(fig, "1_attention_scores.png")
+
+    f = r["field"]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(f["reach"]) + 1.5))
+    ax.imshow(f["reach"], cmap="Blues", vmin=0, vmax=1.5)
+    ax.set_xticks(range(f["length"]))
+    ax.set_yticks(range(len(f["reach"])), [f"layer {L}" for L in range(len(f["reach"]))])
+    ax.set_xlabel("input position")
+    ax.set_title(f"Receptive field of the last position, W = {f['window']}: "
+                 f"grows by W - 1 = {f['window'] - 1} per layer")
+    save(fig, "2_receptive_field.png")
+
+    steps, W = r["steps"], r["cache_window"]
+    fig, ax = plt.subplots(figsize=(1.3 * W + 2, 0.5 * len(steps) + 1.5))
+    ax.set_xlim(-0.5, W - 0.5)
+    ax.set_ylim(len(steps) - 0.5, -0.5)
+    for i, st in enumerate(steps):
+        for s, pos in enumerate(st["slots"]):
+            hit = s == st["slot"]
+            ax.add_patch(plt.Rectangle((s - 0.45, i - 0.4), 0.9, 0.8,
+                                       color="#ffcc66" if hit else "#e8eef7"))
+            ax.text(s, i, words[pos] if pos >= 0 else "", ha="center", va="center")
+        ax.add_patch(plt.Rectangle((st["next_slot"] - 0.45, i - 0.4), 0.9, 0.8, fill=False,
+                                   edgecolor="red", linestyle="--", linewidth=1.5))
+    ax.set_xticks(range(W), [f"slot {s}" for s in range(W)])
+    ax.set_yticks(range(len(steps)), [f"+ {st['word']} (p={st['position']})" for st in steps])
+    ax.set_title(f"Rolling buffer, W = {W}: position p goes to slot p mod W\n"
+                 "orange = just written, dashed red = write pointer (next slot)")
+    save(fig, "3_rolling_buffer.png")
+
+    chunks, pw = r["chunks"], PROMPT
+    fig, axes = plt.subplots(1, len(chunks), figsize=(4.2 * len(chunks), 4), squeeze=False)
+    for ax, (n, c) in zip(axes[0], enumerate(chunks, 1)):
+        cols = [("[cache] " if j < c["n_cache"] else "") + pw[p] for j, p in enumerate(c["k_pos"])]
+        _heatmap(ax, c["mask"].astype(float), [pw[p] for p in c["q_pos"]], cols,
+                 f"chunk {n}: keys = cache + chunk",
+                 [["x" if m else "" for m in row] for row in c["mask"]], cmap="Greens",
+                 vmin=0, vmax=2.5)
+        if c["n_cache"]:
+            ax.axvline(c["n_cache"] - 0.5, color="black")
+    fig.suptitle(f"Chunked prefill, W = {W}; chunked == one-shot: "
+                 f"max |diff| = {r['prefill_diff']:.1e}")
+    save(fig, "4_chunked_prefill.png")
+    return paths
+
+
+# --------------------------------------------------------------------------
+# Command line.
+# --------------------------------------------------------------------------
+
+def _window_arg(s):
+    try:
+        w = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+    if not 1 <= w <= MAX_WINDOW:
+        raise argparse.ArgumentTypeError(
+            f"the demo shows windows 1..{MAX_WINDOW} (to fit 80 columns), got {w}")
+    return w
+
+
+def _dim_arg(s):
+    try:
+        d = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+    if not 1 <= d <= 256:
+        raise argparse.ArgumentTypeError(f"expected a head dimension in 1..256, got {d}")
+    return d
+
+
+def add_arguments(parser):
+    parser.add_argument("--plot", metavar="DIR",
+                        help="also write the figures as PNG files into DIR (needs matplotlib)")
+    parser.add_argument("--window", type=_window_arg, metavar="W",
+                        help=f"use this window everywhere (default: the tutorial's W = "
+                             f"{ATTENTION_WINDOW} for the scores, {CACHE_WINDOW} for cache and prefill)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random embeddings (default 0)")
+    parser.add_argument("--dim", type=_dim_arg, default=4, metavar="D",
+                        help="head dimension of the toy embeddings (default 4)")
+
+
+def run(args):
+    plt = None
+    if args.plot:
+        # Fail before printing anything, so the message is not lost in the walkthrough.
+        try:
+            plt = _pyplot()
+        except PlotUnavailable as e:
+            print(f"swaref demo: {e}", file=sys.stderr)
+            return 3
+    r = compute(seed=args.seed, dim=args.dim, window=args.window)
+    try:
+        print("\n".join(render_text(r)), flush=True)
+    except BrokenPipeError:
+        # `swaref demo | head` closed the pipe: not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    if plt is not None:
+        paths = plot_all(r, args.plot, plt)
+        print("")
+        for p in paths:
+            print(f"wrote {p}")
+    return 0 if r["prefill_diff"] <= 1e-12 and r["decode_diff"] <= 1e-12 else 1

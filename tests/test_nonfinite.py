@@ -1,0 +1,148 @@
+"""The NaN rule (spec rule 3): non-finite values inside a query's window propagate per
+IEEE; values outside it, and in empty or stale cache slots, never reach the output.
+
+Poison outside a window is checked against the oracle on the CLEAN inputs (the
+poison replaced by zeros): the result must be finite and the same.
+"""
+import numpy as np
+import pytest
+
+import swaref
+from oracle import assert_close, dense_attention_f64
+from ref_helpers import f64_tol, random_qkv
+
+POISONS = [np.nan, np.inf, -np.inf, 1e30, -1e30]
+
+
+@pytest.mark.parametrize("poison", POISONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("W", [1, 3, None])
+def test_poison_outside_every_window_never_reaches_output(poison, dtype, W):
+    # With a window, keys 0..5 are poisoned (k and v) and queries 12..15 cannot see
+    # them; with W = None every earlier key is visible, so the poisoned keys sit AFTER
+    # every query instead (causally invisible).
+    rng = np.random.default_rng(0)
+    S, T, Hq, Hkv, D = 16, 4, 4, 2, 4
+    q, k, v = random_qkv(rng, T, S, Hq, Hkv, D, dtype)
+    k_pos = np.arange(S)
+    if W is None:
+        bad = np.arange(12, 16)
+        q_pos = np.arange(4, 8)
+    else:
+        bad = np.arange(0, 6)
+        q_pos = np.arange(12, 16)
+    kp, vp = k.copy(), v.copy()
+    kp[bad], vp[bad] = poison, poison
+    with np.errstate(all="raise"):          # no overflow/invalid warnings either: never computed
+        out = swaref.attention(q, kp, vp, window=W, q_pos=q_pos, k_pos=k_pos)
+    k0, v0 = k.copy(), v.copy()
+    k0[bad], v0[bad] = 0, 0
+    expected = dense_attention_f64(q, k0, v0, q_pos, k_pos, W)
+    assert np.isfinite(out).all(), f"poison {poison} leaked: {out}"
+    tol = f64_tol(v0) if dtype == np.float64 else 2 * float(np.finfo(dtype).eps) * np.abs(v0).max()
+    assert_close(out, expected, atol=tol)
+
+
+@pytest.mark.parametrize("W", [2, 4])
+def test_nan_inside_window_propagates_and_only_there(W):
+    # NaN in k[j] (all KV heads): every query whose window holds j is NaN everywhere
+    # (its scores are NaN); NaN in v[j, h_kv, d]: exactly the entries (heads of group
+    # h_kv, dim d) of those queries.  All other rows equal the clean oracle.
+    T, Hq, Hkv, D = 12, 4, 2, 3
+    rng = np.random.default_rng(W)
+    q, k, v = random_qkv(rng, T, T, Hq, Hkv, D)
+    pos = np.arange(T)
+    j = 5
+    sees_j = (pos - W < j) & (j <= pos)
+    clean = dense_attention_f64(q, k, v, pos, pos, W)
+
+    kp = k.copy()
+    kp[j] = np.nan
+    out = swaref.attention(q, kp, v, window=W)
+    assert np.isnan(out[sees_j]).all(), "NaN in a visible key must make the row NaN"
+    assert_close(out[~sees_j], clean[~sees_j], atol=f64_tol(v), name="rows that cannot see the NaN key")
+
+    vp = v.copy()
+    vp[j, 1, 2] = np.nan
+    out = swaref.attention(q, k, vp, window=W)
+    G = Hq // Hkv
+    nan_expected = np.zeros(out.shape, dtype=bool)
+    nan_expected[np.ix_(sees_j, np.arange(1 * G, 2 * G), [2])] = True
+    np.testing.assert_array_equal(np.isnan(out), nan_expected)
+    assert_close(np.where(nan_expected, 0, out), np.where(nan_expected, 0, clean), atol=f64_tol(v))
+
+
+@pytest.mark.parametrize("poison", [np.nan, np.inf])
+def test_nan_in_query_stays_in_its_row(poison):
+    rng = np.random.default_rng(2)
+    q, k, v = random_qkv(rng, 6, 6, 2, 1, 3)
+    q[3, 1, 0] = poison
+    with np.errstate(invalid="ignore"):     # inf - inf inside row 3 is the IEEE propagation
+        out = swaref.attention(q, k, v, window=3)
+    finite_rows = np.ones(6, dtype=bool)
+    finite_rows[3] = False
+    assert np.isfinite(out[finite_rows]).all() and np.isfinite(out[3, 0]).all()
+    assert not np.isfinite(out[3, 1]).all()
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 7, 20])
+@pytest.mark.parametrize("poison", [np.nan, np.inf, 1e30])
+def test_early_poisoned_token_is_evicted_in_prefill(chunk_size, poison):
+    # Token 0 is poisoned: queries 0..W-1 see it (NaN rule applies to them, the
+    # oracle says what they get); queries >= W must be finite and exact, whatever the
+    # schedule, although token 0 passed through the cache.
+    W, T, Hq, Hkv, D = 3, 20, 2, 1, 4
+    rng = np.random.default_rng(4)
+    q, k, v = random_qkv(rng, T, T, Hq, Hkv, D)
+    kp, vp = k.copy(), v.copy()
+    kp[0], vp[0] = poison, poison
+    c = swaref.RollingBufferCache(W, Hkv, D, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        out = swaref.prefill(q, kp, vp, c, chunk_size=chunk_size)
+    k0, v0 = k.copy(), v.copy()
+    k0[0], v0[0] = 0, 0
+    pos = np.arange(T)
+    expected = dense_attention_f64(q, k0, v0, pos, pos, W)
+    assert np.isfinite(out[W:]).all(), "an evicted poisoned token leaked"
+    assert_close(out[W:], expected[W:], atol=f64_tol(v0))
+
+
+@pytest.mark.parametrize("poison", [np.nan, np.inf, 1e30])
+def test_empty_slots_are_never_read(poison):
+    # Buffers start zeroed, but the spec also says they are never read outside valid
+    # slots: fill the empty slots with poison (as uninitialised memory would be) and
+    # prefill/decode fewer than W tokens.
+    W, T, Hq, Hkv, D = 6, 5, 2, 1, 3
+    rng = np.random.default_rng(6)
+    q, k, v = random_qkv(rng, T, T, Hq, Hkv, D)
+    c = swaref.RollingBufferCache(W, Hkv, D, dtype=np.float64)
+    c.k[...] = poison
+    c.v[...] = poison
+    with np.errstate(all="raise"):
+        out = np.concatenate([swaref.prefill(q[:2], k[:2], v[:2], c, chunk_size=1, start=40),
+                              swaref.prefill(q[2:4], k[2:4], v[2:4], c),
+                              swaref.decode_step(q[4:], k[4:], v[4:], c)])
+    pos = np.arange(40, 40 + T)
+    assert_close(out, dense_attention_f64(q, k, v, pos, pos, W), atol=f64_tol(v))
+
+
+@pytest.mark.parametrize("poison", [np.nan, np.inf, 1e30])
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4])
+def test_stale_slot_is_never_read(poison, chunk):
+    # After n tokens the cache holds n-W .. n-1; the oldest (n-W) is outside every later
+    # query's window.  Poison its slot in place, then prefill a chunk: nothing changes.
+    W, n, Hq, Hkv, D = 4, 9, 2, 2, 3
+    T = n + chunk
+    rng = np.random.default_rng(chunk)
+    q, k, v = random_qkv(rng, T, T, Hq, Hkv, D)
+    c = swaref.RollingBufferCache(W, Hkv, D, dtype=np.float64)
+    swaref.prefill(q[:n], k[:n], v[:n], c, chunk_size=3)
+    stale = (n - W) % W
+    assert c.positions[stale] == n - W
+    c.k[stale] = poison
+    c.v[stale] = poison
+    with np.errstate(all="raise"):
+        out = swaref.prefill(q[n:], k[n:], v[n:], c, chunk_size=chunk)
+    pos = np.arange(T)
+    expected = dense_attention_f64(q, k, v, pos, pos, W)[n:]
+    assert_close(out, expected, atol=f64_tol(v))

@@ -409,8 +409,7 @@ def _pyplot():
 def _heatmap(ax, values, rows, cols, title, text, cmap="viridis", **imshow):
     """values [R, C] with -inf drawn grey; text [R][C] written in the cells."""
     shown = np.ma.masked_invalid(np.where(np.isneginf(values), np.nan, values))
-    cm = __import__("matplotlib").colormaps[cmap].copy()
-    cm.set_bad("#dddddd")
+    cm = __import__("matplotlib").colormaps[cmap].with_extremes(bad="#dddddd")
     ax.imshow(shown, cmap=cm, **imshow)
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), rows)
@@ -542,7 +541,7 @@ def run(args):
         return 0
     if plt is not None:
         paths = plot_all(r, args.plot, plt)
-        print("")
+        print(f"\nFigures written to {os.path.abspath(args.plot)}:")
         for p in paths:
-            print(f"wrote {p}")
+            print(f"  {os.path.basename(p)}")
     return 0 if r["prefill_diff"] <= 1e-12 and r["decode_diff"] <= 1e-12 else 1

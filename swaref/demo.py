@@ -238,6 +238,8 @@ def text_scores(words, causal, swa, dim):
     seen = np.nonzero(swa["mask"][last])[0]
     lines += ["", f"With W = {W} the last token \"{words[last]}\" sees {len(seen)} tokens: "
                   f"{_words(words, seen)}.",
+              f"The first {W} rows match the causal ones: the window only bites once a",
+              f"query has more than W - 1 = {W - 1} tokens before it.",
               f"Check: weights @ V vs swaref.attention: max |difference| = "
               f"{max(causal['max_diff'], swa['max_diff']):.1e}"]
     return lines
@@ -248,7 +250,8 @@ def text_receptive_field(words, field):
     lines = _heading(2, f"The receptive field grows by W - 1 = {W - 1} per layer")
     lines += ["Each layer lets a token see W - 1 earlier tokens, but those tokens already",
               "carry what they saw one layer below: after L layers position p depends on",
-              "positions >= p - L * (W - 1)  (swaref.receptive_field).", ""]
+              "positions >= p - L * (W - 1)  (swaref.receptive_field): the paper's",
+              "\"W x L\" reach, though no single query looks back more than W - 1.", ""]
     p = len(words) - 1
     for L in range(1, 4):
         first = receptive_field(W, L, p)
@@ -376,7 +379,8 @@ def render_text(r):
     """The walkthrough as a list of lines, none longer than WIDTH."""
     lines = ["swaref demo: sliding-window attention, step by step",
              f"(one word = one token, one head, D = {r['dim']}, random embeddings, seed {r['seed']};",
-             " every number below comes from a call into swaref)"]
+             " every number below comes from a call into swaref)",
+             "Try also: swaref demo --window 2, --seed 1, --dim 8, --plot DIR"]
     lines += text_scores(SENTENCE, r["causal"], r["swa"], r["dim"])
     lines += text_receptive_field(SENTENCE, r["field"])
     lines += text_rolling_buffer(SENTENCE, r["steps"], r["decode_diff"], r["cache_window"])
@@ -531,6 +535,12 @@ def run(args):
             plt = _pyplot()
         except PlotUnavailable as e:
             print(f"swaref demo: {e}", file=sys.stderr)
+            return 3
+        try:
+            os.makedirs(args.plot, exist_ok=True)
+        except OSError as e:
+            print(f"swaref demo: cannot create the figure folder --plot {args.plot!r}: {e}",
+                  file=sys.stderr)
             return 3
     r = compute(seed=args.seed, dim=args.dim, window=args.window)
     try:

@@ -189,6 +189,16 @@ def test_plot_without_matplotlib_says_so_and_fails(capsys, tmp_path, monkeypatch
     assert not outdir.exists()
 
 
+def test_plot_into_a_file_is_a_clear_error(capsys, tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install 'swaref[plot]')")
+    not_a_dir = tmp_path / "taken"
+    not_a_dir.write_text("x")
+    rc, out, err = run_demo(capsys, "--plot", str(not_a_dir))
+    assert rc != 0
+    assert "--plot" in err and "cannot create" in err
+    assert out == ""
+
+
 def test_demo_numbers_match_the_library_directly():
     # The demo's decode and prefill sections against calls made here.
     r = demo.compute()

@@ -35,6 +35,15 @@ def check_window(window, name="window"):
     return w
 
 
+def causal_if_unbounded(window):
+    """A window wider than any int64 position difference is plain causal (rule 1:
+    W >= the sequence length is exactly causal); folding it to None keeps the int64
+    position arithmetic (p - W + 1) from overflowing for W >= 2**63."""
+    if window is not None and window > np.iinfo(np.int64).max:
+        return None
+    return window
+
+
 def check_array(x, name, ndim=3):
     """Return ``x`` as an ndarray of a supported float dtype with ``ndim`` dims."""
     if not isinstance(x, np.ndarray):
@@ -144,6 +153,7 @@ def check_no_empty_rows(q_pos, k_pos, window):
     Keys are sorted, so query p sees a key iff the first key > p - W (or >= 0
     when window is None) exists and is <= p.
     """
+    window = causal_if_unbounded(window)
     lo = q_pos - window + 1 if window is not None else np.zeros_like(q_pos)
     first = np.searchsorted(k_pos, lo, side="left")
     last = np.searchsorted(k_pos, q_pos, side="right")

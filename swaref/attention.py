@@ -98,7 +98,7 @@ def attention(q, k, v, *, window, q_pos=None, k_pos=None, scale=None,
     only affects the compiled backend.
     """
     V.check_backend(backend)
-    window = V.check_window(window)
+    window = V.causal_if_unbounded(V.check_window(window))
     T, S, Hq, Hkv, D = V.check_qkv(q, k, v)
     num_threads = V.check_num_threads(num_threads)
     k_pos = V.check_positions(np.arange(S) if k_pos is None else k_pos, "k_pos", S)

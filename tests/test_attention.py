@@ -139,3 +139,18 @@ def test_long_sequence_huge_offset_all_dtypes(dtype):
     assert out.dtype == np.dtype(dtype)
     tol = f64_tol(v) if dtype == np.float64 else dtype_tol(v, dtype)
     assert_close(out, expected, atol=tol, name=np.dtype(dtype).name)
+
+
+@pytest.mark.parametrize("W", [9, 10, 2 ** 62, 2 ** 63 - 1, 2 ** 63, 10 ** 30])
+@pytest.mark.parametrize("offset", [0, 10 ** 9])
+def test_window_at_least_length_is_exactly_causal(W, offset):
+    # Rule 1: W >= the sequence length is plain causal attention, for any int W,
+    # including ones wider than int64 (no overflow in the position arithmetic).
+    S, T = 9, 5
+    rng = np.random.default_rng(S)
+    q, k, v = random_qkv(rng, T, S, 2, 1, 4)
+    k_pos = np.arange(S) + offset
+    out = swaref.attention(q, k, v, window=W, k_pos=k_pos)
+    causal = swaref.attention(q, k, v, window=None, k_pos=k_pos)
+    assert_bitwise_equal(out, causal, name=f"W={W} vs window=None")
+    assert_close(out, dense_attention_f64(q, k, v, k_pos[S - T:], k_pos, None), atol=f64_tol(v))

@@ -1,0 +1,216 @@
+"""Bad input (spec rule 7): each is rejected with SwarefError of the right kind, a message
+that names the argument and what came, and, for cache operations, the cache left
+exactly as it was (buffers, positions, n_seen, next_position, bitwise).
+"""
+import numpy as np
+import pytest
+
+import swaref
+from swaref import ERROR_KINDS, SwarefError, SwarefTypeError
+from ref_helpers import assert_cache_state
+
+T, S, HQ, HKV, D = 4, 6, 4, 2, 3
+RNG = np.random.default_rng(0)
+Q = RNG.standard_normal((T, HQ, D))
+K = RNG.standard_normal((S, HKV, D))
+V = RNG.standard_normal((S, HKV, D))
+
+
+def _att(**over):
+    args = dict(q=Q, k=K, v=V, window=3)
+    args.update(over)
+    q, k, v = args.pop("q"), args.pop("k"), args.pop("v")
+    return lambda: swaref.attention(q, k, v, **args)
+
+
+def check_error(fn, kind, *words, type_error=None):
+    with pytest.raises(SwarefError) as exc:
+        fn()
+    err = exc.value
+    assert err.kind == kind, f"kind {err.kind!r}, expected {kind!r}: {err}"
+    assert err.kind in ERROR_KINDS
+    assert isinstance(err, ValueError)
+    if type_error is not None:
+        assert isinstance(err, TypeError) == type_error, f"TypeError-ness should be {type_error}: {err!r}"
+    msg = str(err)
+    for w in words:
+        assert w in msg, f"message should mention {w!r}: {msg!r}"
+    return err
+
+
+ATTENTION_CASES = {
+    # name: (call, kind, words the message must contain, is a TypeError)
+    "q 2-D": (_att(q=Q[:, 0]), "shape", ["q", "(4, 3)"], False),
+    "v shape != k": (_att(v=V[:5]), "shape", ["v", "(5, 2, 3)"], False),
+    "k head_dim != q": (_att(k=K[:, :, :2], v=V[:, :, :2]), "shape", ["head_dim", "2"], False),
+    "Hq not a multiple of Hkv": (_att(q=Q[:, :3]), "heads", ["q.shape[1] = 3", "k.shape[1] = 2"], False),
+    "zero KV heads": (_att(k=K[:, :0], v=V[:, :0]), "heads", ["k.shape[1] = 0"], False),
+    "no queries": (_att(q=Q[:0]), "shape", ["q", "T >= 1"], False),
+    "no keys": (_att(k=K[:0], v=V[:0], q_pos=[0, 1, 2, 3], k_pos=[]), "shape", ["k", "S >= 1"], False),
+    "window 0": (_att(window=0), "window", ["window", "0"], False),
+    "window -2": (_att(window=-2), "window", ["window", "-2"], False),
+    "window float": (_att(window=3.0), "window", ["window", "3.0"], True),
+    "window numpy float": (_att(window=np.float64(3)), "window", ["window", "3.0"], True),
+    "window bool": (_att(window=True), "window", ["window", "True"], True),
+    "window str": (_att(window="3"), "window", ["window", "'3'"], True),
+    "q int": (_att(q=Q.astype(np.int64)), "dtype", ["q", "int64"], True),
+    "k complex": (_att(k=K.astype(np.complex128)), "dtype", ["k", "complex128"], True),
+    "v bool": (_att(v=V > 0), "dtype", ["v", "bool"], True),
+    "q a list": (_att(q=Q.tolist()), "dtype", ["q", "list"], True),
+    "mixed dtypes": (_att(k=K.astype(np.float32)), "dtype", ["float32", "float64"], True),
+    "mixed half": (_att(v=V.astype(np.float16)), "dtype", ["float16", "float64"], True),
+    "k_pos wrong length": (_att(k_pos=np.arange(5)), "positions", ["k_pos", "6", "5"], False),
+    "q_pos wrong length": (_att(q_pos=np.arange(3)), "positions", ["q_pos", "4", "3"], False),
+    "k_pos float": (_att(k_pos=np.arange(6.0)), "positions", ["k_pos", "float64"], True),
+    "k_pos bool": (_att(k_pos=np.ones(6, dtype=bool)), "positions", ["k_pos", "bool"], True),
+    "q_pos str": (_att(q_pos="0123"), "positions", ["q_pos", "str"], True),
+    "q_pos scalar": (_att(q_pos=3), "positions", ["q_pos", "int"], True),
+    "k_pos 2-D": (_att(k_pos=np.arange(6).reshape(2, 3)), "positions", ["k_pos", "(2, 3)"], False),
+    "k_pos negative": (_att(k_pos=np.arange(6) - 2), "positions", ["k_pos", "-2"], False),
+    "q_pos negative": (_att(q_pos=[-1, 3, 4, 5]), "positions", ["q_pos", "-1"], False),
+    "k_pos unsorted": (_att(k_pos=[0, 1, 3, 2, 4, 5]), "positions", ["k_pos", "increasing"], False),
+    "k_pos duplicated": (_att(k_pos=[0, 1, 2, 2, 3, 4]), "positions", ["k_pos", "increasing"], False),
+    "q_pos duplicated": (_att(q_pos=[2, 3, 3, 5]), "positions", ["q_pos", "increasing"], False),
+    "k_pos beyond int64": (_att(k_pos=np.array([0, 1, 2, 3, 4, 2 ** 63], dtype=np.uint64)),
+                           "positions", ["k_pos", "int64"], False),
+    "T > S default q_pos": (_att(k=K[:2], v=V[:2]), "positions", ["q_pos", "T=4", "S=2"], False),
+    "no visible key": (_att(q_pos=[0, 1, 2, 30]), "no_visible_key", ["30"], False),
+    "unknown backend": (_att(backend="torch"), "backend", ["backend", "'torch'"], False),
+    "scale NaN": (_att(scale=float("nan")), "scale", ["scale", "nan"], False),
+    "scale inf": (_att(scale=np.inf), "scale", ["scale", "inf"], False),
+    "scale str": (_att(scale="0.5"), "scale", ["scale", "'0.5'"], True),
+    "num_threads 0": (_att(num_threads=0), "argument", ["num_threads", "0"], False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ATTENTION_CASES))
+def test_attention_rejects(case):
+    fn, kind, words, is_type = ATTENTION_CASES[case]
+    check_error(fn, kind, *words, type_error=is_type)
+
+
+def test_type_errors_are_catchable_as_TypeError():
+    with pytest.raises(TypeError):
+        swaref.attention(Q, K, V, window=2.5)
+    assert issubclass(SwarefTypeError, SwarefError) and issubclass(SwarefError, ValueError)
+
+
+# ----- cache operations: rejected and the cache left exactly as it was -----------------
+
+W = 3
+N0 = 5          # tokens already in the cache when the bad call comes (it has wrapped)
+
+
+def filled_cache(dtype=np.float64, window=W, hkv=HKV, d=D):
+    c = swaref.RollingBufferCache(window, hkv, d, dtype=dtype)
+    rng = np.random.default_rng(1)
+    swaref.prefill(rng.standard_normal((N0, HQ, d)).astype(dtype),
+                   rng.standard_normal((N0, hkv, d)).astype(dtype),
+                   rng.standard_normal((N0, hkv, d)).astype(dtype), c, chunk_size=2, start=7)
+    return c
+
+
+def snapshot(c):
+    return c.k.copy(), c.v.copy(), c.positions.copy(), c.n_seen, c.next_position
+
+
+q2 = RNG.standard_normal((2, HQ, D))
+k2 = RNG.standard_normal((2, HKV, D))
+v2 = RNG.standard_normal((2, HKV, D))
+
+# name: (function of the cache, kind, words)
+CACHE_CASES = {
+    "prefill k rows != T": (lambda c: swaref.prefill(q2, K[:3], V[:3], c), "shape", ["k", "T = 2", "3"]),
+    "prefill D mismatch": (lambda c: swaref.prefill(q2[..., :2], k2[..., :2], v2[..., :2], c),
+                           "cache", ["cache", "D=3", "D=2"]),
+    "prefill Hq not multiple": (lambda c: swaref.prefill(q2[:, :3], k2, v2, c), "heads", ["q.shape[1] = 3"]),
+    "prefill v shape": (lambda c: swaref.prefill(q2, k2, v2[:1], c), "shape", ["v"]),
+    "prefill mixed dtypes": (lambda c: swaref.prefill(q2, k2.astype(np.float32), v2, c), "dtype", ["float32"]),
+    "prefill int dtype": (lambda c: swaref.prefill(q2.astype(np.int32), k2, v2, c), "dtype", ["q", "int32"]),
+    "cache of other Hkv": (lambda c: swaref.prefill(q2, k2[:, :1], v2[:, :1], c), "cache", ["cache", "Hkv=1"]),
+    "cache of other dtype": (lambda c: swaref.prefill(q2.astype(np.float32), k2.astype(np.float32),
+                                                      v2.astype(np.float32), c), "cache", ["cache", "float32"]),
+    "chunk_size 0": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=0), "schedule", ["chunk_size", "0"]),
+    "chunk_size -1": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=-1), "schedule", ["chunk_size", "-1"]),
+    "chunk_size bool": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=True), "schedule", ["chunk_size", "True"]),
+    "chunk_size float": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=1.0), "schedule", ["chunk_size", "float"]),
+    "schedule sum != T": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=[1, 2]), "schedule", ["3", "T = 2"]),
+    "schedule with 0": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=[0, 2]), "schedule", ["chunk_size[0]", "0"]),
+    "schedule with bool": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=[True, 1]), "schedule",
+                           ["chunk_size[0]", "True"]),
+    "start not continuing (gap)": (lambda c: swaref.prefill(q2, k2, v2, c, start=N0 + 8), "positions",
+                                   ["start", str(N0 + 7), str(N0 + 8)]),
+    "start not continuing (back)": (lambda c: swaref.decode_step(q2[:1], k2[:1], v2[:1], c, start=0), "positions",
+                                    ["start", "0", str(N0 + 7)]),
+    "start float": (lambda c: swaref.prefill(q2, k2, v2, c, start=12.0), "positions", ["start", "12.0"]),
+    "unknown backend": (lambda c: swaref.prefill(q2, k2, v2, c, backend="gpu"), "backend", ["backend", "'gpu'"]),
+    "scale NaN": (lambda c: swaref.prefill(q2, k2, v2, c, scale=np.nan), "scale", ["scale", "nan"]),
+    "num_threads 0": (lambda c: swaref.prefill(q2, k2, v2, c, num_threads=0), "argument", ["num_threads"]),
+    "decode two tokens": (lambda c: swaref.decode_step(q2, k2, v2, c), "shape", ["decode_step", "(2, 4, 3)"]),
+    "decode D mismatch": (lambda c: swaref.decode_step(q2[:1, :, :2], k2[:1, :, :2], v2[:1, :, :2], c),
+                          "cache", ["cache", "D=2"]),
+    "decode scale inf": (lambda c: swaref.decode_step(q2[:1], k2[:1], v2[:1], c, scale=np.inf), "scale", ["scale"]),
+    "decode not a cache": (lambda c: swaref.decode_step(q2[:1], k2[:1], v2[:1], {"k": c.k}), "cache",
+                           ["cache", "dict"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CACHE_CASES))
+def test_cache_operations_reject_and_leave_cache_untouched(case):
+    fn, kind, words = CACHE_CASES[case]
+    c = filled_cache()
+    before = snapshot(c)
+    check_error(lambda: fn(c), kind, *words)
+    assert_cache_state(c, *before, name=f"cache after rejected {case}")
+    # ... and still usable: the next correct call continues where it was.
+    rng = np.random.default_rng(2)
+    swaref.decode_step(rng.standard_normal((1, HQ, D)), rng.standard_normal((1, HKV, D)),
+                       rng.standard_normal((1, HKV, D)), c)
+    assert c.n_seen == N0 + 1 and c.next_position == 7 + N0 + 1
+
+
+@pytest.mark.parametrize("start,kind", [(-1, "positions"), (True, "positions"), ("3", "positions")])
+def test_fresh_cache_rejects_bad_start(start, kind):
+    c = swaref.RollingBufferCache(W, HKV, D, dtype=np.float64)
+    before = snapshot(c)
+    check_error(lambda: swaref.prefill(q2, k2, v2, c, start=start), kind, "start")
+    assert_cache_state(c, *before, name="fresh cache after rejected start")
+
+
+@pytest.mark.parametrize("args,kwargs,kind,word", [
+    ((0, 2, 3), {}, "window", "window"),
+    ((2.0, 2, 3), {}, "window", "window"),
+    ((True, 2, 3), {}, "window", "window"),
+    ((3, 0, 3), {}, "argument", "n_kv_heads"),
+    ((3, 2, 0), {}, "argument", "head_dim"),
+    ((3, 2.0, 3), {}, "argument", "n_kv_heads"),
+    ((3, 2, 3), {"dtype": np.int32}, "dtype", "int32"),
+    ((3, 2, 3), {"dtype": np.complex64}, "dtype", "complex64"),
+    ((3, 2, 3), {"dtype": "not a dtype"}, "dtype", "dtype"),
+    ((3, 2, 3), {"capacity": 5}, "cache", "capacity"),
+    ((None, 2, 3), {}, "cache", "capacity"),
+    ((None, 2, 3), {"capacity": 0}, "argument", "capacity"),
+])
+def test_cache_constructor_rejects(args, kwargs, kind, word):
+    check_error(lambda: swaref.RollingBufferCache(*args, **kwargs), kind, word)
+
+
+@pytest.mark.parametrize("args,kind,word", [
+    ((0, 2, 5), "window", "window"),
+    ((1.5, 2, 5), "window", "window"),
+    ((3, -1, 5), "argument", "n_layers"),
+    ((3, 2, -1), "argument", "position"),
+    ((3, 2.0, 5), "argument", "n_layers"),
+])
+def test_receptive_field_rejects(args, kind, word):
+    check_error(lambda: swaref.receptive_field(*args), kind, word)
+
+
+@pytest.mark.parametrize("args,kind,word", [
+    (([0, 1], [0, 1], 0), "window", "window"),
+    (([0, 1], [0, 1], 1.0), "window", "window"),
+    (([0.0, 1.0], [0, 1], 2), "positions", "q_pos"),
+    (([0, 1], [[0, 1]], 2), "positions", "k_pos"),
+])
+def test_window_mask_rejects(args, kind, word):
+    check_error(lambda: swaref.window_mask(*args), kind, word)

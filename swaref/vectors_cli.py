@@ -1,0 +1,56 @@
+"""Generate golden vectors, or check a port against them (docs/conformance.md).
+
+  swaref vectors generate OUT [--suite core|full]
+  swaref vectors check SUITE (--results DIR | --python module:function | --exec "CMD {in} {out}")
+                       [--json-report FILE]
+
+check exits 0 when every case passed, 1 on any FAIL or MISSING, 2 when the
+suite is corrupt or tampered with (or the command line is unusable).
+"""
+import sys
+
+
+def add_arguments(parser):
+    sub = parser.add_subparsers(dest="vectors_command", metavar="ACTION")
+    g = sub.add_parser("generate", help="write a deterministic suite of golden vectors")
+    g.add_argument("out", metavar="OUT", help="folder to write (created if needed)")
+    g.add_argument("--suite", choices=("core", "full"), default="core")
+    g.add_argument("--quiet", action="store_true", help="do not list the cases as they are written")
+    c = sub.add_parser("check", help="judge a port's results against a suite")
+    c.add_argument("suite", metavar="SUITE", help="folder holding manifest.json and the case files")
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--results", metavar="DIR",
+                     help="folder with <case_id>.out.safetensors or <case_id>.err.json per case")
+    src.add_argument("--python", metavar="MODULE:FUNCTION",
+                     help="a Python port: FUNCTION(inputs: dict, meta: dict) -> dict of arrays "
+                          "(e.g. swaref.vectors:reference_port)")
+    src.add_argument("--exec", dest="exec_cmd", metavar="CMD",
+                     help='a command run once per case; {in}, {out} and {err} become the case file, the '
+                          'result file and the rejection file (e.g. "./swa_port {in} {out}")')
+    c.add_argument("--json-report", metavar="FILE", help="also write the verdicts as JSON")
+    c.add_argument("--timeout", type=float, default=60.0, help="seconds per case for --exec (default 60)")
+    c.add_argument("--case", action="append", metavar="ID", help="judge only this case (repeatable)")
+
+
+def run(args):
+    from . import vectors
+    if args.vectors_command == "generate":
+        log = None if args.quiet else (lambda cid: print(f"wrote {cid}", flush=True))
+        try:
+            m = vectors.generate_suite(args.out, suite=args.suite, log=log)
+        except OSError as e:
+            print(f"swaref vectors generate: cannot write {args.out}: {e.strerror}", file=sys.stderr)
+            return 2
+        print(f"suite {m['suite']}: {len(m['cases'])} cases in {args.out}; suite_hash {m['suite_hash']}; "
+              f"spec {m['spec_version']}")
+        return 0
+    if args.vectors_command == "check":
+        try:
+            return vectors.check_suite(args.suite, results_dir=args.results, python=args.python,
+                                       exec_cmd=args.exec_cmd, json_report=args.json_report,
+                                       timeout=args.timeout, only=set(args.case) if args.case else None)
+        except ValueError as e:        # an unusable --python spec
+            print(f"swaref vectors check: {e}", file=sys.stderr)
+            return 2
+    print("usage: swaref vectors {generate,check} ... (see swaref vectors --help)", file=sys.stderr)
+    return 2

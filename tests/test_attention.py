@@ -154,3 +154,37 @@ def test_window_at_least_length_is_exactly_causal(W, offset):
     causal = swaref.attention(q, k, v, window=None, k_pos=k_pos)
     assert_bitwise_equal(out, causal, name=f"W={W} vs window=None")
     assert_close(out, dense_attention_f64(q, k, v, k_pos[S - T:], k_pos, None), atol=f64_tol(v))
+
+
+@pytest.mark.parametrize("shift", [-1e4, -800.0, 0.0, 800.0, 1e4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_is_stable_for_huge_scores(shift, dtype):
+    # Scores near +-1e3..1e4 overflow or underflow a naive exp: the softmax must be
+    # computed shift-invariantly (the spec's max-subtracted form).  A constant added
+    # to every visible score of a row changes nothing.  q = (shift, x...) against keys
+    # (1, y...) adds exactly `shift` to every score with scale 1.
+    T, D = 8, 4
+    rng = np.random.default_rng(int(abs(shift)) % 97)
+    q, k, v = random_qkv(rng, T, T, 2, 1, D, np.float64)
+    q[:, :, 0] = shift
+    k[:, :, 0] = 1.0
+    q, k, v = q.astype(dtype), k.astype(dtype), v.astype(dtype)
+    with np.errstate(over="raise", invalid="raise"):
+        out = swaref.attention(q, k, v, window=3, scale=1.0)
+    expected = dense_attention_f64(q, k, v, np.arange(T), np.arange(T), 3, scale=1.0)
+    assert np.isfinite(expected).all()
+    tol = f64_tol(v) if dtype == np.float64 else dtype_tol(v, dtype)
+    assert_close(out, expected, atol=tol, name=f"shift {shift}")
+
+
+def test_one_dominant_key_inside_window():
+    # A visible key with a 1e30-sized score takes all the weight: the output is its value.
+    T, D = 6, 2
+    rng = np.random.default_rng(8)
+    q, k, v = random_qkv(rng, T, T, 1, 1, D)
+    q[:] = 1.0
+    k[3] = 1e30
+    out = swaref.attention(q, k, v, window=3)
+    for p in (3, 4, 5):
+        np.testing.assert_array_equal(out[p, 0], v[3, 0], err_msg=f"query {p}")
+    assert np.isfinite(out).all()

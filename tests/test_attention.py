@@ -1,15 +1,21 @@
 """swaref.attention (spec rules 1 and 3) against the dense float64 oracle in tests/oracle.py."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import swaref
 from oracle import assert_bitwise_equal, assert_close, brute_force_mask, dense_attention_f64
 from ref_helpers import DTYPES, dtype_tol, f64_tol, increasing_positions, random_qkv, window_for
 
+
+# The main randomized comparison of this file runs longer than the profile's default
+# (scaled, so HYPOTHESIS_PROFILE=ci-long scales it too).
+MORE = settings(max_examples=5 * settings.default.max_examples)
+
 HEADS = [(1, 1), (2, 2), (2, 1), (4, 2), (4, 1), (8, 1), (6, 3), (8, 2)]   # (Hq, Hkv): MHA, GQA, MQA
 
 
+@MORE
 @given(st.data())
 def test_attention_matches_dense_oracle(data):
     S = data.draw(st.integers(1, 16), label="S")
@@ -20,11 +26,12 @@ def test_attention_matches_dense_oracle(data):
     k_pos = data.draw(increasing_positions(S), label="k_pos")
     explicit = data.draw(st.booleans(), label="explicit q_pos")
     if explicit:
-        # Any strictly increasing query positions around the keys (T <= S): between
-        # keys, past the last key; some draws leave a query with no visible key.
+        # Any strictly increasing query positions around the keys: between keys, past
+        # the last key, sometimes more queries than keys (only the default q_pos needs
+        # T <= S); some draws leave a query with no visible key.
         lo, hi = int(k_pos[0]), int(k_pos[-1]) + 3
         q_pos = np.asarray(sorted(set(data.draw(
-            st.lists(st.integers(lo, hi), min_size=1, max_size=S), label="q_pos"))), dtype=np.int64)
+            st.lists(st.integers(lo, hi), min_size=1, max_size=S + 3), label="q_pos"))), dtype=np.int64)
         T = len(q_pos)
     else:
         T = data.draw(st.integers(1, S), label="T")

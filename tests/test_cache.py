@@ -5,11 +5,16 @@ never read back from swaref.
 """
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import swaref
 from oracle import assert_bitwise_equal, assert_close, dense_attention_f64
 from ref_helpers import DTYPES, assert_cache_state, expected_state
+
+
+# The main randomized comparison of this file runs longer than the profile's default
+# (scaled, so HYPOTHESIS_PROFILE=ci-long scales it too).
+MORE = settings(max_examples=5 * settings.default.max_examples)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -23,6 +28,7 @@ def test_fresh_cache_is_zeroed_and_empty(dtype):
     assert k.shape == (0, 2, 3) and v.shape == (0, 2, 3) and pos.shape == (0,)
 
 
+@MORE
 @given(W=st.integers(1, 6), n=st.integers(1, 30), dtype=st.sampled_from(DTYPES),
        start=st.sampled_from([0, 1, 5, 10 ** 9, 2 ** 40 + 3]), seed=st.integers(0, 2 ** 32 - 1))
 def test_decode_writes_slot_p_mod_W_exactly(W, n, dtype, start, seed):

@@ -1,13 +1,19 @@
 """window_mask (spec rule 1) against the brute-force double loop in tests/oracle.py."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import swaref
 from oracle import brute_force_mask
 from ref_helpers import increasing_positions, window_for
 
 
+# The main randomized comparison of this file runs longer than the profile's default
+# (scaled, so HYPOTHESIS_PROFILE=ci-long scales it too).
+MORE = settings(max_examples=5 * settings.default.max_examples)
+
+
+@MORE
 @given(st.data())
 def test_window_mask_matches_brute_force(data):
     Tk = data.draw(st.integers(1, 24), label="Tk")

@@ -6,11 +6,16 @@ predicts.  T > 3W throughout, so the buffer wraps several times.
 """
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import swaref
 from oracle import assert_close, dense_attention_f64
 from ref_helpers import assert_cache_state, dtype_tol, expected_state, f64_tol, random_qkv
+
+
+# The main randomized comparison of this file runs longer than the profile's default
+# (scaled, so HYPOTHESIS_PROFILE=ci-long scales it too).
+MORE = settings(max_examples=5 * settings.default.max_examples)
 
 
 def one_shot(q, k, v, start, W):
@@ -63,6 +68,7 @@ def schedules(draw, T):
     return [b - a for a, b in zip(bounds, bounds[1:])]
 
 
+@MORE
 @given(st.data())
 def test_uneven_schedule_then_decode_equals_one_shot(data):
     W = data.draw(st.integers(1, 6), label="W")

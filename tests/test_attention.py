@@ -195,3 +195,13 @@ def test_one_dominant_key_inside_window():
     for p in (3, 4, 5):
         np.testing.assert_array_equal(out[p, 0], v[3, 0], err_msg=f"query {p}")
     assert np.isfinite(out).all()
+
+
+def test_non_contiguous_inputs():
+    # Views with strides (reversed, every other row, Fortran order) are valid input.
+    rng = np.random.default_rng(9)
+    q, k, v = random_qkv(rng, 12, 20, 4, 2, 6)
+    qv, kv, vv = q[::-2], k[::-1][::2], np.asfortranarray(v)[::-1][::2]
+    out = swaref.attention(qv, kv, vv, window=4)
+    expected = dense_attention_f64(qv, kv, vv, np.arange(4, 10), np.arange(10), 4)
+    assert_close(out, expected, atol=f64_tol(v))

@@ -130,3 +130,24 @@ def test_full_attention_cache_is_plain_causal_and_refuses_overflow():
         swaref.decode_step(q[:1], k[:1], v[:1], c)
     assert exc.value.kind == "cache"
     assert_cache_state(c, *before, name="full cache after refused write")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_keys_stored_bit_for_bit(dtype):
+    # "Stored exactly as given": compare raw bits, so -0.0, NaN payloads, subnormals and
+    # infinities must survive (== would let -0.0 == 0.0 and any NaN slip through).
+    W, Hkv, D = 4, 1, 6
+    fi = np.finfo(dtype)
+    uint = {2: np.uint16, 4: np.uint32, 8: np.uint64}[np.dtype(dtype).itemsize]
+    special = np.array([-0.0, fi.smallest_subnormal, -np.inf, np.inf, fi.max, fi.tiny], dtype=dtype)
+    nan_payload = np.array([np.nan], dtype=dtype).view(uint) | uint(1)     # a non-default NaN
+    k = np.stack([np.roll(special, i) for i in range(6)]).reshape(6, Hkv, D).astype(dtype)
+    k[2, 0, 3] = nan_payload.view(dtype)[0]
+    v = k[::-1].copy()
+    c = swaref.RollingBufferCache(W, Hkv, D, dtype=dtype)
+    swaref.cache_write(c, k, v, 0)
+    ek, ev, _ = expected_state(W, Hkv, D, dtype, k, v, 0, 6)
+    np.testing.assert_array_equal(c.k.view(uint), ek.view(uint))
+    np.testing.assert_array_equal(c.v.view(uint), ev.view(uint))
+    vk, vv, _ = c.view()
+    np.testing.assert_array_equal(vk.view(uint), k[2:].view(uint))

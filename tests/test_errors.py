@@ -46,6 +46,8 @@ ATTENTION_CASES = {
     "Hq not a multiple of Hkv": (_att(q=Q[:, :3]), "heads", ["q.shape[1] = 3", "k.shape[1] = 2"], False),
     "zero KV heads": (_att(k=K[:, :0], v=V[:, :0]), "heads", ["k.shape[1] = 0"], False),
     "no queries": (_att(q=Q[:0]), "shape", ["q", "T >= 1"], False),
+    "head_dim 0": (_att(q=Q[..., :0], k=K[..., :0], v=V[..., :0]), "shape", ["head_dim", "(4, 4, 0)"], False),
+    "k 4-D": (_att(k=K[None], v=V[None]), "shape", ["k", "(1, 6, 2, 3)"], False),
     "no keys": (_att(k=K[:0], v=V[:0], q_pos=[0, 1, 2, 3], k_pos=[]), "shape", ["k", "S >= 1"], False),
     "window 0": (_att(window=0), "window", ["window", "0"], False),
     "window -2": (_att(window=-2), "window", ["window", "-2"], False),
@@ -120,6 +122,7 @@ v2 = RNG.standard_normal((2, HKV, D))
 
 # name: (function of the cache, kind, words)
 CACHE_CASES = {
+    "prefill empty": (lambda c: swaref.prefill(q2[:0], k2[:0], v2[:0], c), "shape", ["q", "T >= 1"]),
     "prefill k rows != T": (lambda c: swaref.prefill(q2, K[:3], V[:3], c), "shape", ["k", "T = 2", "3"]),
     "prefill D mismatch": (lambda c: swaref.prefill(q2[..., :2], k2[..., :2], v2[..., :2], c),
                            "cache", ["cache", "D=3", "D=2"]),

@@ -65,7 +65,7 @@ U_ACC = {"float16": 2.0 ** -24, "bfloat16": 2.0 ** -24, "float32": 2.0 ** -24, "
 #: Safety factor over the error model (calibration in docs/conformance.md).
 SAFETY = 4.0
 #: A wrong variant must miss by at least this many tolerance units.
-MIN_MISS = 8.0
+MIN_MISS = 4.0
 
 
 def quantize(x, dtype):
@@ -522,6 +522,8 @@ def _row_tolerance(prob, vis):
 #: Norm of a boosted key along its direction, and the magnitude of its distinct value.
 BOOST_KEY = 12.0
 BOOST_VALUE = 3.5
+#: Logit of the anchor key that makes an 'extra' witness sensitive to the softmax scale.
+ANCHOR_LOGIT = 2.4
 
 
 def _differences(gold_vis, var_vis):
@@ -537,64 +539,100 @@ def _differences(gold_vis, var_vis):
 def _boost(prob, witnesses, gold_vis, variant_vis):
     """Make each witness key stand out for its query, then re-quantize.
 
-    The query points along one axis d; every other key it may see (under the
-    golden rule or the variant) gets 0 on that axis, so their logits are
-    exactly 0, and the witness key gets logit L = ln(n) + 1 (n = keys seen) and
-    the value +-3.5 in every component.  That weight (about 0.7) is large
-    enough that adding or dropping the key moves the output by about 2 |v|,
-    and moderate enough that a wrong softmax scale moves it too.
+    A witness query points along one axis d (its own); every other key it may
+    see (under the golden rule or a variant) gets 0 on that axis, so their
+    logits are exactly 0, and each of its witness keys gets logit
+    L = ln(n) + 1 (n = keys seen) and the value +-3.5 in every component
+    (signs alternate).  Such a weight (about 0.7 for one key) is large enough
+    that adding or dropping the key moves the output by about |v|, and
+    moderate enough that a wrong softmax scale moves it too.  An 'extra'
+    witness that must also expose a wrong scale gives one golden key (the
+    anchor) logit 2.4, where a two-way softmax is most sensitive to the scale.
     """
     s = prob.spec
-    for n, (t, j, kind, var) in enumerate(witnesses):
+    by_query = {}
+    for t, j, kind, var in witnesses:
+        by_query.setdefault(t, []).append((j, kind, var))
+    n_val = 0
+    for n, (t, ws) in enumerate(by_query.items()):
         d = n % s.D
-        sign = 1.0 if n % 2 == 0 else -1.0
-        seen = set(gold_vis[t]) | set(variant_vis.get(var, gold_vis)[t])
+        seen = set(gold_vis[t])
+        for _, _, var in ws:
+            seen |= set(variant_vis.get(var, gold_vis)[t])
         L = math.log(max(len(seen), 2)) + 1.0
-        a = L / (prob.scale * BOOST_KEY)
+        anchor = None
+        if any(kind == "extra+scale" for _, kind, _ in ws):
+            anchor = [a for a in gold_vis[t] if not prob.poisoned[a]][-1]
+            L += ANCHOR_LOGIT
         prob.q[t] = 0.0
-        prob.q[t, :, d] = a
-        for other in seen:
-            if other != j and not prob.poisoned[other]:
+        prob.q[t, :, d] = L / (prob.scale * BOOST_KEY)
+        keys = {j for j, _, _ in ws}
+        for other in seen - keys:
+            if not prob.poisoned[other]:
                 prob.k[other, :, d] = 0.0
-        prob.k[j, :, d] = BOOST_KEY
-        prob.v[j] = sign * BOOST_VALUE
+        for j in sorted(keys):
+            prob.k[j, :, d] = BOOST_KEY
+            prob.v[j] = (1.0 if n_val % 2 == 0 else -1.0) * BOOST_VALUE
+            n_val += 1
+        if anchor is not None and anchor not in keys:
+            prob.k[anchor, :, d] = BOOST_KEY * ANCHOR_LOGIT / L
+            prob.v[anchor] = (1.0 if n_val % 2 == 0 else -1.0) * BOOST_VALUE
+            n_val += 1
     prob.quantize()
 
 
 def _pick_witnesses(prob, gold_vis, variant_vis, want_scale):
-    """One (query, key, kind, variant) per variant whose visibility differs, plus one for the scale.
+    """(query, key, kind, variant) witnesses: one per variant whose visibility differs, plus one for the scale.
 
-    Witnesses share a query when the same (query, key) pair serves two
-    variants; otherwise a witness avoids queries and keys already chosen and
-    keys those queries can see, so boosts do not interfere.
+    A query may host several witness keys; a witness key must not be visible
+    to another witness query, and a witness query must not see another
+    query's witness key, so boosts do not interfere.
     """
     chosen = []
-    used_q, used_k = set(), set()
+
+    def sees(t, var=None):
+        out = set(gold_vis[t])
+        for c in chosen:
+            if c[0] == t:
+                out |= set(variant_vis.get(c[3], gold_vis)[t])
+        if var is not None:
+            out |= set(variant_vis.get(var, gold_vis)[t])
+        return out
 
     def free(t, j, var):
-        vis = variant_vis.get(var, gold_vis)
-        return (t not in used_q and j not in used_k
-                and not any(j in gold_vis[u] or j in variant_vis.get(v, gold_vis)[u] for u, _, _, v in chosen)
-                and not any(k in gold_vis[t] or k in vis[t] for k in used_k))
+        for u, k, _, _ in chosen:
+            if k == j and u != t:
+                return False
+            if u != t and (j in sees(u) or k in sees(t, var)):
+                return False
+        return True
 
     for name, vis in variant_vis.items():
         diffs = _differences(gold_vis, vis)
         if not diffs or any(prob.poisoned[j] for _, j, _ in diffs):
             continue                               # no change, or a poisoned key reaches it: NaN/Inf miss
-        if any((t, j, k) == (c[0], c[1], c[2]) for c in chosen for (t, j, k) in diffs):
+        if any((c[0], c[1], c[2]) in diffs for c in chosen):
             continue
+        hosts = {c[0] for c in chosen}
         ok = [w for w in diffs if free(w[0], w[1], name)]
+        ok.sort(key=lambda w: (w[0] in hosts, w[0]))     # prefer sharing a query already boosted
         if ok:
             t, j, kind = ok[-1]
             chosen.append((t, j, kind, name))
-            used_q.add(t)
-            used_k.add(j)
-    if want_scale and not any(len(gold_vis[c[0]]) >= 2 for c in chosen):
+    # The wrong scale needs a query whose golden softmax has two distinct logits: a 'missing'
+    # witness has them; otherwise a free query, or else an 'extra' witness with an anchor key.
+    if want_scale and not any(c[2] == "missing" and len(gold_vis[c[0]]) >= 2 for c in chosen):
         for t in reversed(range(len(gold_vis))):
             js = [j for j in gold_vis[t] if not prob.poisoned[j]]
             if len(gold_vis[t]) >= 2 and js and free(t, js[-1], None):
-                chosen.append((t, js[-1], "scale", None))
+                chosen.append((t, js[-1], "missing", None))
                 break
+        else:
+            for i, c in enumerate(chosen):
+                if c[2] == "extra" and len(gold_vis[c[0]]) >= 2 and any(
+                        not prob.poisoned[a] for a in gold_vis[c[0]]):
+                    chosen[i] = (c[0], c[1], "extra+scale", c[3])
+                    break
     return chosen
 
 

@@ -10,6 +10,9 @@ Compiler directives are set once here.  Environment switches:
 * ``SWAREF_NO_OPENMP=1``: build without OpenMP (the kernel then runs
   sequentially; results are bitwise identical because each query row's
   arithmetic never depends on the thread that computes it).
+
+Whether OpenMP is on is decided by the C preprocessor (``_OPENMP``) inside
+swaref/_core.pyx, not by Cython's deprecated compile-time ``IF``.
 """
 import os
 import sys
@@ -26,14 +29,14 @@ PORTABLE = os.environ.get("SWAREF_PORTABLE", "0") not in ("", "0")
 NO_OPENMP = os.environ.get("SWAREF_NO_OPENMP", "0") not in ("", "0")
 
 
-def _compiler_accepts(flags):
+def _compiler_accepts(flags, program="int main(void){return 0;}\n"):
     """True when the C compiler builds a tiny program with these flags."""
     cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     cc = cc.split()
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "t.c")
         with open(src, "w") as f:
-            f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
+            f.write(program)
         try:
             r = subprocess.run(cc + flags + [src, "-o", os.path.join(tmp, "t")],
                                capture_output=True)
@@ -42,17 +45,21 @@ def _compiler_accepts(flags):
         return r.returncode == 0
 
 
-use_openmp = (not NO_OPENMP) and sys.platform != "win32" and _compiler_accepts(["-fopenmp"])
+use_openmp = (not NO_OPENMP) and sys.platform != "win32" and _compiler_accepts(
+    ["-fopenmp"], "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
 
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
 if not DEBUG and not PORTABLE:
     compile_args.append("-march=native")
+    # GCC tunes AVX-512 CPUs to 256-bit vectors by default; the kernel's tile loops
+    # are long and regular enough that full-width vectors pay (docs/performance.md).
+    if _compiler_accepts(["-march=native", "-mprefer-vector-width=512"]):
+        compile_args.append("-mprefer-vector-width=512")
 link_args = []
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 if use_openmp:
     compile_args.append("-fopenmp")
     link_args.append("-fopenmp")
-    macros.append(("SWAREF_OPENMP", "1"))
 
 directives = {
     "language_level": 3,
@@ -67,6 +74,7 @@ directives = {
 ext = Extension(
     "swaref._core",
     ["swaref/_core.pyx"],
+    depends=["swaref/_kernels.h"],
     include_dirs=[np.get_include()],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
@@ -77,7 +85,6 @@ setup(
     ext_modules=cythonize(
         [ext],
         compiler_directives=directives,
-        compile_time_env={"SWAREF_OPENMP": use_openmp},
         force=DEBUG,
     ),
 )

@@ -1,13 +1,435 @@
 # cython: language_level=3
-"""swaref's compiled kernels (placeholder until the banded kernel lands: issue 3)."""
+"""swaref's compiled kernel: banded sliding-window attention, read in place.
 
-IF SWAREF_OPENMP:
-    cimport openmp
+Only ``swaref._backend`` calls this module: it validates every input and hands
+over C-contiguous float32/float64 arrays, int64 positions and consistent
+shapes.  Nothing here re-checks them (the debug build, ``SWAREF_DEBUG=1``,
+turns Cython's bounds checks on to prove the indexing).
+
+Layers
+------
+1. ``_block``: the ``noexcept nogil`` core of one (KV head, query block) work
+   item, on raw pointers; its products, softmax step and exp are the C
+   micro-kernels in swaref/_kernels.h (Cython cannot keep an array of
+   accumulators in registers: measured 2-3x slower).
+2. ``_band_core``: ``noexcept nogil`` on ``const floating[:, :, ::1]``
+   memoryviews (fused float/double); splits the work into items and runs them
+   in an OpenMP ``prange`` (sequentially when built without OpenMP).
+3. ``band_attention``: the thin ``def`` wrapper that allocates the output and
+   the per-thread scratch and releases the GIL.
+
+Where keys come from
+--------------------
+A key at absolute position j is read where it lies (copied only into the
+current tile's scratch, never into a time-ordered buffer of the cache): from the *ring* (a rolling buffer cache, slot ``j mod C``, used only
+if ``cache_positions[slot] == j``) when ``ring_lo <= j <= ring_hi``, and from
+the *explicit* keys (``k``, ``v`` with sorted positions ``k_pos``) otherwise.
+``attention`` passes all keys as explicit keys and an empty ring; a prefill
+chunk passes its own keys as explicit keys and the cache as the ring; a decode
+step passes only the ring.
+
+Order of operations (the whole contract of bitwise chunk invariance)
+--------------------------------------------------------------------
+For one query row (query position p, query head h, KV head g = h // G) the
+arithmetic depends only on p, the window, the row of q and the keys it sees,
+never on which other rows, chunk or thread share its work item:
+
+* Keys are visited in increasing absolute position, in *tiles*: the aligned
+  position ranges ``[m*B, (m+1)*B)`` with B = TILE = 64.  Inside a tile, key
+  position j sits in lane ``j - m*B`` (gaps stay empty), so even the lane of a
+  key is fixed.  A tile in which the row sees no key is skipped.
+* Scores: ``a_j = 0; a_j = a_j + q[d] * k_j[d]`` for d = 0, 1, ..., D-1 in
+  that order (one chain per lane), then ``s_j = a_j * scale``; all in the
+  input precision.
+* Online softmax (FlashAttention-style), per tile, with the visible keys V_t
+  (present and ``p - W < j <= p``; all keys ``<= p`` when window is None):
+  ``m_t = max_{j in V_t} s_j`` (exact, order-free); ``m' = max(m, m_t)``;
+  ``alpha = exp(m - m')`` (0 for the first tile, where m = -inf);
+  ``p_j = exp(s_j - m')`` on visible lanes and exactly 0 on the others (a
+  select, never a product);
+  tile sum: 16 partial sums ``P_i = ((p_i + p_{i+16}) + p_{i+32}) + p_{i+48}``
+  (lane order, i = 0..15), reduced by the fixed halving tree
+  ``P_i += P_{i+8}`` (i < 8), ``P_i += P_{i+4}`` (i < 4), ``P_i += P_{i+2}``,
+  ``P_0 += P_1``; ``l = l * alpha + P_0``;
+  values: ``u[e] = 0; u[e] = u[e] + p_j * v_j[e]`` for visible j in increasing
+  position, then ``o[e] = o[e] * alpha + u[e]``.
+* Finally ``out[e] = o[e] / l``.
+* ``exp`` is swaref's own (swaref/_kernels.h): Cody-Waite reduction and a
+  Taylor polynomial, relative error below 4 ulp on x <= 0, exactly 1 at 0 and
+  exactly 0 below -708 (float64) / -87 (float32), where the true value is
+  already below eps times the largest weight (which is 1).  One scalar
+  formula (for alpha) and one vector formula (for the p_j), each used in
+  exactly one place, so no row can see both variants for the same quantity.
+
+The compiler may fuse each ``a + x * y`` into one FMA.  Every chain above is
+written with exactly one candidate product per addition, so fusing is the
+same decision in scalar and vector code; builds without FMA (SWAREF_PORTABLE
+on a CPU without it, the -O0 debug build) round the product separately, again
+everywhere alike.  Bits can differ between builds, never between calls of
+one build.
+
+Masked keys (outside the window, stale or empty slots) never enter a row's
+arithmetic: their scores may be computed as by-products of the vectorised
+tile product, but they are replaced by -inf or 0 by selects and their values
+are never multiplied, so a NaN or Inf there cannot reach the output.
+
+Work split: items are (KV head, block of ``ROWS_PER_ITEM // G`` consecutive
+queries), run in an OpenMP ``prange`` with dynamic scheduling; each item
+gathers a tile's keys once, transposed (``kt[d, lane]``), and its values
+(``vt[lane, :]``), into per-thread scratch, and runs its G x block rows over
+it.  Scratch is O(TILE x D + rows x (TILE + D)) per thread: no T x S array.
+"""
+cimport cython
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int64_t
+from libc.math cimport INFINITY
+from libc.string cimport memcpy
+
+import numpy as np
+
+cdef extern from "_kernels.h":
+    const int SWAREF_HAVE_OPENMP
+    int swaref_max_threads() noexcept nogil
+    double swaref_exp_d(double x) noexcept nogil
+    float swaref_exp_f(float x) noexcept nogil
+    float swaref_softmax_f(float* s, const char* present, int ja, int jb, float* m, float* l) noexcept nogil
+    double swaref_softmax_d(double* s, const char* present, int ja, int jb, double* m, double* l) noexcept nogil
+    void swaref_scores1_f(const float* q0, const float* kt, Py_ssize_t D, float scale, float* s0) noexcept nogil
+    void swaref_scores1_d(const double* q0, const double* kt, Py_ssize_t D, double scale, double* s0) noexcept nogil
+    void swaref_scores2_f(const float* q0, const float* q1, const float* kt, Py_ssize_t D, float scale,
+                          float* s0, float* s1) noexcept nogil
+    void swaref_scores2_d(const double* q0, const double* q1, const double* kt, Py_ssize_t D, double scale,
+                          double* s0, double* s1) noexcept nogil
+    void swaref_pv_f(int R, float* o0, float* o1, float al0, float al1, const float* p0, const float* p1,
+                     const float** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t D) noexcept nogil
+    void swaref_pv_d(int R, double* o0, double* o1, double al0, double al1, const double* p0, const double* p1,
+                     const double** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t D) noexcept nogil
+
+ctypedef fused floating:
+    float
+    double
+
+cdef enum:
+    TILE = 64              # keys per tile; tiles cover the aligned position ranges [m*TILE, (m+1)*TILE)
+    ROWS_PER_ITEM = 128    # query rows (queries x heads of one KV group) per work item
 
 
 def openmp_enabled():
     """True when this build was compiled with OpenMP."""
-    IF SWAREF_OPENMP:
-        return True
-    ELSE:
-        return False
+    return bool(SWAREF_HAVE_OPENMP)
+
+
+def default_threads():
+    """Threads a call with num_threads=None uses: OMP_NUM_THREADS or the OpenMP default (1 without OpenMP)."""
+    return swaref_max_threads()
+
+
+def exp_kernel(x):
+    """swaref's exp on a float32/float64 array (for the tests; equals numpy.exp within 2 ulp for x <= 0)."""
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    cdef Py_ssize_t i
+    cdef float[::1] xf, of
+    cdef double[::1] xd, od
+    if x.dtype == np.float32:
+        xf, of = x.ravel(), out.ravel()
+        for i in range(xf.shape[0]):
+            of[i] = swaref_exp_f(xf[i])
+    elif x.dtype == np.float64:
+        xd, od = x.ravel(), out.ravel()
+        for i in range(xd.shape[0]):
+            od[i] = swaref_exp_d(xd[i])
+    else:
+        raise TypeError(f"exp_kernel takes float32 or float64, got {x.dtype}")
+    return out
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return swaref_exp_f(x)
+    else:
+        return swaref_exp_d(x)
+
+
+cdef inline Py_ssize_t _lower_bound(const int64_t* a, Py_ssize_t n, int64_t x) noexcept nogil:
+    """First index i with a[i] >= x (a sorted), n if none."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline void _scores1(const floating* q0, const floating* kt, Py_ssize_t D, floating scale,
+                          floating* s0) noexcept nogil:
+    """s0[j] = (sum_d q0[d] * kt[d*TILE + j]) * scale for every lane j; d = 0 .. D-1 in order."""
+    if floating is float:
+        swaref_scores1_f(q0, kt, D, scale, s0)
+    else:
+        swaref_scores1_d(q0, kt, D, scale, s0)
+
+
+cdef inline void _scores2(const floating* q0, const floating* q1, const floating* kt, Py_ssize_t D,
+                          floating scale, floating* s0, floating* s1) noexcept nogil:
+    """_scores1 for two rows at once (shared key loads; each lane's arithmetic is unchanged)."""
+    if floating is float:
+        swaref_scores2_f(q0, q1, kt, D, scale, s0, s1)
+    else:
+        swaref_scores2_d(q0, q1, kt, D, scale, s0, s1)
+
+
+cdef inline void _pv(int R, floating* o0, floating* o1, floating alpha0, floating alpha1,
+                     const floating* p0, const floating* p1, const floating** vp,
+                     const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t D) noexcept nogil:
+    """For R = 1 or 2 rows seeing the same lanes: u[e] = sum of p[j] * vp[j][e] over the visible
+    lanes j = ja .. jb-1 in order (from 0), then o[e] = o[e] * alpha + u[e]."""
+    if floating is float:
+        swaref_pv_f(R, o0, o1, alpha0, alpha1, p0, p1, vp, vis, ja, jb, D)
+    else:
+        swaref_pv_d(R, o0, o1, alpha0, alpha1, p0, p1, vp, vis, ja, jb, D)
+
+
+cdef inline floating _softmax_tile(floating* s, const char* present, Py_ssize_t ja, Py_ssize_t jb,
+                                   floating* m, floating* l) noexcept nogil:
+    """Online-softmax step of one row over one tile; returns alpha, leaves the weights in s.
+
+    Visible lanes: present and ja <= j < jb.  m_t = max of their scores;
+    m' = max(m, m_t); alpha = exp(m - m'); s[j] = exp(s[j] - m') on visible
+    lanes and exactly 0 elsewhere (a select, so a NaN score on a masked lane
+    never propagates); tile sum = 16 lane-group sums (lanes j, j+16, j+32,
+    j+48 added in that order) reduced by the fixed halving tree
+    (8, 4, 2, 1); l = l * alpha + tile sum.  Lanes are positions mod TILE,
+    so the whole step depends only on the row's visible keys.
+    """
+    if floating is float:
+        return swaref_softmax_f(s, present, <int>ja, <int>jb, m, l)
+    else:
+        return swaref_softmax_d(s, present, <int>ja, <int>jb, m, l)
+
+
+cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
+                 const floating* k, const floating* v, const int64_t* k_pos, Py_ssize_t S,
+                 const floating* ck, const floating* cv, const int64_t* cpos, Py_ssize_t C,
+                 int64_t ring_lo, int64_t ring_hi,
+                 Py_ssize_t Hkv, Py_ssize_t D, int64_t window, floating scale,
+                 Py_ssize_t g, Py_ssize_t t0, Py_ssize_t t1,
+                 floating* work, Py_ssize_t* iwork, floating* out) noexcept nogil:
+    """One work item: queries t0 .. t1-1, the G query heads of KV head g.
+
+    work: TILE*D (transposed key tile, lane = position mod TILE) + TILE*D (value
+    tile: rows of v at stride D, so that keys Hkv*D apart do not fight over
+    the same L1 cache sets) + TILE*R
+    (scores, then weights) + R*D (o) + 2*R (m, l) floats; iwork: 2*R;
+    R = (t1 - t0) * G rows, row r = (query t0 + r // G, head g*G + r % G).
+    """
+    cdef Py_ssize_t G = Hq // Hkv
+    cdef Py_ssize_t nrows = (t1 - t0) * G
+    cdef floating* kt = work
+    cdef floating* vt = kt + TILE * D
+    cdef floating* sc = vt + TILE * D
+    cdef floating* o = sc + TILE * nrows
+    cdef floating* m = o + nrows * D
+    cdef floating* l = m + nrows
+    cdef Py_ssize_t* rja = iwork
+    cdef Py_ssize_t* rjb = iwork + nrows
+    cdef const floating* vptr[TILE]
+    cdef char present[TILE]
+    cdef Py_ssize_t r, r2, t, d, j, ja, jb, slot, e, eb, nact
+    cdef int64_t lo, hi, pos, tstart, tend, p, rp
+    cdef floating a0, a1
+    cdef const floating* kr
+    cdef floating* orow
+
+    for r in range(nrows):
+        m[r] = -INFINITY
+        l[r] = 0
+        for d in range(D):
+            o[r * D + d] = 0
+
+    # Keys any row of the item can see: positions lo .. hi.
+    hi = q_pos[t1 - 1]
+    lo = 0
+    if window > 0 and q_pos[t0] - window + 1 > 0:
+        lo = q_pos[t0] - window + 1
+    rp = lo if lo > ring_lo else ring_lo                 # next ring position to look at
+    e = _lower_bound(k_pos, S, lo)                       # next explicit key
+    eb = _lower_bound(k_pos, S, hi + 1)
+    while True:
+        # The next present key decides the tile [tstart, tend); gather its keys at lane
+        # position - tstart (ring positions all lie below the explicit ones: _backend checks it).
+        while rp <= ring_hi and rp <= hi and cpos[rp % C] != rp:
+            rp += 1
+        if rp <= ring_hi and rp <= hi:
+            pos = rp
+        elif e < eb:
+            pos = k_pos[e]
+        else:
+            break
+        tstart = (pos // TILE) * TILE
+        tend = tstart + TILE
+        for j in range(TILE):
+            present[j] = 0
+        while rp <= ring_hi and rp <= hi and rp < tend:
+            slot = rp % C
+            if cpos[slot] == rp:
+                j = rp - tstart
+                present[j] = 1
+                kr = ck + (slot * Hkv + g) * D
+                for d in range(D):
+                    kt[d * TILE + j] = kr[d]
+                memcpy(vt + j * D, cv + (slot * Hkv + g) * D, D * sizeof(floating))
+                vptr[j] = vt + j * D
+            rp += 1
+        while e < eb and k_pos[e] < tend:
+            j = k_pos[e] - tstart
+            present[j] = 1
+            kr = k + (e * Hkv + g) * D
+            for d in range(D):
+                kt[d * TILE + j] = kr[d]
+            memcpy(vt + j * D, v + (e * Hkv + g) * D, D * sizeof(floating))
+            vptr[j] = vt + j * D
+            e += 1
+
+        # Each row's visible lanes: positions in [p - W + 1, p] of this tile, present.
+        nact = 0
+        for r in range(nrows):
+            p = q_pos[t0 + r // G]
+            ja = 0
+            if window > 0 and p - window + 1 > tstart:
+                ja = p - window + 1 - tstart
+            jb = TILE
+            if p + 1 < tend:
+                jb = p + 1 - tstart
+            for j in range(ja, jb):
+                if present[j]:
+                    break
+            else:
+                ja = jb = 0                              # nothing visible: the row skips this tile
+            rja[r] = ja
+            rjb[r] = jb
+
+        r = 0
+        while r < nrows:
+            if rja[r] >= rjb[r]:
+                r += 1
+                continue
+            r2 = r + 1
+            while r2 < nrows and rja[r2] >= rjb[r2]:
+                r2 += 1
+            if r2 < nrows:
+                _scores2(q + ((t0 + r // G) * Hq + g * G + r % G) * D,
+                         q + ((t0 + r2 // G) * Hq + g * G + r2 % G) * D,
+                         kt, D, scale, sc + r * TILE, sc + r2 * TILE)
+                r = r2 + 1
+            else:
+                _scores1(q + ((t0 + r // G) * Hq + g * G + r % G) * D, kt, D, scale, sc + r * TILE)
+                r = nrows
+
+        r = 0
+        while r < nrows:
+            ja = rja[r]
+            jb = rjb[r]
+            if ja >= jb:
+                r += 1
+                continue
+            a0 = _softmax_tile(sc + r * TILE, present, ja, jb, m + r, l + r)
+            if r + 1 < nrows and rja[r + 1] == ja and rjb[r + 1] == jb:
+                a1 = _softmax_tile(sc + (r + 1) * TILE, present, ja, jb, m + r + 1, l + r + 1)
+                _pv(2, o + r * D, o + (r + 1) * D, a0, a1, sc + r * TILE, sc + (r + 1) * TILE,
+                    vptr, present, ja, jb, D)
+                r += 2
+            else:
+                _pv(1, o + r * D, o, a0, a0, sc + r * TILE, sc + r * TILE, vptr, present, ja, jb, D)
+                r += 1
+
+    for r in range(nrows):
+        t = t0 + r // G
+        orow = out + (t * Hq + g * G + r % G) * D
+        for d in range(D):
+            orow[d] = o[r * D + d] / l[r]
+
+
+cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
+                     const floating[:, :, ::1] k, const floating[:, :, ::1] v, const int64_t[::1] k_pos,
+                     const floating[:, :, ::1] ck, const floating[:, :, ::1] cv, const int64_t[::1] cpos,
+                     int64_t ring_lo, int64_t ring_hi, int64_t window, floating scale,
+                     Py_ssize_t block, floating[:, ::1] work, Py_ssize_t[:, ::1] iwork,
+                     floating[:, :, ::1] out, int nthreads) noexcept nogil:
+    """All (KV head, query block) items, in parallel; each row's bits do not depend on the split."""
+    cdef Py_ssize_t T = q.shape[0], Hq = q.shape[1], D = q.shape[2]
+    cdef Py_ssize_t S = k.shape[0], Hkv = k.shape[1], C = ck.shape[0]
+    cdef Py_ssize_t nblocks = (T + block - 1) // block
+    cdef Py_ssize_t item, g, b, t0, t1
+    # Empty arrays have no element 0 to take the address of: hand over a harmless pointer instead
+    # (never dereferenced: S == 0 means no explicit key, C == 0 an empty ring).
+    cdef const floating* kp = &q[0, 0, 0]
+    cdef const floating* vp = &q[0, 0, 0]
+    cdef const int64_t* kpp = &q_pos[0]
+    cdef const floating* ckp = &q[0, 0, 0]
+    cdef const floating* cvp = &q[0, 0, 0]
+    cdef const int64_t* cpp = &q_pos[0]
+    if S > 0:
+        kp = &k[0, 0, 0]
+        vp = &v[0, 0, 0]
+        kpp = &k_pos[0]
+    if C > 0:
+        ckp = &ck[0, 0, 0]
+        cvp = &cv[0, 0, 0]
+        cpp = &cpos[0]
+    for item in prange(Hkv * nblocks, nogil=True, schedule="dynamic", chunksize=1,
+                       num_threads=nthreads):
+        g = item % Hkv
+        b = item // Hkv
+        t0 = b * block
+        t1 = t0 + block
+        if t1 > T:
+            t1 = T
+        _block(&q[0, 0, 0], &q_pos[0], Hq, kp, vp, kpp, S, ckp, cvp, cpp, C,
+               ring_lo, ring_hi, Hkv, D, window, scale, g, t0, t1,
+               &work[threadid(), 0], &iwork[threadid(), 0], &out[0, 0, 0])
+
+
+def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
+                   const floating[:, :, ::1] k, const floating[:, :, ::1] v, const int64_t[::1] k_pos,
+                   const floating[:, :, ::1] ck, const floating[:, :, ::1] cv, const int64_t[::1] cpos,
+                   int64_t ring_lo, int64_t ring_hi, window, double scale, num_threads):
+    """Banded sliding-window attention over explicit keys and/or a rolling buffer read in place.
+
+    q: [T, Hq, D], q_pos: [T] int64 strictly increasing; k, v: [S, Hkv, D] with
+    k_pos: [S] int64 strictly increasing (S may be 0); ck, cv: [C, Hkv, D] with
+    cpos: [C] int64 (-1 = empty; C may be 0), ring positions ring_lo .. ring_hi
+    all below k_pos[0]  ->  [T, Hq, D] in q's dtype.
+
+    Must equal ``swaref.attention._attention_reference`` over the same key set
+    (through ``swaref.attention.attention`` and ``swaref.prefill.attend_chunk``;
+    tests/test_core.py): float64 within 1e-12 x max|V|, float32 within 1e-5 x max|V|.
+    Only ``swaref._backend`` may call it: inputs are trusted.
+    """
+    cdef Py_ssize_t T = q.shape[0], Hq = q.shape[1], D = q.shape[2]
+    cdef Py_ssize_t Hkv = k.shape[1]
+    cdef Py_ssize_t G = Hq // Hkv
+    cdef Py_ssize_t block = ROWS_PER_ITEM // G if G < ROWS_PER_ITEM else 1
+    cdef int64_t w = 0 if window is None else window
+    cdef int nthreads = swaref_max_threads() if num_threads is None else num_threads
+    if block > T:
+        block = T
+    nitems = Hkv * ((T + block - 1) // block)
+    if nthreads > nitems:
+        nthreads = nitems
+    if nthreads < 1:
+        nthreads = 1
+    rows = block * G
+    dtype = np.float32 if floating is float else np.float64
+    out = np.empty((T, Hq, D), dtype=dtype)
+    work = np.zeros((nthreads, 2 * TILE * D + TILE * rows + rows * D + 2 * rows), dtype=dtype)
+    cdef floating[:, :, ::1] out_v = out
+    iwork = np.zeros((nthreads, 2 * rows), dtype=np.intp)
+    cdef floating[:, ::1] work_v = work
+    cdef Py_ssize_t[:, ::1] iwork_v = iwork
+    with nogil:
+        _band_core(q, q_pos, k, v, k_pos, ck, cv, cpos, ring_lo, ring_hi, w, <floating>scale,
+                   block, work_v, iwork_v, out_v, nthreads)
+    return out

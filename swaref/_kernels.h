@@ -1,0 +1,330 @@
+/* swaref/_kernels.h: the C half of swaref/_core.pyx (read that module's docstring first).
+ *
+ * Three things Cython cannot say well:
+ *  - OpenMP or not, decided by the C preprocessor (no deprecated Cython IF);
+ *  - an exp() that gives the same bits in scalar and vector code;
+ *  - micro-kernels whose accumulators stay in registers.
+ */
+#ifndef SWAREF_KERNELS_H
+#define SWAREF_KERNELS_H
+
+#include <math.h>
+
+/* OpenMP without Cython's deprecated IF blocks: the C preprocessor decides. */
+#ifdef _OPENMP
+#include <omp.h>
+#define SWAREF_HAVE_OPENMP 1
+static int swaref_max_threads(void) { return omp_get_max_threads(); }
+#else
+#define SWAREF_HAVE_OPENMP 0
+static int swaref_max_threads(void) { return 1; }
+#endif
+
+/* exp(x) for x <= 0 (the only arguments the kernel produces; x > 0 is
+   treated as 0).  Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2,
+   Taylor polynomial in Horner form, 2^k by building the exponent bits.
+   Branch-free so that GCC vectorises the loops that call it, and the same
+   formula in scalar and vector code (no libm, whose vector and scalar
+   variants may differ in the last bit).  NaN in, NaN out. */
+static inline double swaref_exp_d(double x) {
+    const double lo = -708.0;
+    double xc = (x >= lo) ? x : lo;
+    xc = (xc <= 0.0) ? xc : 0.0;
+    double kf = (xc * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0;
+    double r = (xc - kf * 0.6931471803691238) - kf * 1.9082149292705877e-10;
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    union { double d; long long i; } u;
+    u.i = ((long long)kf + 1023LL) << 52;
+    double y = p * u.d;
+    return (x >= lo) ? y : ((x < lo) ? 0.0 : x);
+}
+static inline float swaref_exp_f(float x) {
+    const float lo = -87.0f;
+    float xc = (x >= lo) ? x : lo;
+    xc = (xc <= 0.0f) ? xc : 0.0f;
+    float kf = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;
+    float r = (xc - kf * 0.693145752f) - kf * 1.42860677e-6f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { float f; int i; } u;
+    u.i = ((int)kf + 127) << 23;
+    float y = p * u.f;
+    return (x >= lo) ? y : ((x < lo) ? 0.0f : x);
+}
+
+/* ---- Micro-kernels (C, GCC/Clang vector extensions) ----------------------
+   Cython cannot keep an array of accumulators in registers (GCC spills
+   them to the stack every iteration: measured 2-3x slower), so the two
+   products live here.  Every lane/element follows one fixed chain:
+     scores: a = 0; a = a + q[d] * k[d] for d = 0 .. D-1; s = a * scale
+     values: u = 0; u = u + p[j] * v[j][e] for visible j in order;
+             o[e] = o[e] * alpha + u
+   Each chain has a single candidate multiply per add, so when the
+   compiler fuses multiply-adds (FMA) it does so identically in vector
+   and scalar code: the bits of a row never depend on how it was batched. */
+#define SWAREF_TILE 64
+#define SWAREF_LD(VU, p) (*(const VU*)(p))
+#define SWAREF_ST(VU, p, x) (*(VU*)(p) = (x))
+#if defined(__GNUC__) || defined(__clang__)
+#define SWAREF_UNROLL _Pragma("GCC unroll 16")
+typedef float swaref_vf __attribute__((vector_size(64)));
+typedef float swaref_vfu __attribute__((vector_size(64), aligned(4)));
+typedef double swaref_vd __attribute__((vector_size(64)));
+typedef double swaref_vdu __attribute__((vector_size(64), aligned(8)));
+#define SWAREF_VLF 16
+#define SWAREF_VLD 8
+#else
+/* Other compilers: one-element "vectors", the same chains, slower. */
+#define SWAREF_UNROLL
+typedef float swaref_vf; typedef float swaref_vfu;
+typedef double swaref_vd; typedef double swaref_vdu;
+#define SWAREF_VLF 1
+#define SWAREF_VLD 1
+#endif
+#define SWAREF_DEFINE_KERNELS(SFX, T, V, VU, VL) \
+static inline void swaref_scores1_##SFX(const T* q0, const T* kt, Py_ssize_t D, T scale, T* s0) { \
+    V a0[SWAREF_TILE / VL]; \
+    SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) a0[i] = (V){0}; \
+    for (Py_ssize_t d = 0; d < D; d++) { \
+        const T* kr = kt + d * SWAREF_TILE; T x0 = q0[d]; \
+        SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) a0[i] = a0[i] + x0 * SWAREF_LD(VU, kr + i * VL); \
+    } \
+    SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) SWAREF_ST(VU, s0 + i * VL, a0[i] * scale); \
+} \
+static inline void swaref_scores2_##SFX(const T* q0, const T* q1, const T* kt, Py_ssize_t D, T scale, \
+                                        T* s0, T* s1) { \
+    V a0[SWAREF_TILE / VL], a1[SWAREF_TILE / VL]; \
+    SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) { a0[i] = (V){0}; a1[i] = (V){0}; } \
+    for (Py_ssize_t d = 0; d < D; d++) { \
+        const T* kr = kt + d * SWAREF_TILE; T x0 = q0[d], x1 = q1[d]; \
+        SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) { \
+            V kv = SWAREF_LD(VU, kr + i * VL); \
+            a0[i] = a0[i] + x0 * kv; a1[i] = a1[i] + x1 * kv; \
+        } \
+    } \
+    SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) { \
+        SWAREF_ST(VU, s0 + i * VL, a0[i] * scale); SWAREF_ST(VU, s1 + i * VL, a1[i] * scale); \
+    } \
+} \
+/* NV vectors of o for R rows: e = e0 .. e0 + NV*VL - 1 */ \
+SWAREF_DEFINE_PV(SFX, T, V, VU, VL, 8) \
+SWAREF_DEFINE_PV(SFX, T, V, VU, VL, 4) \
+SWAREF_DEFINE_PV(SFX, T, V, VU, VL, 2) \
+SWAREF_DEFINE_PV(SFX, T, V, VU, VL, 1) \
+static inline void swaref_pv_##SFX(int R, T* o0, T* o1, T al0, T al1, const T* p0, const T* p1, \
+                                   const T** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, \
+                                   Py_ssize_t D) { \
+    Py_ssize_t e0 = 0; \
+    int big = 8; \
+    while (big == 8 && D - e0 >= 8 * VL) { swaref_pv8_##SFX(R, o0, o1, al0, al1, p0, p1, vp, vis, ja, jb, e0); e0 += 8 * VL; } \
+    while (D - e0 >= 4 * VL) { swaref_pv4_##SFX(R, o0, o1, al0, al1, p0, p1, vp, vis, ja, jb, e0); e0 += 4 * VL; } \
+    while (D - e0 >= 2 * VL) { swaref_pv2_##SFX(R, o0, o1, al0, al1, p0, p1, vp, vis, ja, jb, e0); e0 += 2 * VL; } \
+    while (D - e0 >= VL) { swaref_pv1_##SFX(R, o0, o1, al0, al1, p0, p1, vp, vis, ja, jb, e0); e0 += VL; } \
+    if (e0 < D) { \
+        T u0[VL], u1[VL]; Py_ssize_t n = D - e0; \
+        for (Py_ssize_t e = 0; e < n; e++) { u0[e] = 0; u1[e] = 0; } \
+        for (Py_ssize_t j = ja; j < jb; j++) { \
+            if (!vis[j]) continue; \
+            const T* vr = vp[j] + e0; T x0 = p0[j], x1 = (R == 2) ? p1[j] : 0; \
+            for (Py_ssize_t e = 0; e < n; e++) { u0[e] = u0[e] + x0 * vr[e]; if (R == 2) u1[e] = u1[e] + x1 * vr[e]; } \
+        } \
+        for (Py_ssize_t e = 0; e < n; e++) { \
+            o0[e0 + e] = o0[e0 + e] * al0 + u0[e]; \
+            if (R == 2) o1[e0 + e] = o1[e0 + e] * al1 + u1[e]; \
+        } \
+    } \
+}
+#define SWAREF_DEFINE_PV(SFX, T, V, VU, VL, NV) \
+static inline void swaref_pv##NV##_##SFX(int R, T* o0, T* o1, T al0, T al1, const T* p0, const T* p1, \
+                                         const T** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, \
+                                         Py_ssize_t e0) { \
+    V u0[NV], u1[NV]; \
+    SWAREF_UNROLL for (int i = 0; i < NV; i++) { u0[i] = (V){0}; u1[i] = (V){0}; } \
+    if (R == 2) { \
+        for (Py_ssize_t j = ja; j < jb; j++) { \
+            if (!vis[j]) continue; \
+            const T* vr = vp[j] + e0; T x0 = p0[j], x1 = p1[j]; \
+            SWAREF_UNROLL for (int i = 0; i < NV; i++) { \
+                V vv = SWAREF_LD(VU, vr + i * VL); u0[i] = u0[i] + x0 * vv; u1[i] = u1[i] + x1 * vv; \
+            } \
+        } \
+        SWAREF_UNROLL for (int i = 0; i < NV; i++) { \
+            SWAREF_ST(VU, o0 + e0 + i * VL, SWAREF_LD(VU, o0 + e0 + i * VL) * al0 + u0[i]); \
+            SWAREF_ST(VU, o1 + e0 + i * VL, SWAREF_LD(VU, o1 + e0 + i * VL) * al1 + u1[i]); \
+        } \
+    } else { \
+        for (Py_ssize_t j = ja; j < jb; j++) { \
+            if (!vis[j]) continue; \
+            const T* vr = vp[j] + e0; T x0 = p0[j]; \
+            SWAREF_UNROLL for (int i = 0; i < NV; i++) u0[i] = u0[i] + x0 * SWAREF_LD(VU, vr + i * VL); \
+        } \
+        SWAREF_UNROLL for (int i = 0; i < NV; i++) \
+            SWAREF_ST(VU, o0 + e0 + i * VL, SWAREF_LD(VU, o0 + e0 + i * VL) * al0 + u0[i]); \
+    } \
+}
+SWAREF_DEFINE_KERNELS(f, float, swaref_vf, swaref_vfu, SWAREF_VLF)
+SWAREF_DEFINE_KERNELS(d, double, swaref_vd, swaref_vdu, SWAREF_VLD)
+
+/* Online-softmax step of one row over one tile (see _core.pyx, _softmax_tile).
+   Visible lanes: present[t] != 0 and ja <= t < jb.  Masked lanes are
+   replaced by a select (bitwise and/or), never multiplied, so a NaN there
+   cannot leak.  The 16 partial sums hold lanes t = j, j+16, j+32, j+48 (in
+   that order) for j = 0..15, for both dtypes. */
+#if defined(__GNUC__) || defined(__clang__)
+typedef int swaref_vi __attribute__((vector_size(64)));          /* 16 x int32, matches swaref_vf */
+typedef long long swaref_vl __attribute__((vector_size(64)));    /* 8 x int64, matches swaref_vd */
+typedef signed char swaref_c16 __attribute__((vector_size(16), aligned(1)));
+typedef signed char swaref_c8 __attribute__((vector_size(8), aligned(1)));
+#define SWAREF_SEL(VI, V, m, a, b) ((V)(((VI)(a) & (m)) | ((VI)(b) & ~(m))))
+
+/* Vector exp: the formula of swaref_exp_f / swaref_exp_d, lane by lane. */
+static inline swaref_vf swaref_vexp_f(swaref_vf x) {
+    swaref_vi ge = x >= -87.0f, lt = x < -87.0f;
+    swaref_vf xc = SWAREF_SEL(swaref_vi, swaref_vf, ge, x, ((swaref_vf){0} - 87.0f));
+    xc = SWAREF_SEL(swaref_vi, swaref_vf, xc <= 0.0f, xc, ((swaref_vf){0}));
+    swaref_vf kf = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;
+    swaref_vf r = (xc - kf * 0.693145752f) - kf * 1.42860677e-6f;
+    swaref_vf p = (swaref_vf){0} + 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    swaref_vi e = (__builtin_convertvector(kf, swaref_vi) + 127) << 23;
+    swaref_vf y = p * (swaref_vf)e;
+    swaref_vf tail = SWAREF_SEL(swaref_vi, swaref_vf, lt, ((swaref_vf){0}), x);   /* NaN stays NaN */
+    return SWAREF_SEL(swaref_vi, swaref_vf, ge, y, tail);
+}
+static inline swaref_vd swaref_vexp_d(swaref_vd x) {
+    swaref_vl ge = x >= -708.0, lt = x < -708.0;
+    swaref_vd xc = SWAREF_SEL(swaref_vl, swaref_vd, ge, x, ((swaref_vd){0} - 708.0));
+    xc = SWAREF_SEL(swaref_vl, swaref_vd, xc <= 0.0, xc, ((swaref_vd){0}));
+    swaref_vd kf = (xc * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0;
+    swaref_vd r = (xc - kf * 0.6931471803691238) - kf * 1.9082149292705877e-10;
+    swaref_vd p = (swaref_vd){0} + 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    swaref_vl e = (__builtin_convertvector(kf, swaref_vl) + 1023) << 52;
+    swaref_vd y = p * (swaref_vd)e;
+    swaref_vd tail = SWAREF_SEL(swaref_vl, swaref_vd, lt, ((swaref_vd){0}), x);
+    return SWAREF_SEL(swaref_vl, swaref_vd, ge, y, tail);
+}
+
+static inline float swaref_softmax_f(float* s, const char* present, int ja, int jb, float* m, float* l) {
+    const swaref_vi lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const swaref_vf ninf = (swaref_vf){0} - INFINITY;
+    swaref_vi on[4];
+    swaref_vf mp = ninf, ps = (swaref_vf){0};
+    for (int i = 0; i < 4; i++) {
+        swaref_vi t = lane + 16 * i;
+        swaref_vi pr = __builtin_convertvector(*(const swaref_c16*)(present + 16 * i), swaref_vi);
+        on[i] = (pr != 0) & (t >= ja) & (t < jb);
+        swaref_vf x = SWAREF_SEL(swaref_vi, swaref_vf, on[i], SWAREF_LD(swaref_vfu, s + 16 * i), ninf);
+        mp = SWAREF_SEL(swaref_vi, swaref_vf, x > mp, x, mp);
+    }
+    float mt = mp[0];
+    for (int j = 1; j < 16; j++) mt = (mp[j] > mt) ? mp[j] : mt;
+    float mnew = (mt > m[0]) ? mt : m[0];
+    float alpha = swaref_exp_f(m[0] - mnew);
+    for (int i = 0; i < 4; i++) {
+        swaref_vf x = swaref_vexp_f(SWAREF_LD(swaref_vfu, s + 16 * i) - mnew);
+        x = SWAREF_SEL(swaref_vi, swaref_vf, on[i], x, ((swaref_vf){0}));
+        SWAREF_ST(swaref_vfu, s + 16 * i, x);
+        ps = ps + x;
+    }
+    float t[16];
+    for (int j = 0; j < 16; j++) t[j] = ps[j];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) t[j] = t[j] + t[j + w];
+    m[0] = mnew;
+    l[0] = l[0] * alpha + t[0];
+    return alpha;
+}
+
+static inline double swaref_softmax_d(double* s, const char* present, int ja, int jb, double* m, double* l) {
+    const swaref_vl lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    const swaref_vd ninf = (swaref_vd){0} - INFINITY;
+    swaref_vl on[8];
+    swaref_vd mp = ninf, ps[2] = {(swaref_vd){0}, (swaref_vd){0}};
+    for (int i = 0; i < 8; i++) {
+        swaref_vl t = lane + 8 * i;
+        swaref_vl pr = __builtin_convertvector(*(const swaref_c8*)(present + 8 * i), swaref_vl);
+        on[i] = (pr != 0) & (t >= ja) & (t < jb);
+        swaref_vd x = SWAREF_SEL(swaref_vl, swaref_vd, on[i], SWAREF_LD(swaref_vdu, s + 8 * i), ninf);
+        mp = SWAREF_SEL(swaref_vl, swaref_vd, x > mp, x, mp);
+    }
+    double mt = mp[0];
+    for (int j = 1; j < 8; j++) mt = (mp[j] > mt) ? mp[j] : mt;
+    double mnew = (mt > m[0]) ? mt : m[0];
+    double alpha = swaref_exp_d(m[0] - mnew);
+    for (int i = 0; i < 8; i++) {
+        swaref_vd x = swaref_vexp_d(SWAREF_LD(swaref_vdu, s + 8 * i) - mnew);
+        x = SWAREF_SEL(swaref_vl, swaref_vd, on[i], x, ((swaref_vd){0}));
+        SWAREF_ST(swaref_vdu, s + 8 * i, x);
+        ps[i & 1] = ps[i & 1] + x;      /* vector i holds lanes 8i .. 8i+7: lane groups (i & 1) * 8 + 0..7 */
+    }
+    double t[16];
+    for (int j = 0; j < 8; j++) { t[j] = ps[0][j]; t[j + 8] = ps[1][j]; }
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) t[j] = t[j] + t[j + w];
+    m[0] = mnew;
+    l[0] = l[0] * alpha + t[0];
+    return alpha;
+}
+#else
+/* Other compilers: the same steps, one lane at a time. */
+#define SWAREF_DEFINE_SOFTMAX(SFX, T) \
+static inline T swaref_softmax_##SFX(T* s, const char* present, int ja, int jb, T* m, T* l) { \
+    T mt = -INFINITY, t[16]; \
+    for (int j = 0; j < SWAREF_TILE; j++) \
+        if (present[j] && j >= ja && j < jb && s[j] > mt) mt = s[j]; \
+    T mnew = (mt > m[0]) ? mt : m[0]; \
+    T alpha = swaref_exp_##SFX(m[0] - mnew); \
+    for (int j = 0; j < 16; j++) t[j] = 0; \
+    for (int j = 0; j < SWAREF_TILE; j++) { \
+        T x = (present[j] && j >= ja && j < jb) ? swaref_exp_##SFX(s[j] - mnew) : (T)0; \
+        s[j] = x; t[j % 16] = t[j % 16] + x; \
+    } \
+    for (int w = 8; w >= 1; w /= 2) \
+        for (int j = 0; j < w; j++) t[j] = t[j] + t[j + w]; \
+    m[0] = mnew; \
+    l[0] = l[0] * alpha + t[0]; \
+    return alpha; \
+}
+SWAREF_DEFINE_SOFTMAX(f, float)
+SWAREF_DEFINE_SOFTMAX(d, double)
+#endif
+
+#endif /* SWAREF_KERNELS_H */

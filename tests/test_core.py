@@ -1,0 +1,376 @@
+"""The compiled kernel (backend="cython", swaref/_core.pyx via swaref/_backend.py).
+
+* against the independent float64 oracle (tests/oracle.py) and the reference:
+  float64 within 1e-12 x max|V|, float32 within 1e-5 x max|V|;
+* bitwise chunk invariance: one-shot attention == prefill with any schedule ==
+  prefill + token-by-token decode, for any thread count and a ring that wrapped;
+* NaN/Inf outside a query's window or in empty/stale slots never reaches it;
+* every bad input raises a SwarefError naming the argument; non-contiguous
+  inputs are copied and give the contiguous answer;
+* no T x S array: peak traced memory stays O(T + block x W).
+"""
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import swaref
+from swaref import _backend, _core
+from swaref.errors import SwarefError, SwarefTypeError
+from oracle import assert_bitwise_equal, assert_close, dense_attention_f64
+from ref_helpers import assert_cache_state, expected_state, increasing_positions, random_qkv, window_for
+
+KERNEL_DTYPES = (np.float32, np.float64)
+OFFSETS = (0, 10 ** 9, 2 ** 40)
+
+
+def tol(v, dtype):
+    """The issue's tolerance: 1e-12 x max|V| (float64), 1e-5 x max|V| (float32)."""
+    vmax = max(1.0, float(np.max(np.abs(v.astype(np.float64)))))
+    return (1e-12 if np.dtype(dtype) == np.float64 else 1e-5) * vmax
+
+
+def cache_for(window, Hkv, D, dtype, T):
+    return swaref.RollingBufferCache(window, Hkv, D, dtype=dtype, capacity=None if window else T)
+
+
+def decode_rest(q, k, v, cache, a, num_threads=None):
+    return [swaref.decode_step(q[i:i + 1], k[i:i + 1], v[i:i + 1], cache, backend="cython",
+                               num_threads=num_threads) for i in range(a, q.shape[0])]
+
+
+@st.composite
+def schedules(draw, T):
+    """A chunk schedule for T tokens: equal chunks or uneven cut points."""
+    if draw(st.booleans()):
+        return draw(st.integers(1, T))
+    cuts = sorted(draw(st.sets(st.integers(1, T - 1), max_size=6))) if T > 1 else []
+    edges = [0] + cuts + [T]
+    return [b - a for a, b in zip(edges, edges[1:])]
+
+
+# --------------------------------------------------------------------- exp
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_exp_matches_numpy_on_its_domain(dtype):
+    lo = -87.0 if dtype == np.float32 else -708.0
+    x = np.concatenate([np.linspace(lo, 0, 200001), -np.logspace(-30, np.log10(-lo), 5000),
+                        [0.0, -0.0]]).astype(dtype)
+    got = _core.exp_kernel(x)
+    want = np.exp(x.astype(np.float64))
+    rel = np.abs(got.astype(np.float64) - want) / want
+    assert rel.max() <= 4 * np.finfo(dtype).eps, f"max relative error {rel.max():.3e}"
+    assert _core.exp_kernel(np.zeros(3, dtype))[0] == 1.0                  # exp(0) exactly 1: alpha = 1
+    special = _core.exp_kernel(np.array([-np.inf, lo - 1, -1e300 if dtype == np.float64 else -1e30, np.nan],
+                                        dtype=dtype))
+    assert special[0] == 0 and special[1] == 0 and special[2] == 0 and np.isnan(special[3])
+
+
+# ------------------------------------------------------- against the oracle
+
+@settings(max_examples=60)
+@given(data=st.data())
+def test_attention_matches_oracle_and_reference(data):
+    T = data.draw(st.integers(1, 40), label="T")
+    S = data.draw(st.integers(T, T + 30), label="S")
+    Hkv = data.draw(st.integers(1, 3), label="Hkv")
+    G = data.draw(st.sampled_from([1, 2, 4]), label="G")
+    D = data.draw(st.sampled_from([1, 2, 3, 5, 8, 16, 17, 33]), label="D")
+    W = window_for(data.draw, S)
+    dtype = data.draw(st.sampled_from(KERNEL_DTYPES), label="dtype")
+    k_pos = data.draw(increasing_positions(S, max_offset=2 ** 40), label="k_pos")
+    q_pos = k_pos[S - T:]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
+    q, k, v = random_qkv(rng, T, S, Hkv * G, Hkv, D, dtype=dtype, vscale=data.draw(st.sampled_from([1.0, 1e3])))
+    got = swaref.attention(q, k, v, window=W, q_pos=q_pos, k_pos=k_pos, backend="cython")
+    assert got.dtype == dtype and got.shape == q.shape
+    assert_close(got, dense_attention_f64(q, k, v, q_pos, k_pos, W), atol=tol(v, dtype), name="cython vs oracle")
+    ref = swaref.attention(q, k, v, window=W, q_pos=q_pos, k_pos=k_pos)
+    assert_close(got, ref, atol=tol(v, dtype), name="cython vs reference")
+
+
+@pytest.mark.parametrize("D", [1, 3, 64, 128, 256])
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_head_dims_and_gqa(D, dtype):
+    rng = np.random.default_rng(D)
+    T, Hkv, G, W = 70, 2, 4, 20
+    for start in OFFSETS:
+        pos = np.arange(start, start + T, dtype=np.int64)
+        q, k, v = random_qkv(rng, T, T, Hkv * G, Hkv, D, dtype=dtype)
+        got = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython")
+        assert_close(got, dense_attention_f64(q, k, v, pos, pos, W), atol=tol(v, dtype),
+                     name=f"D={D} start={start}")
+        # GQA reads KV head h // G: the same as repeating K/V to Hq heads.
+        rep = swaref.attention(q, np.repeat(k, G, axis=1), np.repeat(v, G, axis=1), window=W,
+                               q_pos=pos, k_pos=pos, backend="cython")
+        assert_bitwise_equal(got, rep, name=f"GQA vs repeated K/V, D={D}")
+
+
+@settings(max_examples=40)
+@given(data=st.data())
+def test_chunked_prefill_matches_reference_prefill(data):
+    T = data.draw(st.integers(1, 50), label="T")
+    W = data.draw(st.sampled_from([1, 2, 3, 7, 16, None]), label="W")
+    Hkv = data.draw(st.integers(1, 2), label="Hkv")
+    G = data.draw(st.sampled_from([1, 3]), label="G")
+    D = data.draw(st.sampled_from([1, 4, 9]), label="D")
+    dtype = data.draw(st.sampled_from(KERNEL_DTYPES), label="dtype")
+    start = data.draw(st.sampled_from(OFFSETS), label="start")
+    sched = data.draw(schedules(T), label="schedule")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
+    q, k, v = random_qkv(rng, T, T, Hkv * G, Hkv, D, dtype=dtype)
+    c_ref, c_cy = cache_for(W, Hkv, D, dtype, T), cache_for(W, Hkv, D, dtype, T)
+    ref = swaref.prefill(q, k, v, c_ref, chunk_size=sched, start=start)
+    got = swaref.prefill(q, k, v, c_cy, chunk_size=sched, start=start, backend="cython")
+    assert_close(got, ref, atol=tol(v, dtype), name=f"prefill schedule {sched}")
+    pos = np.arange(start, start + T)
+    assert_close(got, dense_attention_f64(q, k, v, pos, pos, W), atol=tol(v, dtype), name="prefill vs oracle")
+    # The kernel never writes: the cache state comes from the shared cache_write, bitwise.
+    assert_cache_state(c_cy, c_ref.k, c_ref.v, c_ref.positions, c_ref.n_seen, c_ref.next_position)
+
+
+# ------------------------------------------------------ bitwise invariance
+
+@settings(max_examples=40)
+@given(data=st.data())
+def test_bitwise_chunk_invariance(data):
+    """attention == prefill(any schedule) == prefill + decode, threads 1 and 2, to the bit."""
+    W = data.draw(st.sampled_from([1, 2, 5, 16, 64, 100, None]), label="W")
+    T = data.draw(st.integers(1, 3 * (W or 40) + 40), label="T")       # T > 3W: the ring wraps
+    Hkv = data.draw(st.integers(1, 2), label="Hkv")
+    G = data.draw(st.sampled_from([1, 2, 4]), label="G")
+    D = data.draw(st.sampled_from([1, 3, 16, 20, 64]), label="D")
+    dtype = data.draw(st.sampled_from(KERNEL_DTYPES), label="dtype")
+    start = data.draw(st.sampled_from(OFFSETS), label="start")
+    sched = data.draw(schedules(T), label="schedule")
+    n_pre = data.draw(st.integers(1, T), label="prefill before decoding")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
+    q, k, v = random_qkv(rng, T, T, Hkv * G, Hkv, D, dtype=dtype)
+    pos = np.arange(start, start + T, dtype=np.int64)
+
+    one_shot = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=1)
+    two = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=2)
+    assert_bitwise_equal(two, one_shot, name="attention, 2 threads vs 1")
+
+    c = cache_for(W, Hkv, D, dtype, T)
+    chunked = swaref.prefill(q, k, v, c, chunk_size=sched, start=start, backend="cython", num_threads=2)
+    assert_bitwise_equal(chunked, one_shot, name=f"prefill {sched} vs one-shot attention")
+
+    c = cache_for(W, Hkv, D, dtype, T)
+    first = swaref.prefill(q[:n_pre], k[:n_pre], v[:n_pre], c, start=start, backend="cython")
+    mixed = np.concatenate([first] + decode_rest(q, k, v, c, n_pre, num_threads=1))
+    assert_bitwise_equal(mixed, one_shot, name=f"prefill {n_pre} + decode vs one-shot attention")
+
+
+def test_decode_deep_into_a_wrapped_ring():
+    """A ring wrapped ~100 times at a 2**40 offset still decodes to the one-shot bits."""
+    W, Hkv, G, D, T = 8, 2, 2, 16, 800
+    for dtype in KERNEL_DTYPES:
+        rng = np.random.default_rng(3)
+        q, k, v = random_qkv(rng, T, T, Hkv * G, Hkv, D, dtype=dtype)
+        start = 2 ** 40 + 5
+        pos = np.arange(start, start + T, dtype=np.int64)
+        one_shot = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython")
+        c = swaref.RollingBufferCache(W, Hkv, D, dtype=dtype)
+        out = np.concatenate([swaref.prefill(q[:3], k[:3], v[:3], c, start=start, backend="cython")]
+                             + decode_rest(q, k, v, c, 3))
+        assert_bitwise_equal(out, one_shot, name=f"decode through a wrapped ring ({dtype.__name__})")
+        ek, ev, ep = expected_state(W, Hkv, D, dtype, k, v, start, T)
+        assert_cache_state(c, ek, ev, ep, T, start + T)
+
+
+# -------------------------------------------------------------- poison
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_poison_outside_the_window_never_reaches_a_query(dtype, bad):
+    rng = np.random.default_rng(7)
+    T, Hkv, G, D, W = 150, 2, 2, 8, 10
+    q, k, v = random_qkv(rng, T, T, Hkv * G, Hkv, D, dtype=dtype)
+    pos = np.arange(T, dtype=np.int64)
+    clean = swaref.attention(q[-20:], k, v, window=W, q_pos=pos[-20:], k_pos=pos, backend="cython")
+    kp, vp = k.copy(), v.copy()
+    kp[: T - 20 - W + 1] = bad                    # every key the last 20 queries cannot see
+    vp[: T - 20 - W + 1] = bad
+    got = swaref.attention(q[-20:], kp, vp, window=W, q_pos=pos[-20:], k_pos=pos, backend="cython")
+    assert_bitwise_equal(got, clean, name="poisoned keys outside the window")
+    # Future keys (causal side) poisoned: queries 0 .. 99 never see keys >= 100.
+    kf, vf = k.copy(), v.copy()
+    kf[100:], vf[100:] = bad, bad
+    got = swaref.attention(q[:100], kf, vf, window=W, q_pos=pos[:100], k_pos=pos, backend="cython")
+    assert np.isfinite(got).all()
+    assert_bitwise_equal(got, swaref.attention(q[:100], k, v, window=W, q_pos=pos[:100], k_pos=pos,
+                                               backend="cython"), name="poisoned future keys")
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_poison_in_empty_and_stale_slots(dtype):
+    rng = np.random.default_rng(11)
+    W, Hkv, D, T = 16, 1, 8, 40
+    q, k, v = random_qkv(rng, T, T, 2, Hkv, D, dtype=dtype)
+    pos = np.arange(T, dtype=np.int64)
+    one_shot = swaref.attention(q, k, v, window=W, backend="cython")
+    c = swaref.RollingBufferCache(W, Hkv, D, dtype=dtype)
+    c.k[:] = np.nan                               # empty slots (positions -1)
+    c.v[:] = np.inf
+    out = [swaref.prefill(q[:5], k[:5], v[:5], c, backend="cython")]
+    for i in range(5, T):
+        # Before each step, poison every slot whose position the next query cannot see.
+        stale = (c.positions >= 0) & (c.positions <= i - W)
+        c.k[stale], c.v[stale] = np.nan, -np.inf
+        out.append(swaref.decode_step(q[i:i + 1], k[i:i + 1], v[i:i + 1], c, backend="cython"))
+    assert_bitwise_equal(np.concatenate(out), one_shot, name="poisoned empty/stale slots")
+    del pos
+
+
+# ------------------------------------------------------ threads, contiguity
+
+def test_openmp_and_thread_defaults():
+    assert isinstance(_core.openmp_enabled(), bool)
+    assert _core.default_threads() >= 1
+    rng = np.random.default_rng(0)
+    q, k, v = random_qkv(rng, 300, 300, 8, 2, 32, dtype=np.float32)
+    outs = [swaref.attention(q, k, v, window=50, backend="cython", num_threads=n) for n in (None, 1, 2, 3, 8)]
+    for o in outs[1:]:
+        assert_bitwise_equal(o, outs[0], name="thread count")
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_non_contiguous_inputs_are_copied(dtype):
+    rng = np.random.default_rng(5)
+    T, H, D = 30, 2, 6
+    big_q = rng.standard_normal((D, H, T)).astype(dtype)
+    big_k = rng.standard_normal((T, H, 2 * D)).astype(dtype)
+    q = big_q.transpose(2, 1, 0)                  # [T, H, D], strided
+    k = big_k[:, :, ::2]
+    v = np.asfortranarray(rng.standard_normal((T, H, D)).astype(dtype))
+    assert not (q.flags.c_contiguous or k.flags.c_contiguous or v.flags.c_contiguous)
+    got = swaref.attention(q, k, v, window=7, backend="cython")
+    want = swaref.attention(*(np.ascontiguousarray(x) for x in (q, k, v)), window=7, backend="cython")
+    assert_bitwise_equal(got, want, name="strided inputs")
+    c1, c2 = (swaref.RollingBufferCache(7, H, D, dtype=dtype) for _ in range(2))
+    assert_bitwise_equal(swaref.prefill(q, k, v, c1, chunk_size=4, backend="cython"),
+                         swaref.prefill(*(np.ascontiguousarray(x) for x in (q, k, v)), c2, chunk_size=4,
+                                        backend="cython"), name="strided prefill")
+
+
+def test_no_t_by_s_allocation():
+    """Peak traced memory (NumPy allocations, the kernel's scratch included) is O(T + block x W)."""
+    T, H, D, W = 4096, 1, 4, 8
+    rng = np.random.default_rng(1)
+    q, k, v = random_qkv(rng, T, T, H, H, D, dtype=np.float64)
+    swaref.attention(q[:8], k[:8], v[:8], window=W, backend="cython")
+    tracemalloc.start()
+    try:
+        out = swaref.attention(q, k, v, window=W, backend="cython", num_threads=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"peak {peak} bytes: a T x S float64 array alone would be {8 * T * T}"
+    assert out.shape == q.shape
+
+
+# -------------------------------------------------------------- contract
+
+def test_kernel_docstrings_name_the_reference():
+    assert "swaref.attention._attention_reference" in _core.band_attention.__doc__
+    assert "swaref.prefill.attend_chunk" in _core.band_attention.__doc__
+    assert "_attention_reference" in _backend.attention.__doc__
+    assert "swaref.prefill.attend_chunk" in _backend.attend_chunk.__doc__
+
+
+def _qkv(T=6, S=6, Hq=2, Hkv=1, D=4, dtype=np.float64):
+    rng = np.random.default_rng(0)
+    return random_qkv(rng, T, S, Hq, Hkv, D, dtype=dtype)
+
+
+def _expect(kind, fn, *args, match=None):
+    with pytest.raises(SwarefError, match=match) as ei:
+        fn(*args)
+    assert ei.value.kind == kind, f"kind {ei.value.kind!r}, expected {kind!r}: {ei.value}"
+    return ei.value
+
+
+def test_backend_attention_rejects_bad_input():
+    q, k, v = _qkv()
+    p = np.arange(6, dtype=np.int64)
+    A = _backend.attention
+    e = _expect("dtype", A, q.astype(np.float16), k.astype(np.float16), v.astype(np.float16), p, p, 3, 0.5)
+    assert isinstance(e, SwarefTypeError) and "q" in str(e) and "float16" in str(e)
+    _expect("dtype", A, q, k.astype(np.float32), v, p, p, 3, 0.5)
+    _expect("dtype", A, q.tolist(), k, v, p, p, 3, 0.5, match="q must be a numpy.ndarray")
+    _expect("dtype", A, q.astype(np.int64), k, v, p, p, 3, 0.5)
+    _expect("shape", A, q[0], k, v, p, p, 3, 0.5)
+    _expect("shape", A, q, k, v[:, :, :3], p, p, 3, 0.5)
+    _expect("shape", A, q, k[:, :, :3], v[:, :, :3], p, p, 3, 0.5)
+    _expect("shape", A, q, k[:0], v[:0], p, p[:0], 3, 0.5)
+    _expect("heads", A, q[:, :1], np.repeat(k, 2, axis=1), np.repeat(v, 2, axis=1), p, p, 3, 0.5)
+    _expect("positions", A, q, k, v, p[:5], p, 3, 0.5, match="q_pos")
+    _expect("positions", A, q, k, v, p, p[::-1].copy(), 3, 0.5, match="k_pos")
+    _expect("positions", A, q, k, v, p.astype(np.float64), p, 3, 0.5, match="q_pos")
+    _expect("positions", A, q, k, v, p, p - 1, 3, 0.5, match="k_pos")
+    _expect("no_visible_key", A, q, k, v, p, p + 10, 3, 0.5)
+    _expect("window", A, q, k, v, p, p, 0, 0.5)
+    _expect("window", A, q, k, v, p, p, 2.5, 0.5)
+    _expect("scale", A, q, k, v, p, p, 3, float("nan"))
+    _expect("scale", A, q, k, v, p, p, 3, "0.5")
+    _expect("argument", A, q, k, v, p, p, 3, 0.5, 0)
+    _expect("argument", A, q, k, v, p, p, 3, 0.5, 1.5)
+
+
+def test_backend_attend_chunk_rejects_bad_input_and_corrupt_caches():
+    q, k, v = _qkv(T=4, S=4, Hq=2, Hkv=1, D=4)
+    qp = np.arange(4, dtype=np.int64)
+    AC = _backend.attend_chunk
+
+    def cache(**kw):
+        c = swaref.RollingBufferCache(8, 1, 4, dtype=np.float64)
+        swaref.prefill(q, k, v, c)                # holds positions 0..3
+        for name, val in kw.items():
+            setattr(c, name, val)
+        return c
+
+    nxt = qp + 4
+    _expect("dtype", AC, q.astype(np.float16), k.astype(np.float16), v.astype(np.float16), nxt, cache(), 0.5)
+    _expect("shape", AC, q, k[:2], v[:2], nxt, cache(), 0.5)
+    _expect("positions", AC, q, k, v, np.array([4, 5, 7, 8]), cache(), 0.5, match="consecutive")
+    _expect("cache", AC, q, k, v, nxt, object(), 0.5)
+    _expect("cache", AC, q, k, v, qp, cache(), 0.5, match="not before the chunk")
+    _expect("cache", AC, q.astype(np.float32), k.astype(np.float32), v.astype(np.float32), nxt, cache(), 0.5)
+    _expect("cache", AC, q, k, v, nxt, cache(k=np.zeros((8, 2, 4))), 0.5)
+    _expect("cache", AC, q, k, v, nxt, cache(v=np.zeros((7, 1, 4))), 0.5)
+    _expect("cache", AC, q, k, v, nxt, cache(k=np.zeros((5, 1, 4)), v=np.zeros((5, 1, 4))), 0.5)
+    _expect("cache", AC, q, k, v, nxt, cache(positions=np.arange(8, dtype=np.int32)), 0.5)
+    _expect("cache", AC, q, k, v, nxt, cache(positions=np.array([0, 1, 2, 3, 13, -1, -1, -1])), 0.5,
+            match="belongs in slot")
+    _expect("cache", AC, q, k, v, nxt + 10, cache(positions=np.array([8, 1, 2, 3, -1, -1, -1, -1])), 0.5,
+            match="consecutive")
+    _expect("cache", AC, q, k, v, nxt, cache(positions=np.array([0, 1, 2, 3, -2, -1, -1, -1])), 0.5)
+    _expect("cache", AC, q, k, v, nxt, cache(window=3), 0.5)
+    # Decode (no chunk keys): the query's own key must already be in the cache.
+    _expect("no_visible_key", AC, q[:1], k[:0], v[:0], np.array([4]), cache(), 0.5)
+    _expect("no_visible_key", AC, q[:1], k[:0], v[:0], np.array([9]), cache(), 0.5)
+
+
+def test_public_api_with_cython_backend_rejects_bad_input():
+    q, k, v = _qkv()
+    with pytest.raises(SwarefTypeError) as ei:
+        swaref.attention(q.astype(np.float16), k.astype(np.float16), v.astype(np.float16), window=3,
+                         backend="cython")
+    assert ei.value.kind == "dtype" and "float16" in str(ei.value)
+    c = swaref.RollingBufferCache(3, 1, 4, dtype=np.float16)
+    with pytest.raises(SwarefTypeError) as ei:
+        swaref.prefill(q.astype(np.float16), k.astype(np.float16), v.astype(np.float16), c, backend="cython")
+    assert ei.value.kind == "dtype"
+    assert c.n_seen == 0 and (c.positions == -1).all()          # rejected before the cache is touched
+    for bad, kind in (({"window": 0}, "window"), ({"window": 3, "num_threads": 0}, "argument"),
+                      ({"window": 3, "scale": float("inf")}, "scale"),
+                      ({"window": 3, "q_pos": [0, 1, 2, 3, 4, 4]}, "positions")):
+        with pytest.raises(SwarefError) as ei:
+            swaref.attention(q, k, v, backend="cython", **bad)
+        assert ei.value.kind == kind
+    c = swaref.RollingBufferCache(3, 1, 4, dtype=np.float64)
+    with pytest.raises(SwarefError) as ei:
+        swaref.decode_step(q[:2], k[:2], v[:2], c, backend="cython")
+    assert ei.value.kind == "shape" and c.n_seen == 0

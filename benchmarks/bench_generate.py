@@ -1,0 +1,224 @@
+"""End-to-end generation on the CPU: swaref's model vs transformers on one random checkpoint.
+
+    python benchmarks/bench_generate.py [--prompt 1024] [--new 32] [--threads 2] [--quick]
+
+A ~100M-parameter Mistral config with W = 512 is built by transformers,
+saved with save_pretrained to a temporary directory, and then each engine runs
+in its own subprocess (so that each one's peak resident memory, VmHWM, is its
+own): load the checkpoint, prefill a prompt, decode tokens one at a time, and
+time single decode steps at position ~600 and ~6,000 (the rolling cache holds
+W slots, so a step should cost the same at both).  Results are printed side by
+side with ratios.  Needs the crosscheck extra (torch, transformers).
+"""
+import argparse
+import inspect
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+CONFIG = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=8,
+              num_attention_heads=12, num_key_value_heads=4, head_dim=64, sliding_window=512,
+              rope_theta=10000.0, rms_norm_eps=1e-5, max_position_embeddings=8192, tie_word_embeddings=False)
+POSITIONS = (600, 6000)
+STEPS_AT_POSITION = 8
+
+
+def peak_rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def make_checkpoint(d, config):
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(**config))
+    model.save_pretrained(d)
+    return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------- workers
+
+def worker_swaref(d, prompt_len, n_new, backend, threads):
+    from swaref import model as M
+    from swaref.checkpoint import load_model
+    model = load_model(d)
+    rss_loaded = rss_mib()
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, model.config.vocab_size, max(prompt_len, max(POSITIONS)) + 64)
+    caches = M.new_caches(model, len(ids))
+    t0 = time.perf_counter()
+    logits = M.prefill_prompt(model, ids[:prompt_len], caches, backend=backend, num_threads=threads)
+    t_prefill = time.perf_counter() - t0
+    tok = int(np.argmax(logits[-1]))
+    t0 = time.perf_counter()
+    for _ in range(n_new):
+        tok = int(np.argmax(M.forward(model, [tok], caches, backend=backend, num_threads=threads,
+                                      logits="last")[-1]))
+    t_decode = time.perf_counter() - t0
+    at = {}
+    caches = M.new_caches(model, len(ids))
+    done = 0
+    for pos in POSITIONS:
+        # Prefill up to the position, then time single decode steps there.
+        M.prefill_prompt(model, ids[done:pos], caches, backend=backend, num_threads=threads)
+        steps = []
+        for i in range(STEPS_AT_POSITION):
+            t0 = time.perf_counter()
+            M.forward(model, ids[pos + i: pos + i + 1], caches, backend=backend, num_threads=threads, logits="last")
+            steps.append(time.perf_counter() - t0)
+        done = pos + STEPS_AT_POSITION
+        at[pos] = float(np.median(steps))
+    return dict(prefill_tok_s=prompt_len / t_prefill, decode_tok_s=n_new / t_decode,
+                step_ms={str(p): 1e3 * t for p, t in at.items()}, rss_loaded_mib=rss_loaded,
+                peak_rss_mib=peak_rss_mib(), cache_bytes=M.cache_nbytes(caches))
+
+
+def worker_transformers(d, prompt_len, n_new, attn, threads):
+    import torch
+    from transformers import DynamicCache, MistralForCausalLM
+    torch.set_num_threads(threads)
+    model = MistralForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation=attn).eval()
+    # transformers 5.x renamed forward's past_key_values to cache.
+    cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    rss_loaded = rss_mib()
+    rng = np.random.default_rng(0)
+    ids = torch.tensor(rng.integers(3, model.config.vocab_size, max(prompt_len, max(POSITIONS)) + 64))
+
+    def step(x, cache):
+        return model(x[None], use_cache=True, logits_to_keep=1, **{cache_kwarg: cache}).logits[0, -1]
+
+    with torch.inference_mode():
+        cache = DynamicCache(config=model.config)
+        t0 = time.perf_counter()
+        logits = step(ids[:prompt_len], cache)
+        t_prefill = time.perf_counter() - t0
+        tok = logits.argmax()
+        t0 = time.perf_counter()
+        for _ in range(n_new):
+            tok = step(tok.reshape(1), cache).argmax()
+        t_decode = time.perf_counter() - t0
+        at = {}
+        cache = DynamicCache(config=model.config)
+        done = 0
+        for pos in POSITIONS:
+            # transformers prefills in one forward; chunks of W keep its mask small like swaref's.
+            for a in range(done, pos, CONFIG["sliding_window"]):
+                step(ids[a:min(a + CONFIG["sliding_window"], pos)], cache)
+            steps = []
+            for i in range(STEPS_AT_POSITION):
+                t0 = time.perf_counter()
+                step(ids[pos + i: pos + i + 1], cache)
+                steps.append(time.perf_counter() - t0)
+            done = pos + STEPS_AT_POSITION
+            at[pos] = float(np.median(steps))
+    return dict(prefill_tok_s=prompt_len / t_prefill, decode_tok_s=n_new / t_decode,
+                step_ms={str(p): 1e3 * t for p, t in at.items()}, rss_loaded_mib=rss_loaded,
+                peak_rss_mib=peak_rss_mib(), torch=torch.__version__)
+
+
+# --------------------------------------------------------------------- driver
+
+def run_worker(engine, variant, d, args):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", engine, "--variant", variant, "--dir", d,
+           "--prompt", str(args.prompt), "--new", str(args.new), "--threads", str(args.threads)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        print(f"{engine}/{variant} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+        return None
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def machine():
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    blas = "?"
+    try:
+        from threadpoolctl import threadpool_info
+        blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
+                         for i in threadpool_info() if i.get("user_api") == "blas")
+    except ImportError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs; NumPy {np.__version__}, BLAS: {blas}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompt", type=int, default=1024)
+    ap.add_argument("--new", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--engines", default="swaref:cython,swaref:reference,transformers:sdpa,transformers:eager")
+    ap.add_argument("--worker")
+    ap.add_argument("--variant")
+    ap.add_argument("--dir")
+    args = ap.parse_args()
+    if args.worker:
+        fn = worker_swaref if args.worker == "swaref" else worker_transformers
+        print(json.dumps(fn(args.dir, args.prompt, args.new, args.variant, args.threads)))
+        return 0
+    print(f"machine: {machine()}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (other processes skew every number)")
+    with tempfile.TemporaryDirectory() as d:
+        n = make_checkpoint(d, CONFIG)
+        print(f"checkpoint: random MistralForCausalLM, {n / 1e6:.1f}M parameters, "
+              f"{CONFIG['num_hidden_layers']} layers, d {CONFIG['hidden_size']}, Hq {CONFIG['num_attention_heads']}, "
+              f"Hkv {CONFIG['num_key_value_heads']}, D {CONFIG['head_dim']}, W {CONFIG['sliding_window']}, "
+              f"float32; prompt {args.prompt} tokens, {args.new} decoded, {args.threads} threads")
+        results = {}
+        for spec in args.engines.split(","):
+            engine, variant = spec.split(":")
+            results[spec] = run_worker(engine, variant, d, args)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    base = results.get("transformers:sdpa")
+    hdr = (f"{'engine':22} {'prefill tok/s':>13} {'decode tok/s':>12} {'step@600 ms':>11} {'step@6000 ms':>12} "
+           f"{'6000/600':>8} {'RSS loaded MiB':>14} {'peak RSS MiB':>12}")
+    print(hdr)
+    print("-" * len(hdr))
+    for spec, r in results.items():
+        if r is None:
+            print(f"{spec:22} failed")
+            continue
+        s = r["step_ms"]
+        print(f"{spec:22} {r['prefill_tok_s']:13.1f} {r['decode_tok_s']:12.2f} {s['600']:11.2f} {s['6000']:12.2f} "
+              f"{s['6000'] / s['600']:8.2f} {r['rss_loaded_mib']:14.0f} {r['peak_rss_mib']:12.0f}")
+    if base:
+        print("\nratios vs transformers:sdpa (>1 = faster / more memory than transformers):")
+        for spec, r in results.items():
+            if r is None or spec == "transformers:sdpa":
+                continue
+            print(f"  {spec:22} prefill x{r['prefill_tok_s'] / base['prefill_tok_s']:.2f}, "
+                  f"decode x{r['decode_tok_s'] / base['decode_tok_s']:.2f}, "
+                  f"peak RSS x{r['peak_rss_mib'] / base['peak_rss_mib']:.2f}")
+    for spec, r in results.items():
+        if r and "cache_bytes" in r:
+            print(f"{spec}: rolling caches hold {r['cache_bytes'] / 2**20:.1f} MiB at position 6,000+")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -603,3 +603,38 @@ def test_every_wrong_variant_recorded_with_margin(suite):
             if r["applicable"]:
                 miss = math.inf if r["output_miss_units"] == "inf" else r["output_miss_units"]
                 assert miss >= VX.MIN_MISS or r["cache_steps_wrong"] > 0, (c["id"], b, r)
+
+
+@st.composite
+def _specs(draw):
+    op = draw(st.sampled_from(["attention", "prefill", "decode"]))
+    dt = draw(st.sampled_from(sorted(VX.DTYPES)))
+    Hkv = draw(st.integers(1, 3))
+    Hq = Hkv * draw(st.sampled_from([1, 2, 4]))
+    D = draw(st.sampled_from([1, 2, 3, 8, 32]))
+    W = draw(st.one_of(st.none(), st.integers(1, 9)))
+    T = draw(st.integers(1, 20))
+    start = draw(st.sampled_from([0, 1, 5, 1000, 2 ** 35 + 3]))
+    if op == "attention":
+        return VX.CaseSpec(op, dt, Hq, Hkv, D, W, T, T + draw(st.integers(0, 6)), start=start,
+                           gaps=draw(st.booleans()), scale=draw(st.sampled_from([None, 0.1, 3.0])))
+    cuts = sorted(draw(st.sets(st.integers(1, T - 1), max_size=4))) if T > 1 else []
+    sched = tuple(b - a for a, b in zip([0] + cuts, cuts + [T]))
+    hist = 0 if W is None or start == 0 else min(start, draw(st.integers(0, W)))
+    return VX.CaseSpec(op, dt, Hq, Hkv, D, W, T, schedule=sched,
+                       n_decode=draw(st.integers(1, 15)) if op == "decode" else 0, start=start, hist=hist,
+                       capacity=T + 16 if W is None else 0, poison=bool(hist) and draw(st.booleans()))
+
+
+@settings(max_examples=15)
+@given(spec=_specs())
+def test_generator_handles_any_case_and_its_bugs_are_caught(spec, tmp_path_factory):
+    """Random cases: the generator never gives up, the reference passes, applicable bugs fail."""
+    d = str(tmp_path_factory.mktemp("one"))
+    m = VX.generate_suite(d, cases=[spec])
+    c = m["cases"][0]
+    assert _run(d, VX.reference_port)[0] == 0
+    for bug in ("window_plus_1", "write_before_attend", "stale_slot_leak", "no_wrap"):
+        if c["wrong_variants"][bug]["applicable"]:
+            code, lines = _run(d, _broken_port(bug))
+            assert code == 1, (bug, lines)

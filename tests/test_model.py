@@ -206,6 +206,23 @@ def test_batch_of_prompts_equals_one_by_one():
     assert solo0 == sampled[0]
 
 
+@settings(max_examples=15)
+@given(st.lists(st.integers(1, 14), min_size=1, max_size=4), st.sampled_from([2, 5, None, [3, None]]),
+       st.integers(0, 2 ** 31))
+def test_packed_forward_equals_each_sequence_alone(lengths, window, seed):
+    model = make_model(window=window, seed=12)
+    rng = np.random.default_rng(seed)
+    prompts = [rng.integers(0, 61, n) for n in lengths]
+    nxt = [rng.integers(0, 61, 1 + n % 3) for n in lengths]
+    packed_caches = [M.new_caches(model, 20) for _ in prompts]
+    first = M.forward_packed(model, prompts, packed_caches, logits="all")
+    second = M.forward_packed(model, nxt, packed_caches, logits="all")
+    for b, (p, q) in enumerate(zip(prompts, nxt)):
+        alone = M.new_caches(model, 20)
+        assert_close(first[b], M.forward(model, p, alone), atol=2e-5, name=f"sequence {b} prompt")
+        assert_close(second[b], M.forward(model, q, alone), atol=2e-5, name=f"sequence {b} continuation")
+
+
 def test_generation_stops_on_eos():
     model = make_model(window=4, seed=9)
     prompt = [3, 1, 4, 1, 5]

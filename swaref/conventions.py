@@ -143,6 +143,14 @@ def from_mistral_paper(w):
     return _int(w, "W", 1) + 1
 
 
+def to_mistral_paper(window):
+    """Inverse of from_mistral_paper: the paper's W whose inclusive reading gives ``window`` keys."""
+    window = V.check_window(window)
+    if window < 2:
+        raise SwarefError("window", f"the paper's inclusive reading cannot express W = {window} (it always shows >= 2 keys)")
+    return window - 1
+
+
 #: name -> (from_fn, to_fn) for the command line and the docs table.
 CONVENTIONS = {
     "swaref": (V.check_window, V.check_window),
@@ -157,6 +165,8 @@ CONVENTIONS = {
     "mistral_one_file_ref_decode": (lambda s: from_mistral_one_file_ref(s, "decode"),
                                     lambda w: to_mistral_one_file_ref(w, "decode")),
     "attention_gym": (from_attention_gym, to_attention_gym),
+    "xformers_bottom_right_left": (from_xformers_bottom_right, lambda w: to_xformers_bottom_right(w)[0]),
+    "mistral_paper_inclusive": (from_mistral_paper, to_mistral_paper),
 }
 
 

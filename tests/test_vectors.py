@@ -573,6 +573,10 @@ def test_exec_mode_with_a_python_script(suite, tmp_path):
     lines = []
     code = VX.check_suite(suite[0], exec_cmd="exit 7", out=lines.append, only=set(ids[:1]))
     assert code == 1 and "status 7" in lines[0]
+    lines = []                        # a result file does not excuse a failing exit status
+    code = VX.check_suite(suite[0], exec_cmd=f"{sys.executable} {script} {{in}} {{out}}; exit 3",
+                          out=lines.append, only=set(ids[:1]))
+    assert code == 1 and "status 3" in lines[0]
 
 
 # --------------------------------------------------------------------------

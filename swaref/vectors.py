@@ -311,10 +311,11 @@ def cases_of(suite):
 class Problem:
     """One valid case's inputs in float64 (exact values of the case dtype) plus its key table.
 
-    keys: every key any query may see, in increasing position: for attention the
-    S keys; for a trace the ``hist`` history keys then the N tokens.
-    q: [Nq, Hq, D], kk, vv: [Nk, Hkv, D], kpos: [Nk], qpos: [Nq], q_key: [Nq]
-    (index of the query's own key in the table, -1 for attention).
+    The key table holds every key any query may see, in increasing position:
+    for attention the S keys; for a trace the ``hist`` history keys, then the
+    N tokens (query t of a trace is key hist + t).
+    q: [Nq, Hq, D], k, v: [Nk, Hkv, D] float64; kpos: [Nk], qpos: [Nq] int64;
+    poisoned: [Nk] bool (keys holding NaN/Inf/huge values).
     """
 
     def __init__(self, spec, rng):

@@ -90,6 +90,7 @@ import numpy as np
 cdef extern from "_kernels.h":
     const int SWAREF_HAVE_OPENMP
     int swaref_max_threads() noexcept nogil
+    void swaref_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
     double swaref_exp_d(double x) noexcept nogil
     float swaref_exp_f(float x) noexcept nogil
     float swaref_softmax_f(float* s, const char* present, int ja, int jb, float* m, float* l) noexcept nogil
@@ -112,6 +113,7 @@ ctypedef fused floating:
 cdef enum:
     TILE = 64              # keys per tile; tiles cover the aligned position ranges [m*TILE, (m+1)*TILE)
     ROWS_PER_ITEM = 128    # query rows (queries x heads of one KV group) per work item
+    PREFETCH = 8           # keys ahead whose rows the tile gather prefetches
 
 
 def openmp_enabled():
@@ -210,38 +212,69 @@ cdef inline floating _softmax_tile(floating* s, const char* present, Py_ssize_t 
         return swaref_softmax_d(s, present, <int>ja, <int>jb, m, l)
 
 
+cdef inline const floating* _qrow(const floating* q, Py_ssize_t r, Py_ssize_t nq, Py_ssize_t G,
+                                  Py_ssize_t Hq, Py_ssize_t D, Py_ssize_t g0, Py_ssize_t t0) noexcept nogil:
+    """The q row of item row r (see _block)."""
+    return q + ((t0 + (r // G) % nq) * Hq + (g0 + r // (nq * G)) * G + r % G) * D
+
+
+cdef inline void _gather_row(floating* kt, const floating** vbase, floating* vt, bint copy_v,
+                             const floating* krow, const floating* vrow, Py_ssize_t j,
+                             Py_ssize_t HG, Py_ssize_t D) noexcept nogil:
+    """Put one key (HG consecutive KV heads, contiguous in memory) into lane j of the tiles."""
+    cdef Py_ssize_t gi, d
+    cdef floating* ktg
+    cdef const floating* kr
+    for gi in range(HG):
+        ktg = kt + gi * TILE * D
+        kr = krow + gi * D
+        for d in range(D):
+            ktg[d * TILE + j] = kr[d]
+    if copy_v:
+        memcpy(vt + j * D, vrow, D * sizeof(floating))
+        vbase[j] = vt + j * D
+    else:
+        vbase[j] = vrow
+
+
 cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                  const floating* k, const floating* v, const int64_t* k_pos, Py_ssize_t S,
                  const floating* ck, const floating* cv, const int64_t* cpos, Py_ssize_t C,
                  int64_t ring_lo, int64_t ring_hi,
                  Py_ssize_t Hkv, Py_ssize_t D, int64_t window, floating scale,
-                 Py_ssize_t g, Py_ssize_t t0, Py_ssize_t t1,
+                 Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t t0, Py_ssize_t t1,
                  floating* work, Py_ssize_t* iwork, floating* out) noexcept nogil:
-    """One work item: queries t0 .. t1-1, the G query heads of KV head g.
+    """One work item: queries t0 .. t1-1, the query heads of KV heads g0 .. g1-1.
 
-    work: TILE*D (transposed key tile, lane = position mod TILE) + TILE*D (value
-    tile: rows of v at stride D, so that keys Hkv*D apart do not fight over
-    the same L1 cache sets) + TILE*R
-    (scores, then weights) + R*D (o) + 2*R (m, l) floats; iwork: 2*R;
-    R = (t1 - t0) * G rows, row r = (query t0 + r // G, head g*G + r % G).
+    Rows: r = ((gi * nq) + tq) * G + i for KV head g0 + gi, query t0 + tq and
+    query head (g0 + gi) * G + i, so the G heads of one query are adjacent.
+    work: HG*TILE*D (transposed key tiles, lane = position mod TILE) + TILE*D
+    (value tile) + TILE*R (scores, then weights) + R*D (o) + 2*R (m, l)
+    floats; iwork: 2*R; HG = g1 - g0, R = HG * (t1 - t0) * G.
     """
     cdef Py_ssize_t G = Hq // Hkv
-    cdef Py_ssize_t nrows = (t1 - t0) * G
+    cdef Py_ssize_t HG = g1 - g0
+    cdef Py_ssize_t nq = t1 - t0
+    cdef Py_ssize_t nrows = HG * nq * G
     cdef floating* kt = work
-    cdef floating* vt = kt + TILE * D
+    cdef floating* vt = kt + HG * TILE * D
     cdef floating* sc = vt + TILE * D
     cdef floating* o = sc + TILE * nrows
     cdef floating* m = o + nrows * D
     cdef floating* l = m + nrows
+    # Many rows reuse a tile's values: copy them to stride D (rows Hkv*D apart fight over the
+    # same L1 sets).  A decode step's few rows read them once: in place.
+    cdef bint copy_v = HG == 1 and nrows > 16
     cdef Py_ssize_t* rja = iwork
     cdef Py_ssize_t* rjb = iwork + nrows
+    cdef const floating* vbase[TILE]
     cdef const floating* vptr[TILE]
     cdef char present[TILE]
-    cdef Py_ssize_t r, r2, t, d, j, ja, jb, slot, e, eb, nact
+    cdef Py_ssize_t r, r2, rend, t, d, j, ja, jb, slot, e, eb, gi, tq, i
     cdef int64_t lo, hi, pos, tstart, tend, p, rp
     cdef floating a0, a1
-    cdef const floating* kr
     cdef floating* orow
+    cdef Py_ssize_t seg = HG * D * sizeof(floating)     # bytes of one key's row segment
 
     for r in range(nrows):
         m[r] = -INFINITY
@@ -273,30 +306,29 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
         for j in range(TILE):
             present[j] = 0
         while rp <= ring_hi and rp <= hi and rp < tend:
+            slot = (rp + PREFETCH) % C
+            swaref_prefetch(ck + (slot * Hkv + g0) * D, seg)
+            swaref_prefetch(cv + (slot * Hkv + g0) * D, seg)
             slot = rp % C
             if cpos[slot] == rp:
                 j = rp - tstart
                 present[j] = 1
-                kr = ck + (slot * Hkv + g) * D
-                for d in range(D):
-                    kt[d * TILE + j] = kr[d]
-                memcpy(vt + j * D, cv + (slot * Hkv + g) * D, D * sizeof(floating))
-                vptr[j] = vt + j * D
+                _gather_row(kt, vbase, vt, copy_v, ck + (slot * Hkv + g0) * D, cv + (slot * Hkv + g0) * D,
+                            j, HG, D)
             rp += 1
         while e < eb and k_pos[e] < tend:
+            if e + PREFETCH < eb:
+                swaref_prefetch(k + ((e + PREFETCH) * Hkv + g0) * D, seg)
+                swaref_prefetch(v + ((e + PREFETCH) * Hkv + g0) * D, seg)
             j = k_pos[e] - tstart
             present[j] = 1
-            kr = k + (e * Hkv + g) * D
-            for d in range(D):
-                kt[d * TILE + j] = kr[d]
-            memcpy(vt + j * D, v + (e * Hkv + g) * D, D * sizeof(floating))
-            vptr[j] = vt + j * D
+            _gather_row(kt, vbase, vt, copy_v, k + (e * Hkv + g0) * D, v + (e * Hkv + g0) * D, j, HG, D)
             e += 1
 
-        # Each row's visible lanes: positions in [p - W + 1, p] of this tile, present.
-        nact = 0
-        for r in range(nrows):
-            p = q_pos[t0 + r // G]
+        # Each query's visible lanes: positions in [p - W + 1, p] of this tile, present
+        # (the same for all its heads).
+        for tq in range(nq):
+            p = q_pos[t0 + tq]
             ja = 0
             if window > 0 and p - window + 1 > tstart:
                 ja = p - window + 1 - tstart
@@ -307,47 +339,54 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                 if present[j]:
                     break
             else:
-                ja = jb = 0                              # nothing visible: the row skips this tile
-            rja[r] = ja
-            rjb[r] = jb
+                ja = jb = 0                              # nothing visible: the rows skip this tile
+            for gi in range(HG):
+                for i in range(G):
+                    r = (gi * nq + tq) * G + i
+                    rja[r] = ja
+                    rjb[r] = jb
 
-        r = 0
-        while r < nrows:
-            if rja[r] >= rjb[r]:
-                r += 1
-                continue
-            r2 = r + 1
-            while r2 < nrows and rja[r2] >= rjb[r2]:
-                r2 += 1
-            if r2 < nrows:
-                _scores2(q + ((t0 + r // G) * Hq + g * G + r % G) * D,
-                         q + ((t0 + r2 // G) * Hq + g * G + r2 % G) * D,
-                         kt, D, scale, sc + r * TILE, sc + r2 * TILE)
-                r = r2 + 1
-            else:
-                _scores1(q + ((t0 + r // G) * Hq + g * G + r % G) * D, kt, D, scale, sc + r * TILE)
-                r = nrows
-
-        r = 0
-        while r < nrows:
-            ja = rja[r]
-            jb = rjb[r]
-            if ja >= jb:
-                r += 1
-                continue
-            a0 = _softmax_tile(sc + r * TILE, present, ja, jb, m + r, l + r)
-            if r + 1 < nrows and rja[r + 1] == ja and rjb[r + 1] == jb:
-                a1 = _softmax_tile(sc + (r + 1) * TILE, present, ja, jb, m + r + 1, l + r + 1)
-                _pv(2, o + r * D, o + (r + 1) * D, a0, a1, sc + r * TILE, sc + (r + 1) * TILE,
-                    vptr, present, ja, jb, D)
-                r += 2
-            else:
-                _pv(1, o + r * D, o, a0, a0, sc + r * TILE, sc + r * TILE, vptr, present, ja, jb, D)
-                r += 1
+        for gi in range(HG):
+            # Scores, two rows at a time where possible (any two rows: lanes are independent).
+            r = gi * nq * G
+            rend = r + nq * G
+            while r < rend:
+                if rja[r] >= rjb[r]:
+                    r += 1
+                    continue
+                r2 = r + 1
+                while r2 < rend and rja[r2] >= rjb[r2]:
+                    r2 += 1
+                if r2 < rend:
+                    _scores2(_qrow(q, r, nq, G, Hq, D, g0, t0), _qrow(q, r2, nq, G, Hq, D, g0, t0),
+                             kt + gi * TILE * D, D, scale, sc + r * TILE, sc + r2 * TILE)
+                    r = r2 + 1
+                else:
+                    _scores1(_qrow(q, r, nq, G, Hq, D, g0, t0), kt + gi * TILE * D, D, scale, sc + r * TILE)
+                    r = rend
+            # Softmax step and values, two rows at a time where they see the same lanes.
+            for j in range(TILE):
+                if present[j]:
+                    vptr[j] = vbase[j] + (0 if copy_v else gi * D)
+            r = gi * nq * G
+            while r < rend:
+                ja = rja[r]
+                jb = rjb[r]
+                if ja >= jb:
+                    r += 1
+                    continue
+                a0 = _softmax_tile(sc + r * TILE, present, ja, jb, m + r, l + r)
+                if r + 1 < rend and rja[r + 1] == ja and rjb[r + 1] == jb:
+                    a1 = _softmax_tile(sc + (r + 1) * TILE, present, ja, jb, m + r + 1, l + r + 1)
+                    _pv(2, o + r * D, o + (r + 1) * D, a0, a1, sc + r * TILE, sc + (r + 1) * TILE,
+                        vptr, present, ja, jb, D)
+                    r += 2
+                else:
+                    _pv(1, o + r * D, o, a0, a0, sc + r * TILE, sc + r * TILE, vptr, present, ja, jb, D)
+                    r += 1
 
     for r in range(nrows):
-        t = t0 + r // G
-        orow = out + (t * Hq + g * G + r % G) * D
+        orow = out + ((t0 + (r // G) % nq) * Hq + (g0 + r // (nq * G)) * G + r % G) * D
         for d in range(D):
             orow[d] = o[r * D + d] / l[r]
 
@@ -356,13 +395,14 @@ cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
                      const floating[:, :, ::1] k, const floating[:, :, ::1] v, const int64_t[::1] k_pos,
                      const floating[:, :, ::1] ck, const floating[:, :, ::1] cv, const int64_t[::1] cpos,
                      int64_t ring_lo, int64_t ring_hi, int64_t window, floating scale,
-                     Py_ssize_t block, floating[:, ::1] work, Py_ssize_t[:, ::1] iwork,
+                     Py_ssize_t block, Py_ssize_t hg, floating[:, ::1] work, Py_ssize_t[:, ::1] iwork,
                      floating[:, :, ::1] out, int nthreads) noexcept nogil:
-    """All (KV head, query block) items, in parallel; each row's bits do not depend on the split."""
+    """All (KV-head group, query block) items, in parallel; each row's bits do not depend on the split."""
     cdef Py_ssize_t T = q.shape[0], Hq = q.shape[1], D = q.shape[2]
     cdef Py_ssize_t S = k.shape[0], Hkv = k.shape[1], C = ck.shape[0]
     cdef Py_ssize_t nblocks = (T + block - 1) // block
-    cdef Py_ssize_t item, g, b, t0, t1
+    cdef Py_ssize_t ngroups = (Hkv + hg - 1) // hg
+    cdef Py_ssize_t item, g0, g1, b, t0, t1
     # Empty arrays have no element 0 to take the address of: hand over a harmless pointer instead
     # (never dereferenced: S == 0 means no explicit key, C == 0 an empty ring).
     cdef const floating* kp = &q[0, 0, 0]
@@ -379,16 +419,19 @@ cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
         ckp = &ck[0, 0, 0]
         cvp = &cv[0, 0, 0]
         cpp = &cpos[0]
-    for item in prange(Hkv * nblocks, nogil=True, schedule="dynamic", chunksize=1,
+    for item in prange(ngroups * nblocks, nogil=True, schedule="dynamic", chunksize=1,
                        num_threads=nthreads):
-        g = item % Hkv
-        b = item // Hkv
+        g0 = (item % ngroups) * hg
+        g1 = g0 + hg
+        if g1 > Hkv:
+            g1 = Hkv
+        b = item // ngroups
         t0 = b * block
         t1 = t0 + block
         if t1 > T:
             t1 = T
         _block(&q[0, 0, 0], &q_pos[0], Hq, kp, vp, kpp, S, ckp, cvp, cpp, C,
-               ring_lo, ring_hi, Hkv, D, window, scale, g, t0, t1,
+               ring_lo, ring_hi, Hkv, D, window, scale, g0, g1, t0, t1,
                &work[threadid(), 0], &iwork[threadid(), 0], &out[0, 0, 0])
 
 
@@ -412,24 +455,29 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     cdef Py_ssize_t Hkv = k.shape[1]
     cdef Py_ssize_t G = Hq // Hkv
     cdef Py_ssize_t block = ROWS_PER_ITEM // G if G < ROWS_PER_ITEM else 1
+    cdef Py_ssize_t hg = 1
     cdef int64_t w = 0 if window is None else window
     cdef int nthreads = swaref_max_threads() if num_threads is None else num_threads
     if block > T:
         block = T
-    nitems = Hkv * ((T + block - 1) // block)
-    if nthreads > nitems:
-        nthreads = nitems
+    nblocks = (T + block - 1) // block
     if nthreads < 1:
         nthreads = 1
-    rows = block * G
+    # Items hold one KV head (hg = 1).  Items of several adjacent KV heads read a decode
+    # step's slots contiguously, but their key tiles no longer fit in L1: measured 2x slower
+    # (docs/performance.md).  _block keeps the general form.
+    nitems = nblocks * ((Hkv + hg - 1) // hg)
+    if nthreads > nitems:
+        nthreads = nitems
+    rows = block * G * hg
     dtype = np.float32 if floating is float else np.float64
     out = np.empty((T, Hq, D), dtype=dtype)
-    work = np.zeros((nthreads, 2 * TILE * D + TILE * rows + rows * D + 2 * rows), dtype=dtype)
-    cdef floating[:, :, ::1] out_v = out
+    work = np.zeros((nthreads, (hg + 1) * TILE * D + TILE * rows + rows * D + 2 * rows), dtype=dtype)
     iwork = np.zeros((nthreads, 2 * rows), dtype=np.intp)
     cdef floating[:, ::1] work_v = work
     cdef Py_ssize_t[:, ::1] iwork_v = iwork
+    cdef floating[:, :, ::1] out_v = out
     with nogil:
         _band_core(q, q_pos, k, v, k_pos, ck, cv, cpos, ring_lo, ring_hi, w, <floating>scale,
-                   block, work_v, iwork_v, out_v, nthreads)
+                   block, hg, work_v, iwork_v, out_v, nthreads)
     return out

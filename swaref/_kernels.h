@@ -20,6 +20,17 @@ static int swaref_max_threads(void) { return omp_get_max_threads(); }
 static int swaref_max_threads(void) { return 1; }
 #endif
 
+/* Rows of one KV head lie Hkv*D elements apart (4 KiB and more): the hardware
+   prefetcher does not follow strides across pages, so the tile gather asks
+   for the rows it will need a few keys ahead. */
+static inline void swaref_prefetch(const void* p, Py_ssize_t nbytes) {
+#if defined(__GNUC__) || defined(__clang__)
+    for (Py_ssize_t o = 0; o < nbytes; o += 64) __builtin_prefetch((const char*)p + o, 0, 3);
+#else
+    (void)p; (void)nbytes;
+#endif
+}
+
 /* exp(x) for x <= 0 (the only arguments the kernel produces; x > 0 is
    treated as 0).  Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2,
    Taylor polynomial in Horner form, 2^k by building the exponent bits.

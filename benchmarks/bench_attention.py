@@ -1,0 +1,453 @@
+"""Sliding-window attention on the CPU: swaref's compiled kernel against every alternative, side by side.
+
+    python benchmarks/bench_attention.py            # the issue's shapes (minutes; flex_attention compiles)
+    python benchmarks/bench_attention.py --quick    # smaller shapes, one repeat, for a smoke run
+
+One process, one table per (shape, dtype, threads): milliseconds (best of
+``--repeat``), useful GFLOP/s (4 x Hq x D x query-key pairs inside the band:
+only the work the band needs, whatever a competitor actually computes), the
+ratio to swaref, and the peak extra memory of the call.
+
+Competitors: the NumPy reference (swaref.attention, backend="reference";
+on big shapes timed on the last queries only and extrapolated by band pairs,
+marked "~"); a blocked NumPy implementation (query blocks of W over only the
+keys they need); torch scaled_dot_product_attention with a dense
+sliding-window mask and block by block; flex_attention with a sliding-window
+block mask under torch.compile (float32 only: it refuses float64 on CPU);
+swaref backend="cython".  Rows whose library is missing are printed as skipped.
+
+Decode: one query over a full cache (W = 4096 slots, Hq=32, Hkv=8, D=128) at
+positions 5,000 and 500,000, against NumPy over the ring, the reference
+decode_step, torch SDPA, and the time to read K and V once.
+
+This is a benchmark, not a test: it asserts nothing, it prints.
+"""
+import argparse
+import gc
+import math
+import os
+import platform
+import sys
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+
+import swaref
+from swaref import _core
+
+try:
+    import psutil
+except ImportError:  # pragma: no cover
+    psutil = None
+try:
+    from threadpoolctl import threadpool_info, threadpool_limits
+except ImportError:  # pragma: no cover
+    threadpool_info = threadpool_limits = None
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # pragma: no cover
+    torch = None
+
+
+# ----------------------------------------------------------------- helpers
+
+def band_pairs(q_pos, W):
+    """Query-key pairs inside the band for queries at q_pos over keys 0 .. max(q_pos) (all present)."""
+    q_pos = np.asarray(q_pos, dtype=np.int64)
+    n = q_pos + 1 if W is None else np.minimum(q_pos + 1, W)
+    return int(n.sum())
+
+
+def useful_gflop(Hq, D, pairs):
+    return 4.0 * Hq * D * pairs / 1e9
+
+
+class PeakRSS:
+    """Peak resident-set growth during a block, sampled every 0.5 ms in a thread (catches torch too)."""
+
+    def __enter__(self):
+        self.proc = psutil.Process() if psutil else None
+        self.base = self.proc.memory_info().rss if self.proc else 0
+        self.peak = self.base
+        self.stop = False
+        if self.proc:
+            self.t = threading.Thread(target=self._run, daemon=True)
+            self.t.start()
+        return self
+
+    def _run(self):
+        while not self.stop:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.0005)
+
+    def __exit__(self, *exc):
+        self.stop = True
+        if self.proc:
+            self.t.join()
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def extra_mb(self):
+        return (self.peak - self.base) / 2 ** 20 if self.proc else float("nan")
+
+
+def measure(fn, repeat):
+    """(best seconds, peak extra MB).  The first call is the warm-up and the memory probe:
+    tracemalloc (NumPy allocations, exact) and sampled RSS (anything, torch included); the larger counts."""
+    gc.collect()
+    tracemalloc.start()
+    with PeakRSS() as rss:
+        fn()
+    _, traced = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    best = math.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best, max(traced / 2 ** 20, rss.extra_mb)
+
+
+def thread_limits(n):
+    return threadpool_limits(n) if threadpool_limits else _Null()
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ---------------------------------------------------------- competitors
+
+def numpy_blocked(q, k, v, W, scale):
+    """Query blocks of W (T if window is None) over only the keys they need, in q's dtype.
+
+    q: [T, Hq, D], k, v: [T, Hkv, D] at positions 0 .. T-1  ->  [T, Hq, D]
+    """
+    T, Hq, D = q.shape
+    Hkv = k.shape[1]
+    G = Hq // Hkv
+    Wb = T if W is None else W
+    out = np.empty_like(q)
+    qg = q.reshape(T, Hkv, G, D)
+    for i0 in range(0, T, Wb):
+        i1 = min(T, i0 + Wb)
+        j0 = 0 if W is None else max(0, i0 - W + 1)
+        qb = qg[i0:i1].transpose(1, 2, 0, 3)                     # [Hkv, G, b, D]
+        kb = k[j0:i1].transpose(1, 2, 0)[:, None]               # [Hkv, 1, D, n]
+        s = (qb @ kb) * q.dtype.type(scale)                      # [Hkv, G, b, n]
+        qp = np.arange(i0, i1)[:, None]
+        kp = np.arange(j0, i1)[None, :]
+        vis = kp <= qp if W is None else (kp <= qp) & (kp > qp - W)
+        s = np.where(vis, s, -np.inf)
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+        o = s @ v[j0:i1].transpose(1, 0, 2)[:, None]            # [Hkv, G, b, D]
+        out[i0:i1] = o.transpose(2, 0, 1, 3).reshape(i1 - i0, Hq, D)
+    return out
+
+
+def torch_inputs(q, k, v):
+    tq = torch.from_numpy(q).permute(1, 0, 2).unsqueeze(0).contiguous()   # [1, Hq, T, D]
+    tk = torch.from_numpy(k).permute(1, 0, 2).unsqueeze(0).contiguous()
+    tv = torch.from_numpy(v).permute(1, 0, 2).unsqueeze(0).contiguous()
+    return tq, tk, tv
+
+
+def torch_mask(i0, i1, j0, j1, W):
+    qp = torch.arange(i0, i1)[:, None]
+    kp = torch.arange(j0, j1)[None, :]
+    return kp <= qp if W is None else (kp <= qp) & (kp > qp - W)
+
+
+def torch_dense(tq, tk, tv, W, scale):
+    T = tq.shape[2]
+    with torch.no_grad():
+        return F.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch_mask(0, T, 0, T, W),
+                                              scale=scale, enable_gqa=True)
+
+
+def torch_blocked(tq, tk, tv, W, scale):
+    T = tq.shape[2]
+    Wb = T if W is None else W
+    out = torch.empty_like(tq)
+    with torch.no_grad():
+        for i0 in range(0, T, Wb):
+            i1 = min(T, i0 + Wb)
+            j0 = 0 if W is None else max(0, i0 - W + 1)
+            out[:, :, i0:i1] = F.scaled_dot_product_attention(
+                tq[:, :, i0:i1], tk[:, :, j0:i1], tv[:, :, j0:i1], attn_mask=torch_mask(i0, i1, j0, i1, W),
+                scale=scale, enable_gqa=True)
+    return out
+
+
+_FLEX = {}
+
+
+def flex_fn(T, W):
+    """A compiled flex_attention and its sliding-window block mask for T tokens (cached per shape)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    key = (T, W)
+    if key not in _FLEX:
+        if W is None:
+            def mask_mod(b, h, qi, ki):
+                return qi >= ki
+        else:
+            def mask_mod(b, h, qi, ki):
+                return (qi >= ki) & (qi - ki < W)
+        bm = create_block_mask(mask_mod, None, None, T, T, device="cpu")
+        _FLEX[key] = (torch.compile(flex_attention, dynamic=False), bm)
+    return _FLEX[key]
+
+
+# ------------------------------------------------------------------ prefill
+
+def bench_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out):
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((T, Hq, D)).astype(dtype)
+    k = rng.standard_normal((T, Hkv, D)).astype(dtype)
+    v = rng.standard_normal((T, Hkv, D)).astype(dtype)
+    scale = 1.0 / math.sqrt(D)
+    pos = np.arange(T, dtype=np.int64)
+    pairs = band_pairs(pos, W)
+    gflop = useful_gflop(Hq, D, pairs)
+    results = []          # (label, seconds or None, extra MB, note)
+
+    def run(label, fn, repeat=args.repeat, note=""):
+        try:
+            with thread_limits(threads):
+                sec, mb = measure(fn, repeat)
+            results.append((label, sec, mb, note))
+        except Exception as exc:  # a competitor failing is a result, not a crash
+            results.append((label, None, None, f"failed: {type(exc).__name__}: {str(exc)[:80]}"))
+
+    run("swaref cython", lambda: swaref.attention(q, k, v, window=W, backend="cython", num_threads=threads))
+    # The reference: a Python loop over queries. On big shapes, time the last n queries and
+    # scale by the band pairs (the cost per pair is flat once the window is full).
+    n = min(T, args.ref_queries)
+    sub_pairs = band_pairs(pos[T - n:], W)
+    with thread_limits(threads):
+        sec, mb = measure(lambda: swaref.attention(q[T - n:], k, v, window=W, q_pos=pos[T - n:], k_pos=pos), 1)
+    if n < T:
+        results.append(("numpy reference", sec * pairs / sub_pairs, mb,
+                        f"~ extrapolated from the last {n} queries"))
+    else:
+        results.append(("numpy reference", sec, mb, ""))
+    run("numpy blocked", lambda: numpy_blocked(q, k, v, W, scale))
+    if torch is None:
+        results.append(("torch sdpa dense mask", None, None, "skipped: torch not installed"))
+        results.append(("torch sdpa blocked", None, None, "skipped: torch not installed"))
+        results.append(("torch flex_attention", None, None, "skipped: torch not installed"))
+    else:
+        torch.set_num_threads(threads)
+        tq, tk, tv = torch_inputs(q, k, v)
+        if args.skip_dense and T * T * Hq * np.dtype(dtype).itemsize > 2 ** 31:
+            results.append(("torch sdpa dense mask", None, None, "skipped: --skip-dense"))
+        else:
+            run("torch sdpa dense mask", lambda: torch_dense(tq, tk, tv, W, scale),
+                repeat=max(1, args.repeat // 2))
+        run("torch sdpa blocked", lambda: torch_blocked(tq, tk, tv, W, scale))
+        if dtype == np.float64:
+            results.append(("torch flex_attention", None, None, "skipped: flex_attention refuses float64 on CPU"))
+        elif args.no_flex:
+            results.append(("torch flex_attention", None, None, "skipped: --no-flex"))
+        else:
+            try:
+                t0 = time.perf_counter()
+                fn, bm = flex_fn(T, W)
+                with torch.no_grad():
+                    fn(tq, tk, tv, block_mask=bm, scale=scale, enable_gqa=True)   # compile outside the timing
+                ctime = time.perf_counter() - t0
+                run("torch flex_attention", lambda: fn(tq, tk, tv, block_mask=bm, scale=scale, enable_gqa=True),
+                    note=f"compiled (first call {ctime:.0f} s)")
+            except Exception as exc:
+                results.append(("torch flex_attention", None, None, f"failed: {type(exc).__name__}: {str(exc)[:80]}"))
+
+    ours = results[0][1]
+    print(f"\n## {name}: T={T} Hq={Hq} Hkv={Hkv} D={D} W={W} {np.dtype(dtype).name}, {threads} thread(s); "
+          f"{pairs:,} band pairs, {gflop:.2f} useful GFLOP")
+    print(f"{'competitor':24s} {'ms':>10s} {'GFLOP/s':>8s} {'x swaref':>9s} {'peak MB':>8s}  note")
+    for label, sec, mb, note in results:
+        if sec is None:
+            print(f"{label:24s} {'-':>10s} {'-':>8s} {'-':>9s} {'-':>8s}  {note}")
+            continue
+        ratio = sec / ours if ours else float("nan")
+        print(f"{label:24s} {sec * 1e3:10.1f} {gflop / sec:8.1f} {ratio:9.2f} {mb:8.1f}  {note}")
+        rows_out.append((name, np.dtype(dtype).name, threads, label, sec, gflop / sec, ratio, mb, note))
+    sys.stdout.flush()
+
+
+# ------------------------------------------------------------------- decode
+
+def bench_decode(W, Hq, Hkv, D, dtype, threads, position, args, rows_out):
+    rng = np.random.default_rng(1)
+    cache = swaref.RollingBufferCache(W, Hkv, D, dtype=dtype)
+    swaref.cache_write(cache, rng.standard_normal((W, Hkv, D)).astype(dtype),
+                       rng.standard_normal((W, Hkv, D)).astype(dtype), position - W)
+    q = rng.standard_normal((1, Hq, D)).astype(dtype)
+    k1 = rng.standard_normal((1, Hkv, D)).astype(dtype)
+    scale = 1.0 / math.sqrt(D)
+    G = Hq // Hkv
+    results = []
+
+    n_seen = cache.n_seen
+
+    def step(backend):
+        # decode_step writes, then attends; rewind so that every repetition decodes `position`.
+        cache.next_position, cache.n_seen = position, n_seen
+        return swaref.decode_step(q, k1, k1, cache, backend=backend, num_threads=threads)
+
+    def numpy_ring():
+        # Over the slots in place, masked by the slots' positions (no unrotated copy).
+        vis = (cache.positions >= 0) & (cache.positions <= position) & (cache.positions > position - W)
+        s = np.einsum("hgd,chd->hgc", q[0].reshape(Hkv, G, D), cache.k) * dtype(scale)
+        s = np.where(vis, s, -np.inf)
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+        return np.einsum("hgc,chd->hgd", s, cache.v).reshape(1, Hq, D)
+
+    def read_kv():
+        return float(cache.k.sum()) + float(cache.v.sum())
+
+    def run(label, fn, note=""):
+        with thread_limits(threads):
+            sec, mb = measure(fn, args.decode_repeat)
+        results.append((label, sec, mb, note))
+
+    run("swaref cython", lambda: step("cython"))
+    run("numpy over the ring", numpy_ring)
+    run("numpy reference", lambda: step("reference"))
+    if torch is not None:
+        torch.set_num_threads(threads)
+        tk = torch.from_numpy(cache.k).permute(1, 0, 2).unsqueeze(0)      # views of the slots
+        tv = torch.from_numpy(cache.v).permute(1, 0, 2).unsqueeze(0)
+        tq = torch.from_numpy(q).permute(1, 0, 2).unsqueeze(0)
+
+        def sdpa():
+            vis = torch.from_numpy((cache.positions >= 0) & (cache.positions > position - W))[None, :]
+            with torch.no_grad():
+                return F.scaled_dot_product_attention(tq, tk, tv, attn_mask=vis, scale=scale, enable_gqa=True)
+        run("torch sdpa", sdpa)
+    else:
+        results.append(("torch sdpa", None, None, "skipped: torch not installed"))
+    run("read K and V once", read_kv, note=f"{(cache.k.nbytes + cache.v.nbytes) / 2 ** 20:.0f} MiB, numpy sum")
+    ours = results[0][1]
+    print(f"\n## decode at position {position:,}: W={W} Hq={Hq} Hkv={Hkv} D={D} {np.dtype(dtype).name}, "
+          f"{threads} thread(s)")
+    print(f"{'competitor':24s} {'ms':>10s} {'GB/s K+V':>9s} {'x swaref':>9s} {'peak MB':>8s}  note")
+    nbytes = cache.k.nbytes + cache.v.nbytes
+    for label, sec, mb, note in results:
+        if sec is None:
+            print(f"{label:24s} {'-':>10s} {'-':>9s} {'-':>9s} {'-':>8s}  {note}")
+            continue
+        print(f"{label:24s} {sec * 1e3:10.3f} {nbytes / sec / 1e9:9.1f} {sec / ours:9.2f} {mb:8.1f}  {note}")
+        rows_out.append((f"decode@{position}", np.dtype(dtype).name, threads, label, sec, nbytes / sec / 1e9,
+                         sec / ours, mb, note))
+    sys.stdout.flush()
+
+
+# ------------------------------------------------------------------- header
+
+def matmul_rate(dtype, threads, n=2048):
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)
+    with thread_limits(threads):
+        a @ a
+        best = min(_timed(lambda: a @ a) for _ in range(3))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def dram_read_rate():
+    """GB/s of numpy summing a 1 GiB float32 array (larger than any cache here)."""
+    a = np.ones(2 ** 28, dtype=np.float32)
+    a.sum()
+    return a.nbytes / min(_timed(a.sum) for _ in range(3)) / 1e9
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def header(args):
+    print("# swaref attention benchmark")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}")
+    print(f"python {platform.python_version()}, numpy {np.__version__}, swaref {swaref.__version__} "
+          f"(OpenMP {'on' if _core.openmp_enabled() else 'off'}, default threads {_core.default_threads()}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    if threadpool_info:
+        for p in threadpool_info():
+            print(f"BLAS/OpenMP pool: {p.get('internal_api')} {p.get('version')} "
+                  f"kernel={p.get('architecture')} threads={p.get('num_threads')} ({os.path.basename(p['filepath'])})")
+    else:
+        print("BLAS: threadpoolctl not installed, kernel unknown")
+    print(f"torch: {torch.__version__ + f' ({torch.get_num_threads()} threads by default)' if torch else 'not installed: torch rows skipped'}")
+    print(f"threads benchmarked: {args.threads}; dtypes: {args.dtypes}; best of {args.repeat} (prefill), "
+          f"{args.decode_repeat} (decode)")
+    for t in args.threads:
+        print(f"matmul rate, {t} thread(s): float32 {matmul_rate(np.float32, t):.0f} GFLOP/s, "
+              f"float64 {matmul_rate(np.float64, t):.0f} GFLOP/s (numpy 2048^3)")
+    print(f"memory read rate: {dram_read_rate():.1f} GB/s (numpy sum of 1 GiB, 1 thread)")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small shapes, one repeat (a smoke run)")
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    ap.add_argument("--dtypes", default="float32,float64")
+    ap.add_argument("--shapes", default="A,B,C,decode", help="subset of A,B,C,decode")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--decode-repeat", type=int, default=20)
+    ap.add_argument("--ref-queries", type=int, default=256,
+                    help="queries the NumPy reference is timed on (then extrapolated)")
+    ap.add_argument("--no-flex", action="store_true", help="skip flex_attention (it compiles for minutes)")
+    ap.add_argument("--skip-dense", action="store_true", help="skip dense-mask SDPA above 2 GiB of scores")
+    args = ap.parse_args(argv)
+    args.threads = [int(t) for t in args.threads.split(",")]
+    args.dtypes = [d.strip() for d in args.dtypes.split(",")]
+    shapes = {s.strip() for s in args.shapes.split(",")}
+    if args.quick:
+        args.repeat, args.decode_repeat, args.ref_queries = 1, 5, 64
+        prefill = {"A": (1024, 32, 8, 128, 128), "B": (1024, 32, 8, 128, 1024), "C": (512, 8, 8, 64, 64)}
+        decode_shape, positions = (1024, 32, 8, 128), (5_000, 500_000)
+    else:
+        prefill = {"A": (4096, 32, 8, 128, 512), "B": (4096, 32, 8, 128, 4096), "C": (2048, 8, 8, 64, 256)}
+        decode_shape, positions = (4096, 32, 8, 128), (5_000, 500_000)
+    header(args)
+    rows = []
+    for name in ("A", "B", "C"):
+        if name not in shapes:
+            continue
+        for dt in args.dtypes:
+            for t in args.threads:
+                bench_prefill(f"prefill ({name})", *prefill[name], np.dtype(dt).type, t, args, rows)
+    if "decode" in shapes:
+        W, Hq, Hkv, D = decode_shape
+        for dt in args.dtypes:
+            for t in args.threads:
+                for p in positions:
+                    bench_decode(W, Hq, Hkv, D, np.dtype(dt).type, t, p, args, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

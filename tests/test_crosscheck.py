@@ -65,7 +65,7 @@ BACKENDS = ["reference", pytest.param("cython", marks=pytest.mark.skipif(
     _backend_missing() is not None, reason=str(_backend_missing())))]
 
 
-def hf_model(kw, sliding_window=None, seed=0):
+def hf_model(kw, sliding_window=None, seed=0, attn="eager"):
     """A random MistralForCausalLM, weights redrawn so that attention is peaked (not HF's tiny init)."""
     kw = dict(kw)
     if sliding_window is not None:
@@ -73,7 +73,7 @@ def hf_model(kw, sliding_window=None, seed=0):
     cfg = MistralConfig(vocab_size=97, intermediate_size=2 * kw["hidden_size"], rope_theta=10000.0,
                         rms_norm_eps=1e-5, max_position_embeddings=512, bos_token_id=1, eos_token_id=None,
                         pad_token_id=0, **kw)
-    cfg._attn_implementation = "eager"
+    cfg._attn_implementation = attn
     torch.manual_seed(seed)
     model = MistralForCausalLM(cfg).eval()
     gen = torch.Generator().manual_seed(seed)
@@ -126,6 +126,16 @@ def test_logits_match_transformers_for_every_chunking(pair, backend):
         for chunk in sorted({1, 3, W, T}):
             got = M.prefill_prompt(sw, ids, M.new_caches(sw, T), chunk_size=chunk, logits="all", backend=backend)
             assert_close(got, want, atol=ATOL, name=f"{name} T={T} chunk={chunk} backend={backend}")
+
+
+def test_sdpa_path_agrees_too(pair):
+    """transformers' default CPU path (torch SDPA with the same mask function) gives the same logits."""
+    hf, sw, W, name = pair
+    ids = prompt_ids(5 * W, seed=2)
+    sdpa = hf_model(CONFIGS[name], attn="sdpa")
+    assert sdpa.config._attn_implementation == "sdpa"
+    ours = M.prefill_prompt(sw, ids, M.new_caches(sw, 5 * W), logits="all")
+    assert_close(ours, hf_logits(sdpa, ids), atol=ATOL, name=f"{name} vs transformers sdpa")
 
 
 def test_control_off_by_one_window_is_detected(pair):

@@ -10,8 +10,8 @@ ratio to swaref, and the peak extra memory of the call.
 
 Competitors: the NumPy reference (swaref.attention, backend="reference";
 on big shapes timed on the last queries only and extrapolated by band pairs,
-marked "~"); a blocked NumPy implementation (query blocks of W over only the
-keys they need); torch scaled_dot_product_attention with a dense
+marked "~"); a blocked NumPy implementation (query blocks of W, capped at 512 rows
+to bound memory, over only the keys they need); torch scaled_dot_product_attention with a dense
 sliding-window mask and block by block; flex_attention with a sliding-window
 block mask under torch.compile (float32 only: it refuses float64 on CPU);
 swaref backend="cython".  Rows whose library is missing are printed as skipped.
@@ -125,15 +125,18 @@ class _Null:
 
 # ---------------------------------------------------------- competitors
 
+MAX_BLOCK = 512   # query rows per block in the blocked competitors: bounds their score block's memory
+
+
 def numpy_blocked(q, k, v, W, scale):
-    """Query blocks of W (T if window is None) over only the keys they need, in q's dtype.
+    """Query blocks of min(W, 512) over only the keys they need, in q's dtype.
 
     q: [T, Hq, D], k, v: [T, Hkv, D] at positions 0 .. T-1  ->  [T, Hq, D]
     """
     T, Hq, D = q.shape
     Hkv = k.shape[1]
     G = Hq // Hkv
-    Wb = T if W is None else W
+    Wb = min(T if W is None else W, MAX_BLOCK)
     out = np.empty_like(q)
     qg = q.reshape(T, Hkv, G, D)
     for i0 in range(0, T, Wb):
@@ -175,8 +178,9 @@ def torch_dense(tq, tk, tv, W, scale):
 
 
 def torch_blocked(tq, tk, tv, W, scale):
+    """SDPA per query block of min(W, 512) over only the keys it needs."""
     T = tq.shape[2]
-    Wb = T if W is None else W
+    Wb = min(T if W is None else W, MAX_BLOCK)
     out = torch.empty_like(tq)
     with torch.no_grad():
         for i0 in range(0, T, Wb):

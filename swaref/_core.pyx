@@ -101,6 +101,8 @@ cdef extern from "_kernels.h":
                           float* s0, float* s1) noexcept nogil
     void swaref_scores2_d(const double* q0, const double* q1, const double* kt, Py_ssize_t D, double scale,
                           double* s0, double* s1) noexcept nogil
+    void swaref_scores4_f(const float* q0, const float* q1, const float* q2, const float* q3, const float* kt,
+                          Py_ssize_t D, float scale, float* s0, float* s1, float* s2, float* s3) noexcept nogil
     void swaref_pv_f(int R, float* o0, float* o1, float al0, float al1, const float* p0, const float* p1,
                      const float** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t D) noexcept nogil
     void swaref_pv_d(int R, double* o0, double* o1, double al0, double al1, const double* p0, const double* p1,
@@ -112,7 +114,7 @@ ctypedef fused floating:
 
 cdef enum:
     TILE = 64              # keys per tile; tiles cover the aligned position ranges [m*TILE, (m+1)*TILE)
-    ROWS_PER_ITEM = 128    # query rows (queries x heads of one KV group) per work item
+    ROWS_PER_ITEM = 256    # query rows (queries x heads of one KV group) per work item
     PREFETCH = 8           # keys ahead whose rows the tile gather prefetches
 
 
@@ -218,6 +220,26 @@ cdef inline const floating* _qrow(const floating* q, Py_ssize_t r, Py_ssize_t nq
     return q + ((t0 + (r // G) % nq) * Hq + (g0 + r // (nq * G)) * G + r % G) * D
 
 
+cdef inline void _scores_rows(const Py_ssize_t* act, Py_ssize_t n, const floating* q, Py_ssize_t nq,
+                              Py_ssize_t G, Py_ssize_t Hq, Py_ssize_t D, Py_ssize_t g0, Py_ssize_t t0,
+                              const floating* kt, floating scale, floating* sc) noexcept nogil:
+    """Scores of the n (1 .. 4) item rows act[0 .. n-1] over one key tile."""
+    cdef Py_ssize_t i = 0
+    if floating is float:
+        if n == 4:
+            swaref_scores4_f(_qrow(q, act[0], nq, G, Hq, D, g0, t0), _qrow(q, act[1], nq, G, Hq, D, g0, t0),
+                             _qrow(q, act[2], nq, G, Hq, D, g0, t0), _qrow(q, act[3], nq, G, Hq, D, g0, t0),
+                             kt, D, scale, sc + act[0] * TILE, sc + act[1] * TILE, sc + act[2] * TILE,
+                             sc + act[3] * TILE)
+            return
+    while i + 2 <= n:
+        _scores2(_qrow(q, act[i], nq, G, Hq, D, g0, t0), _qrow(q, act[i + 1], nq, G, Hq, D, g0, t0),
+                 kt, D, scale, sc + act[i] * TILE, sc + act[i + 1] * TILE)
+        i += 2
+    if i < n:
+        _scores1(_qrow(q, act[i], nq, G, Hq, D, g0, t0), kt, D, scale, sc + act[i] * TILE)
+
+
 cdef inline void _gather_row(floating* kt, const floating** vbase, floating* vt, bint copy_v,
                              const floating* krow, const floating* vrow, Py_ssize_t j,
                              Py_ssize_t HG, Py_ssize_t D) noexcept nogil:
@@ -265,12 +287,18 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
     # Many rows reuse a tile's values: copy them to stride D (rows Hkv*D apart fight over the
     # same L1 sets).  A decode step's few rows read them once: in place.
     cdef bint copy_v = HG == 1 and nrows > 16
+    # Rows reading V in place are few (decode): they wait on memory, and the rows of one KV head
+    # lie Hkv*D apart, a stride the hardware prefetcher does not follow across pages.
     cdef Py_ssize_t* rja = iwork
     cdef Py_ssize_t* rjb = iwork + nrows
     cdef const floating* vbase[TILE]
     cdef const floating* vptr[TILE]
     cdef char present[TILE]
-    cdef Py_ssize_t r, r2, rend, t, d, j, ja, jb, slot, e, eb, gi, tq, i
+    cdef Py_ssize_t r, rend, d, j, ja, jb, slot, e, eb, gi, tq, i, nact
+    cdef Py_ssize_t act[4]
+    cdef Py_ssize_t rows_at_once = 2
+    if floating is float:
+        rows_at_once = 4
     cdef int64_t lo, hi, pos, tstart, tend, p, rp
     cdef floating a0, a1
     cdef floating* orow
@@ -306,9 +334,10 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
         for j in range(TILE):
             present[j] = 0
         while rp <= ring_hi and rp <= hi and rp < tend:
-            slot = (rp + PREFETCH) % C
-            swaref_prefetch(ck + (slot * Hkv + g0) * D, seg)
-            swaref_prefetch(cv + (slot * Hkv + g0) * D, seg)
+            if not copy_v:
+                slot = (rp + PREFETCH) % C
+                swaref_prefetch(ck + (slot * Hkv + g0) * D, seg)
+                swaref_prefetch(cv + (slot * Hkv + g0) * D, seg)
             slot = rp % C
             if cpos[slot] == rp:
                 j = rp - tstart
@@ -317,7 +346,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                             j, HG, D)
             rp += 1
         while e < eb and k_pos[e] < tend:
-            if e + PREFETCH < eb:
+            if not copy_v and e + PREFETCH < eb:
                 swaref_prefetch(k + ((e + PREFETCH) * Hkv + g0) * D, seg)
                 swaref_prefetch(v + ((e + PREFETCH) * Hkv + g0) * D, seg)
             j = k_pos[e] - tstart
@@ -347,23 +376,21 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                     rjb[r] = jb
 
         for gi in range(HG):
-            # Scores, two rows at a time where possible (any two rows: lanes are independent).
+            # Scores, several rows at a time (any rows: lanes and rows are independent);
+            # four for float32 (16 accumulators), two for float64 (16 as well).
             r = gi * nq * G
             rend = r + nq * G
+            nact = 0
             while r < rend:
-                if rja[r] >= rjb[r]:
-                    r += 1
-                    continue
-                r2 = r + 1
-                while r2 < rend and rja[r2] >= rjb[r2]:
-                    r2 += 1
-                if r2 < rend:
-                    _scores2(_qrow(q, r, nq, G, Hq, D, g0, t0), _qrow(q, r2, nq, G, Hq, D, g0, t0),
-                             kt + gi * TILE * D, D, scale, sc + r * TILE, sc + r2 * TILE)
-                    r = r2 + 1
-                else:
-                    _scores1(_qrow(q, r, nq, G, Hq, D, g0, t0), kt + gi * TILE * D, D, scale, sc + r * TILE)
-                    r = rend
+                if rja[r] < rjb[r]:
+                    act[nact] = r
+                    nact += 1
+                    if nact == rows_at_once:
+                        _scores_rows(act, nact, q, nq, G, Hq, D, g0, t0, kt + gi * TILE * D, scale, sc)
+                        nact = 0
+                r += 1
+            if nact:
+                _scores_rows(act, nact, q, nq, G, Hq, D, g0, t0, kt + gi * TILE * D, scale, sc)
             # Softmax step and values, two rows at a time where they see the same lanes.
             for j in range(TILE):
                 if present[j]:

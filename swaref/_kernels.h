@@ -136,7 +136,27 @@ static inline void swaref_scores2_##SFX(const T* q0, const T* q1, const T* kt, P
         SWAREF_ST(VU, s0 + i * VL, a0[i] * scale); SWAREF_ST(VU, s1 + i * VL, a1[i] * scale); \
     } \
 } \
-/* NV vectors of o for R rows: e = e0 .. e0 + NV*VL - 1 */ \
+    static inline void swaref_scores4_##SFX(const T* q0, const T* q1, const T* q2, const T* q3, \
+                                            const T* kt, Py_ssize_t D, T scale, \
+                                            T* s0, T* s1, T* s2, T* s3) { \
+        V a0[SWAREF_TILE / VL], a1[SWAREF_TILE / VL], a2[SWAREF_TILE / VL], a3[SWAREF_TILE / VL]; \
+        SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) { \
+            a0[i] = (V){0}; a1[i] = (V){0}; a2[i] = (V){0}; a3[i] = (V){0}; \
+        } \
+        for (Py_ssize_t d = 0; d < D; d++) { \
+            const T* kr = kt + d * SWAREF_TILE; T x0 = q0[d], x1 = q1[d], x2 = q2[d], x3 = q3[d]; \
+            SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) { \
+                V kv = SWAREF_LD(VU, kr + i * VL); \
+                a0[i] = a0[i] + x0 * kv; a1[i] = a1[i] + x1 * kv; \
+                a2[i] = a2[i] + x2 * kv; a3[i] = a3[i] + x3 * kv; \
+            } \
+        } \
+        SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) { \
+            SWAREF_ST(VU, s0 + i * VL, a0[i] * scale); SWAREF_ST(VU, s1 + i * VL, a1[i] * scale); \
+            SWAREF_ST(VU, s2 + i * VL, a2[i] * scale); SWAREF_ST(VU, s3 + i * VL, a3[i] * scale); \
+        } \
+    } \
+    /* NV vectors of o for R rows: e = e0 .. e0 + NV*VL - 1 */ \
 SWAREF_DEFINE_PV(SFX, T, V, VU, VL, 8) \
 SWAREF_DEFINE_PV(SFX, T, V, VU, VL, 4) \
 SWAREF_DEFINE_PV(SFX, T, V, VU, VL, 2) \

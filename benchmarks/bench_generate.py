@@ -26,7 +26,7 @@ CONFIG = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hid
               num_attention_heads=12, num_key_value_heads=4, head_dim=64, sliding_window=512,
               rope_theta=10000.0, rms_norm_eps=1e-5, max_position_embeddings=8192, tie_word_embeddings=False)
 POSITIONS = (600, 6000)
-STEPS_AT_POSITION = 8
+STEPS_AT_POSITION = 16
 
 
 def peak_rss_mib():
@@ -45,6 +45,16 @@ def rss_mib():
     return float("nan")
 
 
+def reset_peak_rss():
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so the next peak is the inference's own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def make_checkpoint(d, config):
     import torch
     from transformers import MistralConfig, MistralForCausalLM
@@ -56,11 +66,31 @@ def make_checkpoint(d, config):
 
 # ------------------------------------------------------------------- workers
 
+def time_at_positions(new_cache, prefill, step, ids):
+    """Median seconds of one decode step at each of POSITIONS.
+
+    One cache per position is prefilled up to it; then steps alternate between
+    the caches, so drift (frequency, other processes) hits every position alike.
+    """
+    caches = {}
+    for pos in POSITIONS:
+        caches[pos] = new_cache()
+        prefill(ids[:pos], caches[pos])
+    times = {pos: [] for pos in POSITIONS}
+    for i in range(STEPS_AT_POSITION):
+        for pos in POSITIONS:
+            t0 = time.perf_counter()
+            step(ids[pos + i: pos + i + 1], caches[pos])
+            times[pos].append(time.perf_counter() - t0)
+    return {pos: float(np.median(t)) for pos, t in times.items()}
+
+
 def worker_swaref(d, prompt_len, n_new, backend, threads):
     from swaref import model as M
     from swaref.checkpoint import load_model
     model = load_model(d)
-    rss_loaded = rss_mib()
+    rss_loaded, peak_load = rss_mib(), peak_rss_mib()
+    reset_peak_rss()
     rng = np.random.default_rng(0)
     ids = rng.integers(3, model.config.vocab_size, max(prompt_len, max(POSITIONS)) + 64)
     caches = M.new_caches(model, len(ids))
@@ -73,22 +103,13 @@ def worker_swaref(d, prompt_len, n_new, backend, threads):
         tok = int(np.argmax(M.forward(model, [tok], caches, backend=backend, num_threads=threads,
                                       logits="last")[-1]))
     t_decode = time.perf_counter() - t0
-    at = {}
-    caches = M.new_caches(model, len(ids))
-    done = 0
-    for pos in POSITIONS:
-        # Prefill up to the position, then time single decode steps there.
-        M.prefill_prompt(model, ids[done:pos], caches, backend=backend, num_threads=threads)
-        steps = []
-        for i in range(STEPS_AT_POSITION):
-            t0 = time.perf_counter()
-            M.forward(model, ids[pos + i: pos + i + 1], caches, backend=backend, num_threads=threads, logits="last")
-            steps.append(time.perf_counter() - t0)
-        done = pos + STEPS_AT_POSITION
-        at[pos] = float(np.median(steps))
+    at = time_at_positions(
+        lambda: M.new_caches(model, len(ids)),
+        lambda toks, c: M.prefill_prompt(model, toks, c, backend=backend, num_threads=threads),
+        lambda toks, c: M.forward(model, toks, c, backend=backend, num_threads=threads, logits="last"), ids)
     return dict(prefill_tok_s=prompt_len / t_prefill, decode_tok_s=n_new / t_decode,
                 step_ms={str(p): 1e3 * t for p, t in at.items()}, rss_loaded_mib=rss_loaded,
-                peak_rss_mib=peak_rss_mib(), cache_bytes=M.cache_nbytes(caches))
+                peak_load_mib=peak_load, peak_rss_mib=peak_rss_mib(), cache_bytes=M.cache_nbytes(caches))
 
 
 def worker_transformers(d, prompt_len, n_new, attn, threads):
@@ -96,9 +117,10 @@ def worker_transformers(d, prompt_len, n_new, attn, threads):
     from transformers import DynamicCache, MistralForCausalLM
     torch.set_num_threads(threads)
     model = MistralForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation=attn).eval()
+    rss_loaded, peak_load = rss_mib(), peak_rss_mib()
+    reset_peak_rss()
     # transformers 5.x renamed forward's past_key_values to cache.
     cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    rss_loaded = rss_mib()
     rng = np.random.default_rng(0)
     ids = torch.tensor(rng.integers(3, model.config.vocab_size, max(prompt_len, max(POSITIONS)) + 64))
 
@@ -115,23 +137,15 @@ def worker_transformers(d, prompt_len, n_new, attn, threads):
         for _ in range(n_new):
             tok = step(tok.reshape(1), cache).argmax()
         t_decode = time.perf_counter() - t0
-        at = {}
-        cache = DynamicCache(config=model.config)
-        done = 0
-        for pos in POSITIONS:
-            # transformers prefills in one forward; chunks of W keep its mask small like swaref's.
-            for a in range(done, pos, CONFIG["sliding_window"]):
-                step(ids[a:min(a + CONFIG["sliding_window"], pos)], cache)
-            steps = []
-            for i in range(STEPS_AT_POSITION):
-                t0 = time.perf_counter()
-                step(ids[pos + i: pos + i + 1], cache)
-                steps.append(time.perf_counter() - t0)
-            done = pos + STEPS_AT_POSITION
-            at[pos] = float(np.median(steps))
+        W = CONFIG["sliding_window"]
+        # transformers would prefill 6,000 tokens in one forward; chunks of W keep its mask as small as swaref's.
+        at = time_at_positions(
+            lambda: DynamicCache(config=model.config),
+            lambda toks, c: [step(toks[a:a + W], c) for a in range(0, len(toks), W)],
+            step, ids)
     return dict(prefill_tok_s=prompt_len / t_prefill, decode_tok_s=n_new / t_decode,
                 step_ms={str(p): 1e3 * t for p, t in at.items()}, rss_loaded_mib=rss_loaded,
-                peak_rss_mib=peak_rss_mib(), torch=torch.__version__)
+                peak_load_mib=peak_load, peak_rss_mib=peak_rss_mib(), torch=torch.__version__)
 
 
 # --------------------------------------------------------------------- driver
@@ -194,9 +208,10 @@ def main():
             engine, variant = spec.split(":")
             results[spec] = run_worker(engine, variant, d, args)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("(memory in MiB: RSS after loading, peak RSS while loading, peak RSS while generating)")
     base = results.get("transformers:sdpa")
     hdr = (f"{'engine':22} {'prefill tok/s':>13} {'decode tok/s':>12} {'step@600 ms':>11} {'step@6000 ms':>12} "
-           f"{'6000/600':>8} {'RSS loaded MiB':>14} {'peak RSS MiB':>12}")
+           f"{'6000/600':>8} {'RSS loaded':>10} {'peak load':>9} {'peak run':>8}")
     print(hdr)
     print("-" * len(hdr))
     for spec, r in results.items():
@@ -205,7 +220,7 @@ def main():
             continue
         s = r["step_ms"]
         print(f"{spec:22} {r['prefill_tok_s']:13.1f} {r['decode_tok_s']:12.2f} {s['600']:11.2f} {s['6000']:12.2f} "
-              f"{s['6000'] / s['600']:8.2f} {r['rss_loaded_mib']:14.0f} {r['peak_rss_mib']:12.0f}")
+              f"{s['6000'] / s['600']:8.2f} {r['rss_loaded_mib']:10.0f} {r['peak_load_mib']:9.0f} {r['peak_rss_mib']:8.0f}")
     if base:
         print("\nratios vs transformers:sdpa (>1 = faster / more memory than transformers):")
         for spec, r in results.items():
@@ -213,10 +228,11 @@ def main():
                 continue
             print(f"  {spec:22} prefill x{r['prefill_tok_s'] / base['prefill_tok_s']:.2f}, "
                   f"decode x{r['decode_tok_s'] / base['decode_tok_s']:.2f}, "
-                  f"peak RSS x{r['peak_rss_mib'] / base['peak_rss_mib']:.2f}")
+                  f"peak RSS generating x{r['peak_rss_mib'] / base['peak_rss_mib']:.2f}")
     for spec, r in results.items():
         if r and "cache_bytes" in r:
-            print(f"{spec}: rolling caches hold {r['cache_bytes'] / 2**20:.1f} MiB at position 6,000+")
+            print(f"{spec}: the caches hold {r['cache_bytes'] / 2**20:.1f} MiB per sequence at any position "
+                  f"(W slots per layer)")
     return 0
 
 

@@ -20,8 +20,14 @@ from swaref import model as M
 from swaref import sampling as S
 from swaref.errors import SwarefError
 
-safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="the loader tests need the 'safetensors' package (pip install swaref[test])")
-from swaref import checkpoint as C  # noqa: E402
+from swaref import checkpoint as C
+
+try:
+    import safetensors.numpy as safetensors_numpy
+except ImportError:  # pragma: no cover - the test extra installs it
+    safetensors_numpy = None
+needs_safetensors = pytest.mark.skipif(safetensors_numpy is None, reason="the loader tests need the 'safetensors' "
+                                                                          "package (pip install swaref[test])")
 
 
 def make_cfg(window=4, n_layers=2, hidden=32, n_heads=4, n_kv=2, head_dim=8, vocab=61, inter=48,
@@ -385,6 +391,7 @@ def same_weights(a, b, atol=0.0):
             assert_close(getattr(x, n), getattr(y, n), atol=atol, name=f"layer {i} {n}")
 
 
+@needs_safetensors
 @pytest.mark.parametrize("dtype,shards,tie", [(np.float32, 1, False), (np.float16, 1, False), ("bf16", 1, False),
                                               (np.float32, 3, False), (np.float32, 1, True)])
 def test_checkpoint_round_trip(tmp_path, dtype, shards, tie):
@@ -437,6 +444,7 @@ BAD_CHECKPOINTS = [
 ]
 
 
+@needs_safetensors
 @pytest.mark.parametrize("name,mc,mt,match", BAD_CHECKPOINTS, ids=[b[0] for b in BAD_CHECKPOINTS])
 def test_bad_checkpoint_is_rejected_with_a_clear_message(tmp_path, name, mc, mt, match):
     model = make_model(seed=2)
@@ -445,6 +453,7 @@ def test_bad_checkpoint_is_rejected_with_a_clear_message(tmp_path, name, mc, mt,
         C.load_model(d)
 
 
+@needs_safetensors
 def test_missing_files(tmp_path):
     model = make_model(seed=2)
     with pytest.raises(C.CheckpointFileError, match="does not exist"):
@@ -468,6 +477,7 @@ def test_missing_files(tmp_path):
         C.load_model(d)
 
 
+@needs_safetensors
 def test_layer_types_give_per_layer_windows(tmp_path):
     model = make_model(window=[4, None], seed=2)
     cfg = hf_config(model.config)
@@ -517,6 +527,7 @@ def test_generate_cli_long_prompt_draws_a_progress_bar(capsys):
     assert "prefill [" in err and "40/40 tokens" in err
 
 
+@needs_safetensors
 def test_generate_cli_with_a_checkpoint_and_tokenizer(tmp_path, capsys):
     tokenizers = pytest.importorskip("tokenizers", reason="needs the 'tokenizers' package (pip install swaref[model])")
     from swaref.cli import main

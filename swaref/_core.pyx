@@ -101,12 +101,21 @@ cdef extern from "_kernels.h":
                           float* s0, float* s1) noexcept nogil
     void swaref_scores2_d(const double* q0, const double* q1, const double* kt, Py_ssize_t D, double scale,
                           double* s0, double* s1) noexcept nogil
+    const int SWAREF_SPAN_F
+    const int SWAREF_SPAN_D
     void swaref_scores4_f(const float* q0, const float* q1, const float* q2, const float* q3, const float* kt,
                           Py_ssize_t D, float scale, float* s0, float* s1, float* s2, float* s3) noexcept nogil
+    void swaref_scores4_d(const double* q0, const double* q1, const double* q2, const double* q3,
+                          const double* kt, Py_ssize_t D, double scale,
+                          double* s0, double* s1, double* s2, double* s3) noexcept nogil
+    const int SWAREF_PVSPAN_F
+    const int SWAREF_PVSPAN_D
     void swaref_pv_f(int R, float* o0, float* o1, float al0, float al1, const float* p0, const float* p1,
-                     const float** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t D) noexcept nogil
+                     const float** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0,
+                     Py_ssize_t e1) noexcept nogil
     void swaref_pv_d(int R, double* o0, double* o1, double al0, double al1, const double* p0, const double* p1,
-                     const double** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t D) noexcept nogil
+                     const double** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0,
+                     Py_ssize_t e1) noexcept nogil
 
 ctypedef fused floating:
     float
@@ -169,7 +178,7 @@ cdef inline Py_ssize_t _lower_bound(const int64_t* a, Py_ssize_t n, int64_t x) n
 
 cdef inline void _scores1(const floating* q0, const floating* kt, Py_ssize_t D, floating scale,
                           floating* s0) noexcept nogil:
-    """s0[j] = (sum_d q0[d] * kt[d*TILE + j]) * scale for every lane j; d = 0 .. D-1 in order."""
+    """s0[j] = (sum_d q0[d] * kt[d*TILE + j]) * scale for the lanes j of one span; d = 0 .. D-1 in order."""
     if floating is float:
         swaref_scores1_f(q0, kt, D, scale, s0)
     else:
@@ -187,13 +196,13 @@ cdef inline void _scores2(const floating* q0, const floating* q1, const floating
 
 cdef inline void _pv(int R, floating* o0, floating* o1, floating alpha0, floating alpha1,
                      const floating* p0, const floating* p1, const floating** vp,
-                     const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t D) noexcept nogil:
-    """For R = 1 or 2 rows seeing the same lanes: u[e] = sum of p[j] * vp[j][e] over the visible
-    lanes j = ja .. jb-1 in order (from 0), then o[e] = o[e] * alpha + u[e]."""
+                     const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0, Py_ssize_t e1) noexcept nogil:
+    """For R = 1 or 2 rows seeing the same lanes, elements e0 .. e1-1: u[e] = sum of p[j] * vp[j][e]
+    over the visible lanes j = ja .. jb-1 in order (from 0), then o[e] = o[e] * alpha + u[e]."""
     if floating is float:
-        swaref_pv_f(R, o0, o1, alpha0, alpha1, p0, p1, vp, vis, ja, jb, D)
+        swaref_pv_f(R, o0, o1, alpha0, alpha1, p0, p1, vp, vis, ja, jb, e0, e1)
     else:
-        swaref_pv_d(R, o0, o1, alpha0, alpha1, p0, p1, vp, vis, ja, jb, D)
+        swaref_pv_d(R, o0, o1, alpha0, alpha1, p0, p1, vp, vis, ja, jb, e0, e1)
 
 
 cdef inline floating _softmax_tile(floating* s, const char* present, Py_ssize_t ja, Py_ssize_t jb,
@@ -222,22 +231,27 @@ cdef inline const floating* _qrow(const floating* q, Py_ssize_t r, Py_ssize_t nq
 
 cdef inline void _scores_rows(const Py_ssize_t* act, Py_ssize_t n, const floating* q, Py_ssize_t nq,
                               Py_ssize_t G, Py_ssize_t Hq, Py_ssize_t D, Py_ssize_t g0, Py_ssize_t t0,
-                              const floating* kt, floating scale, floating* sc) noexcept nogil:
-    """Scores of the n (1 .. 4) item rows act[0 .. n-1] over one key tile."""
+                              const floating* kt, floating scale, floating* sc, Py_ssize_t l0) noexcept nogil:
+    """Scores of the n (1 .. 4) item rows act[0 .. n-1] over lanes l0 .. l0 + span - 1 of one key tile."""
     cdef Py_ssize_t i = 0
-    if floating is float:
-        if n == 4:
+    if n == 4:
+        if floating is float:
             swaref_scores4_f(_qrow(q, act[0], nq, G, Hq, D, g0, t0), _qrow(q, act[1], nq, G, Hq, D, g0, t0),
                              _qrow(q, act[2], nq, G, Hq, D, g0, t0), _qrow(q, act[3], nq, G, Hq, D, g0, t0),
-                             kt, D, scale, sc + act[0] * TILE, sc + act[1] * TILE, sc + act[2] * TILE,
-                             sc + act[3] * TILE)
-            return
+                             kt + l0, D, scale, sc + act[0] * TILE + l0, sc + act[1] * TILE + l0,
+                             sc + act[2] * TILE + l0, sc + act[3] * TILE + l0)
+        else:
+            swaref_scores4_d(_qrow(q, act[0], nq, G, Hq, D, g0, t0), _qrow(q, act[1], nq, G, Hq, D, g0, t0),
+                             _qrow(q, act[2], nq, G, Hq, D, g0, t0), _qrow(q, act[3], nq, G, Hq, D, g0, t0),
+                             kt + l0, D, scale, sc + act[0] * TILE + l0, sc + act[1] * TILE + l0,
+                             sc + act[2] * TILE + l0, sc + act[3] * TILE + l0)
+        return
     while i + 2 <= n:
         _scores2(_qrow(q, act[i], nq, G, Hq, D, g0, t0), _qrow(q, act[i + 1], nq, G, Hq, D, g0, t0),
-                 kt, D, scale, sc + act[i] * TILE, sc + act[i + 1] * TILE)
+                 kt + l0, D, scale, sc + act[i] * TILE + l0, sc + act[i + 1] * TILE + l0)
         i += 2
     if i < n:
-        _scores1(_qrow(q, act[i], nq, G, Hq, D, g0, t0), kt, D, scale, sc + act[i] * TILE)
+        _scores1(_qrow(q, act[i], nq, G, Hq, D, g0, t0), kt + l0, D, scale, sc + act[i] * TILE + l0)
 
 
 cdef inline void _gather_row(floating* kt, const floating** vbase, floating* vt, bint copy_v,
@@ -271,7 +285,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
     Rows: r = ((gi * nq) + tq) * G + i for KV head g0 + gi, query t0 + tq and
     query head (g0 + gi) * G + i, so the G heads of one query are adjacent.
     work: HG*TILE*D (transposed key tiles, lane = position mod TILE) + TILE*D
-    (value tile) + TILE*R (scores, then weights) + R*D (o) + 2*R (m, l)
+    (value tile) + TILE*R (scores, then weights) + R*D (o) + 3*R (m, l, alpha)
     floats; iwork: 2*R; HG = g1 - g0, R = HG * (t1 - t0) * G.
     """
     cdef Py_ssize_t G = Hq // Hkv
@@ -284,6 +298,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
     cdef floating* o = sc + TILE * nrows
     cdef floating* m = o + nrows * D
     cdef floating* l = m + nrows
+    cdef floating* al = l + nrows
     # Many rows reuse a tile's values: copy them to stride D (rows Hkv*D apart fight over the
     # same L1 sets).  A decode step's few rows read them once: in place.
     cdef bint copy_v = HG == 1 and nrows > 16
@@ -296,11 +311,11 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
     cdef char present[TILE]
     cdef Py_ssize_t r, rend, d, j, ja, jb, slot, e, eb, gi, tq, i, nact
     cdef Py_ssize_t act[4]
-    cdef Py_ssize_t rows_at_once = 2
+    cdef Py_ssize_t l0, span = SWAREF_SPAN_D, e0, e1, pvspan = SWAREF_PVSPAN_D
     if floating is float:
-        rows_at_once = 4
+        span = SWAREF_SPAN_F
+        pvspan = SWAREF_PVSPAN_F
     cdef int64_t lo, hi, pos, tstart, tend, p, rp
-    cdef floating a0, a1
     cdef floating* orow
     cdef Py_ssize_t seg = HG * D * sizeof(floating)     # bytes of one key's row segment
 
@@ -376,41 +391,49 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                     rjb[r] = jb
 
         for gi in range(HG):
-            # Scores, several rows at a time (any rows: lanes and rows are independent);
-            # four for float32 (16 accumulators), two for float64 (16 as well).
-            r = gi * nq * G
-            rend = r + nq * G
-            nact = 0
-            while r < rend:
-                if rja[r] < rjb[r]:
-                    act[nact] = r
-                    nact += 1
-                    if nact == rows_at_once:
-                        _scores_rows(act, nact, q, nq, G, Hq, D, g0, t0, kt + gi * TILE * D, scale, sc)
-                        nact = 0
-                r += 1
-            if nact:
-                _scores_rows(act, nact, q, nq, G, Hq, D, g0, t0, kt + gi * TILE * D, scale, sc)
-            # Softmax step and values, two rows at a time where they see the same lanes.
+            # Scores, four rows at a time (any rows: lanes and rows are independent), one span of
+            # lanes after the other (the whole tile for float32, halves for float64).
+            rend = (gi + 1) * nq * G
+            l0 = 0
+            while l0 < TILE:
+                nact = 0
+                for r in range(gi * nq * G, rend):
+                    if rja[r] < rjb[r]:
+                        act[nact] = r
+                        nact += 1
+                        if nact == 4:
+                            _scores_rows(act, 4, q, nq, G, Hq, D, g0, t0, kt + gi * TILE * D, scale, sc, l0)
+                            nact = 0
+                if nact:
+                    _scores_rows(act, nact, q, nq, G, Hq, D, g0, t0, kt + gi * TILE * D, scale, sc, l0)
+                l0 += span
+            # Softmax steps, then values: span by span of output elements (the whole row for
+            # float32 up to D = 128; a float64 value tile's span stays in L1 across all rows),
+            # two rows at a time where they see the same lanes.
             for j in range(TILE):
                 if present[j]:
                     vptr[j] = vbase[j] + (0 if copy_v else gi * D)
-            r = gi * nq * G
-            while r < rend:
-                ja = rja[r]
-                jb = rjb[r]
-                if ja >= jb:
-                    r += 1
-                    continue
-                a0 = _softmax_tile(sc + r * TILE, present, ja, jb, m + r, l + r)
-                if r + 1 < rend and rja[r + 1] == ja and rjb[r + 1] == jb:
-                    a1 = _softmax_tile(sc + (r + 1) * TILE, present, ja, jb, m + r + 1, l + r + 1)
-                    _pv(2, o + r * D, o + (r + 1) * D, a0, a1, sc + r * TILE, sc + (r + 1) * TILE,
-                        vptr, present, ja, jb, D)
-                    r += 2
-                else:
-                    _pv(1, o + r * D, o, a0, a0, sc + r * TILE, sc + r * TILE, vptr, present, ja, jb, D)
-                    r += 1
+            for r in range(gi * nq * G, rend):
+                if rja[r] < rjb[r]:
+                    al[r] = _softmax_tile(sc + r * TILE, present, rja[r], rjb[r], m + r, l + r)
+            e0 = 0
+            while e0 < D:
+                e1 = e0 + pvspan if e0 + pvspan < D else D
+                r = gi * nq * G
+                while r < rend:
+                    ja = rja[r]
+                    jb = rjb[r]
+                    if ja >= jb:
+                        r += 1
+                    elif r + 1 < rend and rja[r + 1] == ja and rjb[r + 1] == jb:
+                        _pv(2, o + r * D, o + (r + 1) * D, al[r], al[r + 1], sc + r * TILE,
+                            sc + (r + 1) * TILE, vptr, present, ja, jb, e0, e1)
+                        r += 2
+                    else:
+                        _pv(1, o + r * D, o, al[r], al[r], sc + r * TILE, sc + r * TILE, vptr, present,
+                            ja, jb, e0, e1)
+                        r += 1
+                e0 = e1
 
     for r in range(nrows):
         orow = out + ((t0 + (r // G) % nq) * Hq + (g0 + r // (nq * G)) * G + r % G) * D
@@ -499,7 +522,7 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     rows = block * G * hg
     dtype = np.float32 if floating is float else np.float64
     out = np.empty((T, Hq, D), dtype=dtype)
-    work = np.zeros((nthreads, (hg + 1) * TILE * D + TILE * rows + rows * D + 2 * rows), dtype=dtype)
+    work = np.zeros((nthreads, (hg + 1) * TILE * D + TILE * rows + rows * D + 3 * rows), dtype=dtype)
     iwork = np.zeros((nthreads, 2 * rows), dtype=np.intp)
     cdef floating[:, ::1] work_v = work
     cdef Py_ssize_t[:, ::1] iwork_v = iwork

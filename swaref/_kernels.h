@@ -93,6 +93,10 @@ static inline float swaref_exp_f(float x) {
    compiler fuses multiply-adds (FMA) it does so identically in vector
    and scalar code: the bits of a row never depend on how it was batched. */
 #define SWAREF_TILE 64
+/* Score kernels cover SWAREF_NS(VL) vectors of lanes per pass (4: 16 accumulators for four
+   rows); the caller steps through the tile in spans of SWAREF_SPAN_F / _D lanes, so that a
+   float64 key tile's half (32 KiB at D = 128) stays in L1 while all rows pass over it. */
+#define SWAREF_NS(VL) ((SWAREF_TILE / (VL)) < 4 ? (SWAREF_TILE / (VL)) : 4)
 #define SWAREF_LD(VU, p) (*(const VU*)(p))
 #define SWAREF_ST(VU, p, x) (*(VU*)(p) = (x))
 #if defined(__GNUC__) || defined(__clang__)
@@ -113,45 +117,45 @@ typedef double swaref_vd; typedef double swaref_vdu;
 #endif
 #define SWAREF_DEFINE_KERNELS(SFX, T, V, VU, VL) \
 static inline void swaref_scores1_##SFX(const T* q0, const T* kt, Py_ssize_t D, T scale, T* s0) { \
-    V a0[SWAREF_TILE / VL]; \
-    SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) a0[i] = (V){0}; \
+    V a0[SWAREF_NS(VL)]; \
+    SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) a0[i] = (V){0}; \
     for (Py_ssize_t d = 0; d < D; d++) { \
         const T* kr = kt + d * SWAREF_TILE; T x0 = q0[d]; \
-        SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) a0[i] = a0[i] + x0 * SWAREF_LD(VU, kr + i * VL); \
+        SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) a0[i] = a0[i] + x0 * SWAREF_LD(VU, kr + i * VL); \
     } \
-    SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) SWAREF_ST(VU, s0 + i * VL, a0[i] * scale); \
+    SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) SWAREF_ST(VU, s0 + i * VL, a0[i] * scale); \
 } \
 static inline void swaref_scores2_##SFX(const T* q0, const T* q1, const T* kt, Py_ssize_t D, T scale, \
                                         T* s0, T* s1) { \
-    V a0[SWAREF_TILE / VL], a1[SWAREF_TILE / VL]; \
-    SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) { a0[i] = (V){0}; a1[i] = (V){0}; } \
+    V a0[SWAREF_NS(VL)], a1[SWAREF_NS(VL)]; \
+    SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) { a0[i] = (V){0}; a1[i] = (V){0}; } \
     for (Py_ssize_t d = 0; d < D; d++) { \
         const T* kr = kt + d * SWAREF_TILE; T x0 = q0[d], x1 = q1[d]; \
-        SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) { \
+        SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) { \
             V kv = SWAREF_LD(VU, kr + i * VL); \
             a0[i] = a0[i] + x0 * kv; a1[i] = a1[i] + x1 * kv; \
         } \
     } \
-    SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) { \
+    SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) { \
         SWAREF_ST(VU, s0 + i * VL, a0[i] * scale); SWAREF_ST(VU, s1 + i * VL, a1[i] * scale); \
     } \
 } \
     static inline void swaref_scores4_##SFX(const T* q0, const T* q1, const T* q2, const T* q3, \
                                             const T* kt, Py_ssize_t D, T scale, \
                                             T* s0, T* s1, T* s2, T* s3) { \
-        V a0[SWAREF_TILE / VL], a1[SWAREF_TILE / VL], a2[SWAREF_TILE / VL], a3[SWAREF_TILE / VL]; \
-        SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) { \
+        V a0[SWAREF_NS(VL)], a1[SWAREF_NS(VL)], a2[SWAREF_NS(VL)], a3[SWAREF_NS(VL)]; \
+        SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) { \
             a0[i] = (V){0}; a1[i] = (V){0}; a2[i] = (V){0}; a3[i] = (V){0}; \
         } \
         for (Py_ssize_t d = 0; d < D; d++) { \
             const T* kr = kt + d * SWAREF_TILE; T x0 = q0[d], x1 = q1[d], x2 = q2[d], x3 = q3[d]; \
-            SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) { \
+            SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) { \
                 V kv = SWAREF_LD(VU, kr + i * VL); \
                 a0[i] = a0[i] + x0 * kv; a1[i] = a1[i] + x1 * kv; \
                 a2[i] = a2[i] + x2 * kv; a3[i] = a3[i] + x3 * kv; \
             } \
         } \
-        SWAREF_UNROLL for (int i = 0; i < SWAREF_TILE / VL; i++) { \
+        SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) { \
             SWAREF_ST(VU, s0 + i * VL, a0[i] * scale); SWAREF_ST(VU, s1 + i * VL, a1[i] * scale); \
             SWAREF_ST(VU, s2 + i * VL, a2[i] * scale); SWAREF_ST(VU, s3 + i * VL, a3[i] * scale); \
         } \
@@ -163,10 +167,9 @@ SWAREF_DEFINE_PV(SFX, T, V, VU, VL, 2) \
 SWAREF_DEFINE_PV(SFX, T, V, VU, VL, 1) \
 static inline void swaref_pv_##SFX(int R, T* o0, T* o1, T al0, T al1, const T* p0, const T* p1, \
                                    const T** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, \
-                                   Py_ssize_t D) { \
-    Py_ssize_t e0 = 0; \
-    int big = 8; \
-    while (big == 8 && D - e0 >= 8 * VL) { swaref_pv8_##SFX(R, o0, o1, al0, al1, p0, p1, vp, vis, ja, jb, e0); e0 += 8 * VL; } \
+                                   Py_ssize_t e_begin, Py_ssize_t D) { \
+    Py_ssize_t e0 = e_begin; \
+    while (D - e0 >= 8 * VL) { swaref_pv8_##SFX(R, o0, o1, al0, al1, p0, p1, vp, vis, ja, jb, e0); e0 += 8 * VL; } \
     while (D - e0 >= 4 * VL) { swaref_pv4_##SFX(R, o0, o1, al0, al1, p0, p1, vp, vis, ja, jb, e0); e0 += 4 * VL; } \
     while (D - e0 >= 2 * VL) { swaref_pv2_##SFX(R, o0, o1, al0, al1, p0, p1, vp, vis, ja, jb, e0); e0 += 2 * VL; } \
     while (D - e0 >= VL) { swaref_pv1_##SFX(R, o0, o1, al0, al1, p0, p1, vp, vis, ja, jb, e0); e0 += VL; } \
@@ -212,6 +215,11 @@ static inline void swaref_pv##NV##_##SFX(int R, T* o0, T* o1, T al0, T al1, cons
             SWAREF_ST(VU, o0 + e0 + i * VL, SWAREF_LD(VU, o0 + e0 + i * VL) * al0 + u0[i]); \
     } \
 }
+#define SWAREF_SPAN_F (SWAREF_NS(SWAREF_VLF) * SWAREF_VLF)
+/* Output elements per value pass: 8 vectors (16 accumulators for two rows). */
+#define SWAREF_PVSPAN_F (8 * SWAREF_VLF)
+#define SWAREF_PVSPAN_D (8 * SWAREF_VLD)
+#define SWAREF_SPAN_D (SWAREF_NS(SWAREF_VLD) * SWAREF_VLD)
 SWAREF_DEFINE_KERNELS(f, float, swaref_vf, swaref_vfu, SWAREF_VLF)
 SWAREF_DEFINE_KERNELS(d, double, swaref_vd, swaref_vdu, SWAREF_VLD)
 

@@ -94,21 +94,30 @@ class PeakRSS:
         return (self.peak - self.base) / 2 ** 20 if self.proc else float("nan")
 
 
-def measure(fn, repeat):
-    """(best seconds, peak extra MB).  The first call is the warm-up and the memory probe:
-    tracemalloc (NumPy allocations, exact) and sampled RSS (anything, torch included); the larger counts."""
+def probe(fn):
+    """Warm-up call that also measures peak extra memory: tracemalloc (NumPy allocations, exact)
+    and sampled RSS (anything, torch included); the larger counts, in MB."""
     gc.collect()
     tracemalloc.start()
     with PeakRSS() as rss:
         fn()
     _, traced = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    best = math.inf
+    return max(traced / 2 ** 20, rss.extra_mb)
+
+
+def best_times(fns, repeat):
+    """Best of ``repeat`` wall times per function, the repetitions interleaved round-robin
+    so that a burst of load from elsewhere on the machine hits every competitor alike."""
+    best = [math.inf] * len(fns)
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best, max(traced / 2 ** 20, rss.extra_mb)
+        for i, fn in enumerate(fns):
+            if fn is None:
+                continue
+            t = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t)
+    return best
 
 
 def thread_limits(n):
@@ -222,46 +231,31 @@ def bench_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out):
     pos = np.arange(T, dtype=np.int64)
     pairs = band_pairs(pos, W)
     gflop = useful_gflop(Hq, D, pairs)
-    results = []          # (label, seconds or None, extra MB, note)
+    entries = []          # [label, fn or None, note, repeat]; fn None: skipped, note says why
 
-    def run(label, fn, repeat=args.repeat, note=""):
-        try:
-            with thread_limits(threads):
-                sec, mb = measure(fn, repeat)
-            results.append((label, sec, mb, note))
-        except Exception as exc:  # a competitor failing is a result, not a crash
-            results.append((label, None, None, f"failed: {type(exc).__name__}: {str(exc)[:80]}"))
+    def add(label, fn, note="", repeat=args.repeat):
+        entries.append([label, fn, note, repeat])
 
-    run("swaref cython", lambda: swaref.attention(q, k, v, window=W, backend="cython", num_threads=threads))
+    add("swaref cython", lambda: swaref.attention(q, k, v, window=W, backend="cython", num_threads=threads))
     # The reference: a Python loop over queries. On big shapes, time the last n queries and
     # scale by the band pairs (the cost per pair is flat once the window is full).
     n = min(T, args.ref_queries)
     sub_pairs = band_pairs(pos[T - n:], W)
-    with thread_limits(threads):
-        sec, mb = measure(lambda: swaref.attention(q[T - n:], k, v, window=W, q_pos=pos[T - n:], k_pos=pos), 1)
-    if n < T:
-        results.append(("numpy reference", sec * pairs / sub_pairs, mb,
-                        f"~ extrapolated from the last {n} queries"))
-    else:
-        results.append(("numpy reference", sec, mb, ""))
-    run("numpy blocked", lambda: numpy_blocked(q, k, v, W, scale))
+    add("numpy reference", lambda: swaref.attention(q[T - n:], k, v, window=W, q_pos=pos[T - n:], k_pos=pos),
+        f"~ extrapolated from the last {n} queries" if n < T else "", repeat=1)
+    add("numpy blocked", lambda: numpy_blocked(q, k, v, W, scale))
     if torch is None:
-        results.append(("torch sdpa dense mask", None, None, "skipped: torch not installed"))
-        results.append(("torch sdpa blocked", None, None, "skipped: torch not installed"))
-        results.append(("torch flex_attention", None, None, "skipped: torch not installed"))
+        for label in ("torch sdpa dense mask", "torch sdpa blocked", "torch flex_attention"):
+            add(label, None, "skipped: torch not installed")
     else:
         torch.set_num_threads(threads)
         tq, tk, tv = torch_inputs(q, k, v)
-        if args.skip_dense and T * T * Hq * np.dtype(dtype).itemsize > 2 ** 31:
-            results.append(("torch sdpa dense mask", None, None, "skipped: --skip-dense"))
-        else:
-            run("torch sdpa dense mask", lambda: torch_dense(tq, tk, tv, W, scale),
-                repeat=max(1, args.repeat // 2))
-        run("torch sdpa blocked", lambda: torch_blocked(tq, tk, tv, W, scale))
+        add("torch sdpa dense mask", lambda: torch_dense(tq, tk, tv, W, scale), repeat=max(1, args.repeat // 2))
+        add("torch sdpa blocked", lambda: torch_blocked(tq, tk, tv, W, scale))
         if dtype == np.float64:
-            results.append(("torch flex_attention", None, None, "skipped: flex_attention refuses float64 on CPU"))
+            add("torch flex_attention", None, "skipped: flex_attention refuses float64 on CPU")
         elif args.no_flex:
-            results.append(("torch flex_attention", None, None, "skipped: --no-flex"))
+            add("torch flex_attention", None, "skipped: --no-flex")
         else:
             try:
                 t0 = time.perf_counter()
@@ -269,10 +263,34 @@ def bench_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out):
                 with torch.no_grad():
                     fn(tq, tk, tv, block_mask=bm, scale=scale, enable_gqa=True)   # compile outside the timing
                 ctime = time.perf_counter() - t0
-                run("torch flex_attention", lambda: fn(tq, tk, tv, block_mask=bm, scale=scale, enable_gqa=True),
-                    note=f"compiled (first call {ctime:.0f} s)")
+                add("torch flex_attention", lambda: fn(tq, tk, tv, block_mask=bm, scale=scale, enable_gqa=True),
+                    f"compiled (first call {ctime:.0f} s)")
             except Exception as exc:
-                results.append(("torch flex_attention", None, None, f"failed: {type(exc).__name__}: {str(exc)[:80]}"))
+                add("torch flex_attention", None, f"failed: {type(exc).__name__}: {str(exc)[:80]}")
+
+    results = []          # (label, seconds or None, extra MB, note)
+    with thread_limits(threads):
+        mem = {}
+        for e in entries:
+            if e[1] is None:
+                continue
+            try:
+                mem[e[0]] = probe(e[1])
+            except Exception as exc:  # a competitor failing is a result, not a crash
+                e[1], e[2] = None, f"failed: {type(exc).__name__}: {str(exc)[:80]}"
+        # Interleave the repetitions; competitors with fewer repetitions drop out of later rounds.
+        best = [math.inf] * len(entries)
+        for rep in range(max(e[3] for e in entries)):
+            times = best_times([e[1] if e[1] is not None and rep < e[3] else None for e in entries], 1)
+            best = [min(b, t) for b, t in zip(best, times)]
+    for e, sec in zip(entries, best):
+        label, fn, note, _ = e
+        if fn is None:
+            results.append((label, None, None, note))
+        elif label == "numpy reference" and n < T:
+            results.append((label, sec * pairs / sub_pairs, mem[label], note))
+        else:
+            results.append((label, sec, mem[label], note))
 
     ours = results[0][1]
     print(f"\n## {name}: T={T} Hq={Hq} Hkv={Hkv} D={D} W={W} {np.dtype(dtype).name}, {threads} thread(s); "
@@ -321,14 +339,9 @@ def bench_decode(W, Hq, Hkv, D, dtype, threads, position, args, rows_out):
     def read_kv():
         return float(cache.k.sum()) + float(cache.v.sum())
 
-    def run(label, fn, note=""):
-        with thread_limits(threads):
-            sec, mb = measure(fn, args.decode_repeat)
-        results.append((label, sec, mb, note))
-
-    run("swaref cython", lambda: step("cython"))
-    run("numpy over the ring", numpy_ring)
-    run("numpy reference", lambda: step("reference"))
+    entries = [("swaref cython", lambda: step("cython"), ""),
+               ("numpy over the ring", numpy_ring, ""),
+               ("numpy reference", lambda: step("reference"), "")]
     if torch is not None:
         torch.set_num_threads(threads)
         tk = torch.from_numpy(cache.k).permute(1, 0, 2).unsqueeze(0)      # views of the slots
@@ -339,10 +352,16 @@ def bench_decode(W, Hq, Hkv, D, dtype, threads, position, args, rows_out):
             vis = torch.from_numpy((cache.positions >= 0) & (cache.positions > position - W))[None, :]
             with torch.no_grad():
                 return F.scaled_dot_product_attention(tq, tk, tv, attn_mask=vis, scale=scale, enable_gqa=True)
-        run("torch sdpa", sdpa)
+        entries.append(("torch sdpa", sdpa, ""))
     else:
-        results.append(("torch sdpa", None, None, "skipped: torch not installed"))
-    run("read K and V once", read_kv, note=f"{(cache.k.nbytes + cache.v.nbytes) / 2 ** 20:.0f} MiB, numpy sum")
+        entries.append(("torch sdpa", None, "skipped: torch not installed"))
+    entries.append(("read K and V once", read_kv,
+                     f"{(cache.k.nbytes + cache.v.nbytes) / 2 ** 20:.0f} MiB, numpy sum"))
+    with thread_limits(threads):
+        mem = [probe(fn) if fn is not None else None for _, fn, _ in entries]
+        best = best_times([fn for _, fn, _ in entries], args.decode_repeat)
+    results = [(label, sec if fn is not None else None, mb, note)
+               for (label, fn, note), sec, mb in zip(entries, best, mem)]
     ours = results[0][1]
     print(f"\n## decode at position {position:,}: W={W} Hq={Hq} Hkv={Hkv} D={D} {np.dtype(dtype).name}, "
           f"{threads} thread(s)")

@@ -155,7 +155,8 @@ def config_from_dict(cfg, path="config.json"):
     eos = [] if eos is None else (eos if isinstance(eos, list) else [eos])
     for t in eos:
         if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
-            raise CheckpointError(f"{path}: eos_token_id must be token ids in [0, {vocab}), got {cfg['eos_token_id']!r}")
+            raise CheckpointError(f"{path}: eos_token_id must be token ids in [0, {vocab}), "
+                                  f"got {cfg['eos_token_id']!r}")
     bos = cfg.get("bos_token_id")
     if bos is not None and (isinstance(bos, bool) or not isinstance(bos, int) or not 0 <= bos < vocab):
         raise CheckpointError(f"{path}: bos_token_id must be a token id in [0, {vocab}), got {bos!r}")

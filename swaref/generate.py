@@ -11,7 +11,6 @@ Without a tokenizer.json the prompt is token ids ("1 415 2936") and ids come out
 import sys
 import time
 
-import numpy as np
 
 #: The --tiny model: byte-level vocabulary, one sliding layer and one full-attention layer.
 TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, n_layers=2, n_heads=4, n_kv_heads=2,

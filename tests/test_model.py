@@ -6,7 +6,6 @@ softmax from tests/oracle.py, GQA by repeating K/V), sharing no code with
 swaref.model.  swaref's chunked / cached / batched paths must all agree with it.
 """
 import json
-import math
 import os
 import struct
 

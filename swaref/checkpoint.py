@@ -33,6 +33,17 @@ _LAYER_TENSORS = {
     "mlp_norm": "post_attention_layernorm.weight", "w_gate": "mlp.gate_proj.weight",
     "w_up": "mlp.up_proj.weight", "w_down": "mlp.down_proj.weight",
 }
+_MISTRAL_LAYER_TENSORS = {
+    "attn_norm": "attention_norm.weight", "wq": "attention.wq.weight", "wk": "attention.wk.weight",
+    "wv": "attention.wv.weight", "wo": "attention.wo.weight", "mlp_norm": "ffn_norm.weight",
+    "w_gate": "feed_forward.w1.weight", "w_up": "feed_forward.w3.weight", "w_down": "feed_forward.w2.weight",
+}
+_NAMES = {
+    "hf": ({"embed": "model.embed_tokens.weight", "final_norm": "model.norm.weight", "lm_head": "lm_head.weight"},
+           _LAYER_TENSORS, "model.layers."),
+    "mistral": ({"embed": "tok_embeddings.weight", "final_norm": "norm.weight", "lm_head": "output.weight"},
+                _MISTRAL_LAYER_TENSORS, "layers."),
+}
 # Old checkpoints store RoPE's inverse frequencies; they are recomputed, never read.
 _IGNORED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
 
@@ -214,9 +225,13 @@ def tensor_files(directory):
 
 def read_specs(directory):
     """name -> (file, dtype string, shape tuple) from the safetensors headers; reads no tensor data."""
-    safe_open = _import_safetensors()
     mapping = tensor_files(directory)
     files = sorted(set(mapping.values())) if mapping else [os.path.join(directory, "model.safetensors")]
+    return _specs(files, mapping)
+
+
+def _specs(files, mapping=None):
+    safe_open = _import_safetensors()
     specs = {}
     for path in files:
         try:
@@ -238,33 +253,37 @@ def read_specs(directory):
     return specs
 
 
-def expected_tensors(cfg):
-    """HF tensor name -> (swaref slot, shape); slot is a top-level name or (layer, name)."""
+def expected_tensors(cfg, fmt="hf"):
+    """Tensor name -> (swaref slot, shape); slot is a top-level name or (layer, name).
+
+    fmt "hf": transformers' names; "mistral": Mistral's native consolidated.safetensors names.
+    """
     top, layer = expected_shapes(cfg)
-    out = {"model.embed_tokens.weight": ("embed", top["embed"]), "model.norm.weight": ("final_norm", top["final_norm"])}
+    names, per_layer, prefix = _NAMES[fmt]
+    out = {names[k]: (k, top[k]) for k in ("embed", "final_norm")}
     if not cfg.tie_word_embeddings:
-        out["lm_head.weight"] = ("lm_head", top["lm_head"])
+        out[names["lm_head"]] = ("lm_head", top["lm_head"])
     for i in range(cfg.n_layers):
-        for key, hf in _LAYER_TENSORS.items():
-            out[f"model.layers.{i}.{hf}"] = ((i, key), layer[key])
+        for key, name in per_layer.items():
+            out[f"{prefix}{i}.{name}"] = ((i, key), layer[key])
     return out
 
 
-def check_specs(cfg, specs):
+def check_specs(cfg, specs, fmt="hf", source="config.json"):
     """Every expected tensor present with the right shape and a float dtype; nothing unknown."""
-    want = expected_tensors(cfg)
+    want = expected_tensors(cfg, fmt)
     missing = [n for n in want if n not in specs]
     if missing:
         raise CheckpointError(f"checkpoint is missing {len(missing)} tensor(s), e.g. {missing[:3]}")
     for name, (path, dtype, shape) in specs.items():
         if name not in want:
-            if _IGNORED.fullmatch(name) or (cfg.tie_word_embeddings and name == "lm_head.weight"):
+            if _IGNORED.fullmatch(name) or (cfg.tie_word_embeddings and name == _NAMES[fmt][0]["lm_head"]):
                 continue
             raise CheckpointError(f"{path}: unexpected tensor {name!r} (not part of a Mistral model with this config)")
         exp = want[name][1]
         if shape != exp:
             raise CheckpointError(f"{path}: tensor {name!r} has shape {list(shape)}, expected {list(exp)} "
-                                  f"from config.json")
+                                  f"from {source}")
         if dtype not in WEIGHT_DTYPES:
             raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}; expected one of {WEIGHT_DTYPES}")
 
@@ -291,18 +310,34 @@ def read_tensor(path, name, dtype):
         return np.ascontiguousarray(f.get_tensor(name), dtype=np.float32)
 
 
-def load_model(directory):
-    """Load ``directory`` (config.json + safetensors) -> swaref.model.Model with float32 weights.
+def load_model(directory, rope_theta=None):
+    """Load a checkpoint directory -> swaref.model.Model with float32 weights.
+
+    Hugging Face layout (config.json + model.safetensors or shards; RoPE
+    rotate-half) or Mistral's native layout (params.json +
+    consolidated.safetensors; RoPE on interleaved pairs).  ``rope_theta``
+    overrides the file's value; a params.json without one must be given it
+    (Mistral 7B v0.1 used 10000, later code defaults to 1e6).
 
     Raises CheckpointFileError for a missing file and CheckpointError for
     anything else wrong, before any weight is kept.
     """
-    cfg = load_config(directory)
-    specs = read_specs(directory)
-    check_specs(cfg, specs)
-    want = expected_tensors(cfg)
+    if os.path.isdir(directory) and not os.path.isfile(os.path.join(directory, "config.json")) \
+            and os.path.isfile(os.path.join(directory, "params.json")):
+        cfg = load_mistral_config(directory, rope_theta)
+        path = os.path.join(directory, "consolidated.safetensors")
+        if not os.path.isfile(path):
+            raise CheckpointFileError(f"{path} is missing (Mistral's native layout: params.json + "
+                                      f"consolidated.safetensors)")
+        specs, fmt, source = _specs([path]), "mistral", "params.json"
+    else:
+        cfg = load_config(directory)
+        if rope_theta is not None:
+            cfg.rope_theta = _field({"rope_theta": rope_theta}, "rope_theta", "rope_theta=", kind="float")
+        specs, fmt, source = read_specs(directory), "hf", "config.json"
+    check_specs(cfg, specs, fmt, source)
     slots = {}
-    for name, (slot, _) in want.items():
+    for name, (slot, _) in expected_tensors(cfg, fmt).items():
         path, dtype, _ = specs[name]
         arr = read_tensor(path, name, dtype)
         if not np.isfinite(arr).all():
@@ -312,6 +347,51 @@ def load_model(directory):
     layers = [LayerWeights(**{key: slots[(i, key)] for key in _LAYER_TENSORS}) for i in range(cfg.n_layers)]
     lm_head = slots["embed"] if cfg.tie_word_embeddings else slots["lm_head"]
     return Model(cfg, slots["embed"], layers, slots["final_norm"], lm_head)
+
+
+def load_mistral_config(directory, rope_theta=None):
+    """ModelConfig (rope_layout "interleaved") from Mistral's native ``params.json``."""
+    path = os.path.join(directory, "params.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            p = json.load(f)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(p, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(p).__name__}")
+    for unsupported in ("moe", "vision_encoder", "lora"):
+        if p.get(unsupported):
+            raise CheckpointError(f"{path}: {unsupported!r} models are not supported (dense Mistral only)")
+    n_layers = _field(p, "n_layers", path)
+    n_heads = _field(p, "n_heads", path)
+    dim = _field(p, "dim", path)
+    n_kv = _field(p, "n_kv_heads", path, default=n_heads, required=False)
+    head_dim = _field(p, "head_dim", path, required=False)
+    if head_dim is None:
+        if dim % n_heads:
+            raise CheckpointError(f"{path}: head_dim is missing and dim {dim} is not a multiple of n_heads {n_heads}")
+        head_dim = dim // n_heads
+    if n_heads % n_kv or head_dim % 2:
+        raise CheckpointError(f"{path}: n_heads {n_heads} must be a multiple of n_kv_heads {n_kv} and head_dim "
+                              f"{head_dim} even")
+    sw = p.get("sliding_window")
+    if isinstance(sw, list):  # mistral-inference: one window per layer (None = full attention)
+        if len(sw) != n_layers:
+            raise CheckpointError(f"{path}: a per-layer sliding_window list needs {n_layers} entries, got {len(sw)}")
+        windows = [None if w is None else _field({"w": w}, "w", f"{path} sliding_window") for w in sw]
+    else:
+        windows = None if sw is None else _field(p, "sliding_window", path)
+    if rope_theta is None:
+        if "rope_theta" not in p:
+            raise CheckpointError(f"{path} has no rope_theta; pass it explicitly (load_model(..., rope_theta=...)): "
+                                  f"Mistral 7B v0.1 used 10000, later mistral-inference code defaults to 1e6")
+        rope_theta = p["rope_theta"]
+    return ModelConfig(
+        vocab_size=_field(p, "vocab_size", path), hidden_size=dim, intermediate_size=_field(p, "hidden_dim", path),
+        n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, window=windows,
+        rope_theta=_field({"rope_theta": rope_theta}, "rope_theta", path, kind="float"),
+        rms_norm_eps=_field(p, "norm_eps", path, default=1e-5, required=False, kind="float"),
+        tie_word_embeddings=False, rope_layout="interleaved")
 
 
 def load_tokenizer(directory):

@@ -485,6 +485,62 @@ def test_layer_types_give_per_layer_windows(tmp_path):
     assert loaded.config.windows == (4, None)
 
 
+MISTRAL_LAYER = {"attn_norm": "attention_norm", "wq": "attention.wq", "wk": "attention.wk", "wv": "attention.wv",
+                 "wo": "attention.wo", "mlp_norm": "ffn_norm", "w_gate": "feed_forward.w1",
+                 "w_up": "feed_forward.w3", "w_down": "feed_forward.w2"}
+
+
+def write_mistral_native(d, model, params):
+    """Mistral's own layout: params.json + consolidated.safetensors (interleaved RoPE)."""
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "params.json"), "w") as f:
+        json.dump(params, f)
+    t = {"tok_embeddings.weight": model.embed, "norm.weight": model.final_norm, "output.weight": model.lm_head}
+    for i, lw in enumerate(model.layers):
+        for key, name in MISTRAL_LAYER.items():
+            t[f"layers.{i}.{name}.weight"] = getattr(lw, key)
+    safetensors_numpy.save_file(t, os.path.join(d, "consolidated.safetensors"))
+    return d
+
+
+@needs_safetensors
+def test_mistral_native_checkpoint_equals_its_hf_conversion(tmp_path):
+    # The same model in both layouts: native (interleaved RoPE) and HF (rotate-half, Q/K rows permuted
+    # the way transformers' converter does).  Both loads must give the same logits.
+    native = make_model(seed=8, layout="interleaved", window=[3, None])
+    cfg = native.config
+    params = {"dim": cfg.hidden_size, "n_layers": cfg.n_layers, "head_dim": cfg.head_dim, "hidden_dim":
+              cfg.intermediate_size, "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "norm_eps": cfg.rms_norm_eps,
+              "vocab_size": cfg.vocab_size, "sliding_window": [3, None], "rope_theta": cfg.rope_theta}
+    a = C.load_model(write_mistral_native(str(tmp_path / "native"), native, params))
+    assert a.config.rope_layout == "interleaved" and a.config.windows == (3, None)
+    same_weights(a, native)
+    layers = []
+    for lw in native.layers:
+        arrays = {n: getattr(lw, n) for n in M.LayerWeights.NAMES}
+        arrays["wq"] = M.interleaved_to_half(lw.wq, cfg.n_heads, cfg.head_dim)
+        arrays["wk"] = M.interleaved_to_half(lw.wk, cfg.n_kv_heads, cfg.head_dim)
+        layers.append(M.LayerWeights(**arrays))
+    hf = M.Model(make_cfg(window=[3, None]), native.embed, layers, native.final_norm, native.lm_head)
+    hf_cfg = hf_config(hf.config)
+    hf_cfg["layer_types"] = ["sliding_attention", "full_attention"]
+    hf_cfg["sliding_window"] = 3
+    b = C.load_model(write_checkpoint(str(tmp_path / "hf"), hf, hf_cfg))
+    toks = np.arange(13) % 61
+    la = M.prefill_prompt(a, toks, M.new_caches(a, 13), logits="all")
+    lb = M.prefill_prompt(b, toks, M.new_caches(b, 13), logits="all")
+    assert_close(la, lb, atol=1e-5)
+    assert_close(la, oracle_logits(native, toks), atol=1e-4)
+    del params["rope_theta"]
+    d = write_mistral_native(str(tmp_path / "no_theta"), native, params)
+    with pytest.raises(C.CheckpointError, match="no rope_theta; pass it explicitly"):
+        C.load_model(d)
+    assert C.load_model(d, rope_theta=1e6).config.rope_theta == 1e6
+    os.remove(os.path.join(d, "consolidated.safetensors"))
+    with pytest.raises(C.CheckpointFileError, match="consolidated.safetensors"):
+        C.load_model(d, rope_theta=1e4)
+
+
 # ------------------------------------------------------------ compiled backend
 
 def _backend_missing():

@@ -383,7 +383,8 @@ def load_mistral_config(directory, rope_theta=None):
         windows = None if sw is None else _field(p, "sliding_window", path)
     if rope_theta is None:
         if "rope_theta" not in p:
-            raise CheckpointError(f"{path} has no rope_theta; pass it explicitly (load_model(..., rope_theta=...)): "
+            raise CheckpointError(f"{path} has no rope_theta; pass it explicitly (load_model(..., rope_theta=...) or "
+                                  f"swaref generate --rope-theta): "
                                   f"Mistral 7B v0.1 used 10000, later mistral-inference code defaults to 1e6")
         rope_theta = p["rope_theta"]
     return ModelConfig(

@@ -19,7 +19,8 @@ TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, n_layers=2, n
 
 def add_arguments(p):
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", metavar="DIR", help="Hugging Face checkpoint directory (config.json + safetensors)")
+    src.add_argument("--model", metavar="DIR", help="checkpoint directory: Hugging Face (config.json + safetensors) "
+                                                    "or Mistral's native (params.json + consolidated.safetensors)")
     src.add_argument("--tiny", action="store_true",
                      help="a small random-weight model built in memory (its output is noise)")
     p.add_argument("--prompt", required=True, help="prompt text (or token ids separated by spaces when the "
@@ -33,6 +34,8 @@ def add_arguments(p):
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--no-stop", action="store_true", help="do not stop at the end-of-sequence token")
+    p.add_argument("--rope-theta", type=float, default=None,
+                   help="override the checkpoint's RoPE base (needed for a params.json without rope_theta)")
 
 
 class _ByteCodec:
@@ -105,7 +108,7 @@ def _load(args, err):
                   f"{list(cfg.windows)}; the output is noise, this only exercises the pipeline.\n")
         return M.random_model(cfg, seed=seed), _ByteCodec()
     from .checkpoint import load_model, load_tokenizer
-    model = load_model(args.model)
+    model = load_model(args.model, rope_theta=args.rope_theta)
     tok = load_tokenizer(args.model)
     return model, (_HFCodec(tok) if tok is not None else None)
 

@@ -127,6 +127,22 @@ cdef enum:
     PREFETCH = 8           # keys ahead whose rows the tile gather prefetches
 
 
+#: Multiply-adds per thread below which a call uses fewer threads (tests lower it to 1
+#: so that even their small shapes run on several threads).
+cdef Py_ssize_t min_work = 1 << 20
+
+
+def min_work_per_thread(n=None):
+    """Get, or set and return the previous, multiply-adds per thread below which fewer threads run."""
+    global min_work
+    old = min_work
+    if n is not None:
+        if int(n) < 1:
+            raise ValueError(f"min_work_per_thread must be >= 1, got {n}")
+        min_work = int(n)
+    return old
+
+
 def openmp_enabled():
     """True when this build was compiled with OpenMP."""
     return bool(SWAREF_HAVE_OPENMP)
@@ -519,6 +535,14 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     nitems = nblocks * ((Hkv + hg - 1) // hg)
     if nthreads > nitems:
         nthreads = nitems
+    # Waking a thread costs microseconds, and on a busy machine a spinning OpenMP worker takes
+    # the caller's core: give each thread at least min_work multiply-adds (bits do not change).
+    keys = k.shape[0] + ck.shape[0]
+    if w and w < keys:
+        keys = w
+    work_madds = T * Hq * D * keys
+    if nthreads > 1 and work_madds // min_work < nthreads:
+        nthreads = max(1, work_madds // min_work)
     rows = block * G * hg
     dtype = np.float32 if floating is float else np.float64
     out = np.empty((T, Hq, D), dtype=dtype)

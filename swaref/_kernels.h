@@ -99,6 +99,11 @@ static inline float swaref_exp_f(float x) {
 #define SWAREF_NS(VL) ((SWAREF_TILE / (VL)) < 4 ? (SWAREF_TILE / (VL)) : 4)
 #define SWAREF_LD(VU, p) (*(const VU*)(p))
 #define SWAREF_ST(VU, p, x) (*(VU*)(p) = (x))
+#if defined(__GNUC__) && !defined(__clang__)
+/* The 64-byte vector types are only passed between static inline functions of this
+   file, so GCC's note that their ABI differs without AVX-512 does not apply. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 #if defined(__GNUC__) || defined(__clang__)
 #define SWAREF_UNROLL _Pragma("GCC unroll 16")
 typedef float swaref_vf __attribute__((vector_size(64)));

@@ -24,6 +24,10 @@ from . import _validate as V
 from .errors import SwarefError, SwarefTypeError
 
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Largest position the kernel takes: its tile arithmetic (position + 64, + prefetch distance)
+#: must not overflow int64.
+MAX_POSITION = 2 ** 62
+MAX_THREADS = 4096
 
 
 def _core():
@@ -53,7 +57,20 @@ def _contiguous(x):
 
 
 def _threads(num_threads):
-    return V.check_num_threads(num_threads)
+    n = V.check_num_threads(num_threads)
+    return None if n is None else min(n, MAX_THREADS)      # more threads than items are not used anyway
+
+
+def _check_max_position(pos, name):
+    if pos.size and int(pos.max()) > MAX_POSITION:
+        raise SwarefError("positions", f"backend='cython' takes positions up to 2**62, got {name} up to "
+                                       f"{int(pos.max())}; use backend='reference'")
+
+
+def _kernel_window(window, last_position):
+    """A window wider than every position is plain causal attention: hand the kernel None
+    (the same visible keys, the same arithmetic) rather than an int64 it cannot hold."""
+    return None if window is not None and window > last_position + 1 else window
 
 
 def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None):
@@ -73,6 +90,9 @@ def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None):
     scale = V.check_scale(scale, D)
     num_threads = _threads(num_threads)
     V.check_no_empty_rows(q_pos, k_pos, window)
+    _check_max_position(q_pos, "q_pos")
+    _check_max_position(k_pos, "k_pos")
+    window = _kernel_window(window, int(q_pos[-1]))
     q, k, v = (_contiguous(x) for x in (q, k, v))
     ring = np.zeros((0, Hkv, D), dtype=q.dtype)
     ring_pos = np.zeros(0, dtype=np.int64)
@@ -134,6 +154,8 @@ def attend_chunk(q, k, v, q_pos, cache, scale, num_threads=None):
     scale = V.check_scale(scale, D)
     num_threads = _threads(num_threads)
     ck, cv, cpos, first, last = _check_ring(cache, Hkv, D, q.dtype)
+    _check_max_position(q_pos, "q_pos")
+    _check_max_position(cpos, "cache.positions")
     start = int(q_pos[0])
     if c:
         # Prefill: the chunk follows what the cache holds; every query sees at least its own key.
@@ -152,5 +174,5 @@ def attend_chunk(q, k, v, q_pos, cache, scale, num_threads=None):
         k_pos = np.zeros(0, dtype=np.int64)
         ring_hi = last
     q, k, v = (_contiguous(x) for x in (q, k, v))
-    return _core().band_attention(q, q_pos, k, v, k_pos, ck, cv, cpos,
-                                  first, ring_hi, cache.window, scale, num_threads)
+    return _core().band_attention(q, q_pos, k, v, k_pos, ck, cv, cpos, first, ring_hi,
+                                  _kernel_window(cache.window, int(q_pos[-1])), scale, num_threads)

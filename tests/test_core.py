@@ -327,6 +327,11 @@ def test_backend_attention_rejects_bad_input():
     _expect("scale", A, q, k, v, p, p, 3, "0.5")
     _expect("argument", A, q, k, v, p, p, 3, 0.5, 0)
     _expect("argument", A, q, k, v, p, p, 3, 0.5, 1.5)
+    big = p + 2 ** 62
+    _expect("positions", A, q, k, v, big, big, 3, 0.5, match="2\\*\\*62")
+    # Windows beyond int64 and absurd thread counts are handled, not overflowed.
+    assert_bitwise_equal(A(q, k, v, p, p, 2 ** 70, 0.5, 10 ** 12), A(q, k, v, p, p, None, 0.5, 1),
+                         name="huge window == causal")
 
 
 def test_backend_attend_chunk_rejects_bad_input_and_corrupt_caches():

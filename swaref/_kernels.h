@@ -371,4 +371,35 @@ SWAREF_DEFINE_SOFTMAX(f, float)
 SWAREF_DEFINE_SOFTMAX(d, double)
 #endif
 
+/* For the tests: y = exp(x) elementwise with the scalar formula, or with the vector one
+   (full vectors; a tail shorter than a vector is padded with 0). */
+static inline void swaref_exp_array_f(const float* x, float* y, Py_ssize_t n, int vector) {
+#if defined(__GNUC__) || defined(__clang__)
+    if (vector) {
+        for (Py_ssize_t i = 0; i < n; i += 16) {
+            float buf[16] = {0};
+            for (int j = 0; j < 16 && i + j < n; j++) buf[j] = x[i + j];
+            swaref_vf r = swaref_vexp_f(SWAREF_LD(swaref_vfu, buf));
+            for (int j = 0; j < 16 && i + j < n; j++) y[i + j] = r[j];
+        }
+        return;
+    }
+#endif
+    for (Py_ssize_t i = 0; i < n; i++) y[i] = swaref_exp_f(x[i]);
+}
+static inline void swaref_exp_array_d(const double* x, double* y, Py_ssize_t n, int vector) {
+#if defined(__GNUC__) || defined(__clang__)
+    if (vector) {
+        for (Py_ssize_t i = 0; i < n; i += 8) {
+            double buf[8] = {0};
+            for (int j = 0; j < 8 && i + j < n; j++) buf[j] = x[i + j];
+            swaref_vd r = swaref_vexp_d(SWAREF_LD(swaref_vdu, buf));
+            for (int j = 0; j < 8 && i + j < n; j++) y[i + j] = r[j];
+        }
+        return;
+    }
+#endif
+    for (Py_ssize_t i = 0; i < n; i++) y[i] = swaref_exp_d(x[i]);
+}
+
 #endif /* SWAREF_KERNELS_H */

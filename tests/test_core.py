@@ -61,18 +61,20 @@ def schedules(draw, T):
 
 # --------------------------------------------------------------------- exp
 
+@pytest.mark.parametrize("vector", [False, True])
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
-def test_exp_matches_numpy_on_its_domain(dtype):
+def test_exp_matches_numpy_on_its_domain(dtype, vector):
+    """Both exp formulas of swaref/_kernels.h: scalar (alpha) and vector (the weights)."""
     lo = -87.0 if dtype == np.float32 else -708.0
     x = np.concatenate([np.linspace(lo, 0, 200001), -np.logspace(-30, np.log10(-lo), 5000),
                         [0.0, -0.0]]).astype(dtype)
-    got = _core.exp_kernel(x)
+    got = _core.exp_kernel(x, vector=vector)
     want = np.exp(x.astype(np.float64))
     rel = np.abs(got.astype(np.float64) - want) / want
     assert rel.max() <= 4 * np.finfo(dtype).eps, f"max relative error {rel.max():.3e}"
-    assert _core.exp_kernel(np.zeros(3, dtype))[0] == 1.0                  # exp(0) exactly 1: alpha = 1
+    assert _core.exp_kernel(np.zeros(3, dtype), vector=vector)[0] == 1.0      # exp(0) exactly 1: alpha = 1
     special = _core.exp_kernel(np.array([-np.inf, lo - 1, -1e300 if dtype == np.float64 else -1e30, np.nan],
-                                        dtype=dtype))
+                                        dtype=dtype), vector=vector)
     assert special[0] == 0 and special[1] == 0 and special[2] == 0 and np.isnan(special[3])
 
 

@@ -11,7 +11,7 @@ Layers
 1. ``_block``: the ``noexcept nogil`` core of one (KV head, query block) work
    item, on raw pointers; its products, softmax step and exp are the C
    micro-kernels in swaref/_kernels.h (Cython cannot keep an array of
-   accumulators in registers: measured 2-3x slower).
+   accumulators in registers: measured about 2x slower).
 2. ``_band_core``: ``noexcept nogil`` on ``const floating[:, :, ::1]``
    memoryviews (fused float/double); splits the work into items and runs them
    in an OpenMP ``prange`` (sequentially when built without OpenMP).

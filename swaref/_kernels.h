@@ -84,7 +84,7 @@ static inline float swaref_exp_f(float x) {
 
 /* ---- Micro-kernels (C, GCC/Clang vector extensions) ----------------------
    Cython cannot keep an array of accumulators in registers (GCC spills
-   them to the stack every iteration: measured 2-3x slower), so the two
+   them to the stack every iteration: measured about 2x slower), so the two
    products live here.  Every lane/element follows one fixed chain:
      scores: a = 0; a = a + q[d] * k[d] for d = 0 .. D-1; s = a * scale
      values: u = 0; u = u + p[j] * v[j][e] for visible j in order;

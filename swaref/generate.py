@@ -12,6 +12,9 @@ import sys
 import time
 
 
+#: The tutorial's chunked-prefill sentence: the default prompt of ``--tiny``.
+TINY_PROMPT = "Can you tell me who is the richest man in history"
+
 #: The --tiny model: byte-level vocabulary, one sliding layer and one full-attention layer.
 TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, n_layers=2, n_heads=4, n_kv_heads=2,
             head_dim=16, window=[8, None], rope_theta=10000.0, rms_norm_eps=1e-5)
@@ -23,8 +26,9 @@ def add_arguments(p):
                                                     "or Mistral's native (params.json + consolidated.safetensors)")
     src.add_argument("--tiny", action="store_true",
                      help="a small random-weight model built in memory (its output is noise)")
-    p.add_argument("--prompt", required=True, help="prompt text (or token ids separated by spaces when the "
-                                                   "model has no tokenizer.json)")
+    p.add_argument("--prompt", default=None,
+                   help="prompt text (or token ids separated by spaces when the model has no tokenizer.json); "
+                        f"required with --model, defaults to {TINY_PROMPT!r} with --tiny")
     p.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
     p.add_argument("--chunk-size", type=int, default=None, metavar="C",
                    help="prefill chunk length (default: the smallest window W)")
@@ -121,6 +125,10 @@ def run(args, out=None, err=None):
     out = out or sys.stdout
     err = err or sys.stderr
     try:
+        if args.prompt is None:
+            if not args.tiny:
+                raise ValueError("--prompt is required with --model")
+            args.prompt = TINY_PROMPT
         model, codec = _load(args, err)
         prompt = codec.encode(args.prompt) if codec is not None else _parse_ids(args.prompt)
         params = SamplingParams(args.temperature, args.top_p, args.seed)

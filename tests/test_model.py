@@ -575,6 +575,15 @@ def test_generate_cli_tiny_runs_and_says_noise(capsys):
     assert "noise" in text and "prefill" in text and "decode" in text and "cache" in text
 
 
+def test_generate_cli_tiny_defaults_to_the_tutorial_prompt_and_model_needs_one(capsys, tmp_path):
+    from swaref.cli import main
+    assert main(["generate", "--tiny", "--max-new-tokens", "2"]) == 0
+    # The byte-level codec gives one token per byte of the tutorial's 49-character sentence.
+    assert "prompt 49 tokens" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tmp_path)]) == 2
+    assert "--prompt is required with --model" in capsys.readouterr().err
+
+
 def test_generate_cli_long_prompt_draws_a_progress_bar(capsys):
     from swaref.cli import main
     assert main(["generate", "--tiny", "--prompt", "x" * 40, "--max-new-tokens", "2", "--chunk-size", "8"]) == 0

@@ -110,6 +110,8 @@ cdef extern from "_kernels.h":
     void swaref_scores4_d(const double* q0, const double* q1, const double* q2, const double* q3,
                           const double* kt, Py_ssize_t D, double scale,
                           double* s0, double* s1, double* s2, double* s3) noexcept nogil
+    void swaref_transpose_tile_f(float* kt, const float* const* rows, Py_ssize_t off, Py_ssize_t D) noexcept nogil
+    void swaref_transpose_tile_d(double* kt, const double* const* rows, Py_ssize_t off, Py_ssize_t D) noexcept nogil
     const int SWAREF_PVSPAN_F
     const int SWAREF_PVSPAN_D
     void swaref_pv_f(int R, float* o0, float* o1, float al0, float al1, const float* p0, const float* p1,
@@ -272,23 +274,28 @@ cdef inline void _scores_rows(const Py_ssize_t* act, Py_ssize_t n, const floatin
         _scores1(_qrow(q, act[i], nq, G, Hq, D, g0, t0), kt + l0, D, scale, sc + act[i] * TILE + l0)
 
 
-cdef inline void _gather_row(floating* kt, const floating** vbase, floating* vt, bint copy_v,
+cdef inline void _gather_row(const floating** krows, const floating** vbase, floating* vt, bint copy_v,
                              const floating* krow, const floating* vrow, Py_ssize_t j,
-                             Py_ssize_t HG, Py_ssize_t D) noexcept nogil:
-    """Put one key (HG consecutive KV heads, contiguous in memory) into lane j of the tiles."""
-    cdef Py_ssize_t gi, d
-    cdef floating* ktg
-    cdef const floating* kr
-    for gi in range(HG):
-        ktg = kt + gi * TILE * D
-        kr = krow + gi * D
-        for d in range(D):
-            ktg[d * TILE + j] = kr[d]
+                             Py_ssize_t D) noexcept nogil:
+    """Put one key into lane j: its key row is noted (transposed into the tiles after the
+    gather, _transpose_tile), its value row copied to the value tile or pointed at in place."""
+    krows[j] = krow
     if copy_v:
         memcpy(vt + j * D, vrow, D * sizeof(floating))
         vbase[j] = vt + j * D
     else:
         vbase[j] = vrow
+
+
+cdef inline void _transpose_tile(floating* kt, const floating** krows, Py_ssize_t HG, Py_ssize_t D) noexcept nogil:
+    """kt[gi][d, j] = krows[j][gi * D + d] for each KV head gi of the item and each lane j
+    with a key (krows[j] != NULL); a pure data move (swaref/_kernels.h)."""
+    cdef Py_ssize_t gi
+    for gi in range(HG):
+        if floating is float:
+            swaref_transpose_tile_f(kt + gi * TILE * D, krows, gi * D, D)
+        else:
+            swaref_transpose_tile_d(kt + gi * TILE * D, krows, gi * D, D)
 
 
 cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
@@ -326,6 +333,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
     cdef Py_ssize_t* rjb = iwork + nrows
     cdef const floating* vbase[TILE]
     cdef const floating* vptr[TILE]
+    cdef const floating* krows[TILE]
     cdef char present[TILE]
     cdef Py_ssize_t r, rend, d, j, ja, jb, slot, e, eb, gi, tq, i, nact
     cdef Py_ssize_t act[4]
@@ -366,6 +374,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
         tend = tstart + TILE
         for j in range(TILE):
             present[j] = 0
+            krows[j] = NULL
         while rp <= ring_hi and rp <= hi and rp < tend:
             if not copy_v:
                 slot = (rp + PREFETCH) % C
@@ -375,8 +384,8 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
             if cpos[slot] == rp:
                 j = rp - tstart
                 present[j] = 1
-                _gather_row(kt, vbase, vt, copy_v, ck + (slot * Hkv + g0) * D, cv + (slot * Hkv + g0) * D,
-                            j, HG, D)
+                _gather_row(krows, vbase, vt, copy_v, ck + (slot * Hkv + g0) * D, cv + (slot * Hkv + g0) * D,
+                            j, D)
             rp += 1
         while e < eb and k_pos[e] < tend:
             if not copy_v and e + PREFETCH < eb:
@@ -384,8 +393,9 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                 swaref_prefetch(v + ((e + PREFETCH) * Hkv + g0) * D, seg)
             j = k_pos[e] - tstart
             present[j] = 1
-            _gather_row(kt, vbase, vt, copy_v, k + (e * Hkv + g0) * D, v + (e * Hkv + g0) * D, j, HG, D)
+            _gather_row(krows, vbase, vt, copy_v, k + (e * Hkv + g0) * D, v + (e * Hkv + g0) * D, j, D)
             e += 1
+        _transpose_tile(kt, krows, HG, D)
 
         # Each query's visible lanes: positions in [p - W + 1, p] of this tile, present
         # (the same for all its heads).

@@ -371,6 +371,75 @@ SWAREF_DEFINE_SOFTMAX(f, float)
 SWAREF_DEFINE_SOFTMAX(d, double)
 #endif
 
+/* Key tile gather, transposed: kt[d * TILE + j] = rows[j][d] for the lanes j of the groups
+   (16 lanes float32, 8 float64) that hold at least one key.  A pure data move: no bit of any
+   score depends on how it is done.  Lanes without a key in such a group are filled from one
+   that has (their scores are masked by selects, like the stale lanes of skipped groups).
+   Writing the tile one element at a time (TILE-strided scalar stores) cost 10-13% of a
+   prefill and most of a decode step; here 16 x 16 blocks go through registers (64 shuffles
+   for 16 loads and 16 stores). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define SWAREF_ARR(...) {__VA_ARGS__}
+#define SWAREF_TSTAGE(V, MI, a, i, h, lo, hi) do { \
+        V x_ = a[i], y_ = a[(i) + (h)]; \
+        a[i] = __builtin_shuffle(x_, y_, (MI)lo); a[(i) + (h)] = __builtin_shuffle(x_, y_, (MI)hi); \
+    } while (0)
+static inline void swaref_tr16_f(swaref_vf* a) {
+    for (int i = 0; i < 16; i++) if (!(i & 8)) SWAREF_TSTAGE(swaref_vf, swaref_vi, a, i, 8,
+        SWAREF_ARR(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+        SWAREF_ARR(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+    for (int i = 0; i < 16; i++) if (!(i & 4)) SWAREF_TSTAGE(swaref_vf, swaref_vi, a, i, 4,
+        SWAREF_ARR(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27),
+        SWAREF_ARR(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31));
+    for (int i = 0; i < 16; i++) if (!(i & 2)) SWAREF_TSTAGE(swaref_vf, swaref_vi, a, i, 2,
+        SWAREF_ARR(0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29),
+        SWAREF_ARR(2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31));
+    for (int i = 0; i < 16; i++) if (!(i & 1)) SWAREF_TSTAGE(swaref_vf, swaref_vi, a, i, 1,
+        SWAREF_ARR(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30),
+        SWAREF_ARR(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31));
+}
+static inline void swaref_tr8_d(swaref_vd* a) {
+    for (int i = 0; i < 8; i++) if (!(i & 4)) SWAREF_TSTAGE(swaref_vd, swaref_vl, a, i, 4,
+        SWAREF_ARR(0, 1, 2, 3, 8, 9, 10, 11), SWAREF_ARR(4, 5, 6, 7, 12, 13, 14, 15));
+    for (int i = 0; i < 8; i++) if (!(i & 2)) SWAREF_TSTAGE(swaref_vd, swaref_vl, a, i, 2,
+        SWAREF_ARR(0, 1, 8, 9, 4, 5, 12, 13), SWAREF_ARR(2, 3, 10, 11, 6, 7, 14, 15));
+    for (int i = 0; i < 8; i++) if (!(i & 1)) SWAREF_TSTAGE(swaref_vd, swaref_vl, a, i, 1,
+        SWAREF_ARR(0, 8, 2, 10, 4, 12, 6, 14), SWAREF_ARR(1, 9, 3, 11, 5, 13, 7, 15));
+}
+#define SWAREF_HAVE_TR 1
+#else
+#define SWAREF_HAVE_TR 0
+#endif
+
+#define SWAREF_DEFINE_GATHER(SFX, T, V, VU, VL, TR) \
+static inline void swaref_transpose_tile_##SFX(T* kt, const T* const* rows, Py_ssize_t off, Py_ssize_t D) { \
+    for (int j0 = 0; j0 < SWAREF_TILE; j0 += VL) { \
+        const T* r[VL]; const T* any = 0; \
+        for (int i = 0; i < VL; i++) if (rows[j0 + i]) { any = rows[j0 + i]; break; } \
+        if (!any) continue; \
+        for (int i = 0; i < VL; i++) r[i] = (rows[j0 + i] ? rows[j0 + i] : any) + off; \
+        Py_ssize_t d0 = 0; \
+        if (SWAREF_HAVE_TR && VL > 1) { \
+            for (; d0 + VL <= D; d0 += VL) { \
+                V a[VL]; \
+                for (int i = 0; i < VL; i++) a[i] = SWAREF_LD(VU, r[i] + d0); \
+                TR(a); \
+                for (int i = 0; i < VL; i++) SWAREF_ST(VU, kt + (d0 + i) * SWAREF_TILE + j0, a[i]); \
+            } \
+        } \
+        for (; d0 < D; d0++) \
+            for (int i = 0; i < VL; i++) kt[d0 * SWAREF_TILE + j0 + i] = r[i][d0]; \
+    } \
+}
+#if SWAREF_HAVE_TR
+SWAREF_DEFINE_GATHER(f, float, swaref_vf, swaref_vfu, SWAREF_VLF, swaref_tr16_f)
+SWAREF_DEFINE_GATHER(d, double, swaref_vd, swaref_vdu, SWAREF_VLD, swaref_tr8_d)
+#else
+static inline void swaref_tr_none(void* a) { (void)a; }
+SWAREF_DEFINE_GATHER(f, float, swaref_vf, swaref_vfu, SWAREF_VLF, swaref_tr_none)
+SWAREF_DEFINE_GATHER(d, double, swaref_vd, swaref_vdu, SWAREF_VLD, swaref_tr_none)
+#endif
+
 /* For the tests: y = exp(x) elementwise with the scalar formula, or with the vector one
    (full vectors; a tail shorter than a vector is padded with 0). */
 static inline void swaref_exp_array_f(const float* x, float* y, Py_ssize_t n, int vector) {

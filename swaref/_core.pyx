@@ -112,6 +112,10 @@ cdef extern from "_kernels.h":
                           double* s0, double* s1, double* s2, double* s3) noexcept nogil
     void swaref_transpose_tile_f(float* kt, const float* const* rows, Py_ssize_t off, Py_ssize_t D) noexcept nogil
     void swaref_transpose_tile_d(double* kt, const double* const* rows, Py_ssize_t off, Py_ssize_t D) noexcept nogil
+    void swaref_pv4r_f(float* const* o, const float* al, const float* const* p, const float** vp,
+                       const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0, Py_ssize_t e1) noexcept nogil
+    void swaref_pv4r_d(double* const* o, const double* al, const double* const* p, const double** vp,
+                       const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0, Py_ssize_t e1) noexcept nogil
     const int SWAREF_PVSPAN_F
     const int SWAREF_PVSPAN_D
     void swaref_pv_f(int R, float* o0, float* o1, float al0, float al1, const float* p0, const float* p1,
@@ -337,6 +341,8 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
     cdef char present[TILE]
     cdef Py_ssize_t r, rend, d, j, ja, jb, slot, e, eb, gi, tq, i, nact
     cdef Py_ssize_t act[4]
+    cdef floating* o4[4]
+    cdef const floating* p4[4]
     cdef Py_ssize_t l0, span = SWAREF_SPAN_D, e0, e1, pvspan = SWAREF_PVSPAN_D
     if floating is float:
         span = SWAREF_SPAN_F
@@ -453,6 +459,16 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                     jb = rjb[r]
                     if ja >= jb:
                         r += 1
+                    elif (r + 3 < rend and rja[r + 1] == ja and rjb[r + 1] == jb and rja[r + 2] == ja
+                          and rjb[r + 2] == jb and rja[r + 3] == ja and rjb[r + 3] == jb):
+                        for i in range(4):
+                            o4[i] = o + (r + i) * D
+                            p4[i] = sc + (r + i) * TILE
+                        if floating is float:
+                            swaref_pv4r_f(o4, al + r, p4, vptr, present, ja, jb, e0, e1)
+                        else:
+                            swaref_pv4r_d(o4, al + r, p4, vptr, present, ja, jb, e0, e1)
+                        r += 4
                     elif r + 1 < rend and rja[r + 1] == ja and rjb[r + 1] == jb:
                         _pv(2, o + r * D, o + (r + 1) * D, al[r], al[r + 1], sc + r * TILE,
                             sc + (r + 1) * TILE, vptr, present, ja, jb, e0, e1)

@@ -220,6 +220,37 @@ static inline void swaref_pv##NV##_##SFX(int R, T* o0, T* o1, T al0, T al1, cons
             SWAREF_ST(VU, o0 + e0 + i * VL, SWAREF_LD(VU, o0 + e0 + i * VL) * al0 + u0[i]); \
     } \
 }
+/* Four rows seeing the same lanes, 4 vectors of o each (16 accumulators): every value
+   vector loaded feeds four FMAs (the two-row kernel's 8 x 2 loads per 16 FMAs kept it waiting
+   on loads).  Elements past the last full 4-vector block go to the two-row kernel, rows
+   (0, 1) then (2, 3): each element's chain is the same whichever kernel runs it. */
+#define SWAREF_DEFINE_PV4R(SFX, T, V, VU, VL) \
+static inline void swaref_pv4r_##SFX(T* const* o, const T* al, const T* const* p, \
+                                     const T** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, \
+                                     Py_ssize_t e_begin, Py_ssize_t e_end) { \
+    Py_ssize_t e0 = e_begin; \
+    for (; e_end - e0 >= 4 * VL; e0 += 4 * VL) { \
+        V u[4][4]; \
+        SWAREF_UNROLL for (int r = 0; r < 4; r++) SWAREF_UNROLL for (int i = 0; i < 4; i++) u[r][i] = (V){0}; \
+        for (Py_ssize_t j = ja; j < jb; j++) { \
+            if (!vis[j]) continue; \
+            const T* vr = vp[j] + e0; \
+            V v0 = SWAREF_LD(VU, vr), v1 = SWAREF_LD(VU, vr + VL), v2 = SWAREF_LD(VU, vr + 2 * VL), \
+              v3 = SWAREF_LD(VU, vr + 3 * VL); \
+            SWAREF_UNROLL for (int r = 0; r < 4; r++) { \
+                T x = p[r][j]; \
+                u[r][0] = u[r][0] + x * v0; u[r][1] = u[r][1] + x * v1; \
+                u[r][2] = u[r][2] + x * v2; u[r][3] = u[r][3] + x * v3; \
+            } \
+        } \
+        SWAREF_UNROLL for (int r = 0; r < 4; r++) SWAREF_UNROLL for (int i = 0; i < 4; i++) \
+            SWAREF_ST(VU, o[r] + e0 + i * VL, SWAREF_LD(VU, o[r] + e0 + i * VL) * al[r] + u[r][i]); \
+    } \
+    if (e0 < e_end) { \
+        swaref_pv_##SFX(2, o[0], o[1], al[0], al[1], p[0], p[1], vp, vis, ja, jb, e0, e_end); \
+        swaref_pv_##SFX(2, o[2], o[3], al[2], al[3], p[2], p[3], vp, vis, ja, jb, e0, e_end); \
+    } \
+}
 #define SWAREF_SPAN_F (SWAREF_NS(SWAREF_VLF) * SWAREF_VLF)
 /* Output elements per value pass: 8 vectors (16 accumulators for two rows). */
 #define SWAREF_PVSPAN_F (8 * SWAREF_VLF)
@@ -227,6 +258,8 @@ static inline void swaref_pv##NV##_##SFX(int R, T* o0, T* o1, T al0, T al1, cons
 #define SWAREF_SPAN_D (SWAREF_NS(SWAREF_VLD) * SWAREF_VLD)
 SWAREF_DEFINE_KERNELS(f, float, swaref_vf, swaref_vfu, SWAREF_VLF)
 SWAREF_DEFINE_KERNELS(d, double, swaref_vd, swaref_vdu, SWAREF_VLD)
+SWAREF_DEFINE_PV4R(f, float, swaref_vf, swaref_vfu, SWAREF_VLF)
+SWAREF_DEFINE_PV4R(d, double, swaref_vd, swaref_vdu, SWAREF_VLD)
 
 /* Online-softmax step of one row over one tile (see _core.pyx, _softmax_tile).
    Visible lanes: present[t] != 0 and ja <= t < jb.  Masked lanes are

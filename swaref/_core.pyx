@@ -81,7 +81,7 @@ it.  Scratch is O(TILE x D + rows x (TILE + D)) per thread: no T x S array.
 """
 cimport cython
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.math cimport INFINITY
 from libc.string cimport memcpy
 
@@ -95,8 +95,8 @@ cdef extern from "_kernels.h":
     float swaref_exp_f(float x) noexcept nogil
     void swaref_exp_array_f(const float* x, float* y, Py_ssize_t n, int vector) noexcept nogil
     void swaref_exp_array_d(const double* x, double* y, Py_ssize_t n, int vector) noexcept nogil
-    float swaref_softmax_f(float* s, const char* present, int ja, int jb, float* m, float* l) noexcept nogil
-    double swaref_softmax_d(double* s, const char* present, int ja, int jb, double* m, double* l) noexcept nogil
+    float swaref_softmax_f(float* s, uint64_t present, int ja, int jb, float* m, float* l) noexcept nogil
+    double swaref_softmax_d(double* s, uint64_t present, int ja, int jb, double* m, double* l) noexcept nogil
     void swaref_scores1_f(const float* q0, const float* kt, Py_ssize_t D, float scale, float* s0) noexcept nogil
     void swaref_scores1_d(const double* q0, const double* kt, Py_ssize_t D, double scale, double* s0) noexcept nogil
     void swaref_scores2_f(const float* q0, const float* q1, const float* kt, Py_ssize_t D, float scale,
@@ -116,6 +116,7 @@ cdef extern from "_kernels.h":
                        const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0, Py_ssize_t e1) noexcept nogil
     void swaref_pv4r_d(double* const* o, const double* al, const double* const* p, const double** vp,
                        const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0, Py_ssize_t e1) noexcept nogil
+    uint64_t swaref_range_bits(int ja, int jb) noexcept nogil
     const int SWAREF_PVSPAN_F
     const int SWAREF_PVSPAN_D
     void swaref_pv_f(int R, float* o0, float* o1, float al0, float al1, const float* p0, const float* p1,
@@ -229,11 +230,11 @@ cdef inline void _pv(int R, floating* o0, floating* o1, floating alpha0, floatin
         swaref_pv_d(R, o0, o1, alpha0, alpha1, p0, p1, vp, vis, ja, jb, e0, e1)
 
 
-cdef inline floating _softmax_tile(floating* s, const char* present, Py_ssize_t ja, Py_ssize_t jb,
+cdef inline floating _softmax_tile(floating* s, uint64_t present, Py_ssize_t ja, Py_ssize_t jb,
                                    floating* m, floating* l) noexcept nogil:
     """Online-softmax step of one row over one tile; returns alpha, leaves the weights in s.
 
-    Visible lanes: present and ja <= j < jb.  m_t = max of their scores;
+    Visible lanes: bit j of present set and ja <= j < jb.  m_t = max of their scores;
     m' = max(m, m_t); alpha = exp(m - m'); s[j] = exp(s[j] - m') on visible
     lanes and exactly 0 elsewhere (a select, so a NaN score on a masked lane
     never propagates); tile sum = 16 lane-group sums (lanes j, j+16, j+32,
@@ -339,6 +340,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
     cdef const floating* vptr[TILE]
     cdef const floating* krows[TILE]
     cdef char present[TILE]
+    cdef uint64_t pbits                                  # present as a lane mask
     cdef Py_ssize_t r, rend, d, j, ja, jb, slot, e, eb, gi, tq, i, nact
     cdef Py_ssize_t act[4]
     cdef floating* o4[4]
@@ -381,6 +383,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
         for j in range(TILE):
             present[j] = 0
             krows[j] = NULL
+        pbits = 0
         while rp <= ring_hi and rp <= hi and rp < tend:
             if not copy_v:
                 slot = (rp + PREFETCH) % C
@@ -390,6 +393,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
             if cpos[slot] == rp:
                 j = rp - tstart
                 present[j] = 1
+                pbits |= (<uint64_t>1) << j
                 _gather_row(krows, vbase, vt, copy_v, ck + (slot * Hkv + g0) * D, cv + (slot * Hkv + g0) * D,
                             j, D)
             rp += 1
@@ -399,6 +403,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                 swaref_prefetch(v + ((e + PREFETCH) * Hkv + g0) * D, seg)
             j = k_pos[e] - tstart
             present[j] = 1
+            pbits |= (<uint64_t>1) << j
             _gather_row(krows, vbase, vt, copy_v, k + (e * Hkv + g0) * D, v + (e * Hkv + g0) * D, j, D)
             e += 1
         _transpose_tile(kt, krows, HG, D)
@@ -413,10 +418,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
             jb = TILE
             if p + 1 < tend:
                 jb = p + 1 - tstart
-            for j in range(ja, jb):
-                if present[j]:
-                    break
-            else:
+            if ja >= jb or not (pbits & swaref_range_bits(<int>ja, <int>jb)):
                 ja = jb = 0                              # nothing visible: the rows skip this tile
             for gi in range(HG):
                 for i in range(G):
@@ -449,7 +451,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                     vptr[j] = vbase[j] + (0 if copy_v else gi * D)
             for r in range(gi * nq * G, rend):
                 if rja[r] < rjb[r]:
-                    al[r] = _softmax_tile(sc + r * TILE, present, rja[r], rjb[r], m + r, l + r)
+                    al[r] = _softmax_tile(sc + r * TILE, pbits, rja[r], rjb[r], m + r, l + r)
             e0 = 0
             while e0 < D:
                 e1 = e0 + pvspan if e0 + pvspan < D else D

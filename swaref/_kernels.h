@@ -319,20 +319,44 @@ static inline swaref_vd swaref_vexp_d(swaref_vd x) {
     return SWAREF_SEL(swaref_vl, swaref_vd, ge, y, tail);
 }
 
-static inline float swaref_softmax_f(float* s, const char* present, int ja, int jb, float* m, float* l) {
-    const swaref_vi lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+/* Lanes ja .. jb-1 of a 64-bit lane mask. */
+static inline unsigned long long swaref_range_bits(int ja, int jb) {
+    if (ja >= 64 || jb <= ja) return 0;
+    unsigned long long hi = (jb >= 64) ? ~0ULL : ((1ULL << jb) - 1ULL);
+    return hi & ~((1ULL << ja) - 1ULL);
+}
+#if defined(__clang__)
+#define SWAREF_SHUF(MI, a, ...) __builtin_shufflevector(a, a, __VA_ARGS__)
+#else
+#define SWAREF_SHUF(MI, a, ...) __builtin_shuffle(a, (MI){__VA_ARGS__})
+#endif
+/* The visible lanes arrive as one 64-bit mask (present keys & ja <= lane < jb): three vector
+   operations per 16 lanes, where unpacking a char array went through scalar inserts.  The tile
+   maximum folds the 16 partial maxima by a shuffle tree (maxima of non-NaN values are exact, so
+   the order does not matter; a NaN score never enters them, it reaches the sum through exp); the
+   sum runs the documented halving tree P_i += P_{i+8}, += P_{i+4}, += P_{i+2}, += P_{i+1} as
+   vector adds of the same pairs. */
+static inline float swaref_softmax_f(float* s, unsigned long long present, int ja, int jb, float* m, float* l) {
+    const swaref_vi bit = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768};
     const swaref_vf ninf = (swaref_vf){0} - INFINITY;
+    unsigned long long vis = present & swaref_range_bits(ja, jb);
     swaref_vi on[4];
     swaref_vf mp = ninf, ps = (swaref_vf){0};
     for (int i = 0; i < 4; i++) {
-        swaref_vi t = lane + 16 * i;
-        swaref_vi pr = __builtin_convertvector(*(const swaref_c16*)(present + 16 * i), swaref_vi);
-        on[i] = (pr != 0) & (t >= ja) & (t < jb);
+        on[i] = (((swaref_vi){0} + (int)((vis >> (16 * i)) & 0xffffULL)) & bit) != 0;
         swaref_vf x = SWAREF_SEL(swaref_vi, swaref_vf, on[i], SWAREF_LD(swaref_vfu, s + 16 * i), ninf);
         mp = SWAREF_SEL(swaref_vi, swaref_vf, x > mp, x, mp);
     }
+    swaref_vf y;
+    y = SWAREF_SHUF(swaref_vi, mp, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    mp = SWAREF_SEL(swaref_vi, swaref_vf, y > mp, y, mp);
+    y = SWAREF_SHUF(swaref_vi, mp, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    mp = SWAREF_SEL(swaref_vi, swaref_vf, y > mp, y, mp);
+    y = SWAREF_SHUF(swaref_vi, mp, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    mp = SWAREF_SEL(swaref_vi, swaref_vf, y > mp, y, mp);
+    y = SWAREF_SHUF(swaref_vi, mp, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    mp = SWAREF_SEL(swaref_vi, swaref_vf, y > mp, y, mp);
     float mt = mp[0];
-    for (int j = 1; j < 16; j++) mt = (mp[j] > mt) ? mp[j] : mt;
     float mnew = (mt > m[0]) ? mt : m[0];
     float alpha = swaref_exp_f(m[0] - mnew);
     for (int i = 0; i < 4; i++) {
@@ -341,29 +365,34 @@ static inline float swaref_softmax_f(float* s, const char* present, int ja, int 
         SWAREF_ST(swaref_vfu, s + 16 * i, x);
         ps = ps + x;
     }
-    float t[16];
-    for (int j = 0; j < 16; j++) t[j] = ps[j];
-    for (int w = 8; w >= 1; w /= 2)
-        for (int j = 0; j < w; j++) t[j] = t[j] + t[j + w];
+    ps = ps + SWAREF_SHUF(swaref_vi, ps, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+    ps = ps + SWAREF_SHUF(swaref_vi, ps, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7);
+    ps = ps + SWAREF_SHUF(swaref_vi, ps, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    ps = ps + SWAREF_SHUF(swaref_vi, ps, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1);
     m[0] = mnew;
-    l[0] = l[0] * alpha + t[0];
+    l[0] = l[0] * alpha + ps[0];
     return alpha;
 }
 
-static inline double swaref_softmax_d(double* s, const char* present, int ja, int jb, double* m, double* l) {
-    const swaref_vl lane = {0, 1, 2, 3, 4, 5, 6, 7};
+static inline double swaref_softmax_d(double* s, unsigned long long present, int ja, int jb, double* m, double* l) {
+    const swaref_vl bit = {1, 2, 4, 8, 16, 32, 64, 128};
     const swaref_vd ninf = (swaref_vd){0} - INFINITY;
+    unsigned long long vis = present & swaref_range_bits(ja, jb);
     swaref_vl on[8];
     swaref_vd mp = ninf, ps[2] = {(swaref_vd){0}, (swaref_vd){0}};
     for (int i = 0; i < 8; i++) {
-        swaref_vl t = lane + 8 * i;
-        swaref_vl pr = __builtin_convertvector(*(const swaref_c8*)(present + 8 * i), swaref_vl);
-        on[i] = (pr != 0) & (t >= ja) & (t < jb);
+        on[i] = (((swaref_vl){0} + (long long)((vis >> (8 * i)) & 0xffULL)) & bit) != 0;
         swaref_vd x = SWAREF_SEL(swaref_vl, swaref_vd, on[i], SWAREF_LD(swaref_vdu, s + 8 * i), ninf);
         mp = SWAREF_SEL(swaref_vl, swaref_vd, x > mp, x, mp);
     }
+    swaref_vd y;
+    y = SWAREF_SHUF(swaref_vl, mp, 4, 5, 6, 7, 0, 1, 2, 3);
+    mp = SWAREF_SEL(swaref_vl, swaref_vd, y > mp, y, mp);
+    y = SWAREF_SHUF(swaref_vl, mp, 2, 3, 0, 1, 6, 7, 4, 5);
+    mp = SWAREF_SEL(swaref_vl, swaref_vd, y > mp, y, mp);
+    y = SWAREF_SHUF(swaref_vl, mp, 1, 0, 3, 2, 5, 4, 7, 6);
+    mp = SWAREF_SEL(swaref_vl, swaref_vd, y > mp, y, mp);
     double mt = mp[0];
-    for (int j = 1; j < 8; j++) mt = (mp[j] > mt) ? mp[j] : mt;
     double mnew = (mt > m[0]) ? mt : m[0];
     double alpha = swaref_exp_d(m[0] - mnew);
     for (int i = 0; i < 8; i++) {
@@ -372,10 +401,11 @@ static inline double swaref_softmax_d(double* s, const char* present, int ja, in
         SWAREF_ST(swaref_vdu, s + 8 * i, x);
         ps[i & 1] = ps[i & 1] + x;      /* vector i holds lanes 8i .. 8i+7: lane groups (i & 1) * 8 + 0..7 */
     }
-    double t[16];
-    for (int j = 0; j < 8; j++) { t[j] = ps[0][j]; t[j + 8] = ps[1][j]; }
-    for (int w = 8; w >= 1; w /= 2)
-        for (int j = 0; j < w; j++) t[j] = t[j] + t[j + w];
+    /* P_j (j < 8) in ps[0], P_{j+8} in ps[1]: the first halving step is one vector add. */
+    swaref_vd t = ps[0] + ps[1];
+    t = t + SWAREF_SHUF(swaref_vl, t, 4, 5, 6, 7, 4, 5, 6, 7);
+    t = t + SWAREF_SHUF(swaref_vl, t, 2, 3, 2, 3, 2, 3, 2, 3);
+    t = t + SWAREF_SHUF(swaref_vl, t, 1, 1, 1, 1, 1, 1, 1, 1);
     m[0] = mnew;
     l[0] = l[0] * alpha + t[0];
     return alpha;
@@ -383,15 +413,15 @@ static inline double swaref_softmax_d(double* s, const char* present, int ja, in
 #else
 /* Other compilers: the same steps, one lane at a time. */
 #define SWAREF_DEFINE_SOFTMAX(SFX, T) \
-static inline T swaref_softmax_##SFX(T* s, const char* present, int ja, int jb, T* m, T* l) { \
+static inline T swaref_softmax_##SFX(T* s, unsigned long long present, int ja, int jb, T* m, T* l) { \
     T mt = -INFINITY, t[16]; \
     for (int j = 0; j < SWAREF_TILE; j++) \
-        if (present[j] && j >= ja && j < jb && s[j] > mt) mt = s[j]; \
+        if (((present >> j) & 1) && j >= ja && j < jb && s[j] > mt) mt = s[j]; \
     T mnew = (mt > m[0]) ? mt : m[0]; \
     T alpha = swaref_exp_##SFX(m[0] - mnew); \
     for (int j = 0; j < 16; j++) t[j] = 0; \
     for (int j = 0; j < SWAREF_TILE; j++) { \
-        T x = (present[j] && j >= ja && j < jb) ? swaref_exp_##SFX(s[j] - mnew) : (T)0; \
+        T x = (((present >> j) & 1) && j >= ja && j < jb) ? swaref_exp_##SFX(s[j] - mnew) : (T)0; \
         s[j] = x; t[j % 16] = t[j % 16] + x; \
     } \
     for (int w = 8; w >= 1; w /= 2) \

@@ -117,6 +117,12 @@ cdef extern from "_kernels.h":
     void swaref_pv4r_d(double* const* o, const double* al, const double* const* p, const double** vp,
                        const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0, Py_ssize_t e1) noexcept nogil
     uint64_t swaref_range_bits(int ja, int jb) noexcept nogil
+    const int SWAREF_SROWS_F
+    const int SWAREF_SROWS_D
+    void swaref_scoresr_f(const float* const* q, const float* kt, Py_ssize_t D, float scale,
+                          float* const* s) noexcept nogil
+    void swaref_scoresr_d(const double* const* q, const double* kt, Py_ssize_t D, double scale,
+                          double* const* s) noexcept nogil
     const int SWAREF_PVSPAN_F
     const int SWAREF_PVSPAN_D
     void swaref_pv_f(int R, float* o0, float* o1, float al0, float al1, const float* p0, const float* p1,
@@ -257,8 +263,23 @@ cdef inline const floating* _qrow(const floating* q, Py_ssize_t r, Py_ssize_t nq
 cdef inline void _scores_rows(const Py_ssize_t* act, Py_ssize_t n, const floating* q, Py_ssize_t nq,
                               Py_ssize_t G, Py_ssize_t Hq, Py_ssize_t D, Py_ssize_t g0, Py_ssize_t t0,
                               const floating* kt, floating scale, floating* sc, Py_ssize_t l0) noexcept nogil:
-    """Scores of the n (1 .. 4) item rows act[0 .. n-1] over lanes l0 .. l0 + span - 1 of one key tile."""
+    """Scores of the n (1 .. SWAREF_SROWS) item rows act[0 .. n-1] over lanes l0 .. l0 + span - 1 of one key tile."""
     cdef Py_ssize_t i = 0
+    cdef const floating* qp[8]
+    cdef floating* sp[8]
+    cdef Py_ssize_t nsr = SWAREF_SROWS_D
+    if floating is float:
+        nsr = SWAREF_SROWS_F
+    if n == nsr:
+        for i in range(n):
+            qp[i] = _qrow(q, act[i], nq, G, Hq, D, g0, t0)
+            sp[i] = sc + act[i] * TILE + l0
+        if floating is float:
+            swaref_scoresr_f(qp, kt + l0, D, scale, sp)
+        else:
+            swaref_scoresr_d(qp, kt + l0, D, scale, sp)
+        return
+    i = 0
     if n == 4:
         if floating is float:
             swaref_scores4_f(_qrow(q, act[0], nq, G, Hq, D, g0, t0), _qrow(q, act[1], nq, G, Hq, D, g0, t0),
@@ -342,13 +363,15 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
     cdef char present[TILE]
     cdef uint64_t pbits                                  # present as a lane mask
     cdef Py_ssize_t r, rend, d, j, ja, jb, slot, e, eb, gi, tq, i, nact
-    cdef Py_ssize_t act[4]
+    cdef Py_ssize_t act[8]
+    cdef Py_ssize_t nsr = SWAREF_SROWS_D
     cdef floating* o4[4]
     cdef const floating* p4[4]
     cdef Py_ssize_t l0, span = SWAREF_SPAN_D, e0, e1, pvspan = SWAREF_PVSPAN_D
     if floating is float:
         span = SWAREF_SPAN_F
         pvspan = SWAREF_PVSPAN_F
+        nsr = SWAREF_SROWS_F
     cdef int64_t lo, hi, pos, tstart, tend, p, rp
     cdef floating* orow
     cdef Py_ssize_t seg = HG * D * sizeof(floating)     # bytes of one key's row segment
@@ -437,8 +460,8 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                     if rja[r] < rjb[r]:
                         act[nact] = r
                         nact += 1
-                        if nact == 4:
-                            _scores_rows(act, 4, q, nq, G, Hq, D, g0, t0, kt + gi * TILE * D, scale, sc, l0)
+                        if nact == nsr:
+                            _scores_rows(act, nsr, q, nq, G, Hq, D, g0, t0, kt + gi * TILE * D, scale, sc, l0)
                             nact = 0
                 if nact:
                     _scores_rows(act, nact, q, nq, G, Hq, D, g0, t0, kt + gi * TILE * D, scale, sc, l0)

@@ -251,6 +251,30 @@ static inline void swaref_pv4r_##SFX(T* const* o, const T* al, const T* const* p
         swaref_pv_##SFX(2, o[2], o[3], al[2], al[3], p[2], p[3], vp, vis, ja, jb, e0, e_end); \
     } \
 }
+/* Scores of NR rows over one span (NR x SWAREF_NS accumulators): each key vector loaded
+   feeds NR FMAs.  Same chains as swaref_scores1 lane by lane. */
+#define SWAREF_DEFINE_SCORESR(SFX, T, V, VU, VL, NR) \
+static inline void swaref_scoresr_##SFX(const T* const* q, const T* kt, Py_ssize_t D, T scale, \
+                                       T* const* s) { \
+    V a[NR][SWAREF_NS(VL)]; \
+    SWAREF_UNROLL for (int r = 0; r < NR; r++) SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) a[r][i] = (V){0}; \
+    for (Py_ssize_t d = 0; d < D; d++) { \
+        const T* kr = kt + d * SWAREF_TILE; V kv[SWAREF_NS(VL)]; \
+        SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) kv[i] = SWAREF_LD(VU, kr + i * VL); \
+        SWAREF_UNROLL for (int r = 0; r < NR; r++) { \
+            T x = q[r][d]; \
+            SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) a[r][i] = a[r][i] + x * kv[i]; \
+        } \
+    } \
+    SWAREF_UNROLL for (int r = 0; r < NR; r++) SWAREF_UNROLL for (int i = 0; i < SWAREF_NS(VL); i++) \
+        SWAREF_ST(VU, s[r] + i * VL, a[r][i] * scale); \
+}
+#ifndef SWAREF_SROWS_F
+#define SWAREF_SROWS_F 6
+#endif
+#ifndef SWAREF_SROWS_D
+#define SWAREF_SROWS_D 6
+#endif
 #define SWAREF_SPAN_F (SWAREF_NS(SWAREF_VLF) * SWAREF_VLF)
 /* Output elements per value pass: 8 vectors (16 accumulators for two rows). */
 #define SWAREF_PVSPAN_F (8 * SWAREF_VLF)
@@ -259,6 +283,8 @@ static inline void swaref_pv4r_##SFX(T* const* o, const T* al, const T* const* p
 SWAREF_DEFINE_KERNELS(f, float, swaref_vf, swaref_vfu, SWAREF_VLF)
 SWAREF_DEFINE_KERNELS(d, double, swaref_vd, swaref_vdu, SWAREF_VLD)
 SWAREF_DEFINE_PV4R(f, float, swaref_vf, swaref_vfu, SWAREF_VLF)
+SWAREF_DEFINE_SCORESR(f, float, swaref_vf, swaref_vfu, SWAREF_VLF, SWAREF_SROWS_F)
+SWAREF_DEFINE_SCORESR(d, double, swaref_vd, swaref_vdu, SWAREF_VLD, SWAREF_SROWS_D)
 SWAREF_DEFINE_PV4R(d, double, swaref_vd, swaref_vdu, SWAREF_VLD)
 
 /* Online-softmax step of one row over one tile (see _core.pyx, _softmax_tile).

@@ -457,7 +457,10 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
             while l0 < TILE:
                 nact = 0
                 for r in range(gi * nq * G, rend):
-                    if rja[r] < rjb[r]:
+                    # A row skips spans outside its visible lanes (float64 halves: the window's
+                    # first and the diagonal tile); those lanes keep stale scores, which the
+                    # softmax step masks like any invisible lane.
+                    if rja[r] < rjb[r] and rja[r] < l0 + span and rjb[r] > l0:
                         act[nact] = r
                         nact += 1
                         if nact == nsr:

@@ -450,7 +450,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                     rjb[r] = jb
 
         for gi in range(HG):
-            # Scores, four rows at a time (any rows: lanes and rows are independent), one span of
+            # Scores, six rows at a time (any rows: lanes and rows are independent), one span of
             # lanes after the other (the whole tile for float32, halves for float64).
             rend = (gi + 1) * nq * G
             l0 = 0
@@ -471,7 +471,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                 l0 += span
             # Softmax steps, then values: span by span of output elements (the whole row for
             # float32 up to D = 128; a float64 value tile's span stays in L1 across all rows),
-            # two rows at a time where they see the same lanes.
+            # four (else two) rows at a time where they see the same lanes.
             for j in range(TILE):
                 if present[j]:
                     vptr[j] = vbase[j] + (0 if copy_v else gi * D)

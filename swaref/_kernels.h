@@ -93,8 +93,8 @@ static inline float swaref_exp_f(float x) {
    compiler fuses multiply-adds (FMA) it does so identically in vector
    and scalar code: the bits of a row never depend on how it was batched. */
 #define SWAREF_TILE 64
-/* Score kernels cover SWAREF_NS(VL) vectors of lanes per pass (4: 16 accumulators for four
-   rows); the caller steps through the tile in spans of SWAREF_SPAN_F / _D lanes, so that a
+/* Score kernels cover SWAREF_NS(VL) vectors of lanes per pass (4: 24 accumulators for the
+   six-row kernel, 16 for the four-row one); the caller steps through the tile in spans of SWAREF_SPAN_F / _D lanes, so that a
    float64 key tile's half (32 KiB at D = 128) stays in L1 while all rows pass over it. */
 #define SWAREF_NS(VL) ((SWAREF_TILE / (VL)) < 4 ? (SWAREF_TILE / (VL)) : 4)
 #define SWAREF_LD(VU, p) (*(const VU*)(p))
@@ -288,7 +288,7 @@ SWAREF_DEFINE_SCORESR(d, double, swaref_vd, swaref_vdu, SWAREF_VLD, SWAREF_SROWS
 SWAREF_DEFINE_PV4R(d, double, swaref_vd, swaref_vdu, SWAREF_VLD)
 
 /* Online-softmax step of one row over one tile (see _core.pyx, _softmax_tile).
-   Visible lanes: present[t] != 0 and ja <= t < jb.  Masked lanes are
+   Visible lanes: bit t of present set and ja <= t < jb.  Masked lanes are
    replaced by a select (bitwise and/or), never multiplied, so a NaN there
    cannot leak.  The 16 partial sums hold lanes t = j, j+16, j+32, j+48 (in
    that order) for j = 0..15, for both dtypes. */

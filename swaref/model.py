@@ -374,11 +374,10 @@ def check_backend_available(backend):
     """A known backend that can run now (checked before any cache is written)."""
     V.check_backend(backend)
     if backend == "cython":
-        try:
-            from . import _backend  # noqa: F401
-        except ImportError as e:
-            raise SwarefError("backend", f"backend='cython' is not available ({e}); build it with "
-                                         f"`python setup.py build_ext --inplace` or use backend='reference'") from None
+        # _backend imports the extension lazily: load it now, so that an unbuilt
+        # swaref._core fails here (kind "backend") and not halfway through a batch.
+        from ._backend import _core
+        _core()
     return backend
 
 

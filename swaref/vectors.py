@@ -27,7 +27,6 @@ import math
 import os
 import shlex
 import subprocess
-import sys
 import tempfile
 import traceback
 

@@ -37,26 +37,45 @@ static inline void swaref_prefetch(const void* p, Py_ssize_t nbytes) {
    Branch-free so that GCC vectorises the loops that call it, and the same
    formula in scalar and vector code (no libm, whose vector and scalar
    variants may differ in the last bit).  NaN in, NaN out. */
+/* The formula itself, written once per dtype and expanded in both the scalar exp here and
+   the vector exp below, so the two cannot drift apart: Cody-Waite reduction xc = k ln2 + r,
+   then the Taylor polynomial of e^r in Horner form.  Z is the zero of the caller's type
+   (0.0 or a zero vector); Z + c is exactly c. */
+#define SWAREF_EXP_CORE_D(Z, xc, kf, r, p) \
+    kf = (xc * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0; \
+    r = (xc - kf * 0.6931471803691238) - kf * 1.9082149292705877e-10; \
+    p = (Z) + 1.0 / 6227020800.0; \
+    p = p * r + 1.0 / 479001600.0; \
+    p = p * r + 1.0 / 39916800.0; \
+    p = p * r + 1.0 / 3628800.0; \
+    p = p * r + 1.0 / 362880.0; \
+    p = p * r + 1.0 / 40320.0; \
+    p = p * r + 1.0 / 5040.0; \
+    p = p * r + 1.0 / 720.0; \
+    p = p * r + 1.0 / 120.0; \
+    p = p * r + 1.0 / 24.0; \
+    p = p * r + 1.0 / 6.0; \
+    p = p * r + 0.5; \
+    p = p * r + 1.0; \
+    p = p * r + 1.0
+#define SWAREF_EXP_CORE_F(Z, xc, kf, r, p) \
+    kf = (xc * 1.44269504f + 12582912.0f) - 12582912.0f; \
+    r = (xc - kf * 0.693145752f) - kf * 1.42860677e-6f; \
+    p = (Z) + 1.0f / 5040.0f; \
+    p = p * r + 1.0f / 720.0f; \
+    p = p * r + 1.0f / 120.0f; \
+    p = p * r + 1.0f / 24.0f; \
+    p = p * r + 1.0f / 6.0f; \
+    p = p * r + 0.5f; \
+    p = p * r + 1.0f; \
+    p = p * r + 1.0f
+
 static inline double swaref_exp_d(double x) {
     const double lo = -708.0;
     double xc = (x >= lo) ? x : lo;
     xc = (xc <= 0.0) ? xc : 0.0;
-    double kf = (xc * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0;
-    double r = (xc - kf * 0.6931471803691238) - kf * 1.9082149292705877e-10;
-    double p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    double kf, r, p;
+    SWAREF_EXP_CORE_D(0.0, xc, kf, r, p);
     union { double d; long long i; } u;
     u.i = ((long long)kf + 1023LL) << 52;
     double y = p * u.d;
@@ -66,16 +85,8 @@ static inline float swaref_exp_f(float x) {
     const float lo = -87.0f;
     float xc = (x >= lo) ? x : lo;
     xc = (xc <= 0.0f) ? xc : 0.0f;
-    float kf = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;
-    float r = (xc - kf * 0.693145752f) - kf * 1.42860677e-6f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    float kf, r, p;
+    SWAREF_EXP_CORE_F(0.0f, xc, kf, r, p);
     union { float f; int i; } u;
     u.i = ((int)kf + 127) << 23;
     float y = p * u.f;
@@ -304,16 +315,8 @@ static inline swaref_vf swaref_vexp_f(swaref_vf x) {
     swaref_vi ge = x >= -87.0f, lt = x < -87.0f;
     swaref_vf xc = SWAREF_SEL(swaref_vi, swaref_vf, ge, x, ((swaref_vf){0} - 87.0f));
     xc = SWAREF_SEL(swaref_vi, swaref_vf, xc <= 0.0f, xc, ((swaref_vf){0}));
-    swaref_vf kf = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;
-    swaref_vf r = (xc - kf * 0.693145752f) - kf * 1.42860677e-6f;
-    swaref_vf p = (swaref_vf){0} + 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    swaref_vf kf, r, p;
+    SWAREF_EXP_CORE_F(((swaref_vf){0}), xc, kf, r, p);
     swaref_vi e = (__builtin_convertvector(kf, swaref_vi) + 127) << 23;
     swaref_vf y = p * (swaref_vf)e;
     swaref_vf tail = SWAREF_SEL(swaref_vi, swaref_vf, lt, ((swaref_vf){0}), x);   /* NaN stays NaN */
@@ -323,22 +326,8 @@ static inline swaref_vd swaref_vexp_d(swaref_vd x) {
     swaref_vl ge = x >= -708.0, lt = x < -708.0;
     swaref_vd xc = SWAREF_SEL(swaref_vl, swaref_vd, ge, x, ((swaref_vd){0} - 708.0));
     xc = SWAREF_SEL(swaref_vl, swaref_vd, xc <= 0.0, xc, ((swaref_vd){0}));
-    swaref_vd kf = (xc * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0;
-    swaref_vd r = (xc - kf * 0.6931471803691238) - kf * 1.9082149292705877e-10;
-    swaref_vd p = (swaref_vd){0} + 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    swaref_vd kf, r, p;
+    SWAREF_EXP_CORE_D(((swaref_vd){0}), xc, kf, r, p);
     swaref_vl e = (__builtin_convertvector(kf, swaref_vl) + 1023) << 52;
     swaref_vd y = p * (swaref_vd)e;
     swaref_vd tail = SWAREF_SEL(swaref_vl, swaref_vd, lt, ((swaref_vd){0}), x);

@@ -12,6 +12,10 @@ import numpy as np
 
 from .errors import SwarefError, SwarefTypeError
 
+#: Largest position the compiled kernel takes: its tile arithmetic (position + 64, plus a
+#: prefetch distance) must not overflow int64.  Checked before any cache is written.
+KERNEL_MAX_POSITION = 2 ** 62
+
 #: dtypes the reference accepts for q, k, v (the compiled backend: float32, float64).
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 BACKENDS = ("reference", "cython")
@@ -21,6 +25,25 @@ def _describe(x):
     if isinstance(x, np.ndarray):
         return f"array of shape {x.shape} and dtype {x.dtype}"
     return f"{type(x).__name__} {x!r}"
+
+
+def is_int(x):
+    """swaref's one definition of an integer argument: any ``numbers.Integral``
+    (Python int, NumPy integer) except bool."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+
+
+def check_int(x, name, *, kind="argument", minimum=None, maximum=None):
+    """Return ``x`` as a Python int in [minimum, maximum] (either bound may be None)."""
+    lo = "" if minimum is None else f" >= {minimum}"
+    hi = "" if maximum is None else f" <= {maximum}"
+    want = f"an int{lo}{' and' if lo and hi else ''}{hi}"
+    if not is_int(x):
+        raise SwarefTypeError(kind, f"{name} must be {want}, got {_describe(x)}")
+    n = int(x)
+    if (minimum is not None and n < minimum) or (maximum is not None and n > maximum):
+        raise SwarefError(kind, f"{name} must be {want}, got {n}")
+    return n
 
 
 def check_window(window, name="window"):
@@ -145,6 +168,13 @@ def check_num_threads(num_threads):
     if int(num_threads) < 1:
         raise SwarefError("argument", f"num_threads must be >= 1, got {int(num_threads)}")
     return int(num_threads)
+
+
+def check_kernel_position(last, name):
+    """Reject a position above what backend='cython' can take (spec rule 3)."""
+    if last > KERNEL_MAX_POSITION:
+        raise SwarefError("positions", f"backend='cython' takes positions up to 2**62, got {name} = {last}; "
+                                       f"use backend='reference'")
 
 
 def check_no_empty_rows(q_pos, k_pos, window):

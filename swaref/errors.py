@@ -21,11 +21,19 @@ ERROR_KINDS = (
     "scale",           # scale not a finite real number
     "backend",         # unknown backend, or a backend that is not built
     "argument",        # any other argument out of its domain (num_threads, n_layers, ...)
+    "format",          # a malformed file (safetensors header, JSON nesting, sizes that disagree)
+    "suite",           # a conformance suite that is corrupt, tampered with or unsafe (runner exit 2)
+    "checkpoint",      # a model checkpoint or config that swaref cannot load faithfully
+    "dependency",      # an optional extra (matplotlib, safetensors, tokenizers, ...) that is not installed
 )
 
 
 class SwarefError(ValueError):
-    """Base class of every input error swaref raises; ``kind`` is in ERROR_KINDS."""
+    """Base class of every error swaref raises on purpose; ``kind`` is in ERROR_KINDS.
+
+    Modules derive their own classes from it (a corrupt suite, a bad checkpoint),
+    so ``except swaref.SwarefError`` catches every rejection and nothing else.
+    """
 
     def __init__(self, kind, message):
         if kind not in ERROR_KINDS:  # pragma: no cover - programming error

@@ -60,6 +60,20 @@ def _check_step(q, k, v, cache, backend, num_threads):
     return T, Hq, Hkv, D, num_threads
 
 
+def check_cache_step(cache, n_tokens, start, backend="reference"):
+    """Everything a prefill or decode of ``n_tokens`` tokens from ``start`` checks about
+    the cache and the positions, without writing; returns the start position.
+
+    A caller that runs several caches in one call (a model's layers) runs this on
+    every cache first, so that no cache is touched when any would refuse.
+    """
+    V.check_backend(backend)
+    start = check_write(cache, n_tokens, start)
+    if backend == "cython":
+        V.check_kernel_position(start + n_tokens - 1, "the last position written")
+    return start
+
+
 def attend_chunk(q, k, v, cache, start, scale, backend="reference", num_threads=None):
     """Attention of queries at start .. start+s-1 over [cache in time order] + [chunk keys].
 
@@ -92,7 +106,7 @@ def prefill(q, k, v, cache, *, chunk_size=None, start=None, scale=None,
     """
     T, Hq, Hkv, D, num_threads = _check_step(q, k, v, cache, backend, num_threads)
     sched = chunk_schedule(T, chunk_size, cache.window)
-    start = check_write(cache, T, start)
+    start = check_cache_step(cache, T, start, backend)
     scale = V.check_scale(scale, D)
     out = np.empty(q.shape, dtype=q.dtype)
     a = 0
@@ -114,7 +128,7 @@ def decode_step(q, k, v, cache, *, start=None, scale=None, backend="reference", 
     T, Hq, Hkv, D, num_threads = _check_step(q, k, v, cache, backend, num_threads)
     if T != 1:
         raise SwarefError("shape", f"decode_step takes exactly one token, got q of shape {q.shape}; use prefill")
-    start = check_write(cache, 1, start)
+    start = check_cache_step(cache, 1, start, backend)
     scale = V.check_scale(scale, D)
     # Write first: the token must see itself, and the slot it overwrites held p - W, outside its window.
     cache_write(cache, k, v, start)

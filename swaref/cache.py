@@ -165,3 +165,67 @@ def cache_write(cache, k, v, start):
     cache.positions[slots] = pos
     cache.n_seen += s
     cache.next_position = start + s
+
+
+def check_ring(positions, capacity, name="positions"):
+    """Validate a ring's slot positions; returns (first, last) position held, or (0, -1) if empty.
+
+    positions: [C] int  --  each slot holds -1 (empty) or a position p >= 0 with
+    slot == p mod C, and the held positions form one run of consecutive positions
+    (spec rule 4).  Every write through ``cache_write`` keeps this true, so the
+    compiled backend scans the ring only in debug builds; ``load_state`` runs it on
+    every state that comes from outside.
+    """
+    pos = np.asarray(positions)
+    if pos.shape != (capacity,) or not (pos.dtype.kind in "iu" and pos.dtype != np.bool_):
+        raise SwarefError("cache", f"{name} must be an integer array of shape ({capacity},), got "
+                                   f"{V._describe(pos)}")
+    if pos.dtype.kind == "u" and pos.size and pos.max() > np.iinfo(np.int64).max:
+        raise SwarefError("cache", f"{name} must fit in int64")
+    pos = pos.astype(np.int64, copy=False)
+    if np.any(pos < -1):
+        raise SwarefError("cache", f"{name} must hold -1 (empty) or a position >= 0 per slot, got "
+                                   f"{int(pos[np.argmax(pos < -1)])}")
+    valid = np.nonzero(pos >= 0)[0]
+    if valid.size == 0:
+        return 0, -1
+    held = pos[valid]
+    wrong = held % capacity != valid
+    if wrong.any():
+        i = int(valid[np.argmax(wrong)])
+        raise SwarefError("cache", f"slot {i} holds position {int(pos[i])}, which belongs in slot "
+                                   f"{int(pos[i]) % capacity} (slot = position mod {capacity})")
+    first, last = int(held.min()), int(held.max())
+    if last - first + 1 != valid.size:
+        raise SwarefError("cache", f"the valid slots must hold consecutive positions, got {valid.size} "
+                                   f"positions spread over {first} .. {last}")
+    return first, last
+
+
+def load_state(cache, positions, k, v):
+    """Replace the cache's contents by a saved ring state, validated before anything is written.
+
+    positions: [C] int (-1 = empty slot), k, v: [C, Hkv, D] in slot order (what
+    ``cache.positions``, ``cache.k`` and ``cache.v`` hold).  Afterwards the cache
+    continues at the position after the newest one held (or, if every slot is
+    empty, is as freshly reset).  Contents of empty slots are stored as given: they
+    are never visible.
+    """
+    C = cache.capacity
+    first, last = check_ring(positions, C)
+    for name, x in (("k", k), ("v", v)):
+        if not isinstance(x, np.ndarray):
+            raise SwarefTypeError("cache", f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+        if x.shape != cache.k.shape:
+            raise SwarefError("cache", f"{name} must have the cache's shape {cache.k.shape}, got {x.shape}")
+        if x.dtype != cache.dtype:
+            raise SwarefTypeError("cache", f"{name} must have the cache's dtype {cache.dtype}, got {x.dtype}")
+    if cache.window is None and last >= 0 and last - first + 1 > C:  # pragma: no cover - check_ring bounds it
+        raise SwarefError("cache", "a full-attention cache cannot hold more positions than its capacity")
+    cache.k[...] = k
+    cache.v[...] = v
+    cache.positions[...] = np.asarray(positions, dtype=np.int64)
+    n = last - first + 1
+    cache.n_seen = n
+    cache.next_position = last + 1 if n else None
+

@@ -1,0 +1,762 @@
+"""Fuzz test for swaref's two promises (issue 8, item 10).
+
+1. Bad input gets a clear ``swaref.SwarefError`` and a rejected call leaves the
+   cache bitwise as it was (docs/spec.md, rule 7).
+2. ``backend="cython"`` agrees with ``backend="reference"``, and both agree with
+   the independent dense float64 oracle (tests/oracle.py), on accepted input.
+
+Every fuzzed call goes through one harness, :func:`check_call`, which runs it on
+both backends, each with its own deep copy of the cache, and asserts:
+
+* (1) nothing but ``SwarefError`` escapes (anything else fails, with the call);
+* (2) a rejected call leaves its cache bitwise unchanged (k, v, positions, n_seen,
+  next_position, and every other attribute), and no call modifies its inputs;
+* (3) both backends accept or reject alike, with the same ``.kind``, except for
+  the compiled backend's two documented refusals (float16, positions above
+  2**62); accepted outputs agree within tolerance and the caches end up bitwise
+  equal, each as spec rule 4 says;
+* (4) where the oracle's output is finite, neither backend returns NaN/Inf;
+* (5) accepted outputs equal the dense float64 oracle within tolerance.
+
+Inputs are drawn valid and invalid: random shapes, dtypes, memory layouts
+(non-contiguous, negative strides, Fortran order, misaligned, read-only,
+byte-swapped), windows up to 2**64, positions up to 2**63 - 1 (straddling the
+kernel's 2**62 limit), scales from 0 to 1e30, chunk schedules, starts, thread
+counts, and caches in every state (empty, loaded with NaN in empty and stale
+slots, wrapped, full).  Then one argument may be spoilt (:data:`MUTATIONS`).
+
+Bounded for CI: every property runs ``SWAREF_FUZZ_EXAMPLES`` examples (default
+60) with ``derandomize=True``, so a run is deterministic (the sanitizer build
+runs the same examples, fewer of them).  tools/fuzz.py runs the same properties
+for longer, with fresh seeds.
+
+Known swaref bugs found by this fuzzer are excluded from the strategies through
+:data:`KNOWN_BUGS` and each has a strict-xfail reproducer at the end of this file.
+When a fix makes a reproducer pass, remove its xfail marker *and* its entry in
+KNOWN_BUGS, so the fuzzer covers those inputs again.
+"""
+import copy
+import math
+import os
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, example, given, note, settings, strategies as st
+
+import swaref
+from swaref import RollingBufferCache, SwarefError
+from swaref.cache import load_state
+from oracle import brute_force_mask, dense_attention_f64
+
+#: Examples per property; the sanitizer job sets fewer, tools/fuzz.py many more.
+N_EXAMPLES = int(os.environ.get("SWAREF_FUZZ_EXAMPLES", "60"))
+
+FUZZ = settings(max_examples=N_EXAMPLES, derandomize=True, database=None, deadline=None,
+                print_blob=True, suppress_health_check=list(HealthCheck))
+
+#: Bugs this fuzzer found (reproducers at the end of the file, strict xfail).  Their
+#: inputs are left out of the strategies so the rest keeps being fuzzed; tools/fuzz.py
+#: --include-known-bugs puts them back.  Remove an entry when its fix lands.
+KNOWN_BUGS = {
+    "huge_int_scale",        # scale=10**400 or Fraction(10**400, 3): OverflowError escapes
+    "ragged_positions",      # q_pos=[[0], [1, 2], [3]]: NumPy's ValueError escapes
+    "huge_cache_dims",       # RollingBufferCache(2**63, 1, 1): NumPy's ValueError escapes
+    "window_mask_overflow",  # window_mask on uint64 >= 2**63 / int64 differences that overflow
+}
+
+INT64_MAX = 2 ** 63 - 1
+KERNEL_MAX = 2 ** 62            # spec rule 3: the compiled backend refuses positions above it
+BACKENDS = ("reference", "cython")
+CACHE = object()                # placeholder in a call's arguments: "this backend's cache here"
+
+
+@pytest.fixture(autouse=True)
+def _threads_even_for_small_shapes():
+    """The kernel runs small calls on one thread; let it use every thread it is given
+    (as tests/test_core.py does), so the multithreaded paths see fuzzed input too."""
+    from swaref import _core
+    old = _core.min_work_per_thread(1)
+    yield
+    _core.min_work_per_thread(old)
+
+
+# ======================================================================================
+# Describing a call (what a failure prints)
+# ======================================================================================
+
+def describe(x):
+    """A value as a failure message needs it: arrays with their layout and (if small) values."""
+    if isinstance(x, np.ndarray):
+        f = x.flags
+        layout = ",".join(n for n, on in (("C", f.c_contiguous), ("F", f.f_contiguous),
+                                           ("aligned", f.aligned), ("writeable", f.writeable)) if on)
+        head = f"array(shape={x.shape}, dtype={x.dtype.str}, strides={x.strides}, flags=[{layout}]"
+        if x.size <= 48:
+            with np.printoptions(precision=17, threshold=64):
+                return head + f", values={x.tolist()!r})"
+        return head + ")"
+    if isinstance(x, RollingBufferCache):
+        return (f"{x!r} positions={x.positions.tolist()}")
+    if x is CACHE:
+        return "<cache>"
+    return repr(x)
+
+
+class Call:
+    """One call of a swaref entry point: ``fn(*args, **kwargs)``; ``cache`` (if any) is
+    the initial state, deep-copied for each backend and put where CACHE stands."""
+
+    def __init__(self, fn, args, kwargs=None, cache=None, note=""):
+        self.fn, self.args, self.kwargs, self.cache, self.note = fn, tuple(args), dict(kwargs or {}), cache, note
+
+    def __repr__(self):
+        parts = [describe(a) for a in self.args] + [f"{k}={describe(v)}" for k, v in self.kwargs.items()]
+        s = f"swaref.{self.fn}({', '.join(parts)})"
+        if self.cache is not None or CACHE in self.args:
+            s += f"\n  with cache = {describe(self.cache)}"
+        return s + (f"\n  [{self.note}]" if self.note else "")
+
+
+# ======================================================================================
+# The harness
+# ======================================================================================
+
+def snapshot(obj):
+    """Every attribute of a cache (arrays as dtype, shape and bytes), or None for a non-cache."""
+    if not isinstance(obj, RollingBufferCache):
+        return None
+    return {name: (val.dtype.str, val.shape, val.tobytes()) if isinstance(val, np.ndarray) else val
+            for name, val in vars(obj).items()}
+
+
+def assert_unchanged(before, after, what):
+    if before == after:
+        return
+    bad = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    raise AssertionError(f"{what}: changed ({', '.join(bad)})")
+
+
+def _input_bytes(call):
+    return [(i, a.tobytes()) for i, a in enumerate(list(call.args) + list(call.kwargs.values()))
+            if isinstance(a, np.ndarray)]
+
+
+def invoke(call, backend, cache):
+    """Run the call on one backend.  -> ("ok", result) or ("rejected", kind, message)."""
+    fn = {"attention": swaref.attention, "prefill": swaref.prefill, "decode_step": swaref.decode_step,
+          "load_state": load_state, "window_mask": swaref.window_mask,
+          "RollingBufferCache": RollingBufferCache}[call.fn]
+    args = [cache if a is CACHE else a for a in call.args]
+    kwargs = dict(call.kwargs)
+    if call.fn in ("attention", "prefill", "decode_step"):
+        kwargs["backend"] = backend
+    try:
+        with np.errstate(all="ignore"):      # huge scales overflow in float64 too; outputs are checked
+            return ("ok", fn(*args, **kwargs))
+    except SwarefError as e:
+        return ("rejected", e.kind, str(e))
+    except Exception as e:                    # (1): nothing else may escape
+        raise AssertionError(f"{type(e).__name__} escaped from backend={backend!r}: {e}\n  call: {call!r}") from e
+
+
+def cython_may_refuse(call):
+    """Kinds the compiled backend may raise where the reference does not (spec rule 3):
+    float16 ("dtype") and positions above 2**62 ("positions")."""
+    kinds = set()
+    arrays = [a for a in list(call.args) + list(call.kwargs.values()) if isinstance(a, np.ndarray)]
+    if any(a.dtype == np.float16 for a in arrays):
+        kinds.add("dtype")
+    if max_position(call) > KERNEL_MAX:
+        kinds.add("positions")
+    return kinds
+
+
+def max_position(call):
+    """The largest position the call involves (keys, queries, the cache, a write)."""
+    top = -1
+    for name in ("q_pos", "k_pos"):
+        p = call.kwargs.get(name)
+        if p is not None:
+            try:
+                arr = np.asarray(p)
+                if arr.size and arr.dtype.kind in "iu":
+                    top = max(top, int(arr.max()))
+            except Exception:
+                pass
+    if call.fn == "attention" and call.kwargs.get("k_pos") is None and isinstance(call.args[1], np.ndarray) \
+            and call.args[1].ndim >= 1:
+        top = max(top, call.args[1].shape[0] - 1)
+    if isinstance(call.cache, RollingBufferCache):
+        c = call.cache
+        top = max(top, int(c.positions.max()))
+        start = call.kwargs.get("start")
+        if not isinstance(start, (int, np.integer)) or isinstance(start, (bool, np.bool_)):
+            start = c.next_position or 0
+        q = call.args[0]
+        n = q.shape[0] if isinstance(q, np.ndarray) and q.ndim else 1
+        top = max(top, int(start) + n - 1)
+    return top
+
+
+def finite_max(*arrays):
+    vals = [np.abs(np.asarray(a, dtype=np.float64)) for a in arrays if a is not None and np.size(a)]
+    vals = [a[np.isfinite(a)] for a in vals]
+    return max([float(a.max()) for a in vals if a.size] + [0.0])
+
+
+def tolerance(dtype, q, k, v, scale, D):
+    """The issue's tolerance (float64 1e-12, float32 1e-5, float16 1e-3, times max|V|), times the
+    conditioning of the scores: a score's rounding error grows with |scale| * |q| * |k| * D, and
+    a weight's error with it.  Large-magnitude examples therefore get a looser (honest) bound;
+    at scale 1e30 it is vacuous except for the finiteness check."""
+    base = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5, np.dtype(np.float16): 1e-3}[np.dtype(dtype)]
+    s = 1.0 / math.sqrt(D) if scale is None else abs(float(scale))
+    cond = s * finite_max(q) * finite_max(k) * D
+    return base * finite_max(v) * max(1.0, cond) + 4 * float(np.finfo(dtype).smallest_subnormal)
+
+
+def compare(actual, expected, atol, what, call):
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}\n  call: {call!r}"
+    if np.isfinite(e).all():
+        # (4): finite expected output, so no NaN/Inf here
+        assert np.isfinite(a).all(), f"{what}: NaN/Inf where the expected output is finite\n  call: {call!r}"
+        diff = np.abs(a - e)
+        if diff.max() > atol:
+            i = tuple(int(j) for j in np.unravel_index(np.argmax(diff), diff.shape))
+            raise AssertionError(f"{what}: max |diff| {diff.max():.3e} > tol {atol:.3e} at {i}: "
+                                 f"{a[i]!r} vs {e[i]!r}\n  call: {call!r}")
+    else:
+        # Non-finite input inside a window: both must propagate it alike (spec rule 3).
+        assert np.array_equal(np.isnan(a), np.isnan(e)), f"{what}: NaN in other places\n  call: {call!r}"
+        fin = np.isfinite(a) & np.isfinite(e)
+        assert np.array_equal(np.where(np.isinf(a), a, 0), np.where(np.isinf(e), e, 0)), \
+            f"{what}: Inf in other places\n  call: {call!r}"
+        if fin.any():
+            assert np.abs(a[fin] - e[fin]).max() <= atol, f"{what}: finite entries differ\n  call: {call!r}"
+
+
+def oracle_for(call, cache_before):
+    """(expected output [T, Hq, D] float64, key set (k, v) for the tolerance) of an accepted call.
+
+    attention: the dense oracle over the given keys.  prefill/decode_step: the dense oracle
+    over [the cache's valid slots] + [the new tokens] (spec rule 5: any schedule equals
+    one-shot attention over the whole sequence; the cache holds every key a query can see).
+    """
+    q, k, v = call.args[:3]
+    D = q.shape[2]
+    scale = call.kwargs.get("scale")
+    scale = None if scale is None else float(scale)
+    if call.fn == "attention":
+        S = k.shape[0]
+        k_pos = np.arange(S) if call.kwargs.get("k_pos") is None else np.asarray(call.kwargs["k_pos"]).astype(np.int64)
+        q_pos = k_pos[S - q.shape[0]:] if call.kwargs.get("q_pos") is None else \
+            np.asarray(call.kwargs["q_pos"]).astype(np.int64)
+        window = call.kwargs["window"]
+        keys, vals = k, v
+    else:
+        c = cache_before
+        start = call.kwargs.get("start")
+        start = (c.next_position or 0) if start is None else int(start)
+        ck, cv, cpos = c.view()
+        keys, vals = np.concatenate([ck, k]), np.concatenate([cv, v])
+        T = q.shape[0]
+        k_pos = np.concatenate([cpos, np.arange(start, start + T, dtype=np.int64)])
+        q_pos = np.arange(start, start + T, dtype=np.int64)
+        window = c.window
+    window = None if window is None or int(window) > INT64_MAX else int(window)   # wider = causal
+    with np.errstate(all="ignore"):
+        out = dense_attention_f64(q, keys, vals, q_pos, k_pos, window, scale)
+    # Only the visible keys matter for the tolerance (poison elsewhere never reaches the output).
+    lo = q_pos.min() - (window - 1) if window is not None else -1
+    seen = (k_pos >= lo) & (k_pos <= q_pos.max())
+    return out, keys[seen], vals[seen], scale, D
+
+
+def check_written(call, before, after, out_dtype):
+    """After an accepted prefill/decode_step: the cache is as spec rule 4 says."""
+    q, k, v = call.args[:3]
+    T = q.shape[0]
+    start = call.kwargs.get("start")
+    start = (before.next_position or 0) if start is None else int(start)
+    C = before.capacity
+    exp_k, exp_v, exp_pos = before.k.copy(), before.v.copy(), before.positions.copy()
+    for i in range(max(0, T - C), T):
+        p = start + i
+        exp_k[p % C], exp_v[p % C], exp_pos[p % C] = k[i], v[i], p
+    assert after.n_seen == before.n_seen + T and after.next_position == start + T, \
+        f"cache counters after the call: n_seen {after.n_seen}, next {after.next_position}\n  call: {call!r}"
+    for name, want in (("k", exp_k), ("v", exp_v), ("positions", exp_pos)):
+        got = getattr(after, name)
+        assert got.tobytes() == want.tobytes(), f"cache.{name} after the call is not as rule 4 says\n  call: {call!r}"
+
+
+def check_call(call, caches=None):
+    """Run ``call`` on both backends and assert properties (1)-(5).
+
+    caches: {backend: cache} to run on and leave updated (the sequence test); default a
+    deep copy of call.cache per backend.  Returns {backend: outcome}.
+    """
+    if caches is None:
+        caches = {b: copy.deepcopy(call.cache) for b in BACKENDS}
+    inputs = _input_bytes(call)
+    before = {b: copy.deepcopy(caches[b]) for b in BACKENDS}
+    results = {}
+    for b in BACKENDS:
+        snap = snapshot(caches[b])
+        results[b] = invoke(call, b, caches[b])
+        if results[b][0] == "rejected":
+            if snap is not None:                            # (2) rejected: cache untouched
+                assert_unchanged(snap, snapshot(caches[b]),
+                                 f"cache after a rejected call (backend={b}, kind={results[b][1]!r}: "
+                                 f"{results[b][2]})\n  call: {call!r}")
+        assert _input_bytes(call) == inputs, f"backend={b} modified an input array\n  call: {call!r}"
+    ref, cy = results["reference"], results["cython"]
+    event(f"{call.fn}: reference {ref[0]} {ref[1] if ref[0] == 'rejected' else ''}")
+    event(f"{call.fn}: cython {cy[0]} {cy[1] if cy[0] == 'rejected' else ''}")
+    note(f"reference: {ref[0]} {ref[1] if ref[0] == 'rejected' else ''}; cython: {cy[0]} "
+         f"{cy[1] if cy[0] == 'rejected' else ''}")
+    # (3) the same verdict, except the compiled backend's documented refusals
+    if ref[0] != cy[0] or (ref[0] == "rejected" and ref[1] != cy[1]):
+        allowed = cython_may_refuse(call)
+        assert cy[0] == "rejected" and cy[1] in allowed, (
+            f"backends disagree: reference {ref[0]} {ref[1:] if ref[0] == 'rejected' else ''}, "
+            f"cython {cy[0]} {cy[1:] if cy[0] == 'rejected' else ''}\n  call: {call!r}")
+        return results
+    if ref[0] == "rejected" or call.fn not in ("attention", "prefill", "decode_step"):
+        if ref[0] == "ok" and call.fn == "load_state":
+            assert snapshot(caches["reference"]) == snapshot(caches["cython"])
+        return results
+    # Both accepted: outputs against each other and the oracle (3, 4, 5)
+    out_r, out_c = ref[1], cy[1]
+    q = call.args[0]
+    assert out_r.dtype == out_c.dtype == q.dtype and out_r.shape == out_c.shape == q.shape, \
+        f"output dtype/shape: {out_r.dtype}{out_r.shape}, {out_c.dtype}{out_c.shape}\n  call: {call!r}"
+    expected, keys, vals, scale, D = oracle_for(call, before["reference"])
+    tol = tolerance(q.dtype, [q], keys, vals, scale, D)
+    compare(out_r, expected, tol, "reference vs dense oracle", call)
+    compare(out_c, expected, tol, "cython vs dense oracle", call)
+    compare(out_c, out_r, tol, "cython vs reference", call)
+    if call.fn != "attention":
+        check_written(call, before["reference"], caches["reference"], q.dtype)
+        assert_unchanged(snapshot(caches["reference"]), snapshot(caches["cython"]),
+                         f"cython's cache vs the reference's after the call\n  call: {call!r}")
+    return results
+
+
+# ======================================================================================
+# Strategies: small pieces
+# ======================================================================================
+
+SHAPES = dict(T=st.integers(1, 9), S=st.integers(1, 12), Hkv=st.integers(1, 3), G=st.integers(1, 3),
+              D=st.sampled_from([1, 2, 3, 4, 5, 8, 16, 17, 32]))
+
+
+def magnitudes_for(dtype):
+    """Typical sizes of q/k and of v.  Float32 q, k stay where the kernel's float32 scores
+    cannot overflow (|scale * q.k| well below 3.4e38): the overflow itself (q = k = 1e19)
+    is a known bug with its own strict-xfail test below (test_float32_score_overflow)."""
+    if dtype == np.float16:
+        return st.sampled_from([1e-2, 1.0, 10.0]), st.sampled_from([1e-2, 1.0, 100.0])
+    qk = [1e-3, 1.0, 1.0, 1.0, 10.0, 1e3]
+    vv = [1.0, 1.0, 1e-3, 1e3, 1e-30, 1e30]
+    return st.sampled_from(qk), st.sampled_from(vv)
+
+
+@st.composite
+def arrays(draw, shape, dtype, mag):
+    """A standard normal array times ``mag`` (NumPy's RNG from a drawn seed: fast; the seed
+    is printed with the failing example)."""
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    x = np.random.default_rng(seed).standard_normal(shape) * mag
+    return x.astype(dtype)
+
+
+LAYOUTS = ("C", "C", "C", "strided", "reversed", "fortran", "misaligned", "readonly", "byteswapped")
+
+
+def with_layout(x, layout):
+    """The same values in another memory layout (byte-swapped: a non-native dtype, which
+    both backends must refuse alike)."""
+    if layout == "C":
+        return np.ascontiguousarray(x)
+    if layout == "strided":                  # every other element of a wider array
+        big = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), x.dtype)
+        big[..., ::2] = x
+        return big[..., ::2]
+    if layout == "reversed":                 # negative strides on the first two axes
+        return np.ascontiguousarray(x[::-1, ::-1])[::-1, ::-1] if x.ndim >= 2 else x[::-1].copy()[::-1]
+    if layout == "fortran":
+        return np.asfortranarray(x)
+    if layout == "misaligned":               # C-contiguous but one byte off alignment
+        buf = np.zeros(x.nbytes + 1, np.uint8)
+        y = np.frombuffer(buf.data, x.dtype, count=x.size, offset=1).reshape(x.shape)
+        y[...] = x
+        return y
+    if layout == "readonly":
+        y = x.copy()
+        y.setflags(write=False)
+        return y
+    if layout == "byteswapped":
+        return x.astype(x.dtype.newbyteorder())
+    raise AssertionError(layout)
+
+
+@st.composite
+def laid_out(draw, arrays):
+    """q, k, v in one drawn layout (a byte-swapped dtype for one of them only, and sometimes
+    each in its own layout), so that most calls stay acceptable."""
+    if draw(st.integers(0, 3)) == 0:
+        return [with_layout(x, draw(st.sampled_from(LAYOUTS))) for x in arrays]
+    layout = draw(st.sampled_from(LAYOUTS))
+    swapped = draw(st.integers(0, len(arrays) - 1))
+    return [with_layout(x, "C" if layout == "byteswapped" and i != swapped else layout)
+            for i, x in enumerate(arrays)]
+
+
+@st.composite
+def increasing(draw, n):
+    """n strictly increasing positions (Python ints), starting near an interesting offset:
+    0, small, 10**9, the kernel's 2**62 limit (last position 2**62 - 1, 2**62, 2**62 + 1),
+    or the end of int64."""
+    gaps = draw(st.one_of(st.just([1] * n), st.lists(st.integers(1, 4), min_size=n, max_size=n)))
+    rel = np.cumsum([0] + gaps[1:]).tolist()
+    span = rel[-1]
+    where = draw(st.sampled_from(["zero", "small", "small", "1e9", "limit-1", "limit", "limit+1", "end"]))
+    offset = {"zero": 0, "small": draw(st.integers(0, 20)), "1e9": 10 ** 9,
+              "limit-1": KERNEL_MAX - 1 - span, "limit": KERNEL_MAX - span,
+              "limit+1": KERNEL_MAX + 1 - span, "end": INT64_MAX - span}[where]
+    return [offset + r for r in rel]
+
+
+@st.composite
+def position_arg(draw, pos):
+    """Valid positions as any accepted container: int64/uint64/int32 arrays (some non-contiguous
+    or read-only), list, tuple, range."""
+    kind = draw(st.sampled_from(["int64", "int64", "uint64", "int32", "list", "tuple", "range",
+                                 "strided", "readonly"]))
+    if kind == "int32" and pos and pos[-1] >= 2 ** 31:
+        kind = "int64"
+    if kind == "range" and any(b - a != 1 for a, b in zip(pos, pos[1:])):
+        kind = "list"
+    if kind in ("int64", "uint64", "int32"):
+        return np.array(pos, dtype=kind)
+    if kind == "strided":
+        big = np.zeros(2 * len(pos), dtype=np.int64)
+        big[::2] = pos
+        return big[::2]
+    if kind == "readonly":
+        a = np.array(pos, dtype=np.int64)
+        a.setflags(write=False)
+        return a
+    if kind == "range":
+        return range(pos[0], pos[-1] + 1) if pos else range(0)
+    return {"list": list, "tuple": tuple}[kind](pos)
+
+
+def windows(n):
+    """Valid windows for a sequence of length n: small, around n, the huge ones, None, NumPy ints."""
+    return st.sampled_from([1, 2, 3, max(1, n // 2), n, n + 1, 2 ** 62, 2 ** 63, 2 ** 64, None,
+                            np.int64(2), np.uint64(2 ** 64 - 1)])
+
+
+SCALES = st.sampled_from([None, None, None, 0, 0.0, -0.5, 1, 0.125, 2.0, -3.0, 1e-300, 1e30, -1e30,
+                          np.float32(0.5), np.int64(2), Fraction(1, 3)])
+THREADS = st.sampled_from([None, None, 1, 2, 3, np.int64(2), 10 ** 6])
+
+
+# ======================================================================================
+# Mutations: spoil one argument of a valid call
+# ======================================================================================
+
+BAD_WINDOWS = [0, -1, -2 ** 63, -2 ** 64, True, False, 2.0, "3", np.float64(3), np.bool_(True), 1j]
+BAD_SCALES = [np.nan, np.inf, -np.inf, True, np.bool_(False), "1", 1j, np.float32(np.nan), float("1e400")]
+BAD_THREADS = [0, -1, True, 1.0, "2", np.int64(0), -10 ** 30]
+BAD_ARRAY_KINDS = ["ndim+", "ndim-", "0-d", "list", "None", "int", "float16/64 mix", "D", "heads",
+                   "empty T", "empty D", "v shape", "bool", "complex", "object"]
+
+
+def spoil_array(x, how, which):
+    """x (one of q, k, v) made invalid in one way."""
+    if how == "ndim+":
+        return x[None]
+    if how == "ndim-":
+        return x[0]
+    if how == "0-d":
+        return np.asarray(x.flat[0]) if x.size else np.float64(1.0)
+    if how == "list":
+        return x.tolist()
+    if how == "None":
+        return None
+    if how == "int":
+        return x.astype(np.int64)
+    if how == "float16/64 mix":
+        return x.astype(np.float16 if x.dtype != np.float16 else np.float64)
+    if how == "D":
+        return x[..., :-1] if x.shape[-1] > 1 else np.concatenate([x, x], axis=-1)
+    if how == "heads":                       # Hq no longer a multiple of Hkv (or Hkv changed)
+        return np.concatenate([x, x[:, :1]], axis=1)
+    if how == "empty T":
+        return x[:0]
+    if how == "empty D":
+        return x[..., :0]
+    if how == "v shape":
+        return x[:-1] if which == "v" and x.shape[0] > 1 else np.concatenate([x, x])
+    if how == "bool":
+        return x > 0
+    if how == "complex":
+        return x.astype(np.complex128)
+    if how == "object":
+        return x.astype(object)
+    raise AssertionError(how)
+
+
+@st.composite
+def bad_positions(draw, pos, length):
+    """Positions that must be refused: not increasing, negative, too large for int64, wrong
+    length or type, 2-D; and values that only the compiled backend refuses are drawn by
+    :func:`increasing` already."""
+    pos = list(pos)
+    choices = ["wrong length", "float", "bool", "2-D", "uint64 huge", "object huge", "None inside", "string"]
+    if length >= 2:
+        choices += ["repeat", "decrease"]
+    if length >= 1:
+        choices += ["negative"]
+    if "ragged_positions" not in KNOWN_BUGS:
+        choices += ["ragged"]
+    how = draw(st.sampled_from(choices))
+    if how == "repeat":
+        pos[1] = pos[0]
+        return np.array(pos, dtype=np.int64)
+    if how == "decrease":
+        pos[0], pos[1] = pos[1], pos[0]
+        return pos
+    if how == "negative":
+        return [p - pos[-1] - 1 for p in pos] if draw(st.booleans()) else [-1] + pos[1:]
+    if how == "wrong length":
+        return pos + [pos[-1] + 1] if pos and draw(st.booleans()) else pos[:-1]
+    if how == "float":
+        return np.array(pos, dtype=np.float64)
+    if how == "bool":
+        return np.ones(length, dtype=bool)
+    if how == "2-D":
+        return np.array(pos, dtype=np.int64)[None]
+    if how == "uint64 huge":
+        return np.array([2 ** 63 + i for i in range(length)], dtype=np.uint64)
+    if how == "object huge":
+        return [2 ** 64 + i for i in range(length)]
+    if how == "None inside":
+        return [None] * length
+    if how == "string":
+        return "0123"[:length]
+    if how == "ragged":
+        return [[p] for p in pos[:-1]] + [[pos[-1], pos[-1] + 1]] if pos else [[0], [1, 2]]
+    raise AssertionError(how)
+
+
+# ======================================================================================
+# Strategies: whole calls
+# ======================================================================================
+
+@st.composite
+def qkv(draw, T, S, Hq, Hkv, D, dtype):
+    mqk, mv = magnitudes_for(dtype)
+    q = draw(arrays((T, Hq, D), dtype, draw(mqk)))
+    k = draw(arrays((S, Hkv, D), dtype, draw(mqk)))
+    v = draw(arrays((S, Hkv, D), dtype, draw(mv)))
+    if draw(st.integers(0, 9)) == 0:         # non-finite values, inside or outside windows
+        x = draw(st.sampled_from([q, k, v]))
+        if x.size:
+            x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    return q, k, v
+
+
+def _f32_safe_scale(scale, dtype, q, k, D):
+    """Keep float32 scores clear of overflow (see magnitudes_for): shrink a huge scale."""
+    if dtype != np.float32 or scale is None:
+        return scale
+    m = abs(float(scale)) * finite_max(q) * finite_max(k) * D
+    return scale if m < 1e36 else 1e36 / (finite_max(q) * finite_max(k) * D)
+
+
+@st.composite
+def attention_calls(draw):
+    """swaref.attention(q, k, v, window=..., q_pos=..., k_pos=..., scale=..., num_threads=...),
+    valid or with one argument spoilt."""
+    T, S, Hkv, G, D = (draw(SHAPES[n]) for n in ("T", "S", "Hkv", "G", "D"))
+    dtype = draw(st.sampled_from([np.float64, np.float64, np.float32, np.float32, np.float16]))
+    q, k, v = draw(qkv(T, S, Hkv * G, Hkv, D, dtype))
+    kw = dict(window=draw(windows(S)))
+    k_pos = draw(increasing(S))
+    how_q = draw(st.sampled_from(["default", "default", "last T", "own", "subset"]))
+    if T > S and how_q != "own" and draw(st.integers(0, 3)):
+        how_q = "own"                        # the default q_pos needs T <= S
+    if how_q != "default" or T > S or draw(st.booleans()):
+        kw["k_pos"] = draw(position_arg(k_pos))
+    if how_q == "last T" and T <= S:
+        kw["q_pos"] = draw(position_arg(k_pos[S - T:]))
+    elif how_q == "own":                     # may outnumber the keys; may see no key
+        own = draw(increasing(T))
+        if draw(st.booleans()):              # mostly near the keys, so that most see one
+            shift = k_pos[-1] + draw(st.integers(0, 2)) - own[-1]
+            own = [p + shift for p in own] if own[0] + shift >= 0 else own
+        kw["q_pos"] = draw(position_arg(own))
+    elif how_q == "subset" and T <= S:
+        kw["q_pos"] = sorted(draw(st.lists(st.sampled_from(k_pos), min_size=T, max_size=T, unique=True))) \
+            if len(set(k_pos)) >= T else k_pos[:T]
+    kw["scale"] = _f32_safe_scale(draw(SCALES), dtype, q, k, D)
+    kw["num_threads"] = draw(THREADS)
+    args = draw(laid_out((q, k, v)))
+    mutation = draw(st.sampled_from(["none"] * 4 + ["array", "window", "positions", "scale", "threads"]))
+    if mutation == "array":
+        i = draw(st.integers(0, 2))
+        args[i] = spoil_array(args[i], draw(st.sampled_from(BAD_ARRAY_KINDS)), "qkv"[i])
+    elif mutation == "window":
+        kw["window"] = draw(st.sampled_from(BAD_WINDOWS))
+    elif mutation == "positions":
+        name = draw(st.sampled_from(["q_pos", "k_pos"]))
+        n = T if name == "q_pos" else S
+        kw[name] = draw(bad_positions(k_pos[S - T:] if name == "q_pos" and T <= S else k_pos[:n]
+                                      if n <= S else draw(increasing(n)), n))
+    elif mutation == "scale":
+        kw["scale"] = draw(st.sampled_from(BAD_SCALES + ([10 ** 400, Fraction(10 ** 400, 3)]
+                                                         if "huge_int_scale" not in KNOWN_BUGS else [])))
+    elif mutation == "threads":
+        kw["num_threads"] = draw(st.sampled_from(BAD_THREADS))
+    return Call("attention", args, kw, note=f"mutation: {mutation}")
+
+
+@st.composite
+def ring_state(draw, C, Hkv, D, dtype, window):
+    """A valid saved ring (positions [C], k, v) for load_state: n held consecutive positions
+    ending anywhere (near 2**62 and the end of int64 too), garbage, NaN or Inf in empty slots."""
+    n = draw(st.integers(0, C))
+    pos = np.full(C, -1, dtype=np.int64)
+    if n:
+        last = draw(increasing(1))[0]
+        last = max(last, n - 1)
+        for p in range(last - n + 1, last + 1):
+            pos[p % C] = p
+    mqk, mv = magnitudes_for(dtype)
+    k = draw(arrays((C, Hkv, D), dtype, draw(mqk)))
+    v = draw(arrays((C, Hkv, D), dtype, draw(mv)))
+    if draw(st.booleans()):                  # poison where no query can look: empty slots
+        k[pos < 0] = np.nan
+        v[pos < 0] = draw(st.sampled_from([np.nan, np.inf]))
+    return pos, k, v
+
+
+@st.composite
+def caches(draw, Hkv, D, dtype, T):
+    """A cache in one of its states: empty, loaded (load_state), or prefilled and wrapped; for
+    a sliding window, the oldest held key may be poisoned (stale: no later query sees it)."""
+    window = draw(st.sampled_from([1, 2, 3, 4, 5, 8, None]))
+    capacity = None if window is not None else draw(st.integers(1, 3 * T + 4))
+    c = RollingBufferCache(window, Hkv, D, dtype=dtype, capacity=capacity)
+    state = draw(st.sampled_from(["empty", "loaded", "prefilled"]))
+    if state == "loaded":
+        load_state(c, *draw(ring_state(c.capacity, Hkv, D, dtype, window)))
+    elif state == "prefilled":
+        n = draw(st.integers(1, c.capacity if window is None else 3 * c.capacity))
+        mqk, mv = magnitudes_for(dtype)
+        q, k, v = (draw(arrays((n, h, D), dtype, draw(m))) for h, m in ((Hkv, mqk), (Hkv, mqk), (Hkv, mv)))
+        start = min(draw(increasing(1))[0], INT64_MAX - n) if draw(st.booleans()) else None
+        swaref.prefill(q, k, v, c, start=start, chunk_size=draw(st.integers(1, n)))
+    if window is not None and c.n_seen >= c.capacity and draw(st.integers(0, 3)) == 0:
+        oldest = int(np.argmin(np.where(c.positions >= 0, c.positions, np.iinfo(np.int64).max)))
+        c.k[oldest] = np.nan                 # stale: outside every later query's window
+        c.v[oldest] = np.inf
+    return c
+
+
+@st.composite
+def chunk_sizes(draw, T):
+    """None, an int (> T too), or a list of chunk lengths summing to T."""
+    how = draw(st.sampled_from(["none", "int", "list", "list"]))
+    if how == "none":
+        return None
+    if how == "int":
+        return draw(st.sampled_from([1, 2, 3, T, T + 5, np.int64(2)]))
+    cuts = sorted(draw(st.sets(st.integers(1, T - 1), max_size=5))) if T > 1 else []
+    edges = [0] + cuts + [T]
+    return [b - a for a, b in zip(edges, edges[1:])]
+
+
+BAD_CHUNKS = [0, -1, True, 2.0, "3", [0], [True], [1.0], object()]
+
+
+@st.composite
+def step_calls(draw):
+    """swaref.prefill(q, k, v, cache, ...) or swaref.decode_step(q, k, v, cache, ...) on a cache
+    in some state, valid or with one argument (the cache included) spoilt."""
+    decode = draw(st.booleans())
+    T = 1 if decode else draw(SHAPES["T"])
+    Hkv, G, D = (draw(SHAPES[n]) for n in ("Hkv", "G", "D"))
+    dtype = draw(st.sampled_from([np.float64, np.float64, np.float32, np.float32, np.float16]))
+    cache = draw(caches(Hkv, D, dtype, T))
+    q, k, v = draw(qkv(T, T, Hkv * G, Hkv, D, dtype))
+    kw = {}
+    nxt = cache.next_position
+    start = draw(st.sampled_from(["default", "default", "explicit"]))
+    if start == "explicit":
+        kw["start"] = nxt if nxt is not None else draw(increasing(1))[0]
+    if not decode:
+        kw["chunk_size"] = draw(chunk_sizes(T))
+    kw["scale"] = _f32_safe_scale(draw(SCALES), dtype, q, k, D)
+    kw["num_threads"] = draw(THREADS)
+    args = draw(laid_out((q, k, v))) + [CACHE]
+    mutation = draw(st.sampled_from(["none"] * 4 + ["array", "start", "chunks", "scale", "threads",
+                                                     "cache", "T"]))
+    if mutation == "array":
+        i = draw(st.integers(0, 2))
+        args[i] = spoil_array(args[i], draw(st.sampled_from(BAD_ARRAY_KINDS)), "qkv"[i])
+    elif mutation == "start":
+        base = nxt if nxt is not None else 0
+        kw["start"] = draw(st.sampled_from([base + 1, base - 1, -1, True, 2.5, "0", 10 ** 400, 2 ** 63,
+                                            INT64_MAX, np.uint64(2 ** 64 - 1)]))
+    elif mutation == "chunks" and not decode:
+        kw["chunk_size"] = draw(st.sampled_from(BAD_CHUNKS + [[T + 1], [T, 1], [T, 0], [-1, T + 1]]))
+    elif mutation == "scale":
+        kw["scale"] = draw(st.sampled_from(BAD_SCALES + ([10 ** 400] if "huge_int_scale" not in KNOWN_BUGS
+                                                         else [])))
+    elif mutation == "threads":
+        kw["num_threads"] = draw(st.sampled_from(BAD_THREADS))
+    elif mutation == "cache":
+        bad = draw(st.sampled_from(["not a cache", "None", "other D", "other Hkv", "other dtype"]))
+        if bad == "not a cache":
+            args[3] = {"k": cache.k}
+        elif bad == "None":
+            args[3] = None
+        else:
+            w = cache.window
+            other = np.float64 if dtype == np.float32 else np.float32
+            c2 = RollingBufferCache(w, Hkv + (bad == "other Hkv"), D + (bad == "other D"),
+                                    dtype=other if bad == "other dtype" else dtype,
+                                    capacity=None if w is not None else cache.capacity)
+            args[3], cache = CACHE, c2
+    elif mutation == "T":                    # k, v rows differ from q's (or decode of 2 tokens)
+        if decode:
+            args[:3] = [np.concatenate([x, x]) if isinstance(x, np.ndarray) else x for x in args[:3]]
+        else:
+            args[1], args[2] = args[1][:-1] if T > 1 else np.concatenate([args[1]] * 2), \
+                args[2][:-1] if T > 1 else np.concatenate([args[2]] * 2)
+    fn = "decode_step" if decode else "prefill"
+    return Call(fn, args, kw, cache=cache if args[3] is CACHE else None, note=f"mutation: {mutation}")
+
+
+# ======================================================================================
+# The properties
+# ======================================================================================
+
+@FUZZ
+@given(call=attention_calls())
+def test_fuzz_attention(call):
+    check_call(call)
+
+
+@FUZZ
+@given(call=step_calls())
+def test_fuzz_prefill_and_decode(call):
+    check_call(call)

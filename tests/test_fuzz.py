@@ -23,10 +23,11 @@ Inputs are drawn valid and invalid: random shapes, dtypes, memory layouts
 byte-swapped), windows up to 2**64, positions up to 2**63 - 1 (straddling the
 kernel's 2**62 limit), scales from 0 to 1e30, chunk schedules, starts, thread
 counts, and caches in every state (empty, loaded with NaN in empty and stale
-slots, wrapped, full).  Then one argument may be spoilt (:data:`MUTATIONS`).
+slots, wrapped, full).  Then one argument may be spoilt (``spoil_array``,
+``bad_positions``, ``BAD_*``, ``spoilt_ring``), so every validation path is reached.
 
 Bounded for CI: every property runs ``SWAREF_FUZZ_EXAMPLES`` examples (default
-60) with ``derandomize=True``, so a run is deterministic (the sanitizer build
+200) with ``derandomize=True``, so a run is deterministic (the sanitizer build
 runs the same examples, fewer of them).  tools/fuzz.py runs the same properties
 for longer, with fresh seeds.
 
@@ -50,10 +51,21 @@ from swaref.cache import load_state
 from oracle import brute_force_mask, dense_attention_f64
 
 #: Examples per property; the sanitizer job sets fewer, tools/fuzz.py many more.
-N_EXAMPLES = int(os.environ.get("SWAREF_FUZZ_EXAMPLES", "60"))
+N_EXAMPLES = int(os.environ.get("SWAREF_FUZZ_EXAMPLES", "200"))
 
 FUZZ = settings(max_examples=N_EXAMPLES, derandomize=True, database=None, deadline=None,
                 print_blob=True, suppress_health_check=list(HealthCheck))
+
+#: name -> (body, strategies) of every property, for tools/fuzz.py to rerun with its own seeds.
+PROPERTIES = {}
+
+
+def fuzz_property(**strategies):
+    """``@given(**strategies)`` under the CI settings above; registers the property in PROPERTIES."""
+    def deco(fn):
+        PROPERTIES[fn.__name__] = (fn, strategies)
+        return FUZZ(given(**strategies)(fn))
+    return deco
 
 #: Bugs this fuzzer found (reproducers at the end of the file, strict xfail).  Their
 #: inputs are left out of the strategies so the rest keeps being fuzzed; tools/fuzz.py
@@ -110,10 +122,14 @@ class Call:
     def __init__(self, fn, args, kwargs=None, cache=None, note=""):
         self.fn, self.args, self.kwargs, self.cache, self.note = fn, tuple(args), dict(kwargs or {}), cache, note
 
+    def with_cache(self, cache):
+        self.cache = copy.deepcopy(cache)
+        return self
+
     def __repr__(self):
         parts = [describe(a) for a in self.args] + [f"{k}={describe(v)}" for k, v in self.kwargs.items()]
         s = f"swaref.{self.fn}({', '.join(parts)})"
-        if self.cache is not None or CACHE in self.args:
+        if self.cache is not None or any(a is CACHE for a in self.args):
             s += f"\n  with cache = {describe(self.cache)}"
         return s + (f"\n  [{self.note}]" if self.note else "")
 
@@ -293,6 +309,30 @@ def check_written(call, before, after, out_dtype):
         assert got.tobytes() == want.tobytes(), f"cache.{name} after the call is not as rule 4 says\n  call: {call!r}"
 
 
+def check_loaded(call, cache):
+    """After an accepted load_state: the cache holds exactly the given ring."""
+    _, pos, k, v = call.args
+    pos = np.asarray(pos).astype(np.int64)
+    held = pos[pos >= 0]
+    for name, want, dt in (("positions", pos, np.int64), ("k", k, cache.dtype), ("v", v, cache.dtype)):
+        assert getattr(cache, name).tobytes() == np.ascontiguousarray(want, dtype=dt).tobytes(), \
+            f"cache.{name} after load_state is not what was loaded\n  call: {call!r}"
+    n = held.size
+    assert cache.n_seen == n and cache.next_position == (int(held.max()) + 1 if n else None), \
+        f"after load_state: n_seen {cache.n_seen}, next_position {cache.next_position}\n  call: {call!r}"
+
+
+def check_constructed(call, c):
+    """A new cache is in the constructed state (spec rule 4)."""
+    window = call.args[0]
+    C = int(window) if window is not None else int(call.kwargs["capacity"])
+    shape = (C, int(call.args[1]), int(call.args[2]))
+    assert c.k.shape == c.v.shape == shape and not c.k.any() and not c.v.any(), f"{c!r}\n  call: {call!r}"
+    assert c.positions.dtype == np.int64 and (c.positions == -1).all() and c.positions.shape == (C,)
+    assert c.n_seen == 0 and c.next_position is None and c.capacity == C
+    assert not np.shares_memory(c.k, c.v)
+
+
 def check_call(call, caches=None):
     """Run ``call`` on both backends and assert properties (1)-(5).
 
@@ -325,9 +365,12 @@ def check_call(call, caches=None):
             f"backends disagree: reference {ref[0]} {ref[1:] if ref[0] == 'rejected' else ''}, "
             f"cython {cy[0]} {cy[1:] if cy[0] == 'rejected' else ''}\n  call: {call!r}")
         return results
+    if ref[0] == "ok" and call.fn == "load_state":
+        for b in BACKENDS:
+            check_loaded(call, caches[b])
+    if ref[0] == "ok" and call.fn == "RollingBufferCache":
+        check_constructed(call, ref[1])
     if ref[0] == "rejected" or call.fn not in ("attention", "prefill", "decode_step"):
-        if ref[0] == "ok" and call.fn == "load_state":
-            assert snapshot(caches["reference"]) == snapshot(caches["cython"])
         return results
     # Both accepted: outputs against each other and the oracle (3, 4, 5)
     out_r, out_c = ref[1], cy[1]
@@ -609,7 +652,7 @@ def attention_calls(draw):
     kw["scale"] = _f32_safe_scale(draw(SCALES), dtype, q, k, D)
     kw["num_threads"] = draw(THREADS)
     args = draw(laid_out((q, k, v)))
-    mutation = draw(st.sampled_from(["none"] * 4 + ["array", "window", "positions", "scale", "threads"]))
+    mutation = draw(st.sampled_from(["none"] * 5 + ["array", "window", "positions", "scale", "threads"]))
     if mutation == "array":
         i = draw(st.integers(0, 2))
         args[i] = spoil_array(args[i], draw(st.sampled_from(BAD_ARRAY_KINDS)), "qkv"[i])
@@ -693,9 +736,21 @@ def step_calls(draw):
     in some state, valid or with one argument (the cache included) spoilt."""
     decode = draw(st.booleans())
     T = 1 if decode else draw(SHAPES["T"])
-    Hkv, G, D = (draw(SHAPES[n]) for n in ("Hkv", "G", "D"))
+    Hkv, D = draw(SHAPES["Hkv"]), draw(SHAPES["D"])
     dtype = draw(st.sampled_from([np.float64, np.float64, np.float32, np.float32, np.float16]))
     cache = draw(caches(Hkv, D, dtype, T))
+    return draw(step_call_on(cache, decode, T))
+
+
+STEP_MUTATIONS = ["array", "start", "chunks", "scale", "threads", "cache", "T"]
+
+
+@st.composite
+def step_call_on(draw, cache, decode, T, mutation=None):
+    """A prefill of T tokens (or a decode step) on ``cache``; ``mutation`` None: drawn (often
+    "none"), else that one ("cache" replaces the cache by one of other dims or dtype)."""
+    Hkv, D, dtype = cache.n_kv_heads, cache.head_dim, cache.dtype.type
+    G = draw(SHAPES["G"])
     q, k, v = draw(qkv(T, T, Hkv * G, Hkv, D, dtype))
     kw = {}
     nxt = cache.next_position
@@ -707,8 +762,8 @@ def step_calls(draw):
     kw["scale"] = _f32_safe_scale(draw(SCALES), dtype, q, k, D)
     kw["num_threads"] = draw(THREADS)
     args = draw(laid_out((q, k, v))) + [CACHE]
-    mutation = draw(st.sampled_from(["none"] * 4 + ["array", "start", "chunks", "scale", "threads",
-                                                     "cache", "T"]))
+    if mutation is None:
+        mutation = draw(st.sampled_from(["none"] * 5 + STEP_MUTATIONS))
     if mutation == "array":
         i = draw(st.integers(0, 2))
         args[i] = spoil_array(args[i], draw(st.sampled_from(BAD_ARRAY_KINDS)), "qkv"[i])
@@ -750,13 +805,388 @@ def step_calls(draw):
 # The properties
 # ======================================================================================
 
-@FUZZ
-@given(call=attention_calls())
+@fuzz_property(call=attention_calls())
 def test_fuzz_attention(call):
     check_call(call)
 
 
-@FUZZ
-@given(call=step_calls())
+@fuzz_property(call=step_calls())
 def test_fuzz_prefill_and_decode(call):
     check_call(call)
+
+
+# --------------------------------------------------------------------------------------
+# load_state, the constructor, window_mask
+# --------------------------------------------------------------------------------------
+
+@st.composite
+def spoilt_ring(draw, pos, k, v, C):
+    """A saved ring that load_state must refuse (or, for "garbage in empty slots", accept)."""
+    how = draw(st.sampled_from(["wrong slot", "gap", "below -1", "uint64 huge", "float", "bool", "shape",
+                                "k shape", "v dtype", "k list", "positions None", "2-D"]))
+    pos = pos.copy()
+    if how == "wrong slot":
+        i = draw(st.integers(0, C - 1))
+        pos[i] = (pos[i] if pos[i] >= 0 else i) + draw(st.sampled_from([1, C + 1])) if C > 1 else pos[i] + C + 1
+        if C == 1:                            # one slot holds anything; make it a real error
+            pos[0] = -2
+    elif how == "gap":
+        held = np.nonzero(pos >= 0)[0]
+        if held.size >= 2 and C >= 3:         # drop a middle position of the run: not consecutive
+            order = held[np.argsort(pos[held])]
+            pos[order[1]] = -1 if held.size >= 3 else pos[order[1]]
+            if held.size < 3:
+                pos[order[0]] = -5
+        else:
+            pos[0] = -3
+    elif how == "below -1":
+        pos[draw(st.integers(0, C - 1))] = draw(st.sampled_from([-2, -2 ** 63]))
+    elif how == "uint64 huge":
+        pos = np.full(C, 2 ** 64 - 1, dtype=np.uint64)
+    elif how == "float":
+        pos = pos.astype(np.float64)
+    elif how == "bool":
+        pos = pos >= 0
+    elif how == "shape":
+        pos = np.concatenate([pos, [-1]])
+    elif how == "k shape":
+        k = k[:, :, :-1] if k.shape[2] > 1 else k[:0]
+    elif how == "v dtype":
+        v = v.astype(np.float32 if v.dtype != np.float32 else np.float64)
+    elif how == "k list":
+        k = k.tolist()
+    elif how == "positions None":
+        pos = None
+    elif how == "2-D":
+        pos = pos[None]
+    return pos, k, v, how
+
+
+@fuzz_property(data=st.data())
+def test_fuzz_load_state_then_decode(data):
+    """load_state with valid and spoilt rings (poison in empty slots too); an accepted state
+    then takes a decode step on both backends (the kernel reads the loaded ring in place)."""
+    Hkv, D = data.draw(SHAPES["Hkv"]), data.draw(SHAPES["D"])
+    dtype = data.draw(st.sampled_from([np.float64, np.float32, np.float16]))
+    cache = data.draw(caches(Hkv, D, dtype, 4))
+    pos, k, v = data.draw(ring_state(cache.capacity, Hkv, D, dtype, cache.window))
+    how = "valid"
+    if data.draw(st.booleans()):
+        pos, k, v, how = data.draw(spoilt_ring(pos, k, v, cache.capacity))
+    if isinstance(pos, np.ndarray) and data.draw(st.booleans()):
+        pos = data.draw(position_arg(pos.tolist())) if pos.ndim == 1 and pos.dtype.kind == "i" and \
+            (pos >= -1).all() and not (pos == -1).any() else pos
+    caches_ = {b: copy.deepcopy(cache) for b in BACKENDS}
+    results = check_call(Call("load_state", [CACHE, pos, k, v], cache=cache, note=how), caches_)
+    if results["reference"][0] == "ok":
+        check_call(data.draw(step_call_on(caches_["reference"], True, 1)).with_cache(caches_["reference"]),
+                   caches_)
+
+
+@fuzz_property(data=st.data())
+def test_fuzz_cache_constructor(data):
+    """RollingBufferCache(window, n_kv_heads, head_dim, dtype, capacity), valid or with one
+    argument spoilt: only SwarefError escapes, and an accepted cache is in the constructed state."""
+    huge = "huge_cache_dims" not in KNOWN_BUGS
+    valid = dict(window=[1, 2, 7, None, np.int64(3)], Hkv=[1, 2, 3, np.int64(2)], D=[1, 2, 5, np.int64(2)],
+                 dtype=[np.float16, np.float32, np.float64, "float32", "f8"], capacity=[1, 5, np.int64(4)])
+    bad = dict(window=[0, -1, True, 2.0, "4"] + ([2 ** 62, 2 ** 63, 2 ** 64, 10 ** 400] if huge else []),
+               Hkv=[0, -1, True, 2.0, "2", None] + ([2 ** 62] if huge else []),
+               D=[0, -1, True, 2.0, "2", None] + ([2 ** 62] if huge else []),
+               dtype=[np.int32, np.complex64, "nonsense", object, np.dtype(">f8")],
+               capacity=[0, -1, True, 2.5, "3", "missing", "other"] + ([2 ** 62, 10 ** 400] if huge else []))
+    arg = {name: data.draw(st.sampled_from(vals)) for name, vals in valid.items()}
+    spoilt = data.draw(st.sampled_from(["none", "none"] + list(bad)))
+    if spoilt != "none":
+        arg[spoilt] = data.draw(st.sampled_from(bad[spoilt]))
+    kw = {"dtype": arg["dtype"]}
+    cap = arg["capacity"]
+    if arg["window"] is None or spoilt == "capacity":   # full attention needs one; a window takes only W
+        if cap == "other":
+            cap = 3 if arg["window"] != 3 else 4
+        if cap != "missing":
+            kw["capacity"] = cap
+    check_call(Call("RollingBufferCache", [arg["window"], arg["Hkv"], arg["D"]], kw, note=f"spoilt: {spoilt}"))
+
+
+def mask_positions(domain):
+    """1-D integer positions (any order, repeats, negatives) from one domain: 'nonneg' (all of
+    0 .. 2**63 - 1), 'small' (|p| <= 2**62), 'full' (all of int64 and uint64)."""
+    lo, hi = {"nonneg": (0, INT64_MAX), "small": (1 - KERNEL_MAX, KERNEL_MAX - 1), "full": (-2 ** 63, 2 ** 64 - 1)}[domain]
+    near = st.one_of(st.integers(lo, hi), st.sampled_from([lo, hi, 0, 1, hi - 1, lo + 1, INT64_MAX, 2 ** 62]
+                                                         ).filter(lambda p: lo <= p <= hi))
+    return st.lists(near, min_size=0, max_size=6)
+
+
+@st.composite
+def as_int_array(draw, pos):
+    """The positions as an int64 or uint64 array or a list (each where it holds them)."""
+    kinds = ["list"] if pos else []
+    if all(-2 ** 63 <= p <= INT64_MAX for p in pos):
+        kinds.append("int64")
+    if all(0 <= p < 2 ** 64 for p in pos):
+        kinds.append("uint64")
+    kind = draw(st.sampled_from(kinds))
+    return list(pos) if kind == "list" else np.array(pos, dtype=kind)
+
+
+MASK_WINDOWS = st.sampled_from([None, 1, 2, 3, 7, 2 ** 31, 2 ** 62, INT64_MAX, 2 ** 63, 2 ** 64, 10 ** 30,
+                                np.int64(5), np.uint64(2 ** 64 - 1)])
+
+
+def check_window_mask(qp, kp, window):
+    """window_mask against the brute force on Python ints (exact, no overflow)."""
+    got = invoke(Call("window_mask", [qp, kp, window]), "reference", None)
+    call = f"window_mask({describe(qp)}, {describe(kp)}, {window!r})"
+    assert got[0] == "ok", f"{call} rejected valid input: {got}"
+    w = None if window is None else int(window)
+    want = brute_force_mask([int(p) for p in qp], [int(p) for p in kp], w)
+    assert got[1].dtype == bool and got[1].shape == want.shape, f"{call}: {got[1].dtype}{got[1].shape}"
+    bad = np.argwhere(got[1] != want)
+    assert not bad.size, f"{call}: wrong at (query, key) {tuple(bad[0])}: got {got[1][tuple(bad[0])]}"
+
+
+@fuzz_property(data=st.data())
+def test_fuzz_window_mask_against_brute_force(data):
+    """window_mask is rule 1 exactly: against a double loop on Python ints, for positions
+    anywhere in 0 .. 2**63 - 1 or |p| < 2**62 (any order, repeats), windows up to 2**64;
+    the rest of int64/uint64 is a known bug (test_window_mask_overflow below)."""
+    domains = ["nonneg", "small"] + (["full"] if "window_mask_overflow" not in KNOWN_BUGS else [])
+    domain = data.draw(st.sampled_from(domains))
+    qp = data.draw(as_int_array(data.draw(mask_positions(domain)).copy() or [0]))
+    kp = data.draw(as_int_array(data.draw(mask_positions(domain)) or [1]))
+    check_window_mask(qp, kp, data.draw(MASK_WINDOWS))
+
+
+@fuzz_property(qp=st.sampled_from([[1.0], [True], [[1]], "12", None, 3, np.zeros((2, 2), np.int64)]),
+               window=st.sampled_from([2, 0, -1, True, 2.5, "2", None]))
+def test_fuzz_window_mask_rejects_only_with_swaref_error(qp, window):
+    for args in ((qp, [0], 2), ([0], qp, 2), ([0], [0], window)):
+        invoke(Call("window_mask", list(args)), "reference", None)
+
+
+# --------------------------------------------------------------------------------------
+# A sequence of steps on one cache, both backends in lockstep
+# --------------------------------------------------------------------------------------
+
+@fuzz_property(data=st.data())
+def test_fuzz_sequence_both_backends_in_lockstep(data):
+    """A random schedule of prefills, decode steps, rejected calls, reset, copy and load_state
+    on one cache per backend: after every step both caches are bitwise equal (and, after a
+    write, as rule 4 says) and the outputs agree with each other and the oracle."""
+    Hkv, D = data.draw(SHAPES["Hkv"]), data.draw(SHAPES["D"])
+    dtype = data.draw(st.sampled_from([np.float64, np.float32]))    # float16: cython refuses every step
+    window = data.draw(st.sampled_from([1, 2, 3, 4, 6, None]))
+    cache = RollingBufferCache(window, Hkv, D, dtype=dtype, capacity=None if window else data.draw(st.integers(4, 30)))
+    pair = {b: copy.deepcopy(cache) for b in BACKENDS}
+    for step in range(data.draw(st.integers(1, 10))):
+        op = data.draw(st.sampled_from(["prefill", "prefill", "decode", "decode", "decode", "rejected",
+                                        "reset", "copy", "load_state"]), label=f"step {step}")
+        ref = pair["reference"]
+        if op in ("prefill", "decode", "rejected"):
+            decode = op == "decode" or (op == "rejected" and data.draw(st.booleans()))
+            T = 1 if decode else data.draw(SHAPES["T"])
+            mutation = "none" if op != "rejected" else data.draw(
+                st.sampled_from([m for m in STEP_MUTATIONS if m != "cache"]))
+            call = data.draw(step_call_on(ref, decode, T, mutation)).with_cache(ref)
+            results = check_call(call, pair)
+            if results["reference"][0] != results["cython"][0]:
+                return       # the compiled backend refused a position above 2**62: no longer in lockstep
+        elif op == "reset":
+            for c in pair.values():
+                c.reset()
+            fresh = RollingBufferCache(window, Hkv, D, dtype=dtype, capacity=cache.capacity if window is None else None)
+            assert_unchanged(snapshot(fresh), snapshot(pair["reference"]), "cache after reset() vs a new cache")
+        elif op == "copy":
+            for b, c in list(pair.items()):
+                new = c.copy()
+                assert_unchanged(snapshot(c), snapshot(new), "cache.copy()")
+                assert not any(np.shares_memory(getattr(c, n), getattr(new, n)) for n in ("k", "v", "positions"))
+                pair[b] = new
+        else:
+            pos, k, v = data.draw(ring_state(ref.capacity, Hkv, D, dtype, window))
+            how = "valid"
+            if data.draw(st.booleans()):
+                pos, k, v, how = data.draw(spoilt_ring(pos, k, v, ref.capacity))
+            check_call(Call("load_state", [CACHE, pos, k, v], cache=copy.deepcopy(ref), note=how), pair)
+        assert_unchanged(snapshot(pair["reference"]), snapshot(pair["cython"]),
+                         f"the two backends' caches after step {step} ({op})")
+
+
+# ======================================================================================
+# The harness can fail: each check caught on a deliberately broken swaref
+# ======================================================================================
+
+def _property_fails(strategy, body, monkeypatch=None, n=300):
+    """Run ``body`` over ``strategy`` (generate phase only) and return the AssertionError it must raise."""
+    from hypothesis import Phase
+
+    @settings(max_examples=n, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
+              report_multiple_bugs=False, suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def run(x):
+        body(x)
+
+    with pytest.raises(AssertionError) as info:
+        run()
+    return str(info.value)
+
+
+def test_harness_catches_a_cache_written_before_validation(monkeypatch):
+    # A check_cache_step that writes the cache before validating (restoring it only on success):
+    # the prefill/decode property must report a changed cache after a rejected call.
+    import importlib
+    prefill_mod = importlib.import_module("swaref.prefill")
+    original = prefill_mod.check_cache_step
+
+    def writes_first(cache, n_tokens, start, backend="reference"):
+        saved = cache.k.copy()
+        cache.k[...] = 7
+        out = original(cache, n_tokens, start, backend)
+        cache.k[...] = saved
+        return out
+
+    monkeypatch.setattr(prefill_mod, "check_cache_step", writes_first)
+    msg = _property_fails(step_calls(), check_call)
+    assert "cache after a rejected call" in msg and "changed (k)" in msg, msg
+
+
+def test_harness_catches_a_wrong_kernel_output(monkeypatch):
+    # A kernel off by 1e-9 x max|V| in one element (below float32's tolerance, above float64's).
+    from swaref import _backend
+    original = _backend.attention
+
+    def off(q, k, v, *args):
+        out = original(q, k, v, *args)
+        if out.dtype == np.float64:
+            out.flat[0] += 1e-9 * max(1.0, float(np.abs(v).max()))
+        return out
+
+    monkeypatch.setattr(_backend, "attention", off)
+    msg = _property_fails(attention_calls(), check_call)
+    assert "cython vs" in msg, msg
+
+
+def test_harness_catches_an_escaping_exception_and_a_disagreement(monkeypatch):
+    # A scale check that raises a bare ZeroDivisionError for scale 0 (on both backends), then a
+    # compiled backend that refuses what the reference accepts, with kind "shape".
+    from swaref import _backend, _validate
+    original = _validate.check_scale
+
+    def zero_div(scale, D):
+        if scale is not None and not isinstance(scale, (str, complex)) and scale == 0:
+            raise ZeroDivisionError("scale")
+        return original(scale, D)
+
+    monkeypatch.setattr(_validate, "check_scale", zero_div)
+    msg = _property_fails(attention_calls(), check_call)
+    assert "ZeroDivisionError escaped" in msg, msg
+    monkeypatch.setattr(_validate, "check_scale", original)
+
+    def refuses(q, *args):
+        if q.shape[0] == 1:
+            raise SwarefError("shape", "one query")
+        return original_attention(q, *args)
+
+    original_attention = _backend.attention
+    monkeypatch.setattr(_backend, "attention", refuses)
+    msg = _property_fails(attention_calls(), check_call)
+    assert "backends disagree" in msg, msg
+
+
+def test_harness_catches_a_wrong_window_mask(monkeypatch):
+    # The W + 1 reading of the window ("W previous tokens plus self").
+    monkeypatch.setattr(swaref, "window_mask", _w_plus_1)
+    msg = _property_fails(st.tuples(mask_positions("nonneg"), mask_positions("nonneg"), MASK_WINDOWS),
+                          lambda a: check_window_mask(np.array(a[0] or [0], dtype=np.int64),
+                                                      np.array(a[1] or [0], dtype=np.int64), a[2]))
+    assert "wrong at" in msg, msg
+
+
+def _w_plus_1(qp, kp, w):
+    qp, kp = np.asarray(qp, dtype=np.int64), np.asarray(kp, dtype=np.int64)
+    d = qp[:, None] - kp[None, :]
+    return (d >= 0) if w is None else (d >= 0) & (d <= int(w))
+
+
+# ======================================================================================
+# Bugs the fuzzer found: minimal reproducers, strict xfail until fixed (see KNOWN_BUGS)
+# ======================================================================================
+
+def _small_qkv(dtype=np.float64):
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((3, 2, 4)).astype(dtype), rng.standard_normal((3, 1, 4)).astype(dtype),
+            rng.standard_normal((3, 1, 4)).astype(dtype))
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError,
+                   reason="KNOWN_BUGS huge_int_scale: check_scale calls float() on an int/Fraction beyond "
+                          "float range and OverflowError escapes; should be SwarefError(kind='scale')")
+@pytest.mark.parametrize("scale", [10 ** 400, Fraction(10 ** 400, 3)], ids=["10**400", "Fraction(10**400,3)"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bug_scale_beyond_float_range(scale, backend):
+    q, k, v = _small_qkv()
+    with pytest.raises(SwarefError) as info:
+        swaref.attention(q, k, v, window=2, scale=scale, backend=backend)
+    assert info.value.kind == "scale"
+    c = RollingBufferCache(2, 1, 4, dtype=np.float64)
+    with pytest.raises(SwarefError) as info:
+        swaref.prefill(q, k, v, c, scale=scale, backend=backend)
+    assert info.value.kind == "scale" and c.n_seen == 0
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError,
+                   reason="KNOWN_BUGS ragged_positions: np.asarray on a ragged list raises NumPy's "
+                          "ValueError (not a SwarefError); should be SwarefError(kind='positions'/'cache')")
+@pytest.mark.parametrize("where", ["q_pos", "k_pos", "load_state", "window_mask"])
+def test_bug_ragged_position_list(where):
+    q, k, v = _small_qkv()
+    ragged = [[0], [1, 2], [3]]
+    with pytest.raises(SwarefError) as info:
+        if where == "load_state":
+            c = RollingBufferCache(3, 1, 4, dtype=np.float64)
+            load_state(c, ragged, c.k.copy(), c.v.copy())
+        elif where == "window_mask":
+            swaref.window_mask(ragged, [0, 1], 2)
+        else:
+            swaref.attention(q, k, v, window=2, **{where: ragged})
+    assert info.value.kind in ("positions", "cache")
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError,
+                   reason="KNOWN_BUGS huge_cache_dims: RollingBufferCache passes a window/capacity/dims "
+                          "too large to allocate to np.zeros, whose ValueError escapes; should be a "
+                          "SwarefError naming the argument")
+@pytest.mark.parametrize("args,kwargs", [((2 ** 62, 1, 1), {}), ((2 ** 63, 1, 1), {}), ((2 ** 64, 1, 1), {}),
+                                         ((None, 1, 1), {"capacity": 10 ** 400}), ((4, 2 ** 62, 1), {})])
+def test_bug_cache_too_large_to_allocate(args, kwargs):
+    with pytest.raises(SwarefError):
+        RollingBufferCache(*args, **kwargs)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="KNOWN_BUGS window_mask_overflow: window_mask casts to int64 (uint64 >= 2**63 wraps) "
+                          "and p - j overflows int64 for far-apart positions; spec: exact for every int64 "
+                          "and uint64 position")
+@pytest.mark.parametrize("qp,kp,window", [
+    (np.array([2 ** 63], dtype=np.uint64), np.array([0], dtype=np.uint64), None),     # True, got False
+    (np.array([2 ** 64 - 1], dtype=np.uint64), np.array([2 ** 63 - 1], dtype=np.uint64), 2 ** 64),
+    (np.array([-2 ** 63]), np.array([2 ** 63 - 1]), None),                          # False, got True
+    (np.array([2 ** 62]), np.array([-2 ** 62]), None),                              # True, got False
+])
+def test_bug_window_mask_overflow(qp, kp, window):
+    check_window_mask(qp, kp, window)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="float32 scores overflow in the kernel (q = k = 1e19, D = 4: q.k = 4e38 > "
+                          "float32 max) and the output is NaN where the reference's is finite; being "
+                          "fixed on the kernel branch. The fuzz strategies keep float32 scores below 1e36.")
+def test_bug_float32_score_overflow():
+    q = np.full((1, 1, 4), 1e19, np.float32)
+    k = np.full((2, 1, 4), 1e19, np.float32)
+    v = np.ones((2, 1, 4), np.float32)
+    ref = swaref.attention(q, k, v, window=2, q_pos=[1], scale=1.0)
+    out = swaref.attention(q, k, v, window=2, q_pos=[1], scale=1.0, backend="cython")
+    assert np.isfinite(ref).all()
+    assert np.isfinite(out).all(), f"cython: {out.ravel()} where the reference gives {ref.ravel()}"

@@ -75,6 +75,7 @@ KNOWN_BUGS = {
     "ragged_positions",      # q_pos=[[0], [1, 2], [3]]: NumPy's ValueError escapes
     "huge_cache_dims",       # RollingBufferCache(2**63, 1, 1): NumPy's ValueError escapes
     "window_mask_overflow",  # window_mask on uint64 >= 2**63 / int64 differences that overflow
+    "neg_inf_score_tiles",   # kernel: a visible -inf score in an earlier 64-position tile -> NaN row
 }
 
 INT64_MAX = 2 ** 63 - 1
@@ -109,7 +110,11 @@ def describe(x):
                 return head + f", values={x.tolist()!r})"
         return head + ")"
     if isinstance(x, RollingBufferCache):
-        return (f"{x!r} positions={x.positions.tolist()}")
+        s = f"{x!r} positions={x.positions.tolist()}"
+        if x.k.size <= 128:
+            with np.printoptions(precision=17, threshold=256):
+                s += f" k={x.k.tolist()!r} v={x.v.tolist()!r}"
+        return s
     if x is CACHE:
         return "<cache>"
     return repr(x)
@@ -232,7 +237,19 @@ def tolerance(dtype, q, k, v, scale, D):
     return base * finite_max(v) * max(1.0, cond) + 4 * float(np.finfo(dtype).smallest_subnormal)
 
 
-def compare(actual, expected, atol, what, call):
+def compare(actual, expected, atol, what, call, kernel=None):
+    """actual vs expected within atol, and (4) finite wherever expected is finite.
+
+    Where expected is not finite (a NaN or Inf inside a window), the same NaN and Inf, with two
+    allowances for ``kernel`` (the dtype of a compiled-backend output), which computes in its
+    input precision (spec rule 3) where the reference and the oracle use float64:
+
+    * a softmax weight may underflow to 0 in the kernel but not in float64, and 0 * Inf = NaN:
+      NaN is accepted where expected is +-Inf;
+    * float32 only: the scale and the scores are float32 (a scale of 1e-300 is 0 there, and
+      0 * -Inf = NaN where float64 gives -Inf and a finite output), so with non-finite input
+      only "expected NaN => NaN" is checked.  Both were found by this fuzzer (inf in a visible
+      value whose float32 weight underflows; inf in a key at scale 1e-300)."""
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}\n  call: {call!r}"
@@ -244,14 +261,26 @@ def compare(actual, expected, atol, what, call):
             i = tuple(int(j) for j in np.unravel_index(np.argmax(diff), diff.shape))
             raise AssertionError(f"{what}: max |diff| {diff.max():.3e} > tol {atol:.3e} at {i}: "
                                  f"{a[i]!r} vs {e[i]!r}\n  call: {call!r}")
+        return
+    if kernel == np.float32:
+        checks = [("NaN", np.isnan(a) | ~np.isnan(e), np.ones(e.shape, dtype=bool))]
     else:
-        # Non-finite input inside a window: both must propagate it alike (spec rule 3).
-        assert np.array_equal(np.isnan(a), np.isnan(e)), f"{what}: NaN in other places\n  call: {call!r}"
-        fin = np.isfinite(a) & np.isfinite(e)
-        assert np.array_equal(np.where(np.isinf(a), a, 0), np.where(np.isinf(e), e, 0)), \
-            f"{what}: Inf in other places\n  call: {call!r}"
-        if fin.any():
-            assert np.abs(a[fin] - e[fin]).max() <= atol, f"{what}: finite entries differ\n  call: {call!r}"
+        if kernel is not None:
+            a = np.where(np.isnan(a) & np.isinf(e), e, a)
+        checks = [("NaN", np.isnan(a), np.isnan(e)),
+                  ("Inf", np.where(np.isinf(a), a, 0), np.where(np.isinf(e), e, 0))]
+    # Non-finite input inside a window: both must propagate it alike (spec rule 3).
+    for name, sa, se in checks:
+        if not np.array_equal(sa, se):
+            i = tuple(int(j) for j in np.argwhere(sa != se)[0])
+            raise AssertionError(f"{what}: {name} in other places, first at {i}: {a[i]!r} vs {e[i]!r}"
+                                 f"\n  actual:   {a.tolist()}\n  expected: {e.tolist()}\n  call: {call!r}")
+    if kernel == np.float32:
+        return
+    fin = np.isfinite(a) & np.isfinite(e)
+    if fin.any() and np.abs(a[fin] - e[fin]).max() > atol:
+        raise AssertionError(f"{what}: finite entries differ by {np.abs(a[fin] - e[fin]).max():.3e} > "
+                             f"{atol:.3e}\n  call: {call!r}")
 
 
 def oracle_for(call, cache_before):
@@ -380,8 +409,8 @@ def check_call(call, caches=None):
     expected, keys, vals, scale, D = oracle_for(call, before["reference"])
     tol = tolerance(q.dtype, [q], keys, vals, scale, D)
     compare(out_r, expected, tol, "reference vs dense oracle", call)
-    compare(out_c, expected, tol, "cython vs dense oracle", call)
-    compare(out_c, out_r, tol, "cython vs reference", call)
+    compare(out_c, expected, tol, "cython vs dense oracle", call, kernel=q.dtype.type)
+    compare(out_c, out_r, tol, "cython vs reference", call, kernel=q.dtype.type)
     if call.fn != "attention":
         check_written(call, before["reference"], caches["reference"], q.dtype)
         assert_unchanged(snapshot(caches["reference"]), snapshot(caches["cython"]),
@@ -505,8 +534,14 @@ def windows(n):
                             np.int64(2), np.uint64(2 ** 64 - 1)])
 
 
-SCALES = st.sampled_from([None, None, None, 0, 0.0, -0.5, 1, 0.125, 2.0, -3.0, 1e-300, 1e30, -1e30,
-                          np.float32(0.5), np.int64(2), Fraction(1, 3)])
+def scales():
+    """Valid scales: default, 0, negative, tiny, huge.  1e300 makes float64 scores overflow to
+    +-Inf from finite input (the known bug neg_inf_score_tiles, left out until fixed)."""
+    huge = [1e300, -1e300] if "neg_inf_score_tiles" not in KNOWN_BUGS else []
+    return st.sampled_from([None, None, None, 0, 0.0, -0.5, 1, 0.125, 2.0, -3.0, 1e-300, 1e30, -1e30,
+                            np.float32(0.5), np.int64(2), Fraction(1, 3)] + huge)
+
+
 THREADS = st.sampled_from([None, None, 1, 2, 3, np.int64(2), 10 ** 6])
 
 
@@ -610,7 +645,8 @@ def qkv(draw, T, S, Hq, Hkv, D, dtype):
     k = draw(arrays((S, Hkv, D), dtype, draw(mqk)))
     v = draw(arrays((S, Hkv, D), dtype, draw(mv)))
     if draw(st.integers(0, 9)) == 0:         # non-finite values, inside or outside windows
-        x = draw(st.sampled_from([q, k, v]))
+        # (in q or k they can make a visible score -Inf: the known bug neg_inf_score_tiles)
+        x = draw(st.sampled_from([q, k, v] if "neg_inf_score_tiles" not in KNOWN_BUGS else [v]))
         if x.size:
             x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
     return q, k, v
@@ -643,13 +679,13 @@ def attention_calls(draw):
     elif how_q == "own":                     # may outnumber the keys; may see no key
         own = draw(increasing(T))
         if draw(st.booleans()):              # mostly near the keys, so that most see one
-            shift = k_pos[-1] + draw(st.integers(0, 2)) - own[-1]
+            shift = min(k_pos[-1] + draw(st.integers(0, 2)), INT64_MAX) - own[-1]
             own = [p + shift for p in own] if own[0] + shift >= 0 else own
         kw["q_pos"] = draw(position_arg(own))
     elif how_q == "subset" and T <= S:
         kw["q_pos"] = sorted(draw(st.lists(st.sampled_from(k_pos), min_size=T, max_size=T, unique=True))) \
             if len(set(k_pos)) >= T else k_pos[:T]
-    kw["scale"] = _f32_safe_scale(draw(SCALES), dtype, q, k, D)
+    kw["scale"] = _f32_safe_scale(draw(scales()), dtype, q, k, D)
     kw["num_threads"] = draw(THREADS)
     args = draw(laid_out((q, k, v)))
     mutation = draw(st.sampled_from(["none"] * 5 + ["array", "window", "positions", "scale", "threads"]))
@@ -759,7 +795,7 @@ def step_call_on(draw, cache, decode, T, mutation=None):
         kw["start"] = nxt if nxt is not None else draw(increasing(1))[0]
     if not decode:
         kw["chunk_size"] = draw(chunk_sizes(T))
-    kw["scale"] = _f32_safe_scale(draw(SCALES), dtype, q, k, D)
+    kw["scale"] = _f32_safe_scale(draw(scales()), dtype, q, k, D)
     kw["num_threads"] = draw(THREADS)
     args = draw(laid_out((q, k, v))) + [CACHE]
     if mutation is None:
@@ -1190,3 +1226,37 @@ def test_bug_float32_score_overflow():
     out = swaref.attention(q, k, v, window=2, q_pos=[1], scale=1.0, backend="cython")
     assert np.isfinite(ref).all()
     assert np.isfinite(out).all(), f"cython: {out.ravel()} where the reference gives {ref.ravel()}"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="KNOWN_BUGS neg_inf_score_tiles: the kernel gives NaN for a query whose visible "
+                          "keys straddle a 64-position tile boundary when every visible score in the "
+                          "earlier tile is -Inf (from finite input: scale=1e300 overflows the score); "
+                          "the reference gives the finite softmax (weight 0 for the -Inf score)")
+@pytest.mark.parametrize("k_pos", [[63, 64], [127, 128], [2 ** 40 - 1, 2 ** 40]])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("finite", [True, False], ids=["scale 1e300", "key -inf"])
+def test_bug_neg_inf_score_in_an_earlier_tile(k_pos, dtype, finite):
+    q = np.array([[[1.0]]], dtype=dtype)
+    k = np.array([[[-1e10 if finite else -np.inf]], [[0.0]]], dtype=dtype)
+    v = np.array([[[5.0]], [[7.0]]], dtype=dtype)
+    scale = 1e300 if finite and dtype == np.float64 else 1e30 if finite else 1.0
+    if finite and dtype == np.float32:
+        k[0] = -1e30                              # float32: -1e30 * 1e30 overflows to -inf
+    with np.errstate(all="ignore"):
+        ref = swaref.attention(q, k, v, window=2, k_pos=k_pos, q_pos=[k_pos[1]], scale=scale)
+        out = swaref.attention(q, k, v, window=2, k_pos=k_pos, q_pos=[k_pos[1]], scale=scale, backend="cython")
+    assert ref.ravel().tolist() == [7.0]
+    assert out.ravel().tolist() == [7.0], f"cython {out.ravel()} (reference {ref.ravel()})"
+
+
+def test_neg_inf_score_within_one_tile_is_fine():
+    # The same keys at positions 0 and 1 (one tile): both backends give 7.0, so the bug above is
+    # the tile boundary, not the -Inf score itself.
+    q = np.array([[[1.0]]])
+    k = np.array([[[-np.inf]], [[0.0]]])
+    v = np.array([[[5.0]], [[7.0]]])
+    for backend in BACKENDS:
+        with np.errstate(all="ignore"):
+            out = swaref.attention(q, k, v, window=2, k_pos=[0, 1], q_pos=[1], backend=backend)
+        assert out.ravel().tolist() == [7.0], backend

@@ -23,25 +23,36 @@ def window_mask(q_pos, k_pos, window):
 
     q_pos: [Tq] int, k_pos: [Tk] int  ->  bool [Tq, Tk], True where query i sees key j.
 
+    Exact for any integers (int64, uint64, Python ints of any size; order and
+    duplicates allowed): ``p - j`` is never formed where it could overflow.
     This builds a Tq x Tk array: it is for explaining and testing, not for the
     attention itself (which never materialises a T x S mask).
     """
     window = V.check_window(window)
     q_pos = _as_positions(q_pos, "q_pos")
     k_pos = _as_positions(k_pos, "k_pos")
-    d = q_pos[:, None] - k_pos[None, :]          # p - j
+    d = q_pos[:, None] - k_pos[None, :]          # p - j (int64 when that cannot overflow, else Python ints)
     if window is None:
-        return d >= 0
-    return (d >= 0) & (d < window)               # 0 <= p - j < W  <=>  p - W < j <= p
+        return np.asarray(d >= 0, dtype=bool)
+    return np.asarray((d >= 0) & (d < window), dtype=bool)   # 0 <= p - j < W  <=>  p - W < j <= p
+
+
+#: Positions below this in magnitude have differences that fit in int64.
+_SAFE_POSITION = 2 ** 62
 
 
 def _as_positions(pos, name):
-    """Positions for window_mask: any 1-D integer array (order and duplicates allowed)."""
+    """Positions for window_mask: any 1-D integers, as int64 when every difference fits in
+    int64, else as an object array of Python ints (exact, slower)."""
     arr = np.asarray(pos)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise V.SwarefTypeError("positions", f"{name} must hold integers, got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise SwarefError("positions", f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.dtype == object and all(V.is_int(x) for x in arr):
+        arr = np.array([int(x) for x in arr], dtype=object)
+    elif arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise V.SwarefTypeError("positions", f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.size and (arr.dtype == object or int(arr.max()) >= _SAFE_POSITION or int(arr.min()) <= -_SAFE_POSITION):
+        return np.array([int(x) for x in arr], dtype=object)
     return arr.astype(np.int64)
 
 
@@ -76,11 +87,37 @@ def softmax_attend(q_row, k_rows, v_rows, scale):
     k = k_rows.astype(np.float64, copy=False)
     v = v_rows.astype(np.float64, copy=False)
     s = np.einsum("hgd,nhd->hgn", q, k) * scale                # [Hkv, G, n]
-    s = s - s.max(axis=-1, keepdims=True)
+    if np.isfinite(s).all() or not (np.isfinite(q).all() and np.isfinite(k).all()):
+        s = s - s.max(axis=-1, keepdims=True)
+    else:
+        s = _shifted_scores_without_overflow(q, k, scale)
     p = np.exp(s)
     p /= p.sum(axis=-1, keepdims=True)
     o = np.einsum("hgn,nhd->hgd", p, v)                        # [Hkv, G, D]
     return o.reshape(Hq, D)
+
+
+def _shifted_scores_without_overflow(q, k, scale):
+    """``s - max(s)`` for scores ``s = scale * q.k`` that overflow float64, from finite q, k.
+
+    q: [Hkv, G, D], k: [n, Hkv, D]  ->  [Hkv, G, n], every entry <= 0 and 0 at the maxima
+
+    Factor the magnitudes out: s = c * y with c = scale * max|q| * max|k| and
+    |y| <= D, so y and its differences are finite; then s - max(s) = c * (y - y*)
+    with y* the max of y (c >= 0) or its min (c < 0).  Where y == y*, the entry is 0
+    even if c overflowed (inf * 0 would be NaN); elsewhere an overflowed c gives
+    -inf, whose exp is the 0 the exact weight rounds to.
+    """
+    qa = np.abs(q).max(axis=-1, keepdims=True)                 # [Hkv, G, 1]
+    ka = np.abs(k).max(axis=(0, 2))[:, None, None]             # [Hkv, 1, 1]
+    qa = np.where(qa > 0, qa, 1.0)
+    ka = np.where(ka > 0, ka, 1.0)
+    y = np.einsum("hgd,nhd->hgn", q / qa, k / np.moveaxis(ka, 0, 1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        c = scale * qa * ka                                    # [Hkv, G, 1], may be +-inf
+        ystar = np.where(c >= 0, y.max(axis=-1, keepdims=True), y.min(axis=-1, keepdims=True))
+        dy = y - ystar
+        return np.where(dy == 0, 0.0, c * dy)
 
 
 def attention(q, k, v, *, window, q_pos=None, k_pos=None, scale=None,

@@ -44,14 +44,17 @@ _SAFE_POSITION = 2 ** 62
 def _as_positions(pos, name):
     """Positions for window_mask: any 1-D integers, as int64 when every difference fits in
     int64, else as an object array of Python ints (exact, slower)."""
-    arr = np.asarray(pos)
+    if isinstance(pos, (list, tuple, range)) and all(V.is_int(x) for x in pos):
+        # np.asarray would turn a list mixing negatives and values above 2**63 into float64
+        arr = np.array([int(x) for x in pos], dtype=object)
+    else:
+        arr = np.asarray(pos)
     if arr.ndim != 1:
         raise SwarefError("positions", f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.dtype == object and all(V.is_int(x) for x in arr):
-        arr = np.array([int(x) for x in arr], dtype=object)
-    elif arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+    python_ints = arr.dtype == object and all(V.is_int(x) for x in arr)
+    if not python_ints and (arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer)):
         raise V.SwarefTypeError("positions", f"{name} must hold integers, got dtype {arr.dtype}")
-    if arr.size and (arr.dtype == object or int(arr.max()) >= _SAFE_POSITION or int(arr.min()) <= -_SAFE_POSITION):
+    if arr.size and (int(arr.max()) >= _SAFE_POSITION or int(arr.min()) <= -_SAFE_POSITION):
         return np.array([int(x) for x in arr], dtype=object)
     return arr.astype(np.int64)
 
@@ -86,7 +89,8 @@ def softmax_attend(q_row, k_rows, v_rows, scale):
     q = q_row.astype(np.float64, copy=False).reshape(Hkv, G, D)   # head h = g_kv * G + i
     k = k_rows.astype(np.float64, copy=False)
     v = v_rows.astype(np.float64, copy=False)
-    s = np.einsum("hgd,nhd->hgn", q, k) * scale                # [Hkv, G, n]
+    with np.errstate(over="ignore"):                           # overflow is handled below
+        s = np.einsum("hgd,nhd->hgn", q, k) * scale            # [Hkv, G, n]
     if np.isfinite(s).all() or not (np.isfinite(q).all() and np.isfinite(k).all()):
         s = s - s.max(axis=-1, keepdims=True)
     else:

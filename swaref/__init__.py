@@ -12,7 +12,7 @@ from . import conventions
 
 __version__ = "0.1.0"
 #: Version of the semantics in docs/spec.md; golden vectors record it.
-SPEC_VERSION = "1.0"
+SPEC_VERSION = "1.0.1"
 
 __all__ = [
     "attention", "window_mask", "receptive_field", "visible_key_range", "kv_head_of", "softmax_attend",

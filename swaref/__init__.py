@@ -10,7 +10,7 @@ from .cache import RollingBufferCache, cache_view, cache_write, slot_of
 from .prefill import prefill, decode_step, chunk_schedule, attend_chunk
 from . import conventions
 
-__version__ = "0.1.0"
+from ._version import __version__
 #: Version of the semantics in docs/spec.md; golden vectors record it.
 SPEC_VERSION = "1.0.1"
 

@@ -12,13 +12,16 @@ The rule (docs/spec.md, rule 1): a query at absolute position ``p`` sees the
 key at absolute position ``j`` iff ``p - W < j <= p``.  ``window=None`` means
 plain causal attention (``j <= p``).
 """
+from typing import Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validate as V
 from .errors import SwarefError
 
 
-def window_mask(q_pos, k_pos, window):
+def window_mask(q_pos: ArrayLike, k_pos: ArrayLike, window: Optional[int]) -> np.ndarray:
     """Boolean visibility mask, spec rule 1.
 
     q_pos: [Tq] int, k_pos: [Tk] int  ->  bool [Tq, Tk], True where query i sees key j.
@@ -59,7 +62,8 @@ def _as_positions(pos, name):
     return arr.astype(np.int64)
 
 
-def visible_key_range(q_pos, k_pos, window):
+def visible_key_range(q_pos: np.ndarray, k_pos: np.ndarray,
+                      window: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
     """For sorted keys, the half-open index range each query sees.
 
     q_pos: [T] int64, k_pos: [S] int64 strictly increasing  ->  (first [T], last [T])
@@ -69,12 +73,12 @@ def visible_key_range(q_pos, k_pos, window):
     return V.check_no_empty_rows(q_pos, k_pos, window)
 
 
-def kv_head_of(h, n_heads, n_kv_heads):
+def kv_head_of(h: int, n_heads: int, n_kv_heads: int) -> int:
     """GQA mapping, spec rule 3: query head h reads KV head h // (Hq // Hkv) (contiguous groups)."""
     return h // (n_heads // n_kv_heads)
 
 
-def softmax_attend(q_row, k_rows, v_rows, scale):
+def softmax_attend(q_row: np.ndarray, k_rows: np.ndarray, v_rows: np.ndarray, scale: float) -> np.ndarray:
     """One query over exactly the keys it sees, in float64.
 
     q_row: [Hq, D], k_rows, v_rows: [n, Hkv, D]  ->  [Hq, D] float64
@@ -124,8 +128,10 @@ def _shifted_scores_without_overflow(q, k, scale):
         return np.where(dy == 0, 0.0, c * dy)
 
 
-def attention(q, k, v, *, window, q_pos=None, k_pos=None, scale=None,
-              backend="reference", num_threads=None):
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, window: Optional[int],
+              q_pos: Optional[ArrayLike] = None, k_pos: Optional[ArrayLike] = None,
+              scale: Optional[float] = None, backend: str = "reference",
+              num_threads: Optional[int] = None) -> np.ndarray:
     """Sliding-window attention, spec rules 1-3.
 
     q: [T, Hq, D], k, v: [S, Hkv, D] (one dtype: float16, float32 or float64)
@@ -174,7 +180,7 @@ def _attention_reference(q, k, v, first, last, scale):
     return out
 
 
-def receptive_field(window, n_layers, position):
+def receptive_field(window: Optional[int], n_layers: int, position: int) -> int:
     """Earliest input position that position ``position`` can depend on after ``n_layers`` layers.
 
     Spec rule 6: each sliding-window layer reaches back W - 1 positions, so

@@ -17,7 +17,10 @@ plain buffer of an explicit ``capacity`` that refuses to overwrite.
 import contextlib
 import threading
 
+from typing import Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _validate as V
 from .errors import SwarefError, SwarefTypeError
@@ -33,7 +36,8 @@ class RollingBufferCache:
     SwarefError(kind="cache") instead of interleaving its writes (spec rule 4).
     """
 
-    def __init__(self, window, n_kv_heads, head_dim, dtype=np.float32, capacity=None):
+    def __init__(self, window: Optional[int], n_kv_heads: int, head_dim: int,
+                 dtype: DTypeLike = np.float32, capacity: Optional[int] = None) -> None:
         window = V.check_window(window)
         n_kv_heads = V.check_int(n_kv_heads, "n_kv_heads", minimum=1)
         head_dim = V.check_int(head_dim, "head_dim", minimum=1)
@@ -59,7 +63,7 @@ class RollingBufferCache:
         self.next_position = None
         self._lock = threading.Lock()
 
-    def reset(self):
+    def reset(self) -> None:
         """Back to the freshly constructed state (zeroed buffers, all slots empty)."""
         with exclusive(self):
             self.k[...] = 0
@@ -68,7 +72,7 @@ class RollingBufferCache:
             self.n_seen = 0
             self.next_position = None
 
-    def copy(self):
+    def copy(self) -> "RollingBufferCache":
         """An independent deep copy (e.g. to fork a prompt's cache)."""
         with exclusive(self):
             new = RollingBufferCache.__new__(RollingBufferCache)
@@ -79,13 +83,13 @@ class RollingBufferCache:
             new._lock = threading.Lock()
         return new
 
-    def view(self):
+    def view(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(k [n, Hkv, D], v [n, Hkv, D], positions [n]) of the valid slots in time order."""
         with exclusive(self):
             return cache_view(self)
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes + self.positions.nbytes
 
     def __repr__(self):
@@ -130,12 +134,12 @@ def exclusive(cache):
         lock.release()
 
 
-def slot_of(position, capacity):
+def slot_of(position, capacity: int):
     """Slot that holds absolute position p: p mod C (C = W for a sliding window)."""
     return position % capacity
 
 
-def cache_view(cache):
+def cache_view(cache: "RollingBufferCache") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chronological ("unrotated") view of the valid slots.
 
     -> k [n, Hkv, D], v [n, Hkv, D], positions [n] int64 with n = min(n_seen, C)
@@ -186,7 +190,7 @@ def check_write(cache, n_tokens, start):
     return start
 
 
-def cache_write(cache, k, v, start=None):
+def cache_write(cache: "RollingBufferCache", k: np.ndarray, v: np.ndarray, start: Optional[int] = None) -> None:
     """Write s consecutive tokens at positions start .. start+s-1 (validated first).
 
     k, v: [s, Hkv, D] in the cache's dtype; ``start=None`` continues the cache.
@@ -221,7 +225,7 @@ def _write(cache, k, v, start):
     cache.next_position = start + s
 
 
-def check_ring(positions, capacity, name="positions"):
+def check_ring(positions: ArrayLike, capacity: int, name: str = "positions") -> Tuple[int, int]:
     """Validate a ring's slot positions; returns (first, last) position held, or (0, -1) if empty.
 
     positions: [C] int  --  each slot holds -1 (empty) or a position p >= 0 with
@@ -256,7 +260,7 @@ def check_ring(positions, capacity, name="positions"):
     return first, last
 
 
-def load_state(cache, positions, k, v):
+def load_state(cache: "RollingBufferCache", positions: ArrayLike, k: np.ndarray, v: np.ndarray) -> None:
     """Replace the cache's contents by a saved ring state, validated before anything is written.
 
     positions: [C] int (-1 = empty slot), k, v: [C, Hkv, D] in slot order (what

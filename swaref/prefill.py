@@ -12,15 +12,17 @@ Order matters and differs between the two:
   only position n-W, which lies outside the new query's window, and the
   query must see its own key.
 """
+from typing import List, Optional, Sequence, Union
+
 import numpy as np
 
 from . import _validate as V
 from .attention import _attention_reference
-from .cache import _write, cache_view, check_cache, check_write, exclusive
+from .cache import RollingBufferCache, _write, cache_view, check_cache, check_write, exclusive
 from .errors import SwarefError, SwarefTypeError
 
 
-def chunk_schedule(T, chunk_size, window):
+def chunk_schedule(T: int, chunk_size: Union[None, int, Sequence[int]], window: Optional[int]) -> List[int]:
     """The list of chunk lengths for a prompt of T tokens.
 
     chunk_size: None (-> W, or T for a full-attention cache), an int >= 1
@@ -60,7 +62,8 @@ def _check_one_key_per_query(T, S):
         raise SwarefError("shape", f"k and v must have one row per query (T = {T}), got {S}")
 
 
-def check_cache_step(cache, n_tokens, start, backend="reference"):
+def check_cache_step(cache: RollingBufferCache, n_tokens: int, start: Optional[int],
+                     backend: str = "reference") -> int:
     """Everything a prefill or decode of ``n_tokens`` tokens from ``start`` checks about
     the cache and the positions, without writing; returns the start position.
 
@@ -74,7 +77,9 @@ def check_cache_step(cache, n_tokens, start, backend="reference"):
     return start
 
 
-def attend_chunk(q, k, v, cache, start, scale=None, backend="reference", num_threads=None):
+def attend_chunk(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCache, start: int,
+                 scale: Optional[float] = None, backend: str = "reference",
+                 num_threads: Optional[int] = None) -> np.ndarray:
     """Attention of queries at start .. start+s-1 over [cache in time order] + [chunk keys].
 
     q: [s, Hq, D]; k, v: [c, Hkv, D] with c = s (prefill: the chunk's own keys,
@@ -121,8 +126,10 @@ def _attend_chunk(q, k, v, cache, start, scale, backend, num_threads):
     return _attention_reference(q, keys, vals, first, last, scale)
 
 
-def prefill(q, k, v, cache, *, chunk_size=None, start=None, scale=None,
-            backend="reference", num_threads=None):
+def prefill(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCache, *,
+            chunk_size: Union[None, int, Sequence[int]] = None, start: Optional[int] = None,
+            scale: Optional[float] = None, backend: str = "reference",
+            num_threads: Optional[int] = None) -> np.ndarray:
     """Chunked prefill: per chunk, attend to cache + chunk, then write the chunk.
 
     q: [T, Hq, D], k, v: [T, Hkv, D] at positions start .. start+T-1  ->  [T, Hq, D]
@@ -148,7 +155,9 @@ def prefill(q, k, v, cache, *, chunk_size=None, start=None, scale=None,
     return out
 
 
-def decode_step(q, k, v, cache, *, start=None, scale=None, backend="reference", num_threads=None):
+def decode_step(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCache, *,
+                start: Optional[int] = None, scale: Optional[float] = None, backend: str = "reference",
+                num_threads: Optional[int] = None) -> np.ndarray:
     """One generated token: write its key and value, then attend over the cache.
 
     q: [1, Hq, D], k, v: [1, Hkv, D] at position ``start`` (default: where the

@@ -277,3 +277,20 @@ def test_receptive_field_rejects(args, kind, word):
 ])
 def test_window_mask_rejects(args, kind, word):
     check_error(lambda: swaref.window_mask(*args), kind, word)
+
+
+def test_every_exception_swaref_defines_derives_from_swaref_error():
+    """One exception root: `except swaref.SwarefError` catches every rejection swaref makes."""
+    import importlib
+    import inspect
+    import pkgutil
+    found = []
+    for info in pkgutil.walk_packages(swaref.__path__, "swaref."):
+        if info.name.endswith("__main__"):
+            continue
+        mod = importlib.import_module(info.name)
+        for name, obj in vars(mod).items():
+            if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == mod.__name__:
+                found.append(obj)
+                assert issubclass(obj, SwarefError), f"{mod.__name__}.{name} does not derive from SwarefError"
+    assert SwarefError in found and len(found) >= 3, found

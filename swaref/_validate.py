@@ -114,7 +114,13 @@ def check_positions(pos, name, length):
     if isinstance(pos, np.ndarray):
         arr = pos
     elif isinstance(pos, (list, tuple, range)):
-        arr = np.asarray(pos) if len(pos) else np.zeros(0, dtype=np.int64)
+        if not all(is_int(x) for x in pos):
+            bad = next(x for x in pos if not is_int(x))
+            raise SwarefTypeError("positions", f"{name} must hold integers, got {_describe(bad)}")
+        if any(not 0 <= int(x) <= np.iinfo(np.int64).max for x in pos):
+            bad = next(int(x) for x in pos if not 0 <= int(x) <= np.iinfo(np.int64).max)
+            raise SwarefError("positions", f"{name} values must be in 0 .. 2**63 - 1, got {bad}")
+        arr = np.array([int(x) for x in pos], dtype=np.int64)
     else:
         raise SwarefTypeError(
             "positions", f"{name} must be a 1-D array of integers, got {type(pos).__name__}")

@@ -8,6 +8,7 @@ from model_helpers import backend_missing, make_cfg, make_model, oracle_logits
 from oracle import assert_close
 
 from swaref import models as M
+from swaref.cache import RollingBufferCache, load_state
 from swaref.errors import SwarefError
 from swaref.models import sampling as S
 
@@ -141,3 +142,162 @@ def test_cython_backend_gives_the_same_model_output(window):
     g_ref = M.generate(model, [toks, toks[:5]], max_new_tokens=12).tokens
     g_cy = M.generate(model, [toks, toks[:5]], max_new_tokens=12, backend="cython").tokens
     assert g_ref == g_cy
+
+
+# ------------------------------------------ a refused step leaves every cache as it was (issue 8, item 2)
+
+def _fill(model, n, max_len=8, seed=0):
+    caches = M.new_caches(model, max_len)
+    M.prefill_prompt(model, np.random.default_rng(seed).integers(0, 61, n), caches)
+    return caches
+
+
+def _at(model, last, max_len=8):
+    """Caches whose three newest tokens sit at positions last-2 .. last (loaded, not computed)."""
+    caches = M.new_caches(model, max_len)
+    rng = np.random.default_rng(1)
+    for c in caches:
+        held = np.arange(last - 2, last + 1, dtype=np.int64)
+        pos = np.full(c.capacity, -1, dtype=np.int64)
+        pos[held % c.capacity] = held
+        load_state(c, pos, rng.standard_normal(c.k.shape).astype(np.float32),
+                   rng.standard_normal(c.v.shape).astype(np.float32))
+    return caches
+
+
+def _replace(caches, li, cache):
+    caches = list(caches)
+    caches[li] = cache
+    return caches
+
+
+def _same_cache_twice(model):
+    c = M.new_caches(model, 8)[0]
+    return [c, c]
+
+
+# name -> (windows, make(model) -> caches, tokens, keyword arguments, backends, expected kind)
+STEP_ERRORS = {
+    "token outside the vocabulary": ([4, None], lambda m: _fill(m, 3), [1, 61], {}, None, "argument"),
+    "unknown backend": ([4, None], lambda m: _fill(m, 3), [1], {"backend": "gpu"}, None, "backend"),
+    "num_threads 0": ([4, None], lambda m: _fill(m, 3), [1], {"num_threads": 0}, None, "argument"),
+    "logits neither all nor last": ([4, None], lambda m: _fill(m, 3), [1], {"logits": "every"}, None, "argument"),
+    "full-attention layer 1 overflows": ([4, None], lambda m: _fill(m, 3, max_len=6), [1, 2, 3, 4], {}, None,
+                                         "cache"),
+    "bounded sliding layer 1 overflows": ([4, 100], lambda m: _fill(m, 3, max_len=6), [1, 2, 3, 4], {}, None,
+                                          "cache"),
+    "one cache for two layers": ([4, 4], _same_cache_twice, [1, 2], {}, None, "cache"),
+    "layers at different positions": ([4, None], lambda m: _replace(_fill(m, 3), 1, _fill(m, 2)[1]), [1], {},
+                                      None, "cache"),
+    "layer cache of another head_dim": ([4, None], lambda m: _replace(
+        _fill(m, 3), 1, RollingBufferCache(None, 2, 4, np.float32, capacity=8)), [1], {}, None, "cache"),
+    "layer cache of another window": ([4, None], lambda m: _replace(
+        _fill(m, 3), 0, RollingBufferCache(5, 2, 8, np.float32)), [1], {}, None, "cache"),
+    "one cache for a two-layer model": ([4, None], lambda m: _fill(m, 3)[:1], [1], {}, None, "cache"),
+    "past the compiled kernel's 2**62": ([4, None], lambda m: _at(m, 2 ** 62 - 1), [1, 2], {}, ("cython",),
+                                         "positions"),
+    "past int64": ([4, None], lambda m: _at(m, 2 ** 63 - 2), [1], {}, None, "positions"),
+}
+CYTHON = pytest.param("cython", marks=pytest.mark.skipif(backend_missing() is not None,
+                                                         reason=str(backend_missing())))
+
+
+def _entry(entry, model, tokens, caches, kw):
+    """Run one entry point; forward_packed puts a good sequence first, so it would be written first."""
+    if entry == "forward":
+        return [caches], lambda: M.forward(model, tokens, caches, **kw)
+    if entry == "prefill_prompt":  # chunks of 1: the first chunk would run through every layer first
+        return [caches], lambda: M.prefill_prompt(model, tokens, caches, chunk_size=1, **kw)
+    good = _fill(model, 3, seed=5)
+    return [good, caches], lambda: M.forward_packed(model, [[7], tokens], [good, caches], **kw)
+
+
+def _snapshot(cache_lists):
+    return [[(c.k.tobytes(), c.v.tobytes(), c.positions.tobytes(), c.n_seen, c.next_position) for c in cl]
+            for cl in cache_lists]
+
+
+STEP_CASES = [pytest.param(case, backend, id=f"{case}-{backend}", marks=CYTHON.marks if backend == "cython" else ())
+              for case, (_, _, _, kw, backends, _) in STEP_ERRORS.items()
+              for backend in (backends or ("reference", "cython")) if "backend" not in kw or backend == "reference"]
+
+
+@pytest.mark.parametrize("entry", ["forward", "forward_packed", "prefill_prompt"])
+@pytest.mark.parametrize("case,backend", STEP_CASES)
+def test_a_refused_step_leaves_every_cache_bitwise_unchanged(case, backend, entry):
+    windows, make, tokens, kw, _, kind = STEP_ERRORS[case]
+    kw = {"backend": backend, **kw}
+    model = make_model(window=windows, seed=3)
+    caches = make(model)
+    watched, call = _entry(entry, model, tokens, caches, kw)
+    before = _snapshot(watched)
+    with pytest.raises(SwarefError) as e:
+        call()
+    assert e.value.kind == kind, e.value
+    assert _snapshot(watched) == before, f"{case}: a cache changed although the call was refused"
+
+
+def test_batch_sharing_one_cache_list_is_refused_before_any_write():
+    model = make_model(window=[4, None], seed=3)
+    caches = _fill(model, 3)
+    before = _snapshot([caches])
+    with pytest.raises(SwarefError, match="same cache object"):
+        M.forward_packed(model, [[1], [2]], [caches, caches])
+    assert _snapshot([caches]) == before
+
+
+def test_after_a_refused_step_the_sequence_continues_as_if_nothing_happened():
+    model = make_model(window=[4, None], seed=3)
+    caches, twin = _fill(model, 3, max_len=6), _fill(model, 3, max_len=6)
+    with pytest.raises(SwarefError, match="cannot take 4 more"):
+        M.forward(model, [1, 2, 3, 4], caches)
+    assert np.array_equal(M.forward(model, [1, 2, 3], caches), M.forward(model, [1, 2, 3], twin))
+
+
+GENERATE_ERRORS = [
+    ("prompt token", dict(prompts=[[1, 2], [3, 61]]), "argument"),
+    ("max_new_tokens", dict(max_new_tokens=-1), "argument"),
+    ("chunk_size", dict(chunk_size=0), "schedule"),
+    ("backend", dict(backend="gpu"), "backend"),
+    ("num_threads", dict(num_threads=0), "argument"),
+    ("sample", dict(sample="greedy"), "argument"),
+]
+
+
+@pytest.mark.parametrize("name,kw,kind", GENERATE_ERRORS, ids=[g[0] for g in GENERATE_ERRORS])
+def test_generate_checks_everything_before_the_first_prompt_runs(name, kw, kind):
+    model = make_model(window=[4, None], seed=3)
+    calls = []
+    args = dict(prompts=[[1, 2, 3], [4, 5]], max_new_tokens=3, on_token=lambda b, t: calls.append(t),
+                progress=lambda d, t: calls.append((d, t)))
+    args.update(kw)
+    with pytest.raises(SwarefError) as e:
+        M.generate(model, args.pop("prompts"), **args)
+    assert e.value.kind == kind and calls == []
+
+
+# --------------------------------------------- a window wider than the sequence (issue 8, item 9)
+
+def test_a_window_wider_than_the_sequence_gets_a_bounded_buffer_with_the_same_logits():
+    model = make_model(window=[50, 3], seed=13)
+    toks = np.random.default_rng(6).integers(0, 61, 20)
+    bounded = M.new_caches(model, 20)
+    assert bounded[0].window is None and bounded[0].capacity == 20 and bounded[1].window == 3
+    ring = [RollingBufferCache(50, 2, 8, np.float32), RollingBufferCache(3, 2, 8, np.float32)]
+    a = M.prefill_prompt(model, toks[:14], bounded, chunk_size=4, logits="all")
+    b = M.prefill_prompt(model, toks[:14], ring, chunk_size=4, logits="all")
+    a = np.concatenate([a] + [M.forward(model, [t], bounded) for t in toks[14:]])
+    b = np.concatenate([b] + [M.forward(model, [t], ring) for t in toks[14:]])
+    assert np.array_equal(a, b), "the bounded buffer must give exactly the ring's logits"
+    assert_close(a, oracle_logits(model, toks), atol=1e-4)
+    with pytest.raises(SwarefError, match="window 50, allocated for 20 tokens"):
+        M.forward(model, [1], bounded)
+
+
+def test_a_huge_window_generates_like_full_attention_in_bounded_memory():
+    wide, full = make_model(window=10 ** 12, seed=9), make_model(window=None, seed=9)
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6]
+    res = M.generate(wide, [prompt], max_new_tokens=6)
+    assert res.tokens == M.generate(full, [prompt], max_new_tokens=6).tokens
+    slot = 2 * 2 * 8 * 4 + 8  # k and v: Hkv 2 x D 8 float32, plus an int64 position
+    assert res.cache_bytes == 2 * (len(prompt) + 6) * slot

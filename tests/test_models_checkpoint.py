@@ -11,6 +11,7 @@ from model_helpers import (hf_config, hf_tensors, make_cfg, make_model, needs_sa
                            same_weights, write_checkpoint, write_mistral_native)
 
 from swaref import models as M
+from swaref.errors import SwarefError
 from swaref.models import rope as R
 
 
@@ -139,3 +140,97 @@ def test_mistral_native_checkpoint_equals_its_hf_conversion(tmp_path):
     os.remove(os.path.join(d, "consolidated.safetensors"))
     with pytest.raises(M.CheckpointFileError, match="consolidated.safetensors"):
         M.load_model(d, rope_theta=1e4)
+
+
+# ------------------------------------------ sizes and nesting refused before allocation (issue 8, item 9)
+
+@needs_safetensors
+@pytest.mark.parametrize("field,value", [("num_hidden_layers", 10 ** 9), ("vocab_size", 10 ** 12),
+                                         ("hidden_size", 10 ** 9), ("intermediate_size", 10 ** 10),
+                                         ("num_attention_heads", 10 ** 6), ("head_dim", 10 ** 8)])
+def test_absurd_sizes_are_refused_naming_the_field(tmp_path, field, value):
+    d = _bad(tmp_path, make_model(seed=2), lambda c: c.update({field: value}))
+    with pytest.raises(M.CheckpointError, match=f"{field} must be an int in \\[1, \\d+\\], got {value}") as e:
+        M.load_model(d)
+    assert e.value.kind == "checkpoint"
+
+
+def _write_json_text(d, name, text):
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "w") as f:
+        f.write(text)
+    return d
+
+
+@pytest.mark.parametrize("name", ["config.json", "params.json"])
+def test_deeply_nested_json_is_refused_before_parsing(tmp_path, name):
+    deep = '{"vocab_size": 61, "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    d = _write_json_text(str(tmp_path), name, deep)
+    with pytest.raises(M.CheckpointError, match="nests 100001 levels deep") as e:
+        M.load_model(d)
+    assert e.value.kind == "format"
+
+
+@needs_safetensors
+def test_nesting_inside_strings_does_not_count_and_real_nesting_within_the_limit_loads(tmp_path):
+    model = make_model(seed=2)
+    cfg = hf_config(model.config)
+    cfg["note"] = "[[[[{{{{" * 1000 + '\\" ]'
+    cfg["deep"] = json.loads("[" * 30 + "]" * 30)
+    loaded = M.load_model(write_checkpoint(str(tmp_path), model, cfg))
+    same_weights(loaded, model)
+
+
+@needs_safetensors
+def test_deeply_nested_index_is_refused(tmp_path):
+    d = write_checkpoint(str(tmp_path), make_model(seed=2), shards=2)
+    _write_json_text(d, "model.safetensors.index.json", '{"weight_map": ' + "[" * 5000 + "]" * 5000 + "}")
+    with pytest.raises(M.CheckpointError, match="nests 5001 levels deep"):
+        M.load_model(d)
+
+
+def test_an_oversized_config_is_refused_before_reading(tmp_path):
+    d = _write_json_text(str(tmp_path), "config.json", "{" + " " * (5 << 20) + "}")
+    with pytest.raises(M.CheckpointError, match=r"config.json is 5242882 bytes; at most 4194304 are read"):
+        M.load_model(d)
+
+
+@needs_safetensors
+def test_a_huge_sliding_window_loads_and_generates_in_bounded_memory(tmp_path, capsys):
+    from swaref.cli import main
+    model = make_model(seed=6, window=None)
+    cfg = hf_config(model.config)
+    cfg["sliding_window"] = 10 ** 12
+    d = write_checkpoint(str(tmp_path), model, cfg)
+    assert M.load_model(d).config.windows == (10 ** 12, 10 ** 12)
+    assert main(["generate", "--model", d, "--prompt", "5 17 3", "--max-new-tokens", "4", "--no-stop"]) == 0
+    want = M.generate(model, [[5, 17, 3]], max_new_tokens=4, stop_on_eos=False).tokens[0]
+    out = capsys.readouterr()
+    assert [int(x) for x in out.out.split()] == want
+    # 2 layers x 7 slots (3 + 4 tokens) x (k and v: 2 heads x 8 float32, + an int64 position) = 1904 bytes
+    assert "peak cache memory: 1.9 KiB" in out.err
+
+
+@needs_safetensors
+def test_llama_ignores_sliding_window_and_the_rope_theta_override_is_validated(tmp_path):
+    model = make_model(seed=2, window=None)
+    cfg = hf_config(model.config)
+    cfg.update(architectures=["LlamaForCausalLM"], model_type="llama", sliding_window=4)
+    d = write_checkpoint(str(tmp_path), model, cfg)
+    assert M.load_model(d).config.windows == (None, None)
+    assert M.load_model(d, rope_theta=5e5).config.rope_theta == 5e5
+    with pytest.raises(M.CheckpointError, match="rope_theta must be a finite number > 0, got -1"):
+        M.load_model(d, rope_theta=-1)
+
+
+def test_a_missing_optional_package_is_a_dependency_error(tmp_path, monkeypatch):
+    import sys
+    model = make_model(seed=2)
+    d = str(tmp_path)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(hf_config(model.config), f)
+    open(os.path.join(d, "model.safetensors"), "wb").close()
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    with pytest.raises(SwarefError, match="pip install 'swaref\\[model\\]'") as e:
+        M.load_model(d)
+    assert e.value.kind == "dependency"

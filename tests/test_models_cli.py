@@ -57,3 +57,18 @@ def test_generate_cli_reports_a_missing_model(tmp_path, capsys):
     rc = main(["generate", "--model", str(tmp_path / "none"), "--prompt", "x"])
     assert rc != 0
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_generate_cli_reports_rejections_but_does_not_hide_bugs(tmp_path, capsys, monkeypatch):
+    from swaref.cli import main
+    from swaref.models import checkpoint
+    assert main(["generate", "--tiny", "--max-new-tokens", "-1"]) == 2
+    assert "max_new_tokens must be an int >= 0, got -1" in capsys.readouterr().err
+    assert main(["generate", "--tiny", "--temperature", "-1"]) == 2
+    assert "temperature" in capsys.readouterr().err
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not a rejection")
+    monkeypatch.setattr(checkpoint, "load_model", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["generate", "--model", str(tmp_path), "--prompt", "1 2"])

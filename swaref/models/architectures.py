@@ -80,7 +80,7 @@ MISTRAL_NATIVE = CheckpointFormat(
     fields=dict(zip(_COMMON, ("vocab_size", "dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "head_dim",
                               "sliding_window", "rope_theta", "norm_eps"))),
     required=("vocab_size", "hidden_size", "intermediate_size", "n_layers", "n_heads"),
-    # mistral-inference's ModelArgs default norm_eps; rope_theta has no safe default (see checkpoint.py).
+    # 1e-5 is what Mistral 7B's params.json states; rope_theta has no safe default (see checkpoint.py).
     defaults={"rms_norm_eps": 1e-5},
     rope_layout="interleaved", layer_prefix="layers.")
 

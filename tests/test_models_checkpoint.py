@@ -234,3 +234,12 @@ def test_a_missing_optional_package_is_a_dependency_error(tmp_path, monkeypatch)
     with pytest.raises(SwarefError, match="pip install 'swaref\\[model\\]'") as e:
         M.load_model(d)
     assert e.value.kind == "dependency"
+
+
+@needs_safetensors
+def test_layer_types_must_list_one_entry_per_layer(tmp_path):
+    model = make_model(window=[4, None], seed=2)
+    cfg = hf_config(model.config)
+    cfg["layer_types"] = ["sliding_attention", "full_attention", "full_attention"]
+    with pytest.raises(M.CheckpointError, match="'layer_types' must list one entry per layer \\(num_hidden_layers = 2"):
+        M.load_model(write_checkpoint(str(tmp_path), model, cfg))

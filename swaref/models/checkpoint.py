@@ -151,8 +151,10 @@ def _hf_windows(cfg, path, arch):
     types = cfg.get("layer_types")
     if types is None:
         return sw
-    if not isinstance(types, list):
-        raise CheckpointError(f"{path}: field 'layer_types' must be a list, got {type(types).__name__}")
+    n_layers = cfg.get("num_hidden_layers")
+    if not isinstance(types, list) or (isinstance(n_layers, int) and len(types) != n_layers):
+        raise CheckpointError(f"{path}: field 'layer_types' must list one entry per layer (num_hidden_layers = "
+                              f"{n_layers!r}), got {types!r:.200}")
     out = []
     for i, t in enumerate(types):
         if t not in ("full_attention", "sliding_attention"):

@@ -147,7 +147,10 @@ def check_scale(scale, D):
         return 1.0 / math.sqrt(D)
     if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
         raise SwarefTypeError("scale", f"scale must be a real number or None, got {_describe(scale)}")
-    s = float(scale)
+    try:
+        s = float(scale)
+    except OverflowError:
+        raise SwarefError("scale", f"scale must be finite in float64, got {scale!r:.40}") from None
     if not math.isfinite(s):
         raise SwarefError("scale", f"scale must be finite, got {s}")
     return s

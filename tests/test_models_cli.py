@@ -66,9 +66,21 @@ def test_generate_cli_reports_rejections_but_does_not_hide_bugs(tmp_path, capsys
     assert "max_new_tokens must be an int >= 0, got -1" in capsys.readouterr().err
     assert main(["generate", "--tiny", "--temperature", "-1"]) == 2
     assert "temperature" in capsys.readouterr().err
+    assert main(["generate", "--tiny", "--seed", "-1"]) == 2
+    assert "seed must be an int >= 0, got -1" in capsys.readouterr().err
+    assert main(["generate", "--tiny", "--chunk-size", "0", "--max-new-tokens", "1"]) == 2
+    assert "chunk_size" in capsys.readouterr().err
 
     def broken(*args, **kwargs):
         raise ValueError("a bug, not a rejection")
     monkeypatch.setattr(checkpoint, "load_model", broken)
     with pytest.raises(ValueError, match="a bug"):
         main(["generate", "--model", str(tmp_path), "--prompt", "1 2"])
+
+
+def test_generate_cli_refuses_caches_beyond_memory_with_a_message(capsys):
+    from swaref.cli import main
+    # --tiny has a full-attention layer: 10**13 new tokens would need petabytes of cache.
+    assert main(["generate", "--tiny", "--max-new-tokens", str(10 ** 13)]) == 2
+    err = capsys.readouterr().err
+    assert "swaref generate: a cache of" in err and ("could not be allocated" in err or "more than any array" in err)

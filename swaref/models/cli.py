@@ -130,9 +130,9 @@ def run(args, out=None, err=None):
             if not args.tiny:
                 raise SwarefError("argument", "--prompt is required with --model")
             args.prompt = TINY_PROMPT
+        params = SamplingParams(args.temperature, args.top_p, args.seed)
         model, codec = _load(args, err)
         prompt = codec.encode(args.prompt) if codec is not None else _parse_ids(args.prompt)
-        params = SamplingParams(args.temperature, args.top_p, args.seed)
     except SwarefError as e:  # only rejections: anything else is a bug and keeps its traceback
         err.write(f"swaref generate: {e}\n")
         return 2

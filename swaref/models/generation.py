@@ -60,14 +60,11 @@ def new_caches(model, max_len):
     """
     max_len = V.check_int(max_len, "max_len", minimum=1)
     cfg = model.config
-    try:
-        return [RollingBufferCache(w, cfg.n_kv_heads, cfg.head_dim, np.float32)
-                if w is not None and w <= max_len else
-                RollingBufferCache(None, cfg.n_kv_heads, cfg.head_dim, np.float32, capacity=max_len)
-                for w in cfg.windows]
-    except MemoryError:
-        raise SwarefError("argument", f"max_len={max_len} needs more memory than there is "
-                                      f"({cfg.n_layers} layers x {cfg.kv_dim} values per token x k and v)") from None
+    # A cache too large for memory is refused by RollingBufferCache itself (a SwarefError naming the size).
+    return [RollingBufferCache(w, cfg.n_kv_heads, cfg.head_dim, np.float32)
+            if w is not None and w <= max_len else
+            RollingBufferCache(None, cfg.n_kv_heads, cfg.head_dim, np.float32, capacity=max_len)
+            for w in cfg.windows]
 
 
 def cache_nbytes(caches):

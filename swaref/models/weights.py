@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from .. import _validate as V
 from ..errors import SwarefError, SwarefTypeError
 from .config import ModelConfig
 
@@ -116,7 +117,7 @@ def random_model(cfg, seed=0, scale=0.5):
 
     For tests and ``swaref generate --tiny``: its output is noise.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(V.check_int(seed, "seed", minimum=0))
     top, layer = expected_shapes(cfg)
 
     def w(shape):

@@ -188,9 +188,8 @@ def receptive_field(window: Optional[int], n_layers: int, position: int) -> int:
     With window None (causal) it is 0.
     """
     window = V.check_window(window)
-    for name, val in (("n_layers", n_layers), ("position", position)):
-        if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, np.integer)) or val < 0:
-            raise SwarefError("argument", f"{name} must be an int >= 0, got {val!r}")
+    n_layers = V.check_int(n_layers, "n_layers", minimum=0)
+    position = V.check_int(position, "position", minimum=0)
     if window is None:
         return 0
     return max(0, int(position) - int(n_layers) * (window - 1))

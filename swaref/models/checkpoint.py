@@ -20,6 +20,7 @@ import struct
 
 import numpy as np
 
+from .. import _validate as V
 from ..errors import SwarefError
 from .architectures import ARCHITECTURES, FORMATS, HF, MISTRAL_NATIVE
 from .config import ConfigFieldError, ModelConfig
@@ -152,7 +153,7 @@ def _hf_windows(cfg, path, arch):
     if types is None:
         return sw
     n_layers = cfg.get("num_hidden_layers")
-    if not isinstance(types, list) or (isinstance(n_layers, int) and len(types) != n_layers):
+    if not isinstance(types, list) or (V.is_int(n_layers) and len(types) != n_layers):
         raise CheckpointError(f"{path}: field 'layer_types' must list one entry per layer (num_hidden_layers = "
                               f"{n_layers!r}), got {types!r:.200}")
     out = []

@@ -301,3 +301,37 @@ def test_a_huge_window_generates_like_full_attention_in_bounded_memory():
     assert res.tokens == M.generate(full, [prompt], max_new_tokens=6).tokens
     slot = 2 * 2 * 8 * 4 + 8  # k and v: Hkv 2 x D 8 float32, plus an int64 position
     assert res.cache_bytes == 2 * (len(prompt) + 6) * slot
+
+
+@pytest.mark.parametrize("entry", ["forward", "prefill_prompt"])
+def test_a_model_step_holds_every_layer_cache_against_other_threads(entry):
+    """Another thread holding layer 1's cache used to let layer 0 advance before the
+    refusal; now the step takes every cache first and refuses with nothing written."""
+    import threading
+    from swaref.cache import exclusive
+    model = make_model(window=[4, None], seed=1)
+    caches = M.new_caches(model, 12)
+    M.prefill_prompt(model, [1, 2, 3], caches)
+    snap = [(c.k.copy(), c.v.copy(), c.positions.copy(), c.n_seen, c.next_position) for c in caches]
+    started, release = threading.Event(), threading.Event()
+
+    def hold():
+        with exclusive(caches[1]):
+            started.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    started.wait(10)
+    try:
+        call = (lambda: M.forward(model, [4, 5], caches)) if entry == "forward" else \
+            (lambda: M.prefill_prompt(model, [4, 5, 6, 7, 8], caches, chunk_size=2))
+        with pytest.raises(SwarefError, match="in use by another call"):
+            call()
+    finally:
+        release.set()
+        t.join()
+    for c, (k, v, p, n, nxt) in zip(caches, snap):
+        assert np.array_equal(c.k, k) and np.array_equal(c.v, v) and np.array_equal(c.positions, p)
+        assert (c.n_seen, c.next_position) == (n, nxt)
+    call()                                            # and it runs once the cache is free

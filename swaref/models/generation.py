@@ -20,13 +20,14 @@ Order that matters:
 Dimension names: T tokens in a chunk, d hidden size, V vocabulary, Hkv heads,
 D head_dim, W window, L layers, B sequences.
 """
+import contextlib
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import _validate as V
-from ..cache import RollingBufferCache, check_cache
+from ..cache import RollingBufferCache, check_cache, exclusive
 from ..errors import SwarefError, SwarefTypeError
 from ..prefill import check_cache_step, chunk_schedule
 from .layers import attention_block, rms_norm, swiglu_mlp
@@ -182,10 +183,31 @@ def forward_packed(model, chunks, caches, *, backend="reference", num_threads=No
     The caches are advanced by the chunk.  Everything is validated first
     (``check_step``), so a rejected call leaves every cache untouched.
     """
-    cfg = model.config
     if logits not in ("all", "last"):
         raise SwarefError("argument", f"logits must be 'all' or 'last', got {logits!r}")
-    toks, segments = check_step(model, chunks, caches, backend, num_threads)
+    with holding(caches):
+        toks, segments = check_step(model, chunks, caches, backend, num_threads)
+        return _forward_checked(model, toks, segments, caches, backend, num_threads, logits)
+
+
+@contextlib.contextmanager
+def holding(caches):
+    """Hold every cache of a B x L cache structure for a whole step or prompt, before its
+    checks: another thread must not move a cache between its check and layer 0's write.
+    The cache lock is re-entrant, so prefill/decode_step take it again inside; objects
+    that are not caches are left for check_step to reject."""
+    seqs = caches if isinstance(caches, (list, tuple)) else []
+    with contextlib.ExitStack() as held:
+        for seq in seqs:
+            for c in (seq if isinstance(seq, (list, tuple)) else []):
+                if isinstance(c, RollingBufferCache):
+                    held.enter_context(exclusive(c))
+        yield
+
+
+def _forward_checked(model, toks, segments, caches, backend, num_threads, logits):
+    """forward_packed after its checks, with every cache held."""
+    cfg = model.config
     h = model.embed[np.concatenate(toks)]
     for li, lw in enumerate(model.layers):
         layer_caches = [seq_caches[li] for seq_caches in caches]
@@ -220,14 +242,15 @@ def prefill_prompt(model, tokens, caches, *, chunk_size=None, backend="reference
     sched = chunk_schedule(T, chunk_size if chunk_size is not None else default_chunk_size(cfg), None)
     if logits not in ("all", "last"):
         raise SwarefError("argument", f"logits must be 'all' or 'last', got {logits!r}")
-    check_step(model, [tokens], [caches], backend, num_threads)
-    outs, a = [], 0
-    for s in sched:
-        outs.append(forward(model, tokens[a:a + s], caches, backend=backend, num_threads=num_threads,
-                            logits=logits))
-        a += s
-        if progress is not None:
-            progress(a, T)
+    with holding([caches]):
+        check_step(model, [tokens], [caches], backend, num_threads)
+        outs, a = [], 0
+        for s in sched:
+            outs.append(forward(model, tokens[a:a + s], caches, backend=backend, num_threads=num_threads,
+                                logits=logits))
+            a += s
+            if progress is not None:
+                progress(a, T)
     return np.concatenate(outs) if logits == "all" else outs[-1]
 
 

@@ -355,3 +355,22 @@ def test_docs_sample_output_is_current(suite):
         diff = "\n".join(difflib.unified_diff(m.group(1).splitlines(), want.splitlines(), "docs", "runner",
                                               lineterm=""))
         assert not diff, f"docs/conformance.md sample {name} is stale; replace the block by:\n{want}\n\n{diff}"
+
+
+def test_one_exception_root():
+    """Every error the conformance package raises on purpose is a SwarefError with a kind from the list."""
+    from swaref.conformance.files import FileFormatError
+    for cls, kind, msg in ((C.GeneratorError, "suite", "x"), (C.SuiteError, "suite", "x"),
+                           (C.SafetensorsError, "format", "x"), (FileFormatError, "format", "x")):
+        e = cls(msg)
+        assert isinstance(e, swaref.SwarefError) and e.kind == kind and kind in swaref.ERROR_KINDS
+
+
+def test_python_port_module_that_fails_to_import_is_a_usage_error(tmp_path, monkeypatch):
+    pick = [s for s in C.core_cases() if s.op == "attention"][:1]
+    C.generate_suite(str(tmp_path / "s"), cases=pick)
+    (tmp_path / "broken_port_module.py").write_text("def run(:\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    code, lines = run(str(tmp_path / "s"), "broken_port_module:run")
+    assert code == 2 and "SyntaxError" in lines[0]

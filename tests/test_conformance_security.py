@@ -199,6 +199,8 @@ def test_hostile_manifests_are_corrupt(suite, tmp_path, name, capsys):
     assert cli_main(["vectors", "check", str(dst), "--python", "swaref.conformance.ports:reference_port"]) == 2
     out = capsys.readouterr().out
     assert out.startswith("CORRUPT") and "Traceback" not in out
+    if name == "id-newline":
+        assert "is not a bare name" in out
 
 
 def test_deeply_nested_manifest_is_corrupt_not_recursion_error(suite, tmp_path, capsys):
@@ -335,3 +337,14 @@ def test_result_size_limit_follows_the_case(suite):
     assert result_limit(c) == 8 + RESULT_HEADER_ALLOWANCE + 8 * n
     big = np.zeros(n + 1, np.float64)
     assert len(ST.encode({"out": big})) > result_limit(c) - RESULT_HEADER_ALLOWANCE
+
+
+@pytest.mark.parametrize("name,ok", [
+    ("attention_f32_w4_h2x1_d8_t8_s8_scale0.3", True), ("a-b.c_d", True), ("x" * 200, True),
+    ("x" * 201, False), ("", False), (".hidden", False), ("a/b", False), ("/abs", False), ("..", False),
+    ("a..b", False), ("a\n", False), ("a\\b", False), ("x;touch MARKER;#", False), ("case{out}", False),
+    ("caf\u00e9", False), (None, False),
+])
+def test_safe_names(name, ok):
+    from swaref.conformance.files import is_safe_name
+    assert is_safe_name(name) is ok

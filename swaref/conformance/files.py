@@ -35,7 +35,8 @@ class FileFormatError(SwarefError):
 
 def is_safe_name(name):
     """True for a bare file name or case id of the strict pattern (no separator, no '..', not absolute)."""
-    return isinstance(name, str) and _NAME.match(name) is not None and ".." not in name
+    # fullmatch: with match() or search(), "$" would also accept a trailing newline.
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None and ".." not in name
 
 
 def path_inside(folder, name):

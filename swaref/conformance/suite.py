@@ -18,8 +18,8 @@ import numpy as np
 
 from ..errors import SwarefError
 from . import safetensors_io as ST
-from .cases import DTYPES, FORMAT, FORMAT_VERSION
-from .files import FileFormatError, load_json, path_inside, read_regular
+from .cases import DTYPES
+from .files import FileFormatError, is_safe_name, load_json, path_inside, read_regular
 from .schema import errors as schema_errors, load_schema
 
 #: A manifest larger than this is refused (the full suite's is about 2 MB).
@@ -120,6 +120,9 @@ def load_suite(suite_dir):
     suite = Suite(suite_dir, manifest)
     if len(suite.by_id) != len(suite.entries):
         raise SuiteError(f"{path}: two cases share an id")
+    unsafe = [e["id"] for e in suite.entries if not is_safe_name(e["id"])]
+    if unsafe:           # ids name result files and --exec arguments
+        raise SuiteError(f"{path}: case id {unsafe[0]!r} is not a bare name of letters, digits and '._-'")
     problems = []
     for e in suite.entries:
         try:

@@ -181,6 +181,12 @@ def test_a_port_bug_with_a_kind_attribute_outside_the_list_is_not_a_rejection(su
     code, lines = run(d, port, only={neg["id"]})
     assert code == 1 and lines[0].startswith("FAIL") and "port raised Oops" in lines[0]
 
+    def loads_a_suite(inputs, meta):        # a SuiteError inside a port: not a rejection, not exit 2
+        raise C.SuiteError("the port's own suite is corrupt")
+
+    code, lines = run(d, loads_a_suite, only={neg["id"]})
+    assert code == 1 and lines[0].startswith("FAIL") and "port raised SuiteError" in lines[0]
+
 
 # --------------------------------------------------------------------------
 # Command line, --python, --exec

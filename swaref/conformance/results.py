@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import ERROR_KINDS, SwarefError
 from . import safetensors_io as ST
 from .files import FileFormatError, is_safe_name, load_json, path_inside, read_regular
+from .suite import SuiteError, load_suite
 
 #: An .err.json larger than this is not a rejection, it is a malformed result.
 MAX_ERR_BYTES = 64 * 1024
@@ -86,6 +87,8 @@ def run_python(fn, case):
         res = fn(inputs, meta)
     except Exception as e:  # noqa: BLE001 - the port's failure is a verdict, not our crash
         kind = getattr(e, "kind", None)
+        if isinstance(e, SuiteError):   # a suite problem inside the port is no rejection of this input
+            return ("crash", f"port raised SuiteError: {e}")
         if isinstance(e, SwarefError) or (isinstance(kind, str) and kind in ERROR_KINDS):
             return ("error", kind, str(e))
         tb = traceback.extract_tb(e.__traceback__)
@@ -123,7 +126,6 @@ def write_result(results_dir, case_id, result=None, error=None, input_digest=Non
 
 def run_port_to_dir(suite_dir, fn, results_dir):
     """Run a Python port over a suite and leave a results folder (for ``check --results``)."""
-    from .suite import load_suite
     suite = load_suite(suite_dir)
     os.makedirs(results_dir, exist_ok=True)
     for entry in suite.entries:

@@ -270,7 +270,7 @@ def test_bad_input_is_rejected_before_any_cache_changes():
         M.forward(model, [1], [caches[0], M.new_caches(model, 6)[1]])
     with pytest.raises(SwarefError, match="2 caches"):
         M.forward(model, [1], caches[:1])
-    with pytest.raises(SwarefError, match="chunk_size must be >= 1"):
+    with pytest.raises(SwarefError, match="chunk_size must be an int >= 1"):
         M.prefill_prompt(model, [1, 2], caches, chunk_size=0)
     for c, (k, p, n) in zip(caches, snap):
         assert np.array_equal(c.k, k) and np.array_equal(c.positions, p) and c.n_seen == n

@@ -108,7 +108,7 @@ def test_results_folder_passes_and_json_report(suite, results, tmp_path):
     assert cli_main(["vectors", "check", suite[0], "--results", results, "--json-report", str(rep)]) == 0
     doc = _report_ok(json.loads(rep.read_text()))
     assert doc["status"] == "pass" and doc["suite_hash"] == suite[1]["suite_hash"]
-    assert doc["counts"]["PASS"] == len(suite[1]["cases"]) and doc["claim"].startswith("swaref spec 1.0")
+    assert doc["counts"]["PASS"] == len(suite[1]["cases"]) and doc["claim"].startswith(f"swaref spec {swaref.SPEC_VERSION},")
 
 
 def test_bad_results_get_per_case_messages(suite, results, tmp_path, capsys):

@@ -380,3 +380,21 @@ def test_python_port_module_that_fails_to_import_is_a_usage_error(tmp_path, monk
     monkeypatch.setattr(sys, "path", list(sys.path))
     code, lines = run(str(tmp_path / "s"), "broken_port_module:run")
     assert code == 2 and "SyntaxError" in lines[0]
+
+
+def test_exec_results_left_by_an_earlier_case_do_not_count(suite, tmp_path):
+    """Each case runs with a fresh {out} folder: a file planted for a later case is not its result."""
+    neg = sorted(c["id"] for c in suite[1]["cases"] if c["expect"] == "invalid")[:2]
+    kinds = {c["id"]: c["error_kinds"][0] for c in suite[1]["cases"] if c["expect"] == "invalid"}
+    script = tmp_path / "planter.py"
+    script.write_text(
+        "import json, os, sys\nfrom swaref.conformance import safetensors_io as ST\n"
+        "cid = ST.read(sys.argv[1])[2]['case_id']\n"
+        f"if cid == {neg[0]!r}:\n"
+        "    for c, k in ((sys.argv[3], sys.argv[4]), (cid, sys.argv[5])):\n"
+        "        json.dump({'kind': k}, open(os.path.join(os.path.dirname(sys.argv[2]), c + '.err.json'), 'w'))\n")
+    lines = []
+    code = C.check_suite(suite[0], exec_cmd=f"{sys.executable} {script} {{in}} {{out}} {neg[1]} {kinds[neg[1]]} "
+                                            f"{kinds[neg[0]]}", out=lines.append, only=set(neg))
+    st = statuses(lines)
+    assert code == 1 and st == {neg[0]: "PASS", neg[1]: "MISSING"}, lines

@@ -111,6 +111,7 @@ class Selection:
 def run_exec(argv, suite, entry, case, tmp, timeout):
     """Run the port once on a case, then read what it wrote."""
     cid = entry["id"]
+    tmp = tempfile.mkdtemp(prefix="case-", dir=tmp)    # a fresh folder: nothing left by an earlier case counts
     paths = {"in": suite.input_path(cid), "out": os.path.join(tmp, cid + ".out.safetensors"),
              "err": os.path.join(tmp, cid + ".err.json")}
     args = [_PLACEHOLDER.sub(lambda m: paths[m.group(1)], a) for a in argv]

@@ -21,9 +21,8 @@ from swaref.conformance import safetensors_io as ST
 from swaref.conformance.files import is_safe_name
 from swaref.conformance.suite import manifest_hash
 
-from conformance_helpers import core_suite, run
+from conformance_helpers import broken_port, core_suite, run
 from oracle import dense_attention_f64
-from test_conformance_ports import broken_port
 
 #: sha256 over the sorted "sha256  file" lines of every core case file, and the manifest hash with
 #: generator.version and spec_version set to "X" (both move with releases), as swaref/vectors.py wrote

@@ -34,6 +34,8 @@ class RollingBufferCache:
     Every swaref call that reads or writes the cache holds its lock for the whole
     call without waiting: a second, concurrent call is refused with
     SwarefError(kind="cache") instead of interleaving its writes (spec rule 4).
+    The lock is re-entrant, so a caller (a model's forward pass) may hold all its
+    layers' caches for a whole step and call swaref on them inside.
     """
 
     def __init__(self, window: Optional[int], n_kv_heads: int, head_dim: int,
@@ -61,7 +63,7 @@ class RollingBufferCache:
         self.k, self.v, self.positions = _allocate(cap, n_kv_heads, head_dim, dt)
         self.n_seen = 0
         self.next_position = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def reset(self) -> None:
         """Back to the freshly constructed state (zeroed buffers, all slots empty)."""
@@ -80,7 +82,7 @@ class RollingBufferCache:
             new.k = self.k.copy()
             new.v = self.v.copy()
             new.positions = self.positions.copy()
-            new._lock = threading.Lock()
+            new._lock = threading.RLock()
         return new
 
     def view(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ import sys
 SUBCOMMANDS = {
     "demo": ("swaref.demo", "walk through the sliding-window tutorial in the terminal"),
     "vectors": ("swaref.conformance.cli", "generate golden vectors or check a port against them"),
-    "generate": ("swaref.generate", "run a Mistral-architecture model on the CPU"),
+    "generate": ("swaref.models.cli", "run a Mistral-architecture model on the CPU"),
 }
 
 

@@ -36,9 +36,11 @@ Known swaref bugs found by this fuzzer are excluded from the strategies through
 When a fix makes a reproducer pass, remove its xfail marker *and* its entry in
 KNOWN_BUGS, so the fuzzer covers those inputs again.
 """
+import contextlib
 import copy
 import math
 import os
+import threading
 from fractions import Fraction
 
 import numpy as np
@@ -169,11 +171,43 @@ def snapshot(obj):
 
 
 def assert_not_left_locked(obj, what):
-    """After any call, accepted or rejected, the cache's lock (if it has one) is free again."""
+    """After any call, accepted or rejected, the cache's lock (if it has one) is free again:
+    tried from another thread, since a re-entrant lock leaked by this one would let it in."""
     for name, val in vars(obj).items() if isinstance(obj, RollingBufferCache) else ():
         if _is_lock(val):
-            assert val.acquire(blocking=False), f"{what}: cache.{name} is still held after the call"
-            val.release()
+            got = []
+
+            def try_lock():
+                got.append(val.acquire(blocking=False))
+                if got[0]:
+                    val.release()
+            t = threading.Thread(target=try_lock)
+            t.start()
+            t.join()
+            assert got == [True], f"{what}: cache.{name} is still held after the call"
+
+
+@contextlib.contextmanager
+def held_by_another_thread(caches):
+    """While inside, another thread holds each cache as a concurrent swaref call would
+    (swaref.cache.exclusive), so any call on them must be refused with kind "cache"."""
+    from swaref.cache import exclusive
+    holding, release = threading.Barrier(len(caches) + 1), threading.Event()
+
+    def hold(c):
+        with exclusive(c):
+            holding.wait()
+            release.wait(30)
+    threads = [threading.Thread(target=hold, args=(c,)) for c in caches]
+    for t in threads:
+        t.start()
+    holding.wait(30)
+    try:
+        yield
+    finally:
+        release.set()
+        for t in threads:
+            t.join()
 
 
 def assert_unchanged(before, after, what):
@@ -387,11 +421,12 @@ def check_constructed(call, c):
     assert not np.shares_memory(c.k, c.v)
 
 
-def check_call(call, caches=None):
+def check_call(call, caches=None, held=False):
     """Run ``call`` on both backends and assert properties (1)-(5).
 
     caches: {backend: cache} to run on and leave updated (the sequence test); default a
-    deep copy of call.cache per backend.  Returns {backend: outcome}.
+    deep copy of call.cache per backend; held: another thread holds them (held_by_another_thread),
+    so their locks are checked by the caller afterwards.  Returns {backend: outcome}.
     """
     if caches is None:
         caches = {b: clone(call.cache) for b in BACKENDS}
@@ -407,7 +442,8 @@ def check_call(call, caches=None):
                                  f"cache after a rejected call (backend={b}, kind={results[b][1]!r}: "
                                  f"{results[b][2]})\n  call: {call!r}")
         assert _input_bytes(call) == inputs, f"backend={b} modified an input array\n  call: {call!r}"
-        assert_not_left_locked(caches[b], f"backend={b}, {results[b][0]}\n  call: {call!r}")
+        if not held:
+            assert_not_left_locked(caches[b], f"backend={b}, {results[b][0]}\n  call: {call!r}")
     ref, cy = results["reference"], results["cython"]
     event(f"{call.fn}: reference {ref[0]} {ref[1] if ref[0] == 'rejected' else ''}")
     event(f"{call.fn}: cython {cy[0]} {cy[1] if cy[0] == 'rejected' else ''}")
@@ -1055,7 +1091,7 @@ def test_fuzz_sequence_both_backends_in_lockstep(data):
     pair = {b: clone(cache) for b in BACKENDS}
     for step in range(data.draw(st.integers(1, 10))):
         op = data.draw(st.sampled_from(["prefill", "prefill", "decode", "decode", "decode", "rejected",
-                                        "reset", "copy", "load_state"]), label=f"step {step}")
+                                        "busy", "reset", "copy", "load_state"]), label=f"step {step}")
         ref = pair["reference"]
         if op in ("prefill", "decode", "rejected"):
             decode = op == "decode" or (op == "rejected" and data.draw(st.booleans()))
@@ -1066,6 +1102,18 @@ def test_fuzz_sequence_both_backends_in_lockstep(data):
             results = check_call(call, pair)
             if results["reference"][0] != results["cython"][0]:
                 return       # the compiled backend refused a position above 2**62: no longer in lockstep
+        elif op == "busy":   # a valid call while another thread uses the cache: refused, nothing written
+            decode = data.draw(st.booleans())
+            call = data.draw(step_call_on(ref, decode, 1 if decode else data.draw(SHAPES["T"]), "none"))
+            with held_by_another_thread(list(pair.values())):
+                results = check_call(call.with_cache(ref), pair, held=True)
+            for b, c in pair.items():
+                assert_not_left_locked(c, f"backend={b}, after the other thread let go")
+            for b, c in pair.items():
+                free = invoke(call, b, clone(c))          # the same call on a free cache
+                assert results[b][0] == "rejected" and (free[0] == "rejected" or results[b][1] == "cache"), \
+                    f"backend={b}: {results[b][:2]} on a cache held by another thread, {free[:2]} on a free " \
+                    f"one\n  call: {call!r}"
         elif op == "reset":
             for c in pair.values():
                 c.reset()

@@ -1172,64 +1172,84 @@ def _property_fails(strategy, body, monkeypatch=None, n=300):
     return str(info.value)
 
 
+# The broken versions wrap the public functions (what the harness calls), so that these tests
+# do not depend on swaref's internals, which change.
+
 def test_harness_catches_a_cache_written_before_validation(monkeypatch):
-    # A check_cache_step that writes the cache before validating (restoring it only on success):
-    # the prefill/decode property must report a changed cache after a rejected call.
-    import importlib
-    prefill_mod = importlib.import_module("swaref.prefill")
-    original = prefill_mod.check_cache_step
+    # prefill/decode_step that write the cache before validating: on a call that will be
+    # refused, they first spoil cache.k.  The property must report the changed cache.
+    def writes_first(fn):
+        def broken(q, k, v, cache, **kw):
+            if isinstance(cache, RollingBufferCache):
+                try:
+                    fn(q, k, v, clone(cache), **kw)           # would it be refused?
+                except SwarefError:
+                    cache.k[...] = 7
+                    raise
+            return fn(q, k, v, cache, **kw)
+        return broken
 
-    def writes_first(cache, n_tokens, start, backend="reference"):
-        saved = cache.k.copy()
-        cache.k[...] = 7
-        out = original(cache, n_tokens, start, backend)
-        cache.k[...] = saved
-        return out
-
-    monkeypatch.setattr(prefill_mod, "check_cache_step", writes_first)
+    monkeypatch.setattr(swaref, "prefill", writes_first(swaref.prefill))
+    monkeypatch.setattr(swaref, "decode_step", writes_first(swaref.decode_step))
     msg = _property_fails(step_calls(), check_call)
     assert "cache after a rejected call" in msg and "changed (k)" in msg, msg
 
 
-def test_harness_catches_a_wrong_kernel_output(monkeypatch):
-    # A kernel off by 1e-9 x max|V| in one element (below float32's tolerance, above float64's).
-    from swaref import _backend
-    original = _backend.attention
+def test_harness_catches_a_compiled_decode_that_writes_other_bits(monkeypatch):
+    # A compiled decode_step that stores the value rounded differently (last bit flipped in
+    # its slot): the outputs may still agree, the caches must not.
+    original = swaref.decode_step
 
-    def off(q, k, v, *args):
-        out = original(q, k, v, *args)
-        if out.dtype == np.float64:
+    def other_bits(q, k, v, cache, **kw):
+        out = original(q, k, v, cache, **kw)
+        if kw.get("backend") == "cython":
+            slot = (cache.next_position - 1) % cache.capacity
+            bits = cache.v[slot].view(np.uint16 if cache.dtype == np.float16 else
+                                      np.uint32 if cache.dtype == np.float32 else np.uint64)
+            bits ^= 1
+        return out
+
+    monkeypatch.setattr(swaref, "decode_step", other_bits)
+    msg = _property_fails(step_calls(), check_call)
+    assert "cython's cache vs the reference's" in msg and "changed (v)" in msg, msg
+
+
+def test_harness_catches_a_wrong_kernel_output(monkeypatch):
+    # A compiled backend off by 1e-9 x max|V| in one element (within float32's tolerance, not float64's).
+    original = swaref.attention
+
+    def off(q, k, v, **kw):
+        out = original(q, k, v, **kw)
+        if kw.get("backend") == "cython" and out.dtype == np.float64:
             out.flat[0] += 1e-9 * max(1.0, float(np.abs(v).max()))
         return out
 
-    monkeypatch.setattr(_backend, "attention", off)
+    monkeypatch.setattr(swaref, "attention", off)
     msg = _property_fails(attention_calls(), check_call)
     assert "cython vs" in msg, msg
 
 
 def test_harness_catches_an_escaping_exception_and_a_disagreement(monkeypatch):
-    # A scale check that raises a bare ZeroDivisionError for scale 0 (on both backends), then a
-    # compiled backend that refuses what the reference accepts, with kind "shape".
-    from swaref import _backend, _validate
-    original = _validate.check_scale
+    # An attention that raises a bare ZeroDivisionError for scale 0 (both backends); then a
+    # compiled backend that refuses single queries, which the reference accepts.
+    original = swaref.attention
 
-    def zero_div(scale, D):
-        if scale is not None and not isinstance(scale, (str, complex)) and scale == 0:
+    def zero_div(q, k, v, **kw):
+        scale = kw.get("scale")
+        if isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale == 0:
             raise ZeroDivisionError("scale")
-        return original(scale, D)
+        return original(q, k, v, **kw)
 
-    monkeypatch.setattr(_validate, "check_scale", zero_div)
+    monkeypatch.setattr(swaref, "attention", zero_div)
     msg = _property_fails(attention_calls(), check_call)
     assert "ZeroDivisionError escaped" in msg, msg
-    monkeypatch.setattr(_validate, "check_scale", original)
 
-    def refuses(q, *args):
-        if q.shape[0] == 1:
+    def refuses(q, k, v, **kw):
+        if kw.get("backend") == "cython" and isinstance(q, np.ndarray) and q.shape[:1] == (1,):
             raise SwarefError("shape", "one query")
-        return original_attention(q, *args)
+        return original(q, k, v, **kw)
 
-    original_attention = _backend.attention
-    monkeypatch.setattr(_backend, "attention", refuses)
+    monkeypatch.setattr(swaref, "attention", refuses)
     msg = _property_fails(attention_calls(), check_call)
     assert "backends disagree" in msg, msg
 

@@ -498,7 +498,11 @@ def check_call(call, caches=None, held=False):
 # Strategies: small pieces
 # ======================================================================================
 
-SHAPES = dict(T=st.integers(1, 9), S=st.integers(1, 12), Hkv=st.integers(1, 3), G=st.integers(1, 3),
+# Mostly small (fast, and the shrinker likes them); now and then long enough for several of
+# the kernel's 64-position tiles and several row blocks.
+SHAPES = dict(T=st.one_of(st.integers(1, 9), st.integers(1, 9), st.integers(1, 9), st.integers(10, 70)),
+              S=st.one_of(st.integers(1, 12), st.integers(1, 12), st.integers(1, 12), st.integers(13, 150)),
+              Hkv=st.integers(1, 3), G=st.integers(1, 3),
               D=st.sampled_from([1, 2, 3, 4, 5, 8, 16, 17, 32]))
 
 
@@ -612,7 +616,7 @@ def position_arg(draw, pos):
 
 def windows(n):
     """Valid windows for a sequence of length n: small, around n, the huge ones, None, NumPy ints."""
-    return st.sampled_from([1, 2, 3, max(1, n // 2), n, n + 1, 2 ** 62, 2 ** 63, 2 ** 64, None,
+    return st.sampled_from([1, 2, 3, max(1, n // 2), n, n + 1, 64, 65, 2 ** 62, 2 ** 63, 2 ** 64, None,
                             np.int64(2), np.uint64(2 ** 64 - 1)])
 
 
@@ -812,7 +816,7 @@ def ring_state(draw, C, Hkv, D, dtype, window):
 def caches(draw, Hkv, D, dtype, T):
     """A cache in one of its states: empty, loaded (load_state), or prefilled and wrapped; for
     a sliding window, the oldest held key may be poisoned (stale: no later query sees it)."""
-    window = draw(st.sampled_from([1, 2, 3, 4, 5, 8, None]))
+    window = draw(st.sampled_from([1, 2, 3, 4, 5, 8, 1, 2, 3, 4, 5, 8, 63, 64, 65, 100, None]))
     capacity = None if window is not None else draw(st.integers(1, 3 * T + 4))
     c = RollingBufferCache(window, Hkv, D, dtype=dtype, capacity=capacity)
     state = draw(st.sampled_from(["empty", "loaded", "prefilled"]))

@@ -231,7 +231,7 @@ def _input_bytes(call):
 def invoke(call, backend, cache):
     """Run the call on one backend.  -> ("ok", result) or ("rejected", kind, message)."""
     fn = {"attention": swaref.attention, "prefill": swaref.prefill, "decode_step": swaref.decode_step,
-          "load_state": load_state, "window_mask": swaref.window_mask,
+          "load_state": load_state, "window_mask": swaref.window_mask, "cache_write": swaref.cache_write,
           "RollingBufferCache": RollingBufferCache}[call.fn]
     args = [cache if a is CACHE else a for a in call.args]
     kwargs = dict(call.kwargs)
@@ -385,10 +385,10 @@ def oracle_for(call, cache_before):
     return out, keys[seen], vals[seen], scale, D
 
 
-def check_written(call, before, after, out_dtype):
-    """After an accepted prefill/decode_step: the cache is as spec rule 4 says."""
-    q, k, v = call.args[:3]
-    T = q.shape[0]
+def check_written(call, before, after):
+    """After an accepted prefill/decode_step/cache_write: the cache is as spec rule 4 says."""
+    k, v = call.args[1:3]
+    T = k.shape[0]
     start = call.kwargs.get("start")
     start = (before.next_position or 0) if start is None else int(start)
     C = before.capacity
@@ -468,11 +468,14 @@ def check_call(call, caches=None, held=False):
             compare(ref[1], expected, tolerance(q.dtype, [q], keys, vals, scale, D), "reference vs dense oracle",
                     call)
             if call.fn != "attention":
-                check_written(call, before["reference"], caches["reference"], q.dtype)
+                check_written(call, before["reference"], caches["reference"])
         return results
     if ref[0] == "ok" and call.fn == "load_state":
         for b in BACKENDS:
             check_loaded(call, caches[b])
+    if ref[0] == "ok" and call.fn == "cache_write":
+        for b in BACKENDS:
+            check_written(call, before[b], caches[b])
     if ref[0] == "ok" and call.fn == "RollingBufferCache":
         check_constructed(call, ref[1])
     if ref[0] == "rejected" or not computes:
@@ -488,7 +491,7 @@ def check_call(call, caches=None, held=False):
     compare(out_c, expected, tol, "cython vs dense oracle", call, kernel=q.dtype.type)
     compare(out_c, out_r, tol, "cython vs reference", call, kernel=q.dtype.type)
     if call.fn != "attention":
-        check_written(call, before["reference"], caches["reference"], q.dtype)
+        check_written(call, before["reference"], caches["reference"])
         assert_unchanged(snapshot(caches["reference"]), snapshot(caches["cython"]),
                          f"cython's cache vs the reference's after the call\n  call: {call!r}")
     return results
@@ -921,6 +924,37 @@ def step_call_on(draw, cache, decode, T, mutation=None):
     return Call(fn, args, kw, cache=cache if args[3] is CACHE else None, note=f"mutation: {mutation}")
 
 
+@st.composite
+def write_calls(draw, cache=None, mutation=None):
+    """swaref.cache_write(cache, k, v, start=...): the public write, valid (zero tokens too) or
+    with one argument spoilt."""
+    if cache is None:
+        Hkv, D = draw(SHAPES["Hkv"]), draw(SHAPES["D"])
+        dtype = draw(st.sampled_from([np.float64, np.float32, np.float16]))
+        cache = draw(caches(Hkv, D, dtype, 4))
+    Hkv, D, dtype = cache.n_kv_heads, cache.head_dim, cache.dtype.type
+    T = draw(st.sampled_from([0, 1, 1, 2, 3, cache.capacity, cache.capacity + 2]))
+    _, mv = magnitudes_for(dtype)
+    k = draw(arrays((T, Hkv, D), dtype, 1.0))
+    v = draw(arrays((T, Hkv, D), dtype, draw(mv)))
+    k, v = draw(laid_out((k, v)))
+    kw = {}
+    if draw(st.booleans()):
+        kw["start"] = cache.next_position if cache.next_position is not None else draw(increasing(1))[0]
+    args = [CACHE, k, v]
+    if mutation is None:
+        mutation = draw(st.sampled_from(["none"] * 4 + ["array", "start", "cache"]))
+    if mutation == "array":
+        i = draw(st.integers(1, 2))
+        args[i] = spoil_array(args[i], draw(st.sampled_from(BAD_ARRAY_KINDS)), "qkv"[i])
+    elif mutation == "start":
+        base = cache.next_position if cache.next_position is not None else 0
+        kw["start"] = draw(st.sampled_from([base + 1, base - 1, -1, True, 2.5, "0", 10 ** 400, INT64_MAX]))
+    elif mutation == "cache":
+        args[0] = draw(st.sampled_from([None, "cache", {"k": cache.k}]))
+    return Call("cache_write", args, kw, cache=cache if args[0] is CACHE else None, note=f"mutation: {mutation}")
+
+
 # ======================================================================================
 # The properties
 # ======================================================================================
@@ -985,6 +1019,11 @@ def spoilt_ring(draw, pos, k, v, C):
     elif how == "ragged":
         pos = [[int(p)] for p in pos[:-1]] + [[int(pos[-1]), 0]]
     return pos, k, v, how
+
+
+@fuzz_property(call=write_calls())
+def test_fuzz_cache_write(call):
+    check_call(call)
 
 
 @fuzz_property(data=st.data())
@@ -1113,7 +1152,7 @@ def test_fuzz_sequence_both_backends_in_lockstep(data):
     pair = {b: clone(cache) for b in BACKENDS}
     for step in range(data.draw(st.integers(1, 10))):
         op = data.draw(st.sampled_from(["prefill", "prefill", "decode", "decode", "decode", "rejected",
-                                        "busy", "reset", "copy", "load_state"]), label=f"step {step}")
+                                        "busy", "reset", "copy", "load_state", "write"]), label=f"step {step}")
         ref = pair["reference"]
         if op in ("prefill", "decode", "rejected"):
             decode = op == "decode" or (op == "rejected" and data.draw(st.booleans()))
@@ -1136,6 +1175,8 @@ def test_fuzz_sequence_both_backends_in_lockstep(data):
                 assert results[b][0] == "rejected" and (free[0] == "rejected" or results[b][1] == "cache"), \
                     f"backend={b}: {results[b][:2]} on a cache held by another thread, {free[:2]} on a free " \
                     f"one\n  call: {call!r}"
+        elif op == "write":
+            check_call(data.draw(write_calls(ref)).with_cache(ref), pair)
         elif op == "reset":
             for c in pair.values():
                 c.reset()

@@ -89,3 +89,31 @@ def assert_bitwise_equal(actual, expected, name="output"):
             f"{name}: not bitwise equal: {int(neq.sum())} of {neq.size} elements differ"
             + (f", max |diff| = {np.nanmax(diff):.3e}" if diff is not None else "")
             + f"; first at {first}: {a[first]!r} vs {e[first]!r}")
+
+
+def dense_attention_wide(q, k, v, q_pos, k_pos, window, scale=None):
+    """``dense_attention_f64`` computed in NumPy's longdouble (x87 80-bit on x86-64 Linux:
+    exponent range to 1e4932), for scores ``scale * q.k`` that overflow float64 from finite
+    input (a finite scale of 1e300, say), where the float64 oracle gives inf - inf = NaN.
+    Returns float64.  Where longdouble is just float64 it is no wider (check np.finfo)."""
+    wide = np.longdouble
+    q = np.asarray(q, dtype=np.float64).astype(wide)
+    k = np.asarray(k, dtype=np.float64).astype(wide)
+    v = np.asarray(v, dtype=np.float64).astype(wide)
+    T, Hq, D = q.shape
+    Hkv = k.shape[1]
+    scale = wide(1.0) / np.sqrt(wide(D)) if scale is None else wide(scale)
+    kk = np.repeat(k, Hq // Hkv, axis=1)
+    vv = np.repeat(v, Hq // Hkv, axis=1)
+    qp = [int(p) for p in q_pos]
+    kp = [int(p) for p in k_pos]
+    out = np.zeros((T, Hq, D), dtype=wide)
+    for t in range(T):
+        sel = [j for j in range(len(kp)) if kp[j] <= qp[t] and (window is None or kp[j] > qp[t] - window)]
+        assert sel, "oracle: a query with no visible key"
+        for h in range(Hq):
+            s = np.array([scale * np.sum(q[t, h] * kk[j, h]) for j in sel], dtype=wide)
+            p = np.exp(s - s.max())
+            p = p / p.sum()
+            out[t, h] = np.sum(p[:, None] * vv[sel, h], axis=0)
+    return out.astype(np.float64)

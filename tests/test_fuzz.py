@@ -658,7 +658,7 @@ def spoil_array(x, how, which):
     if how == "ndim+":
         return x[None]
     if how == "ndim-":
-        return x[0]
+        return x[0] if x.shape[0] else np.zeros(x.shape[1:], x.dtype)
     if how == "0-d":
         return np.asarray(x.flat[0]) if x.size else np.float64(1.0)
     if how == "list":

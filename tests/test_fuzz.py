@@ -974,11 +974,13 @@ def write_calls(draw, cache=None, mutation=None):
 
 @fuzz_property(call=attention_calls())
 def test_fuzz_attention(call):
+    """swaref.attention on both backends, valid or with one argument spoilt: properties (1)-(5)."""
     check_call(call)
 
 
 @fuzz_property(call=step_calls())
 def test_fuzz_prefill_and_decode(call):
+    """prefill / decode_step on a cache in any state, both backends: (1)-(5) and rule 4."""
     check_call(call)
 
 
@@ -1036,6 +1038,7 @@ def spoilt_ring(draw, pos, k, v, C):
 
 @fuzz_property(call=write_calls())
 def test_fuzz_cache_write(call):
+    """swaref.cache_write, valid (zero tokens too) or spoilt: refused writes change nothing."""
     check_call(call)
 
 
@@ -1145,6 +1148,7 @@ def test_fuzz_window_mask_against_brute_force(data):
 @fuzz_property(qp=st.sampled_from([[1.0], [True], [[1]], "12", None, 3, np.zeros((2, 2), np.int64)]),
                window=st.sampled_from([2, 0, -1, True, 2.5, "2", None]))
 def test_fuzz_window_mask_rejects_only_with_swaref_error(qp, window):
+    """window_mask with positions or windows of the wrong type or shape: only SwarefError."""
     for args in ((qp, [0], 2), ([0], qp, 2), ([0], [0], window)):
         invoke(Call("window_mask", list(args)), "reference", None)
 

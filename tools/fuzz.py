@@ -17,6 +17,17 @@ Run it from the repository root; it puts this tree first on sys.path (like the
 tests' PYTHONPATH=$PWD), so it fuzzes this checkout's swaref.  Exit status 0
 if every round passed, 1 on the first failure (after printing the seed, the
 property, hypothesis's falsifying example and the failing call).
+
+Against the AddressSanitizer + UBSan build of the kernel (slower; fewer examples):
+
+    CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
+        LDFLAGS="-fsanitize=address,undefined" SWAREF_DEBUG=1 python setup.py build_ext --inplace --force
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
+        ASAN_OPTIONS=detect_leaks=0 python tools/fuzz.py --minutes 10 --examples 300
+
+The properties, the checks and the known bugs are in tests/test_fuzz.py; the
+suite runs the same properties with SWAREF_FUZZ_EXAMPLES examples each
+(default 300, derandomized).
 """
 import argparse
 import os
@@ -42,7 +53,7 @@ def main(argv=None):
     ap.add_argument("--examples", type=int, default=1000, help="examples per property per round (default 1000)")
     ap.add_argument("--seed", type=int, default=None, help="seed of the first round (default: from the clock, printed)")
     ap.add_argument("--rounds", type=int, default=10, help="rounds (default 10; ignored with --minutes)")
-    ap.add_argument("--minutes", type=float, default=None, help="run rounds until this much time has passed")
+    ap.add_argument("--minutes", type=float, default=None, help="run rounds until this much time has passed (the round under way finishes)")
     ap.add_argument("--only", default=None, help="comma-separated property names (see --list); prefixes work")
     ap.add_argument("--include-known-bugs", action="store_true",
                     help="also draw the inputs of test_fuzz.KNOWN_BUGS (left out of the suite until fixed)")

@@ -82,7 +82,7 @@ it.  Scratch is O(TILE x D + rows x (TILE + D)) per thread: no T x S array.
 cimport cython
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint64_t
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, exp
 from libc.string cimport memcpy
 
 import numpy as np
@@ -117,6 +117,8 @@ cdef extern from "_kernels.h":
     void swaref_pv4r_d(double* const* o, const double* al, const double* const* p, const double** vp,
                        const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0, Py_ssize_t e1) noexcept nogil
     uint64_t swaref_range_bits(int ja, int jb) noexcept nogil
+    bint swaref_all_finite_f(const float* x, Py_ssize_t n) noexcept nogil
+    bint swaref_all_finite_d(const double* x, Py_ssize_t n) noexcept nogil
     const int SWAREF_SROWS_F
     const int SWAREF_SROWS_D
     void swaref_scoresr_f(const float* const* q, const float* kt, Py_ssize_t D, float scale,
@@ -324,13 +326,72 @@ cdef inline void _transpose_tile(floating* kt, const floating** krows, Py_ssize_
             swaref_transpose_tile_d(kt + gi * TILE * D, krows, gi * D, D)
 
 
+cdef inline void _exact_key(int stage, const floating* qrow, const floating* krow, const floating* vrow,
+                            Py_ssize_t D, double scale, double* m, double* l, double* acc) noexcept nogil:
+    """One visible key of _exact_row: stage 0 updates the running max m and sum l, stage 1 adds
+    its normalised weight times its value row to acc.  The score is recomputed in each stage
+    (the same float64 chain both times: a product of two floats is exact in float64)."""
+    cdef double s = 0, w
+    cdef Py_ssize_t d
+    for d in range(D):
+        s = s + <double>qrow[d] * <double>krow[d]
+    s = s * scale
+    if stage == 0:
+        if s > m[0]:                                     # a NaN score never passes: it reaches l below
+            l[0] = l[0] * exp(m[0] - s) + 1.0
+            m[0] = s
+        else:
+            l[0] = l[0] + exp(s - m[0])
+    else:
+        w = exp(s - m[0]) / l[0]
+        for d in range(D):
+            acc[d] = acc[d] + w * <double>vrow[d]
+
+
+cdef void _exact_row(const floating* qrow, int64_t p, int64_t window, Py_ssize_t g,
+                     const floating* k, const floating* v, const int64_t* k_pos, Py_ssize_t S,
+                     const floating* ck, const floating* cv, const int64_t* cpos, Py_ssize_t C,
+                     int64_t ring_lo, int64_t ring_hi, Py_ssize_t Hkv, Py_ssize_t D, double scale,
+                     double* acc, floating* orow) noexcept nogil:
+    """The overflow fallback: one query row (position p, KV head g) recomputed in float64 as the
+    reference does (scores, max, sum, then normalised weights times values), so that neither a
+    score nor the unnormalised value sum can overflow where the reference's result is finite.
+
+    Its keys are the row's visible keys in increasing position (ring, then explicit keys), and
+    its arithmetic depends on nothing else: the result is as chunk-, thread- and
+    rotation-invariant as the fast path's.  acc: D doubles of scratch.
+    """
+    cdef double m = -INFINITY, l = 0
+    cdef int stage
+    cdef int64_t j, lo = 0
+    cdef Py_ssize_t i, slot, d
+    if window > 0 and p - window + 1 > 0:
+        lo = p - window + 1
+    for d in range(D):
+        acc[d] = 0
+    for stage in range(2):
+        j = lo if lo > ring_lo else ring_lo
+        while j <= ring_hi and j <= p:
+            slot = j % C
+            if cpos[slot] == j:
+                _exact_key(stage, qrow, ck + (slot * Hkv + g) * D, cv + (slot * Hkv + g) * D, D, scale,
+                           &m, &l, acc)
+            j += 1
+        i = _lower_bound(k_pos, S, lo)
+        while i < S and k_pos[i] <= p:
+            _exact_key(stage, qrow, k + (i * Hkv + g) * D, v + (i * Hkv + g) * D, D, scale, &m, &l, acc)
+            i += 1
+    for d in range(D):
+        orow[d] = <floating>acc[d]
+
+
 cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
                  const floating* k, const floating* v, const int64_t* k_pos, Py_ssize_t S,
                  const floating* ck, const floating* cv, const int64_t* cpos, Py_ssize_t C,
                  int64_t ring_lo, int64_t ring_hi,
-                 Py_ssize_t Hkv, Py_ssize_t D, int64_t window, floating scale,
+                 Py_ssize_t Hkv, Py_ssize_t D, int64_t window, floating scale, double scale64,
                  Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t t0, Py_ssize_t t1,
-                 floating* work, Py_ssize_t* iwork, floating* out) noexcept nogil:
+                 floating* work, Py_ssize_t* iwork, double* dwork, floating* out) noexcept nogil:
     """One work item: queries t0 .. t1-1, the query heads of KV heads g0 .. g1-1.
 
     Rows: r = ((gi * nq) + tq) * G + i for KV head g0 + gi, query t0 + tq and
@@ -511,14 +572,28 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
         orow = out + ((t0 + (r // G) % nq) * Hq + (g0 + r // (nq * G)) * G + r % G) * D
         for d in range(D):
             orow[d] = o[r * D + d] / l[r]
+        # Overflow (a score, the scale product or the unnormalised value sum past the largest
+        # finite number) shows as Inf or NaN in the row and nowhere else: inputs inside the
+        # window are finite here or the row is NaN anyway.  Such a row is recomputed in float64;
+        # the test reads only the row's own result, so which rows take it is chunk-invariant.
+        if floating is float:
+            if not swaref_all_finite_f(orow, D):
+                _exact_row(_qrow(q, r, nq, G, Hq, D, g0, t0), q_pos[t0 + (r // G) % nq], window,
+                           g0 + r // (nq * G), k, v, k_pos, S, ck, cv, cpos, C, ring_lo, ring_hi, Hkv, D,
+                           scale64, dwork, orow)
+        else:
+            if not swaref_all_finite_d(orow, D):
+                _exact_row(_qrow(q, r, nq, G, Hq, D, g0, t0), q_pos[t0 + (r // G) % nq], window,
+                           g0 + r // (nq * G), k, v, k_pos, S, ck, cv, cpos, C, ring_lo, ring_hi, Hkv, D,
+                           scale64, dwork, orow)
 
 
 cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
                      const floating[:, :, ::1] k, const floating[:, :, ::1] v, const int64_t[::1] k_pos,
                      const floating[:, :, ::1] ck, const floating[:, :, ::1] cv, const int64_t[::1] cpos,
-                     int64_t ring_lo, int64_t ring_hi, int64_t window, floating scale,
+                     int64_t ring_lo, int64_t ring_hi, int64_t window, floating scale, double scale64,
                      Py_ssize_t block, Py_ssize_t hg, floating[:, ::1] work, Py_ssize_t[:, ::1] iwork,
-                     floating[:, :, ::1] out, int nthreads) noexcept nogil:
+                     double[:, ::1] dwork, floating[:, :, ::1] out, int nthreads) noexcept nogil:
     """All (KV-head group, query block) items, in parallel; each row's bits do not depend on the split."""
     cdef Py_ssize_t T = q.shape[0], Hq = q.shape[1], D = q.shape[2]
     cdef Py_ssize_t S = k.shape[0], Hkv = k.shape[1], C = ck.shape[0]
@@ -553,8 +628,8 @@ cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
         if t1 > T:
             t1 = T
         _block(&q[0, 0, 0], &q_pos[0], Hq, kp, vp, kpp, S, ckp, cvp, cpp, C,
-               ring_lo, ring_hi, Hkv, D, window, scale, g0, g1, t0, t1,
-               &work[threadid(), 0], &iwork[threadid(), 0], &out[0, 0, 0])
+               ring_lo, ring_hi, Hkv, D, window, scale, scale64, g0, g1, t0, t1,
+               &work[threadid(), 0], &iwork[threadid(), 0], &dwork[threadid(), 0], &out[0, 0, 0])
 
 
 def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
@@ -604,10 +679,12 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     out = np.empty((T, Hq, D), dtype=dtype)
     work = np.zeros((nthreads, (hg + 1) * TILE * D + TILE * rows + rows * D + 3 * rows), dtype=dtype)
     iwork = np.zeros((nthreads, 2 * rows), dtype=np.intp)
+    dwork = np.zeros((nthreads, D), dtype=np.float64)        # the overflow fallback's row (_exact_row)
     cdef floating[:, ::1] work_v = work
+    cdef double[:, ::1] dwork_v = dwork
     cdef Py_ssize_t[:, ::1] iwork_v = iwork
     cdef floating[:, :, ::1] out_v = out
     with nogil:
-        _band_core(q, q_pos, k, v, k_pos, ck, cv, cpos, ring_lo, ring_hi, w, <floating>scale,
-                   block, hg, work_v, iwork_v, out_v, nthreads)
+        _band_core(q, q_pos, k, v, k_pos, ck, cv, cpos, ring_lo, ring_hi, w, <floating>scale, scale,
+                   block, hg, work_v, iwork_v, dwork_v, out_v, nthreads)
     return out

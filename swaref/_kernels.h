@@ -334,6 +334,16 @@ static inline swaref_vd swaref_vexp_d(swaref_vd x) {
     return SWAREF_SEL(swaref_vl, swaref_vd, ge, y, tail);
 }
 
+/* True when no element of x is Inf or NaN (x - x is 0 exactly for finite x, NaN otherwise). */
+#define SWAREF_DEFINE_ALL_FINITE(SFX, T) \
+static inline int swaref_all_finite_##SFX(const T* x, Py_ssize_t n) { \
+    int ok = 1; \
+    for (Py_ssize_t i = 0; i < n; i++) ok &= (x[i] - x[i] == 0); \
+    return ok; \
+}
+SWAREF_DEFINE_ALL_FINITE(f, float)
+SWAREF_DEFINE_ALL_FINITE(d, double)
+
 /* Lanes ja .. jb-1 of a 64-bit lane mask. */
 static inline unsigned long long swaref_range_bits(int ja, int jb) {
     if (ja >= 64 || jb <= ja) return 0;

@@ -61,25 +61,6 @@ def schedules(draw, T):
     return [b - a for a, b in zip(edges, edges[1:])]
 
 
-# --------------------------------------------------------------------- exp
-
-@pytest.mark.parametrize("vector", [False, True])
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
-def test_exp_matches_numpy_on_its_domain(dtype, vector):
-    """Both exp formulas of swaref/_kernels.h: scalar (alpha) and vector (the weights)."""
-    lo = -87.0 if dtype == np.float32 else -708.0
-    x = np.concatenate([np.linspace(lo, 0, 200001), -np.logspace(-30, np.log10(-lo), 5000),
-                        [0.0, -0.0]]).astype(dtype)
-    got = _core.exp_kernel(x, vector=vector)
-    want = np.exp(x.astype(np.float64))
-    rel = np.abs(got.astype(np.float64) - want) / want
-    assert rel.max() <= 4 * np.finfo(dtype).eps, f"max relative error {rel.max():.3e}"
-    assert _core.exp_kernel(np.zeros(3, dtype), vector=vector)[0] == 1.0      # exp(0) exactly 1: alpha = 1
-    special = _core.exp_kernel(np.array([-np.inf, lo - 1, -1e300 if dtype == np.float64 else -1e30, np.nan],
-                                        dtype=dtype), vector=vector)
-    assert special[0] == 0 and special[1] == 0 and special[2] == 0 and np.isnan(special[3])
-
-
 # ------------------------------------------------------- against the oracle
 
 @settings(max_examples=3 * settings.default.max_examples // 2)   # scales with HYPOTHESIS_PROFILE
@@ -413,13 +394,6 @@ def test_overflowing_rows_are_finite_exact_and_chunk_invariant(data):
 
 
 # -------------------------------------------------------------- contract
-
-def test_kernel_docstrings_name_the_reference():
-    assert "swaref.attention._attention_reference" in _core.band_attention.__doc__
-    assert "swaref.prefill.attend_chunk" in _core.band_attention.__doc__
-    assert "_attention_reference" in _backend.attention.__doc__
-    assert "swaref.prefill.attend_chunk" in _backend.attend_chunk.__doc__
-
 
 def _qkv(T=6, S=6, Hq=2, Hkv=1, D=4, dtype=np.float64):
     rng = np.random.default_rng(0)

@@ -237,47 +237,54 @@ cdef int64_t _gather_tile(const Keys* K, Cursor* c, Py_ssize_t g, bint copy_v, f
     vrows (and vt).  Ring positions all lie below the explicit ones (_backend checks it), so
     the ring is read first.  present / pbits: the lanes holding a key.
     """
+    # Locals, not K-> and c-> fields: the char stores to present[] may alias any of those,
+    # which would make the compiler reload them on every key.
     cdef const floating* k = <const floating*>K.k
     cdef const floating* v = <const floating*>K.v
     cdef const floating* ck = <const floating*>K.ck
     cdef const floating* cv = <const floating*>K.cv
+    cdef const int64_t* cpos = K.cpos
+    cdef const int64_t* k_pos = K.k_pos
     cdef const floating* krows[TILE]
-    cdef Py_ssize_t D = K.D, row = K.Hkv * D, j, slot
+    cdef Py_ssize_t D = K.D, C = K.C, row = K.Hkv * D, j, slot, e = c.e, eb = c.eb
     cdef Py_ssize_t seg = D * sizeof(floating)           # bytes of one key's row
-    cdef int64_t pos, tstart, tend
-    while c.rp <= K.ring_hi and c.rp <= c.hi and K.cpos[c.rp % K.C] != c.rp:
-        c.rp += 1
-    if c.rp <= K.ring_hi and c.rp <= c.hi:
-        pos = c.rp
-    elif c.e < c.eb:
-        pos = K.k_pos[c.e]
+    cdef int64_t pos, tstart, tend, rp = c.rp, rend = K.ring_hi if K.ring_hi < c.hi else c.hi
+    cdef uint64_t bits = 0
+    while rp <= rend and cpos[rp % C] != rp:
+        rp += 1
+    if rp <= rend:
+        pos = rp
+    elif e < eb:
+        pos = k_pos[e]
     else:
+        c.rp = rp
         return -1
     tstart = (pos // TILE) * TILE
     tend = tstart + TILE
     for j in range(TILE):
         present[j] = 0
         krows[j] = NULL
-    pbits[0] = 0
-    while c.rp <= K.ring_hi and c.rp <= c.hi and c.rp < tend:
+    while rp <= rend and rp < tend:
         # In-place value rows (decode) wait on memory, and the rows of one KV head lie Hkv*D
         # apart, a stride the hardware prefetcher does not follow across pages.
         if not copy_v:
-            slot = (c.rp + PREFETCH) % K.C
+            slot = (rp + PREFETCH) % C
             swaref_prefetch(ck + slot * row + g * D, seg)
             swaref_prefetch(cv + slot * row + g * D, seg)
-        slot = c.rp % K.C
-        if K.cpos[slot] == c.rp:
-            _put_key(c.rp - tstart, ck + slot * row + g * D, cv + slot * row + g * D, copy_v, vt, D,
-                     krows, vrows, present, pbits)
-        c.rp += 1
-    while c.e < c.eb and K.k_pos[c.e] < tend:
-        if not copy_v and c.e + PREFETCH < c.eb:
-            swaref_prefetch(k + (c.e + PREFETCH) * row + g * D, seg)
-            swaref_prefetch(v + (c.e + PREFETCH) * row + g * D, seg)
-        _put_key(K.k_pos[c.e] - tstart, k + c.e * row + g * D, v + c.e * row + g * D, copy_v, vt, D,
-                 krows, vrows, present, pbits)
-        c.e += 1
+        slot = rp % C
+        if cpos[slot] == rp:
+            _put_key(rp - tstart, ck + slot * row + g * D, cv + slot * row + g * D, copy_v, vt, D,
+                     krows, vrows, present, &bits)
+        rp += 1
+    while e < eb and k_pos[e] < tend:
+        if not copy_v and e + PREFETCH < eb:
+            swaref_prefetch(k + (e + PREFETCH) * row + g * D, seg)
+            swaref_prefetch(v + (e + PREFETCH) * row + g * D, seg)
+        _put_key(k_pos[e] - tstart, k + e * row + g * D, v + e * row + g * D, copy_v, vt, D,
+                 krows, vrows, present, &bits)
+        e += 1
+    c.rp, c.e = rp, e
+    pbits[0] = bits
     if floating is float:
         swaref_transpose_tile_f(kt, krows, 0, D)
     else:

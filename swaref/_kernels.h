@@ -365,6 +365,43 @@ static inline uint64_t swaref_range_bits(int ja, int jb) {
     uint64_t hi = (jb >= 64) ? ~0ULL : ((1ULL << jb) - 1ULL);
     return hi & ~((1ULL << ja) - 1ULL);
 }
+/* The two reductions of a softmax step, as shuffle trees (a scalar loop over the lanes cost a
+   few percent of a decode step).  hmax: the maximum of the lanes, order-free.  tree16: the
+   halving tree over the 16 partial sums held in 16 / VL vectors, the same pairs as above. */
+#if defined(__clang__)
+#define SWAREF_SHUF(MI, a, ...) __builtin_shufflevector(a, a, __VA_ARGS__)
+#else
+#define SWAREF_SHUF(MI, a, ...) __builtin_shuffle(a, (MI){__VA_ARGS__})
+#endif
+#define SWAREF_MAXSTEP(VI, V, mp, ...) do { \
+        V y_ = SWAREF_SHUF(VI, mp, __VA_ARGS__); mp = SWAREF_SEL(VI, V, y_ > mp, y_, mp); } while (0)
+static inline float swaref_hmax_f(swaref_vf mp) {
+    SWAREF_MAXSTEP(swaref_vi, swaref_vf, mp, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    SWAREF_MAXSTEP(swaref_vi, swaref_vf, mp, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    SWAREF_MAXSTEP(swaref_vi, swaref_vf, mp, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    SWAREF_MAXSTEP(swaref_vi, swaref_vf, mp, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    return mp[0];
+}
+static inline double swaref_hmax_d(swaref_vd mp) {
+    SWAREF_MAXSTEP(swaref_vl, swaref_vd, mp, 4, 5, 6, 7, 0, 1, 2, 3);
+    SWAREF_MAXSTEP(swaref_vl, swaref_vd, mp, 2, 3, 0, 1, 6, 7, 4, 5);
+    SWAREF_MAXSTEP(swaref_vl, swaref_vd, mp, 1, 0, 3, 2, 5, 4, 7, 6);
+    return mp[0];
+}
+static inline float swaref_tree16_f(const swaref_vf* ps) {           /* P_i in lane i of ps[0] */
+    swaref_vf t = ps[0] + SWAREF_SHUF(swaref_vi, ps[0], 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+    t = t + SWAREF_SHUF(swaref_vi, t, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7);
+    t = t + SWAREF_SHUF(swaref_vi, t, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    t = t + SWAREF_SHUF(swaref_vi, t, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1);
+    return t[0];
+}
+static inline double swaref_tree16_d(const swaref_vd* ps) {          /* P_i in ps[0], P_{i+8} in ps[1] */
+    swaref_vd t = ps[0] + ps[1];
+    t = t + SWAREF_SHUF(swaref_vl, t, 4, 5, 6, 7, 4, 5, 6, 7);
+    t = t + SWAREF_SHUF(swaref_vl, t, 2, 3, 2, 3, 2, 3, 2, 3);
+    t = t + SWAREF_SHUF(swaref_vl, t, 1, 1, 1, 1, 1, 1, 1, 1);
+    return t[0];
+}
 #define SWAREF_DEFINE_SOFTMAX(SFX, T, V, VU, VI, IT, VL) \
 static inline T swaref_softmax_##SFX(T* s, uint64_t present, int ja, int jb, T* m, T* l) { \
     enum { NV = SWAREF_TILE / VL, NP = 16 / VL };     /* vectors per tile, per 16 partial sums */ \
@@ -378,8 +415,7 @@ static inline T swaref_softmax_##SFX(T* s, uint64_t present, int ja, int jb, T* 
         V x = SWAREF_SEL(VI, V, on[i], SWAREF_LD(VU, s + VL * i), ninf); \
         mp = SWAREF_SEL(VI, V, x > mp, x, mp); \
     } \
-    T mt = mp[0]; \
-    for (int i = 1; i < VL; i++) mt = (mp[i] > mt) ? mp[i] : mt; \
+    T mt = swaref_hmax_##SFX(mp); \
     T mnew = (mt > m[0]) ? mt : m[0]; \
     T alpha = swaref_exp_##SFX(m[0] - mnew); \
     for (int i = 0; i < NP; i++) ps[i] = (V){0}; \
@@ -389,11 +425,8 @@ static inline T swaref_softmax_##SFX(T* s, uint64_t present, int ja, int jb, T* 
         SWAREF_ST(VU, s + VL * i, x); \
         ps[i % NP] = ps[i % NP] + x; \
     } \
-    T t[16]; \
-    for (int i = 0; i < NP; i++) for (int j = 0; j < VL; j++) t[i * VL + j] = ps[i][j]; \
-    for (int w = 8; w >= 1; w /= 2) for (int i = 0; i < w; i++) t[i] = t[i] + t[i + w]; \
     m[0] = mnew; \
-    l[0] = l[0] * alpha + t[0]; \
+    l[0] = l[0] * alpha + swaref_tree16_##SFX(ps); \
     return alpha; \
 }
 SWAREF_EXPAND(SWAREF_DEFINE_SOFTMAX, SWAREF_F)

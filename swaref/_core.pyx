@@ -482,7 +482,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const K
     cdef bint copy_v = R.n > 16
     cdef const floating* vrows[TILE]
     cdef char present[TILE]
-    cdef uint64_t pbits                                  # present as a lane mask
+    cdef uint64_t pbits = 0                              # present as a lane mask
     cdef int64_t tstart
     cdef Cursor c
     for r in range(R.n):

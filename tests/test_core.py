@@ -139,20 +139,27 @@ def test_bitwise_chunk_invariance(data):
     n_pre = data.draw(st.integers(1, T), label="prefill before decoding")
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
     q, k, v = random_qkv(rng, T, T, Hkv * G, Hkv, D, dtype=dtype)
-    pos = np.arange(start, start + T, dtype=np.int64)
+    assert_schedule_invariant(q, k, v, W, start, sched, n_pre)
 
+
+def assert_schedule_invariant(q, k, v, W, start, sched, n_pre):
+    """attention (1 thread) == attention (2 threads) == prefill(sched) == prefill(n_pre) + decode,
+    to the bit; returns the one-shot output."""
+    T, Hkv, D = k.shape
+    pos = np.arange(start, start + T, dtype=np.int64)
     one_shot = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=1)
     two = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=2)
     assert_bitwise_equal(two, one_shot, name="attention, 2 threads vs 1")
 
-    c = cache_for(W, Hkv, D, dtype, T)
+    c = cache_for(W, Hkv, D, q.dtype, T)
     chunked = swaref.prefill(q, k, v, c, chunk_size=sched, start=start, backend="cython", num_threads=2)
     assert_bitwise_equal(chunked, one_shot, name=f"prefill {sched} vs one-shot attention")
 
-    c = cache_for(W, Hkv, D, dtype, T)
+    c = cache_for(W, Hkv, D, q.dtype, T)
     first = swaref.prefill(q[:n_pre], k[:n_pre], v[:n_pre], c, start=start, backend="cython")
     mixed = np.concatenate([first] + decode_rest(q, k, v, c, n_pre, num_threads=1))
     assert_bitwise_equal(mixed, one_shot, name=f"prefill {n_pre} + decode vs one-shot attention")
+    return one_shot
 
 
 def test_decode_deep_into_a_wrapped_ring():
@@ -369,7 +376,7 @@ def test_overflowing_rows_are_finite_exact_and_chunk_invariant(data):
     q, k, v = _overflow_inputs(rng, T, Hkv, G, D, dtype, mode, rows)
     pos = np.arange(start, start + T, dtype=np.int64)
 
-    one_shot = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=1)
+    one_shot = assert_schedule_invariant(q, k, v, W, start, sched, n_pre)
     _assert_finite(one_shot, "one-shot")
     assert_close(one_shot, dense_attention_f64(q, k, v, pos, pos, W), atol=tol(v, dtype), name="vs oracle")
     # The ordinary rows: the same bits as with the overflowing q rows replaced by ordinary ones.
@@ -381,16 +388,6 @@ def test_overflowing_rows_are_finite_exact_and_chunk_invariant(data):
     for t, h in rows:
         keep[t, h] = False
     assert_bitwise_equal(one_shot[keep], plain[keep], name="rows that do not overflow")
-
-    two = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=2)
-    assert_bitwise_equal(two, one_shot, name="2 threads vs 1")
-    c = cache_for(W, Hkv, D, dtype, T)
-    chunked = swaref.prefill(q, k, v, c, chunk_size=sched, start=start, backend="cython", num_threads=2)
-    assert_bitwise_equal(chunked, one_shot, name=f"prefill {sched} vs one-shot")
-    c = cache_for(W, Hkv, D, dtype, T)
-    first = swaref.prefill(q[:n_pre], k[:n_pre], v[:n_pre], c, start=start, backend="cython")
-    mixed = np.concatenate([first] + decode_rest(q, k, v, c, n_pre, num_threads=1))
-    assert_bitwise_equal(mixed, one_shot, name=f"prefill {n_pre} + decode vs one-shot")
 
 
 # -------------------------------------------------------------- contract

@@ -86,8 +86,8 @@ def time_at_positions(new_cache, prefill, step, ids):
 
 
 def worker_swaref(d, prompt_len, n_new, backend, threads):
-    from swaref import model as M
-    from swaref.checkpoint import load_model
+    from swaref import models as M
+    from swaref.models import load_model
     model = load_model(d)
     rss_loaded, peak_load = rss_mib(), peak_rss_mib()
     reset_peak_rss()

@@ -10,9 +10,9 @@ from .cache import RollingBufferCache, cache_view, cache_write, slot_of
 from .prefill import prefill, decode_step, chunk_schedule, attend_chunk
 from . import conventions
 
-__version__ = "0.1.0"
+from ._version import __version__
 #: Version of the semantics in docs/spec.md; golden vectors record it.
-SPEC_VERSION = "1.0"
+SPEC_VERSION = "1.0.1"
 
 __all__ = [
     "attention", "window_mask", "receptive_field", "visible_key_range", "kv_head_of", "softmax_attend",

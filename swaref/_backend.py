@@ -1,20 +1,20 @@
-"""The validating wrapper between swaref's public API and the compiled kernel.
+"""The thin wrapper between swaref's public API and the compiled kernel.
 
-Compiled code trusts nothing that a validating Python wrapper did not hand it.
-``swaref.attention`` and ``swaref.prefill`` validate their arguments already;
-this module checks again, here, everything ``swaref._core`` relies on, because
-a mistake past this point is a wrong memory read, not an exception:
+The public entry points (``swaref.attention``, ``prefill``, ``decode_step``,
+``attend_chunk``) validate every argument once, before any cache is written,
+and only then call here.  This module adds what ``swaref._core`` itself needs
+and the public checks do not give it:
 
-* q, k, v (and the cache's k, v) are ndarrays of one dtype, float32 or float64;
-  float16 is refused (the kernel has no half-precision path);
-* shapes agree (T, S, Hq, Hkv, D; Hq a multiple of Hkv; C slots);
-* positions are int64, >= 0 and strictly increasing, with one per row;
-* every query sees at least one key (otherwise its softmax would divide by 0);
-* the cache ring is consistent: each valid slot holds a position p with
-  slot == p mod C, and the valid positions form one run of consecutive
-  positions (so the kernel never scans more than C positions);
-* arrays are C-contiguous: non-contiguous inputs are copied (q, k, v) and so
-  is a non-contiguous cache buffer (the cache itself is never modified).
+* the dtype is float32 or float64 (the public API also takes float16);
+* every position is at most 2**62 (the kernel's tile arithmetic must not
+  overflow int64; the public checks run ``_validate.check_kernel_position``
+  before any write, this is the last line of defence);
+* arrays are C-contiguous and aligned to their item size: anything else
+  (a slice, a Fortran array, ``np.frombuffer(..., offset=1)``) is copied;
+* the ring's bounds: a cache's slots hold the consecutive positions
+  ``next_position - min(n_seen, C)`` .. ``next_position - 1``, each in slot
+  ``p mod C``, because the cache's own write is its only writer.  The debug
+  build (``SWAREF_DEBUG=1``) also scans every slot against that invariant.
 
 Both functions return [T, Hq, D] in the input dtype.
 """
@@ -24,9 +24,6 @@ from . import _validate as V
 from .errors import SwarefError, SwarefTypeError
 
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-#: Largest position the kernel takes: its tile arithmetic (position + 64, + prefetch distance)
-#: must not overflow int64.
-MAX_POSITION = 2 ** 62
 MAX_THREADS = 4096
 
 
@@ -40,31 +37,17 @@ def _core():
     return _core
 
 
-def _check_kernel_arrays(q, k, v):
-    """Types, dtypes and shapes the kernel relies on.  q: [T, Hq, D], k, v: [S, Hkv, D] -> (T, S, Hq, Hkv, D)."""
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, np.ndarray):
-            raise SwarefTypeError("dtype", f"{name} must be a numpy.ndarray, got {type(x).__name__}")
-        if x.dtype not in KERNEL_DTYPES:
-            raise SwarefTypeError(
-                "dtype", f"backend='cython' supports float32 and float64; {name} has dtype {x.dtype}")
-    return V.check_qkv(q, k, v, allow_empty_keys=True)
-
-
-def _contiguous(x):
-    """x itself when C-contiguous (no copy), else a C-contiguous copy."""
-    return np.ascontiguousarray(x)
+def _kernel_array(x, name):
+    """x itself when the kernel can read it in place, else a C-contiguous, aligned copy."""
+    if x.dtype not in KERNEL_DTYPES:
+        raise SwarefTypeError("dtype", f"backend='cython' supports float32 and float64; {name} has dtype {x.dtype}")
+    if x.flags.c_contiguous and x.flags.aligned:
+        return x
+    return np.array(x, order="C", copy=True)     # a fresh array: contiguous and aligned
 
 
 def _threads(num_threads):
-    n = V.check_num_threads(num_threads)
-    return None if n is None else min(n, MAX_THREADS)      # more threads than items are not used anyway
-
-
-def _check_max_position(pos, name):
-    if pos.size and int(pos.max()) > MAX_POSITION:
-        raise SwarefError("positions", f"backend='cython' takes positions up to 2**62, got {name} up to "
-                                       f"{int(pos.max())}; use backend='reference'")
+    return None if num_threads is None else min(num_threads, MAX_THREADS)   # more threads than items are idle anyway
 
 
 def _kernel_window(window, last_position):
@@ -74,105 +57,53 @@ def _kernel_window(window, last_position):
 
 
 def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None):
-    """Compiled banded attention over explicit keys.
+    """Compiled banded attention over explicit keys, after ``swaref.attention``'s checks.
 
     q: [T, Hq, D], k, v: [S, Hkv, D] (float32 or float64), q_pos: [T], k_pos: [S]
-    strictly increasing int positions  ->  [T, Hq, D] in q.dtype.
+    int64 strictly increasing, every query seeing at least one key  ->  [T, Hq, D]
 
-    Equals ``swaref.attention._attention_reference`` (via ``swaref.attention``).
+    Must equal ``swaref.attention(..., backend="reference")``.
     """
-    T, S, Hq, Hkv, D = _check_kernel_arrays(q, k, v)
-    if S < 1:
-        raise SwarefError("shape", f"k must hold at least one key (S >= 1), got shape {k.shape}")
-    window = V.check_window(window)
-    q_pos = V.check_positions(q_pos, "q_pos", T)
-    k_pos = V.check_positions(k_pos, "k_pos", S)
-    scale = V.check_scale(scale, D)
-    num_threads = _threads(num_threads)
-    V.check_no_empty_rows(q_pos, k_pos, window)
-    _check_max_position(q_pos, "q_pos")
-    _check_max_position(k_pos, "k_pos")
-    window = _kernel_window(window, int(q_pos[-1]))
-    q, k, v = (_contiguous(x) for x in (q, k, v))
-    ring = np.zeros((0, Hkv, D), dtype=q.dtype)
+    q, k, v = (_kernel_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    V.check_kernel_position(max(int(q_pos[-1]), int(k_pos[-1])), "the largest position")
+    ring = np.zeros((0,) + k.shape[1:], dtype=q.dtype)
     ring_pos = np.zeros(0, dtype=np.int64)
-    return _core().band_attention(q, q_pos, k, v, k_pos, ring, ring, ring_pos,
-                                  0, -1, window, scale, num_threads)
+    return _core().band_attention(q, q_pos, k, v, k_pos, ring, ring, ring_pos, 0, -1,
+                                  _kernel_window(window, int(q_pos[-1])), scale, _threads(num_threads))
 
 
-def _check_ring(cache, Hkv, D, dtype):
-    """The cache's arrays as the kernel reads them; returns (ck, cv, cpos, first, last position held)."""
-    from .cache import RollingBufferCache
-    if not isinstance(cache, RollingBufferCache):
-        raise SwarefTypeError("cache", f"cache must be a RollingBufferCache, got {type(cache).__name__}")
-    window = V.check_window(cache.window, "cache.window")
-    ck, cv, cpos = cache.k, cache.v, cache.positions
-    for name, x in (("cache.k", ck), ("cache.v", cv)):
-        if not isinstance(x, np.ndarray) or x.dtype != dtype:
-            raise SwarefTypeError("cache", f"{name} must be an ndarray of dtype {dtype}, got {V._describe(x)}")
-        if x.ndim != 3 or x.shape[1:] != (Hkv, D) or x.shape[0] < 1:
-            raise SwarefError("cache", f"{name} must have shape [C, {Hkv}, {D}] with C >= 1, got {x.shape}")
-    C = ck.shape[0]
-    if cv.shape != ck.shape:
-        raise SwarefError("cache", f"cache.v must have the shape of cache.k {ck.shape}, got {cv.shape}")
-    if window is not None and C != window:
-        raise SwarefError("cache", f"a sliding-window cache has C = window = {window} slots, got {C}")
-    if not isinstance(cpos, np.ndarray) or cpos.dtype != np.int64 or cpos.shape != (C,):
-        raise SwarefError("cache", f"cache.positions must be an int64 array of shape ({C},), got {V._describe(cpos)}")
-    valid = np.nonzero(cpos >= 0)[0]
-    if np.any(cpos[cpos < 0] != -1):
-        raise SwarefError("cache", "cache.positions must hold a position >= 0 or -1 (empty) per slot")
-    if valid.size == 0:
-        return _contiguous(ck), _contiguous(cv), _contiguous(cpos), 0, -1
-    held = cpos[valid]
-    if np.any(held % C != valid):
-        i = int(valid[np.argmax(held % C != valid)])
-        raise SwarefError("cache", f"cache slot {i} holds position {int(cpos[i])}, which belongs in slot "
-                                   f"{int(cpos[i]) % C} (slot = position mod {C})")
-    first, last = int(held.min()), int(held.max())
-    if last - first + 1 != valid.size:
-        raise SwarefError("cache", f"the cache's valid slots must hold consecutive positions, got "
-                                   f"{valid.size} positions spread over {first} .. {last}")
-    return _contiguous(ck), _contiguous(cv), _contiguous(cpos), first, last
+def ring_bounds(cache):
+    """(first, last) position a cache holds, (0, -1) when empty, from its counters in O(1)."""
+    if cache.next_position is None:
+        return 0, -1
+    return cache.next_position - min(cache.n_seen, cache.capacity), cache.next_position - 1
 
 
-def attend_chunk(q, k, v, q_pos, cache, scale, num_threads=None):
-    """Compiled attention of a chunk's queries over [cache slots, read in place] + [chunk keys].
+def attend_chunk(q, k, v, start, cache, scale, num_threads=None):
+    """Compiled attention of a chunk's queries over [cache slots, read in place] + [chunk keys],
+    after ``swaref.attend_chunk``'s checks (the caller holds the cache).
 
-    q: [s, Hq, D] at consecutive positions q_pos: [s]; k, v: [c, Hkv, D] with
-    c == s (prefill: the chunk's keys, not yet in the cache) or c == 0 (decode:
-    the token is already in the cache)  ->  [s, Hq, D].  Does not write.
+    q: [s, Hq, D] at positions start .. start+s-1; k, v: [c, Hkv, D] with c == s
+    (prefill: the chunk's keys, not yet in the cache) or c == 0 (decode: the
+    tokens are already in the cache)  ->  [s, Hq, D].  Does not write.
 
-    Equals ``swaref.prefill.attend_chunk`` with backend="reference".
+    Must equal ``swaref.attend_chunk(..., backend="reference")``.
     """
-    s, c, Hq, Hkv, D = _check_kernel_arrays(q, k, v)
-    if c not in (0, s):
-        raise SwarefError("shape", f"k and v must have one row per query (s = {s}) or none (decode), got {c}")
-    q_pos = V.check_positions(q_pos, "q_pos", s)
-    if s > 1 and np.any(np.diff(q_pos) != 1):
-        raise SwarefError("positions", f"q_pos must be consecutive positions, got {q_pos[:8]}...")
-    scale = V.check_scale(scale, D)
-    num_threads = _threads(num_threads)
-    ck, cv, cpos, first, last = _check_ring(cache, Hkv, D, q.dtype)
-    _check_max_position(q_pos, "q_pos")
-    _check_max_position(cpos, "cache.positions")
-    start = int(q_pos[0])
-    if c:
-        # Prefill: the chunk follows what the cache holds; every query sees at least its own key.
-        if last >= start:
-            raise SwarefError("cache", f"the cache holds position {last}, not before the chunk starting at {start}")
-        k_pos = q_pos
-        ring_hi = last
-    else:
-        # Decode: every query position must already be in the cache (write, then attend).
-        C = ck.shape[0]
-        missing = cpos[q_pos % C] != q_pos
-        if missing.any():
-            p = int(q_pos[np.argmax(missing)])
-            raise SwarefError("no_visible_key", f"decode query at position {p} does not find its own key in "
-                                                f"the cache (write the token before attending)")
-        k_pos = np.zeros(0, dtype=np.int64)
-        ring_hi = last
-    q, k, v = (_contiguous(x) for x in (q, k, v))
-    return _core().band_attention(q, q_pos, k, v, k_pos, ck, cv, cpos, first, ring_hi,
-                                  _kernel_window(cache.window, int(q_pos[-1])), scale, num_threads)
+    q, k, v = (_kernel_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    s, c = q.shape[0], k.shape[0]
+    first, last = ring_bounds(cache)
+    if _core_debug():
+        from .cache import check_ring
+        if check_ring(cache.positions, cache.capacity, "cache.positions") != (first, last) and last >= 0:
+            raise SwarefError("cache", f"the cache's slots do not hold positions {first} .. {last} as its "
+                                       f"counters say: it was modified outside swaref")
+    V.check_kernel_position(max(start + s - 1, last), "the largest position")
+    q_pos = np.arange(start, start + s, dtype=np.int64)
+    k_pos = q_pos if c else q_pos[:0]
+    return _core().band_attention(q, q_pos, k, v, k_pos, cache.k, cache.v, cache.positions, first, last,
+                                  _kernel_window(cache.window, start + s - 1), scale, _threads(num_threads))
+
+
+def _core_debug():
+    """True in the debug build, which scans every ring it is handed."""
+    return bool(getattr(_core(), "DEBUG", False))

@@ -50,7 +50,7 @@ def check_window(window, name="window"):
     """Return ``window`` as a Python int >= 1, or None (plain causal attention)."""
     if window is None:
         return None
-    if isinstance(window, (bool, np.bool_)) or not isinstance(window, numbers.Integral):
+    if not is_int(window):
         raise SwarefTypeError("window", f"{name} must be an int >= 1 or None, got {_describe(window)}")
     w = int(window)
     if w < 1:
@@ -114,7 +114,13 @@ def check_positions(pos, name, length):
     if isinstance(pos, np.ndarray):
         arr = pos
     elif isinstance(pos, (list, tuple, range)):
-        arr = np.asarray(pos) if len(pos) else np.zeros(0, dtype=np.int64)
+        if not all(is_int(x) for x in pos):
+            bad = next(x for x in pos if not is_int(x))
+            raise SwarefTypeError("positions", f"{name} must hold integers, got {_describe(bad)}")
+        if any(not 0 <= int(x) <= np.iinfo(np.int64).max for x in pos):
+            bad = next(int(x) for x in pos if not 0 <= int(x) <= np.iinfo(np.int64).max)
+            raise SwarefError("positions", f"{name} values must be in 0 .. 2**63 - 1, got {bad}")
+        arr = np.array([int(x) for x in pos], dtype=np.int64)
     else:
         raise SwarefTypeError(
             "positions", f"{name} must be a 1-D array of integers, got {type(pos).__name__}")
@@ -147,7 +153,10 @@ def check_scale(scale, D):
         return 1.0 / math.sqrt(D)
     if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
         raise SwarefTypeError("scale", f"scale must be a real number or None, got {_describe(scale)}")
-    s = float(scale)
+    try:
+        s = float(scale)
+    except OverflowError:
+        raise SwarefError("scale", f"scale must be finite in float64, got {scale!r:.40}") from None
     if not math.isfinite(s):
         raise SwarefError("scale", f"scale must be finite, got {s}")
     return s
@@ -163,11 +172,7 @@ def check_num_threads(num_threads):
     """Return the thread count (an int >= 1) or None for 'the environment decides'."""
     if num_threads is None:
         return None
-    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
-        raise SwarefTypeError("argument", f"num_threads must be an int >= 1 or None, got {_describe(num_threads)}")
-    if int(num_threads) < 1:
-        raise SwarefError("argument", f"num_threads must be >= 1, got {int(num_threads)}")
-    return int(num_threads)
+    return check_int(num_threads, "num_threads", minimum=1)
 
 
 def check_kernel_position(last, name):

@@ -12,40 +12,58 @@ The rule (docs/spec.md, rule 1): a query at absolute position ``p`` sees the
 key at absolute position ``j`` iff ``p - W < j <= p``.  ``window=None`` means
 plain causal attention (``j <= p``).
 """
+from typing import Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validate as V
 from .errors import SwarefError
 
 
-def window_mask(q_pos, k_pos, window):
+def window_mask(q_pos: ArrayLike, k_pos: ArrayLike, window: Optional[int]) -> np.ndarray:
     """Boolean visibility mask, spec rule 1.
 
     q_pos: [Tq] int, k_pos: [Tk] int  ->  bool [Tq, Tk], True where query i sees key j.
 
+    Exact for any integers (int64, uint64, Python ints of any size; order and
+    duplicates allowed): ``p - j`` is never formed where it could overflow.
     This builds a Tq x Tk array: it is for explaining and testing, not for the
     attention itself (which never materialises a T x S mask).
     """
     window = V.check_window(window)
     q_pos = _as_positions(q_pos, "q_pos")
     k_pos = _as_positions(k_pos, "k_pos")
-    d = q_pos[:, None] - k_pos[None, :]          # p - j
+    d = q_pos[:, None] - k_pos[None, :]          # p - j (int64 when that cannot overflow, else Python ints)
     if window is None:
-        return d >= 0
-    return (d >= 0) & (d < window)               # 0 <= p - j < W  <=>  p - W < j <= p
+        return np.asarray(d >= 0, dtype=bool)
+    return np.asarray((d >= 0) & (d < window), dtype=bool)   # 0 <= p - j < W  <=>  p - W < j <= p
+
+
+#: Positions below this in magnitude have differences that fit in int64.
+_SAFE_POSITION = 2 ** 62
 
 
 def _as_positions(pos, name):
-    """Positions for window_mask: any 1-D integer array (order and duplicates allowed)."""
-    arr = np.asarray(pos)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise V.SwarefTypeError("positions", f"{name} must hold integers, got dtype {arr.dtype}")
+    """Positions for window_mask: any 1-D integers, as int64 when every difference fits in
+    int64, else as an object array of Python ints (exact, slower)."""
+    if isinstance(pos, (list, tuple, range)) and all(V.is_int(x) for x in pos):
+        # np.asarray would turn a list mixing negatives and values above 2**63 into float64
+        arr = np.array([int(x) for x in pos], dtype=object)
+    else:
+        arr = np.asarray(pos)
     if arr.ndim != 1:
         raise SwarefError("positions", f"{name} must be 1-D, got shape {arr.shape}")
+    python_ints = arr.dtype == object and all(V.is_int(x) for x in arr)
+    if not python_ints and (arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer)):
+        raise V.SwarefTypeError("positions", f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.size and (int(arr.max()) >= _SAFE_POSITION or int(arr.min()) <= -_SAFE_POSITION):
+        return np.array([int(x) for x in arr], dtype=object)
     return arr.astype(np.int64)
 
 
-def visible_key_range(q_pos, k_pos, window):
+def visible_key_range(q_pos: np.ndarray, k_pos: np.ndarray,
+                      window: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
     """For sorted keys, the half-open index range each query sees.
 
     q_pos: [T] int64, k_pos: [S] int64 strictly increasing  ->  (first [T], last [T])
@@ -55,12 +73,12 @@ def visible_key_range(q_pos, k_pos, window):
     return V.check_no_empty_rows(q_pos, k_pos, window)
 
 
-def kv_head_of(h, n_heads, n_kv_heads):
+def kv_head_of(h: int, n_heads: int, n_kv_heads: int) -> int:
     """GQA mapping, spec rule 3: query head h reads KV head h // (Hq // Hkv) (contiguous groups)."""
     return h // (n_heads // n_kv_heads)
 
 
-def softmax_attend(q_row, k_rows, v_rows, scale):
+def softmax_attend(q_row: np.ndarray, k_rows: np.ndarray, v_rows: np.ndarray, scale: float) -> np.ndarray:
     """One query over exactly the keys it sees, in float64.
 
     q_row: [Hq, D], k_rows, v_rows: [n, Hkv, D]  ->  [Hq, D] float64
@@ -75,16 +93,45 @@ def softmax_attend(q_row, k_rows, v_rows, scale):
     q = q_row.astype(np.float64, copy=False).reshape(Hkv, G, D)   # head h = g_kv * G + i
     k = k_rows.astype(np.float64, copy=False)
     v = v_rows.astype(np.float64, copy=False)
-    s = np.einsum("hgd,nhd->hgn", q, k) * scale                # [Hkv, G, n]
-    s = s - s.max(axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):                           # overflow is handled below
+        s = np.einsum("hgd,nhd->hgn", q, k) * scale            # [Hkv, G, n]
+    if np.isfinite(s).all() or not (np.isfinite(q).all() and np.isfinite(k).all()):
+        s = s - s.max(axis=-1, keepdims=True)
+    else:
+        s = _shifted_scores_without_overflow(q, k, scale)
     p = np.exp(s)
     p /= p.sum(axis=-1, keepdims=True)
     o = np.einsum("hgn,nhd->hgd", p, v)                        # [Hkv, G, D]
     return o.reshape(Hq, D)
 
 
-def attention(q, k, v, *, window, q_pos=None, k_pos=None, scale=None,
-              backend="reference", num_threads=None):
+def _shifted_scores_without_overflow(q, k, scale):
+    """``s - max(s)`` for scores ``s = scale * q.k`` that overflow float64, from finite q, k.
+
+    q: [Hkv, G, D], k: [n, Hkv, D]  ->  [Hkv, G, n], every entry <= 0 and 0 at the maxima
+
+    Factor the magnitudes out: s = c * y with c = scale * max|q| * max|k| and
+    |y| <= D, so y and its differences are finite; then s - max(s) = c * (y - y*)
+    with y* the max of y (c >= 0) or its min (c < 0).  Where y == y*, the entry is 0
+    even if c overflowed (inf * 0 would be NaN); elsewhere an overflowed c gives
+    -inf, whose exp is the 0 the exact weight rounds to.
+    """
+    qa = np.abs(q).max(axis=-1, keepdims=True)                 # [Hkv, G, 1]
+    ka = np.abs(k).max(axis=(0, 2))[:, None, None]             # [Hkv, 1, 1]
+    qa = np.where(qa > 0, qa, 1.0)
+    ka = np.where(ka > 0, ka, 1.0)
+    y = np.einsum("hgd,nhd->hgn", q / qa, k / np.moveaxis(ka, 0, 1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        c = scale * qa * ka                                    # [Hkv, G, 1], may be +-inf
+        ystar = np.where(c >= 0, y.max(axis=-1, keepdims=True), y.min(axis=-1, keepdims=True))
+        dy = y - ystar
+        return np.where(dy == 0, 0.0, c * dy)
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, window: Optional[int],
+              q_pos: Optional[ArrayLike] = None, k_pos: Optional[ArrayLike] = None,
+              scale: Optional[float] = None, backend: str = "reference",
+              num_threads: Optional[int] = None) -> np.ndarray:
     """Sliding-window attention, spec rules 1-3.
 
     q: [T, Hq, D], k, v: [S, Hkv, D] (one dtype: float16, float32 or float64)
@@ -133,7 +180,7 @@ def _attention_reference(q, k, v, first, last, scale):
     return out
 
 
-def receptive_field(window, n_layers, position):
+def receptive_field(window: Optional[int], n_layers: int, position: int) -> int:
     """Earliest input position that position ``position`` can depend on after ``n_layers`` layers.
 
     Spec rule 6: each sliding-window layer reaches back W - 1 positions, so
@@ -141,9 +188,8 @@ def receptive_field(window, n_layers, position):
     With window None (causal) it is 0.
     """
     window = V.check_window(window)
-    for name, val in (("n_layers", n_layers), ("position", position)):
-        if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, np.integer)) or val < 0:
-            raise SwarefError("argument", f"{name} must be an int >= 0, got {val!r}")
+    n_layers = V.check_int(n_layers, "n_layers", minimum=0)
+    position = V.check_int(position, "position", minimum=0)
     if window is None:
         return 0
     return max(0, int(position) - int(n_layers) * (window - 1))

@@ -14,23 +14,35 @@ State of a cache of window W (capacity C = W slots):
 A full-attention layer (``window=None``) needs every key, so its cache is a
 plain buffer of an explicit ``capacity`` that refuses to overwrite.
 """
+import contextlib
+import threading
+
+from typing import Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _validate as V
 from .errors import SwarefError, SwarefTypeError
 
 
 class RollingBufferCache:
-    """One layer's rolling buffer of W slots for one sequence.
+    """One layer's rolling buffer of W slots for one sequence, used by one caller at a time.
 
     RollingBufferCache(window, n_kv_heads, head_dim, dtype=np.float32, capacity=None)
+
+    Every swaref call that reads or writes the cache holds its lock for the whole
+    call without waiting: a second, concurrent call is refused with
+    SwarefError(kind="cache") instead of interleaving its writes (spec rule 4).
+    The lock is re-entrant, so a caller (a model's forward pass) may hold all its
+    layers' caches for a whole step and call swaref on them inside.
     """
 
-    def __init__(self, window, n_kv_heads, head_dim, dtype=np.float32, capacity=None):
+    def __init__(self, window: Optional[int], n_kv_heads: int, head_dim: int,
+                 dtype: DTypeLike = np.float32, capacity: Optional[int] = None) -> None:
         window = V.check_window(window)
-        for name, val in (("n_kv_heads", n_kv_heads), ("head_dim", head_dim)):
-            if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, np.integer)) or val < 1:
-                raise SwarefError("argument", f"{name} must be an int >= 1, got {val!r}")
+        n_kv_heads = V.check_int(n_kv_heads, "n_kv_heads", minimum=1)
+        head_dim = V.check_int(head_dim, "head_dim", minimum=1)
         try:
             dt = np.dtype(dtype)
         except TypeError:
@@ -42,43 +54,44 @@ class RollingBufferCache:
                 raise SwarefError("cache", "a full-attention cache (window=None) needs an explicit capacity")
         elif capacity is not None and capacity != window:
             raise SwarefError("cache", f"a sliding-window cache has capacity = window = {window}, got capacity={capacity!r}")
-        cap = window if window is not None else capacity
-        if isinstance(cap, (bool, np.bool_)) or not isinstance(cap, (int, np.integer)) or cap < 1:
-            raise SwarefError("argument", f"capacity must be an int >= 1, got {cap!r}")
+        cap = V.check_int(window if window is not None else capacity, "capacity", minimum=1)
         self.window = window
-        self.capacity = int(cap)
-        self.n_kv_heads = int(n_kv_heads)
-        self.head_dim = int(head_dim)
+        self.capacity = cap
+        self.n_kv_heads = n_kv_heads
+        self.head_dim = head_dim
         self.dtype = dt
-        self.k = np.zeros((self.capacity, self.n_kv_heads, self.head_dim), dtype=dt)
-        self.v = np.zeros_like(self.k)
-        self.positions = np.full(self.capacity, -1, dtype=np.int64)
+        self.k, self.v, self.positions = _allocate(cap, n_kv_heads, head_dim, dt)
         self.n_seen = 0
         self.next_position = None
+        self._lock = threading.RLock()
 
-    def reset(self):
+    def reset(self) -> None:
         """Back to the freshly constructed state (zeroed buffers, all slots empty)."""
-        self.k[...] = 0
-        self.v[...] = 0
-        self.positions[...] = -1
-        self.n_seen = 0
-        self.next_position = None
+        with exclusive(self):
+            self.k[...] = 0
+            self.v[...] = 0
+            self.positions[...] = -1
+            self.n_seen = 0
+            self.next_position = None
 
-    def copy(self):
+    def copy(self) -> "RollingBufferCache":
         """An independent deep copy (e.g. to fork a prompt's cache)."""
-        new = RollingBufferCache.__new__(RollingBufferCache)
-        new.__dict__.update(self.__dict__)
-        new.k = self.k.copy()
-        new.v = self.v.copy()
-        new.positions = self.positions.copy()
+        with exclusive(self):
+            new = RollingBufferCache.__new__(RollingBufferCache)
+            new.__dict__.update(self.__dict__)
+            new.k = self.k.copy()
+            new.v = self.v.copy()
+            new.positions = self.positions.copy()
+            new._lock = threading.RLock()
         return new
 
-    def view(self):
+    def view(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(k [n, Hkv, D], v [n, Hkv, D], positions [n]) of the valid slots in time order."""
-        return cache_view(self)
+        with exclusive(self):
+            return cache_view(self)
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes + self.positions.nbytes
 
     def __repr__(self):
@@ -87,12 +100,48 @@ class RollingBufferCache:
                 f"next_position={self.next_position})")
 
 
-def slot_of(position, capacity):
+def _allocate(capacity, n_kv_heads, head_dim, dtype):
+    """Zeroed k, v: [C, Hkv, D] and positions: [C] (-1 = empty), or a SwarefError naming the size."""
+    nbytes = 2 * capacity * n_kv_heads * head_dim * dtype.itemsize + 8 * capacity   # exact, in Python ints
+    what = (f"a cache of {capacity} slots x {n_kv_heads} KV heads x head_dim {head_dim} in {dtype.name} "
+            f"needs {nbytes:,} bytes ({nbytes / 2 ** 30:.3g} GiB)")
+    if capacity * n_kv_heads * head_dim > np.iinfo(np.intp).max // 8:
+        raise SwarefError("argument", f"{what}: more than any array can hold")
+    try:
+        k = np.zeros((capacity, n_kv_heads, head_dim), dtype=dtype)
+        v = np.zeros_like(k)
+        positions = np.full(capacity, -1, dtype=np.int64)
+    except (MemoryError, ValueError) as e:
+        raise SwarefError("argument", f"{what}, which could not be allocated ({type(e).__name__})") from None
+    return k, v, positions
+
+
+@contextlib.contextmanager
+def exclusive(cache):
+    """Hold ``cache``'s lock for a whole call, or refuse at once if another call holds it.
+
+    A cache belongs to one sequence and one caller at a time (spec rule 4): two
+    threads decoding into one cache would interleave writes and leave it
+    inconsistent, so the second caller gets an error rather than a wait.
+    """
+    lock = getattr(cache, "_lock", None)
+    if lock is None or not lock.acquire(blocking=False):
+        if lock is None:
+            raise SwarefTypeError("cache", f"cache must be a RollingBufferCache, got {type(cache).__name__}")
+        raise SwarefError("cache", "the cache is in use by another call (another thread is reading or writing "
+                                   "it); a cache belongs to one sequence and one caller at a time")
+    try:
+        yield cache
+    finally:
+        lock.release()
+
+
+def slot_of(position, capacity: int):
     """Slot that holds absolute position p: p mod C (C = W for a sliding window)."""
     return position % capacity
 
 
-def cache_view(cache):
+def cache_view(cache: "RollingBufferCache") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chronological ("unrotated") view of the valid slots.
 
     -> k [n, Hkv, D], v [n, Hkv, D], positions [n] int64 with n = min(n_seen, C)
@@ -129,11 +178,7 @@ def check_write(cache, n_tokens, start):
     """
     if start is None:
         start = 0 if cache.next_position is None else cache.next_position
-    elif isinstance(start, (bool, np.bool_)) or not isinstance(start, (int, np.integer)):
-        raise SwarefTypeError("positions", f"start must be an int >= 0 or None, got {start!r}")
-    start = int(start)
-    if start < 0:
-        raise SwarefError("positions", f"start must be >= 0, got {start}")
+    start = V.check_int(start, "start", kind="positions", minimum=0)
     if cache.next_position is not None and start != cache.next_position:
         raise SwarefError(
             "positions", f"the cache continues at position {cache.next_position}, got start={start}; "
@@ -147,14 +192,29 @@ def check_write(cache, n_tokens, start):
     return start
 
 
-def cache_write(cache, k, v, start):
-    """Write s consecutive tokens at positions start .. start+s-1 (already validated).
+def cache_write(cache: "RollingBufferCache", k: np.ndarray, v: np.ndarray, start: Optional[int] = None) -> None:
+    """Write s consecutive tokens at positions start .. start+s-1 (validated first).
 
-    k, v: [s, Hkv, D]
+    k, v: [s, Hkv, D] in the cache's dtype; ``start=None`` continues the cache.
+    Nothing is written when any check fails.
+    """
+    k = V.check_array(k, "k")
+    v = V.check_array(v, "v")
+    if v.shape != k.shape or v.dtype != k.dtype:
+        raise SwarefError("shape", f"v must have the shape and dtype of k {k.shape} {k.dtype}, got {v.shape} {v.dtype}")
+    with exclusive(cache):
+        check_cache(cache, k.shape[1], k.shape[2], k.dtype)
+        _write(cache, k, v, check_write(cache, k.shape[0], start))
+
+
+def _write(cache, k, v, start):
+    """cache_write after its checks: the only code that changes a cache's slots.
 
     Only the last min(s, C) tokens are written: earlier ones would be
     overwritten by later ones of the same chunk anyway (Mistral's
     ``to_cache_mask``), and writing them would give duplicate slot targets.
+    Writing position by position in this order keeps the ring invariant
+    (``check_ring``) true, which the compiled backend relies on.
     """
     s = k.shape[0]
     keep = min(s, cache.capacity)
@@ -167,7 +227,7 @@ def cache_write(cache, k, v, start):
     cache.next_position = start + s
 
 
-def check_ring(positions, capacity, name="positions"):
+def check_ring(positions: ArrayLike, capacity: int, name: str = "positions") -> Tuple[int, int]:
     """Validate a ring's slot positions; returns (first, last) position held, or (0, -1) if empty.
 
     positions: [C] int  --  each slot holds -1 (empty) or a position p >= 0 with
@@ -202,7 +262,7 @@ def check_ring(positions, capacity, name="positions"):
     return first, last
 
 
-def load_state(cache, positions, k, v):
+def load_state(cache: "RollingBufferCache", positions: ArrayLike, k: np.ndarray, v: np.ndarray) -> None:
     """Replace the cache's contents by a saved ring state, validated before anything is written.
 
     positions: [C] int (-1 = empty slot), k, v: [C, Hkv, D] in slot order (what
@@ -211,6 +271,8 @@ def load_state(cache, positions, k, v):
     empty, is as freshly reset).  Contents of empty slots are stored as given: they
     are never visible.
     """
+    if not isinstance(cache, RollingBufferCache):
+        raise SwarefTypeError("cache", f"cache must be a RollingBufferCache, got {type(cache).__name__}")
     C = cache.capacity
     first, last = check_ring(positions, C)
     for name, x in (("k", k), ("v", v)):
@@ -220,12 +282,11 @@ def load_state(cache, positions, k, v):
             raise SwarefError("cache", f"{name} must have the cache's shape {cache.k.shape}, got {x.shape}")
         if x.dtype != cache.dtype:
             raise SwarefTypeError("cache", f"{name} must have the cache's dtype {cache.dtype}, got {x.dtype}")
-    if cache.window is None and last >= 0 and last - first + 1 > C:  # pragma: no cover - check_ring bounds it
-        raise SwarefError("cache", "a full-attention cache cannot hold more positions than its capacity")
-    cache.k[...] = k
-    cache.v[...] = v
-    cache.positions[...] = np.asarray(positions, dtype=np.int64)
-    n = last - first + 1
-    cache.n_seen = n
-    cache.next_position = last + 1 if n else None
+    with exclusive(cache):
+        cache.k[...] = k
+        cache.v[...] = v
+        cache.positions[...] = np.asarray(positions, dtype=np.int64)
+        n = last - first + 1
+        cache.n_seen = n
+        cache.next_position = last + 1 if n else None
 

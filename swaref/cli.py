@@ -9,13 +9,18 @@ import sys
 
 SUBCOMMANDS = {
     "demo": ("swaref.demo", "walk through the sliding-window tutorial in the terminal"),
-    "vectors": ("swaref.vectors_cli", "generate golden vectors or check a port against them"),
-    "generate": ("swaref.generate", "run a Mistral-architecture model on the CPU"),
+    "vectors": ("swaref.conformance.cli", "generate golden vectors or check a port against them"),
+    "generate": ("swaref.models.cli", "run a Mistral-architecture model on the CPU"),
 }
 
 
+def _plain(docstring):
+    """The first line of a docstring as --help shows it: without reST's double backquotes."""
+    return docstring.strip().splitlines()[0].replace("``", "")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="swaref", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="swaref", description=_plain(__doc__))
     from . import __version__
     parser.add_argument("--version", action="version", version=f"swaref {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -28,7 +33,7 @@ def main(argv=None):
                 raise
             continue
         modules[name] = mod
-        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0])
+        p = sub.add_parser(name, help=help_, description=_plain(mod.__doc__ or help_))
         mod.add_arguments(p)
     args = parser.parse_args(argv)
     if args.command is None:

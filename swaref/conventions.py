@@ -9,12 +9,7 @@ from .errors import SwarefError
 
 
 def _int(x, name, minimum):
-    if isinstance(x, bool) or not hasattr(x, "__index__"):
-        raise V.SwarefTypeError("window", f"{name} must be an int, got {x!r}")
-    x = int(x)
-    if x < minimum:
-        raise SwarefError("window", f"{name} must be >= {minimum}, got {x}")
-    return x
+    return V.check_int(x, name, kind="window", minimum=minimum)
 
 
 def from_flash_attention(window_size):

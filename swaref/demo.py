@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 
+from .errors import SwarefError
 from . import (RollingBufferCache, attention, cache_view, cache_write, decode_step,
                prefill, receptive_field, slot_of, window_mask)
 
@@ -393,8 +394,11 @@ def render_text(r):
 # PNG rendering (matplotlib, Agg backend).
 # --------------------------------------------------------------------------
 
-class PlotUnavailable(RuntimeError):
-    """matplotlib is not installed."""
+class PlotUnavailable(SwarefError):
+    """matplotlib is not installed (kind "dependency")."""
+
+    def __init__(self, message):
+        super().__init__("dependency", message)
 
 
 def _pyplot():

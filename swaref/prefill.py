@@ -12,15 +12,17 @@ Order matters and differs between the two:
   only position n-W, which lies outside the new query's window, and the
   query must see its own key.
 """
+from typing import List, Optional, Sequence, Union
+
 import numpy as np
 
 from . import _validate as V
 from .attention import _attention_reference
-from .cache import cache_view, cache_write, check_cache, check_write
+from .cache import RollingBufferCache, _write, cache_view, check_cache, check_write, exclusive
 from .errors import SwarefError, SwarefTypeError
 
 
-def chunk_schedule(T, chunk_size, window):
+def chunk_schedule(T: int, chunk_size: Union[None, int, Sequence[int]], window: Optional[int]) -> List[int]:
     """The list of chunk lengths for a prompt of T tokens.
 
     chunk_size: None (-> W, or T for a full-attention cache), an int >= 1
@@ -30,37 +32,38 @@ def chunk_schedule(T, chunk_size, window):
         chunk_size = window if window is not None else T
     if isinstance(chunk_size, (bool, np.bool_)):
         raise SwarefTypeError("schedule", f"chunk_size must be an int >= 1 or a list of them, got {chunk_size!r}")
-    if isinstance(chunk_size, (int, np.integer)):
-        c = int(chunk_size)
-        if c < 1:
-            raise SwarefError("schedule", f"chunk_size must be >= 1, got {c}")
+    if V.is_int(chunk_size):
+        c = V.check_int(chunk_size, "chunk_size", kind="schedule", minimum=1)
         return [min(c, T - s) for s in range(0, T, c)]
     try:
         sched = list(chunk_size)
     except TypeError:
         raise SwarefTypeError(
             "schedule", f"chunk_size must be an int >= 1 or a list of them, got {type(chunk_size).__name__}") from None
-    for i, c in enumerate(sched):
-        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)) or c < 1:
-            raise SwarefError("schedule", f"chunk_size[{i}] must be an int >= 1, got {c!r}")
+    sched = [V.check_int(c, f"chunk_size[{i}]", kind="schedule", minimum=1) for i, c in enumerate(sched)]
     if sum(sched) != T:
         raise SwarefError("schedule", f"the chunk schedule {sched} sums to {sum(sched)}, not T = {T}")
-    return [int(c) for c in sched]
+    return sched
 
 
 def _check_step(q, k, v, cache, backend, num_threads):
+    """Arrays, cache and options of a prefill/decode/attend_chunk call -> (T, S, D, num_threads)."""
     V.check_backend(backend)
-    T, S, Hq, Hkv, D = V.check_qkv(q, k, v)
-    if S != T:
-        raise SwarefError("shape", f"k and v must have one row per query (T = {T}), got {S}")
+    T, S, Hq, Hkv, D = V.check_qkv(q, k, v, allow_empty_keys=True)
     check_cache(cache, Hkv, D, q.dtype)
     num_threads = V.check_num_threads(num_threads)
     if backend == "cython" and q.dtype == np.float16:
         raise SwarefTypeError("dtype", "backend='cython' supports float32 and float64, got float16")
-    return T, Hq, Hkv, D, num_threads
+    return T, S, D, num_threads
 
 
-def check_cache_step(cache, n_tokens, start, backend="reference"):
+def _check_one_key_per_query(T, S):
+    if S != T:
+        raise SwarefError("shape", f"k and v must have one row per query (T = {T}), got {S}")
+
+
+def check_cache_step(cache: RollingBufferCache, n_tokens: int, start: Optional[int],
+                     backend: str = "reference") -> int:
     """Everything a prefill or decode of ``n_tokens`` tokens from ``start`` checks about
     the cache and the positions, without writing; returns the start position.
 
@@ -74,18 +77,47 @@ def check_cache_step(cache, n_tokens, start, backend="reference"):
     return start
 
 
-def attend_chunk(q, k, v, cache, start, scale, backend="reference", num_threads=None):
+def attend_chunk(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCache, start: int,
+                 scale: Optional[float] = None, backend: str = "reference",
+                 num_threads: Optional[int] = None) -> np.ndarray:
     """Attention of queries at start .. start+s-1 over [cache in time order] + [chunk keys].
 
     q: [s, Hq, D]; k, v: [c, Hkv, D] with c = s (prefill: the chunk's own keys,
-    not yet in the cache) or c = 0 (decode: the token was written first)
+    not yet in the cache, which must end at start - 1) or c = 0 (decode: the
+    tokens were written first, so the cache holds start .. start+s-1)
     ->  [s, Hq, D].  Does not write.
     """
+    T, S, D, num_threads = _check_step(q, k, v, cache, backend, num_threads)
+    start = V.check_int(start, "start", kind="positions", minimum=0)
+    scale = V.check_scale(scale, D)
+    with exclusive(cache):
+        if S == T:
+            check_cache_step(cache, T, start, backend)       # the chunk continues the cache
+        elif S == 0:
+            _check_in_cache(cache, start, T, backend)
+        else:
+            raise SwarefError("shape", f"k and v must have one row per query (s = {T}) or none (decode), got {S}")
+        return _attend_chunk(q, k, v, cache, start, scale, backend, num_threads)
+
+
+def _check_in_cache(cache, start, n, backend):
+    """Decode queries at start .. start+n-1 must find their own keys in the cache."""
+    held_from = -1 if cache.next_position is None else cache.next_position - min(cache.n_seen, cache.capacity)
+    if cache.next_position is None or not held_from <= start <= start + n <= cache.next_position:
+        raise SwarefError("no_visible_key", f"decode queries at positions {start} .. {start + n - 1} must already "
+                                            f"be in the cache (write, then attend); it holds "
+                                            f"{max(held_from, 0)} .. {(cache.next_position or 0) - 1}")
+    if backend == "cython":
+        V.check_kernel_position(start + n - 1, "the last query position")
+
+
+def _attend_chunk(q, k, v, cache, start, scale, backend, num_threads):
+    """attend_chunk after its checks (the caller holds the cache)."""
     s, c = q.shape[0], k.shape[0]
-    q_pos = np.arange(start, start + s, dtype=np.int64)
     if backend == "cython":
         from . import _backend
-        return _backend.attend_chunk(q, k, v, q_pos, cache, scale, num_threads)
+        return _backend.attend_chunk(q, k, v, start, cache, scale, num_threads)
+    q_pos = np.arange(start, start + s, dtype=np.int64)
     ck, cv, cpos = cache_view(cache)
     keys = np.concatenate([ck, k])
     vals = np.concatenate([cv, v])
@@ -94,8 +126,10 @@ def attend_chunk(q, k, v, cache, start, scale, backend="reference", num_threads=
     return _attention_reference(q, keys, vals, first, last, scale)
 
 
-def prefill(q, k, v, cache, *, chunk_size=None, start=None, scale=None,
-            backend="reference", num_threads=None):
+def prefill(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCache, *,
+            chunk_size: Union[None, int, Sequence[int]] = None, start: Optional[int] = None,
+            scale: Optional[float] = None, backend: str = "reference",
+            num_threads: Optional[int] = None) -> np.ndarray:
     """Chunked prefill: per chunk, attend to cache + chunk, then write the chunk.
 
     q: [T, Hq, D], k, v: [T, Hkv, D] at positions start .. start+T-1  ->  [T, Hq, D]
@@ -104,32 +138,38 @@ def prefill(q, k, v, cache, *, chunk_size=None, start=None, scale=None,
     ``chunk_size``: None (W), an int >= 1, or a list of chunk lengths summing to T.
     Everything is validated before the cache is touched.
     """
-    T, Hq, Hkv, D, num_threads = _check_step(q, k, v, cache, backend, num_threads)
+    T, S, D, num_threads = _check_step(q, k, v, cache, backend, num_threads)
+    _check_one_key_per_query(T, S)
     sched = chunk_schedule(T, chunk_size, cache.window)
-    start = check_cache_step(cache, T, start, backend)
     scale = V.check_scale(scale, D)
-    out = np.empty(q.shape, dtype=q.dtype)
-    a = 0
-    for s in sched:
-        sl = slice(a, a + s)
-        # Attend first: the chunk's early queries still need the slots its write would overwrite.
-        out[sl] = attend_chunk(q[sl], k[sl], v[sl], cache, start + a, scale, backend, num_threads)
-        cache_write(cache, k[sl], v[sl], start + a)
-        a += s
+    with exclusive(cache):
+        start = check_cache_step(cache, T, start, backend)
+        out = np.empty(q.shape, dtype=q.dtype)
+        a = 0
+        for s in sched:
+            sl = slice(a, a + s)
+            # Attend first: the chunk's early queries still need the slots its write would overwrite.
+            out[sl] = _attend_chunk(q[sl], k[sl], v[sl], cache, start + a, scale, backend, num_threads)
+            _write(cache, k[sl], v[sl], start + a)
+            a += s
     return out
 
 
-def decode_step(q, k, v, cache, *, start=None, scale=None, backend="reference", num_threads=None):
+def decode_step(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCache, *,
+                start: Optional[int] = None, scale: Optional[float] = None, backend: str = "reference",
+                num_threads: Optional[int] = None) -> np.ndarray:
     """One generated token: write its key and value, then attend over the cache.
 
     q: [1, Hq, D], k, v: [1, Hkv, D] at position ``start`` (default: where the
     cache continues)  ->  [1, Hq, D]
     """
-    T, Hq, Hkv, D, num_threads = _check_step(q, k, v, cache, backend, num_threads)
+    T, S, D, num_threads = _check_step(q, k, v, cache, backend, num_threads)
+    _check_one_key_per_query(T, S)
     if T != 1:
         raise SwarefError("shape", f"decode_step takes exactly one token, got q of shape {q.shape}; use prefill")
-    start = check_cache_step(cache, 1, start, backend)
     scale = V.check_scale(scale, D)
-    # Write first: the token must see itself, and the slot it overwrites held p - W, outside its window.
-    cache_write(cache, k, v, start)
-    return attend_chunk(q, k[:0], v[:0], cache, start, scale, backend, num_threads)
+    with exclusive(cache):
+        start = check_cache_step(cache, 1, start, backend)
+        # Write first: the token must see itself, and the slot it overwrites held p - W, outside its window.
+        _write(cache, k, v, start)
+        return _attend_chunk(q, k[:0], v[:0], cache, start, scale, backend, num_threads)

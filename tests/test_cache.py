@@ -151,3 +151,84 @@ def test_keys_stored_bit_for_bit(dtype):
     np.testing.assert_array_equal(c.v.view(uint), ev.view(uint))
     vk, vv, _ = c.view()
     np.testing.assert_array_equal(vk.view(uint), k[2:].view(uint))
+
+
+# ----- one caller at a time (spec rule 4) --------------------------------------------
+
+def _hold_cache_in_other_thread(cache, started, release):
+    """Stand-in for a long call on another thread: takes the cache's lock exactly as a
+    swaref call does (cache.exclusive) and keeps it until told to stop."""
+    from swaref.cache import exclusive
+    with exclusive(cache):
+        started.set()
+        release.wait(10)
+
+
+@pytest.mark.parametrize("call", ["prefill", "decode_step", "cache_write", "attend_chunk", "reset", "copy",
+                                  "view", "load_state"])
+@pytest.mark.parametrize("backend", ["reference", "cython"])
+def test_concurrent_call_is_refused_and_leaves_the_cache_alone(call, backend):
+    import threading
+    from swaref.cache import load_state
+    rng = np.random.default_rng(0)
+    c = swaref.RollingBufferCache(4, 1, 2, dtype=np.float64)
+    x = rng.standard_normal((6, 1, 2))
+    swaref.prefill(x, x, x, c)
+    before = (c.k.copy(), c.v.copy(), c.positions.copy(), c.n_seen, c.next_position)
+    started, release = threading.Event(), threading.Event()
+    t = threading.Thread(target=_hold_cache_in_other_thread, args=(c, started, release))
+    t.start()
+    started.wait(10)
+    try:
+        fn = {"prefill": lambda: swaref.prefill(x[:2], x[:2], x[:2], c, backend=backend),
+              "decode_step": lambda: swaref.decode_step(x[:1], x[:1], x[:1], c, backend=backend),
+              "cache_write": lambda: swaref.cache_write(c, x[:1], x[:1]),
+              "attend_chunk": lambda: swaref.attend_chunk(x[:1], x[:0], x[:0], c, 5, backend=backend),
+              "reset": c.reset, "copy": c.copy, "view": c.view,
+              "load_state": lambda: load_state(c, np.full(4, -1), c.k, c.v)}[call]
+        with pytest.raises(swaref.SwarefError, match="in use by another call") as ei:
+            fn()
+        assert ei.value.kind == "cache"
+    finally:
+        release.set()
+        t.join()
+    assert_cache_state(c, *before, name=f"cache after a refused concurrent {call}")
+    fn()                                   # the same call goes through once the cache is free
+
+
+def test_threads_decoding_into_one_cache_never_corrupt_it():
+    """The issue's reproducer: two threads decoding into one cache left n_seen and
+    next_position inconsistent.  Now every step either runs whole or is refused, so the
+    cache always equals a sequential decode of the steps that ran."""
+    import threading
+    rng = np.random.default_rng(1)
+    W, n = 4, 40
+    x = rng.standard_normal((n, 2, 8))
+    for trial in range(20):
+        c = swaref.RollingBufferCache(W, 2, 8, dtype=np.float64)
+        done, refused = [], []
+        lock = threading.Lock()
+
+        def worker():
+            for _ in range(n // 2):
+                with lock:
+                    i = len(done)
+                try:
+                    swaref.decode_step(x[i:i + 1], x[i:i + 1], x[i:i + 1], c, start=i, backend="cython")
+                    with lock:
+                        done.append(i)
+                except swaref.SwarefError as e:
+                    refused.append(e.kind)
+
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(refused) <= {"cache", "positions"}, refused
+        m = len(done)
+        assert c.n_seen == m and c.next_position == m, (c.n_seen, c.next_position, m)
+        assert sorted(done) == list(range(m))
+        k, v, pos = c.view()
+        assert_bitwise_equal(pos, np.arange(max(0, m - W), m), name="positions held")
+        assert_bitwise_equal(k, x[max(0, m - W):m], name="keys held")

@@ -1,7 +1,7 @@
 """swaref's model against Hugging Face transformers' MistralForCausalLM (the `crosscheck` extra).
 
 Tiny random models are built by transformers itself, saved with
-save_pretrained, loaded by swaref.checkpoint and compared:
+save_pretrained, loaded by swaref.models.checkpoint and compared:
 
 * logits for prompts of 3, W, W+1 and 5W tokens, prefilled with chunks of
   1, 3, W and the whole prompt, within 1e-4 (absolute, float32) of
@@ -35,8 +35,8 @@ except ImportError as e:  # pragma: no cover - depends on the environment
                           f"pip install 'swaref[crosscheck]'") from e
     pytest.skip(f"the crosscheck extra (torch, transformers) is not installed: {e}", allow_module_level=True)
 
-from swaref import model as M  # noqa: E402
-from swaref.checkpoint import load_model  # noqa: E402
+from swaref import models as M  # noqa: E402
+from swaref.models import load_model  # noqa: E402
 
 CONFIGS = {
     "L2-d64-gqa4:2-W4": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,

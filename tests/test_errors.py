@@ -2,10 +2,13 @@
 that names the argument and what came, and, for cache operations, the cache left
 exactly as it was (buffers, positions, n_seen, next_position, bitwise).
 """
+import functools
+
 import numpy as np
 import pytest
 
 import swaref
+from swaref.cache import load_state
 from swaref import ERROR_KINDS, SwarefError, SwarefTypeError
 from ref_helpers import assert_cache_state
 
@@ -58,6 +61,9 @@ ATTENTION_CASES = {
     "q int": (_att(q=Q.astype(np.int64)), "dtype", ["q", "int64"], True),
     "k complex": (_att(k=K.astype(np.complex128)), "dtype", ["k", "complex128"], True),
     "v bool": (_att(v=V > 0), "dtype", ["v", "bool"], True),
+    "q_pos ragged list": (_att(q_pos=[[0, 1], [2], [3], [4]]), "positions", ["q_pos", "[0, 1]"], True),
+    "k_pos list beyond uint64": (_att(k_pos=[0, 1, 2, 3, 4, 2 ** 64]), "positions", ["k_pos", str(2 ** 64)], False),
+    "k_pos list mixing -1 and 2**63": (_att(k_pos=[-1, 0, 1, 2, 3, 2 ** 63]), "positions", ["k_pos", "-1"], False),
     "q a list": (_att(q=Q.tolist()), "dtype", ["q", "list"], True),
     "mixed dtypes": (_att(k=K.astype(np.float32)), "dtype", ["float32", "float64"], True),
     "mixed half": (_att(v=V.astype(np.float16)), "dtype", ["float16", "float64"], True),
@@ -120,50 +126,72 @@ q2 = RNG.standard_normal((2, HQ, D))
 k2 = RNG.standard_normal((2, HKV, D))
 v2 = RNG.standard_normal((2, HKV, D))
 
-# name: (function of the cache, kind, words)
+BACKENDS = ("reference", "cython")
+PF = {b: functools.partial(swaref.prefill, backend=b) for b in BACKENDS}
+DS = {b: functools.partial(swaref.decode_step, backend=b) for b in BACKENDS}
+AC = {b: functools.partial(swaref.attend_chunk, backend=b) for b in BACKENDS}
+
+# name: (function of the cache and the backend, kind, words); every case runs on both backends.
 CACHE_CASES = {
-    "prefill empty": (lambda c: swaref.prefill(q2[:0], k2[:0], v2[:0], c), "shape", ["q", "T >= 1"]),
-    "prefill k rows != T": (lambda c: swaref.prefill(q2, K[:3], V[:3], c), "shape", ["k", "T = 2", "3"]),
-    "prefill D mismatch": (lambda c: swaref.prefill(q2[..., :2], k2[..., :2], v2[..., :2], c),
+    "prefill empty": (lambda c, be: PF[be](q2[:0], k2[:0], v2[:0], c), "shape", ["q", "T >= 1"]),
+    "prefill k rows != T": (lambda c, be: PF[be](q2, K[:3], V[:3], c), "shape", ["k", "T = 2", "3"]),
+    "prefill D mismatch": (lambda c, be: PF[be](q2[..., :2], k2[..., :2], v2[..., :2], c),
                            "cache", ["cache", "D=3", "D=2"]),
-    "prefill Hq not multiple": (lambda c: swaref.prefill(q2[:, :3], k2, v2, c), "heads", ["q.shape[1] = 3"]),
-    "prefill v shape": (lambda c: swaref.prefill(q2, k2, v2[:1], c), "shape", ["v"]),
-    "prefill mixed dtypes": (lambda c: swaref.prefill(q2, k2.astype(np.float32), v2, c), "dtype", ["float32"]),
-    "prefill int dtype": (lambda c: swaref.prefill(q2.astype(np.int32), k2, v2, c), "dtype", ["q", "int32"]),
-    "cache of other Hkv": (lambda c: swaref.prefill(q2, k2[:, :1], v2[:, :1], c), "cache", ["cache", "Hkv=1"]),
-    "cache of other dtype": (lambda c: swaref.prefill(q2.astype(np.float32), k2.astype(np.float32),
+    "prefill Hq not multiple": (lambda c, be: PF[be](q2[:, :3], k2, v2, c), "heads", ["q.shape[1] = 3"]),
+    "prefill v shape": (lambda c, be: PF[be](q2, k2, v2[:1], c), "shape", ["v"]),
+    "prefill mixed dtypes": (lambda c, be: PF[be](q2, k2.astype(np.float32), v2, c), "dtype", ["float32"]),
+    "prefill int dtype": (lambda c, be: PF[be](q2.astype(np.int32), k2, v2, c), "dtype", ["q", "int32"]),
+    "cache of other Hkv": (lambda c, be: PF[be](q2, k2[:, :1], v2[:, :1], c), "cache", ["cache", "Hkv=1"]),
+    "cache of other dtype": (lambda c, be: PF[be](q2.astype(np.float32), k2.astype(np.float32),
                                                       v2.astype(np.float32), c), "cache", ["cache", "float32"]),
-    "chunk_size 0": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=0), "schedule", ["chunk_size", "0"]),
-    "chunk_size -1": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=-1), "schedule", ["chunk_size", "-1"]),
-    "chunk_size bool": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=True), "schedule", ["chunk_size", "True"]),
-    "chunk_size float": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=1.0), "schedule", ["chunk_size", "float"]),
-    "schedule sum != T": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=[1, 2]), "schedule", ["3", "T = 2"]),
-    "schedule with 0": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=[0, 2]), "schedule", ["chunk_size[0]", "0"]),
-    "schedule with bool": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=[True, 1]), "schedule",
+    "chunk_size 0": (lambda c, be: PF[be](q2, k2, v2, c, chunk_size=0), "schedule", ["chunk_size", "0"]),
+    "chunk_size -1": (lambda c, be: PF[be](q2, k2, v2, c, chunk_size=-1), "schedule", ["chunk_size", "-1"]),
+    "chunk_size bool": (lambda c, be: PF[be](q2, k2, v2, c, chunk_size=True), "schedule", ["chunk_size", "True"]),
+    "chunk_size float": (lambda c, be: PF[be](q2, k2, v2, c, chunk_size=1.0), "schedule", ["chunk_size", "float"]),
+    "schedule sum != T": (lambda c, be: PF[be](q2, k2, v2, c, chunk_size=[1, 2]), "schedule", ["3", "T = 2"]),
+    "schedule with 0": (lambda c, be: PF[be](q2, k2, v2, c, chunk_size=[0, 2]), "schedule", ["chunk_size[0]", "0"]),
+    "schedule with bool": (lambda c, be: PF[be](q2, k2, v2, c, chunk_size=[True, 1]), "schedule",
                            ["chunk_size[0]", "True"]),
-    "start not continuing (gap)": (lambda c: swaref.prefill(q2, k2, v2, c, start=N0 + 8), "positions",
+    "start not continuing (gap)": (lambda c, be: PF[be](q2, k2, v2, c, start=N0 + 8), "positions",
                                    ["start", str(N0 + 7), str(N0 + 8)]),
-    "start not continuing (back)": (lambda c: swaref.decode_step(q2[:1], k2[:1], v2[:1], c, start=0), "positions",
+    "start not continuing (back)": (lambda c, be: DS[be](q2[:1], k2[:1], v2[:1], c, start=0), "positions",
                                     ["start", "0", str(N0 + 7)]),
-    "start float": (lambda c: swaref.prefill(q2, k2, v2, c, start=12.0), "positions", ["start", "12.0"]),
-    "unknown backend": (lambda c: swaref.prefill(q2, k2, v2, c, backend="gpu"), "backend", ["backend", "'gpu'"]),
-    "scale NaN": (lambda c: swaref.prefill(q2, k2, v2, c, scale=np.nan), "scale", ["scale", "nan"]),
-    "num_threads 0": (lambda c: swaref.prefill(q2, k2, v2, c, num_threads=0), "argument", ["num_threads"]),
-    "decode two tokens": (lambda c: swaref.decode_step(q2, k2, v2, c), "shape", ["decode_step", "(2, 4, 3)"]),
-    "decode D mismatch": (lambda c: swaref.decode_step(q2[:1, :, :2], k2[:1, :, :2], v2[:1, :, :2], c),
+    "start float": (lambda c, be: PF[be](q2, k2, v2, c, start=12.0), "positions", ["start", "12.0"]),
+    "unknown backend": (lambda c, be: PF[be](q2, k2, v2, c, backend="gpu"), "backend", ["backend", "'gpu'"]),
+    "scale NaN": (lambda c, be: PF[be](q2, k2, v2, c, scale=np.nan), "scale", ["scale", "nan"]),
+    "num_threads 0": (lambda c, be: PF[be](q2, k2, v2, c, num_threads=0), "argument", ["num_threads"]),
+    "decode two tokens": (lambda c, be: DS[be](q2, k2, v2, c), "shape", ["decode_step", "(2, 4, 3)"]),
+    "decode D mismatch": (lambda c, be: DS[be](q2[:1, :, :2], k2[:1, :, :2], v2[:1, :, :2], c),
                           "cache", ["cache", "D=2"]),
-    "decode scale inf": (lambda c: swaref.decode_step(q2[:1], k2[:1], v2[:1], c, scale=np.inf), "scale", ["scale"]),
-    "decode not a cache": (lambda c: swaref.decode_step(q2[:1], k2[:1], v2[:1], {"k": c.k}), "cache",
+    "decode scale inf": (lambda c, be: DS[be](q2[:1], k2[:1], v2[:1], c, scale=np.inf), "scale", ["scale"]),
+    "decode not a cache": (lambda c, be: DS[be](q2[:1], k2[:1], v2[:1], {"k": c.k}), "cache",
                            ["cache", "dict"]),
+    "cache_write start back": (lambda c, be: swaref.cache_write(c, k2, v2, 3), "positions", ["start", "3"]),
+    "cache_write D mismatch": (lambda c, be: swaref.cache_write(c, k2[..., :2], v2[..., :2]), "cache", ["D=2"]),
+    "cache_write v shape": (lambda c, be: swaref.cache_write(c, k2, v2[:1]), "shape", ["v"]),
+    "cache_write not arrays": (lambda c, be: swaref.cache_write(c, k2.tolist(), v2), "dtype", ["k", "list"]),
+    "attend_chunk D mismatch": (lambda c, be: AC[be](q2[..., :2], k2[..., :2], v2[..., :2], c, N0 + 7),
+                                "cache", ["D=2"]),
+    "attend_chunk start gap": (lambda c, be: AC[be](q2, k2, v2, c, N0 + 9), "positions", ["start"]),
+    "attend_chunk decode not written": (lambda c, be: AC[be](q2[:1], k2[:0], v2[:0], c, N0 + 7),
+                                        "no_visible_key", ["write, then attend"]),
+    "attend_chunk 1 key for 2 queries": (lambda c, be: AC[be](q2, k2[:1], v2[:1], c, N0 + 7), "shape", ["none"]),
+    "load_state not consecutive": (lambda c, be: load_state(c, np.array([9, 7, 11]), c.k, c.v), "cache",
+                                   ["consecutive"]),
+    "load_state wrong slot": (lambda c, be: load_state(c, np.array([9, 11, 10]), c.k, c.v), "cache",
+                              ["belongs in slot"]),
+    "load_state dtype": (lambda c, be: load_state(c, c.positions, c.k.astype(np.float32), c.v), "cache",
+                         ["float32"]),
 }
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", sorted(CACHE_CASES))
-def test_cache_operations_reject_and_leave_cache_untouched(case):
+def test_cache_operations_reject_and_leave_cache_untouched(case, backend):
     fn, kind, words = CACHE_CASES[case]
     c = filled_cache()
     before = snapshot(c)
-    check_error(lambda: fn(c), kind, *words)
+    check_error(lambda: fn(c, backend), kind, *words)
     assert_cache_state(c, *before, name=f"cache after rejected {case}")
     # ... and still usable: the next correct call continues where it was.
     rng = np.random.default_rng(2)
@@ -172,12 +200,43 @@ def test_cache_operations_reject_and_leave_cache_untouched(case):
     assert c.n_seen == N0 + 1 and c.next_position == 7 + N0 + 1
 
 
-@pytest.mark.parametrize("start,kind", [(-1, "positions"), (True, "positions"), ("3", "positions")])
-def test_fresh_cache_rejects_bad_start(start, kind):
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("start,kind", [(-1, "positions"), (True, "positions"), ("3", "positions"),
+                                        (2 ** 63 - 2, "positions")])
+def test_fresh_cache_rejects_bad_start(start, kind, backend):
     c = swaref.RollingBufferCache(W, HKV, D, dtype=np.float64)
     before = snapshot(c)
-    check_error(lambda: swaref.prefill(q2, k2, v2, c, start=start), kind, "start")
+    check_error(lambda: PF[backend](q2, k2, v2, c, start=start), kind, "start" if start != 2 ** 63 - 2 else "int64")
     assert_cache_state(c, *before, name="fresh cache after rejected start")
+
+
+@pytest.mark.parametrize("call", ["decode", "prefill in one chunk", "prefill in chunks of 2", "attend_chunk"])
+def test_kernel_position_limit_is_checked_before_any_write(call):
+    """Issue: decode_step(start=2**62 + 1, backend='cython') wrote the slot before _backend refused,
+    and prefill(start=2**62 - 1, chunk_size=2) wrote its first chunk, then rejected the second."""
+    c = swaref.RollingBufferCache(W, HKV, D, dtype=np.float64)
+    before = snapshot(c)
+    fn = {"decode": lambda: DS["cython"](q2[:1], k2[:1], v2[:1], c, start=2 ** 62 + 1),
+          "prefill in one chunk": lambda: PF["cython"](q2, k2, v2, c, start=2 ** 62),
+          "prefill in chunks of 2": lambda: PF["cython"](np.concatenate([q2, q2]), np.concatenate([k2, k2]),
+                                                       np.concatenate([v2, v2]), c, start=2 ** 62 - 1, chunk_size=2),
+          "attend_chunk": lambda: AC["cython"](q2, k2, v2, c, 2 ** 62)}[call]
+    check_error(fn, "positions", "2**62")
+    assert_cache_state(c, *before, name=f"cache after rejected {call}")
+    # The reference backend has no such limit: the same call is accepted there.
+    if call != "attend_chunk":
+        swaref.prefill(q2, k2, v2, c, start=2 ** 62)
+        assert c.next_position == 2 ** 62 + 2
+
+
+@pytest.mark.parametrize("call", ["prefill", "decode"])
+def test_float16_is_refused_by_cython_before_any_write(call):
+    c = swaref.RollingBufferCache(W, HKV, D, dtype=np.float16)
+    before = snapshot(c)
+    h = [x.astype(np.float16) for x in (q2, k2, v2)]
+    fn = (lambda: PF["cython"](*h, c)) if call == "prefill" else (lambda: DS["cython"](*(x[:1] for x in h), c))
+    check_error(fn, "dtype", "float16")
+    assert_cache_state(c, *before, name="float16 cache after rejected call")
 
 
 @pytest.mark.parametrize("args,kwargs,kind,word", [
@@ -193,6 +252,9 @@ def test_fresh_cache_rejects_bad_start(start, kind):
     ((3, 2, 3), {"capacity": 5}, "cache", "capacity"),
     ((None, 2, 3), {}, "cache", "capacity"),
     ((None, 2, 3), {"capacity": 0}, "argument", "capacity"),
+    ((2 ** 62, 1, 1), {}, "argument", "bytes"),
+    ((10 ** 7, 8, 128), {}, "argument", "GiB"),
+    ((None, 2 ** 40, 2 ** 40), {"capacity": 2 ** 40}, "argument", "more than any array"),
 ])
 def test_cache_constructor_rejects(args, kwargs, kind, word):
     check_error(lambda: swaref.RollingBufferCache(*args, **kwargs), kind, word)
@@ -214,6 +276,24 @@ def test_receptive_field_rejects(args, kind, word):
     (([0, 1], [0, 1], 1.0), "window", "window"),
     (([0.0, 1.0], [0, 1], 2), "positions", "q_pos"),
     (([0, 1], [[0, 1]], 2), "positions", "k_pos"),
+    (([0.5, 2 ** 70], [0], None), "positions", "q_pos"),
 ])
 def test_window_mask_rejects(args, kind, word):
     check_error(lambda: swaref.window_mask(*args), kind, word)
+
+
+def test_every_exception_swaref_defines_derives_from_swaref_error():
+    """One exception root: `except swaref.SwarefError` catches every rejection swaref makes."""
+    import importlib
+    import inspect
+    import pkgutil
+    found = []
+    for info in pkgutil.walk_packages(swaref.__path__, "swaref."):
+        if info.name.endswith("__main__"):
+            continue
+        mod = importlib.import_module(info.name)
+        for name, obj in vars(mod).items():
+            if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == mod.__name__:
+                found.append(obj)
+                assert issubclass(obj, SwarefError), f"{mod.__name__}.{name} does not derive from SwarefError"
+    assert SwarefError in found and len(found) >= 3, found

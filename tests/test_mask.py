@@ -65,3 +65,29 @@ def test_huge_offsets_do_not_change_the_mask():
 def test_numpy_integer_window_and_list_positions_accepted():
     m = swaref.window_mask([0, 1, 2, 3], [0, 1, 2, 3], np.int64(2))
     np.testing.assert_array_equal(m, brute_force_mask([0, 1, 2, 3], [0, 1, 2, 3], 2))
+
+
+# Extremes of int64 and uint64: p - j does not fit in int64 there, so the mask must not
+# be computed from an int64 difference (issue: [2**63-1] vs [-1] gave False).
+EXTREMES = [-2 ** 63, -2 ** 62 - 1, -2, -1, 0, 1, 2 ** 62, 2 ** 63 - 2, 2 ** 63 - 1]
+U_EXTREMES = [0, 1, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 2, 2 ** 64 - 1]
+WINDOWS = [None, 1, 2, 2 ** 62, 2 ** 63 - 1, 2 ** 63, 2 ** 64, 2 ** 65]
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+def test_window_mask_exact_at_int64_and_uint64_extremes(window):
+    cases = [(np.array(EXTREMES, np.int64), np.array(EXTREMES, np.int64)),
+             (np.array(U_EXTREMES, np.uint64), np.array(U_EXTREMES, np.uint64)),
+             (np.array(U_EXTREMES, np.uint64), np.array(EXTREMES, np.int64)),
+             (EXTREMES + [2 ** 64 + 5], U_EXTREMES)]                   # Python ints beyond uint64
+    for q_pos, k_pos in cases:
+        want = brute_force_mask([int(x) for x in q_pos], [int(x) for x in k_pos], window)  # Python ints
+        np.testing.assert_array_equal(swaref.window_mask(q_pos, k_pos, window), want)
+
+
+def test_window_mask_issue_reproducers():
+    assert swaref.window_mask([2 ** 63 - 1], [-1], None)[0, 0]
+    assert swaref.window_mask(np.array([2 ** 63], np.uint64), [0], None)[0, 0]
+    assert not swaref.window_mask([-2], [2 ** 63 - 1], None)[0, 0]
+    assert swaref.window_mask([2 ** 63 - 1], [-1], 2 ** 64)[0, 0]
+    assert not swaref.window_mask([2 ** 63 - 1], [-1], 2 ** 63)[0, 0]      # p - j = 2**63 = W: outside

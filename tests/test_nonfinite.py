@@ -146,3 +146,57 @@ def test_stale_slot_is_never_read(poison, chunk):
     pos = np.arange(T)
     expected = dense_attention_f64(q, k, v, pos, pos, W)[n:]
     assert_close(out, expected, atol=f64_tol(v))
+
+
+# ----- finite input never becomes NaN: scores that overflow float64 -----------------
+
+def _decimal_attention(q, k, v, window, scale):
+    """Causal sliding-window softmax in 60-digit decimal arithmetic: nothing overflows.
+    q: [T, 1, D], k, v: [T, 1, D] float64 at positions 0..T-1  ->  [T, 1, D] float64."""
+    from decimal import Decimal, getcontext
+    getcontext().prec = 60
+    T, _, D = q.shape
+    out = np.empty(q.shape)
+    for p in range(T):
+        js = [j for j in range(T) if p - window < j <= p]
+        s = [Decimal(scale) * sum(Decimal(float(q[p, 0, d])) * Decimal(float(k[j, 0, d])) for d in range(D))
+             for j in js]
+        m = max(s)
+        w = [(x - m).exp() for x in s]
+        tot = sum(w)
+        for d in range(D):
+            out[p, 0, d] = float(sum(wi * Decimal(float(v[j, 0, d])) for wi, j in zip(w, js)) / tot)
+    return out
+
+
+@pytest.mark.parametrize("mag,scale", [(1e160, 1.0), (1e200, 1e-100), (1e100, 1e150), (1.0, 1e307),
+                                       (1e160, -1.0), (1e-200, 1e300)])
+def test_reference_scores_that_overflow_float64_stay_finite(mag, scale):
+    """scale * q.k beyond float64's range used to give inf - inf = NaN from finite input;
+    the reference factors the magnitudes out on that path (spec rule 3)."""
+    rng = np.random.default_rng(7)
+    q = rng.standard_normal((6, 1, 3)) * mag
+    k = rng.standard_normal((6, 1, 3)) * mag
+    v = rng.standard_normal((6, 1, 3))
+    out = swaref.attention(q, k, v, window=3, scale=scale)
+    assert np.isfinite(out).all()
+    assert_close(out, _decimal_attention(q, k, v, 3, scale), atol=1e-12, name="overflowing scores")
+
+
+def test_reference_overflow_path_is_taken_only_on_overflow():
+    """Ordinary input keeps the literal formula's bits (golden vectors depend on them)."""
+    from swaref.attention import softmax_attend
+    rng = np.random.default_rng(8)
+    q, k, v = rng.standard_normal((4, 8)), rng.standard_normal((9, 2, 8)), rng.standard_normal((9, 2, 8))
+    s = np.einsum("hgd,nhd->hgn", q.reshape(2, 2, 8), k) * 0.3
+    s = s - s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=-1, keepdims=True)
+    assert np.array_equal(softmax_attend(q, k, v, 0.3), np.einsum("hgn,nhd->hgd", p, v).reshape(4, 8))
+
+
+def test_scale_beyond_float64_is_a_swaref_error():
+    q = np.ones((2, 1, 2))
+    with pytest.raises(swaref.SwarefError) as ei:
+        swaref.attention(q, q, q, window=2, scale=10 ** 400)
+    assert ei.value.kind == "scale" and "finite" in str(ei.value)

@@ -2,24 +2,30 @@
 
 Sampling works in float64 on a copy of the logits; a NumPy ``Generator``
 (``numpy.random.default_rng(seed)``) makes every draw reproducible.
+
+Non-finite logits and extreme temperatures have one defined behaviour, the
+limit of the finite case:
+
+* NaN anywhere is rejected (SwarefError, kind "argument"), as are logits that
+  are all -inf (no token would have any probability);
+* a -inf logit has probability 0 and is never drawn;
+* if any logit is +inf, the +inf logits share all the probability equally
+  (each finite one gets 0): the limit of those logits growing together;
+* probabilities are exp((l - max l) / T) normalised.  Subtracting the maximum
+  first means nothing overflows however small T is: when T is so small that
+  every non-maximal weight underflows to 0 (``sample([3, 2, 1], rng,
+  temperature=1e-320)``), the maximal logits share the mass equally, the
+  T -> 0 limit, which is greedy when the maximum is unique.  Temperature 0 is
+  greedy (the first maximum, no draw); temperature must be finite.
 """
 import math
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SwarefError, SwarefTypeError
-
-
-class SamplingParams:
-    """temperature (0 = greedy), top_p in (0, 1], seed (int or None)."""
-
-    def __init__(self, temperature=1.0, top_p=1.0, seed=None):
-        self.temperature = check_temperature(temperature)
-        self.top_p = check_top_p(top_p)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-            raise SwarefError("argument", f"seed must be an int >= 0 or None, got {seed!r}")
-        self.seed = seed
+from .. import _validate as V
+from ..errors import SwarefError, SwarefTypeError
 
 
 def check_temperature(t):
@@ -34,26 +40,52 @@ def check_top_p(p):
     return float(p)
 
 
-def _check_logits(logits):
+@dataclass(frozen=True)
+class SamplingParams:
+    """temperature (0 = greedy), top_p in (0, 1], seed (an int >= 0 or None), validated when made."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "temperature", check_temperature(self.temperature))
+        object.__setattr__(self, "top_p", check_top_p(self.top_p))
+        if self.seed is not None:
+            object.__setattr__(self, "seed", V.check_int(self.seed, "seed", minimum=0))
+
+
+def check_logits(logits):
+    """logits: [V] float, no NaN, at least one entry > -inf  ->  the array."""
     arr = np.asarray(logits)
     if arr.ndim != 1 or arr.size < 1 or not np.issubdtype(arr.dtype, np.floating):
         raise SwarefTypeError("argument", f"logits must be a non-empty 1-D float array [V], got shape "
                                           f"{arr.shape} and dtype {arr.dtype}")
     if np.isnan(arr).any():
         raise SwarefError("argument", f"logits contain NaN (first at index {int(np.argmax(np.isnan(arr)))})")
+    if np.all(arr == -np.inf):
+        raise SwarefError("argument", "logits are all -inf: no token has any probability")
     return arr
 
 
 def greedy(logits):
-    """logits: [V] -> the index of the largest logit (the first one on ties)."""
-    return int(np.argmax(_check_logits(logits)))
+    """logits: [V] -> the index of the largest logit (the first one on ties; +inf is the largest)."""
+    return int(np.argmax(check_logits(logits)))
 
 
 def softmax(logits, temperature=1.0):
-    """logits: [V] -> probabilities [V] float64 of softmax(logits / temperature), temperature > 0."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max()
-    p = np.exp(z)
+    """logits: [V] -> probabilities [V] float64 of softmax(logits / temperature), temperature > 0.
+
+    +inf logits share all the mass; otherwise exp((l - max) / T), which cannot
+    overflow for any T > 0 (see the module docstring).
+    """
+    z = check_logits(logits).astype(np.float64)
+    top = z.max()
+    if top == np.inf:
+        p = (z == np.inf).astype(np.float64)
+    else:
+        with np.errstate(over="ignore", under="ignore"):  # (l - max) / T -> -inf: probability 0, as defined
+            p = np.exp((z - top) / temperature)
     return p / p.sum()
 
 
@@ -77,9 +109,10 @@ def top_p_filter(probs, top_p):
 def sample(logits, rng, temperature=1.0, top_p=1.0):
     """logits: [V] -> a token id drawn from softmax(logits / T) restricted to the top-p nucleus.
 
-    temperature 0 means greedy (no draw from rng).
+    temperature 0 means greedy (no draw from rng).  A token of probability 0
+    is never returned.
     """
-    logits = _check_logits(logits)
+    logits = check_logits(logits)
     temperature = check_temperature(temperature)
     top_p = check_top_p(top_p)
     if temperature == 0.0:
@@ -88,11 +121,12 @@ def sample(logits, rng, temperature=1.0, top_p=1.0):
     # Inverse-CDF draw: one uniform per token, so a seed fixes the whole sequence.
     u = rng.random()
     idx = int(np.searchsorted(np.cumsum(p), u * p.sum(), side="right"))
-    return min(idx, len(p) - 1)
+    # Rounding can put u * sum past the last partial sum: fall back to the last token that has mass.
+    return min(idx, int(np.flatnonzero(p)[-1]))
 
 
 def make_sampler(params, n_sequences=1):
-    """A ``pick(logits, b)`` callable for ``swaref.model.generate``.
+    """A ``pick(logits, b)`` callable for ``generation.generate``.
 
     Sequence b draws from its own generator, derived from (seed, b), so its
     tokens do not depend on how many other sequences run beside it.

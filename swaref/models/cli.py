@@ -11,13 +11,15 @@ Without a tokenizer.json the prompt is token ids ("1 415 2936") and ids come out
 import sys
 import time
 
+from ..errors import SwarefError
+
 
 #: The tutorial's chunked-prefill sentence: the default prompt of ``--tiny``.
 TINY_PROMPT = "Can you tell me who is the richest man in history"
 
 #: The --tiny model: byte-level vocabulary, one sliding layer and one full-attention layer.
 TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, n_layers=2, n_heads=4, n_kv_heads=2,
-            head_dim=16, window=[8, None], rope_theta=10000.0, rms_norm_eps=1e-5)
+            head_dim=16, windows=[8, None], rope_theta=10000.0, rms_norm_eps=1e-5)
 
 
 def add_arguments(p):
@@ -71,10 +73,10 @@ def _parse_ids(text):
     try:
         ids = [int(x) for x in text.replace(",", " ").split()]
     except ValueError:
-        raise ValueError("this model has no tokenizer.json: give --prompt as token ids separated by spaces, "
-                         f"got {text[:40]!r}") from None
+        raise SwarefError("argument", "this model has no tokenizer.json: give --prompt as token ids separated "
+                                      f"by spaces, got {text[:40]!r}") from None
     if not ids:
-        raise ValueError("--prompt holds no token ids")
+        raise SwarefError("argument", "--prompt holds no token ids")
     return ids
 
 
@@ -104,13 +106,14 @@ def _fmt_bytes(n):
 
 
 def _load(args, err):
-    from . import model as M
+    from .config import ModelConfig
+    from .weights import random_model
     if args.tiny:
         seed = args.seed if args.seed is not None else 0
-        cfg = M.ModelConfig(**TINY)
+        cfg = ModelConfig(**TINY)
         err.write(f"swaref generate --tiny: random weights (seed {seed}), {cfg.n_layers} layers, windows "
                   f"{list(cfg.windows)}; the output is noise, this only exercises the pipeline.\n")
-        return M.random_model(cfg, seed=seed), _ByteCodec()
+        return random_model(cfg, seed=seed), _ByteCodec()
     from .checkpoint import load_model, load_tokenizer
     model = load_model(args.model, rope_theta=args.rope_theta)
     tok = load_tokenizer(args.model)
@@ -118,21 +121,19 @@ def _load(args, err):
 
 
 def run(args, out=None, err=None):
-    from . import model as M
-    from .checkpoint import CheckpointError
-    from .errors import SwarefError
+    from . import generation as G
     from .sampling import SamplingParams, make_sampler
     out = out or sys.stdout
     err = err or sys.stderr
     try:
         if args.prompt is None:
             if not args.tiny:
-                raise ValueError("--prompt is required with --model")
+                raise SwarefError("argument", "--prompt is required with --model")
             args.prompt = TINY_PROMPT
+        params = SamplingParams(args.temperature, args.top_p, args.seed)
         model, codec = _load(args, err)
         prompt = codec.encode(args.prompt) if codec is not None else _parse_ids(args.prompt)
-        params = SamplingParams(args.temperature, args.top_p, args.seed)
-    except (CheckpointError, FileNotFoundError, ImportError, SwarefError, ValueError) as e:
+    except SwarefError as e:  # only rejections: anything else is a bug and keeps its traceback
         err.write(f"swaref generate: {e}\n")
         return 2
     cfg = model.config
@@ -152,13 +153,13 @@ def run(args, out=None, err=None):
                 shown[0] = text
         out.flush()
 
-    chunk = args.chunk_size if args.chunk_size is not None else M.default_chunk_size(cfg)
+    chunk = args.chunk_size if args.chunk_size is not None else G.default_chunk_size(cfg)
     progress = _progress_bar(err, min_tokens=4 * (chunk or len(prompt)) if chunk else 1 << 62)
     err.write(f"model: {model.n_params:,} parameters, {cfg.n_layers} layers, windows "
               f"{sorted(set(cfg.windows), key=lambda w: (w is None, w or 0))}, prompt {len(prompt)} tokens, "
               f"backend {args.backend}\n")
     try:
-        res = M.generate(model, [prompt], max_new_tokens=args.max_new_tokens, sample=make_sampler(params),
+        res = G.generate(model, [prompt], max_new_tokens=args.max_new_tokens, sample=make_sampler(params),
                          chunk_size=args.chunk_size, backend=args.backend, num_threads=args.threads,
                          stop_on_eos=not args.no_stop, on_token=on_token, progress=progress)
     except SwarefError as e:
@@ -172,5 +173,6 @@ def run(args, out=None, err=None):
               f"decode: {res.decode_tokens} tokens in {res.decode_seconds:.3f} s ({dec:,.1f} tok/s)"
               f"{'; stopped at end-of-sequence' if res.finished_by_eos[0] else ''}\n")
     err.write(f"peak cache memory: {_fmt_bytes(res.cache_bytes)} ({cfg.n_layers} layer caches, allocated "
-              f"once: W slots per sliding layer, prompt + new tokens per full-attention layer)\n")
+              f"once: min(W, prompt + new tokens) slots per sliding layer, prompt + new tokens per "
+              f"full-attention layer)\n")
     return 0

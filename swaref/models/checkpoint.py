@@ -1,0 +1,386 @@
+"""Loading a checkpoint directory (Hugging Face or Mistral's native layout) into a ``weights.Model``.
+
+A Hugging Face directory holds ``config.json`` and either ``model.safetensors``
+or shards listed by ``model.safetensors.index.json``; Mistral's native one
+holds ``params.json`` and ``consolidated.safetensors``; either may have a
+``tokenizer.json``.  Tensors are read with the ``safetensors`` package's NumPy
+API (an optional dependency: ``pip install swaref[model]``); bfloat16, which
+NumPy lacks, is widened to float32 from the raw bytes.
+
+Nothing is half-loaded: the JSON files are size- and depth-checked before
+they are parsed; the config's values are checked (``ModelConfig``, sanity
+limits included) before anything is allocated from them; every tensor's name,
+shape and dtype is checked from the file headers; only then are tensors read,
+widened to float32 and checked for non-finite values; the Model is built last.
+"""
+import json
+import os
+import re
+import struct
+
+import numpy as np
+
+from .. import _validate as V
+from ..errors import SwarefError
+from .architectures import ARCHITECTURES, FORMATS, HF, MISTRAL_NATIVE
+from .config import ConfigFieldError, ModelConfig
+from .weights import LAYER_TENSORS, TOP_TENSORS, LayerWeights, Model, expected_shapes, tensor_names
+
+#: safetensors dtypes accepted for weights, widened to float32.
+WEIGHT_DTYPES = ("F32", "F16", "BF16")
+#: Largest config.json / params.json, and index file, read (real ones are a few KiB and a few 100 KiB).
+MAX_CONFIG_BYTES = 4 << 20
+MAX_INDEX_BYTES = 64 << 20
+#: Largest safetensors header (the format's own readers cap it at 100 MB).
+MAX_HEADER_BYTES = 100 << 20
+#: Deepest JSON nesting parsed (real configs nest 3 deep; Python's parser recurses once per level).
+MAX_JSON_DEPTH = 64
+
+
+class CheckpointError(SwarefError):
+    """A checkpoint that cannot be loaded faithfully: the message names the file, field or tensor.
+
+    kind "checkpoint", or "format" for a malformed file (bad JSON, too large or deep).
+    """
+
+    def __init__(self, message, kind="checkpoint"):
+        super().__init__(kind, message)
+
+
+class CheckpointFileError(CheckpointError, FileNotFoundError):
+    """A file the checkpoint needs is missing."""
+
+
+def _import_safetensors():
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise SwarefError("dependency", "loading checkpoints needs the 'safetensors' package: "
+                                        "pip install 'swaref[model]' (or pip install safetensors)") from None
+    return safe_open
+
+
+# ------------------------------------------------------------------------- JSON
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+
+
+def json_depth(text):
+    """The deepest nesting of [ and { outside strings in JSON text (an upper bound on json's recursion)."""
+    b = np.frombuffer(_JSON_STRING.sub('""', text).encode("utf-8"), dtype=np.uint8)
+    step = np.isin(b, (ord("["), ord("{"))).astype(np.int64) - np.isin(b, (ord("]"), ord("}")))
+    return int(np.cumsum(step).max(initial=0))
+
+
+def parse_json(data, what):
+    """data: bytes of a JSON document -> the value, refusing nesting deeper than MAX_JSON_DEPTH."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{what} is not UTF-8 text: {e}", "format") from None
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise CheckpointError(f"{what} nests {depth} levels deep; at most {MAX_JSON_DEPTH} are read", "format")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{what} is not valid JSON: {e}", "format") from None
+
+
+def load_json(path, max_bytes=MAX_CONFIG_BYTES):
+    """The JSON value in file ``path``, refusing a file over ``max_bytes`` before reading it."""
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise CheckpointError(f"{path} is {size} bytes; at most {max_bytes} are read", "format")
+    with open(path, "rb") as f:
+        return parse_json(f.read(max_bytes + 1), path)
+
+
+# ------------------------------------------------------------------------- config
+
+def _config(raw, fmt, path, derived):
+    """The part both readers share: map the format's fields, apply its defaults, build the ModelConfig.
+
+    derived: fields the format-specific reader computed (they win over the plain mapping).
+    ModelConfig validates; its errors are reworded with the file's field names.
+    """
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    kw = dict(fmt.defaults)
+    for name, file_name in fmt.fields.items():
+        if raw.get(file_name) is not None:
+            kw[name] = raw[file_name]
+        elif name in fmt.required:
+            raise CheckpointError(f"{path}: missing required field {file_name!r}")
+    kw.update(derived)
+    kw["rope_layout"] = fmt.rope_layout
+    try:
+        return ModelConfig(**kw)
+    except ConfigFieldError as e:
+        raise CheckpointError(f"{path}: {e.describe(fmt.fields)}") from None
+
+
+def _hf_architecture(cfg, path):
+    archs = cfg.get("architectures") or []
+    for arch in ARCHITECTURES.values():
+        if cfg.get("model_type") == arch.name or any(a in arch.hf_classes for a in archs if isinstance(a, str)):
+            return arch
+    known = ", ".join(c for a in ARCHITECTURES.values() for c in a.hf_classes)
+    raise CheckpointError(f"{path}: unsupported architecture {archs or cfg.get('model_type')!r}; swaref loads {known}")
+
+
+def _hf_rope_theta(cfg, path):
+    """rope_theta from transformers 5.x's rope_parameters if there; only plain ('default') RoPE."""
+    for name in ("rope_parameters", "rope_scaling"):
+        p = cfg.get(name)
+        if p is None:
+            continue
+        if not isinstance(p, dict):
+            raise CheckpointError(f"{path}: field {name!r} must be an object, got {p!r}")
+        rtype = p.get("rope_type", p.get("type", "default"))
+        if rtype != "default":
+            raise CheckpointError(f"{path}: {name}.rope_type {rtype!r} is not supported (only 'default' RoPE)")
+    params = cfg.get("rope_parameters")
+    return {"rope_theta": params["rope_theta"]} if params is not None and "rope_theta" in params else {}
+
+
+def _hf_windows(cfg, path, arch):
+    """Per-layer windows from 'sliding_window' (HF's S = swaref's W) and the optional 'layer_types'."""
+    sw = cfg.get("sliding_window")
+    if not arch.sliding_window or cfg.get("use_sliding_window") is False:
+        sw = None
+    types = cfg.get("layer_types")
+    if types is None:
+        return sw
+    n_layers = cfg.get("num_hidden_layers")
+    if not isinstance(types, list) or (V.is_int(n_layers) and len(types) != n_layers):
+        raise CheckpointError(f"{path}: field 'layer_types' must list one entry per layer (num_hidden_layers = "
+                              f"{n_layers!r}), got {types!r:.200}")
+    out = []
+    for i, t in enumerate(types):
+        if t not in ("full_attention", "sliding_attention"):
+            raise CheckpointError(f"{path}: layer_types[{i}] = {t!r}; expected 'sliding_attention' or "
+                                  f"'full_attention'")
+        if t == "sliding_attention" and sw is None:
+            raise CheckpointError(f"{path}: layer_types[{i}] is 'sliding_attention' but sliding_window is null")
+        out.append(sw if t == "sliding_attention" else None)
+    return out
+
+
+def config_from_dict(cfg, path="config.json", rope_theta=None):
+    """A ModelConfig from a transformers config dict (raises CheckpointError, naming the field)."""
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
+    arch = _hf_architecture(cfg, path)
+    act = cfg.get("hidden_act", arch.hidden_act)
+    if act != arch.hidden_act:
+        raise CheckpointError(f"{path}: hidden_act {act!r} is not supported ({arch.name} uses {arch.hidden_act!r})")
+    for bias in ("attention_bias", "mlp_bias"):
+        if cfg.get(bias):
+            raise CheckpointError(f"{path}: {bias}=true is not supported ({arch.name} has no biases)")
+    derived = {"windows": _hf_windows(cfg, path, arch), **_hf_rope_theta(cfg, path)}
+    if rope_theta is not None:
+        derived["rope_theta"] = rope_theta
+    return _config(cfg, HF, path, derived)
+
+
+def _check_directory(directory):
+    if not os.path.isdir(directory):
+        raise CheckpointFileError(f"checkpoint directory {directory!r} does not exist")
+
+
+def load_config(directory, rope_theta=None):
+    """Read and validate ``directory/config.json`` -> ModelConfig (``rope_theta`` overrides the file's)."""
+    _check_directory(directory)
+    path = os.path.join(directory, HF.config_file)
+    if not os.path.isfile(path):
+        raise CheckpointFileError(f"{path} is missing (a Hugging Face checkpoint directory needs config.json)")
+    return config_from_dict(load_json(path), path, rope_theta)
+
+
+def load_mistral_config(directory, rope_theta=None):
+    """ModelConfig (rope_layout "interleaved") from Mistral's native ``params.json``.
+
+    A params.json without rope_theta needs ``rope_theta``: Mistral 7B v0.1 used
+    10000, later mistral-inference code defaults to 1e6, and guessing wrong gives
+    a model that runs and is wrong.
+    """
+    _check_directory(directory)
+    path = os.path.join(directory, MISTRAL_NATIVE.config_file)
+    p = load_json(path)
+    if not isinstance(p, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(p).__name__}")
+    for unsupported in ("moe", "vision_encoder", "lora"):
+        if p.get(unsupported):
+            raise CheckpointError(f"{path}: {unsupported!r} models are not supported (dense Mistral only)")
+    if rope_theta is None and "rope_theta" not in p:
+        raise CheckpointError(f"{path} has no rope_theta; pass it explicitly (load_model(..., rope_theta=...) or "
+                              f"swaref generate --rope-theta): "
+                              f"Mistral 7B v0.1 used 10000, later mistral-inference code defaults to 1e6")
+    return _config(p, MISTRAL_NATIVE, path, {} if rope_theta is None else {"rope_theta": rope_theta})
+
+
+# ------------------------------------------------------------------------ tensors
+
+def tensor_files(directory):
+    """name -> safetensors file path, from the index (sharded), or None for a single model.safetensors."""
+    index = os.path.join(directory, "model.safetensors.index.json")
+    single = os.path.join(directory, "model.safetensors")
+    if os.path.isfile(index):
+        wmap = load_json(index, MAX_INDEX_BYTES)
+        wmap = wmap.get("weight_map") if isinstance(wmap, dict) else None
+        if not isinstance(wmap, dict) or not wmap:
+            raise CheckpointError(f"{index}: 'weight_map' must be a non-empty object name -> shard file", "format")
+        out = {}
+        for name, fname in wmap.items():
+            if not isinstance(fname, str) or os.path.basename(fname) != fname:
+                raise CheckpointError(f"{index}: tensor {name!r} maps to {fname!r}, not a file in the directory")
+            p = os.path.join(directory, fname)
+            if not os.path.isfile(p):
+                raise CheckpointFileError(f"{index} lists shard {fname!r} (for {name!r}) but {p} is missing")
+            out[name] = p
+        return out
+    if not os.path.isfile(single):
+        raise CheckpointFileError(f"{directory} has neither model.safetensors nor model.safetensors.index.json")
+    return None
+
+
+def read_specs(files, mapping=None):
+    """name -> (file, dtype string, shape tuple) from the safetensors headers; reads no tensor data.
+
+    mapping: the index's name -> file, checked against what each file holds.
+    """
+    safe_open = _import_safetensors()
+    specs = {}
+    for path in files:
+        try:
+            with safe_open(path, framework="np") as f:
+                for name in f.keys():
+                    if mapping is not None and mapping.get(name) != path:
+                        raise CheckpointError(f"{path} holds tensor {name!r} which the index places in "
+                                              f"{mapping.get(name)!r}")
+                    sl = f.get_slice(name)
+                    specs[name] = (path, sl.get_dtype(), tuple(sl.get_shape()))
+        except CheckpointError:
+            raise
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            raise CheckpointError(f"{path} is not a readable safetensors file: {e}", "format") from None
+    if mapping is not None:
+        missing = sorted(set(mapping) - set(specs))
+        if missing:
+            raise CheckpointError(f"the index lists tensors that no shard holds: {missing[:5]}")
+    return specs
+
+
+def expected_tensors(cfg, fmt="hf"):
+    """Tensor name -> (swaref slot, shape); slot is a top-level name or (layer, name).
+
+    fmt "hf": transformers' names; "mistral": Mistral's native consolidated.safetensors names.
+    """
+    top_shapes, layer_shapes = expected_shapes(cfg)
+    top_names, layer_names = tensor_names(fmt)
+    prefix = FORMATS[fmt].layer_prefix
+    out = {top_names[k]: (k, top_shapes[k]) for k in TOP_TENSORS if k != "lm_head" or not cfg.tie_word_embeddings}
+    for i in range(cfg.n_layers):
+        for key, name in layer_names.items():
+            out[f"{prefix}{i}.{name}"] = ((i, key), layer_shapes[key])
+    return out
+
+
+def check_specs(cfg, specs, fmt="hf"):
+    """Every expected tensor present with the right shape and a float dtype; nothing unknown."""
+    want = expected_tensors(cfg, fmt)
+    source = FORMATS[fmt].config_file
+    missing = [n for n in want if n not in specs]
+    if missing:
+        raise CheckpointError(f"checkpoint is missing {len(missing)} tensor(s), e.g. {missing[:3]}")
+    ignored = re.compile(FORMATS[fmt].ignored)
+    tied_head = tensor_names(fmt)[0]["lm_head"] if cfg.tie_word_embeddings else None
+    for name, (path, dtype, shape) in specs.items():
+        if name not in want:
+            if ignored.fullmatch(name) or name == tied_head:
+                continue
+            raise CheckpointError(f"{path}: unexpected tensor {name!r} (not part of a Mistral model with this config)")
+        exp = want[name][1]
+        if shape != exp:
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {list(shape)}, expected {list(exp)} "
+                                  f"from {source}")
+        if dtype not in WEIGHT_DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}; expected one of {WEIGHT_DTYPES}")
+
+
+def _bf16_tensor(path, name):
+    """Read one BF16 tensor's raw bytes (NumPy has no bfloat16) and widen it to float32 exactly."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > MAX_HEADER_BYTES:
+            raise CheckpointError(f"{path}: header length {n} exceeds {MAX_HEADER_BYTES}", "format")
+        info = parse_json(f.read(n), f"{path} header")[name]
+        a, b = info["data_offsets"]
+        f.seek(8 + n + a)
+        raw = np.frombuffer(f.read(b - a), dtype="<u2")
+    # bfloat16 is the top half of a float32: shifting the bits up is exact.
+    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
+
+
+def read_tensor(path, name, dtype):
+    """One tensor as a float32 array (from F32, F16 or BF16)."""
+    if dtype == "BF16":
+        return _bf16_tensor(path, name)
+    safe_open = _import_safetensors()
+    with safe_open(path, framework="np") as f:
+        return np.ascontiguousarray(f.get_tensor(name), dtype=np.float32)
+
+
+def load_model(directory, rope_theta=None):
+    """Load a checkpoint directory -> Model with float32 weights.
+
+    Hugging Face layout (config.json + model.safetensors or shards; RoPE
+    rotate-half) or Mistral's native layout (params.json +
+    consolidated.safetensors; RoPE on interleaved pairs).  ``rope_theta``
+    overrides the file's value (a params.json without one must be given it).
+
+    Raises CheckpointFileError for a missing file and CheckpointError for
+    anything else wrong, before any weight is kept.
+    """
+    _check_directory(directory)
+    if not os.path.isfile(os.path.join(directory, HF.config_file)) \
+            and os.path.isfile(os.path.join(directory, MISTRAL_NATIVE.config_file)):
+        cfg, fmt = load_mistral_config(directory, rope_theta), MISTRAL_NATIVE.name
+        path = os.path.join(directory, "consolidated.safetensors")
+        if not os.path.isfile(path):
+            raise CheckpointFileError(f"{path} is missing (Mistral's native layout: params.json + "
+                                      f"consolidated.safetensors)")
+        specs = read_specs([path])
+    else:
+        cfg, fmt = load_config(directory, rope_theta), HF.name
+        mapping = tensor_files(directory)
+        files = sorted(set(mapping.values())) if mapping else [os.path.join(directory, "model.safetensors")]
+        specs = read_specs(files, mapping)
+    check_specs(cfg, specs, fmt)
+    slots = {}
+    for name, (slot, _) in expected_tensors(cfg, fmt).items():
+        path, dtype, _ = specs[name]
+        arr = read_tensor(path, name, dtype)
+        if not np.isfinite(arr).all():
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+            raise CheckpointError(f"{path}: tensor {name!r} holds a non-finite value at index {bad}")
+        slots[slot] = arr
+    layers = [LayerWeights(**{key: slots[(i, key)] for key in LAYER_TENSORS}) for i in range(cfg.n_layers)]
+    lm_head = slots["embed"] if cfg.tie_word_embeddings else slots["lm_head"]
+    return Model(cfg, slots["embed"], layers, slots["final_norm"], lm_head)
+
+
+def load_tokenizer(directory):
+    """``tokenizers.Tokenizer`` from ``directory/tokenizer.json``, or None when there is none."""
+    path = os.path.join(directory, "tokenizer.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise SwarefError("dependency", f"{path} needs the 'tokenizers' package: pip install 'swaref[model]'") from None
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as e:  # tokenizers raises its own exception type for a malformed file
+        raise CheckpointError(f"{path} is not a readable tokenizer: {e}", "format") from None

@@ -1,0 +1,158 @@
+"""``ModelConfig``: a model's hyper-parameters, normalised and validated in one place.
+
+Every way of making a config (the constructor, ``dataclasses.replace``, the
+checkpoint readers) goes through ``ModelConfig.__post_init__``, which calls
+``validate_fields``.  A rejected field raises ``ConfigFieldError``, which
+knows the field, so a checkpoint reader can name it as its file does
+(``num_attention_heads`` rather than ``n_heads``).
+
+Sanity limits (``LIMITS``) bound every size before anything is allocated: a
+config that claims 10**9 layers is refused here, not after the memory runs out.
+"""
+import math
+import numbers
+from dataclasses import dataclass
+
+from .. import _validate as V
+from ..errors import SwarefError
+from .architectures import ROPE_LAYOUTS
+
+#: Upper bounds on the sizes, far above any released model (Llama 3.1 405B: d 16384,
+#: 126 layers, 128 query heads; Gemma 3: vocabulary 262144), far below what exhausts memory.
+LIMITS = {"vocab_size": 1 << 22, "hidden_size": 1 << 16, "intermediate_size": 1 << 19, "n_layers": 1 << 12,
+          "n_heads": 1 << 12, "n_kv_heads": 1 << 12, "head_dim": 1 << 12}
+
+
+class ConfigFieldError(SwarefError):
+    """A config field out of its domain.
+
+    ``field``: the ModelConfig field; ``expected``: what it must be, where
+    ``{name}`` stands for another field's name; ``got``: the value.
+    ``describe(labels)`` words it with the names a file uses.
+    """
+
+    def __init__(self, field, expected, got, kind="argument"):
+        self.field, self.expected, self.got = field, expected, got
+        super().__init__(kind, self.describe({}))
+
+    def describe(self, labels):
+        names = _Labels(labels)
+        return f"config field {names[self.field]} must be {self.expected.format_map(names)}, got {self.got!r}"
+
+
+class _Labels(dict):
+    def __missing__(self, key):
+        return key
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of a Mistral-architecture model.
+
+    head_dim: default hidden_size // n_heads; n_kv_heads: default n_heads (no GQA);
+    windows: an int W or None (full attention) for every layer, or one per layer,
+    stored as a tuple of L entries; eos_token_ids: any iterable, stored as a tuple.
+    """
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int = None
+    head_dim: int = None
+    windows: tuple = None
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = False
+    rope_layout: str = "half"
+    bos_token_id: int = None
+    eos_token_ids: tuple = ()
+
+    def __post_init__(self):
+        for name, value in validate_fields(vars(self)).items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def q_dim(self):
+        """Hq * D: the width of the query projection."""
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_dim(self):
+        """Hkv * D: the width of the key and value projections."""
+        return self.n_kv_heads * self.head_dim
+
+
+def _size(values, name, default=None):
+    val = values.get(name)
+    if val is None and default is not None:
+        val = default
+    if not V.is_int(val) or not 1 <= val <= LIMITS[name]:
+        raise ConfigFieldError(name, f"an int in [1, {LIMITS[name]}]", val)
+    return int(val)
+
+
+def _positive(values, name):
+    val = values[name]
+    if isinstance(val, bool) or not isinstance(val, numbers.Real) or not math.isfinite(val) or val <= 0:
+        raise ConfigFieldError(name, "a finite number > 0", val)
+    return float(val)
+
+
+def window_list(windows, n_layers):
+    """Per-layer windows: an int or None (every layer alike) or a list of L ints / Nones -> tuple of L."""
+    def one(w, where):
+        if w is not None and (not V.is_int(w) or w < 1):
+            raise ConfigFieldError("windows", f"an int >= 1 or None{where}", w, kind="window")
+        return None if w is None else int(w)
+
+    if windows is None or V.is_int(windows) or isinstance(windows, bool):
+        return (one(windows, ""),) * n_layers
+    if not isinstance(windows, (list, tuple)):
+        raise ConfigFieldError("windows", "an int >= 1, None or a list of them per layer", windows, kind="window")
+    if len(windows) != n_layers:
+        raise ConfigFieldError("windows", f"one entry per layer ({n_layers} entries)", windows, kind="window")
+    return tuple(one(w, f" (entry {i})") for i, w in enumerate(windows))
+
+
+def _token_ids(ids, name, vocab):
+    for t in ids:
+        if not V.is_int(t) or not 0 <= t < vocab:
+            raise ConfigFieldError(name, f"token ids in [0, {vocab})", t)
+    return tuple(int(t) for t in ids)
+
+
+def validate_fields(values):
+    """values: the ModelConfig fields as given -> the same fields normalised; raises ConfigFieldError.
+
+    Sizes are checked against LIMITS before anything is built from them.
+    """
+    out = {name: _size(values, name) for name in ("vocab_size", "hidden_size", "intermediate_size",
+                                                  "n_layers", "n_heads")}
+    out["n_kv_heads"] = _size(values, "n_kv_heads", default=out["n_heads"])
+    if out["n_heads"] % out["n_kv_heads"]:
+        raise ConfigFieldError("n_heads", "a multiple of {n_kv_heads} (" + str(out["n_kv_heads"]) + ")",
+                               out["n_heads"], kind="heads")
+    if values.get("head_dim") is None and out["hidden_size"] % out["n_heads"]:
+        raise ConfigFieldError("head_dim", "given when {hidden_size} is not a multiple of {n_heads}", None)
+    out["head_dim"] = _size(values, "head_dim", default=out["hidden_size"] // out["n_heads"])
+    if out["head_dim"] % 2:
+        raise ConfigFieldError("head_dim", "even (RoPE rotates pairs)", out["head_dim"])
+    out["windows"] = window_list(values.get("windows"), out["n_layers"])
+    out["rope_theta"] = _positive(values, "rope_theta")
+    out["rms_norm_eps"] = _positive(values, "rms_norm_eps")
+    if not isinstance(values["tie_word_embeddings"], bool):
+        raise ConfigFieldError("tie_word_embeddings", "true or false", values["tie_word_embeddings"])
+    out["tie_word_embeddings"] = values["tie_word_embeddings"]
+    if values["rope_layout"] not in ROPE_LAYOUTS:
+        raise ConfigFieldError("rope_layout", f"one of {ROPE_LAYOUTS}", values["rope_layout"])
+    out["rope_layout"] = values["rope_layout"]
+    bos = values.get("bos_token_id")
+    out["bos_token_id"] = None if bos is None else _token_ids([bos], "bos_token_id", out["vocab_size"])[0]
+    eos = values.get("eos_token_ids")
+    eos = () if eos is None else (eos,) if V.is_int(eos) else eos
+    if not isinstance(eos, (list, tuple)) or len(eos) > out["vocab_size"]:
+        raise ConfigFieldError("eos_token_ids", "a token id or a list of token ids", eos)
+    out["eos_token_ids"] = _token_ids(eos, "eos_token_ids", out["vocab_size"])
+    return out

@@ -1,0 +1,67 @@
+"""The pieces of one decoder layer: RMSNorm, the attention block (GQA + RoPE + swaref's cache), the SwiGLU MLP.
+
+All float32.  Dimension names: T tokens, N packed tokens of B sequences, d
+hidden size, I intermediate size, Hq / Hkv heads, D head_dim.
+"""
+import numpy as np
+
+from ..prefill import decode_step, prefill
+from .rope import apply_rope
+
+
+def rms_norm(x, weight, eps):
+    """x: [T, d], weight: [d]  ->  [T, d] float32.
+
+    weight * x / sqrt(mean(x^2) + eps); the mean is accumulated in float64
+    (transformers does it in float32; the difference is far below 1e-6).
+    """
+    ms = np.mean(np.square(x, dtype=np.float64), axis=-1, keepdims=True)
+    return (x * (1.0 / np.sqrt(ms + eps)).astype(np.float32)) * weight
+
+
+def silu(x):
+    """x: any shape -> x * sigmoid(x), computed stably for large |x| (float32)."""
+    return x * (0.5 * (1.0 + np.tanh(0.5 * x)))
+
+
+def swiglu_mlp(x, lw):
+    """x: [T, d]  ->  [T, d]:  w_down (silu(w_gate x) * (w_up x))."""
+    return (silu(x @ lw.w_gate.T) * (x @ lw.w_up.T)) @ lw.w_down.T
+
+
+def qkv_projection(x, lw, cfg, positions):
+    """x: [T, d], positions: [T]  ->  q [T, Hq, D], k [T, Hkv, D] (both rotated), v [T, Hkv, D]."""
+    T = x.shape[0]
+    D = cfg.head_dim
+    q = (x @ lw.wq.T).reshape(T, cfg.n_heads, D)
+    k = (x @ lw.wk.T).reshape(T, cfg.n_kv_heads, D)
+    v = np.ascontiguousarray((x @ lw.wv.T).reshape(T, cfg.n_kv_heads, D))
+    q = np.ascontiguousarray(apply_rope(q, positions, cfg.rope_theta, cfg.rope_layout))
+    k = np.ascontiguousarray(apply_rope(k, positions, cfg.rope_theta, cfg.rope_layout))
+    return q, k, v
+
+
+def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threads=None):
+    """The attention half of a layer for B sequences packed along the token axis.
+
+    x: [N, d] (normalised input), segments: list of (offset, length, start position)
+    per sequence, caches: that layer's cache per sequence  ->  [N, d]
+
+    Projections run once on the packed tokens; attention runs per sequence on
+    its own cache: ``decode_step`` (write, then attend) for a single generated
+    token, ``prefill`` (attend, then write) for a chunk of prompt tokens.  The
+    caller has validated every cache of every layer (generation.check_step).
+    """
+    positions = np.concatenate([np.arange(p, p + n, dtype=np.int64) for _, n, p in segments])
+    q, k, v = qkv_projection(x, lw, cfg, positions)
+    out = np.empty_like(q)
+    for (off, n, start), cache in zip(segments, caches):
+        sl = slice(off, off + n)
+        if n == 1 and cache.next_position is not None:
+            out[sl] = decode_step(q[sl], k[sl], v[sl], cache, start=start,
+                                  backend=backend, num_threads=num_threads)
+        else:
+            # One model chunk is one attention chunk: the chunking is decided once, for every layer.
+            out[sl] = prefill(q[sl], k[sl], v[sl], cache, chunk_size=n, start=start,
+                              backend=backend, num_threads=num_threads)
+    return out.reshape(x.shape[0], -1) @ lw.wo.T

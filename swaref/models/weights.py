@@ -1,0 +1,131 @@
+"""A model's tensors: ``LayerWeights`` and ``Model``, each tensor declared once with its shape and file names.
+
+Every weight field carries, as dataclass metadata, its shape in config
+dimensions and its name in each checkpoint format (``architectures.FORMATS``);
+``expected_shapes``, the checkpoint loader and ``random_model`` all read that
+one declaration.  Weights are float32 in Hugging Face's [out, in] orientation.
+"""
+import math
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from .. import _validate as V
+from ..errors import SwarefError, SwarefTypeError
+from .config import ModelConfig
+
+
+def _tensor(shape, hf, mistral):
+    """A weight field: shape as ModelConfig attribute names, and its name in each checkpoint format."""
+    return field(metadata={"shape": shape, "names": {"hf": hf, "mistral": mistral}})
+
+
+@dataclass(frozen=True, eq=False)
+class LayerWeights:
+    """One decoder layer's weights: d hidden, I intermediate, Hq / Hkv heads, D head_dim."""
+
+    attn_norm: np.ndarray = _tensor(("hidden_size",), "input_layernorm.weight", "attention_norm.weight")
+    wq: np.ndarray = _tensor(("q_dim", "hidden_size"), "self_attn.q_proj.weight", "attention.wq.weight")
+    wk: np.ndarray = _tensor(("kv_dim", "hidden_size"), "self_attn.k_proj.weight", "attention.wk.weight")
+    wv: np.ndarray = _tensor(("kv_dim", "hidden_size"), "self_attn.v_proj.weight", "attention.wv.weight")
+    wo: np.ndarray = _tensor(("hidden_size", "q_dim"), "self_attn.o_proj.weight", "attention.wo.weight")
+    mlp_norm: np.ndarray = _tensor(("hidden_size",), "post_attention_layernorm.weight", "ffn_norm.weight")
+    w_gate: np.ndarray = _tensor(("intermediate_size", "hidden_size"), "mlp.gate_proj.weight",
+                                 "feed_forward.w1.weight")
+    w_up: np.ndarray = _tensor(("intermediate_size", "hidden_size"), "mlp.up_proj.weight", "feed_forward.w3.weight")
+    w_down: np.ndarray = _tensor(("hidden_size", "intermediate_size"), "mlp.down_proj.weight",
+                                 "feed_forward.w2.weight")
+
+
+#: The nine layer tensors' field names, in declaration order.
+LAYER_TENSORS = tuple(f.name for f in fields(LayerWeights))
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A config plus float32 weights: embed [V, d], layers [L], final_norm [d], lm_head [V, d].
+
+    With tied embeddings ``lm_head`` is ``embed`` (the same array).  The
+    weights are checked against the config when the Model is made.
+    """
+
+    config: ModelConfig
+    embed: np.ndarray = _tensor(("vocab_size", "hidden_size"), "model.embed_tokens.weight", "tok_embeddings.weight")
+    layers: tuple
+    final_norm: np.ndarray = _tensor(("hidden_size",), "model.norm.weight", "norm.weight")
+    lm_head: np.ndarray = _tensor(("vocab_size", "hidden_size"), "lm_head.weight", "output.weight")
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+        check_weights(self)
+
+    @property
+    def n_params(self):
+        n = self.embed.size + self.final_norm.size
+        n += sum(getattr(lw, name).size for lw in self.layers for name in LAYER_TENSORS)
+        if self.lm_head is not self.embed:
+            n += self.lm_head.size
+        return n
+
+
+#: Model's own tensors (the layers aside).
+TOP_TENSORS = ("embed", "final_norm", "lm_head")
+_TOP_FIELDS = {f.name: f for f in fields(Model) if f.name in TOP_TENSORS}
+_LAYER_FIELDS = {f.name: f for f in fields(LayerWeights)}
+
+
+def expected_shapes(cfg):
+    """-> ({top name: shape}, {layer tensor name: shape}) for the config's dimensions."""
+    def shapes(flds):
+        return {name: tuple(getattr(cfg, dim) for dim in f.metadata["shape"]) for name, f in flds.items()}
+    return shapes(_TOP_FIELDS), shapes(_LAYER_FIELDS)
+
+
+def tensor_names(fmt):
+    """-> ({top name: file name}, {layer tensor name: file name within a layer}) for format ``fmt``."""
+    return ({n: f.metadata["names"][fmt] for n, f in _TOP_FIELDS.items()},
+            {n: f.metadata["names"][fmt] for n, f in _LAYER_FIELDS.items()})
+
+
+def check_weights(model):
+    """Every weight a float32 numpy array of the shape the config implies (naming the first that is not)."""
+    cfg = model.config
+    if not isinstance(cfg, ModelConfig):
+        raise SwarefTypeError("argument", f"config must be a ModelConfig, got {type(cfg).__name__}")
+    top, layer = expected_shapes(cfg)
+
+    def one(arr, name, shape):
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.float32:
+            got = f"{arr.dtype} array" if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise SwarefTypeError("dtype", f"weight {name} must be a float32 numpy array, got {got}")
+        if arr.shape != shape:
+            raise SwarefError("shape", f"weight {name} must have shape {shape}, got {arr.shape}")
+
+    for name, shape in top.items():
+        one(getattr(model, name), name, shape)
+    if len(model.layers) != cfg.n_layers:
+        raise SwarefError("argument", f"model needs {cfg.n_layers} layers, got {len(model.layers)}")
+    for li, lw in enumerate(model.layers):
+        if not isinstance(lw, LayerWeights):
+            raise SwarefTypeError("argument", f"layers[{li}] must be a LayerWeights, got {type(lw).__name__}")
+        for name, shape in layer.items():
+            one(getattr(lw, name), f"layers[{li}].{name}", shape)
+
+
+def random_model(cfg, seed=0, scale=0.5):
+    """A model with random float32 weights (normal, std scale/sqrt(fan_in)); norms near 1.
+
+    For tests and ``swaref generate --tiny``: its output is noise.
+    """
+    rng = np.random.default_rng(V.check_int(seed, "seed", minimum=0))
+    top, layer = expected_shapes(cfg)
+
+    def w(shape):
+        if len(shape) == 1:
+            return (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        return (scale / math.sqrt(shape[1]) * rng.standard_normal(shape)).astype(np.float32)
+
+    embed = rng.standard_normal(top["embed"]).astype(np.float32)
+    layers = [LayerWeights(**{name: w(shape) for name, shape in layer.items()}) for _ in range(cfg.n_layers)]
+    lm_head = embed if cfg.tie_word_embeddings else w(top["lm_head"])
+    return Model(cfg, embed, layers, w(top["final_norm"]), lm_head)

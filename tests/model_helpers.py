@@ -1,0 +1,166 @@
+"""Shared by the tests of swaref.models: model factories, the dense float64 oracle, checkpoint writers.
+
+The independent computation is ``oracle_logits``: a dense float64 forward
+pass written from the formulas (complex-number RoPE, a dense masked softmax
+from tests/oracle.py, GQA by repeating K/V), sharing no code with
+swaref.models.  swaref's chunked / cached / batched paths must all agree
+with it.  The checkpoint writers spell every tensor name out here, apart
+from the names swaref declares.
+"""
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from oracle import assert_close, dense_attention_f64
+
+from swaref import models as M
+
+try:
+    import safetensors.numpy as safetensors_numpy
+except ImportError:  # pragma: no cover - the test extra installs it
+    safetensors_numpy = None
+needs_safetensors = pytest.mark.skipif(safetensors_numpy is None, reason="the loader tests need the 'safetensors' "
+                                                                          "package (pip install swaref[test])")
+
+
+def make_cfg(window=4, n_layers=2, hidden=32, n_heads=4, n_kv=2, head_dim=8, vocab=61, inter=48,
+             layout="half", tie=False, eos=()):
+    return M.ModelConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, n_layers=n_layers,
+                         n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, windows=window,
+                         rope_theta=10000.0, rms_norm_eps=1e-5, rope_layout=layout, tie_word_embeddings=tie,
+                         eos_token_ids=eos)
+
+
+# Scale 1.5 makes attention peaked, so a key let in or left out moves the logits far beyond the tolerance.
+def make_model(seed=0, scale=1.5, **kw):
+    return M.random_model(make_cfg(**kw), seed=seed, scale=scale)
+
+def oracle_rope(x, positions, theta, layout):
+    """x [T, H, D] float64 rotated by multiplying complex pairs by exp(i * p * theta^(-2k/D))."""
+    T, H, D = x.shape
+    k = np.arange(D // 2)
+    ang = np.asarray(positions, dtype=np.float64)[:, None, None] * theta ** (-2.0 * k / D)
+    if layout == "half":
+        z = (x[..., : D // 2] + 1j * x[..., D // 2:]) * np.exp(1j * ang)
+        return np.concatenate([z.real, z.imag], axis=-1)
+    z = (x[..., 0::2] + 1j * x[..., 1::2]) * np.exp(1j * ang)
+    out = np.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = z.real, z.imag
+    return out
+
+def oracle_logits(model, tokens):
+    """Dense float64 forward of the whole sequence at positions 0..T-1 -> [T, V]."""
+    cfg = model.config
+    f = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    T = len(tokens)
+    pos = np.arange(T)
+
+    def norm(x, w):
+        return f(w) * x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + cfg.rms_norm_eps)
+
+    h = f(model.embed)[np.asarray(tokens)]
+    for lw, w in zip(model.layers, cfg.windows):
+        x = norm(h, lw.attn_norm)
+        q = (x @ f(lw.wq).T).reshape(T, cfg.n_heads, cfg.head_dim)
+        k = (x @ f(lw.wk).T).reshape(T, cfg.n_kv_heads, cfg.head_dim)
+        v = (x @ f(lw.wv).T).reshape(T, cfg.n_kv_heads, cfg.head_dim)
+        q = oracle_rope(q, pos, cfg.rope_theta, cfg.rope_layout)
+        k = oracle_rope(k, pos, cfg.rope_theta, cfg.rope_layout)
+        a = dense_attention_f64(q, k, v, pos, pos, w).reshape(T, -1)
+        h = h + a @ f(lw.wo).T
+        x = norm(h, lw.mlp_norm)
+        g = x @ f(lw.w_gate).T
+        h = h + ((g / (1 + np.exp(-g))) * (x @ f(lw.w_up).T)) @ f(lw.w_down).T
+    return norm(h, model.final_norm) @ f(model.lm_head).T
+
+HF_LAYER = {"attn_norm": "input_layernorm", "wq": "self_attn.q_proj", "wk": "self_attn.k_proj",
+            "wv": "self_attn.v_proj", "wo": "self_attn.o_proj", "mlp_norm": "post_attention_layernorm",
+            "w_gate": "mlp.gate_proj", "w_up": "mlp.up_proj", "w_down": "mlp.down_proj"}
+
+def hf_config(cfg):
+    return {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_act": "silu",
+            "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
+            "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+            "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "sliding_window": cfg.windows[0],
+            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+            "rms_norm_eps": cfg.rms_norm_eps, "tie_word_embeddings": cfg.tie_word_embeddings,
+            "eos_token_id": 2, "bos_token_id": 1}
+
+def hf_tensors(model):
+    t = {"model.embed_tokens.weight": model.embed, "model.norm.weight": model.final_norm}
+    if not model.config.tie_word_embeddings:
+        t["lm_head.weight"] = model.lm_head
+    for i, lw in enumerate(model.layers):
+        for key, hf in HF_LAYER.items():
+            t[f"model.layers.{i}.{hf}.weight"] = getattr(lw, key)
+    return t
+
+def write_bf16_safetensors(path, tensors):
+    """A safetensors file written byte by byte (the format: u64 header length, JSON, raw data)."""
+    header, blobs, off = {}, [], 0
+    for name, arr in tensors.items():
+        raw = (np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+        header[name] = {"dtype": "BF16", "shape": list(arr.shape), "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+def write_checkpoint(d, model, config=None, tensors=None, dtype=np.float32, shards=1):
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config if config is not None else hf_config(model.config), f)
+    tensors = tensors if tensors is not None else hf_tensors(model)
+    if dtype == "bf16":
+        write_bf16_safetensors(os.path.join(d, "model.safetensors"), tensors)
+        return d
+    tensors = {k: np.ascontiguousarray(v, dtype=dtype) if v.dtype.kind == "f" else v for k, v in tensors.items()}
+    if shards == 1:
+        safetensors_numpy.save_file(tensors, os.path.join(d, "model.safetensors"))
+        return d
+    names = sorted(tensors)
+    wmap = {}
+    for s in range(shards):
+        fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: tensors[n] for n in names[s::shards]}
+        safetensors_numpy.save_file(part, os.path.join(d, fname))
+        wmap.update({n: fname for n in part})
+    with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": wmap}, f)
+    return d
+
+def same_weights(a, b, atol=0.0):
+    assert a.config.windows == b.config.windows and a.config.head_dim == b.config.head_dim
+    assert_close(a.embed, b.embed, atol=atol, name="embed")
+    assert_close(a.lm_head, b.lm_head, atol=atol, name="lm_head")
+    for i, (x, y) in enumerate(zip(a.layers, b.layers)):
+        for n in M.LAYER_TENSORS:
+            assert_close(getattr(x, n), getattr(y, n), atol=atol, name=f"layer {i} {n}")
+
+MISTRAL_LAYER = {"attn_norm": "attention_norm", "wq": "attention.wq", "wk": "attention.wk", "wv": "attention.wv",
+                 "wo": "attention.wo", "mlp_norm": "ffn_norm", "w_gate": "feed_forward.w1",
+                 "w_up": "feed_forward.w3", "w_down": "feed_forward.w2"}
+
+def write_mistral_native(d, model, params):
+    """Mistral's own layout: params.json + consolidated.safetensors (interleaved RoPE)."""
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "params.json"), "w") as f:
+        json.dump(params, f)
+    t = {"tok_embeddings.weight": model.embed, "norm.weight": model.final_norm, "output.weight": model.lm_head}
+    for i, lw in enumerate(model.layers):
+        for key, name in MISTRAL_LAYER.items():
+            t[f"layers.{i}.{name}.weight"] = getattr(lw, key)
+    safetensors_numpy.save_file(t, os.path.join(d, "consolidated.safetensors"))
+    return d
+
+def backend_missing():
+    try:
+        import swaref._backend  # noqa: F401
+        return None
+    except ImportError as e:
+        return f"swaref._backend is not importable ({e}); the compiled backend is not built"

@@ -81,10 +81,7 @@ def fuzz_property(share=1.0, **strategies):
 #: inputs are left out of the strategies so the rest keeps being fuzzed; tools/fuzz.py
 #: --include-known-bugs puts them back.  Remove an entry when its fix lands.
 KNOWN_BUGS = {
-    "ragged_positions",      # load_state / window_mask with [[0], [1, 2]]: NumPy's ValueError escapes
-    "huge_cache_dims",       # RollingBufferCache(10**400, 1, 1): OverflowError escapes
-    "neg_inf_score_tiles",   # kernel: a visible -inf score in an earlier 64-position tile -> NaN row
-    "float32_scale_overflow",  # float32 kernel: a finite scale above float32's max (4e38) -> NaN
+    "neg_inf_row",           # kernel: a row whose every visible score is -Inf gives 0.0, not NaN
 }
 
 INT64_MAX = 2 ** 63 - 1
@@ -307,12 +304,13 @@ def compare(actual, expected, atol, what, call, kernel=None):
     """actual vs expected within atol, and (4) finite wherever expected is finite.
 
     Where expected is not finite (a NaN or Inf inside a window), the same NaN and Inf, with two
-    allowances for ``kernel`` (the dtype of a compiled-backend output), which computes in its
-    input precision (spec rule 3) where the reference and the oracle use float64:
+    allowances:
 
-    * a softmax weight may underflow to 0 in the kernel but not in float64, and 0 * Inf = NaN:
-      NaN is accepted where expected is +-Inf;
-    * float32 only: the scale and the scores are float32 (a scale of 1e-300 is 0 there, and
+    * a softmax weight may underflow to 0 on one side but not the other (a score rounded
+      differently at float64's subnormal edge, or a float32 kernel's weights, which underflow
+      sooner), and 0 * Inf = NaN: NaN and +-Inf are accepted for each other;
+    * ``kernel`` float32 (a compiled-backend output computed in its input precision, spec rule
+      3): the scale and the scores are float32 (a scale of 1e-300 is 0 there, and
       0 * -Inf = NaN where float64 gives -Inf and a finite output), so with non-finite input
       only "expected NaN => NaN" is checked.  Both were found by this fuzzer (inf in a visible
       value whose float32 weight underflows; inf in a key at scale 1e-300)."""
@@ -331,8 +329,7 @@ def compare(actual, expected, atol, what, call, kernel=None):
     if kernel == np.float32:
         checks = [("NaN", np.isnan(a) | ~np.isnan(e), np.ones(e.shape, dtype=bool))]
     else:
-        if kernel is not None:
-            a = np.where(np.isnan(a) & np.isinf(e), e, a)
+        a, e = np.where(np.isnan(a) & np.isinf(e), e, a), np.where(np.isinf(a) & np.isnan(e), a, e)
         checks = [("NaN", np.isnan(a), np.isnan(e)),
                   ("Inf", np.where(np.isinf(a), a, 0), np.where(np.isinf(e), e, 0))]
     # Non-finite input inside a window: both must propagate it alike (spec rule 3).
@@ -383,8 +380,8 @@ def oracle_for(call, cache_before):
     # Only the visible keys matter for the tolerance (poison elsewhere never reaches the output).
     lo = q_pos.min() - (window - 1) if window is not None else -1
     seen = (k_pos >= lo) & (k_pos <= q_pos.max())
-    if not np.isfinite(out).all() and all(np.isfinite(x).all() for x in (q, keys[seen], vals[seen])):
-        # Finite input whose float64 scores overflow (scale 1e300): the float64 oracle's inf - inf
+    if not np.isfinite(out).all() and all(np.isfinite(x).all() for x in (q, keys[seen])):
+        # Finite q, k whose float64 scores overflow (scale 1e300): the float64 oracle's inf - inf
         # is not the answer; the same formula in a wider type is (the scores fit there).
         with np.errstate(all="ignore"):
             out = dense_attention_wide(q, keys, vals, q_pos, k_pos, window, scale)
@@ -516,12 +513,12 @@ SHAPES = dict(T=st.one_of(st.integers(1, 9), st.integers(1, 9), st.integers(1, 9
 
 
 def magnitudes_for(dtype):
-    """Typical sizes of q/k and of v.  Float32 q, k stay where the kernel's float32 scores
-    cannot overflow (|scale * q.k| well below 3.4e38): the overflow itself (q = k = 1e19)
-    is a known bug with its own strict-xfail test below (test_float32_score_overflow)."""
+    """Typical sizes of q/k and of v, up to where scores overflow the dtype (1e19 in float32,
+    1e160 in float64: both backends must then still give the finite softmax, spec rule 3)."""
     if dtype == np.float16:
         return st.sampled_from([1e-2, 1.0, 10.0]), st.sampled_from([1e-2, 1.0, 100.0])
-    qk = [1e-3, 1.0, 1.0, 1.0, 10.0, 1e3]
+    big = 1e19 if dtype == np.float32 else 1e160
+    qk = [1e-3, 1.0, 1.0, 1.0, 10.0, 1e3, big]
     vv = [1.0, 1.0, 1e-3, 1e3, 1e-30, 1e30]
     return st.sampled_from(qk), st.sampled_from(vv)
 
@@ -604,7 +601,7 @@ def position_arg(draw, pos):
     or read-only), list, tuple, range."""
     kind = draw(st.sampled_from(["int64", "int64", "uint64", "int32", "list", "tuple", "range",
                                  "strided", "readonly"]))
-    if kind == "int32" and pos and pos[-1] >= 2 ** 31:
+    if kind == "int32" and pos and max(pos) >= 2 ** 31:     # (load_state's rings are not sorted)
         kind = "int64"
     if kind == "range" and any(b - a != 1 for a, b in zip(pos, pos[1:])):
         kind = "list"
@@ -630,13 +627,10 @@ def windows(n):
 
 
 def scales():
-    """Valid scales: default, 0, negative, tiny, huge.  1e300 makes float64 scores overflow to
-    +-Inf from finite input (the known bug neg_inf_score_tiles); 4e38 is beyond float32's range
-    (the known bug float32_scale_overflow); each left out until fixed."""
-    huge = [1e300, -1e300] if "neg_inf_score_tiles" not in KNOWN_BUGS else []
-    huge += [4e38, -1e40] if "float32_scale_overflow" not in KNOWN_BUGS else []
+    """Valid scales: default, 0, negative, tiny, huge (1e30; 4e38, beyond float32's range; 1e300,
+    which makes float64 scores overflow from finite input)."""
     return st.sampled_from([None, None, None, 0, 0.0, -0.5, 1, 0.125, 2.0, -3.0, 1e-300, 1e30, -1e30,
-                            np.float32(0.5), np.int64(2), Fraction(1, 3)] + huge)
+                            4e38, -1e40, 1e300, -1e300, np.float32(0.5), np.int64(2), Fraction(1, 3)])
 
 
 THREADS = st.sampled_from([None, None, 1, 2, 3, np.int64(2), 10 ** 6])
@@ -742,24 +736,11 @@ def qkv(draw, T, S, Hq, Hkv, D, dtype):
     k = draw(arrays((S, Hkv, D), dtype, draw(mqk)))
     v = draw(arrays((S, Hkv, D), dtype, draw(mv)))
     if draw(st.integers(0, 9)) == 0:         # non-finite values, inside or outside windows
-        # (in q or k they can make a visible score -Inf: the known bug neg_inf_score_tiles)
-        x = draw(st.sampled_from([q, k, v] if "neg_inf_score_tiles" not in KNOWN_BUGS else [v]))
+        # (in q or k they can make every visible score of a row -Inf: the known bug neg_inf_row)
+        x = draw(st.sampled_from([q, k, v] if "neg_inf_row" not in KNOWN_BUGS else [v]))
         if x.size:
             x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
     return q, k, v
-
-
-def _f32_safe_scale(scale, dtype, q, k, D):
-    """Keep float32 scores clear of overflow (see magnitudes_for) by shrinking a huge scale, and
-    (while the known bug float32_scale_overflow is open) the scale itself within float32 range."""
-    if dtype != np.float32 or scale is None:
-        return scale
-    qk = max(finite_max(q) * finite_max(k) * D, 1e-300)
-    if abs(float(scale)) * qk >= 1e36:
-        scale = math.copysign(1e36 / qk, float(scale))
-    if abs(float(scale)) > 1e38 and "float32_scale_overflow" in KNOWN_BUGS:
-        scale = math.copysign(1e38, float(scale))
-    return scale
 
 
 @st.composite
@@ -787,7 +768,7 @@ def attention_calls(draw):
     elif how_q == "subset" and T <= S:
         kw["q_pos"] = sorted(draw(st.lists(st.sampled_from(k_pos), min_size=T, max_size=T, unique=True))) \
             if len(set(k_pos)) >= T else k_pos[:T]
-    kw["scale"] = _f32_safe_scale(draw(scales()), dtype, q, k, D)
+    kw["scale"] = draw(scales())
     kw["num_threads"] = draw(THREADS)
     args = draw(laid_out((q, k, v)))
     mutation = draw(st.sampled_from(["none"] * 5 + ["array", "window", "positions", "scale", "threads"]))
@@ -896,7 +877,7 @@ def step_call_on(draw, cache, decode, T, mutation=None):
         kw["start"] = nxt if nxt is not None else draw(increasing(1))[0]
     if not decode:
         kw["chunk_size"] = draw(chunk_sizes(T))
-    kw["scale"] = _f32_safe_scale(draw(scales()), dtype, q, k, D)
+    kw["scale"] = draw(scales())
     kw["num_threads"] = draw(THREADS)
     args = draw(laid_out((q, k, v))) + [CACHE]
     if mutation is None:
@@ -993,7 +974,7 @@ def spoilt_ring(draw, pos, k, v, C):
     """A saved ring that load_state must refuse (or, for "garbage in empty slots", accept)."""
     how = draw(st.sampled_from(["wrong slot", "gap", "below -1", "uint64 huge", "float", "bool", "shape",
                                 "k shape", "v dtype", "k list", "positions None", "2-D"]
-                               + (["ragged"] if "ragged_positions" not in KNOWN_BUGS else [])))
+                               + ["ragged"]))
     pos = pos.copy()
     if how == "wrong slot":
         i = draw(st.integers(0, C - 1))
@@ -1067,7 +1048,7 @@ def test_fuzz_load_state_then_decode(data):
 def test_fuzz_cache_constructor(data):
     """RollingBufferCache(window, n_kv_heads, head_dim, dtype, capacity), valid or with one
     argument spoilt: only SwarefError escapes, and an accepted cache is in the constructed state."""
-    huge = [10 ** 400] if "huge_cache_dims" not in KNOWN_BUGS else []     # beyond float range
+    huge = [10 ** 400]                                                    # beyond float range
     valid = dict(window=[1, 2, 7, None, np.int64(3)], Hkv=[1, 2, 3, np.int64(2)], D=[1, 2, 5, np.int64(2)],
                  dtype=[np.float16, np.float32, np.float64, "float32", "f8"], capacity=[1, 5, np.int64(4)])
     # Sizes no array can hold (>= 2**60 elements: refused before allocating); nothing in
@@ -1355,15 +1336,9 @@ def test_found_scale_beyond_float_range(scale, backend):
     assert info.value.kind == "scale" and c.n_seen == 0
 
 
-_RAGGED_OPEN = pytest.mark.xfail(
-    strict=True, raises=ValueError,
-    reason="KNOWN_BUGS ragged_positions: load_state and window_mask call np.asarray on a ragged list, "
-           "whose ValueError (not a SwarefError) escapes; attention's q_pos/k_pos are fixed on main")
-
-
-@pytest.mark.parametrize("where", ["q_pos", "k_pos", pytest.param("load_state", marks=_RAGGED_OPEN),
-                                   pytest.param("window_mask", marks=_RAGGED_OPEN)])
+@pytest.mark.parametrize("where", ["q_pos", "k_pos", "load_state", "window_mask"])
 def test_found_ragged_position_list(where):
+    # Found by this fuzzer (NumPy's ValueError escaped from np.asarray); fixed on main.
     q, k, v = _small_qkv()
     ragged = [[0], [1, 2], [3]]
     with pytest.raises(SwarefError) as info:
@@ -1377,20 +1352,13 @@ def test_found_ragged_position_list(where):
     assert info.value.kind in ("positions", "cache")
 
 
-_BEYOND_FLOAT = pytest.mark.xfail(
-    strict=True, raises=OverflowError,
-    reason="KNOWN_BUGS huge_cache_dims: RollingBufferCache's size message divides the byte count "
-           "(a Python int) by 2**30, which overflows float for dims like 10**400: OverflowError escapes")
-
-
 @pytest.mark.parametrize("args,kwargs", [
     ((2 ** 62, 1, 1), {}), ((2 ** 63, 1, 1), {}), ((2 ** 64, 1, 1), {}), ((4, 2 ** 62, 1), {}),
-    pytest.param((10 ** 400, 1, 1), {}, marks=_BEYOND_FLOAT),
-    pytest.param((None, 1, 1), {"capacity": 10 ** 400}, marks=_BEYOND_FLOAT),
-    pytest.param((4, 1, 10 ** 400), {}, marks=_BEYOND_FLOAT),
+    ((10 ** 400, 1, 1), {}), ((None, 1, 1), {"capacity": 10 ** 400}), ((4, 1, 10 ** 400), {}),
 ], ids=["W=2**62", "W=2**63", "W=2**64", "Hkv=2**62", "W=10**400", "capacity=10**400", "D=10**400"])
 def test_found_cache_too_large_to_allocate(args, kwargs):
-    # Found by this fuzzer (NumPy's ValueError escaped from np.zeros); fixed on main below 10**400.
+    # Found by this fuzzer (NumPy's ValueError, then for 10**400 an OverflowError in the size
+    # message, escaped); fixed on main.
     with pytest.raises(SwarefError):
         RollingBufferCache(*args, **kwargs)
 
@@ -1406,11 +1374,9 @@ def test_found_window_mask_overflow(qp, kp, window):
     check_window_mask(qp, kp, window)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="float32 scores overflow in the kernel (q = k = 1e19, D = 4: q.k = 4e38 > "
-                          "float32 max) and the output is NaN where the reference's is finite; being "
-                          "fixed on the kernel branch. The fuzz strategies keep float32 scores below 1e36.")
-def test_bug_float32_score_overflow():
+def test_fixed_float32_score_overflow():
+    # The brief's reproducer (float32 scores overflow: q = k = 1e19, D = 4); fixed on main (the
+    # kernel recomputes such rows in float64).
     q = np.full((1, 1, 4), 1e19, np.float32)
     k = np.full((2, 1, 4), 1e19, np.float32)
     v = np.ones((2, 1, 4), np.float32)
@@ -1420,15 +1386,13 @@ def test_bug_float32_score_overflow():
     assert np.isfinite(out).all(), f"cython: {out.ravel()} where the reference gives {ref.ravel()}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="KNOWN_BUGS neg_inf_score_tiles: the kernel gives NaN for a query whose visible "
-                          "keys straddle a 64-position tile boundary when every visible score in the "
-                          "earlier tile is -Inf (from finite input: scale=1e300 overflows the score); "
-                          "the reference gives the finite softmax (weight 0 for the -Inf score)")
 @pytest.mark.parametrize("k_pos", [[63, 64], [127, 128], [2 ** 40 - 1, 2 ** 40]])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("finite", [True, False], ids=["scale 1e300", "key -inf"])
-def test_bug_neg_inf_score_in_an_earlier_tile(k_pos, dtype, finite):
+def test_found_neg_inf_score_in_an_earlier_tile(k_pos, dtype, finite):
+    # Found by this fuzzer: the kernel gave NaN for a query whose visible keys straddle a
+    # 64-position tile boundary when every visible score in the earlier tile is -Inf (from
+    # finite input too: scale=1e300 overflows the score); fixed on main.
     q = np.array([[[1.0]]], dtype=dtype)
     k = np.array([[[-1e10 if finite else -np.inf]], [[0.0]]], dtype=dtype)
     v = np.array([[[5.0]], [[7.0]]], dtype=dtype)
@@ -1454,12 +1418,10 @@ def test_neg_inf_score_within_one_tile_is_fine():
         assert out.ravel().tolist() == [7.0], backend
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="KNOWN_BUGS float32_scale_overflow: the float32 kernel rounds the scale to float32, "
-                          "so a finite scale above 3.4e38 becomes inf and the output NaN, though every score "
-                          "scale * q.k (here 4e30) fits float32 and the reference's output is finite")
 @pytest.mark.parametrize("scale", [4e38, 1e40, -1e40])
-def test_bug_float32_scale_beyond_float32_range(scale):
+def test_found_float32_scale_beyond_float32_range(scale):
+    # Found by this fuzzer: the float32 kernel rounded the scale to float32, so a finite scale
+    # above 3.4e38 became inf and the output NaN though every score fits; fixed on main.
     q = np.full((1, 1, 1), 1e-4, np.float32)
     k = np.full((2, 1, 1), 1e-4, np.float32)
     v = np.array([[[0.5]], [[0.25]]], np.float32)
@@ -1467,3 +1429,21 @@ def test_bug_float32_scale_beyond_float32_range(scale):
     out = swaref.attention(q, k, v, window=2, q_pos=[1], scale=scale, backend="cython")
     assert ref.ravel().tolist() == [0.375]
     assert np.isfinite(out).all(), f"cython: {out.ravel()} where the reference gives {ref.ravel()}"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="KNOWN_BUGS neg_inf_row: when every visible score of a row is -Inf (a -Inf key), "
+                          "the kernel returns 0.0, a value outside the convex hull of V, where the reference "
+                          "gives NaN (spec rule 3: NaN and Inf inside a window propagate as IEEE says, "
+                          "neither checked nor repaired)")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n_keys", [1, 2])
+def test_bug_row_of_neg_inf_scores(dtype, n_keys):
+    q = np.ones((1, 1, 1), dtype)
+    k = np.full((n_keys, 1, 1), -np.inf, dtype)
+    v = np.full((n_keys, 1, 1), 5.0, dtype)
+    with np.errstate(all="ignore"):
+        ref = swaref.attention(q, k, v, window=n_keys, q_pos=[n_keys - 1])
+        out = swaref.attention(q, k, v, window=n_keys, q_pos=[n_keys - 1], backend="cython")
+    assert np.isnan(ref).all()
+    assert np.isnan(out).all(), f"cython {out.ravel()} where the reference gives {ref.ravel()}"

@@ -22,12 +22,13 @@ both backends, each with its own copy of the cache, and asserts:
 Inputs are drawn valid and invalid: random shapes, dtypes, memory layouts
 (non-contiguous, negative strides, Fortran order, misaligned, read-only,
 byte-swapped), windows up to 2**64, positions up to 2**63 - 1 (straddling the
-kernel's 2**62 limit and its 64-position tiles), scales from 0 to 1e30, chunk
+kernel's 2**62 limit and its 64-position tiles), values and scales up to where
+scores overflow (float32 q = k = 1e19, scale 4e38; float64 scale 1e300), chunk
 schedules, starts, thread counts, and caches in every state (empty, loaded with
 NaN in empty and stale slots, wrapped, full, held by another thread).  Then one
 argument may be spoilt (``spoil_array``, ``bad_positions``, ``BAD_*``,
 ``spoilt_ring``), so every validation path is reached.  Other properties:
-load_state, the cache constructor, window_mask against a brute force on Python
+load_state, cache_write, the cache constructor, window_mask against a brute force on Python
 ints, and a random sequence of steps on one cache per backend in lockstep.
 
 Bounded for CI: every property runs ``SWAREF_FUZZ_EXAMPLES`` examples (default

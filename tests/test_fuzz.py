@@ -85,7 +85,6 @@ def fuzz_property(share=1.0, **strategies):
 #: inputs are left out of the strategies so the rest keeps being fuzzed; tools/fuzz.py
 #: --include-known-bugs puts them back.  Remove an entry when its fix lands.
 KNOWN_BUGS = {
-    "neg_inf_row",           # kernel: a row whose every visible score is -Inf gives 0.0, not NaN
     "debug_zero_division",   # debug kernel: scores overflowing to -Inf: ZeroDivisionError swallowed
 }                            # in _finish_rows, rows left unfinished (the release build is right)
 
@@ -421,10 +420,11 @@ def oracle_for(call, cache_before):
 
 
 def check_in_hull(out, visible, call, what):
-    """(6) Each output entry lies between the smallest and largest value its query's visible
-    V rows hold there (a softmax average): precision-independent, so it still bites where
-    scores overflow and the tolerance above says little.  Entries whose V column is not
-    finite are skipped."""
+    """(6) Each finite output entry lies between the smallest and largest value its query's
+    visible V rows hold there (a softmax average): precision-independent, so it still bites
+    where scores overflow and the tolerance above says little.  Entries whose V column is not
+    finite are skipped; NaN/Inf outputs are compare()'s (NaN from a NaN or Inf in q or k is
+    IEEE propagation)."""
     q_pos, k_pos, window, vals = visible
     T, Hq, D = out.shape
     G = Hq // vals.shape[1]
@@ -438,7 +438,7 @@ def check_in_hull(out, visible, call, what):
         if window is not None:
             sel &= kp > qp[t] - window
         rows = v64[sel]
-        ok = np.isfinite(rows).all(axis=0)
+        ok = np.isfinite(rows).all(axis=0) & np.isfinite(o[t])
         lo, hi = rows.min(axis=0), rows.max(axis=0)
         bad = ok & ~((o[t] >= lo - slack) & (o[t] <= hi + slack))
         if bad.any():
@@ -801,8 +801,8 @@ def qkv(draw, T, S, Hq, Hkv, D, dtype):
     k = draw(arrays((S, Hkv, D), dtype, draw(mqk)))
     v = draw(arrays((S, Hkv, D), dtype, draw(mv)))
     if draw(st.integers(0, 9)) == 0:         # non-finite values, inside or outside windows
-        # (in q or k they can make every visible score of a row -Inf: the known bug neg_inf_row)
-        x = draw(st.sampled_from([q, k, v] if "neg_inf_row" not in KNOWN_BUGS else [v]))
+        # (in q or k they can make every visible score of a row -Inf: debug_zero_division)
+        x = draw(st.sampled_from([q, k, v] if not _debug_division_bug() else [v]))
         if x.size:
             x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
     return q, k, v
@@ -1496,20 +1496,20 @@ def test_found_float32_scale_beyond_float32_range(scale):
     assert np.isfinite(out).all(), f"cython: {out.ravel()} where the reference gives {ref.ravel()}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="KNOWN_BUGS neg_inf_row: when every visible score of a row is -Inf (a -Inf key), "
-                          "the kernel returns 0.0, a value outside the convex hull of V, where the reference "
-                          "gives NaN (spec rule 3: NaN and Inf inside a window propagate as IEEE says, "
-                          "neither checked nor repaired)")
+@pytest.mark.xfail(DEBUG_KERNEL, strict=True, raises=AssertionError,
+                   reason="KNOWN_BUGS debug_zero_division, debug builds only: the row's sum of weights is 0 "
+                          "and _exact_key divides by it")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n_keys", [1, 2])
-def test_bug_row_of_neg_inf_scores(dtype, n_keys):
+def test_found_row_of_neg_inf_scores(dtype, n_keys):
+    # Found by this fuzzer: when every visible score of a row is -Inf (a -Inf key) the kernel
+    # returned 0.0, outside the range of V, where the reference gives NaN (spec rule 3: NaN
+    # and Inf inside a window propagate as IEEE says); fixed on main.
     q = np.ones((1, 1, 1), dtype)
     k = np.full((n_keys, 1, 1), -np.inf, dtype)
     v = np.full((n_keys, 1, 1), 5.0, dtype)
-    with np.errstate(all="ignore"):
-        ref = swaref.attention(q, k, v, window=n_keys, q_pos=[n_keys - 1])
-        out = swaref.attention(q, k, v, window=n_keys, q_pos=[n_keys - 1], backend="cython")
+    call = Call("attention", [q, k, v], dict(window=n_keys, q_pos=[n_keys - 1]))
+    ref, out = invoke(call, "reference", None)[1], invoke(call, "cython", None)[1]
     assert np.isnan(ref).all()
     assert np.isnan(out).all(), f"cython {out.ravel()} where the reference gives {ref.ravel()}"
 

@@ -53,7 +53,8 @@ def main(argv=None):
     ap.add_argument("--examples", type=int, default=1000, help="examples per property per round (default 1000)")
     ap.add_argument("--seed", type=int, default=None, help="seed of the first round (default: from the clock, printed)")
     ap.add_argument("--rounds", type=int, default=10, help="rounds (default 10; ignored with --minutes)")
-    ap.add_argument("--minutes", type=float, default=None, help="run rounds until this much time has passed (the round under way finishes)")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="run rounds until this much time has passed (the round under way finishes)")
     ap.add_argument("--only", default=None, help="comma-separated property names (see --list); prefixes work")
     ap.add_argument("--include-known-bugs", action="store_true",
                     help="also draw the inputs of test_fuzz.KNOWN_BUGS (left out of the suite until fixed)")

@@ -490,7 +490,7 @@ def check_constructed(call, c):
 
 
 def check_call(call, caches=None, held=False):
-    """Run ``call`` on both backends and assert properties (1)-(5).
+    """Run ``call`` on both backends and assert properties (1)-(6).
 
     caches: {backend: cache} to run on and leave updated (the sequence test); default a
     deep copy of call.cache per backend; held: another thread holds them (held_by_another_thread),
@@ -1020,13 +1020,13 @@ def write_calls(draw, cache=None, mutation=None):
 
 @fuzz_property(call=attention_calls())
 def test_fuzz_attention(call):
-    """swaref.attention on both backends, valid or with one argument spoilt: properties (1)-(5)."""
+    """swaref.attention on both backends, valid or with one argument spoilt: properties (1)-(6)."""
     check_call(call)
 
 
 @fuzz_property(call=step_calls())
 def test_fuzz_prefill_and_decode(call):
-    """prefill / decode_step on a cache in any state, both backends: (1)-(5) and rule 4."""
+    """prefill / decode_step on a cache in any state, both backends: (1)-(6) and rule 4."""
     check_call(call)
 
 

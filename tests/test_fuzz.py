@@ -1381,7 +1381,8 @@ def _w_plus_1(qp, kp, w):
 
 
 # ======================================================================================
-# Bugs the fuzzer found: minimal reproducers, strict xfail until fixed (see KNOWN_BUGS)
+# Bugs the fuzzer found, as minimal reproducers: fixed ones stay as regression tests
+# (test_found_*), open ones are strict xfail (test_bug_*, each with its KNOWN_BUGS entry)
 # ======================================================================================
 
 def _small_qkv(dtype=np.float64):

@@ -12,7 +12,7 @@ and the public checks do not give it:
 * arrays are C-contiguous and aligned to their item size: anything else
   (a slice, a Fortran array, ``np.frombuffer(..., offset=1)``) is copied;
 * the ring's bounds: a cache's slots hold the consecutive positions
-  ``next_position - min(n_seen, C)`` .. ``next_position - 1``, each in slot
+  ``next_position - n_held`` .. ``next_position - 1``, each in slot
   ``p mod C``, because the cache's own write is its only writer.  The debug
   build (``SWAREF_DEBUG=1``) also scans every slot against that invariant.
 
@@ -56,7 +56,12 @@ def _kernel_window(window, last_position):
     return None if window is not None and window > last_position + 1 else window
 
 
-def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None):
+def _variants_not_built(softcap, sinks):  # placeholder until the kernel implements spec 1.1
+    if softcap is not None or sinks is not None:
+        raise SwarefError("backend", "backend='cython' does not implement softcap or sinks yet")
+
+
+def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None, *, softcap=None, sinks=None):
     """Compiled banded attention over explicit keys, after ``swaref.attention``'s checks.
 
     q: [T, Hq, D], k, v: [S, Hkv, D] (float32 or float64), q_pos: [T], k_pos: [S]
@@ -64,6 +69,7 @@ def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None):
 
     Must equal ``swaref.attention(..., backend="reference")``.
     """
+    _variants_not_built(softcap, sinks)
     q, k, v = (_kernel_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     V.check_kernel_position(max(int(q_pos[-1]), int(k_pos[-1])), "the largest position")
     ring = np.zeros((0,) + k.shape[1:], dtype=q.dtype)
@@ -74,12 +80,12 @@ def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None):
 
 def ring_bounds(cache):
     """(first, last) position a cache holds, (0, -1) when empty, from its counters in O(1)."""
-    if cache.next_position is None:
+    if cache.n_held == 0:
         return 0, -1
-    return cache.next_position - min(cache.n_seen, cache.capacity), cache.next_position - 1
+    return cache.next_position - cache.n_held, cache.next_position - 1
 
 
-def attend_chunk(q, k, v, start, cache, scale, num_threads=None):
+def attend_chunk(q, k, v, start, cache, scale, num_threads=None, *, softcap=None, sinks=None):
     """Compiled attention of a chunk's queries over [cache slots, read in place] + [chunk keys],
     after ``swaref.attend_chunk``'s checks (the caller holds the cache).
 
@@ -89,6 +95,7 @@ def attend_chunk(q, k, v, start, cache, scale, num_threads=None):
 
     Must equal ``swaref.attend_chunk(..., backend="reference")``.
     """
+    _variants_not_built(softcap, sinks)
     q, k, v = (_kernel_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     s, c = q.shape[0], k.shape[0]
     first, last = ring_bounds(cache)

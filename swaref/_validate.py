@@ -200,6 +200,16 @@ def check_sinks(sinks, Hq):
     return arr
 
 
+def check_softmax_variants(softcap, sinks, Hq):
+    """(softcap, sinks) checked, and their combination refused: no model uses both, so spec
+    rule 3 does not define whether the cap applies to the sink logit."""
+    softcap, sinks = check_softcap(softcap), check_sinks(sinks, Hq)
+    if softcap is not None and sinks is not None:
+        raise SwarefError("argument", "softcap and sinks together are not defined (no model uses both); "
+                                      "give one of them")
+    return softcap, sinks
+
+
 def check_backend(backend):
     if backend not in BACKENDS:
         raise SwarefError("backend", f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -207,7 +207,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, window: Optional[i
     else:
         q_pos = V.check_positions(q_pos, "q_pos", T)
     scale = V.check_scale(scale, D)
-    softcap, sinks = V.check_softcap(softcap), V.check_sinks(sinks, Hq)
+    softcap, sinks = V.check_softmax_variants(softcap, sinks, Hq)
     first, last = V.check_no_empty_rows(q_pos, k_pos, window)
     if backend == "cython":
         from . import _backend

@@ -232,16 +232,18 @@ def _write(cache, k, v, start):
 
 
 def max_rollback(cache: "RollingBufferCache") -> int:
-    """The most tokens ``rollback`` can take back: spec rule 4, "rollback".
+    """The largest n such that ``rollback`` can take back any n' <= n tokens (spec rule 4).
 
     After rolling back n tokens the cache continues at P = next_position - n, and a
-    query at P or later needs the keys P - W + 1 .. P - 1 that were written (from
-    first = next_position - n_seen).  The ring holds next_position - n_held ..
-    next_position - 1, so n is possible iff n <= n_seen and the ring still holds
-    max(P - W + 1, first): either nothing was ever evicted (n_held == n_seen), or
-    n <= n_held - W + 1, which for a wrapped ring of C slots is n <= C - W + 1.
+    query at P or later needs the keys max(first, P - W + 1) .. P - 1, where first =
+    next_position - n_seen is the first position written.  The ring holds
+    next_position - n_held .. next_position - 1.  So n is possible iff n <= n_seen
+    and those keys are held: always when nothing was evicted (n_held == n_seen) or
+    W = 1 (a query needs only itself); otherwise iff n <= n_held - W + 1, which for a
+    wrapped ring of C slots is n <= C - W + 1.  Rolling back all n_seen tokens is
+    possible too (no earlier key is needed then): ``rollback`` accepts it.
     """
-    if cache.n_held == cache.n_seen or cache.window is None:
+    if cache.n_held == cache.n_seen or cache.window is None or cache.window == 1:
         return cache.n_seen
     return max(0, min(cache.n_seen, cache.n_held - cache.window + 1))
 
@@ -249,19 +251,24 @@ def max_rollback(cache: "RollingBufferCache") -> int:
 def rollback(cache: "RollingBufferCache", n: int) -> None:
     """Take back the last ``n`` tokens (speculative decoding): their slots become empty and
     the cache continues at ``next_position - n``.  Refused, with the cache untouched, when a
-    key some later query needs was already overwritten (``max_rollback``)."""
+    key some later query needs was already overwritten (``max_rollback``); taking back every
+    token written since the last reset is always possible (the cache is then empty)."""
     if not isinstance(cache, RollingBufferCache):
         raise SwarefTypeError("cache", f"cache must be a RollingBufferCache, got {type(cache).__name__}")
     n = V.check_int(n, "n", kind="rollback", minimum=0)
     with exclusive(cache):
         limit = max_rollback(cache)
-        if n > limit:
-            why = (f"it holds {cache.n_seen} tokens" if n > cache.n_seen else
-                   f"a query at position {cache.next_position - n} would need position "
-                   f"{cache.next_position - n - cache.window + 1}, already overwritten: capacity "
-                   f"{cache.capacity} with window {cache.window} allows rolling back at most "
-                   f"capacity - window + 1 = {cache.capacity - cache.window + 1} tokens after it wraps")
-            raise SwarefError("rollback", f"cannot roll back {n} tokens (at most {limit} now): {why}")
+        if n > cache.n_seen:
+            raise SwarefError("rollback", f"cannot roll back {n} tokens: the cache holds {cache.n_seen} tokens "
+                                          f"written since its last reset")
+        if limit < n < cache.n_seen:
+            P = cache.next_position - n
+            need = max(P - cache.window + 1, cache.next_position - cache.n_seen)
+            raise SwarefError(
+                "rollback", f"cannot roll back {n} tokens (at most {limit}, or all {cache.n_seen}): a query at "
+                            f"position {P} would need position {need}, already overwritten; "
+                            f"capacity {cache.capacity} with window {cache.window} allows rolling back at most "
+                            f"capacity - window + 1 = {cache.capacity - cache.window + 1} tokens after it wraps")
         if n == 0:
             return
         gone = np.arange(cache.next_position - n, cache.next_position, dtype=np.int64)

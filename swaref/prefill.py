@@ -92,7 +92,7 @@ def attend_chunk(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBuff
     T, S, D, num_threads = _check_step(q, k, v, cache, backend, num_threads)
     start = V.check_int(start, "start", kind="positions", minimum=0)
     scale = V.check_scale(scale, D)
-    softcap, sinks = V.check_softcap(softcap), V.check_sinks(sinks, q.shape[1])
+    softcap, sinks = V.check_softmax_variants(softcap, sinks, q.shape[1])
     with exclusive(cache):
         if S == T:
             check_cache_step(cache, T, start, backend)       # the chunk continues the cache
@@ -146,7 +146,7 @@ def prefill(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCac
     _check_one_key_per_query(T, S)
     sched = chunk_schedule(T, chunk_size, cache.window)
     scale = V.check_scale(scale, D)
-    softcap, sinks = V.check_softcap(softcap), V.check_sinks(sinks, q.shape[1])
+    softcap, sinks = V.check_softmax_variants(softcap, sinks, q.shape[1])
     with exclusive(cache):
         start = check_cache_step(cache, T, start, backend)
         out = np.empty(q.shape, dtype=q.dtype)
@@ -175,7 +175,7 @@ def decode_step(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBuffe
     if T != 1:
         raise SwarefError("shape", f"decode_step takes exactly one token, got q of shape {q.shape}; use prefill")
     scale = V.check_scale(scale, D)
-    softcap, sinks = V.check_softcap(softcap), V.check_sinks(sinks, q.shape[1])
+    softcap, sinks = V.check_softmax_variants(softcap, sinks, q.shape[1])
     with exclusive(cache):
         start = check_cache_step(cache, 1, start, backend)
         # Write first: the token must see itself, and the slot it overwrites held p - W, outside its window.

@@ -16,6 +16,9 @@ and the public checks do not give it:
   ``p mod C``, because the cache's own write is its only writer.  The debug
   build (``SWAREF_DEBUG=1``) also scans every slot against that invariant.
 
+Spec 1.1's ``softcap`` and ``sinks`` (checked by the public API, never both) pass
+through to the kernel as a float and a float64 [Hq] array.
+
 Both functions return [T, Hq, D] in the input dtype.
 """
 import numpy as np
@@ -56,9 +59,11 @@ def _kernel_window(window, last_position):
     return None if window is not None and window > last_position + 1 else window
 
 
-def _variants_not_built(softcap, sinks):  # placeholder until the kernel implements spec 1.1
-    if softcap is not None or sinks is not None:
-        raise SwarefError("backend", "backend='cython' does not implement softcap or sinks yet")
+def _variants(softcap, sinks):
+    """Spec 1.1's softcap and sinks as the kernel takes them (already checked, never both):
+    a float or None, a C-contiguous float64 [Hq] array or None."""
+    return {"softcap": None if softcap is None else float(softcap),
+            "sinks": None if sinks is None else np.ascontiguousarray(sinks, dtype=np.float64)}
 
 
 def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None, *, softcap=None, sinks=None):
@@ -69,13 +74,13 @@ def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None, *, softcap
 
     Must equal ``swaref.attention(..., backend="reference")``.
     """
-    _variants_not_built(softcap, sinks)
     q, k, v = (_kernel_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     V.check_kernel_position(max(int(q_pos[-1]), int(k_pos[-1])), "the largest position")
     ring = np.zeros((0,) + k.shape[1:], dtype=q.dtype)
     ring_pos = np.zeros(0, dtype=np.int64)
     return _core().band_attention(q, q_pos, k, v, k_pos, ring, ring, ring_pos, 0, -1,
-                                  _kernel_window(window, int(q_pos[-1])), scale, _threads(num_threads))
+                                  _kernel_window(window, int(q_pos[-1])), scale, _threads(num_threads),
+                                  **_variants(softcap, sinks))
 
 
 def ring_bounds(cache):
@@ -95,7 +100,6 @@ def attend_chunk(q, k, v, start, cache, scale, num_threads=None, *, softcap=None
 
     Must equal ``swaref.attend_chunk(..., backend="reference")``.
     """
-    _variants_not_built(softcap, sinks)
     q, k, v = (_kernel_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     s, c = q.shape[0], k.shape[0]
     first, last = ring_bounds(cache)
@@ -108,7 +112,8 @@ def attend_chunk(q, k, v, start, cache, scale, num_threads=None, *, softcap=None
     q_pos = np.arange(start, start + s, dtype=np.int64)
     k_pos = q_pos if c else q_pos[:0]
     return _core().band_attention(q, q_pos, k, v, k_pos, cache.k, cache.v, cache.positions, first, last,
-                                  _kernel_window(cache.window, start + s - 1), scale, _threads(num_threads))
+                                  _kernel_window(cache.window, start + s - 1), scale, _threads(num_threads),
+                                  **_variants(softcap, sinks))
 
 
 def _core_debug():

@@ -93,7 +93,7 @@ runs its G x block rows over it.  Scratch is O(TILE x D + rows x (TILE + D)) per
 """
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint64_t
-from libc.math cimport INFINITY, exp
+from libc.math cimport INFINITY, exp, fabs, tanh
 from libc.string cimport memcpy
 
 import numpy as np
@@ -125,6 +125,10 @@ cdef extern from "_kernels.h":
     void swaref_transpose_tile_d(double* kt, const double* const* rows, Py_ssize_t off, Py_ssize_t D) noexcept nogil
     bint swaref_all_finite_f(const float* x, Py_ssize_t n) noexcept nogil
     bint swaref_all_finite_d(const double* x, Py_ssize_t n) noexcept nogil
+    void swaref_softcap_f(float* s, Py_ssize_t n, float cap) noexcept nogil
+    void swaref_softcap_d(double* s, Py_ssize_t n, double cap) noexcept nogil
+    void swaref_softcap_array_f(const float* x, float* y, Py_ssize_t n, float cap) noexcept nogil
+    void swaref_softcap_array_d(const double* x, double* y, Py_ssize_t n, double cap) noexcept nogil
 
 ctypedef fused floating:
     float
@@ -153,8 +157,11 @@ cdef struct Keys:
 cdef struct Rows:
     # The rows of one work item: queries t0 .. t0+nq-1, the G query heads of KV head g.
     # Item row r = tq * G + i is query t0 + tq, query head g * G + i (a query's heads adjacent).
+    # Spec 1.1's variants, at most one: softcap (0: none) and sinks ([Hq] float64 logits, NULL: none).
     const int64_t* q_pos
     Py_ssize_t Hq, G, g, t0, nq, n, D
+    double softcap
+    const double* sinks
 
 
 cdef struct Cursor:
@@ -315,16 +322,18 @@ cdef void _row_ranges(const Rows* R, int64_t window, int64_t tstart, uint64_t pb
 
 cdef void _score_pass(const floating* q, const Rows* R, const floating* kt, floating scale, floating* sc,
                       const Py_ssize_t* rja, const Py_ssize_t* rjb) noexcept nogil:
-    """Scores of every row with visible lanes: sc[r * TILE + j] = (q_r . k_j) * scale.
+    """Scores of every row with visible lanes: sc[r * TILE + j] = (q_r . k_j) * scale, then
+    soft-capped (R.softcap: c * tanh(s / c), in the input precision, on the span just computed).
 
     SROWS rows at a time (any rows: lanes and rows are independent), one span of lanes after the
     other (the whole tile for float32, halves for float64).  A row skips spans outside its
     visible lanes (float64: the window's first and the diagonal tile); those lanes keep stale
     scores, which the softmax step masks like any invisible lane.
     """
-    cdef Py_ssize_t r, l0 = 0, nact, span = SWAREF_SPAN_D, nsr = SWAREF_SROWS_D
+    cdef Py_ssize_t r, i, l0 = 0, nact, span = SWAREF_SPAN_D, nsr = SWAREF_SROWS_D
     cdef const floating* qp[MAX_SROWS]
     cdef floating* sp[MAX_SROWS]
+    cdef floating cap = <floating>R.softcap
     if floating is float:
         span = SWAREF_SPAN_F
         nsr = SWAREF_SROWS_F
@@ -340,6 +349,11 @@ cdef void _score_pass(const floating* q, const Rows* R, const floating* kt, floa
                     swaref_scores_rows_f(<int>nact, qp, kt + l0, R.D, scale, sp)
                 else:
                     swaref_scores_rows_d(<int>nact, qp, kt + l0, R.D, scale, sp)
+                for i in range(nact if R.softcap else 0):        # s = cap * tanh(s / cap), the span
+                    if floating is float:
+                        swaref_softcap_f(sp[i], span, cap)
+                    else:
+                        swaref_softcap_d(sp[i], span, cap)
                 nact = 0
         l0 += span
 
@@ -379,15 +393,28 @@ cdef void _value_pass(const Rows* R, floating* sc, floating* o, floating* m, flo
 # ------------------------------------------------------ overflow fallback
 
 cdef inline void _exact_key(int stage, const floating* qrow, const floating* krow, const floating* vrow,
-                            Py_ssize_t D, double scale, double* m, double* l, double* acc) noexcept nogil:
+                            Py_ssize_t D, double scale, double cap, double* m, double* l,
+                            double* acc) noexcept nogil:
     """One visible key of _exact_row: stage 0 updates the running max m and sum l, stage 1 adds
     its normalised weight times its value row to acc.  The score is recomputed in each stage
-    (the same float64 chain both times: a product of two floats is exact in float64)."""
-    cdef double s = 0, w
+    (the same float64 chain both times: a product of two floats is exact in float64), and
+    soft-capped when cap > 0: a score beyond float64 (float64 inputs) is +-inf first, as in the
+    reference, which the cap maps to +-cap."""
+    cdef double s = 0, w, qa = 0, ka = 0
     cdef Py_ssize_t d
     for d in range(D):
         s = s + <double>qrow[d] * <double>krow[d]
     s = s * scale
+    if cap > 0:
+        if s != s:                                       # +inf - inf in the chain: the sign from q/max|q|, k/max|k|
+            for d in range(D):
+                qa = fabs(qrow[d]) if fabs(qrow[d]) > qa else qa
+                ka = fabs(krow[d]) if fabs(krow[d]) > ka else ka
+            w = 0
+            for d in range(D):
+                w = w + (qrow[d] / qa) * (krow[d] / ka)
+            s = (scale * qa * ka) * w if w != 0 else 0.0
+        s = cap * tanh(s / cap)
     if stage == 0:
         if s > m[0]:                                     # a NaN score never passes: it reaches l below
             l[0] = l[0] * exp(m[0] - s) + 1.0
@@ -400,21 +427,23 @@ cdef inline void _exact_key(int stage, const floating* qrow, const floating* kro
             acc[d] = acc[d] + w * <double>vrow[d]
 
 
-cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* K, double scale,
-                     double* acc, floating* orow) noexcept nogil:
+cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* K, double scale, double cap,
+                     const double* sink, double* acc, floating* orow) noexcept nogil:
     """The overflow fallback: one query row (position p, KV head g) recomputed in float64 as the
     reference does (scores, max, sum, then normalised weights times values), so that neither a
     score nor the unnormalised value sum can overflow where the reference's result is finite.
 
     Its keys are the row's visible keys in increasing position (ring, then explicit keys), and
     its arithmetic depends on nothing else: the result is as chunk-, thread- and
-    rotation-invariant as the fast path's.  acc: D doubles of scratch.
+    rotation-invariant as the fast path's.  cap > 0: the soft cap (_exact_key); sink (NULL:
+    none): the row's float64 sink logit, which starts the running max and sum (m = sink, l = 1)
+    and has no value row.  acc: D doubles of scratch.
     """
     cdef const floating* k = <const floating*>K.k
     cdef const floating* v = <const floating*>K.v
     cdef const floating* ck = <const floating*>K.ck
     cdef const floating* cv = <const floating*>K.cv
-    cdef double m = -INFINITY, l = 0
+    cdef double m = -INFINITY if sink == NULL else sink[0], l = 0 if sink == NULL else 1
     cdef int stage
     cdef int64_t j, lo = _first_seen(p, K.window)
     cdef Py_ssize_t i, slot, d, D = K.D, row = K.Hkv * K.D
@@ -425,11 +454,12 @@ cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* 
         while j <= K.ring_hi and j <= p:
             slot = j % K.C
             if K.cpos[slot] == j:
-                _exact_key(stage, qrow, ck + slot * row + g * D, cv + slot * row + g * D, D, scale, &m, &l, acc)
+                _exact_key(stage, qrow, ck + slot * row + g * D, cv + slot * row + g * D, D, scale, cap, &m, &l,
+                           acc)
             j += 1
         i = _lower_bound(K.k_pos, K.S, lo)
         while i < K.S and K.k_pos[i] <= p:
-            _exact_key(stage, qrow, k + i * row + g * D, v + i * row + g * D, D, scale, &m, &l, acc)
+            _exact_key(stage, qrow, k + i * row + g * D, v + i * row + g * D, D, scale, cap, &m, &l, acc)
             i += 1
     for d in range(D):
         orow[d] = <floating>acc[d]
@@ -440,6 +470,7 @@ cdef void _finish_rows(const floating* q, const Rows* R, const Keys* K, const fl
     """out = o / l row by row; a row holding Inf or NaN after it is recomputed (_exact_row)."""
     cdef Py_ssize_t r, d
     cdef floating* orow
+    cdef const double* sink = NULL
     cdef bint finite
     for r in range(R.n):
         orow = <floating*>_qrow(<const floating*>out, R, r)
@@ -450,14 +481,16 @@ cdef void _finish_rows(const floating* q, const Rows* R, const Keys* K, const fl
         else:
             finite = swaref_all_finite_d(orow, R.D)
         if not finite:
-            _exact_row(_qrow(q, R, r), R.q_pos[R.t0 + r // R.G], R.g, K, scale, acc, orow)
+            if R.sinks != NULL:
+                sink = R.sinks + R.g * R.G + r % R.G
+            _exact_row(_qrow(q, R, r), R.q_pos[R.t0 + r // R.G], R.g, K, scale, R.softcap, sink, acc, orow)
 
 
 # ------------------------------------------------------------- work item
 
 cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const Keys* K, floating scale,
-                 double scale64, Py_ssize_t g, Py_ssize_t t0, Py_ssize_t t1,
-                 floating* work, Py_ssize_t* iwork, double* dwork, floating* out) noexcept nogil:
+                 double scale64, double softcap, const double* sinks, Py_ssize_t g, Py_ssize_t t0,
+                 Py_ssize_t t1, floating* work, Py_ssize_t* iwork, double* dwork, floating* out) noexcept nogil:
     """One work item: queries t0 .. t1-1, the query heads of KV head g.
 
     work: TILE*D (transposed key tile, lane = position mod TILE) + TILE*D (value tile) +
@@ -467,6 +500,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const K
     cdef Rows R
     R.q_pos, R.Hq, R.G, R.g, R.t0, R.nq, R.D = q_pos, Hq, Hq // K.Hkv, g, t0, t1 - t0, K.D
     R.n = R.nq * R.G
+    R.softcap, R.sinks = softcap, sinks
     cdef Py_ssize_t D = K.D, r, d
     cdef floating* kt = work
     cdef floating* vt = kt + TILE * D
@@ -486,8 +520,10 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const K
     cdef int64_t tstart
     cdef Cursor c
     for r in range(R.n):
-        m[r] = -INFINITY
-        l[r] = 0
+        # A sink starts its row's chain, whatever the tiling: m = sink (cast to the input precision
+        # once), l = exp(sink - m) = 1, no value.
+        m[r] = -INFINITY if sinks == NULL else <floating>sinks[g * R.G + r % R.G]
+        l[r] = 0 if sinks == NULL else 1
         for d in range(D):
             o[r * D + d] = 0
     # Keys any row of the item can see: positions _first_seen(q_pos[t0]) .. q_pos[t1 - 1].
@@ -508,7 +544,8 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const K
 
 
 cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos, const Keys* K,
-                     floating scale, double scale64, Py_ssize_t block, floating[:, ::1] work,
+                     floating scale, double scale64, double softcap, const double* sinks,
+                     Py_ssize_t block, floating[:, ::1] work,
                      Py_ssize_t[:, ::1] iwork, double[:, ::1] dwork, floating[:, :, ::1] out,
                      int nthreads) noexcept nogil:
     """All (KV head, query block) items, in parallel; each row's bits do not depend on the split."""
@@ -520,7 +557,7 @@ cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos, cons
         t1 = t0 + block
         if t1 > T:
             t1 = T
-        _block(&q[0, 0, 0], &q_pos[0], Hq, K, scale, scale64, item % K.Hkv, t0, t1,
+        _block(&q[0, 0, 0], &q_pos[0], Hq, K, scale, scale64, softcap, sinks, item % K.Hkv, t0, t1,
                &work[threadid(), 0], &iwork[threadid(), 0], &dwork[threadid(), 0], &out[0, 0, 0])
 
 
@@ -537,13 +574,15 @@ cdef const void* _address(const void* p, Py_ssize_t n, Py_ssize_t align, name) e
 def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
                    const floating[:, :, ::1] k, const floating[:, :, ::1] v, const int64_t[::1] k_pos,
                    const floating[:, :, ::1] ck, const floating[:, :, ::1] cv, const int64_t[::1] cpos,
-                   int64_t ring_lo, int64_t ring_hi, window, double scale, num_threads):
+                   int64_t ring_lo, int64_t ring_hi, window, double scale, num_threads, *,
+                   softcap=None, sinks=None):
     """Banded sliding-window attention over explicit keys and/or a rolling buffer read in place.
 
     q: [T, Hq, D], q_pos: [T] int64 strictly increasing; k, v: [S, Hkv, D] with
     k_pos: [S] int64 strictly increasing (S may be 0); ck, cv: [C, Hkv, D] with
     cpos: [C] int64 (-1 = empty; C may be 0), ring positions ring_lo .. ring_hi
-    all below k_pos[0]  ->  [T, Hq, D] in q's dtype.
+    all below k_pos[0]  ->  [T, Hq, D] in q's dtype.  softcap: None or a float > 0; sinks: None
+    or [Hq] float64 logits (not both: the public API refuses the pair).
 
     Equals: swaref.attention (explicit keys, empty ring) and swaref.attend_chunk,
     swaref.prefill, swaref.decode_step (the cache as the ring) with
@@ -558,6 +597,13 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     cdef int nthreads = swaref_max_threads() if num_threads is None else num_threads
     cdef Py_ssize_t esize = sizeof(floating)
     cdef Keys K
+    cdef const double[::1] sinks_v = None if sinks is None else np.ascontiguousarray(sinks, dtype=np.float64)
+    cdef const double* sinks_p = NULL
+    cdef double cap = 0.0 if softcap is None else softcap
+    if sinks is not None:
+        if sinks_v.shape[0] != Hq:
+            raise ValueError(f"swaref._core: sinks must have Hq = {Hq} entries, got {sinks_v.shape[0]}")
+        sinks_p = &sinks_v[0]
     K.S, K.C, K.Hkv, K.D = k.shape[0], ck.shape[0], k.shape[1], D
     K.ring_lo, K.ring_hi, K.window = ring_lo, ring_hi, 0 if window is None else window
     # Empty arrays have no element 0: NULL, never dereferenced (S == 0: no explicit key, C == 0:
@@ -593,7 +639,8 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     cdef double[:, ::1] dwork_v = dwork
     cdef floating[:, :, ::1] out_v = out
     with nogil:
-        _band_core(q, q_pos, &K, <floating>scale, scale, block, work_v, iwork_v, dwork_v, out_v, nthreads)
+        _band_core(q, q_pos, &K, <floating>scale, scale, cap, sinks_p, block, work_v, iwork_v, dwork_v, out_v,
+                   nthreads)
     return out
 
 

@@ -110,9 +110,11 @@ typedef long long swaref_vl __attribute__((vector_size(64)));              /* 8 
 /* The reduction and Horner chain, written once per dtype and expanded in both the scalar and
    the vector exp, so the two cannot drift apart.  Z is the zero of the caller's type (0 or a
    zero vector); Z + c is exactly c. */
-#define SWAREF_EXP_CORE_D(Z, xc, kf, r, p) \
+#define SWAREF_EXP_REDUCE_D(xc, kf, r) \
     kf = (xc * SWAREF_LOG2E_D + SWAREF_ROUND_D) - SWAREF_ROUND_D; \
-    r = (xc - kf * SWAREF_LN2_HI_D) - kf * SWAREF_LN2_LO_D; \
+    r = (xc - kf * SWAREF_LN2_HI_D) - kf * SWAREF_LN2_LO_D
+/* p = (e^r - 1) / r: the Horner chain up to its coefficient of r^0 (= 1). */
+#define SWAREF_EXPM1_POLY_D(Z, r, p) \
     p = (Z) + 1.0 / 6227020800.0; \
     p = p * r + 1.0 / 479001600.0; \
     p = p * r + 1.0 / 39916800.0; \
@@ -125,18 +127,25 @@ typedef long long swaref_vl __attribute__((vector_size(64)));              /* 8 
     p = p * r + 1.0 / 24.0; \
     p = p * r + 1.0 / 6.0; \
     p = p * r + 0.5; \
-    p = p * r + 1.0; \
     p = p * r + 1.0
-#define SWAREF_EXP_CORE_F(Z, xc, kf, r, p) \
+#define SWAREF_EXP_CORE_D(Z, xc, kf, r, p) \
+    SWAREF_EXP_REDUCE_D(xc, kf, r); \
+    SWAREF_EXPM1_POLY_D(Z, r, p); \
+    p = p * r + 1.0
+#define SWAREF_EXP_REDUCE_F(xc, kf, r) \
     kf = (xc * SWAREF_LOG2E_F + SWAREF_ROUND_F) - SWAREF_ROUND_F; \
-    r = (xc - kf * SWAREF_LN2_HI_F) - kf * SWAREF_LN2_LO_F; \
+    r = (xc - kf * SWAREF_LN2_HI_F) - kf * SWAREF_LN2_LO_F
+#define SWAREF_EXPM1_POLY_F(Z, r, p) \
     p = (Z) + 1.0f / 5040.0f; \
     p = p * r + 1.0f / 720.0f; \
     p = p * r + 1.0f / 120.0f; \
     p = p * r + 1.0f / 24.0f; \
     p = p * r + 1.0f / 6.0f; \
     p = p * r + 0.5f; \
-    p = p * r + 1.0f; \
+    p = p * r + 1.0f
+#define SWAREF_EXP_CORE_F(Z, xc, kf, r, p) \
+    SWAREF_EXP_REDUCE_F(xc, kf, r); \
+    SWAREF_EXPM1_POLY_F(Z, r, p); \
     p = p * r + 1.0f
 /* The exponent field: BIAS and SHIFT (mantissa bits) of the format. */
 #define SWAREF_EXP_BITS_D(kf, IT) (((IT)(kf) + 1023) << 52)
@@ -181,6 +190,48 @@ static inline void swaref_exp_array_##SFX(const T* x, T* y, Py_ssize_t n, int ve
 }
 SWAREF_EXPAND(SWAREF_DEFINE_EXP, SWAREF_F, F)
 SWAREF_EXPAND(SWAREF_DEFINE_EXP, SWAREF_D, D)
+
+/* ---- tanh and the soft cap ---------------------------------------------------
+   tanh(x) = -t / (2 + t) with t = expm1(-2|x|) in (-1, 0], the sign of x copied back.  expm1
+   shares exp's reduction and polynomial (y = k ln2 + r): t = 2^k * (p(r) * r) + (2^k - 1), with
+   p(r) * r = e^r - 1 accurate to a few ulp *relative* to itself, so tanh keeps its relative
+   accuracy near 0 (no 1 - e^-2x cancellation): tests/test_kernels.py checks it within 4 ulp (measured: 2.5 float32, 2.7 float64)
+   of long-double tanh over the whole range, subnormals included.  -2|x| is clamped at EXP_MIN
+   (t = -1 then, tanh = +-1 exactly); +-inf give +-1; NaN stays NaN; tanh(+-0) = +-0.
+   Vector only: the soft cap is applied in one place (swaref_softcap), to whole vectors. */
+#define SWAREF_DEFINE_TANH(SFX, T, V, VU, VI, IT, VL, TAG) \
+static inline V swaref_vtanh_##SFX(V x) { \
+    const T lo = SWAREF_EXP_MIN_##TAG; \
+    const VI sign = (VI)(-((V){0}));                  /* the sign bit alone: -0.0 */ \
+    V y = (V)((VI)x | sign);                          /* -|x| */ \
+    y = y + y;                                        /* -2|x|, exact */ \
+    y = SWAREF_SEL(VI, V, y >= lo, y, ((V){0} + lo)); /* NaN -> lo, fixed below */ \
+    V kf, r, p; \
+    SWAREF_EXP_REDUCE_##TAG(y, kf, r); \
+    SWAREF_EXPM1_POLY_##TAG(((V){0}), r, p); \
+    V pk = (V)SWAREF_EXP_BITS_##TAG(__builtin_convertvector(kf, VI), VI);   /* 2^k */ \
+    V t = pk * (p * r) + (pk - (T)1); \
+    V th = -t / (t + (T)2);                           /* >= 0 */ \
+    V res = (V)(((VI)th & ~sign) | ((VI)x & sign)); \
+    return SWAREF_SEL(VI, V, x == x, res, x); \
+} \
+/* The soft cap of spec rule 3 on n scores (n a multiple of VL): s = cap * tanh(s / cap). */ \
+static inline void swaref_softcap_##SFX(T* s, Py_ssize_t n, T cap) { \
+    for (Py_ssize_t i = 0; i < n; i += VL) \
+        SWAREF_ST(VU, s + i, cap * swaref_vtanh_##SFX(SWAREF_LD(VU, s + i) / cap)); \
+} \
+/* For the tests: y = cap * tanh(x / cap) elementwise (cap = 1: tanh itself, exactly: x / 1 and \
+   1 * t are exact), whole vectors, a tail padded with 0. */ \
+static inline void swaref_softcap_array_##SFX(const T* x, T* y, Py_ssize_t n, T cap) { \
+    for (Py_ssize_t i = 0; i < n; i += VL) { \
+        T buf[VL] = {0}; \
+        for (int j = 0; j < VL && i + j < n; j++) buf[j] = x[i + j]; \
+        swaref_softcap_##SFX(buf, VL, cap); \
+        for (int j = 0; j < VL && i + j < n; j++) y[i + j] = buf[j]; \
+    } \
+}
+SWAREF_EXPAND(SWAREF_DEFINE_TANH, SWAREF_F, F)
+SWAREF_EXPAND(SWAREF_DEFINE_TANH, SWAREF_D, D)
 
 /* ---- Products ----------------------------------------------------------------
    Every lane/element follows one fixed chain:

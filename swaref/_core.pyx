@@ -93,7 +93,7 @@ runs its G x block rows over it.  Scratch is O(TILE x D + rows x (TILE + D)) per
 """
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint64_t
-from libc.math cimport INFINITY, exp, fabs, tanh
+from libc.math cimport INFINITY
 from libc.string cimport memcpy
 
 import numpy as np
@@ -125,6 +125,15 @@ cdef extern from "_kernels.h":
     void swaref_transpose_tile_d(double* kt, const double* const* rows, Py_ssize_t off, Py_ssize_t D) noexcept nogil
     bint swaref_all_finite_f(const float* x, Py_ssize_t n) noexcept nogil
     bint swaref_all_finite_d(const double* x, Py_ssize_t n) noexcept nogil
+    ctypedef struct swaref_exact_t:
+        int overflow
+    void swaref_exact_init(swaref_exact_t* X, double scale, double cap, const double* sink) noexcept nogil
+    void swaref_exact_start_f(swaref_exact_t* X, int stage, const float* q, Py_ssize_t D) noexcept nogil
+    void swaref_exact_start_d(swaref_exact_t* X, int stage, const double* q, Py_ssize_t D) noexcept nogil
+    void swaref_exact_key_f(swaref_exact_t* X, int stage, const float* q, const float* k, const float* v,
+                            Py_ssize_t D, double* acc) noexcept nogil
+    void swaref_exact_key_d(swaref_exact_t* X, int stage, const double* q, const double* k, const double* v,
+                            Py_ssize_t D, double* acc) noexcept nogil
     void swaref_softcap_f(float* s, Py_ssize_t n, float cap) noexcept nogil
     void swaref_softcap_d(double* s, Py_ssize_t n, double cap) noexcept nogil
     void swaref_softcap_array_f(const float* x, float* y, Py_ssize_t n, float cap) noexcept nogil
@@ -392,77 +401,59 @@ cdef void _value_pass(const Rows* R, floating* sc, floating* o, floating* m, flo
 
 # ------------------------------------------------------ overflow fallback
 
-cdef inline void _exact_key(int stage, const floating* qrow, const floating* krow, const floating* vrow,
-                            Py_ssize_t D, double scale, double cap, double* m, double* l,
-                            double* acc) noexcept nogil:
-    """One visible key of _exact_row: stage 0 updates the running max m and sum l, stage 1 adds
-    its normalised weight times its value row to acc.  The score is recomputed in each stage
-    (the same float64 chain both times: a product of two floats is exact in float64), and
-    soft-capped when cap > 0: a score beyond float64 (float64 inputs) is +-inf first, as in the
-    reference, which the cap maps to +-cap."""
-    cdef double s = 0, w, qa = 0, ka = 0
-    cdef Py_ssize_t d
-    for d in range(D):
-        s = s + <double>qrow[d] * <double>krow[d]
-    s = s * scale
-    if cap > 0:
-        if s != s:                                       # +inf - inf in the chain: the sign from q/max|q|, k/max|k|
-            for d in range(D):
-                qa = fabs(qrow[d]) if fabs(qrow[d]) > qa else qa
-                ka = fabs(krow[d]) if fabs(krow[d]) > ka else ka
-            w = 0
-            for d in range(D):
-                w = w + (qrow[d] / qa) * (krow[d] / ka)
-            s = (scale * qa * ka) * w if w != 0 else 0.0
-        s = cap * tanh(s / cap)
-    if stage == 0:
-        if s > m[0]:                                     # a NaN score never passes: it reaches l below
-            l[0] = l[0] * exp(m[0] - s) + 1.0
-            m[0] = s
-        else:
-            l[0] = l[0] + exp(s - m[0])
-    else:
-        w = exp(s - m[0]) / l[0]
-        for d in range(D):
-            acc[d] = acc[d] + w * <double>vrow[d]
-
-
 cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* K, double scale, double cap,
                      const double* sink, double* acc, floating* orow) noexcept nogil:
     """The overflow fallback: one query row (position p, KV head g) recomputed in float64 as the
-    reference does (scores, max, sum, then normalised weights times values), so that neither a
-    score nor the unnormalised value sum can overflow where the reference's result is finite.
+    reference does (scores, max, sum, then normalised weights times values; scores beyond
+    float64 factored as the reference factors them), so that neither a score nor the
+    unnormalised value sum can overflow where the reference's result is finite.  The stages
+    and their arithmetic are swaref_exact_key's (swaref/_kernels.h).
 
     Its keys are the row's visible keys in increasing position (ring, then explicit keys), and
     its arithmetic depends on nothing else: the result is as chunk-, thread- and
-    rotation-invariant as the fast path's.  cap > 0: the soft cap (_exact_key); sink (NULL:
-    none): the row's float64 sink logit, which starts the running max and sum (m = sink, l = 1)
-    and has no value row.  acc: D doubles of scratch.
+    rotation-invariant as the fast path's.  cap > 0: the soft cap; sink (NULL: none): the row's
+    float64 sink logit.  acc: D doubles of scratch.
     """
     cdef const floating* k = <const floating*>K.k
     cdef const floating* v = <const floating*>K.v
     cdef const floating* ck = <const floating*>K.ck
     cdef const floating* cv = <const floating*>K.cv
-    cdef double m = -INFINITY if sink == NULL else sink[0], l = 0 if sink == NULL else 1
+    cdef swaref_exact_t X
     cdef int stage
     cdef int64_t j, lo = _first_seen(p, K.window)
     cdef Py_ssize_t i, slot, d, D = K.D, row = K.Hkv * K.D
+    swaref_exact_init(&X, scale, cap, sink)
     for d in range(D):
         acc[d] = 0
-    for stage in range(2):
+    for stage in range(6):
+        if (stage == 1 and X.overflow) or (stage == 2 and not X.overflow):
+            continue                                     # stages 0, 1, or 0, 2-5 (scores beyond float64)
+        if stage > 2 and not X.overflow:
+            break
+        if floating is float:
+            swaref_exact_start_f(&X, stage, <const float*>qrow, D)
+        else:
+            swaref_exact_start_d(&X, stage, <const double*>qrow, D)
         j = lo if lo > K.ring_lo else K.ring_lo
         while j <= K.ring_hi and j <= p:
             slot = j % K.C
             if K.cpos[slot] == j:
-                _exact_key(stage, qrow, ck + slot * row + g * D, cv + slot * row + g * D, D, scale, cap, &m, &l,
-                           acc)
+                _exact_key(&X, stage, qrow, ck + slot * row + g * D, cv + slot * row + g * D, D, acc)
             j += 1
         i = _lower_bound(K.k_pos, K.S, lo)
         while i < K.S and K.k_pos[i] <= p:
-            _exact_key(stage, qrow, k + i * row + g * D, v + i * row + g * D, D, scale, cap, &m, &l, acc)
+            _exact_key(&X, stage, qrow, k + i * row + g * D, v + i * row + g * D, D, acc)
             i += 1
     for d in range(D):
         orow[d] = <floating>acc[d]
+
+
+cdef inline void _exact_key(swaref_exact_t* X, int stage, const floating* q, const floating* k,
+                            const floating* v, Py_ssize_t D, double* acc) noexcept nogil:
+    if floating is float:
+        swaref_exact_key_f(X, stage, q, k, v, D, acc)
+    else:
+        swaref_exact_key_d(X, stage, q, k, v, D, acc)
 
 
 cdef void _finish_rows(const floating* q, const Rows* R, const Keys* K, const floating* o, const floating* l,

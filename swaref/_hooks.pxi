@@ -131,9 +131,10 @@ def transpose_kernel(const floating[:, ::1] rows, present):
 
 def tanh_kernel(x, cap=1.0):
     """The soft cap's tanh on a 1-D float32/float64 array: cap * tanh(x / cap) with the vector
-    formula of the score pass (swaref_softcap; cap = 1: tanh itself, exactly).
+    formula of the score pass (swaref_softcap; cap = 1: tanh itself, exactly), NaN where x is
+    not finite (the pass sends such a score's row to the float64 fallback).
 
-    Equals: numpy.tanh(x) within 4 ulp (long-double tanh as the truth); +-0, +-inf, NaN kept
+    Equals: numpy.tanh(x) within 4 ulp (long-double tanh as the truth) on finite x; tanh(+-0) = 0
     """
     x = np.ascontiguousarray(x)
     if x.ndim != 1:

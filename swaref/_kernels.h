@@ -215,13 +215,19 @@ static inline V swaref_vtanh_##SFX(V x) { \
     V res = (V)(((VI)th & ~sign) | ((VI)x & sign)); \
     return SWAREF_SEL(VI, V, x == x, res, x); \
 } \
-/* The soft cap of spec rule 3 on n scores (n a multiple of VL): s = cap * tanh(s / cap). */ \
+/* The soft cap of spec rule 3 on n scores (n a multiple of VL): s = cap * tanh(s / cap), and NaN \
+   where s is not finite.  A score chain that overflowed stays +-inf whatever its true value (a \
+   fused a + q*k never brings an infinite sum back), and the cap would turn that wrong inf into \
+   a finite +-cap: + (s - s) (0 for finite s) makes it NaN instead, so the row takes the float64 \
+   fallback like any other overflow. */ \
 static inline void swaref_softcap_##SFX(T* s, Py_ssize_t n, T cap) { \
-    for (Py_ssize_t i = 0; i < n; i += VL) \
-        SWAREF_ST(VU, s + i, cap * swaref_vtanh_##SFX(SWAREF_LD(VU, s + i) / cap)); \
+    for (Py_ssize_t i = 0; i < n; i += VL) { \
+        V x = SWAREF_LD(VU, s + i); \
+        SWAREF_ST(VU, s + i, cap * swaref_vtanh_##SFX(x / cap) + (x - x)); \
+    } \
 } \
-/* For the tests: y = cap * tanh(x / cap) elementwise (cap = 1: tanh itself, exactly: x / 1 and \
-   1 * t are exact), whole vectors, a tail padded with 0. */ \
+/* For the tests: y = cap * tanh(x / cap) elementwise, NaN for non-finite x (cap = 1: tanh \
+   itself, exactly: x / 1 and 1 * t are exact), whole vectors, a tail padded with 0. */ \
 static inline void swaref_softcap_array_##SFX(const T* x, T* y, Py_ssize_t n, T cap) { \
     for (Py_ssize_t i = 0; i < n; i += VL) { \
         T buf[VL] = {0}; \
@@ -559,8 +565,10 @@ SWAREF_EXPAND(SWAREF_DEFINE_TRANSPOSE, SWAREF_D)
      stage 2: max|k|;  stage 3: y* = max y (c >= 0) or min y (c < 0);
      stage 4: l = exp(sink shift) + sum exp(c (y - y*) + key shift);  stage 5: acc += (w / l) * v,
    with c (y - y*) = 0 where y = y* and the sink competing with t = c * y* (t = +inf: the sink
-   gets nothing, -inf: everything).  With a cap, a score that overflowed inside its chain
-   (+inf - inf = NaN) is recomputed scaled down, so it caps to +-c like the reference's +-inf. */
+   gets nothing, -inf: everything).  With a cap, a score from finite q, k that overflowed in its
+   chain (+-inf or NaN, not necessarily of the true sign: a fused multiply-add keeps an infinite
+   sum) is recomputed scaled down, so it caps to +-c like the reference's +-inf, or to its
+   finite value. */
 typedef struct {
     double scale, cap, sink;           /* cap 0: none */
     int has_sink, overflow;            /* overflow: a score beyond float64 in stage 0 (no cap) */
@@ -606,8 +614,8 @@ static inline void swaref_exact_key_##SFX(swaref_exact_t* X, int stage, const T*
     if (stage <= 1) { \
         s = swaref_exact_dot_##SFX(q, k, D, 1.0, 1.0) * X->scale; \
         if (X->cap > 0) { \
-            if (s != s) { \
-                double qa = swaref_maxabs_##SFX(q, D, 0.0), ka = swaref_maxabs_##SFX(k, D, 0.0); \
+            double qa = swaref_maxabs_##SFX(q, D, 0.0), ka = swaref_maxabs_##SFX(k, D, 0.0); \
+            if (s - s != 0 && qa - qa == 0 && ka - ka == 0) {   /* finite q, k: the score overflowed */ \
                 double y = swaref_exact_dot_##SFX(q, k, D, qa, ka); \
                 s = (y == 0) ? 0.0 : (X->scale * qa * ka) * y; \
             } \

@@ -94,7 +94,7 @@ directives = {
 ext = Extension(
     "swaref._core",
     ["swaref/_core.pyx"],
-    depends=["swaref/_kernels.h", "swaref/_hooks.pxi"],
+    depends=["swaref/_kernels.h", "swaref/_kernels.pxi", "swaref/_hooks.pxi"],
     include_dirs=[np.get_include()],
     extra_compile_args=compile_args,
     extra_link_args=link_args,

@@ -12,11 +12,12 @@ Layers
 1. ``_block``: the ``noexcept nogil`` core of one (KV head, query block) work
    item, on raw pointers, in four steps per key tile: ``_gather_tile``,
    ``_row_ranges``, ``_score_pass``, ``_value_pass``; then ``_finish_rows``.
-   Products, softmax step, tile transpose and exp are the C micro-kernels in
-   swaref/_kernels.h (Cython cannot keep an array of accumulators in
-   registers: measured about 2x slower); each has a test hook below
-   (``scores_kernel``, ``softmax_kernel``, ``value_kernel``,
-   ``transpose_kernel``, ``exp_kernel``; tests/test_kernels.py).
+   Products, softmax step, tile transpose, exp, the soft cap's tanh and the
+   overflow fallback's key step are C in swaref/_kernels.h (Cython cannot keep
+   an array of accumulators in registers: measured about 2x slower); the
+   micro-kernels have test hooks (swaref/_hooks.pxi: ``scores_kernel``,
+   ``softmax_kernel``, ``value_kernel``, ``transpose_kernel``, ``exp_kernel``,
+   ``tanh_kernel``; tests/test_kernels.py).
 2. ``_band_core``: ``noexcept nogil`` on ``const floating[:, :, ::1]``
    memoryviews (fused float/double); splits the work into items and runs them
    in an OpenMP ``prange`` (sequentially when built without OpenMP).
@@ -45,11 +46,15 @@ never on which other rows, chunk or thread share its work item:
   key is fixed.  A tile in which the row sees no key is skipped.
 * Scores: ``a_j = 0; a_j = a_j + q[d] * k_j[d]`` for d = 0, 1, ..., D-1 in
   that order (one chain per lane), then ``s_j = a_j * scale``; all in the
-  input precision.
+  input precision.  With ``softcap`` c: ``s_j = c * tanh(s_j / c)`` (tanh of
+  swaref/_kernels.h, vector only), NaN where s_j was not finite (an
+  overflowed chain: the row then takes the fallback below).
 * Online softmax (FlashAttention-style), per tile, with the visible keys V_t
   (present and ``p - W < j <= p``; all keys ``<= p`` when window is None):
   ``m_t = max_{j in V_t} s_j`` (exact, order-free); ``m' = max(m, m_t)``;
-  ``alpha = exp(m - m')`` (0 for the first tile, where m = -inf);
+  ``alpha = exp(m - m')``.  Each row starts at m = -inf, l = 0 (alpha = 0 on
+  its first tile), or with ``sinks`` at m = sink_h (cast once to the input
+  precision), l = 1: the sink enters every row first, whatever the tiling;
   ``p_j = exp(s_j - m')`` on visible lanes and exactly 0 on the others (a
   select, never a product);
   tile sum: 16 partial sums ``P_i = ((p_i + p_{i+16}) + p_{i+32}) + p_{i+48}``
@@ -60,12 +65,14 @@ never on which other rows, chunk or thread share its work item:
   position, then ``o[e] = o[e] * alpha + u[e]``.
 * Finally ``out[e] = o[e] / l``.
 * Overflow: if that row holds an Inf or NaN (a score, the scale product or
-  the unnormalised value sum passed the largest finite number; inputs inside
-  the window are finite, or the row is NaN anyway), the row is recomputed in
-  float64 as the reference does (``_exact_row``: scores, max, sum, then
-  normalised weights times values, keys in increasing position).  The test
-  reads only the row's own result, so which rows take this path, and their
-  bits, are as chunk-invariant as the fast path.
+  the unnormalised value sum passed the largest finite number, or a sink
+  beyond float32; inputs inside the window are finite, or the row is NaN
+  anyway), the row is recomputed in float64 as the reference does
+  (``_exact_row``: scores, capped, max with the float64 sink, sum, then
+  normalised weights times values, keys in increasing position; scores beyond
+  float64 factored as the reference factors them).  The test reads only the
+  row's own result, so which rows take this path, and their bits, are as
+  chunk-invariant as the fast path.
 * ``exp`` is swaref's own (swaref/_kernels.h): Cody-Waite reduction and a
   Taylor polynomial, relative error below 4 ulp on x <= 0, exactly 1 at 0 and
   exactly 0 below -708 (float64) / -87 (float32), where the true value is
@@ -85,11 +92,9 @@ arithmetic: their scores may be computed as by-products of the vectorised
 tile product, but they are replaced by -inf or 0 by selects and their values
 are never multiplied, so a NaN or Inf there cannot reach the output.
 
-Work split: items are (KV head, block of ``ROWS_PER_ITEM // G`` consecutive
-queries), run in an OpenMP ``prange`` with dynamic scheduling; each item
-gathers a tile's keys once, transposed (``kt[d, lane]``), and its values
-(``vt[lane, :]``, or pointers to them in place), into per-thread scratch, and
-runs its G x block rows over it.  Scratch is O(TILE x D + rows x (TILE + D)) per thread: no T x S array.
+Work split: items are (KV head, block of ``ROWS_PER_ITEM // G`` queries) in an
+OpenMP ``prange``; each gathers a tile's keys once into per-thread scratch,
+O(TILE x D + rows x (TILE + D)): no T x S array.
 """
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint64_t
@@ -98,46 +103,7 @@ from libc.string cimport memcpy
 
 import numpy as np
 
-cdef extern from "_kernels.h":
-    enum:
-        TILE "SWAREF_TILE"            # keys per tile: aligned position ranges [m*TILE, (m+1)*TILE)
-        MAX_SROWS "SWAREF_MAX_SROWS"  # rows of one score pass, at most
-    const int SWAREF_HAVE_OPENMP
-    const int SWAREF_SPAN_F, SWAREF_SPAN_D, SWAREF_PVSPAN_F, SWAREF_PVSPAN_D, SWAREF_SROWS_F, SWAREF_SROWS_D
-    int swaref_max_threads() noexcept nogil
-    void swaref_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
-    uint64_t swaref_range_bits(int ja, int jb) noexcept nogil
-    void swaref_exp_array_f(const float* x, float* y, Py_ssize_t n, int vector) noexcept nogil
-    void swaref_exp_array_d(const double* x, double* y, Py_ssize_t n, int vector) noexcept nogil
-    void swaref_scores_rows_f(int n, const float* const* q, const float* kt, Py_ssize_t D, float scale,
-                              float* const* s) noexcept nogil
-    void swaref_scores_rows_d(int n, const double* const* q, const double* kt, Py_ssize_t D, double scale,
-                              double* const* s) noexcept nogil
-    float swaref_softmax_f(float* s, uint64_t present, int ja, int jb, float* m, float* l) noexcept nogil
-    double swaref_softmax_d(double* s, uint64_t present, int ja, int jb, double* m, double* l) noexcept nogil
-    void swaref_value_rows_f(float* o, const float* al, const float* sc, const float** vp, const char* vis,
-                             const Py_ssize_t* ja, const Py_ssize_t* jb, Py_ssize_t r0, Py_ssize_t r1,
-                             Py_ssize_t D, Py_ssize_t span) noexcept nogil
-    void swaref_value_rows_d(double* o, const double* al, const double* sc, const double** vp, const char* vis,
-                             const Py_ssize_t* ja, const Py_ssize_t* jb, Py_ssize_t r0, Py_ssize_t r1,
-                             Py_ssize_t D, Py_ssize_t span) noexcept nogil
-    void swaref_transpose_tile_f(float* kt, const float* const* rows, Py_ssize_t off, Py_ssize_t D) noexcept nogil
-    void swaref_transpose_tile_d(double* kt, const double* const* rows, Py_ssize_t off, Py_ssize_t D) noexcept nogil
-    bint swaref_all_finite_f(const float* x, Py_ssize_t n) noexcept nogil
-    bint swaref_all_finite_d(const double* x, Py_ssize_t n) noexcept nogil
-    ctypedef struct swaref_exact_t:
-        int overflow
-    void swaref_exact_init(swaref_exact_t* X, double scale, double cap, const double* sink) noexcept nogil
-    void swaref_exact_start_f(swaref_exact_t* X, int stage, const float* q, Py_ssize_t D) noexcept nogil
-    void swaref_exact_start_d(swaref_exact_t* X, int stage, const double* q, Py_ssize_t D) noexcept nogil
-    void swaref_exact_key_f(swaref_exact_t* X, int stage, const float* q, const float* k, const float* v,
-                            Py_ssize_t D, double* acc) noexcept nogil
-    void swaref_exact_key_d(swaref_exact_t* X, int stage, const double* q, const double* k, const double* v,
-                            Py_ssize_t D, double* acc) noexcept nogil
-    void swaref_softcap_f(float* s, Py_ssize_t n, float cap) noexcept nogil
-    void swaref_softcap_d(double* s, Py_ssize_t n, double cap) noexcept nogil
-    void swaref_softcap_array_f(const float* x, float* y, Py_ssize_t n, float cap) noexcept nogil
-    void swaref_softcap_array_d(const double* x, double* y, Py_ssize_t n, double cap) noexcept nogil
+include "_kernels.pxi"          # the declarations of swaref/_kernels.h
 
 ctypedef fused floating:
     float

@@ -276,7 +276,7 @@ def rollback(cache: "RollingBufferCache", n: int) -> None:
         gone = np.arange(cache.next_position - n, cache.next_position, dtype=np.int64)
         cache.positions[slot_of(gone, cache.capacity)] = -1
         cache.n_seen -= n
-        cache.n_held -= n
+        cache.n_held -= min(n, cache.n_held)      # all n_seen back from a wrapped ring: more than it held
         cache.next_position -= n
 
 

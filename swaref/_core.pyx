@@ -67,10 +67,10 @@ never on which other rows, chunk or thread share its work item:
 * Overflow: if that row holds an Inf or NaN (a score, the scale product or
   the unnormalised value sum passed the largest finite number, or a sink
   beyond float32; inputs inside the window are finite, or the row is NaN
-  anyway), the row is recomputed in float64 as the reference does
-  (``_exact_row``: scores, capped, max with the float64 sink, sum, then
-  normalised weights times values, keys in increasing position; scores beyond
-  float64 factored as the reference factors them).  The test reads only the
+  anyway), the row is recomputed as the reference does
+  (``_exact_row``: scores, capped, max with the float64 sink, sum in long
+  double, which holds any float64 score; then normalised weights times values,
+  keys in increasing position).  The test reads only the
   row's own result, so which rows take this path, and their bits, are as
   chunk-invariant as the fast path.
 * ``exp`` is swaref's own (swaref/_kernels.h): Cody-Waite reduction and a
@@ -369,16 +369,16 @@ cdef void _value_pass(const Rows* R, floating* sc, floating* o, floating* m, flo
 
 cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* K, double scale, double cap,
                      const double* sink, double* acc, floating* orow) noexcept nogil:
-    """The overflow fallback: one query row (position p, KV head g) recomputed in float64 as the
-    reference does (scores, max, sum, then normalised weights times values; scores beyond
-    float64 factored as the reference factors them), so that neither a score nor the
-    unnormalised value sum can overflow where the reference's result is finite.  The stages
-    and their arithmetic are swaref_exact_key's (swaref/_kernels.h).
+    """The overflow fallback: one query row (position p, KV head g) recomputed as the reference
+    does (scores, capped, max, sum in long double, which holds any float64 score; then
+    normalised weights times values), so that neither a score nor the unnormalised value sum
+    can overflow where the reference's result is finite.  The arithmetic of one key is
+    swaref_exact_key's (swaref/_kernels.h).
 
     Its keys are the row's visible keys in increasing position (ring, then explicit keys), and
     its arithmetic depends on nothing else: the result is as chunk-, thread- and
     rotation-invariant as the fast path's.  cap > 0: the soft cap; sink (NULL: none): the row's
-    float64 sink logit.  acc: D doubles of scratch.
+    float64 sink logit, which starts the running max and sum.  acc: D doubles of scratch.
     """
     cdef const floating* k = <const floating*>K.k
     cdef const floating* v = <const floating*>K.v
@@ -391,15 +391,7 @@ cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* 
     swaref_exact_init(&X, scale, cap, sink)
     for d in range(D):
         acc[d] = 0
-    for stage in range(6):
-        if (stage == 1 and X.overflow) or (stage == 2 and not X.overflow):
-            continue                                     # stages 0, 1, or 0, 2-5 (scores beyond float64)
-        if stage > 2 and not X.overflow:
-            break
-        if floating is float:
-            swaref_exact_start_f(&X, stage, <const float*>qrow, D)
-        else:
-            swaref_exact_start_d(&X, stage, <const double*>qrow, D)
+    for stage in range(2):
         j = lo if lo > K.ring_lo else K.ring_lo
         while j <= K.ring_hi and j <= p:
             slot = j % K.C

@@ -474,10 +474,13 @@ static inline T swaref_softmax_##SFX(T* s, uint64_t present, int ja, int jb, T* 
     } \
     T mt = swaref_hmax_##SFX(mp); \
     T mnew = (mt > m[0]) ? mt : m[0]; \
-    T alpha = swaref_exp_##SFX(m[0] - mnew); \
+    /* While every visible score so far is -inf, shift by 0: exp(-inf - -inf) would be NaN, \
+       where each of those weights is exp(-inf) = 0.  A finite mnew is used as it is. */ \
+    T msafe = (mnew == -INFINITY) ? (T)0 : mnew; \
+    T alpha = swaref_exp_##SFX(m[0] - msafe); \
     for (int i = 0; i < NP; i++) ps[i] = (V){0}; \
     for (int i = 0; i < NV; i++) { \
-        V x = swaref_vexp_##SFX(SWAREF_LD(VU, s + VL * i) - mnew); \
+        V x = swaref_vexp_##SFX(SWAREF_LD(VU, s + VL * i) - msafe); \
         x = SWAREF_SEL(VI, V, on[i], x, ((V){0})); \
         SWAREF_ST(VU, s + VL * i, x); \
         ps[i % NP] = ps[i % NP] + x; \
@@ -554,91 +557,38 @@ SWAREF_EXPAND(SWAREF_DEFINE_TRANSPOSE, SWAREF_F)
 SWAREF_EXPAND(SWAREF_DEFINE_TRANSPOSE, SWAREF_D)
 
 /* ---- The overflow fallback, one key at a time (_exact_row in swaref/_core.pyx) -------------
-   One query row recomputed in float64 as the reference computes it (swaref/attention.py,
-   softmax_attend), visiting the row's keys in increasing position once per stage:
-     stage 0: scores (soft-capped if cap > 0), running max m and sum l; a sink starts them
-              (m = sink, l = 1) and has no value row;
+   One query row recomputed as the reference computes it (swaref/attention.py, softmax_attend),
+   visiting the row's keys in increasing position twice:
+     stage 0: the score, soft-capped if cap > 0, then the running max m and sum l; a sink starts
+              them (m = sink, l = 1) and has no value row;
      stage 1: acc += (exp(s - m) / l) * v.
-   A row whose float64 scores leave the range (no cap; float64 inputs or a huge scale) takes
-   stages 2-5 instead, the reference's factored scores s = c * y with c = scale * max|q| * max|k|
-   (max over the row's keys) and |y| <= D:
-     stage 2: max|k|;  stage 3: y* = max y (c >= 0) or min y (c < 0);
-     stage 4: l = exp(sink shift) + sum exp(c (y - y*) + key shift);  stage 5: acc += (w / l) * v,
-   with c (y - y*) = 0 where y = y* and the sink competing with t = c * y* (t = +inf: the sink
-   gets nothing, -inf: everything).  With a cap, a score from finite q, k that overflowed in its
-   chain (+-inf or NaN, not necessarily of the true sign: a fused multiply-add keeps an infinite
-   sum) is recomputed scaled down, so it caps to +-c like the reference's +-inf, or to its
-   finite value. */
+   Scores, max and sum are long double, whose exponent range holds scale * q.k for any finite
+   float64 q, k and scale: a float64 score that overflows is exact here, so the weights are the
+   reference's (which factors the magnitudes out for the same reason), a sink competes with the
+   true largest score, and the cap sees the true score (the reference's +-inf caps to the same
+   +-c).  A -inf score (a -inf key) weighs exp(-inf) = 0, even while m is still -inf. */
 typedef struct {
-    double scale, cap, sink;           /* cap 0: none */
-    int has_sink, overflow;            /* overflow: a score beyond float64 in stage 0 (no cap) */
-    double m, l, qa, ka, c, ystar, kshift;
+    long double scale, cap, m, l;      /* cap 0: none */
 } swaref_exact_t;
 static inline void swaref_exact_init(swaref_exact_t* X, double scale, double cap, const double* sink) {
-    swaref_exact_t x0 = {0};
-    *X = x0;
-    X->scale = scale; X->cap = cap; X->has_sink = sink != 0; X->sink = sink ? *sink : 0.0;
+    X->scale = scale; X->cap = cap;
+    X->m = sink ? (long double)*sink : -INFINITY;
+    X->l = sink ? 1.0L : 0.0L;
 }
 #define SWAREF_DEFINE_EXACT(SFX, T, V, VU, VI, IT, VL) \
-static inline double swaref_maxabs_##SFX(const T* x, Py_ssize_t D, double a) { \
-    for (Py_ssize_t d = 0; d < D; d++) a = (fabs((double)x[d]) > a) ? fabs((double)x[d]) : a; \
-    return a; \
-} \
-static inline double swaref_exact_dot_##SFX(const T* q, const T* k, Py_ssize_t D, double qa, double ka) { \
-    double s = 0; \
-    for (Py_ssize_t d = 0; d < D; d++) s = s + ((double)q[d] / qa) * ((double)k[d] / ka); \
-    return s; \
-} \
-static inline void swaref_exact_start_##SFX(swaref_exact_t* X, int stage, const T* q, Py_ssize_t D) { \
-    if (stage == 0) { \
-        X->m = X->has_sink ? X->sink : -INFINITY; X->l = X->has_sink ? 1.0 : 0.0; \
-        X->overflow = 0; \
-    } \
-    if (stage == 2) { X->qa = swaref_maxabs_##SFX(q, D, 0.0); X->qa = (X->qa > 0) ? X->qa : 1.0; X->ka = 0.0; } \
-    if (stage == 3) { \
-        X->ka = (X->ka > 0) ? X->ka : 1.0; \
-        X->c = X->scale * X->qa * X->ka; \
-        X->ystar = (X->c >= 0) ? -INFINITY : INFINITY; \
-    } \
-    if (stage == 4) { \
-        double t = X->c * X->ystar, m, sshift = -INFINITY; \
-        X->kshift = 0.0; \
-        if (X->has_sink && isfinite(t)) { m = (t > X->sink) ? t : X->sink; X->kshift = t - m; sshift = X->sink - m; } \
-        else if (X->has_sink && t < 0) { X->kshift = -INFINITY; sshift = 0.0; } \
-        X->l = exp(sshift); \
-    } \
-} \
 static inline void swaref_exact_key_##SFX(swaref_exact_t* X, int stage, const T* q, const T* k, const T* v, \
                                           Py_ssize_t D, double* acc) { \
-    double s, w; \
-    if (stage <= 1) { \
-        s = swaref_exact_dot_##SFX(q, k, D, 1.0, 1.0) * X->scale; \
-        if (X->cap > 0) { \
-            double qa = swaref_maxabs_##SFX(q, D, 0.0), ka = swaref_maxabs_##SFX(k, D, 0.0); \
-            if (s - s != 0 && qa - qa == 0 && ka - ka == 0) {   /* finite q, k: the score overflowed */ \
-                double y = swaref_exact_dot_##SFX(q, k, D, qa, ka); \
-                s = (y == 0) ? 0.0 : (X->scale * qa * ka) * y; \
-            } \
-            s = X->cap * tanh(s / X->cap); \
-        } else if (s - s != 0) { \
-            X->overflow = 1; \
-        } \
-        if (stage == 0) { \
-            if (s > X->m) { X->l = X->l * exp(X->m - s) + 1.0; X->m = s; }  /* a NaN never passes: it reaches l */ \
-            else X->l = X->l + exp(s - X->m); \
-        } else { \
-            w = exp(s - X->m) / X->l; \
-            for (Py_ssize_t d = 0; d < D; d++) acc[d] = acc[d] + w * (double)v[d]; \
-        } \
-        return; \
+    long double s = 0, w; \
+    for (Py_ssize_t d = 0; d < D; d++) s = s + (long double)q[d] * (long double)k[d]; \
+    s = s * X->scale; \
+    if (X->cap > 0) s = X->cap * tanhl(s / X->cap); \
+    if (stage == 0) { \
+        if (s > X->m) { X->l = X->l * expl(X->m - s) + 1.0L; X->m = s; }   /* a NaN never passes: it reaches l */ \
+        else if (s != -INFINITY) X->l = X->l + expl(s - X->m); \
+    } else { \
+        w = (s != -INFINITY) ? expl(s - X->m) / X->l : 0.0L; \
+        for (Py_ssize_t d = 0; d < D; d++) acc[d] = acc[d] + (double)w * (double)v[d]; \
     } \
-    if (stage == 2) { X->ka = swaref_maxabs_##SFX(k, D, X->ka); return; } \
-    s = swaref_exact_dot_##SFX(q, k, D, X->qa, X->ka);                  /* y */ \
-    if (stage == 3) { X->ystar = ((X->c >= 0) ? (s > X->ystar) : (s < X->ystar)) ? s : X->ystar; return; } \
-    w = exp(((s == X->ystar) ? 0.0 : X->c * (s - X->ystar)) + X->kshift); \
-    if (stage == 4) { X->l = X->l + w; return; } \
-    w = w / X->l; \
-    for (Py_ssize_t d = 0; d < D; d++) acc[d] = acc[d] + w * (double)v[d]; \
 }
 SWAREF_EXPAND(SWAREF_DEFINE_EXACT, SWAREF_F)
 SWAREF_EXPAND(SWAREF_DEFINE_EXACT, SWAREF_D)

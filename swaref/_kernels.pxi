@@ -30,10 +30,8 @@ cdef extern from "_kernels.h":
     bint swaref_all_finite_f(const float* x, Py_ssize_t n) noexcept nogil
     bint swaref_all_finite_d(const double* x, Py_ssize_t n) noexcept nogil
     ctypedef struct swaref_exact_t:
-        int overflow
+        pass
     void swaref_exact_init(swaref_exact_t* X, double scale, double cap, const double* sink) noexcept nogil
-    void swaref_exact_start_f(swaref_exact_t* X, int stage, const float* q, Py_ssize_t D) noexcept nogil
-    void swaref_exact_start_d(swaref_exact_t* X, int stage, const double* q, Py_ssize_t D) noexcept nogil
     void swaref_exact_key_f(swaref_exact_t* X, int stage, const float* q, const float* k, const float* v,
                             Py_ssize_t D, double* acc) noexcept nogil
     void swaref_exact_key_d(swaref_exact_t* X, int stage, const double* q, const double* k, const double* v,

@@ -264,6 +264,20 @@ def test_bad_rollback_is_rejected(n, words):
     assert c.next_position == 10
 
 
+def test_rollback_of_everything_from_a_wrapped_ring_then_more_tokens():
+    """n_held went negative when all n_seen tokens of a wrapped ring were rolled back, so a
+    later rollback within the limit was refused (found by the C port's author)."""
+    c = swaref.RollingBufferCache(4, 1, 1, dtype=np.float64, capacity=6)
+    x = np.arange(13, dtype=np.float64).reshape(13, 1, 1)
+    swaref.cache_write(c, x[:10], x[:10])
+    swaref.rollback(c, 10)
+    assert c.n_held == 0 and c.n_seen == 0 and (c.positions == -1).all() and c.next_position == 0
+    swaref.cache_write(c, x[:3], x[:3])
+    assert c.n_held == 3 and swaref.max_rollback(c) == 3
+    swaref.rollback(c, 2)
+    assert swaref.cache_view(c)[2].tolist() == [0] and c.next_position == 1
+
+
 def test_rollback_of_everything_leaves_an_empty_cache_that_continues():
     c = swaref.RollingBufferCache(4, 1, 1, dtype=np.float64, capacity=8)
     x = np.ones((3, 1, 1))

@@ -105,6 +105,8 @@ setup(
     ext_modules=cythonize(
         [ext],
         compiler_directives=directives,
-        force=DEBUG or SANITIZE,
+        # --force must regenerate the C too: cythonize otherwise keeps a _core.c generated with
+        # another build's directives (a debug build's checked division inside a release build).
+        force=DEBUG or SANITIZE or "--force" in sys.argv or "-f" in sys.argv,
     ),
 )

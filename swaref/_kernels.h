@@ -566,7 +566,8 @@ SWAREF_EXPAND(SWAREF_DEFINE_TRANSPOSE, SWAREF_D)
    float64 q, k and scale: a float64 score that overflows is exact here, so the weights are the
    reference's (which factors the magnitudes out for the same reason), a sink competes with the
    true largest score, and the cap sees the true score (the reference's +-inf caps to the same
-   +-c).  A -inf score (a -inf key) weighs exp(-inf) = 0, even while m is still -inf. */
+   +-c).  A -inf score (a -inf key) weighs exp(-inf) = 0, even while m is still -inf; a row of
+   only -inf scores and no sink is NaN. */
 typedef struct {
     long double scale, cap, m, l;      /* cap 0: none */
 } swaref_exact_t;
@@ -586,7 +587,9 @@ static inline void swaref_exact_key_##SFX(swaref_exact_t* X, int stage, const T*
         if (s > X->m) { X->l = X->l * expl(X->m - s) + 1.0L; X->m = s; }   /* a NaN never passes: it reaches l */ \
         else if (s != -INFINITY) X->l = X->l + expl(s - X->m); \
     } else { \
-        w = (s != -INFINITY) ? expl(s - X->m) / X->l : 0.0L; \
+        /* exp(-inf - m) = 0 for a finite m; a row whose every score is -inf (only from -inf \
+           inputs: long double cannot overflow here) is NaN, as IEEE and the reference say. */ \
+        w = (s == -INFINITY && X->m != -INFINITY) ? 0.0L : expl(s - X->m) / X->l; \
         for (Py_ssize_t d = 0; d < D; d++) acc[d] = acc[d] + (double)w * (double)v[d]; \
     } \
 }

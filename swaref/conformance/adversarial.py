@@ -170,8 +170,10 @@ def _set_values(prob, keys, value, keep):
 def boost_softmax(prob, gold_vis, dense, witnesses):
     """Make one query that hosts no 1.0 witness the witness of the case's softmax variants -> {its index}.
 
-    sinks: its scores (per head) sit halfway between the sink logit and the sink times the scale, less ln n,
-    where the sink's weight changes most between the two, and its keys' values are +3.5.  softcap: the
+    sinks: one of its keys scores (per head) halfway between the sink logit and the sink times the scale,
+    where the sink's weight changes most between the two, the others <= -40, and that key's value is +3.5
+    if no 1.0 witness query sees it (else the key of largest values is taken); with a sink near or below 0,
+    all its keys score halfway less ln n.  softcap: the
     query whose dense row holds the most masked keys; its visible scores are -10 before the cap (-softcap
     after it, exactly where a mask added before the cap puts the masked keys), visible values +3.5 and
     masked ones -3.5, so a leak moves the output by up to 7.  Values of keys a 1.0 witness query may see
@@ -191,8 +193,18 @@ def boost_softmax(prob, gold_vis, dense, witnesses):
         return set()
     if prob.sinks is not None:
         t = max(free, key=lambda u: (len(set(gold_vis[u]) - keep), u))
-        _set_scores(prob, t, gold_vis[t], prob.sinks * (1.0 + prob.scale) / 2.0 - math.log(len(gold_vis[t])))
-        _set_values(prob, gold_vis[t], BOOST_VALUE, keep)
+        mid = prob.sinks * (1.0 + prob.scale) / 2.0
+        if mid.min() >= 0.1:          # one key at mid, the others at <= -40: the row is that key and the sink
+            keys = list(gold_vis[t])
+            star = max(keys, key=lambda j: (j not in keep and not prob.poisoned[j], np.abs(prob.v[j]).min(), j))
+            _set_scores(prob, t, [star], mid)
+            for j in keys:
+                if j != star and not prob.poisoned[j]:
+                    prob.k[j, :, s.D - 1] = -AXIS_KEY * 40.0 / mid.min()
+            _set_values(prob, [star], BOOST_VALUE, keep)
+        else:
+            _set_scores(prob, t, gold_vis[t], mid - math.log(len(gold_vis[t])))
+            _set_values(prob, gold_vis[t], BOOST_VALUE, keep)
     else:
         t = max(free, key=lambda u: (len(dense[u]) - len(gold_vis[u]), u))
         masked = set(dense[t]) - set(gold_vis[t])

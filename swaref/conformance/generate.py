@@ -260,8 +260,8 @@ def _applicable(prob, bug):
     if bug == "no_wrap" and s.window is None:
         return False
     gold_vis, _, gold_st, _ = simulate(prob, None)
-    if bug == "wrong_scale":                       # the scale only matters where a query sees two keys
-        return any(len(v) >= 2 for v in gold_vis)
+    if bug == "wrong_scale":           # the scale only matters where a query sees two keys, or a key and a sink
+        return any(len(v) >= (1 if prob.sinks is not None else 2) for v in gold_vis)
     vis, _, st, _ = simulate(prob, bug)
     if vis != gold_vis:
         return True

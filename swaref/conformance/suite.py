@@ -147,6 +147,8 @@ def _check_golden(entry, tensors, dtypes):
         return
     for n in ("q", "expected.out", "expected.out_atol"):
         _want(n in tensors, cid, f"no tensor {n!r}")
+    _want(sorted(entry["features"]) == _features_of(tensors), cid,
+          f"features {entry['features']} disagree with the inputs (which need {_features_of(tensors)})")
     out, atol = tensors["expected.out"], tensors["expected.out_atol"]
     _want(dtypes["expected.out"] == dtypes["expected.out_atol"] == "F64", cid, "golden results must be F64")
     _want(out.ndim == 3 and out.shape == tensors["q"].shape and atol.shape == out.shape[:1], cid,
@@ -155,6 +157,18 @@ def _check_golden(entry, tensors, dtypes):
           "golden outputs must be finite and tolerances finite and > 0")
     if entry["op"] != "attention":
         _check_golden_trace(cid, entry["dtype"], tensors, dtypes)
+
+
+def _features_of(tensors):
+    """The spec 1.1 features a valid case's inputs need: what --skip-feature must leave out."""
+    f = {n for n in ("softcap", "sinks") if n in tensors}
+    if "window" in tensors and "capacity" in tensors and tensors["capacity"].size == tensors["window"].size == 1 \
+            and int(tensors["capacity"].reshape(-1)[0]) > int(tensors["window"].reshape(-1)[0]):
+        f.add("slack")
+    if "steps" in tensors and tensors["steps"].ndim == 2 and tensors["steps"].shape[1:] == (2,) \
+            and bool((tensors["steps"][:, 0] == 2).any()):
+        f.add("rollback")
+    return sorted(f)
 
 
 def _check_golden_trace(cid, dtype, tensors, dtypes):

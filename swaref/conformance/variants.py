@@ -1,12 +1,14 @@
-"""Simulators of the correct algorithm and of its known-wrong variants, and adversarial inputs.
+"""Simulators of the correct algorithm and of its known-wrong variants.
 
 ``Problem`` holds one valid case's inputs and its key table; ``simulate`` runs
-the correct rule or a wrong variant (``WRONG_VARIANTS``) and says which keys
-each query sees and what the ring holds after each step; ``softmax_rows`` and
-``row_tolerance`` turn that into outputs and tolerances.  The generator uses
-them to make inputs adversarial (``boost``: each variant's extra or missing key
-gets a large logit and a distinct value) and to record by how much each variant
-misses; the judge uses them to name the variant a failing port matches.
+the correct rule or a wrong variant (``WRONG_VARIANTS``) through the case's
+steps (prefill chunks, decode tokens, rollbacks) and says which keys each query
+sees, which its dense score row holds and what the ring holds after each step;
+``softmax_rows`` (with the case's softcap and sinks, as a softmax variant
+computes them) and ``row_tolerance`` turn that into outputs and tolerances.  The
+generator uses them (with ``adversarial``) to make inputs adversarial and to
+record by how much each variant misses; the judge uses them to name the variant
+a failing port matches.
 """
 import collections
 import math

@@ -175,7 +175,7 @@ class CaseSpec:
         f = {"softcap"} if self.softcap is not None else set()
         f |= {"sinks"} if self.sinks is not None else set()
         f |= {"slack"} if self.window is not None and self.capacity > self.window else set()
-        f |= {"rollback"} if any(op == ROLLBACK for op, _ in self.steps) else set()
+        f |= {"rollback"} if self.steps else set()           # a port without rollback reads no 'steps'
         return sorted(f)
 
 

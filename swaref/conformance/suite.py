@@ -165,8 +165,7 @@ def _features_of(tensors):
     if "window" in tensors and "capacity" in tensors and tensors["capacity"].size == tensors["window"].size == 1 \
             and int(tensors["capacity"].reshape(-1)[0]) > int(tensors["window"].reshape(-1)[0]):
         f.add("slack")
-    if "steps" in tensors and tensors["steps"].ndim == 2 and tensors["steps"].shape[1:] == (2,) \
-            and bool((tensors["steps"][:, 0] == 2).any()):
+    if "steps" in tensors:
         f.add("rollback")
     return sorted(f)
 

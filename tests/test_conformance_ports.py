@@ -5,6 +5,7 @@ The correct ports are swaref's reference and compiled kernel
 ports are written here from swaref's public primitives, one known bug each,
 and every case where the bug is applicable must FAIL and name it.
 """
+import json
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 import swaref
 from swaref import conformance as C
+from swaref.conformance.schema import errors as schema_errors, load_schema
 
 from conformance_helpers import broken_port, core_suite, run, statuses, valid_ids
 
@@ -192,14 +194,17 @@ def test_sink_left_out_of_the_max_cannot_be_separated(suite):
 
 
 @pytest.mark.parametrize("bug", C.variants.NEGATIVE_VARIANTS)
-def test_ports_accepting_what_they_must_refuse_fail_and_are_named(suite, bug):
+def test_ports_accepting_what_they_must_refuse_fail_and_are_named(suite, bug, tmp_path):
     """A port that serves a rollback beyond max_rollback fails exactly the negative cases marked for it."""
     d, m = suite
     neg = [c for c in m["cases"] if c["expect"] == "invalid" and c["error_kinds"] == ["rollback"]]
     must_fail = {c["id"] for c in neg if c.get("wrong_variants", {}).get(bug, {}).get("applicable")}
-    code, lines = run(d, broken_port(bug), only={c["id"] for c in neg})
+    code, lines = run(d, broken_port(bug), only={c["id"] for c in neg}, json_report=str(tmp_path / "r.json"))
     st = statuses(lines)
     assert must_fail and code == 1
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert not schema_errors(doc, load_schema("report"))
+    assert {c["case_id"] for c in doc["cases"] if c["matches_variants"] == [bug]} == must_fail
     assert {i for i, s_ in st.items() if s_ == "FAIL"} == must_fail, lines
     assert all(f"matches known wrong variant {bug} " in l for l in lines if l.startswith("FAIL"))
     assert run(d, broken_port(None), only={c["id"] for c in neg})[0] == 0

@@ -347,3 +347,19 @@ def test_generator_handles_any_case_and_its_bugs_are_caught(spec, tmp_path_facto
         if c["wrong_variants"][bug]["applicable"]:
             code, lines = run(d, broken_port(bug))
             assert code == 1, (bug, lines)
+
+
+def test_worked_rollback_example_of_the_docs():
+    """docs/conformance.md, 'Inputs added by spec 1.1': the W = 4, C = 6 rollback trace as a case."""
+    spec = C.cases.traced(C.CaseSpec("decode", window=4, capacity=6), ((0, 10), (2, 3), (1, 1)))
+    tensors, entry = C.build_case(spec)
+    assert tensors["steps"][0].tolist() == [[0, 10], [2, 3], [1, 1]]
+    assert tensors["schedule"][0].tolist() == [10] and int(tensors["n_decode"][0]) == 1
+    assert tensors["expected.cache_pos"][0].tolist() == [[6, 7, 8, 9, 4, 5], [6, -1, -1, -1, 4, 5],
+                                                         [6, 7, -1, -1, 4, 5]]
+    assert tensors["expected.out"][0].shape[0] == 11 and entry["features"] == ["rollback", "slack"]
+    neg = C.cases.traced(C.CaseSpec("decode", window=4, capacity=6), ((0, 10), (2, 4), (1, 1)))
+    with pytest.raises(swaref.SwarefError) as e:
+        C.reference_port({n: np.asarray(a) for n, (a, _) in G._input_tensors(
+            C.variants.Problem(neg, np.random.default_rng(0))).items()}, {"op": "decode", "dtype": "float32"})
+    assert e.value.kind == "rollback" and "position 3" in str(e.value)

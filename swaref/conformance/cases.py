@@ -103,7 +103,11 @@ class CaseSpec:
     positions starting at ``start`` (with ``gaps``, keys skip positions).
     prefill/decode: tokens at start, start+1, ...; ``hist`` tokens of history
     (start-hist .. start-1) are handed over as an initial cache state.
-    ``error`` names a negative case (see ``NEGATIVE``).
+    ``error`` names a negative case (see ``NEGATIVE``, ``NEGATIVE_1_1``).
+    Spec 1.1: ``softcap`` the cap; ``sinks`` the level of the sink logits (each
+    head's is level + U(-1, 1), drawn after q, k, v); ``neg_row``: one query's
+    scores are all very negative; ``capacity`` > ``window``: slack; ``steps``:
+    the trace as (op, n) pairs with rollbacks (build it with ``traced``).
     """
     op: str
     dtype: str = "float32"

@@ -204,6 +204,7 @@ def problem_of(entry, case):
     sinks = np.asarray(t["sinks"], dtype=np.float64) if "sinks" in t else None
     q, k, v = f64["q"], f64["k"], f64["v"]
     Hq, Hkv, D = q.shape[1], k.shape[1], q.shape[2]
+    # CaseSpec.sinks is a level (it only says "has sinks" here); the values go to Problem.from_arrays
     common = {"scale": real("scale"), "softcap": real("softcap"), "sinks": None if sinks is None else 1.0}
     if entry["op"] == "attention":
         spec = CaseSpec("attention", entry["dtype"], Hq, Hkv, D, scalar("window"), q.shape[0], k.shape[0], **common)

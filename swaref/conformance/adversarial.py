@@ -221,6 +221,9 @@ def very_negative_row(prob, gold_vis, witness_queries):
     s = prob.spec
     if len(witness_queries) >= s.D - 1:
         raise GeneratorError(f"{s.case_id}: a very negative row needs head_dim > witnesses + 1")
-    t = max(t for t in range(len(gold_vis)) if t not in witness_queries and gold_vis[t])
+    free = [t for t in range(len(gold_vis)) if t not in witness_queries and gold_vis[t]]
+    if not free:
+        raise GeneratorError(f"{s.case_id}: a very negative row needs a query that hosts no witness")
+    t = free[-1]
     _set_scores(prob, t, gold_vis[t], np.full(s.Hq, NEG_ROW_LOGIT))
     prob.quantize()

@@ -394,8 +394,9 @@ def full_cases_1_1():
             D = (2, 16, 64, 8, 32)[i % 5]
             low = dt in ("float16", "bfloat16")
             cap = (1.0, 2.0, 3.0)[i % 3] if low else (1.0, 3.0, 6.0)[i % 3]
-            T = 2 * W + 3
+            T = (2 * W + 3, W, W + 1)[(i // 3) % 3]           # past the window, at its edge, one beyond
             cases.append(CaseSpec("attention", dt, Hq, Hkv, D, W, T, T + 3 * W + 4, start=(0, 7)[i % 2], softcap=cap))
+            T = 2 * W + 3
             cases.append(CaseSpec("attention", dt, Hq, Hkv, D, W, T, T + i % 3, sinks=(-1.0, 0.5, 2.0)[i % 3],
                                   neg_row=D >= 8 and i % 2 == 1))
             C = W + (1, 2, W)[i % 3]

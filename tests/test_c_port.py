@@ -102,3 +102,103 @@ def test_c_port_reports_unreadable_input(built, tmp_path):
     bad.write_bytes(b"\x10\x00\x00")
     r = subprocess.run([exe, str(bad), str(tmp_path / "x.out.safetensors")], capture_output=True, text=True)
     assert r.returncode == 1 and "too short" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# Spec 1.1 features on hand-written case files (docs/conformance.md, "Inputs added by
+# spec 1.1"), judged against swaref's NumPy reference.  These do not need the 1.1 golden
+# vectors, and they also reach inputs the suites do not hold (scores beyond float64).
+# ---------------------------------------------------------------------------
+
+import json  # noqa: E402
+
+import swaref  # noqa: E402
+
+
+def _run_case(exe, tmp_path, tensors, op, name="case"):
+    """Write a case file, run the port on it -> ("out", {name: array}) or ("err", kind)."""
+    case = tmp_path / f"{name}.safetensors"
+    out = tmp_path / f"{name}.out.safetensors"
+    err = tmp_path / f"{name}.err.json"
+    for p in (out, err):
+        if p.exists():
+            p.unlink()
+    ST.write(case, tensors, metadata={"op": op, "input_digest": "0" * 64})
+    r = subprocess.run([exe, str(case), str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert out.exists() != err.exists(), "the port must write exactly one of .out and .err.json"
+    if err.exists():
+        return "err", json.loads(err.read_text())["kind"]
+    return "out", ST.read(out)[0]
+
+
+def _attention_case(rng, T=6, S=9, Hq=4, Hkv=2, D=5, window=4, mag=1.0, **extra):
+    q = rng.standard_normal((T, Hq, D)) * mag
+    k = rng.standard_normal((S, Hkv, D)) * mag
+    v = rng.standard_normal((S, Hkv, D))
+    k_pos = np.arange(S, dtype=np.int64)
+    t = {"q": q, "k": k, "v": v, "k_pos": k_pos, "q_pos": k_pos[S - T:].copy()}
+    if window is not None:
+        t["window"] = np.array(window, dtype=np.int64)
+    t.update(extra)
+    return t
+
+
+def _reference(t):
+    return swaref.attention(t["q"], t["k"], t["v"], window=int(t["window"]) if "window" in t else None,
+                            q_pos=t["q_pos"], k_pos=t["k_pos"],
+                            scale=float(t["scale"]) if "scale" in t else None,
+                            softcap=float(t["softcap"]) if "softcap" in t else None,
+                            sinks=t.get("sinks"))
+
+
+@pytest.mark.parametrize("variant", ["softcap", "sinks", "softcap_scaled", "sinks_dominant", "window1"])
+def test_c_port_softcap_and_sinks_match_the_reference(built, tmp_path, variant):
+    _, exe, _ = built
+    rng = np.random.default_rng(11)
+    extra = {
+        "softcap": {"softcap": np.array(0.7)},
+        "sinks": {"sinks": rng.standard_normal(4) * 2},
+        "softcap_scaled": {"softcap": np.array(3.0), "scale": np.array(2.5)},
+        "sinks_dominant": {"sinks": np.array([30.0, -30.0, 5.0, 0.0])},
+        "window1": {"sinks": np.array([0.0, 1.0, -1.0, 2.0]), "window": np.array(1, dtype=np.int64)},
+    }[variant]
+    t = _attention_case(rng, mag=3.0, **extra)
+    kind, res = _run_case(exe, tmp_path, t, "attention")
+    assert kind == "out", res
+    np.testing.assert_allclose(res["out"], _reference(t), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("variant", ["plain", "sinks", "softcap", "negative_scale", "sink_wins"])
+def test_c_port_scores_beyond_float64_stay_finite(built, tmp_path, variant):
+    """Spec 1.0.1, finite input -> finite output, where scale * q.k overflows float64."""
+    _, exe, _ = built
+    rng = np.random.default_rng(7)
+    extra = {"plain": {}, "sinks": {"sinks": np.array([1e300, -2.0, 0.5, 3.0])},
+             "softcap": {"softcap": np.array(20.0)}, "negative_scale": {"scale": np.array(-1e10)},
+             "sink_wins": {"scale": np.array(-1e100), "sinks": np.array([0.0, 1.0, 2.0, 3.0])}}[variant]
+    t = _attention_case(rng, mag=1e160, **extra)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.einsum("thd,shd->ths", t["q"][:, :2], t["k"][:, :1])).all()
+    want = _reference(t)
+    assert np.isfinite(want).all()
+    kind, res = _run_case(exe, tmp_path, t, "attention")
+    assert kind == "out", res
+    assert np.isfinite(res["out"]).all()
+    np.testing.assert_allclose(res["out"], want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("extra, kind", [
+    ({"softcap": np.array(0.0)}, "softcap"),
+    ({"softcap": np.array(-1.0)}, "softcap"),
+    ({"softcap": np.array(np.inf)}, "softcap"),
+    ({"softcap": np.array(np.nan)}, "softcap"),
+    ({"sinks": np.zeros(3)}, "sinks"),
+    ({"sinks": np.array([0.0, np.nan, 0.0, 0.0])}, "sinks"),
+    ({"sinks": np.array([0.0, 0.0, -np.inf, 0.0])}, "sinks"),
+    ({"softcap": np.array(5.0), "sinks": np.zeros(4)}, "argument"),
+])
+def test_c_port_rejects_bad_softcap_and_sinks(built, tmp_path, extra, kind):
+    _, exe, _ = built
+    t = _attention_case(np.random.default_rng(0), **extra)
+    assert _run_case(exe, tmp_path, t, "attention") == ("err", kind)

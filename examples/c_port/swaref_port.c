@@ -270,7 +270,35 @@ typedef struct {
     int has_window;
     int64_t W;
     double scale;
+    int has_softcap;      /* spec 1.1: logit soft-capping s <- c * tanh(s / c) */
+    double softcap;
+    double *sinks;        /* spec 1.1: one learned sink logit per query head, or NULL */
 } Problem;
+
+/* softcap and sinks (spec 1.1, rule 3).  Either is optional; both together are
+ * undefined by the spec (no model uses both) and rejected as "argument". */
+static void check_softmax_variants(Problem *P) {
+    Tensor *c = find("softcap"), *s = find("sinks");
+    int64_t h;
+    P->has_softcap = 0;
+    P->sinks = NULL;
+    if (c) {
+        double *x;
+        if (!is_float(c) || numel(c) != 1) reject("softcap", "softcap must be one real number");
+        x = as_double(c);
+        if (!isfinite(x[0]) || !(x[0] > 0)) reject("softcap", "softcap must be finite and > 0");
+        P->has_softcap = 1;
+        P->softcap = x[0];
+    }
+    if (s) {
+        if (!is_float(s) || s->ndim != 1 || s->shape[0] != P->Hq)
+            reject("sinks", "sinks must be [Hq] real numbers (one logit per query head)");
+        P->sinks = as_double(s);
+        for (h = 0; h < P->Hq; h++)
+            if (!isfinite(P->sinks[h])) reject("sinks", "sinks must be finite");
+    }
+    if (c && s) reject("argument", "softcap and sinks together are not defined (no model uses both)");
+}
 
 static void check_qkv(Problem *P) {
     Tensor *q = find("q"), *k = find("k"), *v = find("v");
@@ -301,36 +329,155 @@ static int visible(const Problem *P, int64_t p, int64_t j) {
     return j <= p && (!P->has_window || j > p - P->W);
 }
 
-/* out[Hq*D] = softmax attention of query row qrow over the n keys whose positions are visible.
- * keys[i] / vals[i] point at [Hkv*D] rows; returns 0 when no key is visible. */
+/* ------------------------------------------------------------------ */
+/* The softmax of one query head over its visible keys (rule 3)        */
+/* ------------------------------------------------------------------ */
+
+/* One query head against the n keys it sees: krow[i] points at that key's [D] row
+ * for the head's KV group, vrow[i] at the value row.  s and y are scratch of n. */
+typedef struct {
+    const double *q;
+    const double **krow, **vrow;
+    int64_t n, D;
+} Head;
+
+static double dot(const double *a, const double *b, int64_t D) {
+    double s = 0.0;
+    int64_t d;
+    for (d = 0; d < D; d++) s += a[d] * b[d];
+    return s;
+}
+
+static int all_finite(const double *x, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* Spec 1.0.1, "finite input, finite output": the scores of finite q and k overflowed
+ * float64 iff some score is not finite while q and every visible key row are. */
+static int scores_overflowed(const Head *H, const double *s) {
+    int64_t i;
+    if (all_finite(s, H->n) || !all_finite(H->q, H->D)) return 0;
+    for (i = 0; i < H->n; i++)
+        if (!all_finite(H->krow[i], H->D)) return 0;
+    return 1;
+}
+
+/* Scores that overflowed, as s_i = c * y_i: c = scale * max|q| * max|k| carries the
+ * magnitude (it may be +-inf), y_i = (q / max|q|) . (k_i / max|k|) is finite, |y_i| <= D. */
+static double factored_scores(const Head *H, double scale, double *y) {
+    double qa = 0.0, ka = 0.0;
+    int64_t i, d;
+    for (d = 0; d < H->D; d++) qa = fmax(qa, fabs(H->q[d]));
+    for (i = 0; i < H->n; i++)
+        for (d = 0; d < H->D; d++) ka = fmax(ka, fabs(H->krow[i][d]));
+    if (qa == 0.0) qa = 1.0;
+    if (ka == 0.0) ka = 1.0;
+    for (i = 0; i < H->n; i++) {
+        double t = 0.0;
+        for (d = 0; d < H->D; d++) t += (H->q[d] / qa) * (H->krow[i][d] / ka);
+        y[i] = t;
+    }
+    return scale * qa * ka;
+}
+
+/* s <- s - m and *sink <- sink - m, m = max(max_i s_i, sink): every shifted logit <= 0. */
+static void shift_by_max(double *s, int64_t n, const double *sink, double *sink_shift) {
+    double m = -INFINITY;
+    int64_t i;
+    for (i = 0; i < n; i++)
+        if (s[i] > m) m = s[i];
+    if (sink && *sink > m) m = *sink;
+    for (i = 0; i < n; i++) s[i] -= m;
+    if (sink) *sink_shift = *sink - m;
+}
+
+/* shift_by_max for scores that overflowed float64 (no softcap), from s = c * y:
+ * s_i - max s = c * (y_i - y*), y* the max of y (c >= 0) or its min (c < 0); it is 0
+ * where y_i == y* even when c overflowed (inf * 0 would be NaN), -inf (weight 0, as the
+ * exact weight underflows) elsewhere when c did.  A sink competes with t = c * y*, the
+ * largest score: t = +inf leaves it no weight, t = -inf gives it all. */
+static void shift_overflowed(double c, const double *y, int64_t n, double *s, const double *sink,
+                             double *sink_shift) {
+    double ystar = y[0], t, key_shift = 0.0;
+    int64_t i;
+    for (i = 1; i < n; i++)
+        if (c >= 0 ? y[i] > ystar : y[i] < ystar) ystar = y[i];
+    for (i = 0; i < n; i++) s[i] = y[i] == ystar ? 0.0 : c * (y[i] - ystar);
+    if (!sink) return;
+    t = c * ystar;
+    if (isfinite(t)) {
+        double m = fmax(t, *sink);
+        key_shift = t - m;
+        *sink_shift = *sink - m;
+    } else if (t > 0) {
+        *sink_shift = -INFINITY;
+    } else {
+        key_shift = -INFINITY;
+        *sink_shift = 0.0;
+    }
+    for (i = 0; i < n; i++) s[i] += key_shift;
+}
+
+/* o[D] = sum_i w_i v_i for one query head (spec rule 3, steps 2-5, in this order):
+ * scale, then the optional cap, then the softmax over the visible keys only (with the
+ * optional sink logit in the denominator and the maximum, never scaled, no value row). */
+static void attend_head(const Problem *P, const Head *H, const double *sink, double *s, double *y,
+                        double *o) {
+    double sink_shift = 0.0, sum = 0.0;
+    int64_t i, d;
+    int overflow;
+    for (i = 0; i < H->n; i++) s[i] = P->scale * dot(H->q, H->krow[i], H->D);
+    overflow = scores_overflowed(H, s);
+    if (P->has_softcap) {
+        const double c = P->softcap;
+        if (overflow) {                          /* +-inf beyond float64, which the cap maps to +-c */
+            double f = factored_scores(H, P->scale, y);
+            for (i = 0; i < H->n; i++) s[i] = y[i] == 0.0 ? 0.0 : f * y[i];
+        }
+        for (i = 0; i < H->n; i++) s[i] = c * tanh(s[i] / c);
+        shift_by_max(s, H->n, sink, &sink_shift);
+    } else if (overflow) {
+        double f = factored_scores(H, P->scale, y);
+        shift_overflowed(f, y, H->n, s, sink, &sink_shift);
+    } else {
+        shift_by_max(s, H->n, sink, &sink_shift);
+    }
+    for (d = 0; d < H->D; d++) o[d] = 0.0;
+    for (i = 0; i < H->n; i++) {
+        double w = exp(s[i]);
+        sum += w;
+        for (d = 0; d < H->D; d++) o[d] += w * H->vrow[i][d];
+    }
+    if (sink) sum += exp(sink_shift);            /* the sink joins the denominator only */
+    for (d = 0; d < H->D; d++) o[d] /= sum;
+}
+
+/* out[Hq*D] = attention of query row qrow at position p over those of the n keys
+ * (keys[i] / vals[i]: [Hkv*D] rows at positions pos[i]) that it sees.  Returns 0 when
+ * it sees none (the caller rejects).  Keys outside the window are never read. */
 static int attend(const Problem *P, const double *qrow, int64_t p, double **keys, double **vals,
                   const int64_t *pos, int64_t n, double *out) {
-    int64_t G = P->Hq / P->Hkv, h, i, d, seen = 0;
-    for (h = 0; h < P->Hq; h++) {
+    int64_t G = P->Hq / P->Hkv, h, i, nv = 0;
+    int64_t *vis = xmalloc((size_t)n * sizeof *vis);
+    const double **krow = xmalloc((size_t)n * sizeof *krow), **vrow = xmalloc((size_t)n * sizeof *vrow);
+    double *s = xmalloc((size_t)n * sizeof *s), *y = xmalloc((size_t)n * sizeof *y);
+    for (i = 0; i < n; i++)
+        if (visible(P, p, pos[i])) vis[nv++] = i;
+    for (h = 0; nv && h < P->Hq; h++) {
         int64_t g = h / G;                                   /* GQA: contiguous groups */
-        double mx = -INFINITY, sum = 0.0;
-        const double *qh = qrow + h * P->D;
-        double *o = out + h * P->D;
-        for (d = 0; d < P->D; d++) o[d] = 0.0;
-        for (i = 0; i < n; i++) {                            /* pass 1: the largest logit */
-            double s = 0.0;
-            if (!visible(P, p, pos[i])) continue;
-            for (d = 0; d < P->D; d++) s += qh[d] * keys[i][g * P->D + d];
-            s *= P->scale;
-            if (s > mx) mx = s;
+        Head H;
+        for (i = 0; i < nv; i++) {
+            krow[i] = keys[vis[i]] + g * P->D;
+            vrow[i] = vals[vis[i]] + g * P->D;
         }
-        for (i = 0; i < n; i++) {                            /* pass 2: weights and the weighted sum */
-            double s = 0.0, w;
-            if (!visible(P, p, pos[i])) continue;
-            seen++;
-            for (d = 0; d < P->D; d++) s += qh[d] * keys[i][g * P->D + d];
-            w = exp(s * P->scale - mx);
-            sum += w;
-            for (d = 0; d < P->D; d++) o[d] += w * vals[i][g * P->D + d];
-        }
-        for (d = 0; d < P->D; d++) o[d] /= sum;
+        H.q = qrow + h * P->D; H.krow = krow; H.vrow = vrow; H.n = nv; H.D = P->D;
+        attend_head(P, &H, P->sinks ? &P->sinks[h] : NULL, s, y, out + h * P->D);
     }
-    return seen > 0;
+    free(vis); free(krow); free(vrow); free(s); free(y);
+    return nv > 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -406,6 +553,7 @@ static void run_attention(const char *out_path) {
     check_qkv(&P);
     kp = positions("k_pos", P.S);
     qp = positions("q_pos", P.T);
+    check_softmax_variants(&P);
     keys = xmalloc((size_t)P.S * sizeof *keys);
     vals = xmalloc((size_t)P.S * sizeof *vals);
     for (j = 0; j < P.S; j++) {
@@ -427,29 +575,169 @@ static void run_attention(const char *out_path) {
 }
 
 /* ------------------------------------------------------------------ */
-/* prefill / decode trace over a rolling buffer of C slots              */
+/* The rolling buffer cache (rule 4)                                    */
 /* ------------------------------------------------------------------ */
 
-static void run_trace(const char *out_path) {
-    Problem P;
-    int64_t start, n_decode, C, N, T, nsched, *sched, sum = 0, i, s, step, nsteps, a;
-    int64_t *ring_pos, last = -1;
-    double *ring_k, *ring_v, *out, *st_k, *st_v, **keys, **vals;
-    int64_t *st_pos, *kpos;
-    Tensor *ts = find("schedule"), *ip = find("init_pos");
-    size_t row;
-    Out o[4];
+/* C slots; position p lives in slot p mod C.  The valid slots always hold the
+ * consecutive positions next - n_held .. next - 1 (the ring invariant). */
+typedef struct {
+    int64_t C;
+    int has_window;      /* 0: a full-attention cache, which refuses to overwrite */
+    int64_t W;
+    size_t row;          /* Hkv * D */
+    int64_t *pos;        /* [C], -1 = empty (never read) */
+    double *k, *v;       /* [C, row] */
+    int64_t n_seen;      /* tokens written since the (constructed) empty state */
+    int64_t n_held;      /* valid slots */
+    int64_t next;        /* position the next token must have; -1 while empty */
+} Ring;
 
-    check_qkv(&P);
-    N = P.T;
-    row = (size_t)(P.Hkv * P.D);
-    if (P.S != N) reject("shape", "k and v need one row per token");
-    if (!scalar_i64("start", &start) || !scalar_i64("n_decode", &n_decode) || !scalar_i64("capacity", &C))
-        reject("argument", "start, n_decode and capacity are required");
-    if (P.has_window && C != P.W) reject("cache", "a sliding-window cache has capacity = window");
-    if (C < 1) reject("argument", "capacity must be >= 1");
-    if (n_decode < 0 || n_decode > N) reject("shape", "n_decode out of range");
-    T = N - n_decode;
+static void ring_init(Ring *R, const Problem *P, int64_t C) {
+    int64_t s;
+    R->C = C;
+    R->has_window = P->has_window;
+    R->W = P->W;
+    R->row = (size_t)(P->Hkv * P->D);
+    R->pos = xmalloc((size_t)C * sizeof(int64_t));
+    R->k = xmalloc((size_t)C * R->row * sizeof(double));
+    R->v = xmalloc((size_t)C * R->row * sizeof(double));
+    for (s = 0; s < C; s++) R->pos[s] = -1;
+    R->n_seen = R->n_held = 0;
+    R->next = -1;
+}
+
+static void ring_put(Ring *R, int64_t p, const double *k, const double *v) {
+    int64_t s = p % R->C;
+    R->pos[s] = p;
+    memcpy(R->k + s * R->row, k, R->row * sizeof(double));
+    memcpy(R->v + s * R->row, v, R->row * sizeof(double));
+}
+
+/* The case's initial ring (init_pos, init_k, init_v): validated, then its valid slots
+ * loaded.  It then counts as n_seen = n_held = the number of valid slots (as swaref's
+ * load_state: nothing before them was ever written, so nothing was evicted). */
+static void ring_load(Ring *R, const char *dtype) {
+    Tensor *ip = find("init_pos"), *ik = find("init_k"), *iv = find("init_v");
+    int64_t *p, lo = INT64_MAX, hi = -1, cnt = 0, s, C = R->C;
+    double *kk, *vv;
+    if (!ip) return;
+    if (strcmp(ip->dtype, "I64") || ip->ndim != 1 || ip->shape[0] != C || !ik || !iv ||
+        numel(ik) != C * (int64_t)R->row || numel(iv) != C * (int64_t)R->row)
+        reject("shape", "init_pos [C], init_k and init_v [C, Hkv, D] required together");
+    if (strcmp(ik->dtype, dtype) || strcmp(iv->dtype, dtype)) reject("dtype", "init_k/init_v must have q's dtype");
+    p = as_i64(ip);
+    for (s = 0; s < C; s++) {
+        if (p[s] < -1) reject("positions", "init_pos holds -1 or positions >= 0");
+        if (p[s] < 0) continue;
+        if (p[s] % C != s) reject("positions", "a cached position is not in slot p mod C");
+        cnt++;
+        if (p[s] < lo) lo = p[s];
+        if (p[s] > hi) hi = p[s];
+    }
+    if (cnt && hi - lo + 1 != cnt) reject("positions", "cached positions are not consecutive");
+    kk = as_double(ik);
+    vv = as_double(iv);
+    for (s = 0; s < C; s++)
+        if (p[s] >= 0) ring_put(R, p[s], kk + s * R->row, vv + s * R->row);
+    R->n_seen = R->n_held = cnt;
+    R->next = cnt ? hi + 1 : -1;
+    free(p); free(kk); free(vv);
+}
+
+/* Checks for writing n tokens at positions from `first`, before anything is written. */
+static void ring_check_write(const Ring *R, int64_t first, int64_t n) {
+    if (first < 0) reject("positions", "positions must be >= 0");
+    if (R->next >= 0 && first != R->next) reject("positions", "a write must continue the cache");
+    if (n > INT64_MAX - first) reject("positions", "positions must fit in int64");
+    if (!R->has_window && R->n_held + n > R->C) reject("cache", "a full-attention cache is full");
+}
+
+/* Write n tokens (rows k, v) at positions first .. first + n - 1: only the last
+ * min(n, C) are stored, as earlier ones would be overwritten within the same write. */
+static void ring_write(Ring *R, int64_t first, int64_t n, const double *k, const double *v) {
+    int64_t keep = n < R->C ? n : R->C, t;
+    ring_check_write(R, first, n);
+    for (t = n - keep; t < n; t++) ring_put(R, first + t, k + t * R->row, v + t * R->row);
+    R->n_seen += n;
+    R->n_held = R->n_held + n < R->C ? R->n_held + n : R->C;
+    R->next = first + n;
+}
+
+/* The largest n that rollback accepts below n_seen (rule 4).  After taking back n the
+ * cache continues at P = next - n, whose query needs P - W + 1 .. P - 1 (those that
+ * were written); the ring holds next - n_held .. next - 1.  So: anything when nothing
+ * was evicted (n_held == n_seen), for a full-attention cache, or for W = 1 (a query
+ * needs only itself); otherwise next - n_held <= P - W + 1, i.e. n <= n_held - W + 1. */
+static int64_t ring_max_rollback(const Ring *R) {
+    int64_t lim;
+    if (R->n_held == R->n_seen || !R->has_window || R->W == 1) return R->n_seen;
+    lim = R->n_held - R->W + 1;
+    return lim < 0 ? 0 : (lim < R->n_seen ? lim : R->n_seen);
+}
+
+/* Take back the last n tokens: their slots become empty (-1, never read again).
+ * Refused, with the ring untouched, when a key a later query needs is already
+ * overwritten; taking back all n_seen tokens is always possible (the ring is empty). */
+static void ring_rollback(Ring *R, int64_t n) {
+    int64_t p;
+    if (n < 0) reject("rollback", "rollback needs n >= 0");
+    if (n > R->n_seen) reject("rollback", "cannot roll back more tokens than were written");
+    if (n > ring_max_rollback(R) && n != R->n_seen)
+        reject("rollback", "a later query would need a key already overwritten (n > n_held - W + 1)");
+    if (n == 0) return;
+    for (p = R->next - n; p < R->next; p++) R->pos[p % R->C] = -1;
+    R->n_seen -= n;
+    R->n_held -= n;
+    R->next -= n;                         /* all n_seen back: empty, continuing at its first position */
+}
+
+/* ------------------------------------------------------------------ */
+/* prefill / decode trace                                               */
+/* ------------------------------------------------------------------ */
+
+/* One step of a trace: a prefill chunk of n tokens, a decode token, or a rollback of n. */
+enum { STEP_CHUNK, STEP_DECODE, STEP_ROLLBACK };
+typedef struct { int kind; int64_t n; } Step;
+
+/* Collects, per step, the ring's state (what the case compares exactly). */
+typedef struct { int64_t *pos; double *k, *v; int64_t n; } States;
+
+static void record(States *S, const Ring *R) {
+    memcpy(S->pos + S->n * R->C, R->pos, (size_t)R->C * sizeof(int64_t));
+    memcpy(S->k + S->n * R->C * R->row, R->k, (size_t)R->C * R->row * sizeof(double));
+    memcpy(S->v + S->n * R->C * R->row, R->v, (size_t)R->C * R->row * sizeof(double));
+    S->n++;
+}
+
+/* Queries a .. a + n - 1 (tokens of the trace) at positions first .. first + n - 1 attend
+ * to the ring's valid slots plus `extra` of their own keys (a prefill chunk: n; decode: 0,
+ * it is in the ring already).  keys/vals/kpos are scratch of C + n entries. */
+static void attend_step(const Problem *P, const Ring *R, int64_t a, int64_t n, int64_t first, int extra,
+                        double **keys, double **vals, int64_t *kpos, double *out) {
+    int64_t nk = 0, s, t;
+    for (s = 0; s < R->C; s++) {
+        if (R->pos[s] < 0) continue;          /* empty slots are never read */
+        keys[nk] = R->k + s * R->row; vals[nk] = R->v + s * R->row; kpos[nk] = R->pos[s]; nk++;
+    }
+    for (t = 0; extra && t < n; t++) {
+        keys[nk] = P->k + (a + t) * R->row; vals[nk] = P->v + (a + t) * R->row; kpos[nk] = first + t; nk++;
+    }
+    for (t = 0; t < n; t++)
+        if (!attend(P, P->q + (a + t) * P->Hq * P->D, first + t, keys, vals, kpos, nk,
+                    out + (a + t) * P->Hq * P->D))
+            reject("no_visible_key", "a query sees no key");
+}
+
+/* The trace's steps.  Without a `steps` tensor (format 1): the schedule's chunks, then
+ * n_decode decode tokens.  With it (spec 1.1): rows (op, n), op 0 a chunk of n >= 1
+ * token rows, 1 a decode token (n = 1), 2 a rollback of n >= 0 (no token row); the
+ * schedule and n_decode still list the chunks and count the decodes, and must agree. */
+static Step *read_steps(const Problem *P, int64_t *nsteps) {
+    Tensor *ts = find("schedule"), *tp = find("steps");
+    int64_t n_decode, nsched, *sched, sum = 0, i, *rows, ichunk = 0, ndec = 0;
+    Step *steps;
+    if (!scalar_i64("n_decode", &n_decode)) reject("argument", "n_decode is required");
+    if (n_decode < 0 || n_decode > P->T) reject("shape", "n_decode out of range");
     if (!ts || strcmp(ts->dtype, "I64") || ts->ndim != 1) reject("schedule", "schedule must be 1-D I64");
     nsched = ts->shape[0];
     sched = as_i64(ts);
@@ -457,99 +745,110 @@ static void run_trace(const char *out_path) {
         if (sched[i] < 1) reject("schedule", "chunk sizes must be >= 1");
         sum += sched[i];
     }
-    if (sum != T) reject("schedule", "the schedule does not sum to the prompt length");
+    if (sum != P->T - n_decode) reject("schedule", "the schedule does not sum to the prompt length");
+    if (!tp) {
+        *nsteps = nsched + n_decode;
+        steps = xmalloc((size_t)*nsteps * sizeof *steps);
+        for (i = 0; i < *nsteps; i++) {
+            steps[i].kind = i < nsched ? STEP_CHUNK : STEP_DECODE;
+            steps[i].n = i < nsched ? sched[i] : 1;
+        }
+        free(sched);
+        return steps;
+    }
+    if (strcmp(tp->dtype, "I64") || tp->ndim != 2 || tp->shape[1] != 2)
+        reject("schedule", "steps must be I64 [n_steps, 2]");
+    *nsteps = tp->shape[0];
+    rows = as_i64(tp);
+    steps = xmalloc((size_t)(*nsteps ? *nsteps : 1) * sizeof *steps);
+    for (i = 0; i < *nsteps; i++) {
+        int64_t op = rows[2 * i], n = rows[2 * i + 1];
+        steps[i].n = n;
+        if (op == 0) {
+            steps[i].kind = STEP_CHUNK;
+            if (ichunk >= nsched || n != sched[ichunk++]) reject("schedule", "a chunk step differs from the schedule");
+        } else if (op == 1) {
+            steps[i].kind = STEP_DECODE;
+            if (n != 1) reject("shape", "a decode step takes exactly one token");
+            ndec++;
+        } else if (op == 2) {
+            steps[i].kind = STEP_ROLLBACK;
+            if (n < 0) reject("rollback", "rollback needs n >= 0");
+        } else {
+            reject("argument", "a step's op must be 0 (chunk), 1 (decode) or 2 (rollback)");
+        }
+    }
+    if (ichunk != nsched || ndec != n_decode) reject("schedule", "steps disagree with schedule and n_decode");
+    free(sched);
+    free(rows);
+    return steps;
+}
+
+static void run_trace(const char *out_path) {
+    Problem P;
+    Ring R;
+    States st;
+    Step *steps;
+    int64_t start, C, N, nsteps, a = 0, i;
+    double *out, **keys, **vals;
+    int64_t *kpos;
+    Out o[4];
+
+    check_qkv(&P);
+    N = P.T;
+    if (P.S != N) reject("shape", "k and v need one row per token");
+    if (!scalar_i64("start", &start) || !scalar_i64("capacity", &C))
+        reject("argument", "start and capacity are required");
+    if (C < 1) reject("cache", "capacity must be >= 1");
+    if (P.has_window && C < P.W) reject("cache", "a sliding-window cache needs capacity >= window");
+    steps = read_steps(&P, &nsteps);
+    check_softmax_variants(&P);
+    ring_init(&R, &P, C);
+    ring_load(&R, find("q")->dtype);
+    if (R.next >= 0 && start != R.next) reject("positions", "start must continue the cache");
     if (start < 0) reject("positions", "start must be >= 0");
 
-    ring_pos = xmalloc((size_t)C * sizeof(int64_t));
-    ring_k = xmalloc((size_t)C * row * sizeof(double));
-    ring_v = xmalloc((size_t)C * row * sizeof(double));
-    for (s = 0; s < C; s++) ring_pos[s] = -1;
-    if (ip) {                                    /* an initial state: validate, then load valid slots */
-        Tensor *ik = find("init_k"), *iv = find("init_v");
-        int64_t *p, lo = INT64_MAX, cnt = 0;
-        double *kk, *vv;
-        if (strcmp(ip->dtype, "I64") || ip->ndim != 1 || ip->shape[0] != C || !ik || !iv ||
-            numel(ik) != C * (int64_t)row || numel(iv) != C * (int64_t)row)
-            reject("shape", "init_pos [C], init_k and init_v [C, Hkv, D] required together");
-        if (strcmp(ik->dtype, find("q")->dtype) || strcmp(iv->dtype, find("q")->dtype))
-            reject("dtype", "init_k/init_v must have q's dtype");
-        p = as_i64(ip);
-        kk = as_double(ik);
-        vv = as_double(iv);
-        for (s = 0; s < C; s++) {
-            if (p[s] < -1) reject("positions", "init_pos holds -1 or positions >= 0");
-            if (p[s] < 0) continue;
-            if (p[s] % C != s) reject("positions", "a cached position is not in slot p mod C");
-            cnt++;
-            if (p[s] < lo) lo = p[s];
-            if (p[s] > last) last = p[s];
-        }
-        if (cnt && last - lo + 1 != cnt) reject("positions", "cached positions are not consecutive");
-        for (s = 0; s < C; s++) {
-            if (p[s] < 0) continue;
-            ring_pos[s] = p[s];
-            memcpy(ring_k + s * row, kk + s * row, row * sizeof(double));
-            memcpy(ring_v + s * row, vv + s * row, row * sizeof(double));
-        }
-        if (cnt && start != last + 1) reject("positions", "start must continue the cache");
-    }
-
-    nsteps = nsched + n_decode;
     out = xmalloc((size_t)(N * P.Hq * P.D) * sizeof(double));
-    st_pos = xmalloc((size_t)(nsteps * C) * sizeof(int64_t));
-    st_k = xmalloc((size_t)nsteps * C * row * sizeof(double));
-    st_v = xmalloc((size_t)nsteps * C * row * sizeof(double));
+    st.pos = xmalloc((size_t)(nsteps * C) * sizeof(int64_t));
+    st.k = xmalloc((size_t)nsteps * C * R.row * sizeof(double));
+    st.v = xmalloc((size_t)nsteps * C * R.row * sizeof(double));
+    st.n = 0;
     keys = xmalloc((size_t)(C + N) * sizeof *keys);
     vals = xmalloc((size_t)(C + N) * sizeof *vals);
     kpos = xmalloc((size_t)(C + N) * sizeof(int64_t));
 
-    a = 0;
-    for (step = 0; step < nsteps; step++) {
-        int64_t n = step < nsched ? sched[step] : 1;
-        int decode = step >= nsched;
-        int64_t nk = 0, t, keep, first_kept;
-        /* Decode writes first (its query must see itself; it overwrites only p - W).
-         * Prefill attends first: its early queries still need the slots the chunk would overwrite. */
-        keep = n < C ? n : C;
-        first_kept = a + n - keep;
-        if (decode) {
-            s = (start + a) % C;
-            ring_pos[s] = start + a;
-            memcpy(ring_k + s * row, P.k + a * row, row * sizeof(double));
-            memcpy(ring_v + s * row, P.v + a * row, row * sizeof(double));
+    for (i = 0; i < nsteps; i++) {
+        const Step *sp = &steps[i];
+        int64_t first = R.next >= 0 ? R.next : start;   /* the next token's position */
+        if (sp->kind == STEP_ROLLBACK) {
+            ring_rollback(&R, sp->n);
+        } else if (sp->kind == STEP_DECODE) {
+            /* Decode writes first: its query must see itself, and the one slot it
+             * overwrites held p - W (or older), outside its window. */
+            if (a + 1 > N) reject("shape", "more tokens consumed than q has rows");
+            ring_write(&R, first, 1, P.k + a * R.row, P.v + a * R.row);
+            attend_step(&P, &R, a, 1, first, 0, keys, vals, kpos, out);
+            a += 1;
+        } else {
+            /* A prefill chunk attends first: its early queries still need slots that
+             * writing the chunk would overwrite; then the chunk is written. */
+            if (a + sp->n > N) reject("shape", "more tokens consumed than q has rows");
+            ring_check_write(&R, first, sp->n);
+            attend_step(&P, &R, a, sp->n, first, 1, keys, vals, kpos, out);
+            ring_write(&R, first, sp->n, P.k + a * R.row, P.v + a * R.row);
+            a += sp->n;
         }
-        for (s = 0; s < C; s++) {
-            if (ring_pos[s] < 0) continue;       /* empty slots are never read */
-            keys[nk] = ring_k + s * row; vals[nk] = ring_v + s * row; kpos[nk] = ring_pos[s]; nk++;
-        }
-        if (!decode)
-            for (t = a; t < a + n; t++) {
-                keys[nk] = P.k + t * row; vals[nk] = P.v + t * row; kpos[nk] = start + t; nk++;
-            }
-        for (t = a; t < a + n; t++)
-            if (!attend(&P, P.q + t * P.Hq * P.D, start + t, keys, vals, kpos, nk, out + t * P.Hq * P.D))
-                reject("no_visible_key", "a query sees no key");
-        if (!decode)
-            for (t = first_kept; t < a + n; t++) {   /* only the last min(n, C) tokens are written */
-                s = (start + t) % C;
-                ring_pos[s] = start + t;
-                memcpy(ring_k + s * row, P.k + t * row, row * sizeof(double));
-                memcpy(ring_v + s * row, P.v + t * row, row * sizeof(double));
-            }
-        memcpy(st_pos + step * C, ring_pos, (size_t)C * sizeof(int64_t));
-        memcpy(st_k + step * C * row, ring_k, (size_t)C * row * sizeof(double));
-        memcpy(st_v + step * C * row, ring_v, (size_t)C * row * sizeof(double));
-        a += n;
+        record(&st, &R);
     }
 
     /* Sorted by name: cache_k, cache_pos, cache_v, out. */
     o[0].name = "cache_k"; o[0].dtype = "F64"; o[0].ndim = 4;
     o[0].shape[0] = nsteps; o[0].shape[1] = C; o[0].shape[2] = P.Hkv; o[0].shape[3] = P.D;
-    o[0].data = st_k; o[0].bytes = (size_t)nsteps * C * row * sizeof(double);
+    o[0].data = st.k; o[0].bytes = (size_t)nsteps * C * R.row * sizeof(double);
     o[1].name = "cache_pos"; o[1].dtype = "I64"; o[1].ndim = 2;
     o[1].shape[0] = nsteps; o[1].shape[1] = C;
-    o[1].data = st_pos; o[1].bytes = (size_t)(nsteps * C) * sizeof(int64_t);
-    o[2] = o[0]; o[2].name = "cache_v"; o[2].data = st_v;
+    o[1].data = st.pos; o[1].bytes = (size_t)(nsteps * C) * sizeof(int64_t);
+    o[2] = o[0]; o[2].name = "cache_v"; o[2].data = st.v;
     o[3].name = "out"; o[3].dtype = "F64"; o[3].ndim = 3;
     o[3].shape[0] = N; o[3].shape[1] = P.Hq; o[3].shape[2] = P.D;
     o[3].data = out; o[3].bytes = (size_t)(N * P.Hq * P.D) * sizeof(double);

@@ -202,3 +202,145 @@ def test_c_port_rejects_bad_softcap_and_sinks(built, tmp_path, extra, kind):
     _, exe, _ = built
     t = _attention_case(np.random.default_rng(0), **extra)
     assert _run_case(exe, tmp_path, t, "attention") == ("err", kind)
+
+
+def _reference_trace(t):
+    """The trace of a case through swaref's cache API -> {out, cache_pos, cache_k, cache_v} or an error kind."""
+    window = int(t["window"]) if "window" in t else None
+    q, k, v = t["q"], t["k"], t["v"]
+    cache = swaref.RollingBufferCache(window, k.shape[1], k.shape[2], np.float64, capacity=int(t["capacity"]))
+    if "init_pos" in t:
+        swaref.load_state(cache, t["init_pos"], t["init_k"], t["init_v"])
+    opts = {"softcap": float(t["softcap"]) if "softcap" in t else None, "sinks": t.get("sinks")}
+    outs, pos, ks, vs, a = [], [], [], [], 0
+    try:
+        for op, n in t["steps"]:
+            nxt = int(t["start"]) if cache.next_position is None else cache.next_position
+            if op == 0:
+                outs.append(swaref.prefill(q[a:a + n], k[a:a + n], v[a:a + n], cache, chunk_size=int(n),
+                                           start=nxt, **opts))
+                a += n
+            elif op == 1:
+                outs.append(swaref.decode_step(q[a:a + 1], k[a:a + 1], v[a:a + 1], cache, start=nxt, **opts))
+                a += 1
+            else:
+                swaref.rollback(cache, int(n))
+            pos.append(cache.positions.copy())
+            ks.append(cache.k.copy())
+            vs.append(cache.v.copy())
+    except swaref.SwarefError as e:
+        return e.kind
+    return {"out": np.concatenate(outs), "cache_pos": np.stack(pos), "cache_k": np.stack(ks),
+            "cache_v": np.stack(vs)}
+
+
+def _trace_case(rng, steps, window=4, capacity=6, Hq=2, Hkv=1, D=3, start=0, **extra):
+    steps = np.array(steps, dtype=np.int64).reshape(-1, 2)
+    N = int(sum(n if op == 0 else op == 1 for op, n in steps))
+    t = {"q": rng.standard_normal((N, Hq, D)), "k": rng.standard_normal((N, Hkv, D)),
+         "v": rng.standard_normal((N, Hkv, D)), "start": np.array(start, dtype=np.int64),
+         "capacity": np.array(capacity, dtype=np.int64), "steps": steps,
+         "schedule": np.array([n for op, n in steps if op == 0], dtype=np.int64),
+         "n_decode": np.array(int(sum(op == 1 for op, _ in steps)), dtype=np.int64)}
+    if window is not None:
+        t["window"] = np.array(window, dtype=np.int64)
+    t.update(extra)
+    return t
+
+
+def _compare_trace(got, want):
+    np.testing.assert_array_equal(got["cache_pos"], want["cache_pos"])
+    held = want["cache_pos"] >= 0
+    np.testing.assert_array_equal(got["cache_k"][held], want["cache_k"][held])
+    np.testing.assert_array_equal(got["cache_v"][held], want["cache_v"][held])
+    np.testing.assert_allclose(got["out"], want["out"], rtol=0, atol=1e-13)
+
+
+def _random_program(rng, window, capacity, n_ops=14, reckless=False):
+    """Chunks, decodes and rollbacks; rollbacks within the spec's limit (or any, if reckless)."""
+    steps, n_seen, n_held = [], 0, 0
+    for _ in range(n_ops):
+        r = rng.random()
+        if r < 0.3 and n_seen:
+            if reckless:
+                n = int(rng.integers(0, n_seen + 2))
+            else:
+                evicted = n_held < n_seen and window is not None and window > 1
+                lim = max(0, min(n_seen, n_held - window + 1)) if evicted else n_seen
+                n = int(rng.choice([rng.integers(0, lim + 1), n_seen]))
+            steps.append((2, n))
+            n_seen -= min(n, n_seen)
+            n_held -= min(n, n_held)
+        else:
+            n = 1 if r < 0.6 else int(rng.integers(1, capacity + 3))
+            steps.append((1 if r < 0.6 else 0, n))
+            n_seen += n
+            n_held = min(n_held + n, capacity)
+    return steps
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_c_port_traces_with_slack_and_rollback_match_the_reference(built, tmp_path, seed):
+    _, exe, _ = built
+    rng = np.random.default_rng(100 + seed)
+    window = int(rng.choice([1, 2, 3, 4]))
+    capacity = window + int(rng.integers(0, 4))
+    extra = [{}, {"softcap": np.array(1.5)}, {"sinks": rng.standard_normal(2)}][seed % 3]
+    t = _trace_case(rng, _random_program(rng, window, capacity, reckless=seed >= 8), window=window,
+                    capacity=capacity, start=int(rng.integers(0, 20)), **extra)
+    want = _reference_trace(t)
+    kind, got = _run_case(exe, tmp_path, t, "decode")
+    if isinstance(want, str):
+        assert (kind, got) == ("err", want), t["steps"].tolist()
+    else:
+        assert kind == "out", got
+        _compare_trace(got, want)
+
+
+def test_c_port_rollback_worked_example(built, tmp_path):
+    """docs/spec.md rule 4: W = 4, C = 6, positions 0..9 written: max_rollback = 3; 4 is refused,
+    and so is 2 without slack (C = W = 4), where only the newest token can go back."""
+    _, exe, _ = built
+    rng = np.random.default_rng(3)
+    for capacity, n, ok in ((6, 3, True), (6, 4, False), (6, 10, True), (4, 1, True), (4, 2, False)):
+        t = _trace_case(rng, [(0, 10), (2, n), (1, 1)], window=4, capacity=capacity)
+        want = _reference_trace(t)
+        kind, got = _run_case(exe, tmp_path, t, "decode")
+        if ok:
+            assert kind == "out", got
+            _compare_trace(got, want)
+            assert (got["cache_pos"][1] == -1).sum() == min(n, capacity) - (capacity - min(10, capacity))
+        else:
+            assert want == "rollback" and (kind, got) == ("err", "rollback")
+
+
+def test_c_port_rollback_into_a_loaded_ring(built, tmp_path):
+    """A loaded ring counts as written, nothing evicted (swaref's load_state): it may all go back."""
+    _, exe, _ = built
+    rng = np.random.default_rng(5)
+    C, W = 5, 3
+    init_pos = np.array([10, 11, 7, 8, 9], dtype=np.int64)
+    for steps in ([(2, 5), (0, 3)], [(2, 4), (1, 1), (1, 1)], [(1, 1), (2, 6)], [(1, 1), (2, 2), (1, 1)]):
+        t = _trace_case(rng, steps, window=W, capacity=C, start=12, init_pos=init_pos,
+                        init_k=rng.standard_normal((C, 1, 3)), init_v=rng.standard_normal((C, 1, 3)))
+        want = _reference_trace(t)
+        kind, got = _run_case(exe, tmp_path, t, "decode")
+        if isinstance(want, str):
+            assert (kind, got) == ("err", want), steps
+        else:
+            assert kind == "out", (steps, got)
+            _compare_trace(got, want)
+
+
+@pytest.mark.parametrize("steps, capacity, window, kind", [
+    ([(0, 3)], 3, 4, "cache"),                       # capacity below the window
+    ([(0, 3), (2, 4)], 6, 4, "rollback"),            # more than was written
+    ([(0, 9), (2, 4)], 6, 4, "rollback"),            # beyond n_held - W + 1 = 3
+    ([(0, 3), (1, 2)], 6, 4, "shape"),               # a decode step of two tokens
+    ([(0, 3), (2, -1)], 6, 4, "rollback"),
+    ([(0, 4), (1, 1)], 4, None, "cache"),             # a full-attention cache that is full
+])
+def test_c_port_rejects_bad_traces(built, tmp_path, steps, capacity, window, kind):
+    _, exe, _ = built
+    t = _trace_case(np.random.default_rng(1), steps, window=window, capacity=capacity)
+    assert _run_case(exe, tmp_path, t, "decode") == ("err", kind)

@@ -39,9 +39,31 @@ static void reject(const char *kind, const char *why) {
     exit(0);
 }
 
+/* Every buffer lives until the process ends (one case per run), so allocations are
+ * recorded here and released together at exit, on every path including rejections:
+ * no per-path bookkeeping, and LeakSanitizer finds nothing. */
+static void **g_allocs;
+static size_t g_nallocs, g_allocs_cap;
+
+static void release_all(void) {
+    while (g_nallocs) free(g_allocs[--g_nallocs]);
+    free(g_allocs);
+    g_allocs = NULL;
+    g_allocs_cap = 0;
+}
+
 static void *xmalloc(size_t n) {
-    void *p = calloc(n ? n : 1, 1);
+    void *p;
+    if (g_nallocs == g_allocs_cap) {
+        size_t cap = g_allocs_cap ? 2 * g_allocs_cap : 64;
+        void **grown = realloc(g_allocs, cap * sizeof *grown);
+        if (!grown) die("out of memory");
+        g_allocs = grown;
+        g_allocs_cap = cap;
+    }
+    p = calloc(n ? n : 1, 1);
     if (!p) die("out of memory");
+    g_allocs[g_nallocs++] = p;
     return p;
 }
 
@@ -164,6 +186,15 @@ static void parse_header(const char *h, size_t len) {
     }
 }
 
+/* Bytes per element of the dtypes this port decodes; 0 for any other (never decoded:
+ * such a tensor is rejected by kind before its data is read). */
+static uint64_t dtype_size(const char *dt) {
+    if (!strcmp(dt, "F64") || !strcmp(dt, "I64")) return 8;
+    if (!strcmp(dt, "F32")) return 4;
+    if (!strcmp(dt, "F16") || !strcmp(dt, "BF16")) return 2;
+    return 0;
+}
+
 static void load_file(const char *path) {
     FILE *f = fopen(path, "rb");
     long size;
@@ -184,7 +215,17 @@ static void load_file(const char *path) {
     g_data = buf + 8 + hlen;
     g_data_len = (uint64_t)size - 8 - hlen;
     for (i = 0; i < g_nt; i++) {
-        if (g_t[i].end < g_t[i].begin || g_t[i].end > g_data_len) die("tensor outside the data section");
+        const Tensor *t = &g_t[i];
+        uint64_t size = dtype_size(t->dtype), n = 1;
+        int d;
+        if (t->end < t->begin || t->end > g_data_len) die("tensor outside the data section");
+        for (d = 0; d < t->ndim; d++) {
+            if (t->shape[d] < 0) die("negative dimension in header");
+            if (t->shape[d] && n > g_data_len / (uint64_t)t->shape[d]) die("tensor larger than the file");
+            n *= (uint64_t)t->shape[d];
+        }
+        /* The decoders below read numel * size bytes: they must be exactly the tensor's. */
+        if (size && n * size != t->end - t->begin) die("tensor size disagrees with its data_offsets");
     }
 }
 
@@ -273,7 +314,20 @@ typedef struct {
     int has_softcap;      /* spec 1.1: logit soft-capping s <- c * tanh(s / c) */
     double softcap;
     double *sinks;        /* spec 1.1: one learned sink logit per query head, or NULL */
+    /* Scratch for one query, sized for the most keys it can be offered (use_scratch). */
+    int64_t *vis;
+    const double **krow, **vrow;
+    double *s, *y;
 } Problem;
+
+static void use_scratch(Problem *P, int64_t max_keys) {
+    size_t n = (size_t)max_keys;
+    P->vis = xmalloc(n * sizeof *P->vis);
+    P->krow = xmalloc(n * sizeof *P->krow);
+    P->vrow = xmalloc(n * sizeof *P->vrow);
+    P->s = xmalloc(n * sizeof *P->s);
+    P->y = xmalloc(n * sizeof *P->y);
+}
 
 /* softcap and sinks (spec 1.1, rule 3).  Either is optional; both together are
  * undefined by the spec (no model uses both) and rejected as "argument". */
@@ -457,26 +511,23 @@ static void attend_head(const Problem *P, const Head *H, const double *sink, dou
 
 /* out[Hq*D] = attention of query row qrow at position p over those of the n keys
  * (keys[i] / vals[i]: [Hkv*D] rows at positions pos[i]) that it sees.  Returns 0 when
- * it sees none (the caller rejects).  Keys outside the window are never read. */
+ * it sees none (the caller rejects).  Keys outside the window are never read.
+ * n is at most the max_keys given to use_scratch. */
 static int attend(const Problem *P, const double *qrow, int64_t p, double **keys, double **vals,
                   const int64_t *pos, int64_t n, double *out) {
     int64_t G = P->Hq / P->Hkv, h, i, nv = 0;
-    int64_t *vis = xmalloc((size_t)n * sizeof *vis);
-    const double **krow = xmalloc((size_t)n * sizeof *krow), **vrow = xmalloc((size_t)n * sizeof *vrow);
-    double *s = xmalloc((size_t)n * sizeof *s), *y = xmalloc((size_t)n * sizeof *y);
     for (i = 0; i < n; i++)
-        if (visible(P, p, pos[i])) vis[nv++] = i;
+        if (visible(P, p, pos[i])) P->vis[nv++] = i;
     for (h = 0; nv && h < P->Hq; h++) {
         int64_t g = h / G;                                   /* GQA: contiguous groups */
         Head H;
         for (i = 0; i < nv; i++) {
-            krow[i] = keys[vis[i]] + g * P->D;
-            vrow[i] = vals[vis[i]] + g * P->D;
+            P->krow[i] = keys[P->vis[i]] + g * P->D;
+            P->vrow[i] = vals[P->vis[i]] + g * P->D;
         }
-        H.q = qrow + h * P->D; H.krow = krow; H.vrow = vrow; H.n = nv; H.D = P->D;
-        attend_head(P, &H, P->sinks ? &P->sinks[h] : NULL, s, y, out + h * P->D);
+        H.q = qrow + h * P->D; H.krow = P->krow; H.vrow = P->vrow; H.n = nv; H.D = P->D;
+        attend_head(P, &H, P->sinks ? &P->sinks[h] : NULL, P->s, P->y, out + h * P->D);
     }
-    free(vis); free(krow); free(vrow); free(s); free(y);
     return nv > 0;
 }
 
@@ -554,6 +605,7 @@ static void run_attention(const char *out_path) {
     kp = positions("k_pos", P.S);
     qp = positions("q_pos", P.T);
     check_softmax_variants(&P);
+    use_scratch(&P, P.S);
     keys = xmalloc((size_t)P.S * sizeof *keys);
     vals = xmalloc((size_t)P.S * sizeof *vals);
     for (j = 0; j < P.S; j++) {
@@ -641,7 +693,6 @@ static void ring_load(Ring *R, const char *dtype) {
         if (p[s] >= 0) ring_put(R, p[s], kk + s * R->row, vv + s * R->row);
     R->n_seen = R->n_held = cnt;
     R->next = cnt ? hi + 1 : -1;
-    free(p); free(kk); free(vv);
 }
 
 /* Checks for writing n tokens at positions from `first`, before anything is written. */
@@ -753,7 +804,6 @@ static Step *read_steps(const Problem *P, int64_t *nsteps) {
             steps[i].kind = i < nsched ? STEP_CHUNK : STEP_DECODE;
             steps[i].n = i < nsched ? sched[i] : 1;
         }
-        free(sched);
         return steps;
     }
     if (strcmp(tp->dtype, "I64") || tp->ndim != 2 || tp->shape[1] != 2)
@@ -779,8 +829,6 @@ static Step *read_steps(const Problem *P, int64_t *nsteps) {
         }
     }
     if (ichunk != nsched || ndec != n_decode) reject("schedule", "steps disagree with schedule and n_decode");
-    free(sched);
-    free(rows);
     return steps;
 }
 
@@ -816,6 +864,7 @@ static void run_trace(const char *out_path) {
     keys = xmalloc((size_t)(C + N) * sizeof *keys);
     vals = xmalloc((size_t)(C + N) * sizeof *vals);
     kpos = xmalloc((size_t)(C + N) * sizeof(int64_t));
+    use_scratch(&P, C + N);
 
     for (i = 0; i < nsteps; i++) {
         const Step *sp = &steps[i];
@@ -875,6 +924,7 @@ int main(int argc, char **argv) {
         strcpy(err_path + n, ".err.json");
         g_err_path = err_path;
     }
+    atexit(release_all);
     load_file(argv[1]);
     if (strcmp(g_op, "attention") == 0) run_attention(argv[2]);
     else if (strcmp(g_op, "prefill") == 0 || strcmp(g_op, "decode") == 0) run_trace(argv[2]);

@@ -30,7 +30,11 @@ def _compiler():
     return cc
 
 
-def _build(tmp, source_text=None, name="swaref_port"):
+WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"]
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+
+
+def _build(tmp, source_text=None, name="swaref_port", flags=("-O2",)):
     cc = _compiler()
     src = os.path.join(tmp, name + ".c")
     with open(SRC) as f:
@@ -38,8 +42,7 @@ def _build(tmp, source_text=None, name="swaref_port"):
     with open(src, "w") as f:
         f.write(source_text(text) if source_text else text)
     exe = os.path.join(tmp, name)
-    r = subprocess.run(cc + ["-std=c99", "-O2", "-Wall", "-pedantic", "-o", exe, src, "-lm"],
-                       capture_output=True, text=True)
+    r = subprocess.run(cc + WARNINGS + list(flags) + ["-o", exe, src, "-lm"], capture_output=True, text=True)
     assert r.returncode == 0, f"compiling {SRC} failed:\n{r.stderr}"
     return exe
 
@@ -59,6 +62,29 @@ def test_c_port_passes_core_suite(built, tmp_path):
     assert code == 0, "\n".join(l for l in lines if not l.startswith("PASS"))
     assert "0 failed, 0 missing" in next(l for l in lines if l.startswith("summary:"))
     assert lines[-1].endswith(" passed, 0 failed")
+
+
+def test_c_port_is_clean_under_asan_and_ubsan(built, tmp_path):
+    """The core suite and the hand-written spec 1.1 cases with AddressSanitizer (leaks included)
+    and UBSan, any finding fatal: a sanitizer report makes the port exit non-zero, a FAIL."""
+    cc = _compiler()
+    probe = subprocess.run(cc + SANITIZE + ["-x", "c", "-o", str(tmp_path / "probe"), "-"],
+                           input="int main(void) { return 0; }\n", capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"{cc[0]} cannot build with -fsanitize=address,undefined here: {probe.stderr[-300:]}")
+    _, _, suite = built
+    exe = _build(str(tmp_path), name="swaref_port_asan", flags=["-O1"] + SANITIZE)
+    lines = []
+    code = VX.check_suite(suite, exec_cmd=f"{exe} {{in}} {{out}}", out=lines.append)
+    assert code == 0, "\n".join(l for l in lines if not l.startswith("PASS"))
+    rng = np.random.default_rng(2)
+    for name, tensors, op in [
+            ("softcap", _attention_case(rng, softcap=np.array(0.5)), "attention"),
+            ("overflow_sinks", _attention_case(rng, mag=1e160, sinks=rng.standard_normal(4)), "attention"),
+            ("bad_sinks", _attention_case(rng, sinks=np.zeros(3)), "attention"),
+            ("rollback", _trace_case(rng, [(0, 9), (2, 3), (1, 1), (0, 4), (2, 13), (0, 2)]), "decode"),
+            ("bad_rollback", _trace_case(rng, [(0, 9), (2, 4)]), "decode")]:
+        _run_case(exe, tmp_path, tensors, op, name)   # asserts exit status 0
 
 
 def test_c_port_output_is_standard_safetensors(built, tmp_path):

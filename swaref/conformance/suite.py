@@ -164,6 +164,14 @@ def _check_golden_trace(cid, dtype, tensors, dtypes):
     _want(dtypes["schedule"] == dtypes["n_decode"] == "I64" and n_dec.size == 1 and 0 <= n_dec[0] <= 2 ** 31,
           cid, "bad schedule or n_decode")
     n_steps = sched.size + int(n_dec[0])
+    if "steps" in tensors:
+        st = tensors["steps"]
+        _want(dtypes["steps"] == "I64" and st.ndim == 2 and st.shape[1] == 2, cid, "steps must be I64 [n_steps, 2]")
+        ops, ns = st[:, 0], st[:, 1]
+        _want(bool(np.isin(ops, (0, 1, 2)).all() and (ns >= 0).all() and (ns[ops == 0] >= 1).all()
+                   and (ns[ops == 1] == 1).all()) and ns[ops == 0].tolist() == sched.tolist()
+              and int((ops == 1).sum()) == int(n_dec[0]), cid, "steps disagree with schedule and n_decode")
+        n_steps = st.shape[0]
     _want(bool((sched >= 1).all()) and int(sched.sum()) + int(n_dec[0]) == tensors["expected.out"].shape[0], cid,
           "schedule and n_decode do not cover the golden output rows")
     pos = tensors["expected.cache_pos"]

@@ -8,12 +8,13 @@ them to make inputs adversarial (``boost``: each variant's extra or missing key
 gets a large logit and a distinct value) and to record by how much each variant
 misses; the judge uses them to name the variant a failing port matches.
 """
+import collections
 import math
 
 import numpy as np
 
 from ..attention import softmax_attend
-from .cases import DTYPES, SAFETY, U_ACC, GeneratorError, poison_value, quantize
+from .cases import DTYPES, ROLLBACK, SAFETY, U_ACC, GeneratorError, poison_value, quantize, token_positions
 
 class Problem:
     """One valid case's inputs in float64 (exact values of the case dtype) plus its key table.
@@ -37,7 +38,8 @@ class Problem:
             self.hist = 0
         else:
             self.hist = s.hist
-            self.kpos = np.arange(s.start - s.hist, s.start + s.n_tokens, dtype=np.int64)
+            self.kpos = np.concatenate([np.arange(s.start - s.hist, s.start),
+                                        token_positions(s.start, s.program)]).astype(np.int64)
             self.qpos = self.kpos[s.hist:].copy()
         Nk, Nq = len(self.kpos), len(self.qpos)
         self.q = rng.standard_normal((Nq, s.Hq, s.D))
@@ -46,13 +48,18 @@ class Problem:
         self.poisoned = np.zeros(Nk, dtype=bool)
         self.capacity = s.capacity or s.window
         self.empty_garbage = None
+        self.softcap = None if s.softcap is None else float(s.softcap)
+        # Drawn after q, k, v: a case without sinks draws exactly what format version 1 drew.
+        self.sinks = None if s.sinks is None else float(s.sinks) + rng.uniform(-1.0, 1.0, s.Hq)
 
     @classmethod
-    def from_arrays(cls, spec, q, k, v, kpos, hist, qpos=None):
+    def from_arrays(cls, spec, q, k, v, kpos, hist, qpos=None, sinks=None):
         """A Problem from stored inputs (the judge's view): k, v, kpos include the ``hist`` history keys;
         queries sit at the last len(q) key positions unless ``qpos`` says otherwise."""
         self = cls.__new__(cls)
         self.spec = spec
+        self.softcap = None if spec.softcap is None else float(spec.softcap)
+        self.sinks = sinks
         self.scale = 1.0 / math.sqrt(spec.D) if spec.scale is None else float(spec.scale)
         self.q, self.k, self.v = q, k, v
         self.kpos = np.asarray(kpos, dtype=np.int64)
@@ -68,15 +75,43 @@ class Problem:
         self.q, self.k, self.v = quantize(self.q, d), quantize(self.k, d), quantize(self.v, d)
 
     def visible_golden(self):
-        """Per query, the key-table indices it sees under spec rule 1."""
+        """Per query, the key-table indices it sees under spec rules 1 and 4 (rolled-back keys are gone)."""
         W = self.spec.window
+        alive = np.ones(len(self.kpos), dtype=bool)
+        born = np.zeros(len(self.kpos), dtype=np.int64)       # the step that wrote each key
         out = []
-        for p in self.qpos:
-            m = self.kpos <= p
+        if self.spec.op != "attention":
+            born[:self.hist] = -1
+            a = self.hist
+            for i, (op, n) in enumerate(self.spec.program):
+                if op != ROLLBACK:
+                    born[a:a + n] = i
+                    a += n
+        step_of_query = born[len(self.kpos) - len(self.qpos):]
+        for t, p in enumerate(self.qpos):
+            if self.spec.op != "attention":          # keys rolled back before this query's step are gone
+                alive = _alive_at(self, int(step_of_query[t]), born)
+            m = alive & (self.kpos <= p)
             if W is not None:
                 m &= self.kpos > p - W
             out.append(tuple(np.nonzero(m)[0].tolist()))
         return out
+
+
+def _alive_at(prob, step, born):
+    """Keys written by step ``step`` or before and not rolled back by then."""
+    alive = born <= step
+    a = prob.hist
+    written = list(range(prob.hist))
+    for i, (op, n) in enumerate(prob.spec.program[:step]):
+        if op == ROLLBACK:
+            for j in written[len(written) - n:]:
+                alive[j] = False
+            del written[len(written) - n:]
+        else:
+            written += range(a, a + n)
+            a += n
+    return alive
 
 
 def poison(prob, gold_vis):
@@ -100,7 +135,11 @@ def poison(prob, gold_vis):
 # --------------------------------------------------------------------------
 
 WRONG_VARIANTS = ("window_plus_1", "window_minus_1", "write_before_attend", "no_wrap",
-                  "wrong_scale", "ignored_position_offset", "stale_slot_leak")
+                  "wrong_scale", "ignored_position_offset", "stale_slot_leak",
+                  "sink_scaled", "sink_value_row", "softcap_after_mask", "softcap_before_scale",
+                  "rollback_keeps_slots")
+#: Known-wrong variants only negative cases catch (a port that accepts what it must refuse).
+NEGATIVE_VARIANTS = ("rollback_beyond_limit",)
 #: What each variant gets wrong, as the runner names it on a FAIL line.
 VARIANT_BUGS = {
     "window_plus_1": "sees W+1 keys (p - W <= j <= p)",
@@ -110,7 +149,16 @@ VARIANT_BUGS = {
     "wrong_scale": "wrong softmax scale (default 1/sqrt(D) not applied, or the given scale ignored)",
     "ignored_position_offset": "slots or positions taken from the index in the sequence, not the absolute position",
     "stale_slot_leak": "cached keys visible regardless of the window",
+    "sink_scaled": "the sink logit multiplied by the softmax scale",
+    "sink_value_row": "the sink treated as a key with a value row of ones (its weight reaches the output)",
+    "softcap_after_mask": "soft-cap applied after an additive -inf mask: masked keys get the score -softcap",
+    "softcap_before_scale": "soft-cap applied to the unscaled score q.k, then scaled",
+    "rollback_keeps_slots": "rolled-back slots keep their positions and stay visible until overwritten",
+    "rollback_beyond_limit": "accepts a rollback beyond max_rollback and serves later queries from overwritten slots",
 }
+#: A simulated port: visible key indices per query, softmax scale, ring states per step (traces) and the
+#: keys its dense score row holds per query (what an additive mask hides).
+Sim = collections.namedtuple("Sim", "vis scale states dense")
 
 
 def wrong_scale_of(prob):
@@ -121,18 +169,23 @@ def wrong_scale_of(prob):
     return 1.0 if s.D > 1 else 2.0
 
 
-def simulate_attention(prob, bug=None):
-    """-> (visible key indices per query, scale) of a one-shot attention port with ``bug``."""
+def _window_of(prob, bug):
     W = prob.spec.window
+    if W is not None and bug == "window_plus_1":
+        return W + 1
+    if W is not None and bug == "window_minus_1":
+        return W - 1
+    return W
+
+
+def simulate_attention(prob, bug=None):
+    """-> Sim of a one-shot attention port with ``bug`` (no ring states)."""
+    W = _window_of(prob, bug)
     kpos, qpos = prob.kpos, prob.qpos
     if bug == "ignored_position_offset":        # the port numbers keys 0..S-1 and queries as the last T
         S, T = len(kpos), len(qpos)
         kpos = np.arange(S)
         qpos = kpos[S - T:]
-    if W is not None and bug == "window_plus_1":
-        W += 1
-    elif W is not None and bug == "window_minus_1":
-        W -= 1
     vis = []
     for p in qpos:
         m = kpos <= p
@@ -140,50 +193,56 @@ def simulate_attention(prob, bug=None):
             m &= kpos > p - W
         vis.append(tuple(np.nonzero(m)[0].tolist()))
     scale = wrong_scale_of(prob) if bug == "wrong_scale" else prob.scale
-    return vis, scale, None
+    return Sim(vis, scale, None, [tuple(range(len(kpos)))] * len(qpos))
 
 
 def simulate_trace(prob, bug=None):
-    """Run a prefill/decode trace through a ring of C slots the way a port with ``bug`` would.
+    """Run a trace (its program of prefill chunks, decode tokens, rollbacks) through a ring of C slots the
+    way a port with ``bug`` would.
 
-    -> (visible key-table indices per query, scale, states) where states[i] is the
-    slot -> key-table index map (-1 empty) after step i.  Key-table index j holds
-    position prob.kpos[j], so equal maps mean equal slot positions and contents.
+    -> Sim whose states[i] is the slot -> key-table index map (-1 empty) after step i.  Key-table
+    index j holds position prob.kpos[j], so equal maps mean equal slot positions and contents.
     """
     s = prob.spec
     C = prob.capacity
-    W = s.window
-    if W is not None and bug == "window_plus_1":
-        W += 1
-    elif W is not None and bug == "window_minus_1":
-        W -= 1
-    base = int(prob.kpos[0])
+    W = _window_of(prob, bug)
+    base = int(prob.kpos[0]) if len(prob.kpos) else 0
     slot = np.full(C, -1, dtype=np.int64)
     stored = 0
+    nxt = int(s.start)
+
+    def slot_of(p):
+        return (p - base) % C if bug == "ignored_position_offset" else p % C
 
     def write(idx):
         nonlocal stored
         for j in idx[max(0, len(idx) - C):]:
             if bug == "no_wrap" and stored >= C:
                 continue                           # the ring is full and never wraps: the write is lost
-            p = int(prob.kpos[j])
-            sl = (p - base) % C if bug == "ignored_position_offset" else p % C
-            slot[sl] = j
+            slot[slot_of(int(prob.kpos[j]))] = j
             stored += 1
 
-    write(list(range(prob.hist)))
-    steps = list(s.schedule) + [1] * s.n_decode
-    vis, states = [], []
+    for j in range(prob.hist):                     # a saved ring is loaded as given: slot p mod C
+        slot[int(prob.kpos[j]) % C] = j
+    stored = prob.hist
+    vis, dense, states = [], [], []
     a = 0
-    for i, n in enumerate(steps):
+    for i, (op, n) in enumerate(s.program):
+        if op == ROLLBACK:
+            for p in range(nxt - n, nxt):
+                if bug != "rollback_keeps_slots":
+                    slot[slot_of(p)] = -1
+            stored, nxt = max(0, stored - n), nxt - n
+            states.append(slot.copy())
+            continue
         chunk = list(range(prob.hist + a, prob.hist + a + n))
-        write_first = i >= len(s.schedule) or bug == "write_before_attend"
+        write_first = op != 0 or bug == "write_before_attend"
         if write_first:
             write(chunk)
         cached = [int(j) for j in slot if j >= 0]
+        cand = cached + ([] if write_first else chunk)
         for t in range(a, a + n):
             p = int(prob.qpos[t])
-            cand = cached + ([] if write_first else chunk)
             seen = []
             for j in cand:
                 kp = int(prob.kpos[j])
@@ -193,12 +252,14 @@ def simulate_trace(prob, bug=None):
                 if W is None or kp > p - W or leak:
                     seen.append(j)
             vis.append(tuple(sorted(set(seen))))
+            dense.append(tuple(cand))
         if not write_first:
             write(chunk)
         states.append(slot.copy())
         a += n
+        nxt += n
     scale = wrong_scale_of(prob) if bug == "wrong_scale" else prob.scale
-    return vis, scale, states
+    return Sim(vis, scale, states, dense)
 
 
 def simulate(prob, bug=None):
@@ -230,18 +291,51 @@ def error_units(actual, expected, atol):
     return diff / atol.reshape(atol.shape + (1,) * (diff.ndim - atol.ndim))
 
 
-def softmax_rows(prob, vis, scale):
-    """Outputs of every query over its visible keys, float64; a query that sees nothing gives NaN."""
+def softmax_rows(prob, vis, scale, bug=None, dense=None):
+    """Outputs of every query over its visible keys, float64, with the case's softcap and sinks as a port
+    with the softmax ``bug`` computes them; a query that sees nothing gives NaN."""
     s = prob.spec
     out = np.empty((len(prob.qpos), s.Hq, s.D))
+    cap, sinks = prob.softcap, prob.sinks
+    if bug == "softcap_before_scale" and cap is not None:
+        cap = abs(scale) * cap           # scale * c * tanh(q.k / c) = c' * tanh(scale * q.k / c'), c' = |scale| c
+    if bug == "sink_scaled" and sinks is not None:
+        sinks = sinks * scale
     with np.errstate(all="ignore"):
         for t, idx in enumerate(vis):
             if not idx:
                 out[t] = np.nan
                 continue
             idx = list(idx)
-            out[t] = softmax_attend(prob.q[t], prob.k[idx], prob.v[idx], scale)
+            if bug == "softcap_after_mask" and cap is not None:
+                out[t] = _capped_after_mask(prob, t, idx, list(dense[t]), scale)
+                continue
+            out[t] = softmax_attend(prob.q[t], prob.k[idx], prob.v[idx], scale, cap, sinks)
+            if bug == "sink_value_row" and sinks is not None:     # + the sink's weight times a row of ones
+                ones = np.ones_like(prob.v[idx])
+                out[t] += 1.0 - softmax_attend(prob.q[t], prob.k[idx], ones, scale, cap, sinks)
     return out
+
+
+def _capped_after_mask(prob, t, idx, dense, scale):
+    """One query of an engine that adds -inf to masked scores of its dense row, then soft-caps:
+    c * tanh(-inf) = -c, so every masked key gets weight exp(-c - m) (a NaN score stays NaN)."""
+    s, c = prob.spec, prob.softcap
+    G = s.Hq // s.Hkv
+    q = prob.q[t].reshape(s.Hkv, G, s.D)
+    k, v = prob.k[dense], prob.v[dense]
+    raw = np.einsum("hgd,nhd->hgn", q, k) * scale
+    visible = np.isin(dense, idx)
+    sc = np.where(visible, c * np.tanh(raw / c), np.where(np.isnan(raw), np.nan, -c))
+    w = np.exp(sc - sc.max(axis=-1, keepdims=True))
+    w /= w.sum(axis=-1, keepdims=True)
+    return np.einsum("hgn,nhd->hgd", w, v).reshape(s.Hq, s.D)
+
+
+def variant_rows(prob, bug, sim=None):
+    """Outputs of a port with ``bug`` (None: the correct algorithm) -> (outputs, Sim)."""
+    sim = simulate(prob, bug) if sim is None else sim
+    return softmax_rows(prob, sim.vis, sim.scale, bug, sim.dense), sim
 
 
 def row_tolerance(prob, vis):
@@ -261,6 +355,8 @@ def row_tolerance(prob, vis):
         qa = np.abs(prob.q[t]).reshape(s.Hkv, G, s.D)
         ka = np.abs(prob.k[idx])                                     # [n, Hkv, D]
         A = abs(prob.scale) * np.einsum("hgd,nhd->hgn", qa, ka).max()
+        if prob.sinks is not None:                                   # a sink logit is a logit too
+            A = max(A, float(np.abs(prob.sinks).max()))
         atol[t] = SAFETY * vmax * (u_out + u_acc * (2.0 * math.sqrt(s.D) * A + len(idx) + 2))
     return atol
 

@@ -362,8 +362,10 @@ def test_c_port_rollback_into_a_loaded_ring(built, tmp_path):
     ([(0, 3)], 3, 4, "cache"),                       # capacity below the window
     ([(0, 3), (2, 4)], 6, 4, "rollback"),            # more than was written
     ([(0, 9), (2, 4)], 6, 4, "rollback"),            # beyond n_held - W + 1 = 3
-    ([(0, 3), (1, 2)], 6, 4, "shape"),               # a decode step of two tokens
-    ([(0, 3), (2, -1)], 6, 4, "rollback"),
+    ([(0, 3), (1, 2)], 6, 4, "schedule"),            # a malformed program: decode of two tokens,
+    ([(0, 3), (2, -1)], 6, 4, "schedule"),           # a negative rollback,
+    ([(0, 3), (3, 1)], 6, 4, "schedule"),            # an unknown op,
+    ([(0, 0), (1, 1)], 6, 4, "schedule"),            # an empty chunk
     ([(0, 4), (1, 1)], 4, None, "cache"),             # a full-attention cache that is full
 ])
 def test_c_port_rejects_bad_traces(built, tmp_path, steps, capacity, window, kind):

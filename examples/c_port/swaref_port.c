@@ -812,21 +812,15 @@ static Step *read_steps(const Problem *P, int64_t *nsteps) {
     rows = as_i64(tp);
     steps = xmalloc((size_t)(*nsteps ? *nsteps : 1) * sizeof *steps);
     for (i = 0; i < *nsteps; i++) {
+        /* A malformed program is a malformed schedule (kind "schedule"), whatever the row. */
         int64_t op = rows[2 * i], n = rows[2 * i + 1];
+        if (!((op == 0 && n >= 1) || (op == 1 && n == 1) || (op == 2 && n >= 0)))
+            reject("schedule", "steps rows are (0, n >= 1) prefill, (1, 1) decode or (2, n >= 0) rollback");
+        steps[i].kind = op == 0 ? STEP_CHUNK : op == 1 ? STEP_DECODE : STEP_ROLLBACK;
         steps[i].n = n;
-        if (op == 0) {
-            steps[i].kind = STEP_CHUNK;
-            if (ichunk >= nsched || n != sched[ichunk++]) reject("schedule", "a chunk step differs from the schedule");
-        } else if (op == 1) {
-            steps[i].kind = STEP_DECODE;
-            if (n != 1) reject("shape", "a decode step takes exactly one token");
-            ndec++;
-        } else if (op == 2) {
-            steps[i].kind = STEP_ROLLBACK;
-            if (n < 0) reject("rollback", "rollback needs n >= 0");
-        } else {
-            reject("argument", "a step's op must be 0 (chunk), 1 (decode) or 2 (rollback)");
-        }
+        if (op == 0 && (ichunk >= nsched || n != sched[ichunk++]))
+            reject("schedule", "a chunk step differs from the schedule");
+        ndec += op == 1;
     }
     if (ichunk != nsched || ndec != n_decode) reject("schedule", "steps disagree with schedule and n_decode");
     return steps;

@@ -119,22 +119,42 @@ def test_c_port_output_is_standard_safetensors(built, tmp_path):
             np.testing.assert_array_equal(theirs[n], ours[n])
 
 
-def test_c_port_with_an_off_by_one_window_fails(built, tmp_path):
-    """The same C code with the W+1 bug (j >= p - W) must fail the cases that catch it."""
+#: Known bugs planted into the C source: variant -> (exact original text, its buggy replacement).
+#: Each is one of the suite's known-wrong variants (docs/conformance.md, "Bugs the vectors catch").
+PLANTED = {
+    "window_plus_1": ("j > p - P->W", "j >= p - P->W"),
+    "sink_scaled": ('if (!isfinite(P->sinks[h])) reject("sinks", "sinks must be finite");',
+                    'if (!isfinite(P->sinks[h])) reject("sinks", "sinks must be finite"); '
+                    'else P->sinks[h] *= P->scale;'),
+    "sink_value_row": ("if (sink) sum += exp(sink_shift);",
+                       "if (sink) { sum += exp(sink_shift); for (d = 0; d < H->D; d++) o[d] += exp(sink_shift); }"),
+    "softcap_before_scale": ("s[i] = c * tanh(s[i] / c);", "s[i] = P->scale * (c * tanh(s[i] / P->scale / c));"),
+    "rollback_keeps_slots": ("R->pos[p % R->C] = -1;", "(void)R;"),
+    "rollback_beyond_limit": ("if (n > ring_max_rollback(R) && n != R->n_seen)",
+                              "if (n > ring_max_rollback(R) && n != R->n_seen && 0)"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(PLANTED))
+def test_c_port_with_a_planted_bug_fails(built, tmp_path, bug):
+    """The same C code with one known bug must fail every core case that the variant applies to
+    (valid cases, and the negative rollback cases a port without the limit accepts)."""
     tmp, _, suite = built
-    patch = lambda t: t.replace("j > p - P->W", "j >= p - P->W")  # noqa: E731
+    old, new = PLANTED[bug]
     with open(SRC) as f:
-        assert "j > p - P->W" in f.read()
-    exe = _build(str(tmp_path), patch, "swaref_port_wplus1")
+        assert f.read().count(old) == 1, f"the text to patch for {bug} is not in {SRC} exactly once"
+    exe = _build(str(tmp_path), lambda t: t.replace(old, new), "swaref_port_" + bug)
     m = VX.load_suite(suite).manifest
-    must = {c["id"] for c in m["cases"] if c["expect"] == "valid" and c["wrong_variants"]["window_plus_1"]["applicable"]}
+    must = {c["id"] for c in m["cases"] if c.get("wrong_variants", {}).get(bug, {}).get("applicable")}
+    assert must, f"the core suite has no case for {bug}"
     lines = []
     code = VX.check_suite(suite, exec_cmd=f"{exe} {{in}} {{out}}", out=lines.append, only=must)
     assert code == 1
     verdicts = [l for l in lines if l.split()[0] in ("PASS", "FAIL", "MISSING", "SKIP")]
     assert len(verdicts) == len(must) and all(l.startswith("FAIL") for l in verdicts), \
         [l for l in verdicts if not l.startswith("FAIL")]
-    assert any("matches known wrong variant window_plus_1" in l for l in verdicts)
+    if bug != "rollback_beyond_limit":   # its cases are negative: accepting is the failure
+        assert any(f"matches known wrong variant {bug}" in l for l in verdicts), verdicts
 
 
 def test_c_port_reports_unreadable_input(built, tmp_path):

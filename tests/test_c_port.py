@@ -376,6 +376,25 @@ def test_c_port_rollback_worked_example(built, tmp_path):
             assert want == "rollback" and (kind, got) == ("err", "rollback")
 
 
+def test_c_port_rollback_of_everything_after_a_wrap(built, tmp_path):
+    """Rolling back all n_seen tokens of a wrapped ring leaves it empty (spec rule 4), n_held = 0:
+    what follows behaves as on a fresh cache.  (swaref's reference, swaref/cache.py rollback, sets
+    n_held = n_held - n, here 6 - 10 = -4, and then refuses the rollback of 2 below; the oracle
+    here is therefore the fresh cache, which has the same history.)"""
+    _, exe, _ = built
+    rng = np.random.default_rng(9)
+    t = _trace_case(rng, [(0, 10), (2, 10), (0, 3), (2, 2), (1, 1), (1, 1)], window=4, capacity=6)
+    tail = _trace_case(rng, [(0, 3), (2, 2), (1, 1), (1, 1)], window=4, capacity=6)
+    for name in ("q", "k", "v"):
+        tail[name] = t[name][10:]
+    want = _reference_trace(tail)
+    kind, got = _run_case(exe, tmp_path, t, "decode")
+    assert kind == "out", got
+    _compare_trace({"out": got["out"][10:], "cache_pos": got["cache_pos"][2:], "cache_k": got["cache_k"][2:],
+                    "cache_v": got["cache_v"][2:]}, want)
+    assert (got["cache_pos"][1] == -1).all()
+
+
 def test_c_port_rollback_into_a_loaded_ring(built, tmp_path):
     """A loaded ring counts as written, nothing evicted (swaref's load_state): it may all go back."""
     _, exe, _ = built

@@ -730,16 +730,19 @@ static int64_t ring_max_rollback(const Ring *R) {
  * Refused, with the ring untouched, when a key a later query needs is already
  * overwritten; taking back all n_seen tokens is always possible (the ring is empty). */
 static void ring_rollback(Ring *R, int64_t n) {
-    int64_t p;
+    int64_t p, gone;
     if (n < 0) reject("rollback", "rollback needs n >= 0");
     if (n > R->n_seen) reject("rollback", "cannot roll back more tokens than were written");
     if (n > ring_max_rollback(R) && n != R->n_seen)
         reject("rollback", "a later query would need a key already overwritten (n > n_held - W + 1)");
-    if (n == 0) return;
-    for (p = R->next - n; p < R->next; p++) R->pos[p % R->C] = -1;
+    /* Of the last n positions only the n_held newest are in the ring: those slots empty.
+     * Rolling back everything after the ring wrapped (n = n_seen > n_held) leaves it
+     * empty, n_held = 0, continuing at its first position (not n_held - n < 0). */
+    gone = n < R->n_held ? n : R->n_held;
+    for (p = R->next - gone; p < R->next; p++) R->pos[p % R->C] = -1;
     R->n_seen -= n;
-    R->n_held -= n;
-    R->next -= n;                         /* all n_seen back: empty, continuing at its first position */
+    R->n_held -= gone;
+    R->next -= n;
 }
 
 /* ------------------------------------------------------------------ */

@@ -1,7 +1,8 @@
 /*
  * swaref_port: a port of swaref's sliding-window attention, rolling buffer cache
- * and chunked prefill to plain C99 (libc + libm), written from
- * docs/conformance.md alone.  It reads one golden-vector case file and writes
+ * and chunked prefill to plain C99 (libc + libm), written from docs/conformance.md
+ * and docs/spec.md alone.  Spec 1.1: soft-capping and learned sinks (rule 3), ring
+ * slack and rollback (rule 4).  It reads one golden-vector case file and writes
  * its result:
  *
  *     swaref_port CASE.safetensors OUT.out.safetensors [ERR.err.json]
@@ -388,7 +389,7 @@ static int visible(const Problem *P, int64_t p, int64_t j) {
 /* ------------------------------------------------------------------ */
 
 /* One query head against the n keys it sees: krow[i] points at that key's [D] row
- * for the head's KV group, vrow[i] at the value row.  s and y are scratch of n. */
+ * for the head's KV group, vrow[i] at its value row. */
 typedef struct {
     const double *q;
     const double **krow, **vrow;
@@ -410,7 +411,9 @@ static int all_finite(const double *x, int64_t n) {
 }
 
 /* Spec 1.0.1, "finite input, finite output": the scores of finite q and k overflowed
- * float64 iff some score is not finite while q and every visible key row are. */
+ * float64 iff some score is not finite while q and every visible key row are.  Decided
+ * per head (the reference decides per query row): a head's result depends only on its
+ * own data, and heads that do not overflow keep the plain formula either way. */
 static int scores_overflowed(const Head *H, const double *s) {
     int64_t i;
     if (all_finite(s, H->n) || !all_finite(H->q, H->D)) return 0;
@@ -477,7 +480,9 @@ static void shift_overflowed(double c, const double *y, int64_t n, double *s, co
 
 /* o[D] = sum_i w_i v_i for one query head (spec rule 3, steps 2-5, in this order):
  * scale, then the optional cap, then the softmax over the visible keys only (with the
- * optional sink logit in the denominator and the maximum, never scaled, no value row). */
+ * optional sink logit in the denominator and the maximum, never scaled, no value row).
+ * The cap sees only visible keys: a masked key is never given a score (no -inf to cap).
+ * s and y are scratch of H->n. */
 static void attend_head(const Problem *P, const Head *H, const double *sink, double *s, double *y,
                         double *o) {
     double sink_shift = 0.0, sum = 0.0;

@@ -175,7 +175,13 @@ def _manifest_mutations():
     return {
         "cases-str": lambda m: m.__setitem__("cases", ["str"]),
         "no-suite": lambda m: m.pop("suite"),
-        "bad-format-version": lambda m: m.__setitem__("format_version", 2),
+        "bad-format-version": lambda m: m.__setitem__("format_version", 1),       # a v1 manifest, or a v3 one
+        "future-format-version": lambda m: m.__setitem__("format_version", 3),
+        "unknown-feature": lambda m: m["cases"][0]["features"].append("two_sided"),
+        "softcap-string": lambda m: m["cases"][0].__setitem__("softcap", "2.0"),
+        "no-features": lambda m: m["cases"][0].pop("features"),
+        "unknown-variant": lambda m: next(c for c in m["cases"] if c["expect"] == "valid")["wrong_variants"]
+        .__setitem__("sink_not_in_max", {"applicable": False}),
         "window-string": lambda m: m["cases"][0].__setitem__("window", "4"),
         "unknown-field": lambda m: m["cases"][0].__setitem__("extra", 1),
         "invalid-without-kinds": lambda m: next(c for c in m["cases"] if c["expect"] == "invalid").pop("error_kinds"),

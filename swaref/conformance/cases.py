@@ -372,10 +372,55 @@ def full_cases():
         cases.append(CaseSpec("attention", dt, 4, 2, 16, 8, 6, 30, poison=True))
         cases.append(CaseSpec("prefill", dt, 4, 2, 16, 8, 12, schedule=(5, 7), start=40, hist=8, poison=True))
         cases.append(CaseSpec("prefill", dt, 4, 1, 16, None, 12, schedule=(5, 7), capacity=12))
+    cases += full_cases_1_1()
     seen = {}
     for c in cases:
         seen.setdefault(c.case_id, c)
     return list(seen.values())
+
+
+def full_cases_1_1():
+    """The spec 1.1 part of the full suite: softcap, sinks, slack and rollback over windows, dtypes, heads."""
+    rng = np.random.default_rng(20251201)          # fixed: the case list is part of the suite
+    cases = []
+    i = 0
+    for W in (1, 2, 3, 4, 7, 16):
+        for dt in _DT4:
+            Hq, Hkv = ((4, 4), (4, 2), (8, 2), (8, 1))[i % 4]
+            D = (2, 16, 64, 8, 32)[i % 5]
+            low = dt in ("float16", "bfloat16")
+            cap = (1.0, 2.0, 3.0)[i % 3] if low else (1.0, 3.0, 6.0)[i % 3]
+            T = 2 * W + 3
+            cases.append(CaseSpec("attention", dt, Hq, Hkv, D, W, T, T + 3 * W + 4, start=(0, 7)[i % 2], softcap=cap))
+            cases.append(CaseSpec("attention", dt, Hq, Hkv, D, W, T, T + i % 3, sinks=(-1.0, 0.5, 2.0)[i % 3],
+                                  neg_row=D >= 8 and i % 2 == 1))
+            C = W + (1, 2, W)[i % 3]
+            extra = ({"softcap": cap}, {"sinks": 1.0}, {})[i % 3]
+            cases.append(traced(CaseSpec("decode", dt, Hq, Hkv, D, W, capacity=C, start=(0, 5)[i % 2], **extra),
+                                _random_program(rng, W, C)))
+            cases.append(CaseSpec("prefill", dt, Hq, Hkv, D, W, 3 * W + 2, schedule=_random_schedule(rng, 3 * W + 2),
+                                  capacity=W + 2, **({"sinks": 0.5 if D >= 8 else 2.0}, {"softcap": cap})[i % 2]))
+            i += 1
+    return cases
+
+
+def _random_program(rng, W, C, rounds=3):
+    """A speculative-decoding trace: a prompt, then rounds of decode tokens, a draft chunk and a rollback
+    (at the limit in every other round).  Never rolls back more tokens than the ring holds."""
+    first = int(rng.integers(1, 2 * W + 3))
+    steps, seen, held = [(PREFILL, first)], first, min(first, C)
+    for r in range(rounds):
+        for _ in range(int(rng.integers(0, 3))):
+            steps.append((DECODE, 1))
+            seen, held = seen + 1, min(held + 1, C)
+        m = int(rng.integers(1, C - W + 3))
+        steps.append((PREFILL, m))
+        seen, held = seen + m, min(held + m, C)
+        limit = seen if held == seen else (held if W == 1 else max(0, held - W + 1))
+        n = limit if r % 2 == 0 else int(rng.integers(0, limit + 1))
+        steps.append((ROLLBACK, n))
+        seen, held = seen - n, held - n
+    return tuple(steps) + ((DECODE, 1),)
 
 
 def _random_schedule(rng, T):

@@ -217,7 +217,7 @@ static void load_file(const char *path) {
     g_data_len = (uint64_t)size - 8 - hlen;
     for (i = 0; i < g_nt; i++) {
         const Tensor *t = &g_t[i];
-        uint64_t size = dtype_size(t->dtype), n = 1;
+        uint64_t esize = dtype_size(t->dtype), n = 1;
         int d;
         if (t->end < t->begin || t->end > g_data_len) die("tensor outside the data section");
         for (d = 0; d < t->ndim; d++) {
@@ -226,7 +226,7 @@ static void load_file(const char *path) {
             n *= (uint64_t)t->shape[d];
         }
         /* The decoders below read numel * size bytes: they must be exactly the tensor's. */
-        if (size && n * size != t->end - t->begin) die("tensor size disagrees with its data_offsets");
+        if (esize && n * esize != t->end - t->begin) die("tensor size disagrees with its data_offsets");
     }
 }
 
@@ -259,7 +259,7 @@ static double half_to_double(uint16_t h) {
     int e = (h >> 10) & 0x1f, m = h & 0x3ff;
     double s = (h & 0x8000) ? -1.0 : 1.0;
     if (e == 0) return s * ldexp((double)m, -24);                 /* zero and subnormals */
-    if (e == 31) return m ? NAN : s * INFINITY;
+    if (e == 31) return m ? (double)NAN : s * (double)INFINITY;
     return s * ldexp((double)(m | 0x400), e - 25);
 }
 

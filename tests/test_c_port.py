@@ -422,6 +422,8 @@ def test_c_port_rollback_into_a_loaded_ring(built, tmp_path):
     ([(0, 3), (3, 1)], 6, 4, "schedule"),            # an unknown op,
     ([(0, 0), (1, 1)], 6, 4, "schedule"),            # an empty chunk
     ([(0, 4), (1, 1)], 4, None, "cache"),             # a full-attention cache that is full
+    ([(0, 3)], 2 ** 62, None, "argument"),            # a cache whose size does not fit size_t,
+    ([(0, 3)], 2 ** 40, 4, "argument"),               # one that cannot be allocated (spec rule 4)
 ])
 def test_c_port_rejects_bad_traces(built, tmp_path, steps, capacity, window, kind):
     _, exe, _ = built

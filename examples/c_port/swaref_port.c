@@ -53,19 +53,35 @@ static void release_all(void) {
     g_allocs_cap = 0;
 }
 
-static void *xmalloc(size_t n) {
-    void *p;
+/* Records p for release_all; p must be non-NULL. */
+static void *track(void *p) {
     if (g_nallocs == g_allocs_cap) {
         size_t cap = g_allocs_cap ? 2 * g_allocs_cap : 64;
         void **grown = realloc(g_allocs, cap * sizeof *grown);
-        if (!grown) die("out of memory");
+        if (!grown) {
+            free(p);
+            die("out of memory");
+        }
         g_allocs = grown;
         g_allocs_cap = cap;
     }
-    p = calloc(n ? n : 1, 1);
-    if (!p) die("out of memory");
     g_allocs[g_nallocs++] = p;
     return p;
+}
+
+/* n zeroed bytes, or exit 1: the port itself ran out of memory. */
+static void *xmalloc(size_t n) {
+    void *p = calloc(n ? n : 1, 1);
+    if (!p) die("out of memory");
+    return track(p);
+}
+
+/* A buffer whose size the case chose through a value (the cache capacity): one that
+ * cannot be allocated is refused as spec rule 4 says (kind "argument"), not a port failure. */
+static void *xmalloc_cache(size_t n) {
+    void *p = calloc(n ? n : 1, 1);
+    if (!p) reject("argument", "a cache of this capacity cannot be allocated");
+    return track(p);
 }
 
 /* ------------------------------------------------------------------ */
@@ -655,9 +671,9 @@ static void ring_init(Ring *R, const Problem *P, int64_t C) {
     R->has_window = P->has_window;
     R->W = P->W;
     R->row = (size_t)(P->Hkv * P->D);
-    R->pos = xmalloc((size_t)C * sizeof(int64_t));
-    R->k = xmalloc((size_t)C * R->row * sizeof(double));
-    R->v = xmalloc((size_t)C * R->row * sizeof(double));
+    R->pos = xmalloc_cache((size_t)C * sizeof(int64_t));
+    R->k = xmalloc_cache((size_t)C * R->row * sizeof(double));
+    R->v = xmalloc_cache((size_t)C * R->row * sizeof(double));
     for (s = 0; s < C; s++) R->pos[s] = -1;
     R->n_seen = R->n_held = 0;
     R->next = -1;
@@ -852,6 +868,12 @@ static void run_trace(const char *out_path) {
     if (C < 1) reject("cache", "capacity must be >= 1");
     if (P.has_window && C < P.W) reject("cache", "a sliding-window cache needs capacity >= window");
     steps = read_steps(&P, &nsteps);
+    /* C is the one size that comes from a value, not a shape: the ring and the state after
+     * each step are C * Hkv * D doubles each, which must not wrap size_t (spec rule 4: a
+     * cache that cannot be allocated is refused with kind "argument"). */
+    if ((uint64_t)C > SIZE_MAX / sizeof(double) / (uint64_t)(P.Hkv * P.D) / (uint64_t)(nsteps + 2) ||
+        (uint64_t)C > SIZE_MAX / sizeof(double) - (uint64_t)N)
+        reject("argument", "a cache of this capacity cannot be allocated");
     check_softmax_variants(&P);
     ring_init(&R, &P, C);
     ring_load(&R, find("q")->dtype);
@@ -859,13 +881,13 @@ static void run_trace(const char *out_path) {
     if (start < 0) reject("positions", "start must be >= 0");
 
     out = xmalloc((size_t)(N * P.Hq * P.D) * sizeof(double));
-    st.pos = xmalloc((size_t)(nsteps * C) * sizeof(int64_t));
-    st.k = xmalloc((size_t)nsteps * C * R.row * sizeof(double));
-    st.v = xmalloc((size_t)nsteps * C * R.row * sizeof(double));
+    st.pos = xmalloc_cache((size_t)(nsteps * C) * sizeof(int64_t));
+    st.k = xmalloc_cache((size_t)nsteps * C * R.row * sizeof(double));
+    st.v = xmalloc_cache((size_t)nsteps * C * R.row * sizeof(double));
     st.n = 0;
-    keys = xmalloc((size_t)(C + N) * sizeof *keys);
-    vals = xmalloc((size_t)(C + N) * sizeof *vals);
-    kpos = xmalloc((size_t)(C + N) * sizeof(int64_t));
+    keys = xmalloc_cache((size_t)(C + N) * sizeof *keys);
+    vals = xmalloc_cache((size_t)(C + N) * sizeof *vals);
+    kpos = xmalloc_cache((size_t)(C + N) * sizeof(int64_t));
     use_scratch(&P, C + N);
 
     for (i = 0; i < nsteps; i++) {

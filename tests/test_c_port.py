@@ -101,6 +101,17 @@ def test_c_port_is_clean_under_asan_and_ubsan(built, tmp_path):
             ("rollback", _trace_case(rng, [(0, 9), (2, 3), (1, 1), (0, 4), (2, 13), (0, 2)]), "decode"),
             ("bad_rollback", _trace_case(rng, [(0, 9), (2, 4)]), "decode")]:
         _run_case(exe, tmp_path, tensors, op, name)   # asserts exit status 0
+    # Hostile values that once overflowed int64 (UBSan): a schedule summing past 2**63, and an
+    # initial ring holding position 2**63 - 1, whose next position does not exist.
+    top = 2 ** 63 - 1
+    t = _trace_case(rng, [(0, 3)], window=4, capacity=4)
+    t["schedule"] = np.array([top, top, 5], dtype=np.int64)
+    assert _run_case(exe, tmp_path, t, "prefill", "huge_schedule") == ("err", "schedule")
+    pos = np.full(4, -1, dtype=np.int64)
+    pos[top % 4] = top
+    t = _trace_case(rng, [(0, 3)], window=4, capacity=4, init_pos=pos, init_k=np.zeros((4, 1, 3)),
+                    init_v=np.zeros((4, 1, 3)))
+    assert _run_case(exe, tmp_path, t, "prefill", "ring_at_int64_max") == ("err", "positions")
 
 
 def test_c_port_output_is_standard_safetensors(built, tmp_path):

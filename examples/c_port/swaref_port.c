@@ -708,6 +708,7 @@ static void ring_load(Ring *R, const char *dtype) {
         if (p[s] > hi) hi = p[s];
     }
     if (cnt && hi - lo + 1 != cnt) reject("positions", "cached positions are not consecutive");
+    if (hi == INT64_MAX) reject("positions", "the cache's next position must fit in int64");
     kk = as_double(ik);
     vv = as_double(iv);
     for (s = 0; s < C; s++)
@@ -818,7 +819,8 @@ static Step *read_steps(const Problem *P, int64_t *nsteps) {
     sched = as_i64(ts);
     for (i = 0; i < nsched; i++) {
         if (sched[i] < 1) reject("schedule", "chunk sizes must be >= 1");
-        sum += sched[i];
+        if (sched[i] > P->T - sum) reject("schedule", "the schedule sums past the prompt length");
+        sum += sched[i];                 /* never overflows: sum <= T */
     }
     if (sum != P->T - n_decode) reject("schedule", "the schedule does not sum to the prompt length");
     if (!tp) {

@@ -852,82 +852,102 @@ static Step *read_steps(const Problem *P, int64_t *nsteps) {
     return steps;
 }
 
-static void run_trace(const char *out_path) {
+/* A running trace: the problem, its ring, the outputs and states so far. */
+typedef struct {
     Problem P;
     Ring R;
     States st;
-    Step *steps;
-    int64_t start, C, N, nsteps, a = 0, i;
-    double *out, **keys, **vals;
+    int64_t start;           /* position of the first token written into an empty ring */
+    int64_t a;               /* token rows consumed */
+    double *out;             /* [N, Hq, D] */
+    double **keys, **vals;   /* scratch: the keys one step offers its queries (C + N at most) */
     int64_t *kpos;
-    Out o[4];
+} Trace;
 
-    check_qkv(&P);
-    N = P.T;
-    if (P.S != N) reject("shape", "k and v need one row per token");
-    if (!scalar_i64("start", &start) || !scalar_i64("capacity", &C))
+/* One step.  Each token takes the ring's next position (the first one `start`), so after a
+ * rollback of n the next rows reuse the positions of the rolled-back tokens. */
+static void trace_step(Trace *X, const Step *sp) {
+    Problem *P = &X->P;
+    Ring *R = &X->R;
+    int64_t first = R->next >= 0 ? R->next : X->start;
+    if (sp->kind == STEP_ROLLBACK) {
+        ring_rollback(R, sp->n);
+    } else if (sp->kind == STEP_DECODE) {
+        /* Decode writes first: its query must see itself, and the one slot it
+         * overwrites held p - C (or older), outside its window. */
+        if (X->a + 1 > P->T) reject("shape", "more tokens consumed than q has rows");
+        ring_write(R, first, 1, P->k + X->a * R->row, P->v + X->a * R->row);
+        attend_step(P, R, X->a, 1, first, 0, X->keys, X->vals, X->kpos, X->out);
+        X->a += 1;
+    } else {
+        /* A prefill chunk attends first: its early queries still need slots that
+         * writing the chunk would overwrite; then the chunk is written. */
+        if (X->a + sp->n > P->T) reject("shape", "more tokens consumed than q has rows");
+        ring_check_write(R, first, sp->n);
+        attend_step(P, R, X->a, sp->n, first, 1, X->keys, X->vals, X->kpos, X->out);
+        ring_write(R, first, sp->n, P->k + X->a * R->row, P->v + X->a * R->row);
+        X->a += sp->n;
+    }
+    record(&X->st, R);
+}
+
+/* out, and the ring's state after every step: cache_k, cache_pos, cache_v (sorted by name). */
+static void write_trace(const char *out_path, const Trace *X) {
+    const Problem *P = &X->P;
+    int64_t n = X->st.n, C = X->R.C;
+    Out o[4];
+    o[0].name = "cache_k"; o[0].dtype = "F64"; o[0].ndim = 4;
+    o[0].shape[0] = n; o[0].shape[1] = C; o[0].shape[2] = P->Hkv; o[0].shape[3] = P->D;
+    o[0].data = X->st.k; o[0].bytes = (size_t)n * C * X->R.row * sizeof(double);
+    o[1].name = "cache_pos"; o[1].dtype = "I64"; o[1].ndim = 2;
+    o[1].shape[0] = n; o[1].shape[1] = C;
+    o[1].data = X->st.pos; o[1].bytes = (size_t)(n * C) * sizeof(int64_t);
+    o[2] = o[0]; o[2].name = "cache_v"; o[2].data = X->st.v;
+    o[3].name = "out"; o[3].dtype = "F64"; o[3].ndim = 3;
+    o[3].shape[0] = P->T; o[3].shape[1] = P->Hq; o[3].shape[2] = P->D;
+    o[3].data = X->out; o[3].bytes = (size_t)(P->T * P->Hq * P->D) * sizeof(double);
+    write_result(out_path, o, 4);
+}
+
+static void run_trace(const char *out_path) {
+    Trace X;
+    Problem *P = &X.P;
+    Step *steps;
+    int64_t C, N, nsteps, i;
+
+    check_qkv(P);
+    N = P->T;
+    if (P->S != N) reject("shape", "k and v need one row per token");
+    if (!scalar_i64("start", &X.start) || !scalar_i64("capacity", &C))
         reject("argument", "start and capacity are required");
     if (C < 1) reject("cache", "capacity must be >= 1");
-    if (P.has_window && C < P.W) reject("cache", "a sliding-window cache needs capacity >= window");
-    steps = read_steps(&P, &nsteps);
+    if (P->has_window && C < P->W) reject("cache", "a sliding-window cache needs capacity >= window");
+    steps = read_steps(P, &nsteps);
     /* C is the one size that comes from a value, not a shape: the ring and the state after
      * each step are C * Hkv * D doubles each, which must not wrap size_t (spec rule 4: a
      * cache that cannot be allocated is refused with kind "argument"). */
-    if ((uint64_t)C > SIZE_MAX / sizeof(double) / (uint64_t)(P.Hkv * P.D) / (uint64_t)(nsteps + 2) ||
+    if ((uint64_t)C > SIZE_MAX / sizeof(double) / (uint64_t)(P->Hkv * P->D) / (uint64_t)(nsteps + 2) ||
         (uint64_t)C > SIZE_MAX / sizeof(double) - (uint64_t)N)
         reject("argument", "a cache of this capacity cannot be allocated");
-    check_softmax_variants(&P);
-    ring_init(&R, &P, C);
-    ring_load(&R, find("q")->dtype);
-    if (R.next >= 0 && start != R.next) reject("positions", "start must continue the cache");
-    if (start < 0) reject("positions", "start must be >= 0");
+    check_softmax_variants(P);
+    ring_init(&X.R, P, C);
+    ring_load(&X.R, find("q")->dtype);
+    if (X.R.next >= 0 && X.start != X.R.next) reject("positions", "start must continue the cache");
+    if (X.start < 0) reject("positions", "start must be >= 0");
 
-    out = xmalloc((size_t)(N * P.Hq * P.D) * sizeof(double));
-    st.pos = xmalloc_cache((size_t)(nsteps * C) * sizeof(int64_t));
-    st.k = xmalloc_cache((size_t)nsteps * C * R.row * sizeof(double));
-    st.v = xmalloc_cache((size_t)nsteps * C * R.row * sizeof(double));
-    st.n = 0;
-    keys = xmalloc_cache((size_t)(C + N) * sizeof *keys);
-    vals = xmalloc_cache((size_t)(C + N) * sizeof *vals);
-    kpos = xmalloc_cache((size_t)(C + N) * sizeof(int64_t));
-    use_scratch(&P, C + N);
+    X.a = 0;
+    X.out = xmalloc((size_t)(N * P->Hq * P->D) * sizeof(double));
+    X.st.pos = xmalloc_cache((size_t)(nsteps * C) * sizeof(int64_t));
+    X.st.k = xmalloc_cache((size_t)nsteps * C * X.R.row * sizeof(double));
+    X.st.v = xmalloc_cache((size_t)nsteps * C * X.R.row * sizeof(double));
+    X.st.n = 0;
+    X.keys = xmalloc_cache((size_t)(C + N) * sizeof *X.keys);
+    X.vals = xmalloc_cache((size_t)(C + N) * sizeof *X.vals);
+    X.kpos = xmalloc_cache((size_t)(C + N) * sizeof(int64_t));
+    use_scratch(P, C + N);
 
-    for (i = 0; i < nsteps; i++) {
-        const Step *sp = &steps[i];
-        int64_t first = R.next >= 0 ? R.next : start;   /* the next token's position */
-        if (sp->kind == STEP_ROLLBACK) {
-            ring_rollback(&R, sp->n);
-        } else if (sp->kind == STEP_DECODE) {
-            /* Decode writes first: its query must see itself, and the one slot it
-             * overwrites held p - W (or older), outside its window. */
-            if (a + 1 > N) reject("shape", "more tokens consumed than q has rows");
-            ring_write(&R, first, 1, P.k + a * R.row, P.v + a * R.row);
-            attend_step(&P, &R, a, 1, first, 0, keys, vals, kpos, out);
-            a += 1;
-        } else {
-            /* A prefill chunk attends first: its early queries still need slots that
-             * writing the chunk would overwrite; then the chunk is written. */
-            if (a + sp->n > N) reject("shape", "more tokens consumed than q has rows");
-            ring_check_write(&R, first, sp->n);
-            attend_step(&P, &R, a, sp->n, first, 1, keys, vals, kpos, out);
-            ring_write(&R, first, sp->n, P.k + a * R.row, P.v + a * R.row);
-            a += sp->n;
-        }
-        record(&st, &R);
-    }
-
-    /* Sorted by name: cache_k, cache_pos, cache_v, out. */
-    o[0].name = "cache_k"; o[0].dtype = "F64"; o[0].ndim = 4;
-    o[0].shape[0] = nsteps; o[0].shape[1] = C; o[0].shape[2] = P.Hkv; o[0].shape[3] = P.D;
-    o[0].data = st.k; o[0].bytes = (size_t)nsteps * C * R.row * sizeof(double);
-    o[1].name = "cache_pos"; o[1].dtype = "I64"; o[1].ndim = 2;
-    o[1].shape[0] = nsteps; o[1].shape[1] = C;
-    o[1].data = st.pos; o[1].bytes = (size_t)(nsteps * C) * sizeof(int64_t);
-    o[2] = o[0]; o[2].name = "cache_v"; o[2].data = st.v;
-    o[3].name = "out"; o[3].dtype = "F64"; o[3].ndim = 3;
-    o[3].shape[0] = N; o[3].shape[1] = P.Hq; o[3].shape[2] = P.D;
-    o[3].data = out; o[3].bytes = (size_t)(N * P.Hq * P.D) * sizeof(double);
-    write_result(out_path, o, 4);
+    for (i = 0; i < nsteps; i++) trace_step(&X, &steps[i]);
+    write_trace(out_path, &X);
 }
 
 /* ------------------------------------------------------------------ */

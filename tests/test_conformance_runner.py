@@ -103,12 +103,15 @@ def test_golden_results_inconsistent_with_the_schedule_are_corrupt(suite, tmp_pa
     assert code == 2 and "do not cover the golden output rows" in lines[0]
 
 
-@pytest.mark.parametrize("steps", [[[0, 5], [2, 1]], [[0, 5, 1]], [[3, 5], [2, 1]]])
+@pytest.mark.parametrize("steps", [[[0, 5], [2, 1]], [[0, 5, 1]], [[3, 5], [2, 1]], "huge-rollback"])
 def test_steps_inconsistent_with_the_schedule_are_corrupt(suite, tmp_path, steps):
     """A re-signed rollback case whose steps disagree with its schedule or golden states: CORRUPT."""
     dst = copy_suite(suite, tmp_path)
     c = next(c for c in suite[1]["cases"] if c["expect"] == "valid" and "rollback" in c["features"])
     t, d, meta = ST.read(dst / c["file"])
+    if steps == "huge-rollback":       # consistent with the schedule, but rolls back 2^62 tokens
+        steps = t["steps"].copy()
+        steps[steps[:, 0] == 2, 1] = 2 ** 62
     t["steps"] = np.asarray(steps, dtype=np.int64)
     ST.write(dst / c["file"], t, dtypes=d, metadata=meta)
     m = json.loads((dst / "manifest.json").read_text())

@@ -27,8 +27,9 @@ from .cases import (BASE_SPEC, DTYPES, FEATURES_1_1, FORMAT, FORMAT_VERSION, MIN
 from .files import NAME_PATTERN, is_safe_name
 from .ports import reference_port
 from .suite import manifest_hash
-from .variants import (WRONG_VARIANTS, Problem, boost, error_units, pick_witnesses, poison, row_tolerance,
-                       simulate, slot_positions, variant_rows)
+from .adversarial import boost, boost_softmax, pick_witnesses, very_negative_row
+from .variants import (WRONG_VARIANTS, Problem, error_units, poison, row_tolerance, simulate, slot_positions,
+                       variant_rows)
 
 #: The manifest's generator.module: part of every suite hash, so it keeps the name the
 #: format was published under (swaref.vectors still imports, as an alias of this package).
@@ -120,12 +121,25 @@ def build_case(spec):
     """-> (tensors {name: (array, dtype name)}, manifest entry without file hash) of a valid case."""
     if spec.error:
         return _negative_case(spec)
-    prob, applicable = _adversarial_problem(spec)
-    out, states = _golden_swaref(prob)
-    atol, sim_states = _check_simulator(prob, out, states)
-    # Every applicable wrong variant must miss by MIN_MISS tolerance units or change the cache.
-    variants = {b: _variant_record(prob, b, out, atol, sim_states) if b in applicable else {"applicable": False}
-                for b in WRONG_VARIANTS}
+    # A case with softcap or sinks first tries a softmax witness (adversarial.boost_softmax); should it
+    # weaken another variant below the margin, the case is built without it.  Fallbacks: witness values
+    # that differ in magnitude too, and the witnesses of the variants that missed picked first (where
+    # witnesses compete for queries, the first variants win).  Cases that pass at once keep their bytes.
+    softmax = (True, False) if spec.softcap is not None or spec.sinks is not None else (False,)
+    first, error = (), None
+    for attempt in range(2):
+        for softmax_witness, spread in [(w, spread) for spread in (False, True) for w in softmax]:
+            built = _build_valid(spec, softmax_witness, spread, first)
+            if not built[-1]:
+                break
+            error = error or built[-1][0][1]
+        else:
+            first = tuple(b for b, _ in built[-1])
+            continue
+        break
+    else:
+        raise error
+    prob, out, states, atol, variants, _ = built
     tensors = _input_tensors(prob)
     tensors["expected.out"] = (out, "F64")
     tensors["expected.out_atol"] = (atol, "F64")
@@ -145,7 +159,22 @@ def build_case(spec):
     return tensors, entry
 
 
-def _adversarial_problem(spec):
+def _build_valid(spec, softmax_witness, spread, first):
+    """One try -> (prob, out, states, atol, variant records, [(variant, GeneratorError)] that missed)."""
+    prob, applicable = _adversarial_problem(spec, softmax_witness, spread, first)
+    out, states = _golden_swaref(prob)
+    atol, sim_states = _check_simulator(prob, out, states)
+    # Every applicable wrong variant must miss by MIN_MISS tolerance units or change the cache.
+    variants, missed = {}, []
+    for b in WRONG_VARIANTS:
+        try:
+            variants[b] = _variant_record(prob, b, out, atol, sim_states) if b in applicable else {"applicable": False}
+        except GeneratorError as e:
+            missed.append((b, e))
+    return prob, out, states, atol, variants, missed
+
+
+def _adversarial_problem(spec, softmax_witness=False, spread=False, first=()):
     """The case's inputs (seeded by its id), poisoned if asked, boosted so that every wrong variant shows."""
     prob = Problem(spec, np.random.default_rng(seed_of(spec.case_id)))
     prob.quantize()
@@ -154,31 +183,16 @@ def _adversarial_problem(spec):
         poison(prob, gold_vis)
     applicable = [b for b in WRONG_VARIANTS if _applicable(prob, b)]
     sims = {b: simulate(prob, b) for b in applicable}
-    vis_change = {b: sims[b].vis for b in applicable if sims[b].vis != gold_vis}
+    order = [b for b in first if b in applicable] + [b for b in applicable if b not in first]
+    vis_change = {b: sims[b].vis for b in order if sims[b].vis != gold_vis}
     witnesses = pick_witnesses(prob, gold_vis, vis_change, "wrong_scale" in applicable)
-    boost(prob, witnesses, gold_vis, vis_change)
+    boost(prob, witnesses, gold_vis, vis_change, spread)
+    hosts = {w[0] for w in witnesses}
+    if softmax_witness:
+        hosts |= boost_softmax(prob, gold_vis, simulate(prob, None).dense, witnesses)
     if spec.neg_row:
-        _very_negative_row(prob, gold_vis, {w[0] for w in witnesses})
+        very_negative_row(prob, gold_vis, hosts)
     return prob, applicable
-
-
-#: The scores of a ``neg_row`` query: all its keys at this logit, far below its sink.
-NEG_ROW_LOGIT = -40.0
-
-
-def _very_negative_row(prob, gold_vis, witness_queries):
-    """Give the last query that hosts no witness the score NEG_ROW_LOGIT for every key it sees, on the last
-    axis (witnesses use the first ones), so that its sink takes nearly all the weight."""
-    s = prob.spec
-    a, K = s.D - 1, 8.0
-    t = max(t for t in range(len(gold_vis)) if t not in witness_queries and gold_vis[t])
-    if len(witness_queries) >= a:
-        raise GeneratorError(f"{s.case_id}: a very negative row needs head_dim > witnesses + 1")
-    for j in gold_vis[t]:
-        prob.k[j, :, a] = K
-    prob.q[t] = 0.0
-    prob.q[t, :, a] = NEG_ROW_LOGIT / (prob.scale * K)
-    prob.quantize()
 
 
 def _check_simulator(prob, out, states):

@@ -171,6 +171,10 @@ def _check_golden_trace(cid, dtype, tensors, dtypes):
         _want(bool(np.isin(ops, (0, 1, 2)).all() and (ns >= 0).all() and (ns[ops == 0] >= 1).all()
                    and (ns[ops == 1] == 1).all()) and ns[ops == 0].tolist() == sched.tolist()
               and int((ops == 1).sum()) == int(n_dec[0]), cid, "steps disagree with schedule and n_decode")
+        # A valid trace never rolls back more than was written (bounds every loop over a rollback).
+        held0 = int((tensors["init_pos"] >= 0).sum()) if "init_pos" in tensors else 0
+        written = held0 + np.cumsum(np.where(ops == 2, -ns, ns))
+        _want(bool((written >= 0).all()), cid, "steps roll back more tokens than were written")
         n_steps = st.shape[0]
     _want(bool((sched >= 1).all()) and int(sched.sum()) + int(n_dec[0]) == tensors["expected.out"].shape[0], cid,
           "schedule and n_decode do not cover the golden output rows")

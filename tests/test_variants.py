@@ -1,4 +1,4 @@
-"""Spec 1.1 variants in the reference: logit soft-capping, learned sinks (rule 3), ring slack
+"""Spec 1.1 variants on both backends: logit soft-capping, learned sinks (rule 3), ring slack
 and rollback (rule 4).
 
 Expected values come from tests/oracle.py (a dense float64 masked softmax with the
@@ -22,9 +22,10 @@ def _tol(v):
 
 # ----- rule 3: softcap and sinks -------------------------------------------------------
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=60)
-@given(st.data())
-def test_softcap_and_sinks_match_the_dense_oracle(data):
+@given(data=st.data())
+def test_softcap_and_sinks_match_the_dense_oracle(backend, data):
     T = data.draw(st.integers(1, 12), label="T")
     S = T + data.draw(st.integers(0, 6), label="extra keys")
     G, Hkv, D = data.draw(st.sampled_from([(1, 1, 4), (2, 2, 3), (4, 1, 8)]), label="G, Hkv, D")
@@ -42,51 +43,56 @@ def test_softcap_and_sinks_match_the_dense_oracle(data):
         want = dense_attention_f64(q, k, v, q_pos, k_pos, window, **kw)
     except AssertionError:              # a query with no visible key: swaref rejects it
         return
-    got = swaref.attention(q, k, v, window=window, k_pos=k_pos, **kw)
+    got = swaref.attention(q, k, v, window=window, k_pos=k_pos, **kw, backend=backend)
     assert_close(got, want, _tol(v), name=f"{variant} vs dense oracle")
 
 
-def test_sink_worked_example_of_the_spec():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sink_worked_example_of_the_spec(backend):
     """Two visible keys with scores (0, 0) and sink 0: w = (1/3, 1/3), o = (v0 + v1) / 3."""
     q = np.zeros((1, 1, 2))
     k = np.ones((2, 1, 2))
     v = np.array([[[3.0, 0.0]], [[0.0, 6.0]]])
-    out = swaref.attention(q, k, v, window=2, sinks=[0.0])
+    out = swaref.attention(q, k, v, window=2, sinks=[0.0], backend=backend)
     assert_close(out, [[[1.0, 2.0]]], 1e-15, name="sink worked example")
 
 
-def test_sink_logit_is_not_scaled_and_has_no_value_row():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sink_logit_is_not_scaled_and_has_no_value_row(backend):
     """The known bugs of the issue: sink times scale, sink in the numerator (a value row of
     zeros would not show it, a value row of ones would), sink left out of the max."""
     rng = np.random.default_rng(3)
     q, k, v = random_qkv(rng, 5, 5, 2, 1, 16)
     sinks = np.array([2.0, -1.0])
-    right = swaref.attention(q, k, v, window=3, sinks=sinks)
-    scaled = swaref.attention(q, k, v, window=3, sinks=sinks / 4.0)            # scale = 1/sqrt(16)
+    right = swaref.attention(q, k, v, window=3, sinks=sinks, backend=backend)
+    scaled = swaref.attention(q, k, v, window=3, sinks=sinks / 4.0, backend=backend)    # scale = 1/sqrt(16)
     assert np.abs(right - scaled).max() > 1e-3
-    plain = swaref.attention(q, k, v, window=3)
+    plain = swaref.attention(q, k, v, window=3, backend=backend)
     assert np.abs(right - plain).max() > 1e-3
     # A huge sink takes (almost) all the weight: the output goes to 0, never to a value row.
-    assert np.abs(swaref.attention(q, k, v, window=3, sinks=[700.0, 700.0])).max() < 1e-200
+    assert np.abs(swaref.attention(q, k, v, window=3, sinks=[700.0, 700.0], backend=backend)).max() < 1e-200
 
 
-def test_softcap_bounds_scores_and_large_caps_change_nothing():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_softcap_bounds_scores_and_large_caps_change_nothing(backend):
     rng = np.random.default_rng(4)
     q, k, v = random_qkv(rng, 6, 6, 2, 2, 4)
-    plain = swaref.attention(q, k, v, window=4)
-    assert_close(swaref.attention(q, k, v, window=4, softcap=1e9), plain, 1e-12, name="cap 1e9 == no cap")
+    plain = swaref.attention(q, k, v, window=4, backend=backend)
+    assert_close(swaref.attention(q, k, v, window=4, softcap=1e9, backend=backend), plain, 1e-12,
+                 name="cap 1e9 == no cap")
     # With a tiny cap every score is about 0: uniform weights over the visible keys.
-    tiny = swaref.attention(q, k, v, window=4, softcap=1e-9)
+    tiny = swaref.attention(q, k, v, window=4, softcap=1e-9, backend=backend)
     uniform = dense_attention_f64(np.zeros_like(q), k, v, np.arange(6), np.arange(6), 4)
     assert_close(tiny, uniform, 1e-8, name="cap 1e-9 == uniform")
 
 
-def test_softcap_applies_to_the_scaled_score():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_softcap_applies_to_the_scaled_score(backend):
     """Capping q.k before scaling (a known bug) gives another answer."""
     rng = np.random.default_rng(5)
     q, k, v = random_qkv(rng, 4, 4, 1, 1, 16)
     q *= 6
-    right = swaref.attention(q, k, v, window=4, softcap=2.0)
+    right = swaref.attention(q, k, v, window=4, softcap=2.0, backend=backend)
     s = np.einsum("thd,shd->ts", q, k)
     wrong_s = 2.0 * np.tanh(s / 2.0) * 0.25                  # cap, then scale
     wrong_s = np.where(np.tril(np.ones((4, 4), bool)), wrong_s, -np.inf)
@@ -96,31 +102,33 @@ def test_softcap_applies_to_the_scaled_score():
 
 
 @pytest.mark.parametrize("mag,sink", [(1e160, 0.0), (1e160, 1e300), (1e160, -1e300)])
-def test_sinks_with_scores_beyond_float64_stay_finite(mag, sink):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sinks_with_scores_beyond_float64_stay_finite(mag, sink, backend):
     q = np.array([[[mag, 0.0]]])
     k = np.array([[[mag, 0.0]], [[-mag, 0.0]]])
     v = np.array([[[1.0, 2.0]], [[5.0, 7.0]]])
-    out = swaref.attention(q, k, v, window=2, sinks=[sink], k_pos=[0, 1], q_pos=[1])
+    out = swaref.attention(q, k, v, window=2, sinks=[sink], k_pos=[0, 1], q_pos=[1], backend=backend)
     assert np.isfinite(out).all()
     # Score +1e320 on key 0 beats any finite sink: all weight on key 0.
     assert_close(out, [[[1.0, 2.0]]], 1e-15, name="overflowing score vs sink")
     k2 = -k                                                  # now key 1 has +inf, key 0 -inf
-    assert_close(swaref.attention(q, k2, v, window=2, sinks=[sink], k_pos=[0, 1], q_pos=[1]), [[[5.0, 7.0]]],
-                 1e-15, name="overflowing score vs sink, other key")
+    assert_close(swaref.attention(q, k2, v, window=2, sinks=[sink], k_pos=[0, 1], q_pos=[1], backend=backend),
+                 [[[5.0, 7.0]]], 1e-15, name="overflowing score vs sink, other key")
     allneg = np.array([[[-mag, 0.0]], [[-mag, 0.0]]])        # every score -1e320: the sink takes all
-    assert_close(swaref.attention(q, allneg, v, window=2, sinks=[sink], k_pos=[0, 1], q_pos=[1]),
+    assert_close(swaref.attention(q, allneg, v, window=2, sinks=[sink], k_pos=[0, 1], q_pos=[1], backend=backend),
                  [[[0.0, 0.0]]], 1e-300, name="all scores -inf beyond range")
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7])
 @pytest.mark.parametrize("kw", [{"softcap": 3.0}, {"sinks": [0.5, -2.0, 1.0, 4.0]}])
-def test_prefill_and_decode_with_variants_equal_one_shot(chunk, kw):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_prefill_and_decode_with_variants_equal_one_shot(chunk, kw, backend):
     rng = np.random.default_rng(6)
     q, k, v = random_qkv(rng, 17, 17, 4, 2, 8)
-    want = swaref.attention(q, k, v, window=5, **kw)
+    want = swaref.attention(q, k, v, window=5, **kw, backend=backend)
     c = swaref.RollingBufferCache(5, 2, 8, dtype=np.float64)
-    a = swaref.prefill(q[:12], k[:12], v[:12], c, chunk_size=chunk, **kw)
-    b = [swaref.decode_step(q[i:i + 1], k[i:i + 1], v[i:i + 1], c, **kw) for i in range(12, 17)]
+    a = swaref.prefill(q[:12], k[:12], v[:12], c, chunk_size=chunk, **kw, backend=backend)
+    b = [swaref.decode_step(q[i:i + 1], k[i:i + 1], v[i:i + 1], c, **kw, backend=backend) for i in range(12, 17)]
     assert_close(np.concatenate([a, *b]), want, 1e-12, name="prefill + decode with variant")
 
 

@@ -121,6 +121,19 @@ def test_variants_change_the_answer_and_limits_agree(dtype):
     assert np.abs(swaref.attention(q, k, v, window=9, sinks=[80.0] * 4, backend="cython")).max() < 1e-20
 
 
+@pytest.mark.parametrize("cap", [1e39, 1e300, 1e-40, 1e-50, 1e-300])
+def test_float32_caps_outside_float32s_range(cap):
+    """The float32 kernel casts the cap once: a cap beyond FLT_MAX becomes inf (0 * inf: NaN, so
+    every row takes the float64 fallback, which caps with the float64 value); a subnormal or
+    zero float32 cap leaves every score at about +-cap, i.e. 0: uniform weights, as exact."""
+    rng = np.random.default_rng(1)
+    q, k, v = random_qkv(rng, 40, 40, 4, 2, 16, dtype=np.float32)
+    pos = np.arange(40)
+    got = swaref.attention(q, k, v, window=9, softcap=cap, backend="cython")
+    assert_close(got, dense_attention_f64(q, k, v, pos, pos, 9, softcap=cap), atol=tol(v, np.float32),
+                 name=f"float32, cap {cap}")
+
+
 # ------------------------------------------------------ bitwise invariance
 
 @given(data=st.data())

@@ -96,6 +96,7 @@ Work split: items are (KV head, block of ``ROWS_PER_ITEM // G`` queries) in an
 OpenMP ``prange``; each gathers a tile's keys once into per-thread scratch,
 O(TILE x D + rows x (TILE + D)): no T x S array.
 """
+cimport cython
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint64_t
 from libc.math cimport INFINITY
@@ -414,6 +415,7 @@ cdef inline void _exact_key(swaref_exact_t* X, int stage, const floating* q, con
         swaref_exact_key_d(X, stage, q, k, v, D, acc)
 
 
+@cython.cdivision(True)     # IEEE division in every build: a row whose sum l is 0 (every score -inf) is NaN
 cdef void _finish_rows(const floating* q, const Rows* R, const Keys* K, const floating* o, const floating* l,
                        double scale, double* acc, floating* out) noexcept nogil:
     """out = o / l row by row; a row holding Inf or NaN after it is recomputed (_exact_row)."""

@@ -39,37 +39,20 @@ def test_reference_backend_passes(suite):
     assert lines[-1] == f"{len(suite[1]['cases'])} passed, 0 failed"
 
 
-#: The compiled backend does not implement softcap and sinks yet (it rejects them with kind "backend").
-CYTHON_MISSING = ["softcap", "sinks"]
-
-
 @pytest.mark.skipif(not HAVE_CYTHON, reason=CYTHON_WHY if not HAVE_CYTHON else "")
 def test_cython_backend_passes(suite):
-    """Everything the compiled backend implements passes, and its claim says what it covers: spec 1.0.1
-    plus the 1.1 features it has; the cases of the features it lacks are SKIP, never PASS."""
+    """The compiled backend passes every case and claims spec 1.1; skipping the 1.1 features
+    leaves exactly the 1.0 cases and the 1.0.1 claim, with the others SKIP, never PASS."""
     d, m = suite
-    code, lines = run(d, C.cython_port, skip_features=CYTHON_MISSING)
-    assert code == 0, "\n".join(l for l in lines if not l.startswith(("PASS", "SKIP")))
+    code, lines = run(d, C.cython_port)
+    assert code == 0, "\n".join(l for l in lines if not l.startswith("PASS"))
     claim = next(l for l in lines if l.startswith("claim:"))
-    assert claim.startswith("claim: swaref spec 1.0.1 plus 1.1 slack,rollback, format swaref-vectors v2"), claim
-    skipped = {c["id"] for c in m["cases"] if set(c["features"]) & set(CYTHON_MISSING)}
-    assert {i for i, s in statuses(lines).items() if s == "SKIP"} == skipped and skipped
+    assert claim.startswith("claim: swaref spec 1.1, format swaref-vectors v2"), claim
     code, lines = run(d, C.cython_port, skip_features=list(C.cases.FEATURES_1_1))      # the 1.0 claim
     assert code == 0 and next(l for l in lines if l.startswith("claim:")).startswith(
         "claim: swaref spec 1.0.1, format")
-    if not _cython_has(CYTHON_MISSING):                   # until it does, those cases fail, as they must
-        code, lines = run(d, C.cython_port, only=skipped)
-        assert code == 1 and all("kind 'backend'" in l for l in lines if l.startswith("FAIL"))
-
-
-def _cython_has(features):
-    try:
-        swaref.attention(np.zeros((1, 1, 1)), np.zeros((1, 1, 1)), np.zeros((1, 1, 1)), window=1, softcap=1.0,
-                         backend="cython")
-        return True
-    except swaref.SwarefError as e:
-        assert e.kind == "backend"
-        return False
+    skipped = {c["id"] for c in m["cases"] if set(c["features"]) & set(C.cases.FEATURES_1_1)}
+    assert {i for i, s in statuses(lines).items() if s == "SKIP"} == skipped and skipped
 
 
 def _float32_port(inputs, meta, sink_in_max=True):

@@ -103,14 +103,18 @@ def softmax_attend(q_row: np.ndarray, k_rows: np.ndarray, v_rows: np.ndarray, sc
     sink = None if sinks is None else np.asarray(sinks, dtype=np.float64).reshape(Hkv, G, 1)
     with np.errstate(over="ignore"):                           # overflow is handled below
         s = np.einsum("hgd,nhd->hgn", q, k) * scale            # [Hkv, G, n]
-    overflow = not np.isfinite(s).all() and np.isfinite(q).all() and np.isfinite(k).all()
+    over = _overflowing_rows(s, q, k)                          # [Hkv, G, 1]; almost always all False
     if softcap is not None:
-        if overflow:
-            s = _scores_beyond_float64(q, k, scale)            # +-inf where beyond range, never NaN
+        if over.any():                                         # +-inf where beyond range, never NaN
+            s = np.where(over, _scores_beyond_float64(q, k, scale), s)
         s = softcap * np.tanh(s / softcap)                     # bounded: the plain path below is exact
         s, sink = _shift_by_max(s, sink)
-    elif overflow:
-        s, sink = _shifted_scores_without_overflow(q, k, scale, sink)
+    elif over.any():
+        with np.errstate(invalid="ignore"):                    # the plain shift of those rows is discarded
+            plain, plain_sink = _shift_by_max(s, sink)
+        safe, safe_sink = _shifted_scores_without_overflow(q, k, scale, sink)
+        s = np.where(over, safe, plain)
+        sink = None if sink is None else np.where(over, safe_sink, plain_sink)
     else:
         s, sink = _shift_by_max(s, sink)
     p = np.exp(s)
@@ -120,6 +124,14 @@ def softmax_attend(q_row: np.ndarray, k_rows: np.ndarray, v_rows: np.ndarray, sc
         p /= np.exp(sink) + p.sum(axis=-1, keepdims=True)      # the sink has no value row
     o = np.einsum("hgn,nhd->hgd", p, v)                        # [Hkv, G, D]
     return o.reshape(Hq, D)
+
+
+def _overflowing_rows(s, q, k):
+    """[Hkv, G, 1] bool: the query heads whose scores overflowed float64 from finite q and k.
+    Only these take the factored path; each row decides on its own data, so a NaN in one
+    head's input cannot change another head's answer."""
+    finite_k = np.isfinite(k).all(axis=(0, 2))[:, None, None]                  # per KV head
+    return (~np.isfinite(s).all(axis=-1, keepdims=True)) & np.isfinite(q).all(axis=-1, keepdims=True) & finite_k
 
 
 def _shift_by_max(s, sink):

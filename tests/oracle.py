@@ -21,8 +21,13 @@ def brute_force_mask(q_pos, k_pos, window):
     return m
 
 
-def dense_attention_f64(q, k, v, q_pos, k_pos, window, scale=None):
-    """Dense masked softmax in float64.  q: [T, Hq, D], k, v: [S, Hkv, D] -> [T, Hq, D] float64."""
+def dense_attention_f64(q, k, v, q_pos, k_pos, window, scale=None, softcap=None, sinks=None):
+    """Dense masked softmax in float64.  q: [T, Hq, D], k, v: [S, Hkv, D] -> [T, Hq, D] float64.
+
+    softcap: cap * tanh(s / cap) on the scaled scores, then the mask; sinks: [Hq]
+    logits appended as one more softmax column, dropped before the value product
+    (gpt-oss's formulation, written independently of swaref's).
+    """
     q = np.asarray(q, dtype=np.float64)
     k = np.asarray(k, dtype=np.float64)
     v = np.asarray(v, dtype=np.float64)
@@ -39,10 +44,16 @@ def dense_attention_f64(q, k, v, q_pos, k_pos, window, scale=None):
         mask &= kp > qp - window
     assert mask.any(axis=1).all(), "oracle: a query with no visible key"
     s = np.einsum("thd,shd->hts", q, kk) * scale
+    if softcap is not None:
+        s = softcap * np.tanh(s / softcap)                  # cap first, then mask (spec rule 3)
     s = np.where(mask[None], s, -np.inf)
+    if sinks is not None:
+        col = np.broadcast_to(np.asarray(sinks, dtype=np.float64)[:, None, None], (Hq, T, 1))
+        s = np.concatenate([s, col], axis=-1)               # [Hq, T, S + 1]
     s = s - s.max(axis=-1, keepdims=True)
     p = np.exp(s)
     p = p / p.sum(axis=-1, keepdims=True)
+    p = p[..., :k.shape[0]]                                 # the sink column has no value row
     # np.where again so that a masked NaN value row can never leak via 0 * NaN.
     vv_t = np.transpose(vv, (1, 0, 2))                      # [Hq, S, D]
     out = np.empty((Hq, T, D))

@@ -59,6 +59,7 @@ from hypothesis import HealthCheck, event, given, note, settings, strategies as 
 import swaref
 from swaref import RollingBufferCache, SwarefError
 from swaref.cache import load_state
+from swaref import _validate as V
 from oracle import brute_force_mask, dense_attention_f64, dense_attention_wide
 
 #: Examples per property; the sanitizer job sets fewer, tools/fuzz.py many more.
@@ -84,11 +85,7 @@ def fuzz_property(share=1.0, **strategies):
 #: Bugs this fuzzer found (reproducers at the end of the file, strict xfail).  Their
 #: inputs are left out of the strategies so the rest keeps being fuzzed; tools/fuzz.py
 #: --include-known-bugs puts them back.  Remove an entry when its fix lands.
-KNOWN_BUGS = {
-    "debug_zero_division",   # debug kernel: scores overflowing to -Inf: ZeroDivisionError swallowed
-                             # in _finish_rows, rows left unfinished (the release build is right)
-    "reference_row_independence",  # reference: NaN in one head's q or k -> another head's row whose
-}                                  # scores overflow is NaN (the overflow path is chosen per call)
+KNOWN_BUGS = set()          # all found so far are fixed; their reproducers are regression tests
 
 
 def _debug_division_bug():
@@ -483,7 +480,7 @@ def check_loaded(call, cache):
 def check_constructed(call, c):
     """A new cache is in the constructed state (spec rule 4)."""
     window = call.args[0]
-    C = int(window) if window is not None else int(call.kwargs["capacity"])
+    C = int(call.kwargs["capacity"]) if call.kwargs.get("capacity") is not None else int(window)
     shape = (C, int(call.args[1]), int(call.args[2]))
     assert c.k.shape == c.v.shape == shape and not c.k.any() and not c.v.any(), f"{c!r}\n  call: {call!r}"
     assert c.positions.dtype == np.int64 and (c.positions == -1).all() and c.positions.shape == (C,)
@@ -1132,9 +1129,13 @@ def test_fuzz_cache_constructor(data):
         arg[spoilt] = data.draw(st.sampled_from(bad[spoilt]))
     kw = {"dtype": arg["dtype"]}
     cap = arg["capacity"]
-    if arg["window"] is None or spoilt == "capacity":   # full attention needs one; a window takes only W
-        if cap == "other":
-            cap = 3 if arg["window"] != 3 else 4
+    w = arg["window"]
+    if w is None or spoilt == "capacity" or data.draw(st.booleans()):
+        # full attention needs one; a window takes none (C = W) or C >= W (slack, spec 1.1)
+        if cap == "other":                              # below the window: refused
+            cap = int(w) - 1 if V.is_int(w) and int(w) >= 2 else 0
+        elif spoilt != "capacity" and V.is_int(w) and V.is_int(cap):
+            cap = int(w) + int(cap) - 1                 # a valid slack capacity >= W
         if cap != "missing":
             kw["capacity"] = cap
     check_call(Call("RollingBufferCache", [arg["window"], arg["Hkv"], arg["D"]], kw, note=f"spoilt: {spoilt}"))
@@ -1500,9 +1501,6 @@ def test_found_float32_scale_beyond_float32_range(scale):
     assert np.isfinite(out).all(), f"cython: {out.ravel()} where the reference gives {ref.ravel()}"
 
 
-@pytest.mark.xfail(DEBUG_KERNEL, strict=True, raises=AssertionError,
-                   reason="KNOWN_BUGS debug_zero_division, debug builds only: the row's sum of weights is 0 "
-                          "and _finish_rows divides by it (ZeroDivisionError swallowed, row left unfinished)")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n_keys", [1, 2])
 def test_found_row_of_neg_inf_scores(dtype, n_keys):
@@ -1518,16 +1516,8 @@ def test_found_row_of_neg_inf_scores(dtype, n_keys):
     assert np.isnan(out).all(), f"cython {out.ravel()} where the reference gives {ref.ravel()}"
 
 
-@pytest.mark.xfail(DEBUG_KERNEL, strict=True, raises=AssertionError,
-                   reason="KNOWN_BUGS debug_zero_division (debug builds only, SWAREF_DEBUG=1 as the sanitizer "
-                          "job uses): finite input whose scores all overflow to -Inf (float64 q = 1e160, "
-                          "k = -1e160; or float32 at scale -1e40) makes "
-                          "_finish_rows divide by a zero sum; with Cython's division checks on that raises "
-                          "ZeroDivisionError inside a noexcept function, which is printed ('Exception "
-                          "ignored') and returns early: rows are left unfinished ([nan, 0.] for [5, 6]). "
-                          "The release build recomputes such rows and is right.")
 @pytest.mark.parametrize("dtype,q0,k0,scale", [(np.float64, 1e160, -1e160, 1.0), (np.float32, 1.0, 1.0, -1e40)])
-def test_bug_debug_build_zero_division_on_overflowing_scores(dtype, q0, k0, scale):
+def test_found_debug_build_zero_division_on_overflowing_scores(dtype, q0, k0, scale):
     q = np.array([[[q0]], [[2.0]]], dtype)
     k = np.array([[[k0]], [[k0]]], dtype)
     v = np.array([[[5.0]], [[7.0]]], dtype)
@@ -1538,14 +1528,8 @@ def test_bug_debug_build_zero_division_on_overflowing_scores(dtype, q0, k0, scal
     assert out[1].ravel().tolist() == [5.0, 6.0], out
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="KNOWN_BUGS reference_row_independence: softmax_attend picks the overflow-safe path "
-                          "for the whole [Hkv, G, n] block only if every q and k entry is finite, so a NaN in "
-                          "head 0's query turns head 1's row, whose finite scores overflow float64, into NaN "
-                          "(inf - inf) where the exact answer, and the compiled backend's, is 5.0. A row's "
-                          "result must depend only on its own data.")
 @pytest.mark.parametrize("where", ["q", "k"])
-def test_bug_reference_overflow_path_depends_on_other_heads(where):
+def test_found_reference_overflow_path_per_head(where):
     q = np.array([[[1.0], [1e160]]])                   # T = 1, Hq = 2, D = 1
     k = np.array([[[1e160]], [[1.0]]])                 # S = 2, Hkv = 1
     v = np.array([[[5.0]], [[7.0]]])

@@ -27,11 +27,11 @@ needs_safetensors = pytest.mark.skipif(safetensors_numpy is None, reason="the lo
 
 
 def make_cfg(window=4, n_layers=2, hidden=32, n_heads=4, n_kv=2, head_dim=8, vocab=61, inter=48,
-             layout="half", tie=False, eos=()):
+             layout="half", tie=False, eos=(), biases=(), qk_norm=""):
     return M.ModelConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, n_layers=n_layers,
                          n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, windows=window,
                          rope_theta=10000.0, rms_norm_eps=1e-5, rope_layout=layout, tie_word_embeddings=tie,
-                         eos_token_ids=eos)
+                         eos_token_ids=eos, biases=biases, qk_norm=qk_norm)
 
 
 # Scale 1.5 makes attention peaked, so a key let in or left out moves the logits far beyond the tolerance.
@@ -61,33 +61,53 @@ def oracle_logits(model, tokens):
     def norm(x, w):
         return f(w) * x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + cfg.rms_norm_eps)
 
+    def lin(x, w, b):  # a projection, plus its bias when the model has one
+        return x @ f(w).T + (0.0 if b is None else f(b))
+
     h = f(model.embed)[np.asarray(tokens)]
     for lw, w in zip(model.layers, cfg.windows):
         x = norm(h, lw.attn_norm)
-        q = (x @ f(lw.wq).T).reshape(T, cfg.n_heads, cfg.head_dim)
-        k = (x @ f(lw.wk).T).reshape(T, cfg.n_kv_heads, cfg.head_dim)
-        v = (x @ f(lw.wv).T).reshape(T, cfg.n_kv_heads, cfg.head_dim)
+        q = lin(x, lw.wq, lw.bq).reshape(T, cfg.n_heads, cfg.head_dim)
+        k = lin(x, lw.wk, lw.bk).reshape(T, cfg.n_kv_heads, cfg.head_dim)
+        v = lin(x, lw.wv, lw.bv).reshape(T, cfg.n_kv_heads, cfg.head_dim)
+        if lw.q_norm is not None:  # per-head RMSNorm over D (Qwen3)
+            q, k = norm(q, lw.q_norm), norm(k, lw.k_norm)
         q = oracle_rope(q, pos, cfg.rope_theta, cfg.rope_layout)
         k = oracle_rope(k, pos, cfg.rope_theta, cfg.rope_layout)
         a = dense_attention_f64(q, k, v, pos, pos, w).reshape(T, -1)
-        h = h + a @ f(lw.wo).T
+        h = h + lin(a, lw.wo, lw.bo)
         x = norm(h, lw.mlp_norm)
-        g = x @ f(lw.w_gate).T
-        h = h + ((g / (1 + np.exp(-g))) * (x @ f(lw.w_up).T)) @ f(lw.w_down).T
+        g = lin(x, lw.w_gate, lw.b_gate)
+        h = h + lin((g / (1 + np.exp(-g))) * lin(x, lw.w_up, lw.b_up), lw.w_down, lw.b_down)
     return norm(h, model.final_norm) @ f(model.lm_head).T
 
 HF_LAYER = {"attn_norm": "input_layernorm", "wq": "self_attn.q_proj", "wk": "self_attn.k_proj",
             "wv": "self_attn.v_proj", "wo": "self_attn.o_proj", "mlp_norm": "post_attention_layernorm",
             "w_gate": "mlp.gate_proj", "w_up": "mlp.up_proj", "w_down": "mlp.down_proj"}
 
-def hf_config(cfg):
-    return {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_act": "silu",
-            "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
-            "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
-            "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "sliding_window": cfg.windows[0],
-            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-            "rms_norm_eps": cfg.rms_norm_eps, "tie_word_embeddings": cfg.tie_word_embeddings,
-            "eos_token_id": 2, "bos_token_id": 1}
+def hf_config(cfg, model_type="mistral", **extra):
+    """A config.json for ``cfg``, written as transformers 5.x would for ``model_type``; ``extra`` keys win."""
+    out = {"architectures": [HF_CLASSES[model_type]], "model_type": model_type, "hidden_act": "silu",
+           "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
+           "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+           "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "sliding_window": cfg.windows[0],
+           "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+           "rms_norm_eps": cfg.rms_norm_eps, "tie_word_embeddings": cfg.tie_word_embeddings,
+           "eos_token_id": 2, "bos_token_id": 1}
+    return dict(out, **extra)
+
+HF_CLASSES = {"mistral": "MistralForCausalLM", "ministral": "MinistralForCausalLM", "llama": "LlamaForCausalLM",
+              "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+
+# The optional tensors (biases, Qwen3's q/k norms), by transformers' names.
+HF_OPTIONAL = {"bq": "self_attn.q_proj.bias", "bk": "self_attn.k_proj.bias", "bv": "self_attn.v_proj.bias",
+               "bo": "self_attn.o_proj.bias", "b_gate": "mlp.gate_proj.bias", "b_up": "mlp.up_proj.bias",
+               "b_down": "mlp.down_proj.bias", "q_norm": "self_attn.q_norm.weight",
+               "k_norm": "self_attn.k_norm.weight"}
+
+def present(lw):
+    """name -> array for every tensor a LayerWeights holds (the optional ones that are None left out)."""
+    return {n: getattr(lw, n) for n in M.LAYER_TENSORS if getattr(lw, n) is not None}
 
 def hf_tensors(model):
     t = {"model.embed_tokens.weight": model.embed, "model.norm.weight": model.final_norm}
@@ -96,6 +116,9 @@ def hf_tensors(model):
     for i, lw in enumerate(model.layers):
         for key, hf in HF_LAYER.items():
             t[f"model.layers.{i}.{hf}.weight"] = getattr(lw, key)
+        for key, hf in HF_OPTIONAL.items():
+            if getattr(lw, key) is not None:
+                t[f"model.layers.{i}.{hf}"] = getattr(lw, key)
     return t
 
 def write_bf16_safetensors(path, tensors):
@@ -139,8 +162,9 @@ def same_weights(a, b, atol=0.0):
     assert_close(a.embed, b.embed, atol=atol, name="embed")
     assert_close(a.lm_head, b.lm_head, atol=atol, name="lm_head")
     for i, (x, y) in enumerate(zip(a.layers, b.layers)):
-        for n in M.LAYER_TENSORS:
-            assert_close(getattr(x, n), getattr(y, n), atol=atol, name=f"layer {i} {n}")
+        assert present(x).keys() == present(y).keys()
+        for n, arr in present(x).items():
+            assert_close(arr, getattr(y, n), atol=atol, name=f"layer {i} {n}")
 
 MISTRAL_LAYER = {"attn_norm": "attention_norm", "wq": "attention.wq", "wk": "attention.wk", "wv": "attention.wv",
                  "wo": "attention.wo", "mlp_norm": "ffn_norm", "w_gate": "feed_forward.w1",

@@ -5,7 +5,7 @@ import pytest
 
 from model_helpers import hf_config, make_model
 
-from swaref.models.architectures import ARCHITECTURES, FORMATS, ROPE_LAYOUTS
+from swaref.models.architectures import ARCHITECTURES, BIASED, FORMATS, ROPE_LAYOUTS, WINDOW_RULES
 from swaref.models.checkpoint import CheckpointError, config_from_dict
 from swaref.models.config import ModelConfig
 
@@ -19,11 +19,33 @@ def test_every_format_maps_only_config_fields_and_names_its_layout():
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
+def test_every_row_is_well_formed(arch):
+    assert arch.windows in WINDOW_RULES and arch.qk_norm in ("", "head")
+    assert set(arch.biases) <= set(BIASED) and all(set(p) <= set(BIASED) for p in arch.bias_keys.values())
+    assert arch.with_layer_types in (None, *ARCHITECTURES)
+    # Every config.json key a file field maps to has a default (what transformers' config class gives).
+    assert {"vocab_size", "hidden_size", "num_hidden_layers", "sliding_window", "rope_theta"} <= set(arch.defaults)
+
+
+# Two layers, sliding_window 4 in the file: which layers slide under each family's rule.
+WINDOWS = {"mistral": (4, 4), "ministral": (4, 4), "llama": (None, None), "qwen2": (None, None),
+           "qwen3": (None, None)}
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
 def test_every_architecture_is_recognised_by_class_or_model_type(arch):
     base = hf_config(make_model(window=4).config)
     for names in ({"architectures": [arch.hf_classes[0]], "model_type": None},
                   {"architectures": None, "model_type": arch.name}):
         cfg = config_from_dict(dict(base, **names))
-        assert cfg.windows == ((4, 4) if arch.sliding_window else (None, None))
+        assert cfg.windows == WINDOWS[arch.name]
+        assert cfg.qk_norm == arch.qk_norm and set(cfg.biases) == set(arch.biases)
     with pytest.raises(CheckpointError, match="hidden_act 'gelu' is not supported"):
         config_from_dict(dict(base, architectures=[arch.hf_classes[0]], hidden_act="gelu"))
+
+
+def test_model_type_wins_over_the_class_name_as_in_auto_model():
+    base = hf_config(make_model(window=4).config)
+    assert config_from_dict(dict(base, model_type="llama")).windows == (None, None)
+    with pytest.raises(CheckpointError, match="unsupported architecture"):
+        config_from_dict(dict(base, model_type="gpt2"))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from oracle import assert_close
-from model_helpers import (hf_config, hf_tensors, make_cfg, make_model, needs_safetensors, oracle_logits,
+from model_helpers import (hf_config, hf_tensors, make_cfg, make_model, needs_safetensors, oracle_logits, present,
                            same_weights, write_checkpoint, write_mistral_native)
 
 from swaref import models as M
@@ -22,14 +22,14 @@ def test_checkpoint_round_trip(tmp_path, dtype, shards, tie):
     model = make_model(seed=2, tie=tie)
     if dtype == "bf16":  # values exactly representable in bfloat16, so the round trip is exact
         for lw in model.layers:
-            for n in M.LAYER_TENSORS:
-                getattr(lw, n).view(np.uint32)[...] &= 0xFFFF0000
+            for arr in present(lw).values():
+                arr.view(np.uint32)[...] &= 0xFFFF0000
         for a in (model.embed, model.final_norm, model.lm_head):
             a.view(np.uint32)[...] &= 0xFFFF0000
     if dtype == np.float16:
         model = M.Model(model.config, model.embed.astype(np.float16).astype(np.float32),
-                        [M.LayerWeights(**{n: getattr(lw, n).astype(np.float16).astype(np.float32)
-                                           for n in M.LAYER_TENSORS}) for lw in model.layers],
+                        [M.LayerWeights(**{n: a.astype(np.float16).astype(np.float32)
+                                           for n, a in present(lw).items()}) for lw in model.layers],
                         model.final_norm.astype(np.float16).astype(np.float32),
                         model.lm_head.astype(np.float16).astype(np.float32))
     loaded = M.load_model(write_checkpoint(str(tmp_path), model, dtype=dtype, shards=shards))
@@ -54,7 +54,8 @@ BAD_CHECKPOINTS = [
     ("theta", lambda c: c.update(rope_parameters={"rope_type": "default", "rope_theta": -1.0}), None, "rope_theta"),
     ("yarn", lambda c: c.update(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}), None, "yarn"),
     ("act", lambda c: c.update(hidden_act="gelu"), None, "hidden_act"),
-    ("missing_field", lambda c: c.pop("hidden_size"), None, "hidden_size"),
+    # A missing key means transformers' default (MistralConfig: hidden_size 4096), which these tensors contradict.
+    ("missing_field", lambda c: c.pop("hidden_size"), None, "expected \\[61, 4096\\] from config.json"),
     ("eos", lambda c: c.update(eos_token_id=1000), None, "eos_token_id"),
     ("shape", None, lambda t: t.update({"model.layers.1.self_attn.k_proj.weight": np.zeros((8, 32), np.float32)}),
      "k_proj.weight.*shape \\[8, 32\\], expected \\[16, 32\\]"),
@@ -118,7 +119,7 @@ def test_mistral_native_checkpoint_equals_its_hf_conversion(tmp_path):
     same_weights(a, native)
     layers = []
     for lw in native.layers:
-        arrays = {n: getattr(lw, n) for n in M.LAYER_TENSORS}
+        arrays = present(lw)
         arrays["wq"] = R.interleaved_to_half(lw.wq, cfg.n_heads, cfg.head_dim)
         arrays["wk"] = R.interleaved_to_half(lw.wk, cfg.n_kv_heads, cfg.head_dim)
         layers.append(M.LayerWeights(**arrays))

@@ -2,7 +2,7 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from model_helpers import make_cfg, make_model, oracle_rope
+from model_helpers import make_cfg, make_model, oracle_rope, present
 from oracle import assert_close
 
 from swaref import models as M
@@ -35,7 +35,7 @@ def test_rope_layouts_differ_and_permutation_maps_one_to_the_other():
     cfg_half = make_cfg(layout="half")
     layers = []
     for lw in inter.layers:
-        arrays = {n: getattr(lw, n) for n in M.LAYER_TENSORS}
+        arrays = present(lw)
         arrays["wq"] = R.interleaved_to_half(lw.wq, cfg_half.n_heads, cfg_half.head_dim)
         arrays["wk"] = R.interleaved_to_half(lw.wk, cfg_half.n_kv_heads, cfg_half.head_dim)
         assert np.array_equal(R.half_to_interleaved(arrays["wq"], cfg_half.n_heads, cfg_half.head_dim), lw.wq)

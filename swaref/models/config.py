@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .. import _validate as V
 from ..errors import SwarefError
-from .architectures import ROPE_LAYOUTS
+from .architectures import BIASED, ROPE_LAYOUTS
 
 #: Upper bounds on the sizes, far above any released model (Llama 3.1 405B: d 16384,
 #: 126 layers, 128 query heads; Gemma 3: vocabulary 262144), far below what exhausts memory.
@@ -51,7 +51,11 @@ class ModelConfig:
 
     head_dim: default hidden_size // n_heads; n_kv_heads: default n_heads (no GQA);
     windows: an int W or None (full attention) for every layer, or one per layer,
-    stored as a tuple of L entries; eos_token_ids: any iterable, stored as a tuple.
+    stored as a tuple of L entries; eos_token_ids: any iterable, stored as a tuple;
+    biases: the projections (``architectures.BIASED`` names) that add a bias;
+    qk_norm: "" or "head" (q and k RMS-normalised over each head before RoPE);
+    sampling_defaults: what transformers' ``generate`` would use when the caller gives
+    nothing (generation_config.json), a dict stored as sorted (name, value) pairs.
     """
 
     vocab_size: int
@@ -68,6 +72,9 @@ class ModelConfig:
     rope_layout: str = "half"
     bos_token_id: int = None
     eos_token_ids: tuple = ()
+    biases: tuple = ()
+    qk_norm: str = ""
+    sampling_defaults: tuple = ()
 
     def __post_init__(self):
         for name, value in validate_fields(vars(self)).items():
@@ -82,6 +89,11 @@ class ModelConfig:
     def kv_dim(self):
         """Hkv * D: the width of the key and value projections."""
         return self.n_kv_heads * self.head_dim
+
+    @property
+    def sampling(self):
+        """sampling_defaults as a dict (do_sample, temperature, top_p, top_k)."""
+        return dict(self.sampling_defaults)
 
 
 def _size(values, name, default=None):
@@ -155,4 +167,31 @@ def validate_fields(values):
     if not isinstance(eos, (list, tuple)) or len(eos) > out["vocab_size"]:
         raise ConfigFieldError("eos_token_ids", "a token id or a list of token ids", eos)
     out["eos_token_ids"] = _token_ids(eos, "eos_token_ids", out["vocab_size"])
+    biases = values.get("biases", ())
+    if not isinstance(biases, (list, tuple)) or not set(biases) <= set(BIASED):
+        raise ConfigFieldError("biases", f"a list of projections among {BIASED}", biases)
+    out["biases"] = tuple(b for b in BIASED if b in biases)
+    if values.get("qk_norm", "") not in ("", "head"):
+        raise ConfigFieldError("qk_norm", "'' or 'head'", values["qk_norm"])
+    out["qk_norm"] = values.get("qk_norm", "")
+    out["sampling_defaults"] = _sampling_defaults(values.get("sampling_defaults", ()))
     return out
+
+
+#: generation_config.json keys swaref reads, with the checks transformers' generate makes.
+SAMPLING_KEYS = {"do_sample": lambda v: isinstance(v, bool),
+                 "temperature": lambda v: not isinstance(v, bool) and isinstance(v, numbers.Real)
+                 and math.isfinite(v) and v >= 0,
+                 "top_p": lambda v: not isinstance(v, bool) and isinstance(v, numbers.Real) and 0 < v <= 1,
+                 "top_k": lambda v: V.is_int(v) and v >= 0}
+
+
+def _sampling_defaults(values):
+    items = dict(values).items() if isinstance(values, (dict, list, tuple)) else None
+    if items is None:
+        raise ConfigFieldError("sampling_defaults", "a dict", values)
+    for name, val in items:
+        if name not in SAMPLING_KEYS or not SAMPLING_KEYS[name](val):
+            raise ConfigFieldError("sampling_defaults", f"entries among {sorted(SAMPLING_KEYS)} in their ranges",
+                                   {name: val})
+    return tuple(sorted(items))

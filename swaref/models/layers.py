@@ -1,5 +1,7 @@
 """The pieces of one decoder layer: RMSNorm, the attention block (GQA + RoPE + swaref's cache), the SwiGLU MLP.
 
+Optional per-architecture pieces (biases, q/k norms) are applied when the weights have them.
+
 All float32.  Dimension names: T tokens, N packed tokens of B sequences, d
 hidden size, I intermediate size, Hq / Hkv heads, D head_dim.
 """
@@ -24,18 +26,30 @@ def silu(x):
     return x * (0.5 * (1.0 + np.tanh(0.5 * x)))
 
 
+def linear(x, w, b=None):
+    """x: [T, in], w: [out, in], b: [out] or None  ->  x w^T (+ b)."""
+    y = x @ w.T
+    return y if b is None else y + b
+
+
 def swiglu_mlp(x, lw):
-    """x: [T, d]  ->  [T, d]:  w_down (silu(w_gate x) * (w_up x))."""
-    return (silu(x @ lw.w_gate.T) * (x @ lw.w_up.T)) @ lw.w_down.T
+    """x: [T, d]  ->  [T, d]:  w_down (silu(w_gate x) * (w_up x)), each with its bias if it has one."""
+    return linear(silu(linear(x, lw.w_gate, lw.b_gate)) * linear(x, lw.w_up, lw.b_up), lw.w_down, lw.b_down)
 
 
 def qkv_projection(x, lw, cfg, positions):
-    """x: [T, d], positions: [T]  ->  q [T, Hq, D], k [T, Hkv, D] (both rotated), v [T, Hkv, D]."""
+    """x: [T, d], positions: [T]  ->  q [T, Hq, D], k [T, Hkv, D] (both rotated), v [T, Hkv, D].
+
+    Biases are added when the config has them; with ``qk_norm == "head"`` q and k
+    are RMS-normalised over each head's D (Qwen3) before RoPE.
+    """
     T = x.shape[0]
     D = cfg.head_dim
-    q = (x @ lw.wq.T).reshape(T, cfg.n_heads, D)
-    k = (x @ lw.wk.T).reshape(T, cfg.n_kv_heads, D)
-    v = np.ascontiguousarray((x @ lw.wv.T).reshape(T, cfg.n_kv_heads, D))
+    q = linear(x, lw.wq, lw.bq).reshape(T, cfg.n_heads, D)
+    k = linear(x, lw.wk, lw.bk).reshape(T, cfg.n_kv_heads, D)
+    v = np.ascontiguousarray(linear(x, lw.wv, lw.bv).reshape(T, cfg.n_kv_heads, D))
+    if cfg.qk_norm == "head":
+        q, k = rms_norm(q, lw.q_norm, cfg.rms_norm_eps), rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
     q = np.ascontiguousarray(apply_rope(q, positions, cfg.rope_theta, cfg.rope_layout))
     k = np.ascontiguousarray(apply_rope(k, positions, cfg.rope_theta, cfg.rope_layout))
     return q, k, v
@@ -64,4 +78,4 @@ def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threa
             # One model chunk is one attention chunk: the chunking is decided once, for every layer.
             out[sl] = prefill(q[sl], k[sl], v[sl], cache, chunk_size=n, start=start,
                               backend=backend, num_threads=num_threads)
-    return out.reshape(x.shape[0], -1) @ lw.wo.T
+    return linear(out.reshape(x.shape[0], -1), lw.wo, lw.bo)

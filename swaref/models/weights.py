@@ -20,6 +20,19 @@ def _tensor(shape, hf, mistral):
     return field(metadata={"shape": shape, "names": {"hf": hf, "mistral": mistral}})
 
 
+def _optional(shape, hf, when):
+    """A weight only some configs have (``when(cfg)``); None otherwise.  Mistral's native format has none."""
+    return field(default=None, metadata={"shape": shape, "names": {"hf": hf, "mistral": None}, "when": when})
+
+
+def _bias(of, shape, hf):
+    return _optional(shape, hf, lambda cfg: of in cfg.biases)
+
+
+def _present(f, cfg):
+    return "when" not in f.metadata or f.metadata["when"](cfg)
+
+
 @dataclass(frozen=True, eq=False)
 class LayerWeights:
     """One decoder layer's weights: d hidden, I intermediate, Hq / Hkv heads, D head_dim."""
@@ -35,9 +48,19 @@ class LayerWeights:
     w_up: np.ndarray = _tensor(("intermediate_size", "hidden_size"), "mlp.up_proj.weight", "feed_forward.w3.weight")
     w_down: np.ndarray = _tensor(("hidden_size", "intermediate_size"), "mlp.down_proj.weight",
                                  "feed_forward.w2.weight")
+    # Optional tensors: present iff the config says so (None otherwise).
+    bq: np.ndarray = _bias("wq", ("q_dim",), "self_attn.q_proj.bias")
+    bk: np.ndarray = _bias("wk", ("kv_dim",), "self_attn.k_proj.bias")
+    bv: np.ndarray = _bias("wv", ("kv_dim",), "self_attn.v_proj.bias")
+    bo: np.ndarray = _bias("wo", ("hidden_size",), "self_attn.o_proj.bias")
+    b_gate: np.ndarray = _bias("w_gate", ("intermediate_size",), "mlp.gate_proj.bias")
+    b_up: np.ndarray = _bias("w_up", ("intermediate_size",), "mlp.up_proj.bias")
+    b_down: np.ndarray = _bias("w_down", ("hidden_size",), "mlp.down_proj.bias")
+    q_norm: np.ndarray = _optional(("head_dim",), "self_attn.q_norm.weight", lambda cfg: cfg.qk_norm == "head")
+    k_norm: np.ndarray = _optional(("head_dim",), "self_attn.k_norm.weight", lambda cfg: cfg.qk_norm == "head")
 
 
-#: The nine layer tensors' field names, in declaration order.
+#: The layer tensors' field names, in declaration order (the optional ones included).
 LAYER_TENSORS = tuple(f.name for f in fields(LayerWeights))
 
 
@@ -62,7 +85,8 @@ class Model:
     @property
     def n_params(self):
         n = self.embed.size + self.final_norm.size
-        n += sum(getattr(lw, name).size for lw in self.layers for name in LAYER_TENSORS)
+        n += sum(getattr(lw, name).size for lw in self.layers for name in LAYER_TENSORS
+                 if getattr(lw, name) is not None)
         if self.lm_head is not self.embed:
             n += self.lm_head.size
         return n
@@ -72,19 +96,24 @@ class Model:
 TOP_TENSORS = ("embed", "final_norm", "lm_head")
 _TOP_FIELDS = {f.name: f for f in fields(Model) if f.name in TOP_TENSORS}
 _LAYER_FIELDS = {f.name: f for f in fields(LayerWeights)}
+_BIASES = ("bq", "bk", "bv", "bo", "b_gate", "b_up", "b_down")
 
 
 def expected_shapes(cfg):
-    """-> ({top name: shape}, {layer tensor name: shape}) for the config's dimensions."""
+    """-> ({top name: shape}, {layer tensor name: shape}) for the config's dimensions and features.
+
+    A layer tensor the config does not have (a bias, a q/k norm) is left out.
+    """
     def shapes(flds):
-        return {name: tuple(getattr(cfg, dim) for dim in f.metadata["shape"]) for name, f in flds.items()}
+        return {name: tuple(getattr(cfg, dim) for dim in f.metadata["shape"]) for name, f in flds.items()
+                if _present(f, cfg)}
     return shapes(_TOP_FIELDS), shapes(_LAYER_FIELDS)
 
 
 def tensor_names(fmt):
     """-> ({top name: file name}, {layer tensor name: file name within a layer}) for format ``fmt``."""
     return ({n: f.metadata["names"][fmt] for n, f in _TOP_FIELDS.items()},
-            {n: f.metadata["names"][fmt] for n, f in _LAYER_FIELDS.items()})
+            {n: f.metadata["names"][fmt] for n, f in _LAYER_FIELDS.items() if f.metadata["names"][fmt]})
 
 
 def check_weights(model):
@@ -110,6 +139,10 @@ def check_weights(model):
             raise SwarefTypeError("argument", f"layers[{li}] must be a LayerWeights, got {type(lw).__name__}")
         for name, shape in layer.items():
             one(getattr(lw, name), f"layers[{li}].{name}", shape)
+        for name in LAYER_TENSORS:
+            if name not in layer and getattr(lw, name) is not None:
+                raise SwarefError("argument", f"weight layers[{li}].{name} must be None: the config has no such "
+                                              f"tensor")
 
 
 def random_model(cfg, seed=0, scale=0.5):
@@ -120,12 +153,12 @@ def random_model(cfg, seed=0, scale=0.5):
     rng = np.random.default_rng(V.check_int(seed, "seed", minimum=0))
     top, layer = expected_shapes(cfg)
 
-    def w(shape):
-        if len(shape) == 1:
-            return (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+    def w(shape, name=""):
+        if len(shape) == 1:  # a norm's weight near 1, a bias near 0
+            return ((0.0 if name in _BIASES else 1.0) + 0.1 * rng.standard_normal(shape)).astype(np.float32)
         return (scale / math.sqrt(shape[1]) * rng.standard_normal(shape)).astype(np.float32)
 
     embed = rng.standard_normal(top["embed"]).astype(np.float32)
-    layers = [LayerWeights(**{name: w(shape) for name, shape in layer.items()}) for _ in range(cfg.n_layers)]
+    layers = [LayerWeights(**{name: w(shape, name) for name, shape in layer.items()}) for _ in range(cfg.n_layers)]
     lm_head = embed if cfg.tie_word_embeddings else w(top["lm_head"])
     return Model(cfg, embed, layers, w(top["final_norm"]), lm_head)

@@ -1,0 +1,196 @@
+"""A Hugging Face ``config.json`` (and ``generation_config.json``) -> ``ModelConfig``, as transformers reads them.
+
+The rule (issue 11): for each supported ``model_type`` a key the file omits
+means what transformers' config class for that type makes of it (the
+``defaults`` of its row in ``architectures.ARCHITECTURES``), and a key the file
+gives means what transformers' modelling code does with it.  Where the two
+entry points of transformers disagree, swaref follows ``AutoModelForCausalLM``
+(a Mistral config with ``layer_types`` is loaded as Ministral).  A key that
+changes the computation in a way swaref does not implement is refused by name.
+
+generation_config.json supplies the stop ids and the sampling defaults
+transformers' ``generate`` uses when the caller gives none.
+"""
+import os
+
+from .. import _validate as V
+from ..errors import SwarefError
+from .architectures import ARCHITECTURES, HF
+from .config import ConfigFieldError, ModelConfig
+
+
+class CheckpointError(SwarefError):
+    """A checkpoint that cannot be loaded faithfully: the message names the file, field or tensor.
+
+    kind "checkpoint", or "format" for a malformed file (bad JSON, too large or deep).
+    """
+
+    def __init__(self, message, kind="checkpoint"):
+        super().__init__(kind, message)
+
+
+class CheckpointFileError(CheckpointError, FileNotFoundError):
+    """A file the checkpoint needs is missing."""
+
+
+def build_config(raw, fmt, path, derived, defaults=None):
+    """The part every reader shares: map the format's fields, apply defaults, build the ModelConfig.
+
+    defaults: file key -> value for keys the file omits (None: the format's own ModelConfig defaults);
+    derived: fields the format-specific reader computed (they win over the plain mapping).
+    ModelConfig validates; its errors are reworded with the file's field names.
+    """
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    kw = dict(fmt.defaults)
+    for name, file_name in fmt.fields.items():
+        if file_name in raw and raw[file_name] is not None:
+            kw[name] = raw[file_name]
+        elif defaults is not None and defaults.get(file_name) is not None and file_name not in raw:
+            kw[name] = defaults[file_name]
+        elif name in fmt.required:
+            raise CheckpointError(f"{path}: missing required field {file_name!r}")
+    kw.update(derived)
+    kw["rope_layout"] = fmt.rope_layout
+    try:
+        return ModelConfig(**kw)
+    except ConfigFieldError as e:
+        raise CheckpointError(f"{path}: {e.describe(fmt.fields)}") from None
+
+
+def architecture(raw, path):
+    """The Architecture row for a config dict: by model_type (what AutoModelForCausalLM uses), else by class."""
+    mtype = raw.get("model_type")
+    arch = ARCHITECTURES.get(mtype) if isinstance(mtype, str) else None
+    if arch is None and mtype is None:
+        classes = [a for a in (raw.get("architectures") or []) if isinstance(a, str)]
+        arch = next((a for a in ARCHITECTURES.values() if any(c in a.hf_classes for c in classes)), None)
+    if arch is None:
+        known = ", ".join(f"{a.name} ({'/'.join(a.hf_classes)})" for a in ARCHITECTURES.values())
+        raise CheckpointError(f"{path}: unsupported architecture {raw.get('architectures') or mtype!r}; "
+                              f"swaref loads {known}")
+    if arch.with_layer_types and "layer_types" in raw:
+        arch = ARCHITECTURES[arch.with_layer_types]
+    return arch
+
+
+def _getter(raw, arch):
+    """key -> the file's value when the key is present (null included), else the config class's default."""
+    return lambda key: raw[key] if key in raw else arch.defaults.get(key)
+
+
+def _rope_theta(raw, get, path):
+    """rope_theta as transformers' convert_rope_params_to_dict finds it; only plain ('default') RoPE."""
+    params = raw.get("rope_scaling") or raw.get("rope_parameters") or {}
+    if not isinstance(params, dict):
+        raise CheckpointError(f"{path}: field 'rope_parameters' must be an object, got {params!r:.200}")
+    rtype = params.get("rope_type", params.get("type", "default"))
+    if rtype != "default":
+        raise CheckpointError(f"{path}: rope_parameters.rope_type {rtype!r} is not supported (only 'default' RoPE)")
+    return params.get("rope_theta", get("rope_theta"))
+
+
+_LEGACY_LAYER_TYPES = {"attention": "full_attention"}  # transformers' configuration_utils._LEGACY_LAYER_TYPE_REMAP
+
+
+def layer_windows(raw, arch, path):
+    """Per-layer windows (HF's sliding_window S = swaref's W) by the architecture's rule (WINDOW_RULES)."""
+    get = _getter(raw, arch)
+    sw = get("sliding_window")
+    if arch.windows == "none":
+        types = raw.get("layer_types")
+        if isinstance(types, list) and "sliding_attention" in types:
+            # LlamaModel's mask ignores it while transformers' DynamicCache builds sliding layers from it
+            # (keeping sliding_window - 1 tokens): the two disagree, so swaref refuses rather than pick one.
+            raise CheckpointError(f"{path}: layer_types lists 'sliding_attention' but {arch.name} has no sliding "
+                                  f"window (transformers' mask ignores it and its cache does not)")
+        return None
+    if arch.windows == "every_layer":
+        return sw
+    if arch.windows == "max_window_layers" and not get("use_sliding_window"):
+        sw = None
+    n_layers = get("num_hidden_layers")
+    types = get("layer_types")
+    if types is None:
+        if not V.is_int(n_layers):
+            return sw  # ModelConfig refuses num_hidden_layers, naming it
+        first = get("max_window_layers") if arch.windows == "max_window_layers" else 0
+        if not V.is_int(first):
+            raise CheckpointError(f"{path}: field 'max_window_layers' must be an int, got {first!r}")
+        return [sw if sw is not None and i >= first else None for i in range(n_layers)]
+    if not isinstance(types, list) or (V.is_int(n_layers) and len(types) != n_layers):
+        raise CheckpointError(f"{path}: field 'layer_types' must list one entry per layer (num_hidden_layers = "
+                              f"{n_layers!r}), got {types!r:.200}")
+    out = []
+    for i, t in enumerate(types):
+        t = _LEGACY_LAYER_TYPES.get(t, t)
+        if t not in ("full_attention", "sliding_attention"):
+            raise CheckpointError(f"{path}: layer_types[{i}] = {t!r}; expected 'sliding_attention' or "
+                                  f"'full_attention'")
+        if t == "sliding_attention" and sw is None:
+            why = " (use_sliding_window is false)" if arch.windows == "max_window_layers" and raw.get(
+                "sliding_window") is not None else ""
+            raise CheckpointError(f"{path}: layer_types[{i}] is 'sliding_attention' but sliding_window is null{why}")
+        out.append(sw if t == "sliding_attention" else None)
+    return out
+
+
+def _biases(arch, get, path):
+    biased = set(arch.biases)
+    for key, projections in arch.bias_keys.items():
+        val = get(key)
+        if not isinstance(val, bool):
+            raise CheckpointError(f"{path}: field {key!r} must be true or false, got {val!r}")
+        if val:
+            biased.update(projections)
+    return tuple(biased)
+
+
+def config_from_dict(cfg, path="config.json", rope_theta=None, generation=None):
+    """A ModelConfig from a transformers config dict (raises CheckpointError, naming the key).
+
+    generation: the generation_config.json dict, or None.
+    """
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
+    arch = architecture(cfg, path)
+    get = _getter(cfg, arch)
+    for key in arch.required:
+        if get(key) is None:
+            raise CheckpointError(f"{path}: {arch.name} needs field {key!r} (transformers {arch.name} cannot run "
+                                  f"without it), got {cfg.get(key)!r}")
+    act = get("hidden_act")
+    if act != arch.hidden_act:
+        raise CheckpointError(f"{path}: hidden_act {act!r} is not supported ({arch.name} uses {arch.hidden_act!r})")
+    derived = {"windows": layer_windows(cfg, arch, path), "rope_theta": _rope_theta(cfg, get, path),
+               "biases": _biases(arch, get, path), "qk_norm": arch.qk_norm}
+    if rope_theta is not None:
+        derived["rope_theta"] = rope_theta
+    if generation is not None:
+        derived.update(generation_defaults(generation, os.path.join(os.path.dirname(path), GENERATION_CONFIG)))
+    return build_config(cfg, HF, path, derived, arch.defaults)
+
+
+#: What transformers' generate falls back to (generation/configuration_utils.py, _get_default_generation_params).
+GENERATE_DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50}
+GENERATION_CONFIG = "generation_config.json"
+
+
+def generation_defaults(gen, path=GENERATION_CONFIG):
+    """From a generation_config.json dict: eos_token_ids (when it lists any) and sampling_defaults."""
+    if not isinstance(gen, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(gen).__name__}")
+    out = {"sampling_defaults": {k: gen[k] if gen.get(k) is not None else v for k, v in GENERATE_DEFAULTS.items()}}
+    if gen.get("eos_token_id") is not None:
+        out["eos_token_ids"] = gen["eos_token_id"]
+    try:  # checked here so that the message names this file
+        ModelConfig(vocab_size=1 << 22, hidden_size=2, intermediate_size=1, n_layers=1, n_heads=1, **out)
+    except ConfigFieldError as e:
+        raise CheckpointError(f"{path}: {e.describe({'eos_token_ids': 'eos_token_id'})}") from None
+    return out
+
+
+def read_generation_config(directory, load_json):
+    """The generation_config.json dict of a checkpoint directory, or {} (transformers' fallbacks) without one."""
+    path = os.path.join(directory, GENERATION_CONFIG)
+    return load_json(path) if os.path.isfile(path) else {}

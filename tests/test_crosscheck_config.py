@@ -1,0 +1,100 @@
+"""swaref's reading of config.json against transformers 5.24.0's own classes (the `crosscheck` extra).
+
+* the defaults table of every supported model_type (architectures.ARCHITECTURES[...].defaults) equals
+  what transformers' config class makes of a config that omits the key;
+* for a grid of window-related keys (sliding_window absent / null / set, use_sliding_window,
+  max_window_layers, layer_types), the per-layer windows swaref derives equal those of the
+  model AutoModelForCausalLM builds from the same config.json, read from its attention modules.
+"""
+import json
+import os
+
+import pytest
+
+pytestmark = pytest.mark.crosscheck
+
+REQUIRED = os.environ.get("SWAREF_REQUIRE_CROSSCHECK") == "1"
+try:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+except ImportError as e:  # pragma: no cover - depends on the environment
+    if REQUIRED:
+        raise ImportError(f"SWAREF_REQUIRE_CROSSCHECK=1 but the crosscheck extra is missing ({e})") from e
+    pytest.skip(f"the crosscheck extra (torch, transformers) is not installed: {e}", allow_module_level=True)
+
+from swaref.models.architectures import ARCHITECTURES  # noqa: E402
+from swaref.models.hfconfig import CheckpointError, config_from_dict  # noqa: E402
+
+
+def _theta(cfg):
+    return cfg.rope_parameters["rope_theta"]
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_the_defaults_table_is_transformers_config_class(name):
+    cls = CONFIG_MAPPING[name]
+    ours = ARCHITECTURES[name].defaults
+    theirs = cls()
+    for key, value in ours.items():
+        if value is None and not hasattr(theirs, key):
+            continue  # a key the class does not declare (Llama's sliding_window, Qwen2's head_dim): never set
+        got = _theta(theirs) if key == "rope_theta" else getattr(theirs, key)
+        if key == "head_dim" and value is None:
+            assert got in (None, theirs.hidden_size // theirs.num_attention_heads)  # None: hidden_size // heads
+            continue
+        if key == "num_key_value_heads" and value is None:
+            value = theirs.num_attention_heads
+        if key == "layer_types" and value is None:
+            continue  # derived by __post_init__; compared through the window rules below
+        if key == "sliding_window" and name in ("qwen2", "qwen3"):
+            got = cls(use_sliding_window=True).sliding_window  # __post_init__ nulls it unless enabled
+        assert got == value, f"{name}.{key}: transformers {got!r}, swaref {value!r}"
+
+
+BASE = dict(vocab_size=64, hidden_size=16, intermediate_size=16, num_hidden_layers=4, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=8)
+GRID = [{}, {"sliding_window": None}, {"sliding_window": 5}, {"sliding_window": 5, "use_sliding_window": False},
+        {"sliding_window": 5, "use_sliding_window": True},
+        {"sliding_window": 5, "use_sliding_window": True, "max_window_layers": 2},
+        {"sliding_window": 5, "use_sliding_window": True, "max_window_layers": 0},
+        {"sliding_window": 5, "layer_types": ["sliding_attention", "full_attention"] * 2},
+        {"sliding_window": 5, "use_sliding_window": True,
+         "layer_types": ["full_attention", "sliding_attention"] * 2},
+        {"layer_types": ["full_attention", "sliding_attention"] * 2}]
+
+
+def _their_windows(d):
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(d))
+    cfg = model.config
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]))  # a config transformers builds but cannot run raises here
+    out = []
+    for layer in model.model.layers:
+        w = getattr(layer.self_attn, "sliding_window", getattr(cfg, "sliding_window", None))
+        if type(model).__name__ == "LlamaForCausalLM":
+            w = None  # LlamaAttention and LlamaModel's causal mask never read sliding_window
+        out.append(w)
+    return tuple(out)
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_per_layer_windows_are_those_of_the_model_auto_model_builds(name, tmp_path):
+    for i, extra in enumerate(GRID):
+        raw = dict(BASE, model_type=name, architectures=[ARCHITECTURES[name].hf_classes[0]], **extra)
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(raw))
+        if name == "llama" and "layer_types" in extra:
+            # LlamaModel's mask ignores layer_types, its DynamicCache does not: refused (docs/model.md).
+            with pytest.raises(CheckpointError, match="layer_types lists 'sliding_attention' but llama"):
+                config_from_dict(raw)
+            continue
+        try:
+            want = _their_windows(str(d))
+        except (ValueError, TypeError) as e:  # transformers cannot run it either (sliding layers without a window)
+            with pytest.raises(CheckpointError):
+                config_from_dict(raw)
+            print(name, extra, "refused by both:", e)
+            continue
+        assert config_from_dict(raw).windows == want, (name, extra)

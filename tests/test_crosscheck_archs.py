@@ -1,0 +1,172 @@
+"""Each architecture swaref loads, against transformers 5.24.0 itself (the `crosscheck` extra).
+
+For every family a tiny random checkpoint is built by transformers (weights redrawn
+so that attention is peaked and logits are not flat), saved with save_pretrained
+and loaded by swaref.models.load_model; the reference is what
+AutoModelForCausalLM.from_pretrained builds from the same directory (eager
+attention).  Per family:
+
+* logits within 1e-4 for prompts of 3, W, W+1 and 3W+2 tokens, prefilled with
+  chunks of 1, 3, W and the whole prompt, on both backends;
+* 30 greedy tokens equal to transformers' ``generate``;
+* controls that must fail: transformers with one window off by one (W + 1),
+  and swaref with the family's key difference removed.
+
+One model per family (module-scoped fixtures) keeps the file to a few seconds.
+"""
+import json
+import os
+import dataclasses
+
+import numpy as np
+import pytest
+
+from oracle import assert_close
+
+pytestmark = pytest.mark.crosscheck
+
+REQUIRED = os.environ.get("SWAREF_REQUIRE_CROSSCHECK") == "1"
+try:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+except ImportError as e:  # pragma: no cover - depends on the environment
+    if REQUIRED:
+        raise ImportError(f"SWAREF_REQUIRE_CROSSCHECK=1 but the crosscheck extra is missing ({e})") from e
+    pytest.skip(f"the crosscheck extra (torch, transformers) is not installed: {e}", allow_module_level=True)
+
+from swaref import models as M  # noqa: E402
+
+ATOL = 1e-4
+N_NEW = 30
+VOCAB = 96
+_TINY = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+             head_dim=8, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=None, pad_token_id=0,
+             tie_word_embeddings=False, max_position_embeddings=256)
+S, F = "sliding_attention", "full_attention"
+
+# family -> (config.json keys, W, the control that removes the family's key difference from swaref's model)
+FAMILIES = {
+    "ministral": (dict(model_type="ministral", num_hidden_layers=3, sliding_window=4, layer_types=[S, F, S]), 4,
+                  {"windows": [4, 4, 4]}),
+    # A Mistral config with layer_types: AutoModelForCausalLM loads it as Ministral (docs/model.md).
+    "mistral+layer_types": (dict(model_type="mistral", num_hidden_layers=3, sliding_window=5, layer_types=[F, S, S]),
+                            5, {"windows": [5, 5, 5]}),
+    # Qwen2: layers >= max_window_layers slide (the code, not the docstring); q/k/v biases.
+    "qwen2": (dict(model_type="qwen2", num_hidden_layers=3, use_sliding_window=True, sliding_window=5,
+                   max_window_layers=1), 5, {"biases": ()}),
+    "qwen3": (dict(model_type="qwen3", num_hidden_layers=3, use_sliding_window=True, sliding_window=6,
+                   layer_types=[S, F, S]), 6, {"qk_norm": ""}),
+    "qwen3-bias": (dict(model_type="qwen3", num_hidden_layers=2, use_sliding_window=True, sliding_window=4,
+                        max_window_layers=0, attention_bias=True), 4, {"biases": ("wq", "wk", "wv")}),
+}
+CLASSES = {"ministral": "MinistralForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+           "qwen3": "Qwen3ForCausalLM"}
+
+
+def _backend_missing():
+    try:
+        import swaref._backend  # noqa: F401
+        return None
+    except ImportError as e:
+        return f"the compiled backend is not built (swaref._backend: {e})"
+
+
+BACKENDS = ["reference", pytest.param("cython", marks=pytest.mark.skipif(
+    _backend_missing() is not None, reason=str(_backend_missing())))]
+
+
+def write_random_checkpoint(d, keys, seed=0):
+    """A random checkpoint written by transformers: config.json as given, weights scaled up, safetensors."""
+    keys = dict(_TINY, **keys, architectures=[CLASSES[keys["model_type"]]])
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(keys, f)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(d))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:  # norms near 1, biases 1 +- 0.1 too (large enough to matter)
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(1.5 / p.shape[1] ** 0.5 * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(d)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(keys, f)  # the file as a hub checkpoint has it (save_pretrained writes Ministral's model_type)
+    return d
+
+
+def load_hf(d, **override):
+    cfg = AutoConfig.from_pretrained(d, **override)
+    return AutoModelForCausalLM.from_pretrained(d, config=cfg, attn_implementation="eager").eval()
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request, tmp_path_factory):
+    keys, W, control = FAMILIES[request.param]
+    d = write_random_checkpoint(str(tmp_path_factory.mktemp(request.param.replace("+", "_"))), keys)
+    return request.param, load_hf(d), M.load_model(d), W, control, d
+
+
+def hf_logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor(np.asarray(ids))[None]).logits[0].float().numpy()
+
+
+def prompt_ids(T, seed=0):
+    return np.random.default_rng(seed).integers(2, VOCAB, T)
+
+
+def test_auto_model_builds_the_expected_class(family):
+    name, hf, sw, W, _, _ = family
+    want = {"mistral+layer_types": "MinistralForCausalLM", "qwen3-bias": "Qwen3ForCausalLM"}.get(name)
+    assert type(hf).__name__ == (want or CLASSES[name])
+    assert any(w == W for w in sw.config.windows) and None in sw.config.windows or name == "qwen3-bias"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_logits_match_transformers_for_every_chunking(family, backend):
+    name, hf, sw, W, _, _ = family
+    worst = 0.0
+    for T in (3, W, W + 1, 3 * W + 2):
+        ids = prompt_ids(T, seed=T)
+        want = hf_logits(hf, ids)
+        for chunk in sorted({1, 3, W, T}):
+            got = M.prefill_prompt(sw, ids, M.new_caches(sw, T), chunk_size=chunk, logits="all", backend=backend)
+            assert_close(got, want, atol=ATOL, name=f"{name} T={T} chunk={chunk} backend={backend}")
+            worst = max(worst, float(np.abs(got - want).max()))
+    print(f"\n{name} {backend}: max |logit diff| {worst:.2e}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_greedy_tokens_match_transformers_generate(family, backend):
+    name, hf, sw, W, _, _ = family
+    prompt = prompt_ids(2 * W + 3, seed=7)
+    ours = M.generate(sw, [prompt], max_new_tokens=N_NEW, chunk_size=3, backend=backend).tokens[0]
+    with torch.no_grad():
+        theirs = hf.generate(torch.tensor(prompt)[None], max_new_tokens=N_NEW, min_new_tokens=N_NEW,
+                             do_sample=False, use_cache=True)[0, len(prompt):].tolist()
+    assert ours == theirs, f"{name}: swaref greedy differs from transformers.generate"
+
+
+def test_control_a_window_off_by_one_is_detected(family):
+    name, hf, sw, W, _, d = family
+    ids = prompt_ids(3 * W + 2, seed=1)
+    wider = load_hf(d, sliding_window=W + 1)
+    diff = np.abs(hf_logits(wider, ids) - M.prefill_prompt(sw, ids, M.new_caches(sw, len(ids)), logits="all"))
+    assert diff[:W].max() < ATOL, "positions < W see the same keys under W and W + 1"
+    print(f"\n{name}: window W+1 differs by {diff[W:].max():.2e}")
+    assert diff[W:].max() > 100 * ATOL, f"{name}: a window of W+1 should be visible, max diff {diff[W:].max():.2e}"
+
+
+def test_control_the_family_s_key_difference_is_detected(family):
+    name, hf, sw, W, control, _ = family
+    ids = prompt_ids(3 * W + 2, seed=3)
+    cfg = dataclasses.replace(sw.config, **control)
+    keep = M.weights.expected_shapes(cfg)[1]
+    layers = [M.LayerWeights(**{k: getattr(lw, k) for k in keep}) for lw in sw.layers]
+    other = M.Model(cfg, sw.embed, layers, sw.final_norm, sw.lm_head)
+    diff = np.abs(hf_logits(hf, ids) - M.prefill_prompt(other, ids, M.new_caches(other, len(ids)), logits="all"))
+    print(f"\n{name}: without {control} differs by {diff.max():.2e}")
+    assert diff.max() > 100 * ATOL, f"{name}: removing {control} should be visible, max diff {diff.max():.2e}"

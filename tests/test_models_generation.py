@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from model_helpers import backend_missing, make_cfg, make_model, oracle_logits
+from model_helpers import HF_LAYER, backend_missing, make_cfg, make_model, oracle_logits
 from oracle import assert_close
 
 from swaref import models as M
@@ -22,6 +22,22 @@ def test_prefill_logits_match_dense_oracle(window):
     got = M.prefill_prompt(model, toks, M.new_caches(model, 17), logits="all")
     assert got.dtype == np.float32
     assert_close(got, oracle_logits(model, toks), atol=1e-4)
+
+# Per-family features (Qwen2's q/k/v biases, Llama's o/MLP biases, Qwen3's q/k norms) on mixed windows.
+FEATURES = [dict(biases=("wq", "wk", "wv")), dict(biases=("wo", "w_gate", "w_up", "w_down")),
+            dict(qk_norm="head"), dict(qk_norm="head", biases=("wq", "wk", "wv", "wo"))]
+
+@pytest.mark.parametrize("features", FEATURES, ids=str)
+def test_feature_logits_match_dense_oracle_and_each_feature_matters(features):
+    model = make_model(window=[3, None], seed=8, **features)
+    toks = np.random.default_rng(3).integers(0, 61, 13)
+    got = M.prefill_prompt(model, toks, M.new_caches(model, 13), chunk_size=2, logits="all")
+    assert_close(got, oracle_logits(model, toks), atol=1e-4)
+    # Control: the same weights without the feature's tensors give other logits.
+    bare = M.Model(make_cfg(window=[3, None]), model.embed,
+                   [M.LayerWeights(**{k: getattr(lw, k) for k in HF_LAYER}) for lw in model.layers],
+                   model.final_norm, model.lm_head)
+    assert np.abs(oracle_logits(bare, toks) - got).max() > 1e-2
 
 def test_oracle_sees_a_window_off_by_one():
     # Control: the comparison above can fail.  W = 4 and W = 5 give clearly different logits.

@@ -52,7 +52,8 @@ BAD_CHECKPOINTS = [
     ("gqa", lambda c: c.update(num_key_value_heads=3), None, "multiple of"),
     ("window", lambda c: c.update(sliding_window=0), None, "sliding_window"),
     ("theta", lambda c: c.update(rope_parameters={"rope_type": "default", "rope_theta": -1.0}), None, "rope_theta"),
-    ("yarn", lambda c: c.update(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}), None, "yarn"),
+    ("dynamic", lambda c: c.update(rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4}), None,
+     "rope_type 'dynamic' is not supported"),
     ("act", lambda c: c.update(hidden_act="gelu"), None, "hidden_act"),
     # A missing key means transformers' default (MistralConfig: hidden_size 4096), which these tensors contradict.
     ("missing_field", lambda c: c.pop("hidden_size"), None, "expected \\[61, 4096\\] from config.json"),

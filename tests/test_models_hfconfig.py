@@ -159,3 +159,29 @@ def test_ministral_without_head_dim_is_refused_as_transformers_cannot_build_it()
     with pytest.raises(CheckpointError, match="ministral needs field 'head_dim'"):
         _cfg("mistral", drop=["head_dim"], layer_types=None)
     assert _cfg("mistral", drop=["head_dim"]).head_dim == 8
+
+
+def test_rope_scaling_is_read_as_transformers_standardises_it():
+    yarn = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192, "unknown_key": 1}
+    cfg = _cfg("qwen2", drop=["rope_parameters"], rope_scaling=yarn, rope_theta=1e6)
+    assert cfg.rope_theta == 1e6 and dict(cfg.rope_scaling) == {
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192, "attention_factor": None,
+        "beta_fast": 32.0, "beta_slow": 1.0, "mscale": None, "mscale_all_dim": None, "truncate": True}
+    # The top-level original_max_position_embeddings wins; without a factor yarn uses the ratio.
+    cfg = _cfg("llama", rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": None,
+                                         "original_max_position_embeddings": 1024},
+               original_max_position_embeddings=512, max_position_embeddings=4096)
+    assert dict(cfg.rope_scaling)["original_max_position_embeddings"] == 512 and dict(cfg.rope_scaling)["factor"] == 8
+    # llama3 without original_max_position_embeddings takes max_position_embeddings (Llama's default 2048).
+    cfg = _cfg("llama", rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0,
+                                         "low_freq_factor": 1.0, "high_freq_factor": 4.0})
+    assert dict(cfg.rope_scaling)["original_max_position_embeddings"] == 2048
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"rope_type": "linear", "rope_theta": 1e4}, "linear with 'factor'"),
+    ({"rope_type": "linear", "rope_theta": 1e4, "factor": -2.0}, "factor must be a finite number > 0"),
+    ({"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}, "partial_rotary_factor 0.5")])
+def test_bad_rope_parameters_are_refused_naming_the_key(params, match):
+    with pytest.raises(CheckpointError, match=match):
+        _cfg("llama", rope_parameters=params)

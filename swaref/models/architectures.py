@@ -68,16 +68,18 @@ class Architecture:
 # hidden_size // num_attention_heads, num_key_value_heads None means num_attention_heads (no GQA).
 _MISTRAL = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                 num_attention_heads=32, num_key_value_heads=8, head_dim=None, hidden_act="silu", rms_norm_eps=1e-6,
-                bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, rope_theta=10000.0, sliding_window=4096)
+                bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, rope_theta=10000.0, sliding_window=4096,
+                max_position_embeddings=4096 * 32)
 # models/llama/configuration_llama.py (LlamaConfig): no window; num_key_value_heads None (no GQA).
 _LLAMA = dict(_MISTRAL, intermediate_size=11008, num_key_value_heads=None, sliding_window=None,
-              attention_bias=False, mlp_bias=False)
+              attention_bias=False, mlp_bias=False, max_position_embeddings=2048)
 # models/qwen2/configuration_qwen2.py (Qwen2Config); Qwen2Attention reads head_dim with getattr, so a
 # missing head_dim is hidden_size // num_attention_heads.
 _QWEN2 = dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
               num_attention_heads=32, num_key_value_heads=32, head_dim=None, hidden_act="silu", rms_norm_eps=1e-6,
               bos_token_id=None, eos_token_id=None, tie_word_embeddings=False, rope_theta=10000.0,
-              use_sliding_window=False, sliding_window=4096, max_window_layers=28, layer_types=None)
+              use_sliding_window=False, sliding_window=4096, max_window_layers=28, layer_types=None,
+              max_position_embeddings=32768)
 # models/qwen3/configuration_qwen3.py (Qwen3Config): head_dim is 128 when omitted.
 _QWEN3 = dict(_QWEN2, head_dim=128, attention_bias=False)
 

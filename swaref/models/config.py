@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .. import _validate as V
 from ..errors import SwarefError
 from .architectures import BIASED, ROPE_LAYOUTS
+from .rope import SCALINGS
 
 #: Upper bounds on the sizes, far above any released model (Llama 3.1 405B: d 16384,
 #: 126 layers, 128 query heads; Gemma 3: vocabulary 262144), far below what exhausts memory.
@@ -55,7 +56,11 @@ class ModelConfig:
     biases: the projections (``architectures.BIASED`` names) that add a bias;
     qk_norm: "" or "head" (q and k RMS-normalised over each head before RoPE);
     sampling_defaults: what transformers' ``generate`` would use when the caller gives
-    nothing (generation_config.json), a dict stored as sorted (name, value) pairs.
+    nothing (generation_config.json), a dict stored as sorted (name, value) pairs;
+    rope_scaling: {} (plain RoPE) or a dict with rope_type among ``rope.SCALINGS`` and
+    its parameters, stored as sorted pairs; rope_dim: the rotated dims of a head (None:
+    head_dim; fewer: partial rotary); local_rope_theta: the theta of sliding layers,
+    which then take no scaling (None: every layer alike).
     """
 
     vocab_size: int
@@ -75,6 +80,9 @@ class ModelConfig:
     biases: tuple = ()
     qk_norm: str = ""
     sampling_defaults: tuple = ()
+    rope_scaling: tuple = ()
+    rope_dim: int = None
+    local_rope_theta: float = None
 
     def __post_init__(self):
         for name, value in validate_fields(vars(self)).items():
@@ -89,6 +97,12 @@ class ModelConfig:
     def kv_dim(self):
         """Hkv * D: the width of the key and value projections."""
         return self.n_kv_heads * self.head_dim
+
+    def layer_rope(self, li):
+        """(theta, scaling pairs) of layer li's RoPE."""
+        if self.local_rope_theta is not None and self.windows[li] is not None:
+            return self.local_rope_theta, ()
+        return self.rope_theta, self.rope_scaling
 
     @property
     def sampling(self):
@@ -175,7 +189,34 @@ def validate_fields(values):
         raise ConfigFieldError("qk_norm", "'' or 'head'", values["qk_norm"])
     out["qk_norm"] = values.get("qk_norm", "")
     out["sampling_defaults"] = _sampling_defaults(values.get("sampling_defaults", ()))
+    out["rope_scaling"] = _rope_scaling(values.get("rope_scaling", ()))
+    rd = values.get("rope_dim")
+    if rd is not None and (not V.is_int(rd) or not 2 <= rd <= out["head_dim"] or rd % 2):
+        raise ConfigFieldError("rope_dim", f"an even int in [2, head_dim = {out['head_dim']}]", rd)
+    out["rope_dim"] = None if rd is None or rd == out["head_dim"] else int(rd)
+    out["local_rope_theta"] = None if values.get("local_rope_theta") is None else _positive(values, "local_rope_theta")
     return out
+
+
+def _rope_scaling(values):
+    """{} or {rope_type, its required parameters (finite, > 0), optional ones} -> sorted pairs, defaults filled."""
+    p = dict(values) if isinstance(values, (dict, list, tuple)) else None
+    if p is None or (p and p.get("rope_type") not in SCALINGS):
+        raise ConfigFieldError("rope_scaling", f"empty or with a rope_type among {sorted(SCALINGS)}", values)
+    if not p:
+        return ()
+    required, optional = SCALINGS[p["rope_type"]]
+    unknown = set(p) - set(required) - set(optional) - {"rope_type"}
+    if unknown:
+        raise ConfigFieldError("rope_scaling", f"{p['rope_type']} parameters among {sorted((*required, *optional))}",
+                               sorted(unknown))
+    for key in required:
+        if key not in p:
+            raise ConfigFieldError("rope_scaling", f"{p['rope_type']} with {key!r}", values)
+        _positive(p, key)
+    if p["rope_type"] == "llama3" and p["low_freq_factor"] == p["high_freq_factor"]:
+        raise ConfigFieldError("rope_scaling", "llama3 with low_freq_factor != high_freq_factor", values)
+    return tuple(sorted(dict(optional, **p).items()))
 
 
 #: generation_config.json keys swaref reads, with the checks transformers' generate makes.

@@ -212,7 +212,7 @@ def _forward_checked(model, toks, segments, caches, backend, num_threads, logits
     for li, lw in enumerate(model.layers):
         layer_caches = [seq_caches[li] for seq_caches in caches]
         h = h + attention_block(rms_norm(h, lw.attn_norm, cfg.rms_norm_eps), lw, cfg, segments,
-                                layer_caches, backend, num_threads)
+                                layer_caches, backend, num_threads, cfg.layer_rope(li))
         h = h + swiglu_mlp(rms_norm(h, lw.mlp_norm, cfg.rms_norm_eps), lw)
     out = []
     for off, n, _ in segments:

@@ -17,6 +17,7 @@ from .. import _validate as V
 from ..errors import SwarefError
 from .architectures import ARCHITECTURES, HF
 from .config import ConfigFieldError, ModelConfig
+from .rope import SCALINGS
 
 
 class CheckpointError(SwarefError):
@@ -79,15 +80,35 @@ def _getter(raw, arch):
     return lambda key: raw[key] if key in raw else arch.defaults.get(key)
 
 
-def _rope_theta(raw, get, path):
-    """rope_theta as transformers' convert_rope_params_to_dict finds it; only plain ('default') RoPE."""
+def _rope(raw, get, path):
+    """rope_theta and rope_scaling as transformers' convert_rope_params_to_dict / standardize_rope_params
+    find them: rope_scaling (4.x) wins over rope_parameters (5.x); rope_theta inside them wins over the
+    top-level key; llama3 / yarn take original_max_position_embeddings from the top level, then from the
+    dict, then max_position_embeddings; yarn without a factor uses their ratio."""
     params = raw.get("rope_scaling") or raw.get("rope_parameters") or {}
     if not isinstance(params, dict):
         raise CheckpointError(f"{path}: field 'rope_parameters' must be an object, got {params!r:.200}")
     rtype = params.get("rope_type", params.get("type", "default"))
-    if rtype != "default":
-        raise CheckpointError(f"{path}: rope_parameters.rope_type {rtype!r} is not supported (only 'default' RoPE)")
-    return params.get("rope_theta", get("rope_theta"))
+    if rtype != "default" and rtype not in SCALINGS:
+        raise CheckpointError(f"{path}: rope_parameters.rope_type {rtype!r} is not supported (swaref implements "
+                              f"'default', {', '.join(repr(t) for t in SCALINGS)})")
+    prf = params.get("partial_rotary_factor", raw.get("partial_rotary_factor"))
+    if prf not in (None, 1, 1.0):
+        raise CheckpointError(f"{path}: partial_rotary_factor {prf!r} is not supported for this architecture "
+                              f"(expected 1.0)")
+    theta = params.get("rope_theta", get("rope_theta"))
+    if rtype == "default":
+        return {"rope_theta": theta}
+    required, optional = SCALINGS[rtype]
+    scaling = {k: params[k] for k in (*required, *optional) if params.get(k) is not None}
+    scaling["rope_type"] = rtype
+    if "original_max_position_embeddings" in required:
+        scaling["original_max_position_embeddings"] = raw.get(
+            "original_max_position_embeddings", params.get("original_max_position_embeddings",
+                                                           get("max_position_embeddings")))
+    if rtype == "yarn" and scaling.get("factor") is None and V.is_int(get("max_position_embeddings")):
+        scaling["factor"] = get("max_position_embeddings") / scaling["original_max_position_embeddings"]
+    return {"rope_theta": theta, "rope_scaling": scaling}
 
 
 _LEGACY_LAYER_TYPES = {"attention": "full_attention"}  # transformers' configuration_utils._LEGACY_LAYER_TYPE_REMAP
@@ -162,7 +183,7 @@ def config_from_dict(cfg, path="config.json", rope_theta=None, generation=None):
     act = get("hidden_act")
     if act != arch.hidden_act:
         raise CheckpointError(f"{path}: hidden_act {act!r} is not supported ({arch.name} uses {arch.hidden_act!r})")
-    derived = {"windows": layer_windows(cfg, arch, path), "rope_theta": _rope_theta(cfg, get, path),
+    derived = {"windows": layer_windows(cfg, arch, path), **_rope(cfg, get, path),
                "biases": _biases(arch, get, path), "qk_norm": arch.qk_norm}
     if rope_theta is not None:
         derived["rope_theta"] = rope_theta

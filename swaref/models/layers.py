@@ -37,8 +37,9 @@ def swiglu_mlp(x, lw):
     return linear(silu(linear(x, lw.w_gate, lw.b_gate)) * linear(x, lw.w_up, lw.b_up), lw.w_down, lw.b_down)
 
 
-def qkv_projection(x, lw, cfg, positions):
-    """x: [T, d], positions: [T]  ->  q [T, Hq, D], k [T, Hkv, D] (both rotated), v [T, Hkv, D].
+def qkv_projection(x, lw, cfg, positions, rope):
+    """x: [T, d], positions: [T], rope: (theta, scaling) of this layer
+    ->  q [T, Hq, D], k [T, Hkv, D] (both rotated), v [T, Hkv, D].
 
     Biases are added when the config has them; with ``qk_norm == "head"`` q and k
     are RMS-normalised over each head's D (Qwen3) before RoPE.
@@ -50,16 +51,18 @@ def qkv_projection(x, lw, cfg, positions):
     v = np.ascontiguousarray(linear(x, lw.wv, lw.bv).reshape(T, cfg.n_kv_heads, D))
     if cfg.qk_norm == "head":
         q, k = rms_norm(q, lw.q_norm, cfg.rms_norm_eps), rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
-    q = np.ascontiguousarray(apply_rope(q, positions, cfg.rope_theta, cfg.rope_layout))
-    k = np.ascontiguousarray(apply_rope(k, positions, cfg.rope_theta, cfg.rope_layout))
+    theta, scaling = rope
+    q = np.ascontiguousarray(apply_rope(q, positions, theta, cfg.rope_layout, scaling, cfg.rope_dim))
+    k = np.ascontiguousarray(apply_rope(k, positions, theta, cfg.rope_layout, scaling, cfg.rope_dim))
     return q, k, v
 
 
-def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threads=None):
+def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threads=None, rope=None):
     """The attention half of a layer for B sequences packed along the token axis.
 
     x: [N, d] (normalised input), segments: list of (offset, length, start position)
-    per sequence, caches: that layer's cache per sequence  ->  [N, d]
+    per sequence, caches: that layer's cache per sequence, rope: the layer's
+    (theta, scaling) (``ModelConfig.layer_rope``)  ->  [N, d]
 
     Projections run once on the packed tokens; attention runs per sequence on
     its own cache: ``decode_step`` (write, then attend) for a single generated
@@ -67,7 +70,7 @@ def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threa
     caller has validated every cache of every layer (generation.check_step).
     """
     positions = np.concatenate([np.arange(p, p + n, dtype=np.int64) for _, n, p in segments])
-    q, k, v = qkv_projection(x, lw, cfg, positions)
+    q, k, v = qkv_projection(x, lw, cfg, positions, rope if rope is not None else cfg.layer_rope(0))
     out = np.empty_like(q)
     for (off, n, start), cache in zip(segments, caches):
         sl = slice(off, off + n)

@@ -103,7 +103,12 @@ HF_CLASSES = {"mistral": "MistralForCausalLM", "ministral": "MinistralForCausalL
 HF_OPTIONAL = {"bq": "self_attn.q_proj.bias", "bk": "self_attn.k_proj.bias", "bv": "self_attn.v_proj.bias",
                "bo": "self_attn.o_proj.bias", "b_gate": "mlp.gate_proj.bias", "b_up": "mlp.up_proj.bias",
                "b_down": "mlp.down_proj.bias", "q_norm": "self_attn.q_norm.weight",
-               "k_norm": "self_attn.k_norm.weight"}
+               "k_norm": "self_attn.k_norm.weight", "attn_norm_b": "input_layernorm.bias",
+               "mlp_norm_b": "post_attention_layernorm.bias", "attn_out_norm": "post_attention_layernorm.weight",
+               "mlp_out_norm": "post_feedforward_layernorm.weight", "router": "block_sparse_moe.gate.weight",
+               "experts_gate": "block_sparse_moe.experts.{e}.w1.weight",
+               "experts_up": "block_sparse_moe.experts.{e}.w3.weight",
+               "experts_down": "block_sparse_moe.experts.{e}.w2.weight"}
 
 def present(lw):
     """name -> array for every tensor a LayerWeights holds (the optional ones that are None left out)."""

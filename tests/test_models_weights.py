@@ -15,7 +15,7 @@ def test_the_declared_names_and_shapes_match_an_independent_table():
     assert layer == dict({k: v + ".weight" for k, v in HF_LAYER.items()}, **HF_OPTIONAL)
     assert tensor_names("mistral")[1] == {k: v + ".weight" for k, v in MISTRAL_LAYER.items()}
     assert top == {"embed": "model.embed_tokens.weight", "final_norm": "model.norm.weight",
-                   "lm_head": "lm_head.weight"}
+                   "lm_head": "lm_head.weight", "final_norm_b": "model.norm.bias"}
     d, i, hq, hkv, D, V = 32, 48, 4, 2, 8, 61
     assert expected_shapes(make_cfg()) == (
         {"embed": (V, d), "final_norm": (d,), "lm_head": (V, d)},

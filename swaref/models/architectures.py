@@ -62,6 +62,11 @@ class Architecture:
     with_layer_types: str = None
     # Keys without which transformers cannot build the model (refused, naming the key).
     required: tuple = ()
+    # Tensor names that differ from weights.LayerWeights' defaults ({tensor: name within a layer}; top-level
+    # tensors by their full name), and file tensors that hold several of swaref's along axis 0.
+    names: dict = field(default_factory=dict)
+    fused: dict = field(default_factory=dict)
+    norm_plus_one: bool = False  # RMSNorm weights stored as w - 1 (Gemma: x * (1 + w))
 
 
 # transformers 5.24.0 models/mistral/configuration_mistral.py (MistralConfig); head_dim None means

@@ -21,10 +21,10 @@ import struct
 import numpy as np
 
 from ..errors import SwarefError
-from .architectures import FORMATS, HF, MISTRAL_NATIVE
+from .architectures import ARCHITECTURES, FORMATS, HF, MISTRAL_NATIVE
 from .hfconfig import (CheckpointError, CheckpointFileError, build_config, config_from_dict,  # noqa: F401
                        read_generation_config)
-from .weights import LAYER_TENSORS, TOP_TENSORS, LayerWeights, Model, expected_shapes, tensor_names
+from .weights import LAYER_TENSORS, LayerWeights, Model, expected_shapes, tensor_names
 
 #: safetensors dtypes accepted for weights, widened to float32.
 WEIGHT_DTYPES = ("F32", "F16", "BF16")
@@ -176,18 +176,50 @@ def read_specs(files, mapping=None):
 
 
 def expected_tensors(cfg, fmt="hf"):
-    """Tensor name -> (swaref slot, shape); slot is a top-level name or (layer, name).
+    """Tensor name -> (swaref slot, shape).
 
-    fmt "hf": transformers' names; "mistral": Mistral's native consolidated.safetensors names.
+    A slot is a top-level name, (layer, name), ("split", layer, names) for a file
+    tensor that holds several of swaref's along axis 0 (Phi-3's qkv_proj), or
+    ("stack", layer, name, e) for expert e of a stacked expert tensor.
+    fmt "hf": transformers' names (with the architecture's own names, ``cfg.arch``);
+    "mistral": Mistral's native consolidated.safetensors names.
     """
     top_shapes, layer_shapes = expected_shapes(cfg)
-    top_names, layer_names = tensor_names(fmt)
+    arch = ARCHITECTURES.get(cfg.arch) if fmt == HF.name else None
+    top_names, layer_names = tensor_names(fmt, arch.names if arch else None)
+    fused = {hf: keys for hf, keys in (arch.fused if arch else {}).items() if all(k in layer_shapes for k in keys)}
+    in_fused = {k for keys in fused.values() for k in keys}
     prefix = FORMATS[fmt].layer_prefix
-    out = {top_names[k]: (k, top_shapes[k]) for k in TOP_TENSORS if k != "lm_head" or not cfg.tie_word_embeddings}
+    out = {top_names[k]: (k, shape) for k, shape in top_shapes.items()
+           if k != "lm_head" or not cfg.tie_word_embeddings}
     for i in range(cfg.n_layers):
+        for hf, keys in fused.items():
+            rows = sum(layer_shapes[k][0] for k in keys)
+            out[f"{prefix}{i}.{hf}"] = (("split", i, keys), (rows,) + layer_shapes[keys[0]][1:])
         for key, shape in layer_shapes.items():
-            out[f"{prefix}{i}.{layer_names[key]}"] = ((i, key), shape)
+            name = layer_names[key]
+            if key in in_fused:
+                continue
+            if "{e}" in name:
+                out.update({f"{prefix}{i}.{name.format(e=e)}": (("stack", i, key, e), shape[1:])
+                            for e in range(shape[0])})
+            else:
+                out[f"{prefix}{i}.{name}"] = ((i, key), shape)
     return out
+
+
+def _place(slots, slot, arr, cfg):
+    """Put one file tensor into swaref's slots (splitting a fused one, collecting experts)."""
+    if slot[0] == "split":
+        _, i, keys = slot
+        sizes = [expected_shapes(cfg)[1][k][0] for k in keys]
+        for key, part in zip(keys, np.split(arr, np.cumsum(sizes)[:-1], axis=0)):
+            slots[(i, key)] = np.ascontiguousarray(part)
+    elif slot[0] == "stack":
+        _, i, key, e = slot
+        slots.setdefault((i, key), {})[e] = arr
+    else:
+        slots[slot] = arr
 
 
 def check_specs(cfg, specs, fmt="hf"):
@@ -268,10 +300,24 @@ def load_model(directory, rope_theta=None):
         if not np.isfinite(arr).all():
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
             raise CheckpointError(f"{path}: tensor {name!r} holds a non-finite value at index {bad}")
-        slots[slot] = arr
+        _place(slots, slot, arr, cfg)
+    for key, val in slots.items():
+        if isinstance(val, dict):  # experts, one file tensor each
+            slots[key] = np.stack([val[e] for e in range(len(val))])
+    slots = _convert(cfg, slots)
     layers = [LayerWeights(**{key: slots.get((i, key)) for key in LAYER_TENSORS}) for i in range(cfg.n_layers)]
     lm_head = slots["embed"] if cfg.tie_word_embeddings else slots["lm_head"]
-    return Model(cfg, slots["embed"], layers, slots["final_norm"], lm_head)
+    return Model(cfg, slots["embed"], layers, slots["final_norm"], lm_head, slots.get("final_norm_b"))
+
+
+def _convert(cfg, slots):
+    """The architecture's weight conventions made plain: Gemma's RMSNorm weights are stored as w - 1."""
+    arch = ARCHITECTURES.get(cfg.arch)
+    if arch is None or not arch.norm_plus_one:
+        return slots
+    # Gemma3RMSNorm multiplies by (1 + weight), in float32: the same float32 sum, made once here.
+    norms = {"final_norm", "attn_norm", "attn_out_norm", "mlp_norm", "mlp_out_norm", "q_norm", "k_norm"}
+    return {k: (v + np.float32(1.0)) if (k if isinstance(k, str) else k[1]) in norms else v for k, v in slots.items()}
 
 
 def load_tokenizer(directory):

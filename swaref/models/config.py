@@ -21,7 +21,7 @@ from .rope import SCALINGS
 #: Upper bounds on the sizes, far above any released model (Llama 3.1 405B: d 16384,
 #: 126 layers, 128 query heads; Gemma 3: vocabulary 262144), far below what exhausts memory.
 LIMITS = {"vocab_size": 1 << 22, "hidden_size": 1 << 16, "intermediate_size": 1 << 19, "n_layers": 1 << 12,
-          "n_heads": 1 << 12, "n_kv_heads": 1 << 12, "head_dim": 1 << 12}
+          "n_heads": 1 << 12, "n_kv_heads": 1 << 12, "head_dim": 1 << 12, "n_experts": 1 << 10, "top_k": 1 << 10}
 
 
 class ConfigFieldError(SwarefError):
@@ -54,7 +54,13 @@ class ModelConfig:
     windows: an int W or None (full attention) for every layer, or one per layer,
     stored as a tuple of L entries; eos_token_ids: any iterable, stored as a tuple;
     biases: the projections (``architectures.BIASED`` names) that add a bias;
-    qk_norm: "" or "head" (q and k RMS-normalised over each head before RoPE);
+    qk_norm: "" , "head" (q and k RMS-normalised over each head before RoPE) or "all"
+    (over the whole projection, before it is split into heads);
+    the layer's graph (``CHOICES``): norm kind, which norms exist (``NORM_SLOTS``),
+    parallel attention + MLP, the MLP kind and activation, MoE sizes, scales
+    (embed_scale multiplies the embeddings, logit_scale the logits, attn_scale
+    replaces 1/sqrt(D)); nope_full: full-attention layers take no RoPE; arch: the
+    model_type it was read as (tensor names only; the forward pass reads the features);
     sampling_defaults: what transformers' ``generate`` would use when the caller gives
     nothing (generation_config.json), a dict stored as sorted (name, value) pairs;
     rope_scaling: {} (plain RoPE) or a dict with rope_type among ``rope.SCALINGS`` and
@@ -83,6 +89,18 @@ class ModelConfig:
     rope_scaling: tuple = ()
     rope_dim: int = None
     local_rope_theta: float = None
+    norm: str = "rms"
+    norms: tuple = ("attn", "mlp")
+    parallel: bool = False
+    mlp: str = "gated"
+    act: str = "silu"
+    n_experts: int = None
+    top_k: int = None
+    embed_scale: float = None
+    logit_scale: float = None
+    attn_scale: float = None
+    nope_full: bool = False
+    arch: str = ""
 
     def __post_init__(self):
         for name, value in validate_fields(vars(self)).items():
@@ -98,8 +116,19 @@ class ModelConfig:
         """Hkv * D: the width of the key and value projections."""
         return self.n_kv_heads * self.head_dim
 
+    @property
+    def q_norm_dim(self):
+        """Width of the q norm's weight: D per head, or the whole projection."""
+        return self.head_dim if self.qk_norm == "head" else self.q_dim
+
+    @property
+    def k_norm_dim(self):
+        return self.head_dim if self.qk_norm == "head" else self.kv_dim
+
     def layer_rope(self, li):
-        """(theta, scaling pairs) of layer li's RoPE."""
+        """(theta, scaling pairs) of layer li's RoPE, or None for a layer without positional encoding."""
+        if self.windows[li] is None and self.nope_full:
+            return None
         if self.local_rope_theta is not None and self.windows[li] is not None:
             return self.local_rope_theta, ()
         return self.rope_theta, self.rope_scaling
@@ -185,9 +214,8 @@ def validate_fields(values):
     if not isinstance(biases, (list, tuple)) or not set(biases) <= set(BIASED):
         raise ConfigFieldError("biases", f"a list of projections among {BIASED}", biases)
     out["biases"] = tuple(b for b in BIASED if b in biases)
-    if values.get("qk_norm", "") not in ("", "head"):
-        raise ConfigFieldError("qk_norm", "'' or 'head'", values["qk_norm"])
-    out["qk_norm"] = values.get("qk_norm", "")
+    out.update(_graph(values))
+    out["arch"] = str(values.get("arch", ""))
     out["sampling_defaults"] = _sampling_defaults(values.get("sampling_defaults", ()))
     out["rope_scaling"] = _rope_scaling(values.get("rope_scaling", ()))
     rd = values.get("rope_dim")
@@ -217,6 +245,38 @@ def _rope_scaling(values):
     if p["rope_type"] == "llama3" and p["low_freq_factor"] == p["high_freq_factor"]:
         raise ConfigFieldError("rope_scaling", "llama3 with low_freq_factor != high_freq_factor", values)
     return tuple(sorted(dict(optional, **p).items()))
+
+
+#: The layer graph's choices (the first is the default), read by layers.decoder_layer.
+CHOICES = {"norm": ("rms", "layer", "layer_nobias"), "mlp": ("gated", "plain", "moe"), "act": ("silu", "gelu_tanh"),
+           "qk_norm": ("", "head", "all")}
+#: Where a layer can have a norm: before attention, on its output, before the MLP, on its output.
+NORM_SLOTS = ("attn", "attn_out", "mlp", "mlp_out")
+
+
+def _graph(values):
+    out = {}
+    for name, choices in CHOICES.items():
+        val = values.get(name, choices[0])
+        if val not in choices:
+            raise ConfigFieldError(name, f"one of {choices}", val)
+        out[name] = val
+    norms = values.get("norms", ("attn", "mlp"))
+    if not isinstance(norms, (list, tuple)) or not set(norms) <= set(NORM_SLOTS):
+        raise ConfigFieldError("norms", f"a list among {NORM_SLOTS}", norms)
+    out["norms"] = tuple(n for n in NORM_SLOTS if n in norms)
+    for name in ("parallel", "nope_full"):
+        if not isinstance(values.get(name, False), bool):
+            raise ConfigFieldError(name, "true or false", values[name])
+        out[name] = values.get(name, False)
+    for name in ("embed_scale", "logit_scale", "attn_scale"):
+        out[name] = None if values.get(name) is None else _positive(values, name)
+    moe = out["mlp"] == "moe"
+    out["n_experts"] = _size(values, "n_experts") if moe else None
+    out["top_k"] = _size(values, "top_k") if moe else None
+    if moe and out["top_k"] > out["n_experts"]:
+        raise ConfigFieldError("top_k", "at most {n_experts} (" + str(out["n_experts"]) + ")", out["top_k"])
+    return out
 
 
 #: generation_config.json keys swaref reads, with the checks transformers' generate makes.

@@ -142,7 +142,9 @@ def hf_config(cfg, model_type="mistral", **extra):
     return dict(out, **extra)
 
 HF_CLASSES = {"mistral": "MistralForCausalLM", "ministral": "MinistralForCausalLM", "llama": "LlamaForCausalLM",
-              "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+              "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "starcoder2": "Starcoder2ForCausalLM",
+              "phi3": "Phi3ForCausalLM", "mixtral": "MixtralForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
+              "cohere2": "Cohere2ForCausalLM", "olmo3": "Olmo3ForCausalLM"}
 
 # The optional tensors (biases, Qwen3's q/k norms), by transformers' names.
 HF_OPTIONAL = {"bq": "self_attn.q_proj.bias", "bk": "self_attn.k_proj.bias", "bv": "self_attn.v_proj.bias",

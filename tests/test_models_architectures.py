@@ -20,7 +20,9 @@ def test_every_format_maps_only_config_fields_and_names_its_layout():
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
 def test_every_row_is_well_formed(arch):
-    assert arch.windows in WINDOW_RULES and arch.qk_norm in ("", "head")
+    assert arch.windows in WINDOW_RULES and arch.graph.get("qk_norm", "") in ("", "head", "all")
+    assert set(arch.graph) <= {f.name for f in dataclasses.fields(ModelConfig)}
+    assert set(arch.keys) <= {f.name for f in dataclasses.fields(ModelConfig)}
     assert set(arch.biases) <= set(BIASED) and all(set(p) <= set(BIASED) for p in arch.bias_keys.values())
     assert arch.with_layer_types in (None, *ARCHITECTURES)
     # Every config.json key a file field maps to has a default (what transformers' config class gives).
@@ -29,19 +31,23 @@ def test_every_row_is_well_formed(arch):
 
 # Two layers, sliding_window 4 in the file: which layers slide under each family's rule.
 WINDOWS = {"mistral": (4, 4), "ministral": (4, 4), "llama": (None, None), "qwen2": (None, None),
-           "qwen3": (None, None)}
+           "qwen3": (None, None), "starcoder2": (4, 4), "phi3": (4, 4), "mixtral": (4, 4), "gemma3_text": (4, 4),
+           "cohere2": (4, 4), "olmo3": (4, 4)}
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
 def test_every_architecture_is_recognised_by_class_or_model_type(arch):
     base = hf_config(make_model(window=4).config)
+    base.pop("rope_parameters")  # Gemma 3 and OLMo 3 nest them by layer type; every family has defaults
     for names in ({"architectures": [arch.hf_classes[0]], "model_type": None},
                   {"architectures": None, "model_type": arch.name}):
         cfg = config_from_dict(dict(base, **names))
-        assert cfg.windows == WINDOWS[arch.name]
-        assert cfg.qk_norm == arch.qk_norm and set(cfg.biases) == set(arch.biases)
-    with pytest.raises(CheckpointError, match="hidden_act 'gelu' is not supported"):
-        config_from_dict(dict(base, architectures=[arch.hf_classes[0]], hidden_act="gelu"))
+        assert cfg.windows == WINDOWS[arch.name] and cfg.arch == arch.name
+        assert cfg.qk_norm == arch.graph.get("qk_norm", "")
+        assert set(cfg.biases) == set(arch.biases) | set(arch.bias_keys.get("use_bias", ()))
+    act_key = arch.keys.get("act", "hidden_act")
+    with pytest.raises(CheckpointError, match=f"{act_key} 'gelu' is not supported"):
+        config_from_dict(dict(base, model_type=arch.name, **{act_key: "gelu"}))
 
 
 def test_model_type_wins_over_the_class_name_as_in_auto_model():

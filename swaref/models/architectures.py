@@ -45,6 +45,10 @@ WINDOW_RULES = ("none", "every_layer", "layer_types", "max_window_layers")
 BIASED = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
 
 
+#: config.json activation names -> swaref's (layers.ACTIVATIONS); any other is refused by name.
+ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}
+
+
 @dataclass(frozen=True)
 class Architecture:
     """One model family: the names its configs use and what its config keys mean."""
@@ -53,15 +57,32 @@ class Architecture:
     hf_classes: tuple          # config "architectures" entries that name it
     defaults: dict             # config.json key -> transformers' config-class default
     windows: str               # one of WINDOW_RULES
-    hidden_act: str = "silu"   # the MLP's activation (SwiGLU's gate)
+    # The layer graph: ModelConfig fields fixed by the family (norm, norms, parallel, mlp, qk_norm,
+    # nope_full, rope_layout); what is not given is ModelConfig's default (Mistral's graph).
+    graph: dict = field(default_factory=dict)
+    # ModelConfig field -> config.json key, where the family's key differs from Mistral's
+    # (rms_norm_eps: "norm_epsilon"; act: "hidden_activation"; n_experts: "num_local_experts"; ...).
+    keys: dict = field(default_factory=dict)
     biases: tuple = ()         # projections that always have a bias
     bias_keys: dict = field(default_factory=dict)  # config key -> projections biased when it is true
-    qk_norm: str = ""          # "head": q and k RMS-normalised over each head's D before RoPE
     # AutoModelForCausalLM loads this model_type as another one when the config has layer_types
     # (transformers 5.24.0 models/auto/configuration_auto.py: mistral + layer_types -> ministral).
     with_layer_types: str = None
-    # Keys without which transformers cannot build the model (refused, naming the key).
+    # Keys without which transformers cannot run the model (refused, naming the key).
     required: tuple = ()
+    # Keys transformers' code for this family never reads (Cohere2Config.__post_init__ overwrites head_dim).
+    ignored: tuple = ()
+    # Keys that change the computation in a way swaref does not implement: key -> the accepted values.
+    unsupported: dict = field(default_factory=dict)
+    # Without layer_types, layer i is full attention iff (i + 1) % n == 0; n from the key when given.
+    full_every: int = None
+    full_every_key: str = None
+    partial_rotary: bool = False        # partial_rotary_factor rotates the first dims of each head
+    # Per-layer-type RoPE (rope_parameters nested by layer type): full layers' default theta, the
+    # legacy key of the sliding layers' theta and its default (transformers' convert_rope_params_to_dict).
+    rope_by_layer_type: tuple = None
+    embed_scale_sqrt: bool = False      # embeddings multiplied by sqrt(hidden_size) (Gemma)
+    attn_scale_key: str = None          # attention scale: this key ** -0.5 instead of head_dim ** -0.5
     # Tensor names that differ from weights.LayerWeights' defaults ({tensor: name within a layer}; top-level
     # tensors by their full name), and file tensors that hold several of swaref's along axis 0.
     names: dict = field(default_factory=dict)
@@ -69,29 +90,58 @@ class Architecture:
     norm_plus_one: bool = False  # RMSNorm weights stored as w - 1 (Gemma: x * (1 + w))
 
 
-# transformers 5.24.0 models/mistral/configuration_mistral.py (MistralConfig); head_dim None means
-# hidden_size // num_attention_heads, num_key_value_heads None means num_attention_heads (no GQA).
+# Each family's defaults: transformers 5.24.0 models/<type>/configuration_<type>.py, the class defaults.
+# MistralConfig: head_dim None means hidden_size // num_attention_heads, num_key_value_heads None means
+# num_attention_heads (no GQA).
 _MISTRAL = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                 num_attention_heads=32, num_key_value_heads=8, head_dim=None, hidden_act="silu", rms_norm_eps=1e-6,
                 bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, rope_theta=10000.0, sliding_window=4096,
                 max_position_embeddings=4096 * 32)
-# models/llama/configuration_llama.py (LlamaConfig): no window; num_key_value_heads None (no GQA).
+# LlamaConfig: no window; num_key_value_heads None (no GQA).
 _LLAMA = dict(_MISTRAL, intermediate_size=11008, num_key_value_heads=None, sliding_window=None,
               attention_bias=False, mlp_bias=False, max_position_embeddings=2048)
-# models/qwen2/configuration_qwen2.py (Qwen2Config); Qwen2Attention reads head_dim with getattr, so a
-# missing head_dim is hidden_size // num_attention_heads.
+# Qwen2Config; Qwen2Attention reads head_dim with getattr, so a missing head_dim is hidden // heads.
 _QWEN2 = dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
               num_attention_heads=32, num_key_value_heads=32, head_dim=None, hidden_act="silu", rms_norm_eps=1e-6,
               bos_token_id=None, eos_token_id=None, tie_word_embeddings=False, rope_theta=10000.0,
               use_sliding_window=False, sliding_window=4096, max_window_layers=28, layer_types=None,
               max_position_embeddings=32768)
-# models/qwen3/configuration_qwen3.py (Qwen3Config): head_dim is 128 when omitted.
+# Qwen3Config: head_dim is 128 when omitted.
 _QWEN3 = dict(_QWEN2, head_dim=128, attention_bias=False)
+_STARCODER2 = dict(vocab_size=49152, hidden_size=3072, intermediate_size=12288, num_hidden_layers=30,
+                   num_attention_heads=24, num_key_value_heads=2, head_dim=None, hidden_act="gelu_pytorch_tanh",
+                   norm_epsilon=1e-5, bos_token_id=50256, eos_token_id=50256, tie_word_embeddings=True,
+                   rope_theta=10000.0, sliding_window=None, use_bias=True, max_position_embeddings=4096)
+_PHI3 = dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32,
+             num_key_value_heads=None, head_dim=None, hidden_act="silu", rms_norm_eps=1e-5, bos_token_id=1,
+             eos_token_id=32000, tie_word_embeddings=False, rope_theta=10000.0, sliding_window=None,
+             max_position_embeddings=4096, partial_rotary_factor=1.0)
+# MixtralConfig: default_theta 1e6.
+_MIXTRAL = dict(_MISTRAL, rms_norm_eps=1e-5, rope_theta=1e6, sliding_window=None, num_local_experts=8,
+                num_experts_per_tok=2)
+# Gemma3TextConfig: default_theta {"global": 1e6, "local": 1e4}; every 6th layer global.
+_GEMMA3 = dict(vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+               num_attention_heads=8, num_key_value_heads=4, head_dim=256, hidden_activation="gelu_pytorch_tanh",
+               rms_norm_eps=1e-6, bos_token_id=2, eos_token_id=1, tie_word_embeddings=True, rope_theta=1e6,
+               attention_bias=False, query_pre_attn_scalar=256, sliding_window=4096, layer_types=None,
+               sliding_window_pattern=6, max_position_embeddings=131072)
+# Cohere2Config: head_dim always hidden // heads; every 4th layer global.
+_COHERE2 = dict(vocab_size=256000, hidden_size=8192, intermediate_size=22528, logit_scale=0.0625,
+                num_hidden_layers=40, num_attention_heads=64, num_key_value_heads=None, hidden_act="silu",
+                layer_norm_eps=1e-5, bos_token_id=5, eos_token_id=255001, tie_word_embeddings=True,
+                rope_theta=10000.0, attention_bias=False, sliding_window=4096, layer_types=None,
+                sliding_window_pattern=4, max_position_embeddings=8192)
+# Olmo3Config: default_theta 5e5; every 4th layer global.
+_OLMO3 = dict(vocab_size=50304, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+              num_attention_heads=32, num_key_value_heads=None, head_dim=None, hidden_act="silu", bos_token_id=None,
+              eos_token_id=50279, tie_word_embeddings=False, rope_theta=5e5, attention_bias=False,
+              rms_norm_eps=1e-5, sliding_window=4096, layer_types=None, max_position_embeddings=2048)
+_QKVO = ("wq", "wk", "wv", "wo")
+_NO_SOFTCAP = {"final_logit_softcapping": (None,), "attn_logit_softcapping": (None,)}
 
 ARCHITECTURES = {
     "mistral": Architecture("mistral", ("MistralForCausalLM",), _MISTRAL, "every_layer",
                             with_layer_types="ministral"),
-    # models/ministral/configuration_ministral.py (MinistralConfig): MistralConfig's defaults + layer_types.
     # MinistralAttention reads head_dim with getattr and the class default is None, and MinistralModel
     # always builds the sliding mask (a ValueError without sliding_window): transformers cannot run a
     # Ministral config without head_dim or with sliding_window null.
@@ -99,13 +149,54 @@ ARCHITECTURES = {
                               "layer_types", required=("head_dim", "sliding_window")),
     # Llama is Mistral's graph without a window: a sliding_window in its config is ignored.
     "llama": Architecture("llama", ("LlamaForCausalLM",), _LLAMA, "none",
-                          bias_keys={"attention_bias": ("wq", "wk", "wv", "wo"),
-                                     "mlp_bias": ("w_gate", "w_up", "w_down")}),
+                          bias_keys={"attention_bias": _QKVO, "mlp_bias": ("w_gate", "w_up", "w_down")}),
     # Qwen2Attention: q/k/v projections always have a bias, o_proj never.
-    "qwen2": Architecture("qwen2", ("Qwen2ForCausalLM",), _QWEN2, "max_window_layers", biases=("wq", "wk", "wv")),
+    "qwen2": Architecture("qwen2", ("Qwen2ForCausalLM",), _QWEN2, "max_window_layers", biases=_QKVO[:3]),
     # Qwen3Attention: q_norm / k_norm (RMSNorm over head_dim, before RoPE); attention_bias biases q/k/v/o.
-    "qwen3": Architecture("qwen3", ("Qwen3ForCausalLM",), _QWEN3, "max_window_layers", qk_norm="head",
-                          bias_keys={"attention_bias": ("wq", "wk", "wv", "wo")}),
+    "qwen3": Architecture("qwen3", ("Qwen3ForCausalLM",), _QWEN3, "max_window_layers", graph={"qk_norm": "head"},
+                          bias_keys={"attention_bias": _QKVO}),
+    # Starcoder2: LayerNorm (always with bias), a plain c_fc -> GELU(tanh) -> c_proj MLP, use_bias on every
+    # projection, sliding_window on every layer.
+    "starcoder2": Architecture(
+        "starcoder2", ("Starcoder2ForCausalLM",), _STARCODER2, "every_layer",
+        graph={"norm": "layer", "mlp": "plain"}, keys={"rms_norm_eps": "norm_epsilon"},
+        bias_keys={"use_bias": (*_QKVO, "w_up", "w_down")},
+        names={"w_up": "mlp.c_fc.weight", "b_up": "mlp.c_fc.bias", "w_down": "mlp.c_proj.weight",
+               "b_down": "mlp.c_proj.bias"}),
+    # Phi-3: fused qkv_proj and gate_up_proj (gate first), partial rotary, sliding_window on every layer.
+    "phi3": Architecture("phi3", ("Phi3ForCausalLM",), _PHI3, "every_layer", partial_rotary=True,
+                         fused={"self_attn.qkv_proj.weight": ("wq", "wk", "wv"),
+                                "mlp.gate_up_proj.weight": ("w_gate", "w_up")}),
+    # Mixtral: Mistral's attention (sliding_window on every layer) and a top-k mixture of SwiGLU experts.
+    "mixtral": Architecture("mixtral", ("MixtralForCausalLM",), _MIXTRAL, "every_layer", graph={"mlp": "moe"},
+                            keys={"n_experts": "num_local_experts", "top_k": "num_experts_per_tok"}),
+    # Gemma 3 (text): norms before and after attention and MLP, (1 + w) RMSNorms, per-head q/k norms,
+    # GeGLU, embeddings x sqrt(d), scale query_pre_attn_scalar ** -0.5, RoPE per layer type.
+    "gemma3_text": Architecture(
+        "gemma3_text", ("Gemma3ForCausalLM",), _GEMMA3, "layer_types",
+        graph={"norms": ("attn", "attn_out", "mlp", "mlp_out"), "qk_norm": "head"}, keys={"act": "hidden_activation"},
+        bias_keys={"attention_bias": _QKVO}, required=("sliding_window",),
+        unsupported=dict(_NO_SOFTCAP, use_bidirectional_attention=(False, None)),
+        full_every=6, full_every_key="sliding_window_pattern", rope_by_layer_type=(1e6, "rope_local_base_freq", 1e4),
+        embed_scale_sqrt=True, attn_scale_key="query_pre_attn_scalar", norm_plus_one=True,
+        names={"attn_out_norm": "post_attention_layernorm.weight", "mlp_norm": "pre_feedforward_layernorm.weight"}),
+    # Cohere 2: one bias-free LayerNorm feeding attention and MLP in parallel, interleaved RoPE on sliding
+    # layers only (Cohere2Attention skips it on full ones), logits x logit_scale.
+    "cohere2": Architecture(
+        "cohere2", ("Cohere2ForCausalLM",), _COHERE2, "layer_types",
+        graph={"norm": "layer_nobias", "norms": ("attn",), "parallel": True, "nope_full": True,
+               "rope_layout": "interleaved"},
+        keys={"rms_norm_eps": "layer_norm_eps", "logit_scale": "logit_scale"}, bias_keys={"attention_bias": _QKVO},
+        required=("sliding_window",), ignored=("head_dim",), full_every=4, full_every_key="sliding_window_pattern"),
+    # OLMo 3: norms after attention and after the MLP only, q/k RMSNorm over the whole projection, RoPE per
+    # layer type (yarn on full-attention layers only; a top-level rope_theta reaches the full layers only).
+    "olmo3": Architecture(
+        "olmo3", ("Olmo3ForCausalLM",), _OLMO3, "layer_types", graph={"norms": ("attn_out", "mlp_out"),
+                                                                      "qk_norm": "all"},
+        bias_keys={"attention_bias": _QKVO}, required=("sliding_window",), full_every=4,
+        rope_by_layer_type=(5e5, None, 5e5),
+        names={"attn_out_norm": "post_attention_layernorm.weight",
+               "mlp_out_norm": "post_feedforward_layernorm.weight"}),
 }
 
 

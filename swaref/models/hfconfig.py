@@ -11,11 +11,12 @@ changes the computation in a way swaref does not implement is refused by name.
 generation_config.json supplies the stop ids and the sampling defaults
 transformers' ``generate`` uses when the caller gives none.
 """
+import dataclasses
 import os
 
 from .. import _validate as V
 from ..errors import SwarefError
-from .architectures import ARCHITECTURES, HF
+from .architectures import ACTIVATIONS, ARCHITECTURES, HF
 from .config import ConfigFieldError, ModelConfig
 from .rope import SCALINGS
 
@@ -52,7 +53,7 @@ def build_config(raw, fmt, path, derived, defaults=None):
         elif name in fmt.required:
             raise CheckpointError(f"{path}: missing required field {file_name!r}")
     kw.update(derived)
-    kw["rope_layout"] = fmt.rope_layout
+    kw.setdefault("rope_layout", fmt.rope_layout)
     try:
         return ModelConfig(**kw)
     except ConfigFieldError as e:
@@ -80,25 +81,18 @@ def _getter(raw, arch):
     return lambda key: raw[key] if key in raw else arch.defaults.get(key)
 
 
-def _rope(raw, get, path):
-    """rope_theta and rope_scaling as transformers' convert_rope_params_to_dict / standardize_rope_params
-    find them: rope_scaling (4.x) wins over rope_parameters (5.x); rope_theta inside them wins over the
-    top-level key; llama3 / yarn take original_max_position_embeddings from the top level, then from the
-    dict, then max_position_embeddings; yarn without a factor uses their ratio."""
-    params = raw.get("rope_scaling") or raw.get("rope_parameters") or {}
+def _scaling(params, raw, get, path, where):
+    """(theta, scaling) of one rope_parameters dict, as transformers' standardize_rope_params reads it:
+    llama3 / yarn take original_max_position_embeddings from the top level, then from the dict, then
+    max_position_embeddings; yarn without a factor uses their ratio."""
     if not isinstance(params, dict):
-        raise CheckpointError(f"{path}: field 'rope_parameters' must be an object, got {params!r:.200}")
+        raise CheckpointError(f"{path}: field {where!r} must be an object, got {params!r:.200}")
     rtype = params.get("rope_type", params.get("type", "default"))
     if rtype != "default" and rtype not in SCALINGS:
-        raise CheckpointError(f"{path}: rope_parameters.rope_type {rtype!r} is not supported (swaref implements "
+        raise CheckpointError(f"{path}: {where}.rope_type {rtype!r} is not supported (swaref implements "
                               f"'default', {', '.join(repr(t) for t in SCALINGS)})")
-    prf = params.get("partial_rotary_factor", raw.get("partial_rotary_factor"))
-    if prf not in (None, 1, 1.0):
-        raise CheckpointError(f"{path}: partial_rotary_factor {prf!r} is not supported for this architecture "
-                              f"(expected 1.0)")
-    theta = params.get("rope_theta", get("rope_theta"))
     if rtype == "default":
-        return {"rope_theta": theta}
+        return params["rope_theta"], {}
     required, optional = SCALINGS[rtype]
     scaling = {k: params[k] for k in (*required, *optional) if params.get(k) is not None}
     scaling["rope_type"] = rtype
@@ -108,7 +102,50 @@ def _rope(raw, get, path):
                                                            get("max_position_embeddings")))
     if rtype == "yarn" and scaling.get("factor") is None and V.is_int(get("max_position_embeddings")):
         scaling["factor"] = get("max_position_embeddings") / scaling["original_max_position_embeddings"]
-    return {"rope_theta": theta, "rope_scaling": scaling}
+    return params["rope_theta"], scaling
+
+
+def _rope(raw, arch, get, path):
+    """rope_theta, rope_scaling, local_rope_theta and rope_dim as transformers' convert_rope_params_to_dict
+    finds them: rope_scaling (4.x) wins over rope_parameters (5.x); rope_theta inside them wins over the
+    top-level key.  A family with RoPE per layer type (Gemma 3, OLMo 3) nests them by layer type; its
+    sliding layers must use plain RoPE."""
+    prf = None
+    if arch.rope_by_layer_type is None:
+        params = dict(raw.get("rope_scaling") or raw.get("rope_parameters") or {})
+        if not isinstance(raw.get("rope_scaling") or raw.get("rope_parameters") or {}, dict):
+            raise CheckpointError(f"{path}: field 'rope_parameters' must be an object, got "
+                                  f"{raw.get('rope_parameters')!r:.200}")
+        params.setdefault("rope_theta", get("rope_theta"))
+        theta, scaling = _scaling(params, raw, get, path, "rope_parameters")
+        out = {"rope_theta": theta, "rope_scaling": scaling}
+        prf = params.get("partial_rotary_factor", get("partial_rotary_factor"))
+    else:
+        full_theta, local_key, local_theta = arch.rope_by_layer_type
+        nested = raw.get("rope_parameters") or {}
+        if not isinstance(nested, dict) or not set(nested) <= {"full_attention", "sliding_attention"}:
+            raise CheckpointError(f"{path}: {arch.name}'s rope_parameters must be nested by layer type "
+                                  f"('full_attention', 'sliding_attention'), got {nested!r:.200}")
+        full = dict(nested.get("full_attention") or {}, **(raw.get("rope_scaling") or {}))
+        full.setdefault("rope_theta", raw.get("rope_theta", full_theta))
+        local = dict(nested.get("sliding_attention") or {})
+        local.setdefault("rope_theta", raw.get(local_key, local_theta) if local_key else local_theta)
+        theta, scaling = _scaling(full, raw, get, path, "rope_parameters.full_attention")
+        local_theta, local_scaling = _scaling(local, raw, get, path, "rope_parameters.sliding_attention")
+        if local_scaling:
+            raise CheckpointError(f"{path}: rope_parameters.sliding_attention.rope_type "
+                                  f"{local_scaling['rope_type']!r} is not supported (swaref scales full-attention "
+                                  f"layers only)")
+        out = {"rope_theta": theta, "rope_scaling": scaling, "local_rope_theta": local_theta}
+    if prf not in (None, 1, 1.0):
+        heads, hidden = get("num_attention_heads"), get("hidden_size")
+        head_dim = get("head_dim") or (hidden // heads if V.is_int(hidden) and V.is_int(heads) and heads else None)
+        if not arch.partial_rotary or isinstance(prf, bool) or not isinstance(prf, (int, float)) \
+                or not 0 < prf <= 1 or head_dim is None:
+            raise CheckpointError(f"{path}: partial_rotary_factor {prf!r} is not supported for {arch.name} "
+                                  f"(expected 1.0{' or a number in (0, 1]' if arch.partial_rotary else ''})")
+        out["rope_dim"] = int(head_dim * prf)
+    return out
 
 
 _LEGACY_LAYER_TYPES = {"attention": "full_attention"}  # transformers' configuration_utils._LEGACY_LAYER_TYPE_REMAP
@@ -136,9 +173,12 @@ def layer_windows(raw, arch, path):
         if not V.is_int(n_layers):
             return sw  # ModelConfig refuses num_hidden_layers, naming it
         first = get("max_window_layers") if arch.windows == "max_window_layers" else 0
-        if not V.is_int(first):
-            raise CheckpointError(f"{path}: field 'max_window_layers' must be an int, got {first!r}")
-        return [sw if sw is not None and i >= first else None for i in range(n_layers)]
+        every = get(arch.full_every_key) if arch.full_every_key else arch.full_every
+        for key, val in (("max_window_layers", first), (arch.full_every_key, every)):
+            if val is not None and (not V.is_int(val) or val < (1 if key == arch.full_every_key else 0)):
+                raise CheckpointError(f"{path}: field {key!r} must be an int >= 1, got {val!r}")
+        return [sw if sw is not None and i >= first and (not every or (i + 1) % every) else None
+                for i in range(n_layers)]
     if not isinstance(types, list) or (V.is_int(n_layers) and len(types) != n_layers):
         raise CheckpointError(f"{path}: field 'layer_types' must list one entry per layer (num_hidden_layers = "
                               f"{n_layers!r}), got {types!r:.200}")
@@ -167,6 +207,28 @@ def _biases(arch, get, path):
     return tuple(biased)
 
 
+def _features(raw, arch, get, path):
+    """The family's graph and the config keys that size or scale it."""
+    act_key = arch.keys.get("act", "hidden_act")
+    act = get(act_key)
+    if act not in ACTIVATIONS:
+        raise CheckpointError(f"{path}: {act_key} {act!r} is not supported (swaref implements "
+                              f"{', '.join(repr(a) for a in ACTIVATIONS)})")
+    for key, accepted in arch.unsupported.items():
+        if get(key) not in accepted:
+            raise CheckpointError(f"{path}: {key} = {get(key)!r} is not supported for {arch.name} (swaref "
+                                  f"implements {' or '.join(repr(a) for a in accepted)})")
+    out = dict(arch.graph, act=ACTIVATIONS[act], arch=arch.name, biases=_biases(arch, get, path))
+    if arch.embed_scale_sqrt and V.is_int(get("hidden_size")):
+        out["embed_scale"] = get("hidden_size") ** 0.5
+    if arch.attn_scale_key:
+        val = get(arch.attn_scale_key)
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 < val < float("inf"):
+            raise CheckpointError(f"{path}: field {arch.attn_scale_key!r} must be a number > 0, got {val!r}")
+        out["attn_scale"] = val ** -0.5
+    return out
+
+
 def config_from_dict(cfg, path="config.json", rope_theta=None, generation=None):
     """A ModelConfig from a transformers config dict (raises CheckpointError, naming the key).
 
@@ -175,21 +237,20 @@ def config_from_dict(cfg, path="config.json", rope_theta=None, generation=None):
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
     arch = architecture(cfg, path)
+    cfg = {k: v for k, v in cfg.items() if k not in arch.ignored}
     get = _getter(cfg, arch)
     for key in arch.required:
         if get(key) is None:
             raise CheckpointError(f"{path}: {arch.name} needs field {key!r} (transformers {arch.name} cannot run "
                                   f"without it), got {cfg.get(key)!r}")
-    act = get("hidden_act")
-    if act != arch.hidden_act:
-        raise CheckpointError(f"{path}: hidden_act {act!r} is not supported ({arch.name} uses {arch.hidden_act!r})")
-    derived = {"windows": layer_windows(cfg, arch, path), **_rope(cfg, get, path),
-               "biases": _biases(arch, get, path), "qk_norm": arch.qk_norm}
+    derived = {"windows": layer_windows(cfg, arch, path), **_rope(cfg, arch, get, path),
+               **_features(cfg, arch, get, path)}
     if rope_theta is not None:
         derived["rope_theta"] = rope_theta
     if generation is not None:
         derived.update(generation_defaults(generation, os.path.join(os.path.dirname(path), GENERATION_CONFIG)))
-    return build_config(cfg, HF, path, derived, arch.defaults)
+    fields = dict(HF.fields, **{k: v for k, v in arch.keys.items() if k != "act"})
+    return build_config(cfg, dataclasses.replace(HF, fields=fields), path, derived, arch.defaults)
 
 
 #: What transformers' generate falls back to (generation/configuration_utils.py, _get_default_generation_params).

@@ -58,9 +58,35 @@ FAMILIES = {
                    layer_types=[S, F, S]), 6, {"qk_norm": ""}),
     "qwen3-bias": (dict(model_type="qwen3", num_hidden_layers=2, use_sliding_window=True, sliding_window=4,
                         max_window_layers=0, attention_bias=True), 4, {"biases": ("wq", "wk", "wv")}),
+    # Starcoder2: LayerNorm with bias, GELU(tanh) c_fc/c_proj MLP, biases everywhere.
+    "starcoder2": (dict(model_type="starcoder2", num_hidden_layers=2, sliding_window=5, use_bias=True), 5,
+                   {"biases": ()}),
+    # Phi-3: fused projections, partial rotary (half of each head rotates).
+    "phi3": (dict(model_type="phi3", num_hidden_layers=2, sliding_window=4, partial_rotary_factor=0.5), 4,
+             {"rope_dim": None}),
+    # Mixtral: top-2 of 4 experts.
+    "mixtral": (dict(model_type="mixtral", num_hidden_layers=2, sliding_window=5, num_local_experts=4,
+                     num_experts_per_tok=2), 5, {"top_k": 1}),
+    # Gemma 3: 2 local : 1 global, local theta 1e4, global 1e6 with linear scaling, query_pre_attn_scalar.
+    "gemma3": (dict(model_type="gemma3_text", num_hidden_layers=3, sliding_window=4, sliding_window_pattern=3,
+                    query_pre_attn_scalar=16, hidden_activation="gelu_pytorch_tanh",
+                    rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                                     "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}), 4,
+               {"local_rope_theta": None}),
+    # Cohere 2: 3 sliding layers with interleaved RoPE, 1 global layer without, parallel blocks, logit_scale.
+    "cohere2": (dict(model_type="cohere2", num_hidden_layers=4, sliding_window=4, logit_scale=0.25), 4,
+                {"nope_full": False}),
+    # OLMo 3: post-norms, q/k norms over the projection, yarn on the full-attention layer only.
+    "olmo3": (dict(model_type="olmo3", num_hidden_layers=4, sliding_window=5,
+                   rope_parameters={"full_attention": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 5e5,
+                                                       "original_max_position_embeddings": 64},
+                                    "sliding_attention": {"rope_type": "default", "rope_theta": 5e5}}), 5,
+              {"rope_scaling": ()}),
 }
 CLASSES = {"ministral": "MinistralForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-           "qwen3": "Qwen3ForCausalLM"}
+           "qwen3": "Qwen3ForCausalLM", "starcoder2": "Starcoder2ForCausalLM", "phi3": "Phi3ForCausalLM",
+           "mixtral": "MixtralForCausalLM", "gemma3_text": "Gemma3ForCausalLM", "cohere2": "Cohere2ForCausalLM",
+           "olmo3": "Olmo3ForCausalLM"}
 
 
 def _backend_missing():
@@ -90,7 +116,7 @@ def write_random_checkpoint(d, keys, seed=0):
             elif "embed_tokens" in name:
                 p.copy_(torch.randn(p.shape, generator=gen))
             else:
-                p.copy_(1.5 / p.shape[1] ** 0.5 * torch.randn(p.shape, generator=gen))
+                p.copy_(1.5 / p.shape[-1] ** 0.5 * torch.randn(p.shape, generator=gen))
     model.save_pretrained(d)
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(keys, f)  # the file as a hub checkpoint has it (save_pretrained writes Ministral's model_type)
@@ -120,9 +146,9 @@ def prompt_ids(T, seed=0):
 
 def test_auto_model_builds_the_expected_class(family):
     name, hf, sw, W, _, _ = family
-    want = {"mistral+layer_types": "MinistralForCausalLM", "qwen3-bias": "Qwen3ForCausalLM"}.get(name)
-    assert type(hf).__name__ == (want or CLASSES[name])
-    assert any(w == W for w in sw.config.windows) and None in sw.config.windows or name == "qwen3-bias"
+    model_type = FAMILIES[name][0]["model_type"]
+    assert type(hf).__name__ == (CLASSES["ministral"] if name == "mistral+layer_types" else CLASSES[model_type])
+    assert W in sw.config.windows and sw.config.arch == ("ministral" if name == "mistral+layer_types" else model_type)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -166,7 +192,7 @@ def test_control_the_family_s_key_difference_is_detected(family):
     cfg = dataclasses.replace(sw.config, **control)
     keep = M.weights.expected_shapes(cfg)[1]
     layers = [M.LayerWeights(**{k: getattr(lw, k) for k in keep}) for lw in sw.layers]
-    other = M.Model(cfg, sw.embed, layers, sw.final_norm, sw.lm_head)
+    other = M.Model(cfg, sw.embed, layers, sw.final_norm, sw.lm_head, sw.final_norm_b)
     diff = np.abs(hf_logits(hf, ids) - M.prefill_prompt(other, ids, M.new_caches(other, len(ids)), logits="all"))
     print(f"\n{name}: without {control} differs by {diff.max():.2e}")
     assert diff.max() > 100 * ATOL, f"{name}: removing {control} should be visible, max diff {diff.max():.2e}"

@@ -28,18 +28,29 @@ from swaref.models.hfconfig import CheckpointError, config_from_dict  # noqa: E4
 
 
 def _theta(cfg):
-    return cfg.rope_parameters["rope_theta"]
+    params = cfg.rope_parameters  # nested by layer type for Gemma 3 / OLMo 3: the full layers' theta
+    return params["full_attention"]["rope_theta"] if "full_attention" in params else params["rope_theta"]
+
+
+def _their_value(cls, theirs, key, arch):
+    if key == "rope_theta":
+        return _theta(theirs)
+    if key == "partial_rotary_factor":
+        return theirs.rope_parameters.get("partial_rotary_factor", 1.0)
+    if key == arch.full_every_key:  # popped from the kwargs: read back from the layer types it made
+        return next(i + 1 for i, t in enumerate(theirs.layer_types) if t == "full_attention")
+    return getattr(theirs, key)
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_the_defaults_table_is_transformers_config_class(name):
     cls = CONFIG_MAPPING[name]
-    ours = ARCHITECTURES[name].defaults
+    arch = ARCHITECTURES[name]
     theirs = cls()
-    for key, value in ours.items():
+    for key, value in arch.defaults.items():
         if value is None and not hasattr(theirs, key):
             continue  # a key the class does not declare (Llama's sliding_window, Qwen2's head_dim): never set
-        got = _theta(theirs) if key == "rope_theta" else getattr(theirs, key)
+        got = _their_value(cls, theirs, key, arch)
         if key == "head_dim" and value is None:
             assert got in (None, theirs.hidden_size // theirs.num_attention_heads)  # None: hidden_size // heads
             continue
@@ -53,7 +64,7 @@ def test_the_defaults_table_is_transformers_config_class(name):
 
 
 BASE = dict(vocab_size=64, hidden_size=16, intermediate_size=16, num_hidden_layers=4, num_attention_heads=2,
-            num_key_value_heads=1, head_dim=8)
+            num_key_value_heads=1, head_dim=8, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 GRID = [{}, {"sliding_window": None}, {"sliding_window": 5}, {"sliding_window": 5, "use_sliding_window": False},
         {"sliding_window": 5, "use_sliding_window": True},
         {"sliding_window": 5, "use_sliding_window": True, "max_window_layers": 2},

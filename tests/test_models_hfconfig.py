@@ -185,3 +185,33 @@ def test_rope_scaling_is_read_as_transformers_standardises_it():
 def test_bad_rope_parameters_are_refused_naming_the_key(params, match):
     with pytest.raises(CheckpointError, match=match):
         _cfg("llama", rope_parameters=params)
+
+
+def test_every_layer_families_refuse_sliding_layer_types_without_a_window():
+    # transformers' DynamicCache builds a sliding layer per entry and fails without a window.
+    with pytest.raises(CheckpointError, match="layer_types lists 'sliding_attention' but sliding_window is null"):
+        _cfg("mixtral", sliding_window=None, layer_types=["sliding_attention", "full_attention"])
+    assert _cfg("mixtral", layer_types=["sliding_attention", "full_attention"]).windows == (4, 4)
+
+
+def test_the_newer_families_read_their_own_keys():
+    # Gemma 3: RoPE nested by layer type; the legacy keys reach their own layer type.
+    g = _cfg("gemma3_text", drop=["rope_parameters"], rope_theta=5e5, rope_local_base_freq=500.0,
+             query_pre_attn_scalar=16, sliding_window_pattern=2)
+    assert (g.rope_theta, g.local_rope_theta, g.attn_scale, g.windows) == (5e5, 500.0, 0.25, (4, None))
+    assert g.embed_scale == 32 ** 0.5 and g.act == "gelu_tanh" and g.norms == ("attn", "attn_out", "mlp", "mlp_out")
+    with pytest.raises(CheckpointError, match="final_logit_softcapping = 30.0 is not supported for gemma3_text"):
+        _cfg("gemma3_text", drop=["rope_parameters"], final_logit_softcapping=30.0)
+    with pytest.raises(CheckpointError, match="sliding_attention.rope_type 'linear' is not supported"):
+        _cfg("gemma3_text", rope_parameters={"sliding_attention": {"rope_type": "linear", "factor": 2.0}})
+    # OLMo 3: a top-level rope_theta reaches the full layers only (the sliding ones keep the class default).
+    o = _cfg("olmo3", drop=["rope_parameters"], rope_theta=1e4)
+    assert (o.rope_theta, o.local_rope_theta, o.qk_norm) == (1e4, 5e5, "all")
+    # Cohere 2 never reads head_dim; Phi-3's partial rotary; Mixtral's experts; Starcoder2's epsilon key.
+    assert _cfg("cohere2", head_dim=4).head_dim == 8 and _cfg("cohere2").nope_full
+    assert _cfg("phi3", partial_rotary_factor=0.5).rope_dim == 4
+    with pytest.raises(CheckpointError, match="partial_rotary_factor 0.5 is not supported for mistral"):
+        _cfg("mistral", partial_rotary_factor=0.5)
+    m = _cfg("mixtral", num_local_experts=4, num_experts_per_tok=3)
+    assert (m.mlp, m.n_experts, m.top_k, m.rope_theta) == ("moe", 4, 3, 10000.0)
+    assert _cfg("starcoder2", norm_epsilon=1e-3).rms_norm_eps == 1e-3

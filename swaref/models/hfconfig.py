@@ -164,6 +164,11 @@ def layer_windows(raw, arch, path):
                                   f"window (transformers' mask ignores it and its cache does not)")
         return None
     if arch.windows == "every_layer":
+        types = raw.get("layer_types")
+        if sw is None and isinstance(types, list) and "sliding_attention" in types:
+            # The mask never reads layer_types, but transformers' DynamicCache builds a sliding layer for
+            # each entry and cannot without a window (a TypeError): refused as transformers cannot run it.
+            raise CheckpointError(f"{path}: layer_types lists 'sliding_attention' but sliding_window is null")
         return sw
     if arch.windows == "max_window_layers" and not get("use_sliding_window"):
         sw = None

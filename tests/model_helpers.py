@@ -161,16 +161,36 @@ def present(lw):
     """name -> array for every tensor a LayerWeights holds (the optional ones that are None left out)."""
     return {n: getattr(lw, n) for n in M.LAYER_TENSORS if getattr(lw, n) is not None}
 
-def hf_tensors(model):
-    t = {"model.embed_tokens.weight": model.embed, "model.norm.weight": model.final_norm}
+# Tensor names that differ per family, spelled out from transformers 5.24.0's modelling files.
+FAMILY_NAMES = {
+    "starcoder2": {"w_up": "mlp.c_fc.weight", "b_up": "mlp.c_fc.bias", "w_down": "mlp.c_proj.weight",
+                   "b_down": "mlp.c_proj.bias"},
+    "gemma3_text": {"attn_out_norm": "post_attention_layernorm.weight", "mlp_norm": "pre_feedforward_layernorm.weight"},
+}
+# Phi-3 stores q/k/v in one qkv_proj and gate/up in one gate_up_proj (rows concatenated in that order).
+PHI3_FUSED = {"self_attn.qkv_proj.weight": ("wq", "wk", "wv"), "mlp.gate_up_proj.weight": ("w_gate", "w_up")}
+GEMMA_NORMS = ("attn_norm", "attn_out_norm", "mlp_norm", "mlp_out_norm", "q_norm", "k_norm")
+
+def hf_tensors(model, model_type="mistral"):
+    """The tensors of a transformers checkpoint of ``model`` for ``model_type`` (Gemma's norms stored as w - 1)."""
+    gemma = model_type == "gemma3_text"
+    t = {"model.embed_tokens.weight": model.embed, "model.norm.weight": model.final_norm - gemma}
+    if model.final_norm_b is not None:
+        t["model.norm.bias"] = model.final_norm_b
     if not model.config.tie_word_embeddings:
         t["lm_head.weight"] = model.lm_head
+    names = {**{k: v + ".weight" for k, v in HF_LAYER.items()}, **HF_OPTIONAL, **FAMILY_NAMES.get(model_type, {})}
+    fused = PHI3_FUSED if model_type == "phi3" else {}
     for i, lw in enumerate(model.layers):
-        for key, hf in HF_LAYER.items():
-            t[f"model.layers.{i}.{hf}.weight"] = getattr(lw, key)
-        for key, hf in HF_OPTIONAL.items():
-            if getattr(lw, key) is not None:
-                t[f"model.layers.{i}.{hf}"] = getattr(lw, key)
+        for name, keys in fused.items():
+            t[f"model.layers.{i}.{name}"] = np.concatenate([getattr(lw, k) for k in keys])
+        for key, name in names.items():
+            arr = getattr(lw, key)
+            if arr is None or any(key in keys for keys in fused.values()):
+                continue
+            arr = arr - 1 if gemma and key in GEMMA_NORMS else arr
+            for e in range(arr.shape[0] if "{e}" in name else 1):
+                t[f"model.layers.{i}.{name.format(e=e)}"] = arr[e] if "{e}" in name else arr
     return t
 
 def write_bf16_safetensors(path, tensors):

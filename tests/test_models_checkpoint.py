@@ -1,5 +1,6 @@
 """swaref.models.checkpoint: Hugging Face and Mistral-native checkpoints written by the tests, loaded back;
 every malformed, unsafe or unsupported one refused with a message naming the file and field."""
+import dataclasses
 import json
 import os
 
@@ -245,3 +246,29 @@ def test_layer_types_must_list_one_entry_per_layer(tmp_path):
     cfg["layer_types"] = ["sliding_attention", "full_attention", "full_attention"]
     with pytest.raises(M.CheckpointError, match="'layer_types' must list one entry per layer \\(num_hidden_layers = 2"):
         M.load_model(write_checkpoint(str(tmp_path), model, cfg))
+
+
+# One config per family with every family-specific tensor layout (renames, fused, per-expert, w - 1 norms).
+FAMILY_KEYS = {"starcoder2": dict(hidden_act="gelu_pytorch_tanh"), "phi3": {}, "qwen2": {},
+               "mixtral": dict(num_local_experts=3, num_experts_per_tok=2),
+               "gemma3_text": dict(rope_parameters=None, query_pre_attn_scalar=8, tie_word_embeddings=True),
+               "cohere2": dict(rope_parameters=None), "olmo3": dict(rope_parameters=None)}
+
+@needs_safetensors
+@pytest.mark.parametrize("dtype,shards", [(np.float16, 3), ("bf16", 1)])
+@pytest.mark.parametrize("model_type", list(FAMILY_KEYS))
+def test_every_family_loads_its_tensor_layout_sharded_and_in_half_precision(tmp_path, model_type, dtype, shards):
+    from swaref.models.hfconfig import config_from_dict
+    raw = hf_config(make_cfg(window=4), model_type, **FAMILY_KEYS[model_type])
+    raw = {k: v for k, v in raw.items() if v is not None}
+    model = M.random_model(config_from_dict(raw), seed=3)
+    tensors = {k: (v.astype(np.float16).astype(np.float32) if dtype == np.float16 else
+                   (np.ascontiguousarray(v).view(np.uint32) & 0xFFFF0000).view(np.float32))
+               for k, v in hf_tensors(model, model_type).items()}
+    loaded = M.load_model(write_checkpoint(str(tmp_path), model, raw, tensors, dtype=dtype, shards=shards))
+    assert dataclasses.replace(loaded.config, sampling_defaults=()) == model.config
+    assert np.array_equal(loaded.embed, tensors["model.embed_tokens.weight"])
+    same_weights(loaded, model, atol=2e-2)  # the rounding of a float16 / bfloat16 store, and nothing else
+    ids = np.arange(9) % 61
+    assert np.abs(M.prefill_prompt(loaded, ids, M.new_caches(loaded, 9), logits="all") -
+                  M.prefill_prompt(model, ids, M.new_caches(model, 9), logits="all")).max() < 0.5

@@ -22,17 +22,13 @@ import numpy as np
 import pytest
 
 from oracle import assert_close
+from crosscheck_helpers import BACKENDS, hf_logits, require_extra
 
 pytestmark = pytest.mark.crosscheck
 
-REQUIRED = os.environ.get("SWAREF_REQUIRE_CROSSCHECK") == "1"
-try:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-except ImportError as e:  # pragma: no cover - depends on the environment
-    if REQUIRED:
-        raise ImportError(f"SWAREF_REQUIRE_CROSSCHECK=1 but the crosscheck extra is missing ({e})") from e
-    pytest.skip(f"the crosscheck extra (torch, transformers) is not installed: {e}", allow_module_level=True)
+require_extra()
+import torch  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 from swaref import models as M  # noqa: E402
 
@@ -89,18 +85,6 @@ CLASSES = {"ministral": "MinistralForCausalLM", "mistral": "MistralForCausalLM",
            "olmo3": "Olmo3ForCausalLM"}
 
 
-def _backend_missing():
-    try:
-        import swaref._backend  # noqa: F401
-        return None
-    except ImportError as e:
-        return f"the compiled backend is not built (swaref._backend: {e})"
-
-
-BACKENDS = ["reference", pytest.param("cython", marks=pytest.mark.skipif(
-    _backend_missing() is not None, reason=str(_backend_missing())))]
-
-
 def write_random_checkpoint(d, keys, seed=0):
     """A random checkpoint written by transformers: config.json as given, weights scaled up, safetensors."""
     keys = dict(_TINY, **keys, architectures=[CLASSES[keys["model_type"]]])
@@ -133,11 +117,6 @@ def family(request, tmp_path_factory):
     keys, W, control = FAMILIES[request.param]
     d = write_random_checkpoint(str(tmp_path_factory.mktemp(request.param.replace("+", "_"))), keys)
     return request.param, load_hf(d), M.load_model(d), W, control, d
-
-
-def hf_logits(model, ids):
-    with torch.no_grad():
-        return model(torch.tensor(np.asarray(ids))[None]).logits[0].float().numpy()
 
 
 def prompt_ids(T, seed=0):

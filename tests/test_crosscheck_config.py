@@ -7,21 +7,17 @@
   model AutoModelForCausalLM builds from the same config.json, read from its attention modules.
 """
 import json
-import os
 
 import pytest
 
+from crosscheck_helpers import require_extra
+
 pytestmark = pytest.mark.crosscheck
 
-REQUIRED = os.environ.get("SWAREF_REQUIRE_CROSSCHECK") == "1"
-try:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-except ImportError as e:  # pragma: no cover - depends on the environment
-    if REQUIRED:
-        raise ImportError(f"SWAREF_REQUIRE_CROSSCHECK=1 but the crosscheck extra is missing ({e})") from e
-    pytest.skip(f"the crosscheck extra (torch, transformers) is not installed: {e}", allow_module_level=True)
+require_extra()
+import torch  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING  # noqa: E402
 
 from swaref.models.architectures import ARCHITECTURES  # noqa: E402
 from swaref.models.hfconfig import CheckpointError, config_from_dict  # noqa: E402

@@ -11,29 +11,24 @@ is compared with both, band by band:
   comparisons must either patch the angles or state their band's tolerance
   (docs/model.md, "Precision"); the last band differs at least 3x more than the first.
 """
-import os
 
 import numpy as np
 import pytest
 
+from crosscheck_helpers import cache_kwarg, require_extra
+from model_helpers import backend_missing
+
 pytestmark = pytest.mark.crosscheck
 
-REQUIRED = os.environ.get("SWAREF_REQUIRE_CROSSCHECK") == "1"
-try:
-    import torch
-    from transformers import DynamicCache, MistralConfig, MistralForCausalLM
-    from transformers.models.mistral.modeling_mistral import MistralRotaryEmbedding
-except ImportError as e:  # pragma: no cover - depends on the environment
-    if REQUIRED:
-        raise ImportError(f"SWAREF_REQUIRE_CROSSCHECK=1 but the crosscheck extra is missing ({e})") from e
-    pytest.skip(f"the crosscheck extra (torch, transformers) is not installed: {e}", allow_module_level=True)
+require_extra()
+import torch  # noqa: E402
+from transformers import DynamicCache, MistralConfig, MistralForCausalLM  # noqa: E402
+from transformers.models.mistral.modeling_mistral import MistralRotaryEmbedding  # noqa: E402
 
 from swaref import models as M  # noqa: E402
 
 W, T, CHUNK = 64, 4160, 256
-# transformers 5.x renamed forward's past_key_values to cache (the old name warns).
-CACHE_KWARG = "cache" if "cache" in __import__("inspect").signature(MistralForCausalLM.forward).parameters \
-    else "past_key_values"
+CACHE_KWARG = cache_kwarg(MistralForCausalLM)
 BANDS = [(0, 64), (1024, 2048), (2048, 3072), (3072, 4096), (4096, 4160)]
 
 
@@ -75,21 +70,13 @@ def runs(tmp_path_factory):
     ours = M.load_model(d)
     ids = np.random.default_rng(0).integers(2, 64, T)
     got = M.prefill_prompt(ours, ids, M.new_caches(ours, T), chunk_size=CHUNK, logits="all",
-                           backend="cython" if _built() else "reference")
+                           backend="reference" if backend_missing() else "cython")
     model = model.double()
     as_shipped = _chunked(model, ids)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(MistralRotaryEmbedding, "forward", _float64_forward)
         float64_angles = _chunked(model, ids)
     return got, as_shipped, float64_angles
-
-
-def _built():
-    try:
-        import swaref._backend  # noqa: F401
-        return True
-    except ImportError:
-        return False
 
 
 def _bands(a, b):

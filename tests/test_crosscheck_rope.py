@@ -15,24 +15,20 @@ config class, then:
   position (docs/model.md, "Precision"): the stated band, 2e-7 * p + 1e-6, holds
   and the float32 error really is there (a control that the comparison sees it).
 """
-import os
 
 import numpy as np
 import pytest
 
+from crosscheck_helpers import require_extra
+
 pytestmark = pytest.mark.crosscheck
 
-REQUIRED = os.environ.get("SWAREF_REQUIRE_CROSSCHECK") == "1"
-try:
-    import torch
-    from transformers import LlamaConfig, Phi3Config
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-    from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding
-except ImportError as e:  # pragma: no cover - depends on the environment
-    if REQUIRED:
-        raise ImportError(f"SWAREF_REQUIRE_CROSSCHECK=1 but the crosscheck extra is missing ({e})") from e
-    pytest.skip(f"the crosscheck extra (torch, transformers) is not installed: {e}", allow_module_level=True)
+require_extra()
+import torch  # noqa: E402
+from transformers import LlamaConfig, Phi3Config  # noqa: E402
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding  # noqa: E402
+from transformers.models.phi3.modeling_phi3 import Phi3RotaryEmbedding  # noqa: E402
 
 from swaref.models import rope as R  # noqa: E402
 from swaref.models.hfconfig import config_from_dict  # noqa: E402

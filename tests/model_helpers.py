@@ -139,6 +139,8 @@ def hf_config(cfg, model_type="mistral", **extra):
            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
            "rms_norm_eps": cfg.rms_norm_eps, "tie_word_embeddings": cfg.tie_word_embeddings,
            "eos_token_id": 2, "bos_token_id": 1}
+    if model_type == "llama":  # LlamaConfig has no sliding_window (save_pretrained writes none)
+        del out["sliding_window"]
     return dict(out, **extra)
 
 HF_CLASSES = {"mistral": "MistralForCausalLM", "ministral": "MinistralForCausalLM", "llama": "LlamaForCausalLM",

@@ -92,9 +92,10 @@ def test_per_layer_windows_are_those_of_the_model_auto_model_builds(name, tmp_pa
         d = tmp_path / str(i)
         d.mkdir()
         (d / "config.json").write_text(json.dumps(raw))
-        if name == "llama" and "layer_types" in extra:
-            # LlamaModel's mask ignores layer_types, its DynamicCache does not: refused (docs/model.md).
-            with pytest.raises(CheckpointError, match="layer_types lists 'sliding_attention' but llama"):
+        if name == "llama" and ("layer_types" in extra or extra.get("sliding_window")):
+            # LlamaModel's mask ignores them, its DynamicCache does not: refused (docs/model.md), and
+            # transformers' own forward pass and generate disagree (the test below).
+            with pytest.raises(CheckpointError, match="but llama has no sliding window"):
                 config_from_dict(raw)
             continue
         try:
@@ -105,3 +106,19 @@ def test_per_layer_windows_are_those_of_the_model_auto_model_builds(name, tmp_pa
             print(name, extra, "refused by both:", e)
             continue
         assert config_from_dict(raw).windows == want, (name, extra)
+
+
+def test_transformers_llama_forward_and_generate_disagree_with_a_sliding_window(tmp_path):
+    """Why swaref refuses a Llama config with sliding_window: transformers' full-sequence forward ignores
+    it while generate's DynamicCache keeps sliding_window - 1 tokens, so their greedy tokens part."""
+    raw = dict(BASE, model_type="llama", num_hidden_layers=2, sliding_window=3)
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(tmp_path))).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape) * (1.0 if p.ndim == 1 else 2.0 / p.shape[-1] ** 0.5))
+        prompt = torch.randint(3, 64, (1, 12))
+        out = model.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+        rescored = model(out).logits[0, prompt.shape[1] - 1: -1].argmax(-1)
+    assert out[0, prompt.shape[1]:].tolist() != rescored.tolist()

@@ -215,10 +215,10 @@ def test_a_huge_sliding_window_loads_and_generates_in_bounded_memory(tmp_path, c
 
 
 @needs_safetensors
-def test_llama_ignores_sliding_window_and_the_rope_theta_override_is_validated(tmp_path):
+def test_llama_has_no_window_and_the_rope_theta_override_is_validated(tmp_path):
     model = make_model(seed=2, window=None)
     cfg = hf_config(model.config)
-    cfg.update(architectures=["LlamaForCausalLM"], model_type="llama", sliding_window=4)
+    cfg.update(architectures=["LlamaForCausalLM"], model_type="llama", sliding_window=None)
     d = write_checkpoint(str(tmp_path), model, cfg)
     assert M.load_model(d).config.windows == (None, None)
     assert M.load_model(d, rope_theta=5e5).config.rope_theta == 5e5

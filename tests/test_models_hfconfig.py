@@ -215,3 +215,11 @@ def test_the_newer_families_read_their_own_keys():
     m = _cfg("mixtral", num_local_experts=4, num_experts_per_tok=3)
     assert (m.mlp, m.n_experts, m.top_k, m.rope_theta) == ("moe", 4, 3, 10000.0)
     assert _cfg("starcoder2", norm_epsilon=1e-3).rms_norm_eps == 1e-3
+
+
+def test_a_llama_config_with_a_sliding_window_is_refused_as_transformers_is_ambiguous():
+    # LlamaModel's mask ignores sliding_window; transformers' DynamicCache keeps sliding_window - 1 tokens
+    # from it, so Llama's forward pass and its generate disagree (tests/test_crosscheck_config.py shows it).
+    with pytest.raises(CheckpointError, match="sliding_window = 4 but llama has no sliding window"):
+        _cfg("llama", sliding_window=4)
+    assert _cfg("llama", sliding_window=None).windows == (None, None)

@@ -157,11 +157,13 @@ def layer_windows(raw, arch, path):
     sw = get("sliding_window")
     if arch.windows == "none":
         types = raw.get("layer_types")
-        if isinstance(types, list) and "sliding_attention" in types:
-            # LlamaModel's mask ignores it while transformers' DynamicCache builds sliding layers from it
-            # (keeping sliding_window - 1 tokens): the two disagree, so swaref refuses rather than pick one.
-            raise CheckpointError(f"{path}: layer_types lists 'sliding_attention' but {arch.name} has no sliding "
-                                  f"window (transformers' mask ignores it and its cache does not)")
+        if sw is not None or isinstance(types, list) and "sliding_attention" in types:
+            # LlamaModel's mask ignores both while transformers' DynamicCache (cache_utils.py,
+            # get_layer_types_and_kwargs) builds sliding layers from them, keeping sliding_window - 1
+            # tokens: its forward pass and its generate disagree, so swaref refuses rather than pick one.
+            what = f"sliding_window = {sw!r}" if sw is not None else "layer_types lists 'sliding_attention'"
+            raise CheckpointError(f"{path}: {what} but {arch.name} has no sliding window (transformers' "
+                                  f"{arch.name} mask ignores it and its generate cache does not)")
         return None
     if arch.windows == "every_layer":
         types = raw.get("layer_types")

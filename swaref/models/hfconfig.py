@@ -112,10 +112,10 @@ def _rope(raw, arch, get, path):
     sliding layers must use plain RoPE."""
     prf = None
     if arch.rope_by_layer_type is None:
-        params = dict(raw.get("rope_scaling") or raw.get("rope_parameters") or {})
-        if not isinstance(raw.get("rope_scaling") or raw.get("rope_parameters") or {}, dict):
-            raise CheckpointError(f"{path}: field 'rope_parameters' must be an object, got "
-                                  f"{raw.get('rope_parameters')!r:.200}")
+        params = raw.get("rope_scaling") or raw.get("rope_parameters") or {}
+        if not isinstance(params, dict):
+            raise CheckpointError(f"{path}: field 'rope_parameters' must be an object, got {params!r:.200}")
+        params = dict(params)
         params.setdefault("rope_theta", get("rope_theta"))
         theta, scaling = _scaling(params, raw, get, path, "rope_parameters")
         out = {"rope_theta": theta, "rope_scaling": scaling}
@@ -137,6 +137,7 @@ def _rope(raw, arch, get, path):
                                   f"{local_scaling['rope_type']!r} is not supported (swaref scales full-attention "
                                   f"layers only)")
         out = {"rope_theta": theta, "rope_scaling": scaling, "local_rope_theta": local_theta}
+        prf = full.get("partial_rotary_factor", raw.get("partial_rotary_factor"))
     if prf not in (None, 1, 1.0):
         heads, hidden = get("num_attention_heads"), get("hidden_size")
         head_dim = get("head_dim") or (hidden // heads if V.is_int(hidden) and V.is_int(heads) and heads else None)

@@ -8,7 +8,8 @@ attention).  Per family:
 
 * logits within 1e-4 for prompts of 3, W, W+1 and 3W+2 tokens, prefilled with
   chunks of 1, 3, W and the whole prompt, on both backends;
-* 30 greedy tokens equal to transformers' ``generate``;
+* 30 greedy tokens equal to transformers' ``generate`` and to the argmax of
+  transformers re-scoring prompt + tokens in one forward pass;
 * controls that must fail: transformers with one window off by one (W + 1),
   and swaref with the family's key difference removed.
 
@@ -157,6 +158,8 @@ def test_greedy_tokens_match_transformers_generate(family, backend):
         theirs = hf.generate(torch.tensor(prompt)[None], max_new_tokens=N_NEW, min_new_tokens=N_NEW,
                              do_sample=False, use_cache=True)[0, len(prompt):].tolist()
     assert ours == theirs, f"{name}: swaref greedy differs from transformers.generate"
+    rescored = hf_logits(hf, np.concatenate([prompt, ours]))[len(prompt) - 1: -1].argmax(-1).tolist()
+    assert ours == rescored, f"{name}: swaref greedy differs from transformers re-scoring the whole sequence"
 
 
 def test_control_a_window_off_by_one_is_detected(family):

@@ -1,10 +1,13 @@
 """swaref.models.architectures: the declared families and formats are consistent with ModelConfig and loadable."""
 import dataclasses
 
+import numpy as np
 import pytest
 
-from model_helpers import hf_config, make_model
+from model_helpers import hf_config, make_model, oracle_logits
+from oracle import assert_close
 
+from swaref import models as M
 from swaref.models.architectures import ARCHITECTURES, BIASED, FORMATS, ROPE_LAYOUTS, WINDOW_RULES
 from swaref.models.checkpoint import CheckpointError, config_from_dict
 from swaref.models.config import ModelConfig
@@ -57,3 +60,28 @@ def test_model_type_wins_over_the_class_name_as_in_auto_model():
     assert config_from_dict(dict(base, model_type="llama", sliding_window=None)).windows == (None, None)
     with pytest.raises(CheckpointError, match="unsupported architecture"):
         config_from_dict(dict(base, model_type="gpt2"))
+
+
+# A config.json per family with its distinctive keys (plain RoPE, which the dense oracle implements;
+# scaled RoPE is held to transformers' rotary embeddings in tests/test_crosscheck_rope.py).
+FAMILY_CONFIGS = {
+    "mistral": {}, "ministral": dict(layer_types=["full_attention", "sliding_attention"]),
+    "llama": dict(sliding_window=None, attention_bias=True, mlp_bias=True),
+    "qwen2": dict(use_sliding_window=True, max_window_layers=1),
+    "qwen3": dict(use_sliding_window=True, max_window_layers=0, attention_bias=True),
+    "starcoder2": dict(hidden_act="gelu_pytorch_tanh"), "phi3": dict(partial_rotary_factor=0.5),
+    "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),
+    "gemma3_text": dict(rope_parameters=None, sliding_window_pattern=2, query_pre_attn_scalar=12),
+    "cohere2": dict(rope_parameters=None, sliding_window_pattern=2, logit_scale=0.5),
+    "olmo3": dict(rope_parameters=None),
+}
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_every_family_read_from_a_config_json_matches_the_dense_oracle(name):
+    raw = {k: v for k, v in hf_config(make_model(window=4).config, name, **FAMILY_CONFIGS[name]).items()
+           if v is not None or k == "sliding_window"}
+    model = M.random_model(config_from_dict(raw), seed=5, scale=1.5)
+    toks = np.random.default_rng(1).integers(0, 61, 11)
+    got = M.prefill_prompt(model, toks, M.new_caches(model, 11), chunk_size=3, logits="all")
+    assert_close(got, oracle_logits(model, toks), atol=1e-4, name=name)

@@ -5,8 +5,11 @@ means what transformers' config class for that type makes of it (the
 ``defaults`` of its row in ``architectures.ARCHITECTURES``), and a key the file
 gives means what transformers' modelling code does with it.  Where the two
 entry points of transformers disagree, swaref follows ``AutoModelForCausalLM``
-(a Mistral config with ``layer_types`` is loaded as Ministral).  A key that
-changes the computation in a way swaref does not implement is refused by name.
+(a Mistral config with ``layer_types`` is loaded as Ministral); where
+transformers' own forward pass and ``generate`` disagree (a Llama config with a
+``sliding_window``), or where transformers cannot run a config at all, swaref
+refuses it.  A key that changes the computation in a way swaref does not
+implement is refused by name.
 
 generation_config.json supplies the stop ids and the sampling defaults
 transformers' ``generate`` uses when the caller gives none.

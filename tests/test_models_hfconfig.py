@@ -223,3 +223,12 @@ def test_a_llama_config_with_a_sliding_window_is_refused_as_transformers_is_ambi
     with pytest.raises(CheckpointError, match="sliding_window = 4 but llama has no sliding window"):
         _cfg("llama", sliding_window=4)
     assert _cfg("llama", sliding_window=None).windows == (None, None)
+
+
+@pytest.mark.parametrize("model_type,key,value,match", [
+    ("qwen2", "max_window_layers", -1, "'max_window_layers' must be an int >= 0, got -1"),
+    ("gemma3_text", "sliding_window_pattern", 0, "'sliding_window_pattern' must be an int >= 1, got 0"),
+    ("cohere2", "sliding_window_pattern", "4", "'sliding_window_pattern' must be an int >= 1, got '4'")])
+def test_layer_pattern_keys_are_checked_naming_the_key(model_type, key, value, match):
+    with pytest.raises(CheckpointError, match=match):
+        _cfg(model_type, drop=["rope_parameters"], use_sliding_window=True, **{key: value})

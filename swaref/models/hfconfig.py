@@ -185,9 +185,9 @@ def layer_windows(raw, arch, path):
             return sw  # ModelConfig refuses num_hidden_layers, naming it
         first = get("max_window_layers") if arch.windows == "max_window_layers" else 0
         every = get(arch.full_every_key) if arch.full_every_key else arch.full_every
-        for key, val in (("max_window_layers", first), (arch.full_every_key, every)):
-            if val is not None and (not V.is_int(val) or val < (1 if key == arch.full_every_key else 0)):
-                raise CheckpointError(f"{path}: field {key!r} must be an int >= 1, got {val!r}")
+        for key, val, low in (("max_window_layers", first, 0), (arch.full_every_key, every, 1)):
+            if val is not None and (not V.is_int(val) or val < low):
+                raise CheckpointError(f"{path}: field {key!r} must be an int >= {low}, got {val!r}")
         return [sw if sw is not None and i >= first and (not every or (i + 1) % every) else None
                 for i in range(n_layers)]
     if not isinstance(types, list) or (V.is_int(n_layers) and len(types) != n_layers):

@@ -48,7 +48,7 @@ class _Labels(dict):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Hyper-parameters of a Mistral-architecture model.
+    """Hyper-parameters of a decoder model (Mistral's graph plus the features below, as data).
 
     head_dim: default hidden_size // n_heads; n_kv_heads: default n_heads (no GQA);
     windows: an int W or None (full attention) for every layer, or one per layer,

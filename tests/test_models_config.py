@@ -86,6 +86,7 @@ def test_the_graph_fields_are_validated(kw, match):
 
 def test_each_layer_s_rope():
     cfg = make_cfg(window=[3, None], local_rope_theta=100.0, rope_scaling={"rope_type": "linear", "factor": 2.0})
-    assert cfg.layer_rope(0) == (100.0, ()) and cfg.layer_rope(1) == (10000.0, (("factor", 2.0), ("rope_type", "linear")))
+    assert cfg.layer_rope(0) == (100.0, ())
+    assert cfg.layer_rope(1) == (10000.0, (("factor", 2.0), ("rope_type", "linear")))
     assert make_cfg(window=[3, None], nope_full=True).layer_rope(1) is None
     assert make_cfg(rope_dim=8).rope_dim is None  # the whole head is the default

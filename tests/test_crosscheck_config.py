@@ -122,3 +122,29 @@ def test_transformers_llama_forward_and_generate_disagree_with_a_sliding_window(
         out = model.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False)
         rescored = model(out).logits[0, prompt.shape[1] - 1: -1].argmax(-1)
     assert out[0, prompt.shape[1]:].tolist() != rescored.tolist()
+
+
+def test_generation_config_stop_ids_stop_both_at_the_same_token(tmp_path):
+    """Issue 11's fourth divergence against transformers itself: eos ids listed only in
+    generation_config.json stop transformers' generate, and swaref's, after the same 4 tokens."""
+    from swaref import models as M
+    raw = dict(BASE, model_type="mistral", architectures=["MistralForCausalLM"], num_hidden_layers=2,
+               sliding_window=4, eos_token_id=None)
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(tmp_path))).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape) * (1.0 if p.ndim == 1 else 2.0 / p.shape[-1] ** 0.5))
+    model.save_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps(raw))  # no eos in config.json
+    prompt = [5, 17, 3, 40, 22]
+    free = M.generate(M.load_model(str(tmp_path)), [prompt], max_new_tokens=12).tokens[0]
+    stop = free[3]
+    assert stop not in free[:3], "pick a prompt whose 4th greedy token is new"
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [stop, 63]}))
+    ours = M.generate(M.load_model(str(tmp_path)), [prompt], max_new_tokens=12)
+    hf = AutoModelForCausalLM.from_pretrained(str(tmp_path), attn_implementation="eager").eval()
+    with torch.no_grad():
+        theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False)[0, len(prompt):].tolist()
+    assert ours.tokens[0] == theirs == free[:4] and ours.finished_by_eos == [True]

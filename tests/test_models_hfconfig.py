@@ -232,3 +232,11 @@ def test_a_llama_config_with_a_sliding_window_is_refused_as_transformers_is_ambi
 def test_layer_pattern_keys_are_checked_naming_the_key(model_type, key, value, match):
     with pytest.raises(CheckpointError, match=match):
         _cfg(model_type, drop=["rope_parameters"], use_sliding_window=True, **{key: value})
+
+
+def test_a_default_token_id_outside_the_vocabulary_is_dropped_and_an_explicit_one_refused():
+    cfg = _cfg("starcoder2", drop=["bos_token_id", "eos_token_id"])  # class defaults 50256 > vocabulary 61
+    assert cfg.bos_token_id is None and cfg.eos_token_ids == ()
+    assert _cfg("mistral", drop=["bos_token_id", "eos_token_id"]).eos_token_ids == (2,)  # in range: kept
+    with pytest.raises(CheckpointError, match="eos_token_id must be token ids in \\[0, 61\\), got 50256"):
+        _cfg("starcoder2", eos_token_id=50256)

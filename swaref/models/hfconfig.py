@@ -256,6 +256,13 @@ def config_from_dict(cfg, path="config.json", rope_theta=None, generation=None):
                                   f"without it), got {cfg.get(key)!r}")
     derived = {"windows": layer_windows(cfg, arch, path), **_rope(cfg, arch, get, path),
                **_features(cfg, arch, get, path)}
+    vocab = get("vocab_size")
+    for key, name in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_ids")):
+        # A class default outside this vocabulary (Starcoder2's 50256 in a smaller one) can never be
+        # generated: transformers never meets it, so swaref drops it rather than refuse the file.
+        default = arch.defaults.get(key)
+        if key not in cfg and V.is_int(default) and V.is_int(vocab) and not 0 <= default < vocab:
+            derived[name] = None
     if rope_theta is not None:
         derived["rope_theta"] = rope_theta
     if generation is not None:

@@ -93,7 +93,7 @@ runs its G x block rows over it.  Scratch is O(TILE x D + rows x (TILE + D)) per
 """
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint64_t
-from libc.math cimport INFINITY, exp
+from libc.math cimport INFINITY, exp, expl
 from libc.string cimport memcpy
 
 import numpy as np
@@ -379,25 +379,28 @@ cdef void _value_pass(const Rows* R, floating* sc, floating* o, floating* m, flo
 # ------------------------------------------------------ overflow fallback
 
 cdef inline void _exact_key(int stage, const floating* qrow, const floating* krow, const floating* vrow,
-                            Py_ssize_t D, double scale, double* m, double* l, double* acc) noexcept nogil:
+                            Py_ssize_t D, double scale, long double* m, long double* l,
+                            double* acc) noexcept nogil:
     """One visible key of _exact_row: stage 0 updates the running max m and sum l, stage 1 adds
     its normalised weight times its value row to acc.  The score is recomputed in each stage
-    (the same float64 chain both times: a product of two floats is exact in float64)."""
-    cdef double s = 0, w
+    (the same chain both times) in long double, whose exponent range holds scale * q.k for any
+    finite float64 q, k and scale: a float64 score that overflows is exact here, so the weights
+    are the reference's (which factors the magnitudes out for the same reason)."""
+    cdef long double s = 0, w
     cdef Py_ssize_t d
     for d in range(D):
-        s = s + <double>qrow[d] * <double>krow[d]
+        s = s + <long double>qrow[d] * <long double>krow[d]
     s = s * scale
     if stage == 0:
         if s > m[0]:                                     # a NaN score never passes: it reaches l below
-            l[0] = l[0] * exp(m[0] - s) + 1.0
+            l[0] = l[0] * expl(m[0] - s) + 1.0
             m[0] = s
-        else:
-            l[0] = l[0] + exp(s - m[0])
+        elif s != -INFINITY:                             # weight exp(-inf) = 0 even while m is -inf
+            l[0] = l[0] + expl(s - m[0])
     else:
-        w = exp(s - m[0]) / l[0]
+        w = expl(s - m[0]) / l[0] if s != -INFINITY else 0
         for d in range(D):
-            acc[d] = acc[d] + w * <double>vrow[d]
+            acc[d] = acc[d] + <double>w * <double>vrow[d]
 
 
 cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* K, double scale,
@@ -414,7 +417,7 @@ cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* 
     cdef const floating* v = <const floating*>K.v
     cdef const floating* ck = <const floating*>K.ck
     cdef const floating* cv = <const floating*>K.cv
-    cdef double m = -INFINITY, l = 0
+    cdef long double m = -INFINITY, l = 0
     cdef int stage
     cdef int64_t j, lo = _first_seen(p, K.window)
     cdef Py_ssize_t i, slot, d, D = K.D, row = K.Hkv * K.D

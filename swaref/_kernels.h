@@ -417,10 +417,13 @@ static inline T swaref_softmax_##SFX(T* s, uint64_t present, int ja, int jb, T* 
     } \
     T mt = swaref_hmax_##SFX(mp); \
     T mnew = (mt > m[0]) ? mt : m[0]; \
-    T alpha = swaref_exp_##SFX(m[0] - mnew); \
+    /* While every visible score so far is -inf, shift by 0: exp(-inf - -inf) would be NaN, \
+       where each of those weights is exp(-inf) = 0.  A finite mnew is used as it is. */ \
+    T msafe = (mnew == -INFINITY) ? (T)0 : mnew; \
+    T alpha = swaref_exp_##SFX(m[0] - msafe); \
     for (int i = 0; i < NP; i++) ps[i] = (V){0}; \
     for (int i = 0; i < NV; i++) { \
-        V x = swaref_vexp_##SFX(SWAREF_LD(VU, s + VL * i) - mnew); \
+        V x = swaref_vexp_##SFX(SWAREF_LD(VU, s + VL * i) - msafe); \
         x = SWAREF_SEL(VI, V, on[i], x, ((V){0})); \
         SWAREF_ST(VU, s + VL * i, x); \
         ps[i % NP] = ps[i % NP] + x; \

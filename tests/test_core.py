@@ -489,3 +489,36 @@ def test_public_api_with_cython_backend_rejects_bad_input():
     with pytest.raises(SwarefError) as ei:
         swaref.decode_step(q[:2], k[:2], v[:2], c, backend="cython")
     assert ei.value.kind == "shape" and c.n_seen == 0
+
+
+# A visible score of -inf (a -inf key, or a finite one that overflows: scale 1e300) in an
+# earlier 64-position tile made the online softmax compute exp(-inf - -inf) = NaN; found by
+# tests/test_fuzz.py.  Its weight is exp(-inf) = 0, as in the reference.
+@pytest.mark.parametrize("k_pos", [[63, 64], [127, 128], [2 ** 40 - 1, 2 ** 40], [0, 1]])
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("finite", [True, False], ids=["finite, scale overflows", "key -inf"])
+def test_minus_inf_score_in_an_earlier_tile_has_weight_zero(k_pos, dtype, finite):
+    q = np.array([[[1.0]]], dtype=dtype)
+    k = np.array([[[-1e10 if finite else -np.inf]], [[0.0]]], dtype=dtype)
+    v = np.array([[[5.0]], [[7.0]]], dtype=dtype)
+    scale = (1e300 if dtype == np.float64 else 1e30) if finite else 1.0
+    for backend in ("reference", "cython"):
+        out = swaref.attention(q, k, v, window=2, k_pos=k_pos, q_pos=[k_pos[1]], scale=scale, backend=backend)
+        assert_bitwise_equal(out, np.array([[[7.0]]], dtype=dtype), name=backend)
+
+
+def test_float64_scores_beyond_float64_agree_with_the_reference():
+    """scale * q.k past 1.8e308 from finite float64 input: the fallback row computes in long
+    double (exponent range to 1e4932), the reference factors the magnitudes out; both finite."""
+    rng = np.random.default_rng(11)
+    q = rng.standard_normal((9, 2, 4)) * 1e160
+    k = rng.standard_normal((9, 1, 4)) * 1e160
+    v = rng.standard_normal((9, 1, 4))
+    want = swaref.attention(q, k, v, window=4)
+    got = swaref.attention(q, k, v, window=4, backend="cython")
+    assert np.isfinite(got).all()
+    assert_close(got, want, 1e-12, name="float64 overflow fallback")
+    c = swaref.RollingBufferCache(4, 1, 4, dtype=np.float64)
+    a = swaref.prefill(q[:6], k[:6], v[:6], c, chunk_size=2, backend="cython")
+    b = [swaref.decode_step(q[i:i + 1], k[i:i + 1], v[i:i + 1], c, backend="cython") for i in range(6, 9)]
+    assert_bitwise_equal(np.concatenate([a, *b]), got, name="chunked == one-shot in the fallback")

@@ -108,16 +108,22 @@ def test_per_layer_windows_are_those_of_the_model_auto_model_builds(name, tmp_pa
         assert config_from_dict(raw).windows == want, (name, extra)
 
 
-def test_transformers_llama_forward_and_generate_disagree_with_a_sliding_window(tmp_path):
-    """Why swaref refuses a Llama config with sliding_window: transformers' full-sequence forward ignores
-    it while generate's DynamicCache keeps sliding_window - 1 tokens, so their greedy tokens part."""
-    raw = dict(BASE, model_type="llama", num_hidden_layers=2, sliding_window=3)
-    (tmp_path / "config.json").write_text(json.dumps(raw))
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(tmp_path))).eval()
+def _random_model(d, raw, seed):
+    """A random transformers model for config.json ``raw`` (written to d), weights large enough to matter."""
+    (d / "config.json").write_text(json.dumps(raw))
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(d))).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape) * (1.0 if p.ndim == 1 else 2.0 / p.shape[-1] ** 0.5))
+    return model
+
+
+def test_transformers_llama_forward_and_generate_disagree_with_a_sliding_window(tmp_path):
+    """Why swaref refuses a Llama config with sliding_window: transformers' full-sequence forward ignores
+    it while generate's DynamicCache keeps sliding_window - 1 tokens, so their greedy tokens part."""
+    model = _random_model(tmp_path, dict(BASE, model_type="llama", num_hidden_layers=2, sliding_window=3), 0)
+    with torch.no_grad():
         prompt = torch.randint(3, 64, (1, 12))
         out = model.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False)
         rescored = model(out).logits[0, prompt.shape[1] - 1: -1].argmax(-1)
@@ -130,13 +136,7 @@ def test_generation_config_stop_ids_stop_both_at_the_same_token(tmp_path):
     from swaref import models as M
     raw = dict(BASE, model_type="mistral", architectures=["MistralForCausalLM"], num_hidden_layers=2,
                sliding_window=4, eos_token_id=None)
-    (tmp_path / "config.json").write_text(json.dumps(raw))
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(tmp_path))).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape) * (1.0 if p.ndim == 1 else 2.0 / p.shape[-1] ** 0.5))
-    model.save_pretrained(str(tmp_path))
+    _random_model(tmp_path, raw, 1).save_pretrained(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps(raw))  # no eos in config.json
     prompt = [5, 17, 3, 40, 22]
     free = M.generate(M.load_model(str(tmp_path)), [prompt], max_new_tokens=12).tokens[0]

@@ -99,7 +99,10 @@ def rope_cos_sin(positions, rot_dim, theta, scaling=()):
     """
     f, att = rope_inv_freq(rot_dim, theta, scaling)
     ang = np.asarray(positions, dtype=np.float64)[:, None] * f[None, :]
-    return (np.cos(ang) * att).astype(np.float32), (np.sin(ang) * att).astype(np.float32)
+    cos, sin = np.cos(ang), np.sin(ang)
+    if att != 1.0:
+        cos, sin = cos * att, sin * att
+    return cos.astype(np.float32), sin.astype(np.float32)
 
 
 def apply_rope(x, positions, theta, layout="half", scaling=(), rot_dim=None):

@@ -27,75 +27,172 @@ needs_safetensors = pytest.mark.skipif(safetensors_numpy is None, reason="the lo
 
 
 def make_cfg(window=4, n_layers=2, hidden=32, n_heads=4, n_kv=2, head_dim=8, vocab=61, inter=48,
-             layout="half", tie=False, eos=()):
+             layout="half", tie=False, eos=(), **features):
     return M.ModelConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, n_layers=n_layers,
                          n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, windows=window,
                          rope_theta=10000.0, rms_norm_eps=1e-5, rope_layout=layout, tie_word_embeddings=tie,
-                         eos_token_ids=eos)
+                         eos_token_ids=eos, **features)
 
 
 # Scale 1.5 makes attention peaked, so a key let in or left out moves the logits far beyond the tolerance.
 def make_model(seed=0, scale=1.5, **kw):
     return M.random_model(make_cfg(**kw), seed=seed, scale=scale)
 
-def oracle_rope(x, positions, theta, layout):
-    """x [T, H, D] float64 rotated by multiplying complex pairs by exp(i * p * theta^(-2k/D))."""
+def oracle_rope(x, positions, theta, layout, rot_dim=None):
+    """x [T, H, D] float64 rotated by multiplying complex pairs by exp(i * p * theta^(-2k/R)).
+
+    Only the first R = rot_dim dims rotate (partial rotary); plain RoPE only (no scaling)."""
     T, H, D = x.shape
-    k = np.arange(D // 2)
-    ang = np.asarray(positions, dtype=np.float64)[:, None, None] * theta ** (-2.0 * k / D)
+    R = D if rot_dim is None else rot_dim
+    k = np.arange(R // 2)
+    ang = np.asarray(positions, dtype=np.float64)[:, None, None] * theta ** (-2.0 * k / R)
+    out = np.array(x, dtype=np.float64)
     if layout == "half":
-        z = (x[..., : D // 2] + 1j * x[..., D // 2:]) * np.exp(1j * ang)
-        return np.concatenate([z.real, z.imag], axis=-1)
-    z = (x[..., 0::2] + 1j * x[..., 1::2]) * np.exp(1j * ang)
-    out = np.empty_like(x)
-    out[..., 0::2], out[..., 1::2] = z.real, z.imag
+        z = (x[..., : R // 2] + 1j * x[..., R // 2: R]) * np.exp(1j * ang)
+        out[..., : R // 2], out[..., R // 2: R] = z.real, z.imag
+        return out
+    z = (x[..., 0:R:2] + 1j * x[..., 1:R:2]) * np.exp(1j * ang)
+    out[..., 0:R:2], out[..., 1:R:2] = z.real, z.imag
     return out
 
 def oracle_logits(model, tokens):
-    """Dense float64 forward of the whole sequence at positions 0..T-1 -> [T, V]."""
+    """Dense float64 forward of the whole sequence at positions 0..T-1 -> [T, V].
+
+    Written from the formulas, per feature: RMSNorm or LayerNorm (with or without
+    bias) in whichever of the four slots the layer has, sequential or parallel
+    blocks, SwiGLU / GeGLU / plain / top-k mixture-of-experts MLP, biases, q/k norms
+    per head or over the projection, attention and embedding / logit scales, per-layer
+    RoPE (plain RoPE; local theta; none).  Scaled RoPE variants are not here: they are
+    held to transformers' own rotary embeddings (tests/test_crosscheck_rope.py)."""
     cfg = model.config
-    f = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    assert not cfg.rope_scaling or cfg.nope_full and all(w is not None for w in cfg.windows), "plain RoPE only"
+    f = lambda a: None if a is None else np.asarray(a, dtype=np.float64)  # noqa: E731
     T = len(tokens)
     pos = np.arange(T)
 
-    def norm(x, w):
-        return f(w) * x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + cfg.rms_norm_eps)
+    def norm(x, w, b=None, kind=cfg.norm):
+        if kind == "rms":
+            return f(w) * x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + cfg.rms_norm_eps)
+        c = x - x.mean(axis=-1, keepdims=True)
+        return f(w) * c / np.sqrt(np.mean(c * c, axis=-1, keepdims=True) + cfg.rms_norm_eps) + (
+            0.0 if b is None else f(b))
 
-    h = f(model.embed)[np.asarray(tokens)]
+    def lin(x, w, b=None):  # a projection, plus its bias when the model has one
+        return x @ f(w).T + (0.0 if b is None else f(b))
+
+    def act(g):
+        if cfg.act == "silu":
+            return g / (1 + np.exp(-g))
+        return 0.5 * g * (1 + np.tanh(np.sqrt(2 / np.pi) * (g + 0.044715 * g ** 3)))
+
+    def mlp(x, lw):
+        if cfg.mlp == "plain":
+            return lin(act(lin(x, lw.w_up, lw.b_up)), lw.w_down, lw.b_down)
+        if cfg.mlp == "gated":
+            return lin(act(lin(x, lw.w_gate, lw.b_gate)) * lin(x, lw.w_up, lw.b_up), lw.w_down, lw.b_down)
+        out = np.zeros_like(x)
+        for t in range(len(x)):  # token by token: softmax, top-k, renormalise, weighted experts
+            z = x[t] @ f(lw.router).T
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            chosen = sorted(range(len(p)), key=lambda e: -p[e])[: cfg.top_k]
+            for e in chosen:
+                y = (act(f(lw.experts_gate[e]) @ x[t]) * (f(lw.experts_up[e]) @ x[t])) @ f(lw.experts_down[e]).T
+                out[t] += p[e] / sum(p[c] for c in chosen) * y
+        return out
+
+    h = f(model.embed)[np.asarray(tokens)] * (1.0 if cfg.embed_scale is None else np.float32(cfg.embed_scale))
     for lw, w in zip(model.layers, cfg.windows):
-        x = norm(h, lw.attn_norm)
-        q = (x @ f(lw.wq).T).reshape(T, cfg.n_heads, cfg.head_dim)
-        k = (x @ f(lw.wk).T).reshape(T, cfg.n_kv_heads, cfg.head_dim)
-        v = (x @ f(lw.wv).T).reshape(T, cfg.n_kv_heads, cfg.head_dim)
-        q = oracle_rope(q, pos, cfg.rope_theta, cfg.rope_layout)
-        k = oracle_rope(k, pos, cfg.rope_theta, cfg.rope_layout)
-        a = dense_attention_f64(q, k, v, pos, pos, w).reshape(T, -1)
-        h = h + a @ f(lw.wo).T
-        x = norm(h, lw.mlp_norm)
-        g = x @ f(lw.w_gate).T
-        h = h + ((g / (1 + np.exp(-g))) * (x @ f(lw.w_up).T)) @ f(lw.w_down).T
-    return norm(h, model.final_norm) @ f(model.lm_head).T
+        x = h if lw.attn_norm is None else norm(h, lw.attn_norm, lw.attn_norm_b)
+        q, k, v = lin(x, lw.wq, lw.bq), lin(x, lw.wk, lw.bk), lin(x, lw.wv, lw.bv)
+        if cfg.qk_norm == "all":
+            q, k = norm(q, lw.q_norm, kind="rms"), norm(k, lw.k_norm, kind="rms")
+        q = q.reshape(T, cfg.n_heads, cfg.head_dim)
+        k = k.reshape(T, cfg.n_kv_heads, cfg.head_dim)
+        v = v.reshape(T, cfg.n_kv_heads, cfg.head_dim)
+        if cfg.qk_norm == "head":  # per-head RMSNorm over D (Qwen3)
+            q, k = norm(q, lw.q_norm, kind="rms"), norm(k, lw.k_norm, kind="rms")
+        if not (w is None and cfg.nope_full):
+            theta = cfg.local_rope_theta if w is not None and cfg.local_rope_theta is not None else cfg.rope_theta
+            q = oracle_rope(q, pos, theta, cfg.rope_layout, cfg.rope_dim)
+            k = oracle_rope(k, pos, theta, cfg.rope_layout, cfg.rope_dim)
+        a = lin(dense_attention_f64(q, k, v, pos, pos, w, cfg.attn_scale).reshape(T, -1), lw.wo, lw.bo)
+        if cfg.parallel:
+            h = h + a + mlp(x, lw)
+            continue
+        h = h + (a if lw.attn_out_norm is None else norm(a, lw.attn_out_norm))
+        m = mlp(h if lw.mlp_norm is None else norm(h, lw.mlp_norm, lw.mlp_norm_b), lw)
+        h = h + (m if lw.mlp_out_norm is None else norm(m, lw.mlp_out_norm))
+    out = norm(h, model.final_norm, model.final_norm_b) @ f(model.lm_head).T
+    return out * (1.0 if cfg.logit_scale is None else np.float32(cfg.logit_scale))
 
 HF_LAYER = {"attn_norm": "input_layernorm", "wq": "self_attn.q_proj", "wk": "self_attn.k_proj",
             "wv": "self_attn.v_proj", "wo": "self_attn.o_proj", "mlp_norm": "post_attention_layernorm",
             "w_gate": "mlp.gate_proj", "w_up": "mlp.up_proj", "w_down": "mlp.down_proj"}
 
-def hf_config(cfg):
-    return {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_act": "silu",
-            "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
-            "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
-            "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "sliding_window": cfg.windows[0],
-            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-            "rms_norm_eps": cfg.rms_norm_eps, "tie_word_embeddings": cfg.tie_word_embeddings,
-            "eos_token_id": 2, "bos_token_id": 1}
+def hf_config(cfg, model_type="mistral", **extra):
+    """A config.json for ``cfg``, written as transformers 5.x would for ``model_type``; ``extra`` keys win."""
+    out = {"architectures": [HF_CLASSES[model_type]], "model_type": model_type, "hidden_act": "silu",
+           "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
+           "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+           "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "sliding_window": cfg.windows[0],
+           "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+           "rms_norm_eps": cfg.rms_norm_eps, "tie_word_embeddings": cfg.tie_word_embeddings,
+           "eos_token_id": 2, "bos_token_id": 1}
+    if model_type == "llama":  # LlamaConfig has no sliding_window (save_pretrained writes none)
+        del out["sliding_window"]
+    return dict(out, **extra)
 
-def hf_tensors(model):
-    t = {"model.embed_tokens.weight": model.embed, "model.norm.weight": model.final_norm}
+HF_CLASSES = {"mistral": "MistralForCausalLM", "ministral": "MinistralForCausalLM", "llama": "LlamaForCausalLM",
+              "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "starcoder2": "Starcoder2ForCausalLM",
+              "phi3": "Phi3ForCausalLM", "mixtral": "MixtralForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
+              "cohere2": "Cohere2ForCausalLM", "olmo3": "Olmo3ForCausalLM"}
+
+# The optional tensors (biases, Qwen3's q/k norms), by transformers' names.
+HF_OPTIONAL = {"bq": "self_attn.q_proj.bias", "bk": "self_attn.k_proj.bias", "bv": "self_attn.v_proj.bias",
+               "bo": "self_attn.o_proj.bias", "b_gate": "mlp.gate_proj.bias", "b_up": "mlp.up_proj.bias",
+               "b_down": "mlp.down_proj.bias", "q_norm": "self_attn.q_norm.weight",
+               "k_norm": "self_attn.k_norm.weight", "attn_norm_b": "input_layernorm.bias",
+               "mlp_norm_b": "post_attention_layernorm.bias", "attn_out_norm": "post_attention_layernorm.weight",
+               "mlp_out_norm": "post_feedforward_layernorm.weight", "router": "block_sparse_moe.gate.weight",
+               "experts_gate": "block_sparse_moe.experts.{e}.w1.weight",
+               "experts_up": "block_sparse_moe.experts.{e}.w3.weight",
+               "experts_down": "block_sparse_moe.experts.{e}.w2.weight"}
+
+def present(lw):
+    """name -> array for every tensor a LayerWeights holds (the optional ones that are None left out)."""
+    return {n: getattr(lw, n) for n in M.LAYER_TENSORS if getattr(lw, n) is not None}
+
+# Tensor names that differ per family, spelled out from transformers 5.24.0's modelling files.
+FAMILY_NAMES = {
+    "starcoder2": {"w_up": "mlp.c_fc.weight", "b_up": "mlp.c_fc.bias", "w_down": "mlp.c_proj.weight",
+                   "b_down": "mlp.c_proj.bias"},
+    "gemma3_text": {"attn_out_norm": "post_attention_layernorm.weight", "mlp_norm": "pre_feedforward_layernorm.weight"},
+}
+# Phi-3 stores q/k/v in one qkv_proj and gate/up in one gate_up_proj (rows concatenated in that order).
+PHI3_FUSED = {"self_attn.qkv_proj.weight": ("wq", "wk", "wv"), "mlp.gate_up_proj.weight": ("w_gate", "w_up")}
+GEMMA_NORMS = ("attn_norm", "attn_out_norm", "mlp_norm", "mlp_out_norm", "q_norm", "k_norm")
+
+def hf_tensors(model, model_type="mistral"):
+    """The tensors of a transformers checkpoint of ``model`` for ``model_type`` (Gemma's norms stored as w - 1)."""
+    gemma = model_type == "gemma3_text"
+    t = {"model.embed_tokens.weight": model.embed, "model.norm.weight": model.final_norm - gemma}
+    if model.final_norm_b is not None:
+        t["model.norm.bias"] = model.final_norm_b
     if not model.config.tie_word_embeddings:
         t["lm_head.weight"] = model.lm_head
+    names = {**{k: v + ".weight" for k, v in HF_LAYER.items()}, **HF_OPTIONAL, **FAMILY_NAMES.get(model_type, {})}
+    fused = PHI3_FUSED if model_type == "phi3" else {}
     for i, lw in enumerate(model.layers):
-        for key, hf in HF_LAYER.items():
-            t[f"model.layers.{i}.{hf}.weight"] = getattr(lw, key)
+        for name, keys in fused.items():
+            t[f"model.layers.{i}.{name}"] = np.concatenate([getattr(lw, k) for k in keys])
+        for key, name in names.items():
+            arr = getattr(lw, key)
+            if arr is None or any(key in keys for keys in fused.values()):
+                continue
+            arr = arr - 1 if gemma and key in GEMMA_NORMS else arr
+            for e in range(arr.shape[0] if "{e}" in name else 1):
+                t[f"model.layers.{i}.{name.format(e=e)}"] = arr[e] if "{e}" in name else arr
     return t
 
 def write_bf16_safetensors(path, tensors):
@@ -139,8 +236,9 @@ def same_weights(a, b, atol=0.0):
     assert_close(a.embed, b.embed, atol=atol, name="embed")
     assert_close(a.lm_head, b.lm_head, atol=atol, name="lm_head")
     for i, (x, y) in enumerate(zip(a.layers, b.layers)):
-        for n in M.LAYER_TENSORS:
-            assert_close(getattr(x, n), getattr(y, n), atol=atol, name=f"layer {i} {n}")
+        assert present(x).keys() == present(y).keys()
+        for n, arr in present(x).items():
+            assert_close(arr, getattr(y, n), atol=atol, name=f"layer {i} {n}")
 
 MISTRAL_LAYER = {"attn_norm": "attention_norm", "wq": "attention.wq", "wk": "attention.wk", "wv": "attention.wv",
                  "wo": "attention.wo", "mlp_norm": "ffn_norm", "w_gate": "feed_forward.w1",

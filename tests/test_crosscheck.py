@@ -15,25 +15,18 @@ save_pretrained, loaded by swaref.models.checkpoint and compared:
 Without torch/transformers these tests skip with the reason, unless
 SWAREF_REQUIRE_CROSSCHECK=1 (CI) makes a missing extra fail.
 """
-import os
 
 import numpy as np
 import pytest
 
 from oracle import assert_close
+from crosscheck_helpers import BACKENDS, cache_kwarg, hf_logits, require_extra
 
 pytestmark = pytest.mark.crosscheck
 
-REQUIRED = os.environ.get("SWAREF_REQUIRE_CROSSCHECK") == "1"
-try:
-    import torch
-    import transformers
-    from transformers import MistralConfig, MistralForCausalLM
-except ImportError as e:  # pragma: no cover - depends on the environment
-    if REQUIRED:
-        raise ImportError(f"SWAREF_REQUIRE_CROSSCHECK=1 but the crosscheck extra is missing ({e}); "
-                          f"pip install 'swaref[crosscheck]'") from e
-    pytest.skip(f"the crosscheck extra (torch, transformers) is not installed: {e}", allow_module_level=True)
+require_extra()
+import torch  # noqa: E402
+from transformers import MistralConfig, MistralForCausalLM  # noqa: E402
 
 from swaref import models as M  # noqa: E402
 from swaref.models import load_model  # noqa: E402
@@ -47,22 +40,8 @@ CONFIGS = {
                                   num_key_value_heads=1, sliding_window=4, tie_word_embeddings=True),
 }
 N_NEW = 40
-# transformers 5.x renamed forward's past_key_values to cache (the old name warns, later goes away).
-CACHE_KWARG = "cache" if "cache" in __import__("inspect").signature(MistralForCausalLM.forward).parameters \
-    else "past_key_values"
+CACHE_KWARG = cache_kwarg(MistralForCausalLM)
 ATOL = 1e-4
-
-
-def _backend_missing():
-    try:
-        import swaref._backend  # noqa: F401
-        return None
-    except ImportError as e:
-        return f"the compiled backend is not built (swaref._backend: {e})"
-
-
-BACKENDS = ["reference", pytest.param("cython", marks=pytest.mark.skipif(
-    _backend_missing() is not None, reason=str(_backend_missing())))]
 
 
 def hf_model(kw, sliding_window=None, seed=0, attn="eager"):
@@ -96,11 +75,6 @@ def pair(request, tmp_path_factory):
     d = tmp_path_factory.mktemp(request.param)
     model.save_pretrained(str(d))
     return model, load_model(str(d)), kw["sliding_window"], request.param
-
-
-def hf_logits(model, ids):
-    with torch.no_grad():
-        return model(torch.tensor(np.asarray(ids))[None]).logits[0].float().numpy()
 
 
 def prompt_ids(T, seed=0):

@@ -1,5 +1,6 @@
 """swaref.models.checkpoint: Hugging Face and Mistral-native checkpoints written by the tests, loaded back;
 every malformed, unsafe or unsupported one refused with a message naming the file and field."""
+import dataclasses
 import json
 import os
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from oracle import assert_close
-from model_helpers import (hf_config, hf_tensors, make_cfg, make_model, needs_safetensors, oracle_logits,
+from model_helpers import (hf_config, hf_tensors, make_cfg, make_model, needs_safetensors, oracle_logits, present,
                            same_weights, write_checkpoint, write_mistral_native)
 
 from swaref import models as M
@@ -22,14 +23,14 @@ def test_checkpoint_round_trip(tmp_path, dtype, shards, tie):
     model = make_model(seed=2, tie=tie)
     if dtype == "bf16":  # values exactly representable in bfloat16, so the round trip is exact
         for lw in model.layers:
-            for n in M.LAYER_TENSORS:
-                getattr(lw, n).view(np.uint32)[...] &= 0xFFFF0000
+            for arr in present(lw).values():
+                arr.view(np.uint32)[...] &= 0xFFFF0000
         for a in (model.embed, model.final_norm, model.lm_head):
             a.view(np.uint32)[...] &= 0xFFFF0000
     if dtype == np.float16:
         model = M.Model(model.config, model.embed.astype(np.float16).astype(np.float32),
-                        [M.LayerWeights(**{n: getattr(lw, n).astype(np.float16).astype(np.float32)
-                                           for n in M.LAYER_TENSORS}) for lw in model.layers],
+                        [M.LayerWeights(**{n: a.astype(np.float16).astype(np.float32)
+                                           for n, a in present(lw).items()}) for lw in model.layers],
                         model.final_norm.astype(np.float16).astype(np.float32),
                         model.lm_head.astype(np.float16).astype(np.float32))
     loaded = M.load_model(write_checkpoint(str(tmp_path), model, dtype=dtype, shards=shards))
@@ -52,9 +53,11 @@ BAD_CHECKPOINTS = [
     ("gqa", lambda c: c.update(num_key_value_heads=3), None, "multiple of"),
     ("window", lambda c: c.update(sliding_window=0), None, "sliding_window"),
     ("theta", lambda c: c.update(rope_parameters={"rope_type": "default", "rope_theta": -1.0}), None, "rope_theta"),
-    ("yarn", lambda c: c.update(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}), None, "yarn"),
+    ("dynamic", lambda c: c.update(rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4}), None,
+     "rope_type 'dynamic' is not supported"),
     ("act", lambda c: c.update(hidden_act="gelu"), None, "hidden_act"),
-    ("missing_field", lambda c: c.pop("hidden_size"), None, "hidden_size"),
+    # A missing key means transformers' default (MistralConfig: hidden_size 4096), which these tensors contradict.
+    ("missing_field", lambda c: c.pop("hidden_size"), None, "expected \\[61, 4096\\] from config.json"),
     ("eos", lambda c: c.update(eos_token_id=1000), None, "eos_token_id"),
     ("shape", None, lambda t: t.update({"model.layers.1.self_attn.k_proj.weight": np.zeros((8, 32), np.float32)}),
      "k_proj.weight.*shape \\[8, 32\\], expected \\[16, 32\\]"),
@@ -118,7 +121,7 @@ def test_mistral_native_checkpoint_equals_its_hf_conversion(tmp_path):
     same_weights(a, native)
     layers = []
     for lw in native.layers:
-        arrays = {n: getattr(lw, n) for n in M.LAYER_TENSORS}
+        arrays = present(lw)
         arrays["wq"] = R.interleaved_to_half(lw.wq, cfg.n_heads, cfg.head_dim)
         arrays["wk"] = R.interleaved_to_half(lw.wk, cfg.n_kv_heads, cfg.head_dim)
         layers.append(M.LayerWeights(**arrays))
@@ -212,10 +215,10 @@ def test_a_huge_sliding_window_loads_and_generates_in_bounded_memory(tmp_path, c
 
 
 @needs_safetensors
-def test_llama_ignores_sliding_window_and_the_rope_theta_override_is_validated(tmp_path):
+def test_llama_has_no_window_and_the_rope_theta_override_is_validated(tmp_path):
     model = make_model(seed=2, window=None)
     cfg = hf_config(model.config)
-    cfg.update(architectures=["LlamaForCausalLM"], model_type="llama", sliding_window=4)
+    cfg.update(architectures=["LlamaForCausalLM"], model_type="llama", sliding_window=None)
     d = write_checkpoint(str(tmp_path), model, cfg)
     assert M.load_model(d).config.windows == (None, None)
     assert M.load_model(d, rope_theta=5e5).config.rope_theta == 5e5
@@ -243,3 +246,29 @@ def test_layer_types_must_list_one_entry_per_layer(tmp_path):
     cfg["layer_types"] = ["sliding_attention", "full_attention", "full_attention"]
     with pytest.raises(M.CheckpointError, match="'layer_types' must list one entry per layer \\(num_hidden_layers = 2"):
         M.load_model(write_checkpoint(str(tmp_path), model, cfg))
+
+
+# One config per family with every family-specific tensor layout (renames, fused, per-expert, w - 1 norms).
+FAMILY_KEYS = {"starcoder2": dict(hidden_act="gelu_pytorch_tanh"), "phi3": {}, "qwen2": {},
+               "mixtral": dict(num_local_experts=3, num_experts_per_tok=2),
+               "gemma3_text": dict(rope_parameters=None, query_pre_attn_scalar=8, tie_word_embeddings=True),
+               "cohere2": dict(rope_parameters=None), "olmo3": dict(rope_parameters=None)}
+
+@needs_safetensors
+@pytest.mark.parametrize("dtype,shards", [(np.float16, 3), ("bf16", 1)])
+@pytest.mark.parametrize("model_type", list(FAMILY_KEYS))
+def test_every_family_loads_its_tensor_layout_sharded_and_in_half_precision(tmp_path, model_type, dtype, shards):
+    from swaref.models.hfconfig import config_from_dict
+    raw = hf_config(make_cfg(window=4), model_type, **FAMILY_KEYS[model_type])
+    raw = {k: v for k, v in raw.items() if v is not None}
+    model = M.random_model(config_from_dict(raw), seed=3)
+    tensors = {k: (v.astype(np.float16).astype(np.float32) if dtype == np.float16 else
+                   (np.ascontiguousarray(v).view(np.uint32) & 0xFFFF0000).view(np.float32))
+               for k, v in hf_tensors(model, model_type).items()}
+    loaded = M.load_model(write_checkpoint(str(tmp_path), model, raw, tensors, dtype=dtype, shards=shards))
+    assert dataclasses.replace(loaded.config, sampling_defaults=()) == model.config
+    assert np.array_equal(loaded.embed, tensors["model.embed_tokens.weight"])
+    same_weights(loaded, model, atol=2e-2)  # the rounding of a float16 / bfloat16 store, and nothing else
+    ids = np.arange(9) % 61
+    assert np.abs(M.prefill_prompt(loaded, ids, M.new_caches(loaded, 9), logits="all") -
+                  M.prefill_prompt(model, ids, M.new_caches(model, 9), logits="all")).max() < 0.5

@@ -64,3 +64,29 @@ def test_head_dim_must_be_given_when_the_hidden_size_does_not_divide():
         ModelConfig(vocab_size=10, hidden_size=30, intermediate_size=8, n_layers=1, n_heads=4)
     assert ModelConfig(vocab_size=10, hidden_size=30, intermediate_size=8, n_layers=1, n_heads=4,
                        head_dim=6).head_dim == 6
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(norm="batch"), "norm must be one of"), (dict(mlp="moe"), "n_experts must be an int"),
+    (dict(mlp="moe", n_experts=2, top_k=3), "top_k must be at most n_experts \\(2\\), got 3"),
+    (dict(norms=("attn", "pre")), "norms must be a list among"), (dict(qk_norm="both"), "qk_norm"),
+    (dict(act="relu"), "act must be one of"), (dict(parallel=1), "parallel must be true or false"),
+    (dict(rope_dim=5), "rope_dim must be an even int in \\[2, head_dim = 8\\]"),
+    (dict(rope_scaling={"rope_type": "ntk"}), "rope_scaling must be empty or with a rope_type"),
+    (dict(rope_scaling={"rope_type": "yarn", "factor": 2.0}), "yarn with 'original_max_position_embeddings'"),
+    (dict(rope_scaling={"rope_type": "linear", "factor": 2.0, "beta": 1}), "linear parameters among"),
+    (dict(embed_scale=0.0), "embed_scale must be a finite number > 0"),
+    (dict(biases=("wq", "w_in")), "biases must be a list of projections"),
+    (dict(sampling_defaults={"top_p": 0.0}), "sampling_defaults"),
+    (dict(local_rope_theta=-1.0), "local_rope_theta must be a finite number > 0")])
+def test_the_graph_fields_are_validated(kw, match):
+    with pytest.raises(ConfigFieldError, match=match):
+        make_cfg(**kw)
+
+
+def test_each_layer_s_rope():
+    cfg = make_cfg(window=[3, None], local_rope_theta=100.0, rope_scaling={"rope_type": "linear", "factor": 2.0})
+    assert cfg.layer_rope(0) == (100.0, ())
+    assert cfg.layer_rope(1) == (10000.0, (("factor", 2.0), ("rope_type", "linear")))
+    assert make_cfg(window=[3, None], nope_full=True).layer_rope(1) is None
+    assert make_cfg(rope_dim=8).rope_dim is None  # the whole head is the default

@@ -1,10 +1,12 @@
 """swaref.models.generation: the model's chunked / cached / batched paths against the dense float64 oracle,
 and refused calls that leave every cache bitwise unchanged."""
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from model_helpers import backend_missing, make_cfg, make_model, oracle_logits
+from model_helpers import HF_LAYER, backend_missing, make_cfg, make_model, oracle_logits, present
 from oracle import assert_close
 
 from swaref import models as M
@@ -22,6 +24,48 @@ def test_prefill_logits_match_dense_oracle(window):
     got = M.prefill_prompt(model, toks, M.new_caches(model, 17), logits="all")
     assert got.dtype == np.float32
     assert_close(got, oracle_logits(model, toks), atol=1e-4)
+
+# Per-family features (Qwen2's q/k/v biases, Llama's o/MLP biases, Qwen3's q/k norms) on mixed windows.
+FEATURES = [dict(biases=("wq", "wk", "wv")), dict(biases=("wo", "w_gate", "w_up", "w_down")),
+            dict(qk_norm="head"), dict(qk_norm="head", biases=("wq", "wk", "wv", "wo")),
+            # Starcoder2: LayerNorm with bias, plain tanh-GELU MLP, biases everywhere
+            dict(norm="layer", mlp="plain", act="gelu_tanh", biases=("wq", "wk", "wv", "wo", "w_up", "w_down")),
+            # Gemma 3: four norm slots, GeGLU, per-head q/k norms, scales, a local RoPE theta
+            dict(norms=("attn", "attn_out", "mlp", "mlp_out"), act="gelu_tanh", qk_norm="head", embed_scale=5.6,
+                 attn_scale=0.2, local_rope_theta=100.0),
+            # Cohere 2: bias-free LayerNorm, parallel blocks, interleaved RoPE, no RoPE on full layers, logit scale
+            dict(norm="layer_nobias", norms=("attn",), parallel=True, layout="interleaved", nope_full=True,
+                 logit_scale=0.25),
+            # OLMo 3: post-norms only, q/k norms over the projection
+            dict(norms=("attn_out", "mlp_out"), qk_norm="all"),
+            # Mixtral: top-2 of 4 experts; partial rotary
+            dict(mlp="moe", n_experts=4, top_k=2, rope_dim=4)]
+
+@pytest.mark.parametrize("features", FEATURES, ids=str)
+def test_feature_logits_match_dense_oracle_and_each_feature_matters(features):
+    model = make_model(window=[3, None], seed=8, **features)
+    toks = np.random.default_rng(3).integers(0, 61, 13)
+    got = M.prefill_prompt(model, toks, M.new_caches(model, 13), chunk_size=2, logits="all")
+    assert_close(got, oracle_logits(model, toks), atol=1e-4)
+    # Control: the same weights with Mistral's graph (the features' extra tensors dropped) give other logits.
+    if features.get("mlp") == "moe":
+        return  # no dense MLP weights to fall back on; test_moe_top_k_matters is its control
+    layers = [M.LayerWeights(**{k: getattr(lw, k) if getattr(lw, k) is not None else np.ones(32, np.float32)
+                                for k in HF_LAYER if k != "w_gate" or lw.w_gate is not None}) for lw in model.layers]
+    if features.get("mlp") == "plain":
+        layers = [M.LayerWeights(**dict(present(lw), w_gate=lw.w_up)) for lw in layers]
+    bare = M.Model(make_cfg(window=[3, None]), model.embed, layers, model.final_norm, model.lm_head)
+    assert np.abs(oracle_logits(bare, toks) - got).max() > 1e-2
+
+
+def test_moe_top_k_matters():
+    model = make_model(window=[3, None], seed=8, mlp="moe", n_experts=4, top_k=2)
+    toks = np.random.default_rng(3).integers(0, 61, 13)
+    top1 = M.Model(dataclasses.replace(model.config, top_k=1), model.embed, model.layers, model.final_norm,
+                   model.lm_head)
+    got = M.prefill_prompt(top1, toks, M.new_caches(top1, 13), logits="all")
+    assert_close(got, oracle_logits(top1, toks), atol=1e-4)
+    assert np.abs(oracle_logits(model, toks) - got).max() > 1e-2
 
 def test_oracle_sees_a_window_off_by_one():
     # Control: the comparison above can fail.  W = 4 and W = 5 give clearly different logits.

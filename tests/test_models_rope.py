@@ -2,7 +2,7 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from model_helpers import make_cfg, make_model, oracle_rope
+from model_helpers import make_cfg, make_model, oracle_rope, present
 from oracle import assert_close
 
 from swaref import models as M
@@ -35,7 +35,7 @@ def test_rope_layouts_differ_and_permutation_maps_one_to_the_other():
     cfg_half = make_cfg(layout="half")
     layers = []
     for lw in inter.layers:
-        arrays = {n: getattr(lw, n) for n in M.LAYER_TENSORS}
+        arrays = present(lw)
         arrays["wq"] = R.interleaved_to_half(lw.wq, cfg_half.n_heads, cfg_half.head_dim)
         arrays["wk"] = R.interleaved_to_half(lw.wk, cfg_half.n_kv_heads, cfg_half.head_dim)
         assert np.array_equal(R.half_to_interleaved(arrays["wq"], cfg_half.n_heads, cfg_half.head_dim), lw.wq)
@@ -48,3 +48,27 @@ def test_rope_layouts_differ_and_permutation_maps_one_to_the_other():
     unpermuted = M.Model(cfg_half, inter.embed, inter.layers, inter.final_norm, inter.lm_head)
     c = M.prefill_prompt(unpermuted, toks, M.new_caches(half, 11), logits="all")
     assert np.abs(a - c).max() > 1e-2, "the two layouts should differ on the same weights"
+
+
+def test_linear_scaling_is_rope_at_positions_divided_by_the_factor():
+    pos = np.array([0, 7, 1000, 99_999])
+    a = R.rope_cos_sin(pos, 16, 1e4, {"rope_type": "linear", "factor": 4.0})
+    b = R.rope_cos_sin(pos / 4.0, 16, 1e4)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_yarn_attention_factor_and_the_ends_of_its_ramp():
+    p = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096, "beta_fast": 32.0,
+         "beta_slow": 1.0, "truncate": True}
+    f, att = R.rope_inv_freq(64, 1e4, p)
+    base, _ = R.rope_inv_freq(64, 1e4)
+    assert att == 0.1 * np.log(4.0) + 1.0  # YaRN paper, eq. for sqrt(1/t) = 0.1 ln(s) + 1
+    assert f[0] == base[0] and f[-1] == base[-1] / 4.0  # high frequencies kept, low ones interpolated
+    assert R.yarn_attention_factor(dict(p, attention_factor=0.5)) == 0.5
+
+
+def test_partial_rotary_rotates_the_first_dims_only():
+    x = np.random.default_rng(0).standard_normal((3, 2, 16)).astype(np.float32)
+    y = R.apply_rope(x, [5, 6, 7], 1e4, "half", rot_dim=8)
+    assert np.array_equal(y[..., 8:], x[..., 8:])
+    assert np.allclose(y[..., :8], R.apply_rope(x[..., :8], [5, 6, 7], 1e4, "half"), atol=0)

@@ -3,10 +3,15 @@
 The forward pass (``swaref.models.generation``) is one path for every
 architecture; what changes from one family to the next is read from here:
 
-* ``ARCHITECTURES``: the families swaref loads, by the names Hugging Face
-  configs give them, and what each one's config means.  Today Mistral and
-  Llama, which share one graph; they differ in whether ``sliding_window``
-  applies (Llama has no window).
+* ``ARCHITECTURES``: the families swaref loads, by the ``model_type`` and
+  class names Hugging Face configs give them, and what each one's config
+  means: the default of every config.json key it reads (transformers 5.24.0's
+  ``configuration_<type>.py`` class defaults: a key the file omits means what
+  transformers' config class makes of it), the rule that turns
+  ``sliding_window`` / ``use_sliding_window`` / ``max_window_layers`` /
+  ``layer_types`` into per-layer windows (``WINDOW_RULES``, read from each
+  ``modeling_<type>.py``), which projections carry biases, and whether q and k
+  are RMS-normalised per head.
 * ``FORMATS``: the two checkpoint layouts, Hugging Face's (``config.json``,
   RoPE "half") and Mistral's native one (``params.json``, RoPE
   "interleaved"): which file field holds which ``ModelConfig`` field, their
@@ -15,10 +20,9 @@ architecture; what changes from one family to the next is read from here:
   ``weights.Model``.
 
 A new architecture gets a row in ``ARCHITECTURES``; a feature the graph does
-not have yet (QK-norm, biases, logit soft-capping, ...) becomes a field of
-``Architecture`` and of ``ModelConfig``, read by the one forward pass.  The
-per-layer window list (``ModelConfig.windows``: an int W or None for full
-attention, per layer) already covers interleaved local/global layers.
+not have yet becomes a field of ``Architecture`` and of ``ModelConfig``, read
+by the one forward pass.  ``hfconfig`` turns a config.json into a
+``ModelConfig`` from these rows.
 """
 from dataclasses import dataclass, field
 
@@ -26,21 +30,173 @@ from dataclasses import dataclass, field
 #: i + D/2.  "interleaved" (Mistral's original view_as_complex): 2i pairs with 2i+1.
 ROPE_LAYOUTS = ("half", "interleaved")
 
+#: How an architecture's config gives per-layer windows (transformers 5.24.0, modeling_<type>.py):
+#: "none": no layer slides (Llama ignores sliding_window);
+#: "every_layer": sliding_window (null: none) on every layer; use_sliding_window and layer_types are
+#:   not read (MistralAttention passes config.sliding_window to every layer);
+#: "layer_types": layer i slides iff layer_types[i] == "sliding_attention"; without layer_types every
+#:   layer slides when sliding_window is set (MinistralConfig.__post_init__);
+#: "max_window_layers": sliding_window counts only when use_sliding_window is true; without layer_types,
+#:   layer i slides iff i >= max_window_layers (Qwen2Config / Qwen3Config.__post_init__; the docstring
+#:   says the opposite, transformers#35896: swaref follows the code).
+WINDOW_RULES = ("none", "every_layer", "layer_types", "max_window_layers")
+
+#: The projections that can carry a bias (weights.LayerWeights field names).
+BIASED = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+
+
+#: config.json activation names -> swaref's (layers.ACTIVATIONS); any other is refused by name.
+ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}
+
 
 @dataclass(frozen=True)
 class Architecture:
-    """One model family: the names its configs use and what its config fields mean."""
+    """One model family: the names its configs use and what its config keys mean."""
 
     name: str                  # swaref's name, also Hugging Face's model_type
     hf_classes: tuple          # config "architectures" entries that name it
-    sliding_window: bool       # whether the config's sliding_window / layer_types apply
-    hidden_act: str = "silu"   # the MLP's activation (SwiGLU's gate)
+    defaults: dict             # config.json key -> transformers' config-class default
+    windows: str               # one of WINDOW_RULES
+    # The layer graph: ModelConfig fields fixed by the family (norm, norms, parallel, mlp, qk_norm,
+    # nope_full, rope_layout); what is not given is ModelConfig's default (Mistral's graph).
+    graph: dict = field(default_factory=dict)
+    # ModelConfig field -> config.json key, where the family's key differs from Mistral's
+    # (rms_norm_eps: "norm_epsilon"; act: "hidden_activation"; n_experts: "num_local_experts"; ...).
+    keys: dict = field(default_factory=dict)
+    biases: tuple = ()         # projections that always have a bias
+    bias_keys: dict = field(default_factory=dict)  # config key -> projections biased when it is true
+    # AutoModelForCausalLM loads this model_type as another one when the config has layer_types
+    # (transformers 5.24.0 models/auto/configuration_auto.py: mistral + layer_types -> ministral).
+    with_layer_types: str = None
+    # Keys without which transformers cannot run the model (refused, naming the key).
+    required: tuple = ()
+    # Keys transformers' code for this family never reads (Cohere2Config.__post_init__ overwrites head_dim).
+    ignored: tuple = ()
+    # Keys that change the computation in a way swaref does not implement: key -> the accepted values.
+    unsupported: dict = field(default_factory=dict)
+    # Without layer_types, layer i is full attention iff (i + 1) % n == 0; n from the key when given.
+    full_every: int = None
+    full_every_key: str = None
+    partial_rotary: bool = False        # partial_rotary_factor rotates the first dims of each head
+    # Per-layer-type RoPE (rope_parameters nested by layer type): full layers' default theta, the
+    # legacy key of the sliding layers' theta and its default (transformers' convert_rope_params_to_dict).
+    rope_by_layer_type: tuple = None
+    embed_scale_sqrt: bool = False      # embeddings multiplied by sqrt(hidden_size) (Gemma)
+    attn_scale_key: str = None          # attention scale: this key ** -0.5 instead of head_dim ** -0.5
+    # Tensor names that differ from weights.LayerWeights' defaults ({tensor: name within a layer}; top-level
+    # tensors by their full name), and file tensors that hold several of swaref's along axis 0.
+    names: dict = field(default_factory=dict)
+    fused: dict = field(default_factory=dict)
+    norm_plus_one: bool = False  # RMSNorm weights stored as w - 1 (Gemma: x * (1 + w))
 
+
+# Each family's defaults: transformers 5.24.0 models/<type>/configuration_<type>.py, the class defaults.
+# MistralConfig: head_dim None means hidden_size // num_attention_heads, num_key_value_heads None means
+# num_attention_heads (no GQA).
+_MISTRAL = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                num_attention_heads=32, num_key_value_heads=8, head_dim=None, hidden_act="silu", rms_norm_eps=1e-6,
+                bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, rope_theta=10000.0, sliding_window=4096,
+                max_position_embeddings=4096 * 32)
+# LlamaConfig: no window; num_key_value_heads None (no GQA).
+_LLAMA = dict(_MISTRAL, intermediate_size=11008, num_key_value_heads=None, sliding_window=None,
+              attention_bias=False, mlp_bias=False, max_position_embeddings=2048)
+# Qwen2Config; Qwen2Attention reads head_dim with getattr, so a missing head_dim is hidden // heads.
+_QWEN2 = dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
+              num_attention_heads=32, num_key_value_heads=32, head_dim=None, hidden_act="silu", rms_norm_eps=1e-6,
+              bos_token_id=None, eos_token_id=None, tie_word_embeddings=False, rope_theta=10000.0,
+              use_sliding_window=False, sliding_window=4096, max_window_layers=28, layer_types=None,
+              max_position_embeddings=32768)
+# Qwen3Config: head_dim is 128 when omitted.
+_QWEN3 = dict(_QWEN2, head_dim=128, attention_bias=False)
+_STARCODER2 = dict(vocab_size=49152, hidden_size=3072, intermediate_size=12288, num_hidden_layers=30,
+                   num_attention_heads=24, num_key_value_heads=2, head_dim=None, hidden_act="gelu_pytorch_tanh",
+                   norm_epsilon=1e-5, bos_token_id=50256, eos_token_id=50256, tie_word_embeddings=True,
+                   rope_theta=10000.0, sliding_window=None, use_bias=True, max_position_embeddings=4096)
+_PHI3 = dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32,
+             num_key_value_heads=None, head_dim=None, hidden_act="silu", rms_norm_eps=1e-5, bos_token_id=1,
+             eos_token_id=32000, tie_word_embeddings=False, rope_theta=10000.0, sliding_window=None,
+             max_position_embeddings=4096, partial_rotary_factor=1.0)
+# MixtralConfig: default_theta 1e6.
+_MIXTRAL = dict(_MISTRAL, rms_norm_eps=1e-5, rope_theta=1e6, sliding_window=None, num_local_experts=8,
+                num_experts_per_tok=2)
+# Gemma3TextConfig: default_theta {"global": 1e6, "local": 1e4}; every 6th layer global.
+_GEMMA3 = dict(vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+               num_attention_heads=8, num_key_value_heads=4, head_dim=256, hidden_activation="gelu_pytorch_tanh",
+               rms_norm_eps=1e-6, bos_token_id=2, eos_token_id=1, tie_word_embeddings=True, rope_theta=1e6,
+               attention_bias=False, query_pre_attn_scalar=256, sliding_window=4096, layer_types=None,
+               sliding_window_pattern=6, max_position_embeddings=131072)
+# Cohere2Config: head_dim always hidden // heads; every 4th layer global.
+_COHERE2 = dict(vocab_size=256000, hidden_size=8192, intermediate_size=22528, logit_scale=0.0625,
+                num_hidden_layers=40, num_attention_heads=64, num_key_value_heads=None, hidden_act="silu",
+                layer_norm_eps=1e-5, bos_token_id=5, eos_token_id=255001, tie_word_embeddings=True,
+                rope_theta=10000.0, attention_bias=False, sliding_window=4096, layer_types=None,
+                sliding_window_pattern=4, max_position_embeddings=8192)
+# Olmo3Config: default_theta 5e5; every 4th layer global.
+_OLMO3 = dict(vocab_size=50304, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+              num_attention_heads=32, num_key_value_heads=None, head_dim=None, hidden_act="silu", bos_token_id=None,
+              eos_token_id=50279, tie_word_embeddings=False, rope_theta=5e5, attention_bias=False,
+              rms_norm_eps=1e-5, sliding_window=4096, layer_types=None, max_position_embeddings=2048)
+_QKVO = ("wq", "wk", "wv", "wo")
+_NO_SOFTCAP = {"final_logit_softcapping": (None,), "attn_logit_softcapping": (None,)}
 
 ARCHITECTURES = {
-    "mistral": Architecture("mistral", ("MistralForCausalLM",), sliding_window=True),
+    "mistral": Architecture("mistral", ("MistralForCausalLM",), _MISTRAL, "every_layer",
+                            with_layer_types="ministral"),
+    # MinistralAttention reads head_dim with getattr and the class default is None, and MinistralModel
+    # always builds the sliding mask (a ValueError without sliding_window): transformers cannot run a
+    # Ministral config without head_dim or with sliding_window null.
+    "ministral": Architecture("ministral", ("MinistralForCausalLM",), dict(_MISTRAL, layer_types=None),
+                              "layer_types", required=("head_dim", "sliding_window")),
     # Llama is Mistral's graph without a window: a sliding_window in its config is ignored.
-    "llama": Architecture("llama", ("LlamaForCausalLM",), sliding_window=False),
+    "llama": Architecture("llama", ("LlamaForCausalLM",), _LLAMA, "none",
+                          bias_keys={"attention_bias": _QKVO, "mlp_bias": ("w_gate", "w_up", "w_down")}),
+    # Qwen2Attention: q/k/v projections always have a bias, o_proj never.
+    "qwen2": Architecture("qwen2", ("Qwen2ForCausalLM",), _QWEN2, "max_window_layers", biases=_QKVO[:3]),
+    # Qwen3Attention: q_norm / k_norm (RMSNorm over head_dim, before RoPE); attention_bias biases q/k/v/o.
+    "qwen3": Architecture("qwen3", ("Qwen3ForCausalLM",), _QWEN3, "max_window_layers", graph={"qk_norm": "head"},
+                          bias_keys={"attention_bias": _QKVO}),
+    # Starcoder2: LayerNorm (always with bias), a plain c_fc -> GELU(tanh) -> c_proj MLP, use_bias on every
+    # projection, sliding_window on every layer.
+    "starcoder2": Architecture(
+        "starcoder2", ("Starcoder2ForCausalLM",), _STARCODER2, "every_layer",
+        graph={"norm": "layer", "mlp": "plain"}, keys={"rms_norm_eps": "norm_epsilon"},
+        bias_keys={"use_bias": (*_QKVO, "w_up", "w_down")},
+        names={"w_up": "mlp.c_fc.weight", "b_up": "mlp.c_fc.bias", "w_down": "mlp.c_proj.weight",
+               "b_down": "mlp.c_proj.bias"}),
+    # Phi-3: fused qkv_proj and gate_up_proj (gate first), partial rotary, sliding_window on every layer.
+    "phi3": Architecture("phi3", ("Phi3ForCausalLM",), _PHI3, "every_layer", partial_rotary=True,
+                         fused={"self_attn.qkv_proj.weight": ("wq", "wk", "wv"),
+                                "mlp.gate_up_proj.weight": ("w_gate", "w_up")}),
+    # Mixtral: Mistral's attention (sliding_window on every layer) and a top-k mixture of SwiGLU experts.
+    "mixtral": Architecture("mixtral", ("MixtralForCausalLM",), _MIXTRAL, "every_layer", graph={"mlp": "moe"},
+                            keys={"n_experts": "num_local_experts", "top_k": "num_experts_per_tok"}),
+    # Gemma 3 (text): norms before and after attention and MLP, (1 + w) RMSNorms, per-head q/k norms,
+    # GeGLU, embeddings x sqrt(d), scale query_pre_attn_scalar ** -0.5, RoPE per layer type.
+    "gemma3_text": Architecture(
+        "gemma3_text", ("Gemma3ForCausalLM",), _GEMMA3, "layer_types",
+        graph={"norms": ("attn", "attn_out", "mlp", "mlp_out"), "qk_norm": "head"}, keys={"act": "hidden_activation"},
+        bias_keys={"attention_bias": _QKVO}, required=("sliding_window",),
+        unsupported=dict(_NO_SOFTCAP, use_bidirectional_attention=(False, None)),
+        full_every=6, full_every_key="sliding_window_pattern", rope_by_layer_type=(1e6, "rope_local_base_freq", 1e4),
+        embed_scale_sqrt=True, attn_scale_key="query_pre_attn_scalar", norm_plus_one=True,
+        names={"attn_out_norm": "post_attention_layernorm.weight", "mlp_norm": "pre_feedforward_layernorm.weight"}),
+    # Cohere 2: one bias-free LayerNorm feeding attention and MLP in parallel, interleaved RoPE on sliding
+    # layers only (Cohere2Attention skips it on full ones), logits x logit_scale.
+    "cohere2": Architecture(
+        "cohere2", ("Cohere2ForCausalLM",), _COHERE2, "layer_types",
+        graph={"norm": "layer_nobias", "norms": ("attn",), "parallel": True, "nope_full": True,
+               "rope_layout": "interleaved"},
+        keys={"rms_norm_eps": "layer_norm_eps", "logit_scale": "logit_scale"}, bias_keys={"attention_bias": _QKVO},
+        required=("sliding_window",), ignored=("head_dim",), full_every=4, full_every_key="sliding_window_pattern"),
+    # OLMo 3: norms after attention and after the MLP only, q/k RMSNorm over the whole projection, RoPE per
+    # layer type (yarn on full-attention layers only; a top-level rope_theta reaches the full layers only).
+    "olmo3": Architecture(
+        "olmo3", ("Olmo3ForCausalLM",), _OLMO3, "layer_types", graph={"norms": ("attn_out", "mlp_out"),
+                                                                      "qk_norm": "all"},
+        bias_keys={"attention_bias": _QKVO}, required=("sliding_window",), full_every=4,
+        rope_by_layer_type=(5e5, None, 5e5),
+        names={"attn_out_norm": "post_attention_layernorm.weight",
+               "mlp_out_norm": "post_feedforward_layernorm.weight"}),
 }
 
 
@@ -61,6 +217,7 @@ class CheckpointFormat:
 _COMMON = ("vocab_size", "hidden_size", "intermediate_size", "n_layers", "n_heads", "n_kv_heads", "head_dim",
            "windows", "rope_theta", "rms_norm_eps")
 
+# A config.json's defaults come from its architecture's row (ARCHITECTURES[...].defaults), not from here.
 HF = CheckpointFormat(
     name="hf", config_file="config.json",
     fields=dict(zip(_COMMON, ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -68,9 +225,7 @@ HF = CheckpointFormat(
                               "rope_theta", "rms_norm_eps")),
                 tie_word_embeddings="tie_word_embeddings", bos_token_id="bos_token_id",
                 eos_token_ids="eos_token_id"),
-    required=("vocab_size", "hidden_size", "intermediate_size", "n_layers", "n_heads"),
-    # transformers' MistralConfig defaults.
-    defaults={"rope_theta": 10000.0, "rms_norm_eps": 1e-6},
+    required=(),
     rope_layout="half", layer_prefix="model.layers.",
     # Old checkpoints store RoPE's inverse frequencies; swaref recomputes them.
     ignored=r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")

@@ -20,11 +20,11 @@ import struct
 
 import numpy as np
 
-from .. import _validate as V
 from ..errors import SwarefError
 from .architectures import ARCHITECTURES, FORMATS, HF, MISTRAL_NATIVE
-from .config import ConfigFieldError, ModelConfig
-from .weights import LAYER_TENSORS, TOP_TENSORS, LayerWeights, Model, expected_shapes, tensor_names
+from .hfconfig import (CheckpointError, CheckpointFileError, build_config, config_from_dict,  # noqa: F401
+                       read_generation_config)
+from .weights import LAYER_TENSORS, LayerWeights, Model, expected_shapes, tensor_names
 
 #: safetensors dtypes accepted for weights, widened to float32.
 WEIGHT_DTYPES = ("F32", "F16", "BF16")
@@ -35,20 +35,6 @@ MAX_INDEX_BYTES = 64 << 20
 MAX_HEADER_BYTES = 100 << 20
 #: Deepest JSON nesting parsed (real configs nest 3 deep; Python's parser recurses once per level).
 MAX_JSON_DEPTH = 64
-
-
-class CheckpointError(SwarefError):
-    """A checkpoint that cannot be loaded faithfully: the message names the file, field or tensor.
-
-    kind "checkpoint", or "format" for a malformed file (bad JSON, too large or deep).
-    """
-
-    def __init__(self, message, kind="checkpoint"):
-        super().__init__(kind, message)
-
-
-class CheckpointFileError(CheckpointError, FileNotFoundError):
-    """A file the checkpoint needs is missing."""
 
 
 def _import_safetensors():
@@ -98,104 +84,21 @@ def load_json(path, max_bytes=MAX_CONFIG_BYTES):
 
 # ------------------------------------------------------------------------- config
 
-def _config(raw, fmt, path, derived):
-    """The part both readers share: map the format's fields, apply its defaults, build the ModelConfig.
-
-    derived: fields the format-specific reader computed (they win over the plain mapping).
-    ModelConfig validates; its errors are reworded with the file's field names.
-    """
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    kw = dict(fmt.defaults)
-    for name, file_name in fmt.fields.items():
-        if raw.get(file_name) is not None:
-            kw[name] = raw[file_name]
-        elif name in fmt.required:
-            raise CheckpointError(f"{path}: missing required field {file_name!r}")
-    kw.update(derived)
-    kw["rope_layout"] = fmt.rope_layout
-    try:
-        return ModelConfig(**kw)
-    except ConfigFieldError as e:
-        raise CheckpointError(f"{path}: {e.describe(fmt.fields)}") from None
-
-
-def _hf_architecture(cfg, path):
-    archs = cfg.get("architectures") or []
-    for arch in ARCHITECTURES.values():
-        if cfg.get("model_type") == arch.name or any(a in arch.hf_classes for a in archs if isinstance(a, str)):
-            return arch
-    known = ", ".join(c for a in ARCHITECTURES.values() for c in a.hf_classes)
-    raise CheckpointError(f"{path}: unsupported architecture {archs or cfg.get('model_type')!r}; swaref loads {known}")
-
-
-def _hf_rope_theta(cfg, path):
-    """rope_theta from transformers 5.x's rope_parameters if there; only plain ('default') RoPE."""
-    for name in ("rope_parameters", "rope_scaling"):
-        p = cfg.get(name)
-        if p is None:
-            continue
-        if not isinstance(p, dict):
-            raise CheckpointError(f"{path}: field {name!r} must be an object, got {p!r}")
-        rtype = p.get("rope_type", p.get("type", "default"))
-        if rtype != "default":
-            raise CheckpointError(f"{path}: {name}.rope_type {rtype!r} is not supported (only 'default' RoPE)")
-    params = cfg.get("rope_parameters")
-    return {"rope_theta": params["rope_theta"]} if params is not None and "rope_theta" in params else {}
-
-
-def _hf_windows(cfg, path, arch):
-    """Per-layer windows from 'sliding_window' (HF's S = swaref's W) and the optional 'layer_types'."""
-    sw = cfg.get("sliding_window")
-    if not arch.sliding_window or cfg.get("use_sliding_window") is False:
-        sw = None
-    types = cfg.get("layer_types")
-    if types is None:
-        return sw
-    n_layers = cfg.get("num_hidden_layers")
-    if not isinstance(types, list) or (V.is_int(n_layers) and len(types) != n_layers):
-        raise CheckpointError(f"{path}: field 'layer_types' must list one entry per layer (num_hidden_layers = "
-                              f"{n_layers!r}), got {types!r:.200}")
-    out = []
-    for i, t in enumerate(types):
-        if t not in ("full_attention", "sliding_attention"):
-            raise CheckpointError(f"{path}: layer_types[{i}] = {t!r}; expected 'sliding_attention' or "
-                                  f"'full_attention'")
-        if t == "sliding_attention" and sw is None:
-            raise CheckpointError(f"{path}: layer_types[{i}] is 'sliding_attention' but sliding_window is null")
-        out.append(sw if t == "sliding_attention" else None)
-    return out
-
-
-def config_from_dict(cfg, path="config.json", rope_theta=None):
-    """A ModelConfig from a transformers config dict (raises CheckpointError, naming the field)."""
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
-    arch = _hf_architecture(cfg, path)
-    act = cfg.get("hidden_act", arch.hidden_act)
-    if act != arch.hidden_act:
-        raise CheckpointError(f"{path}: hidden_act {act!r} is not supported ({arch.name} uses {arch.hidden_act!r})")
-    for bias in ("attention_bias", "mlp_bias"):
-        if cfg.get(bias):
-            raise CheckpointError(f"{path}: {bias}=true is not supported ({arch.name} has no biases)")
-    derived = {"windows": _hf_windows(cfg, path, arch), **_hf_rope_theta(cfg, path)}
-    if rope_theta is not None:
-        derived["rope_theta"] = rope_theta
-    return _config(cfg, HF, path, derived)
-
-
 def _check_directory(directory):
     if not os.path.isdir(directory):
         raise CheckpointFileError(f"checkpoint directory {directory!r} does not exist")
 
 
 def load_config(directory, rope_theta=None):
-    """Read and validate ``directory/config.json`` -> ModelConfig (``rope_theta`` overrides the file's)."""
+    """Read and validate ``directory/config.json`` (and generation_config.json when there) -> ModelConfig.
+
+    ``rope_theta`` overrides the file's.
+    """
     _check_directory(directory)
     path = os.path.join(directory, HF.config_file)
     if not os.path.isfile(path):
         raise CheckpointFileError(f"{path} is missing (a Hugging Face checkpoint directory needs config.json)")
-    return config_from_dict(load_json(path), path, rope_theta)
+    return config_from_dict(load_json(path), path, rope_theta, read_generation_config(directory, load_json))
 
 
 def load_mistral_config(directory, rope_theta=None):
@@ -217,7 +120,7 @@ def load_mistral_config(directory, rope_theta=None):
         raise CheckpointError(f"{path} has no rope_theta; pass it explicitly (load_model(..., rope_theta=...) or "
                               f"swaref generate --rope-theta): "
                               f"Mistral 7B v0.1 used 10000, later mistral-inference code defaults to 1e6")
-    return _config(p, MISTRAL_NATIVE, path, {} if rope_theta is None else {"rope_theta": rope_theta})
+    return build_config(p, MISTRAL_NATIVE, path, {} if rope_theta is None else {"rope_theta": rope_theta})
 
 
 # ------------------------------------------------------------------------ tensors
@@ -273,18 +176,50 @@ def read_specs(files, mapping=None):
 
 
 def expected_tensors(cfg, fmt="hf"):
-    """Tensor name -> (swaref slot, shape); slot is a top-level name or (layer, name).
+    """Tensor name -> (swaref slot, shape).
 
-    fmt "hf": transformers' names; "mistral": Mistral's native consolidated.safetensors names.
+    A slot is a top-level name, (layer, name), ("split", layer, names) for a file
+    tensor that holds several of swaref's along axis 0 (Phi-3's qkv_proj), or
+    ("stack", layer, name, e) for expert e of a stacked expert tensor.
+    fmt "hf": transformers' names (with the architecture's own names, ``cfg.arch``);
+    "mistral": Mistral's native consolidated.safetensors names.
     """
     top_shapes, layer_shapes = expected_shapes(cfg)
-    top_names, layer_names = tensor_names(fmt)
+    arch = ARCHITECTURES.get(cfg.arch) if fmt == HF.name else None
+    top_names, layer_names = tensor_names(fmt, arch.names if arch else None)
+    fused = {hf: keys for hf, keys in (arch.fused if arch else {}).items() if all(k in layer_shapes for k in keys)}
+    in_fused = {k for keys in fused.values() for k in keys}
     prefix = FORMATS[fmt].layer_prefix
-    out = {top_names[k]: (k, top_shapes[k]) for k in TOP_TENSORS if k != "lm_head" or not cfg.tie_word_embeddings}
+    out = {top_names[k]: (k, shape) for k, shape in top_shapes.items()
+           if k != "lm_head" or not cfg.tie_word_embeddings}
     for i in range(cfg.n_layers):
-        for key, name in layer_names.items():
-            out[f"{prefix}{i}.{name}"] = ((i, key), layer_shapes[key])
+        for hf, keys in fused.items():
+            rows = sum(layer_shapes[k][0] for k in keys)
+            out[f"{prefix}{i}.{hf}"] = (("split", i, keys), (rows,) + layer_shapes[keys[0]][1:])
+        for key, shape in layer_shapes.items():
+            name = layer_names[key]
+            if key in in_fused:
+                continue
+            if "{e}" in name:
+                out.update({f"{prefix}{i}.{name.format(e=e)}": (("stack", i, key, e), shape[1:])
+                            for e in range(shape[0])})
+            else:
+                out[f"{prefix}{i}.{name}"] = ((i, key), shape)
     return out
+
+
+def _place(slots, slot, arr, cfg):
+    """Put one file tensor into swaref's slots (splitting a fused one, collecting experts)."""
+    if slot[0] == "split":
+        _, i, keys = slot
+        sizes = [expected_shapes(cfg)[1][k][0] for k in keys]
+        for key, part in zip(keys, np.split(arr, np.cumsum(sizes)[:-1], axis=0)):
+            slots[(i, key)] = np.ascontiguousarray(part)
+    elif slot[0] == "stack":
+        _, i, key, e = slot
+        slots.setdefault((i, key), {})[e] = arr
+    else:
+        slots[slot] = arr
 
 
 def check_specs(cfg, specs, fmt="hf"):
@@ -300,7 +235,7 @@ def check_specs(cfg, specs, fmt="hf"):
         if name not in want:
             if ignored.fullmatch(name) or name == tied_head:
                 continue
-            raise CheckpointError(f"{path}: unexpected tensor {name!r} (not part of a Mistral model with this config)")
+            raise CheckpointError(f"{path}: unexpected tensor {name!r} (not part of this config's model)")
         exp = want[name][1]
         if shape != exp:
             raise CheckpointError(f"{path}: tensor {name!r} has shape {list(shape)}, expected {list(exp)} "
@@ -365,10 +300,24 @@ def load_model(directory, rope_theta=None):
         if not np.isfinite(arr).all():
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
             raise CheckpointError(f"{path}: tensor {name!r} holds a non-finite value at index {bad}")
-        slots[slot] = arr
-    layers = [LayerWeights(**{key: slots[(i, key)] for key in LAYER_TENSORS}) for i in range(cfg.n_layers)]
+        _place(slots, slot, arr, cfg)
+    for key, val in slots.items():
+        if isinstance(val, dict):  # experts, one file tensor each
+            slots[key] = np.stack([val[e] for e in range(len(val))])
+    slots = _convert(cfg, slots)
+    layers = [LayerWeights(**{key: slots.get((i, key)) for key in LAYER_TENSORS}) for i in range(cfg.n_layers)]
     lm_head = slots["embed"] if cfg.tie_word_embeddings else slots["lm_head"]
-    return Model(cfg, slots["embed"], layers, slots["final_norm"], lm_head)
+    return Model(cfg, slots["embed"], layers, slots["final_norm"], lm_head, slots.get("final_norm_b"))
+
+
+def _convert(cfg, slots):
+    """The architecture's weight conventions made plain: Gemma's RMSNorm weights are stored as w - 1."""
+    arch = ARCHITECTURES.get(cfg.arch)
+    if arch is None or not arch.norm_plus_one:
+        return slots
+    # Gemma3RMSNorm multiplies by (1 + weight), in float32: the same float32 sum, made once here.
+    norms = {"final_norm", "attn_norm", "attn_out_norm", "mlp_norm", "mlp_out_norm", "q_norm", "k_norm"}
+    return {k: (v + np.float32(1.0)) if (k if isinstance(k, str) else k[1]) in norms else v for k, v in slots.items()}
 
 
 def load_tokenizer(directory):

@@ -1,9 +1,10 @@
 """Running a model: per-layer caches, the forward pass, chunked prefill and batched generation.
 
-token embedding -> L x [RMSNorm -> GQA attention (RoPE at absolute positions,
-rolling buffer cache per layer) -> residual -> RMSNorm -> SwiGLU MLP ->
-residual] -> RMSNorm -> LM head.  One path for every architecture; what
-differs is declared in ``architectures`` and ``ModelConfig``.
+token embedding (x embed_scale) -> L x decoder_layer [norm -> GQA attention
+(RoPE at absolute positions, rolling buffer cache per layer) -> residual ->
+norm -> MLP -> residual, with the norm slots and parallel blocks the config
+declares] -> norm -> LM head (x logit_scale).  One path for every
+architecture; what differs is declared in ``architectures`` and ``ModelConfig``.
 
 Order that matters:
 
@@ -30,7 +31,7 @@ from .. import _validate as V
 from ..cache import RollingBufferCache, check_cache, exclusive
 from ..errors import SwarefError, SwarefTypeError
 from ..prefill import check_cache_step, chunk_schedule
-from .layers import attention_block, rms_norm, swiglu_mlp
+from .layers import decoder_layer, norm
 from .sampling import greedy
 
 
@@ -209,15 +210,15 @@ def _forward_checked(model, toks, segments, caches, backend, num_threads, logits
     """forward_packed after its checks, with every cache held."""
     cfg = model.config
     h = model.embed[np.concatenate(toks)]
+    if cfg.embed_scale is not None:
+        h = h * np.float32(cfg.embed_scale)
     for li, lw in enumerate(model.layers):
-        layer_caches = [seq_caches[li] for seq_caches in caches]
-        h = h + attention_block(rms_norm(h, lw.attn_norm, cfg.rms_norm_eps), lw, cfg, segments,
-                                layer_caches, backend, num_threads)
-        h = h + swiglu_mlp(rms_norm(h, lw.mlp_norm, cfg.rms_norm_eps), lw)
+        h = decoder_layer(h, lw, cfg, li, segments, [seq_caches[li] for seq_caches in caches], backend, num_threads)
     out = []
     for off, n, _ in segments:
         rows = h[off: off + n] if logits == "all" else h[off + n - 1: off + n]
-        out.append(rms_norm(rows, model.final_norm, cfg.rms_norm_eps) @ model.lm_head.T)
+        y = norm(rows, model.final_norm, model.final_norm_b, cfg) @ model.lm_head.T
+        out.append(y if cfg.logit_scale is None else y * np.float32(cfg.logit_scale))
     return out
 
 

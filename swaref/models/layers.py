@@ -1,7 +1,14 @@
-"""The pieces of one decoder layer: RMSNorm, the attention block (GQA + RoPE + swaref's cache), the SwiGLU MLP.
+"""One decoder layer: its norms, the attention block (GQA + RoPE + swaref's cache), its MLP, and how they connect.
+
+What differs between architectures is read from the config (``ModelConfig``)
+and from which tensors the layer has: the norm kind (RMSNorm, LayerNorm with or
+without bias) and which of the four norm slots exist (``config.NORM_SLOTS``),
+sequential or parallel attention + MLP, a gated (SwiGLU / GeGLU), plain or
+mixture-of-experts MLP, biases, q/k norms, the attention scale and each layer's
+RoPE.  ``decoder_layer`` is the one path.
 
 All float32.  Dimension names: T tokens, N packed tokens of B sequences, d
-hidden size, I intermediate size, Hq / Hkv heads, D head_dim.
+hidden size, I intermediate size, Hq / Hkv heads, D head_dim, E experts.
 """
 import numpy as np
 
@@ -10,7 +17,7 @@ from .rope import apply_rope
 
 
 def rms_norm(x, weight, eps):
-    """x: [T, d], weight: [d]  ->  [T, d] float32.
+    """x: [..., d], weight: [d]  ->  [..., d] float32.
 
     weight * x / sqrt(mean(x^2) + eps); the mean is accumulated in float64
     (transformers does it in float32; the difference is far below 1e-6).
@@ -19,33 +26,102 @@ def rms_norm(x, weight, eps):
     return (x * (1.0 / np.sqrt(ms + eps)).astype(np.float32)) * weight
 
 
+def layer_norm(x, weight, bias, eps):
+    """x: [..., d] -> weight * (x - mean) / sqrt(var + eps) (+ bias), the statistics in float64."""
+    x64 = x.astype(np.float64)
+    centred = x64 - x64.mean(axis=-1, keepdims=True)
+    y = (centred / np.sqrt(np.mean(centred * centred, axis=-1, keepdims=True) + eps)).astype(np.float32) * weight
+    return y if bias is None else y + bias
+
+
+def norm(x, weight, bias, cfg):
+    """The config's norm kind: "rms", or "layer" / "layer_nobias" (LayerNorm; the bias when it has one)."""
+    return rms_norm(x, weight, cfg.rms_norm_eps) if cfg.norm == "rms" else layer_norm(x, weight, bias,
+                                                                                      cfg.rms_norm_eps)
+
+
 def silu(x):
     """x: any shape -> x * sigmoid(x), computed stably for large |x| (float32)."""
     return x * (0.5 * (1.0 + np.tanh(0.5 * x)))
 
 
-def swiglu_mlp(x, lw):
-    """x: [T, d]  ->  [T, d]:  w_down (silu(w_gate x) * (w_up x))."""
-    return (silu(x @ lw.w_gate.T) * (x @ lw.w_up.T)) @ lw.w_down.T
+def gelu_tanh(x):
+    """GELU's tanh approximation (transformers' gelu_pytorch_tanh): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + np.tanh(np.float32(np.sqrt(2.0 / np.pi)) * (x + np.float32(0.044715) * x * x * x)))
 
 
-def qkv_projection(x, lw, cfg, positions):
-    """x: [T, d], positions: [T]  ->  q [T, Hq, D], k [T, Hkv, D] (both rotated), v [T, Hkv, D]."""
+ACTIVATIONS = {"silu": silu, "gelu_tanh": gelu_tanh}
+
+
+def linear(x, w, b=None):
+    """x: [T, in], w: [out, in], b: [out] or None  ->  x w^T (+ b)."""
+    y = x @ w.T
+    return y if b is None else y + b
+
+
+def swiglu_mlp(x, lw, act=silu):
+    """x: [T, d]  ->  [T, d]:  w_down (act(w_gate x) * (w_up x)), each with its bias if it has one."""
+    return linear(act(linear(x, lw.w_gate, lw.b_gate)) * linear(x, lw.w_up, lw.b_up), lw.w_down, lw.b_down)
+
+
+def moe_mlp(x, lw, cfg, act):
+    """Mixture of experts (Mixtral): softmax over the router's E logits, the top_k kept and renormalised,
+    each token's output the weighted sum of its experts' gated MLPs.  x: [T, d] -> [T, d]."""
+    logits = (x @ lw.router.T).astype(np.float64)
+    p = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    top = np.argsort(-p, axis=-1, kind="stable")[:, : cfg.top_k]
+    w = np.take_along_axis(p, top, axis=-1)
+    w = (w / w.sum(axis=-1, keepdims=True)).astype(np.float32)
+    out = np.zeros_like(x)
+    for e in np.unique(top):
+        rows, slot = np.nonzero(top == e)
+        xe = x[rows]
+        y = (act(xe @ lw.experts_gate[e].T) * (xe @ lw.experts_up[e].T)) @ lw.experts_down[e].T
+        np.add.at(out, rows, y * w[rows, slot][:, None])
+    return out
+
+
+def mlp(x, lw, cfg):
+    """The config's MLP kind: "gated" (SwiGLU / GeGLU), "plain" (w_down act(w_up x)) or "moe"."""
+    act = ACTIVATIONS[cfg.act]
+    if cfg.mlp == "gated":
+        return swiglu_mlp(x, lw, act)
+    if cfg.mlp == "plain":
+        return linear(act(linear(x, lw.w_up, lw.b_up)), lw.w_down, lw.b_down)
+    return moe_mlp(x, lw, cfg, act)
+
+
+def qkv_projection(x, lw, cfg, positions, rope):
+    """x: [T, d], positions: [T], rope: (theta, scaling) of this layer, or None (no positional encoding)
+    ->  q [T, Hq, D], k [T, Hkv, D] (both rotated), v [T, Hkv, D].
+
+    Biases are added when the layer has them; q and k are RMS-normalised over
+    each head's D (``qk_norm`` "head", Qwen3, Gemma 3) or over the whole
+    projection ("all", OLMo) before RoPE.
+    """
     T = x.shape[0]
     D = cfg.head_dim
-    q = (x @ lw.wq.T).reshape(T, cfg.n_heads, D)
-    k = (x @ lw.wk.T).reshape(T, cfg.n_kv_heads, D)
-    v = np.ascontiguousarray((x @ lw.wv.T).reshape(T, cfg.n_kv_heads, D))
-    q = np.ascontiguousarray(apply_rope(q, positions, cfg.rope_theta, cfg.rope_layout))
-    k = np.ascontiguousarray(apply_rope(k, positions, cfg.rope_theta, cfg.rope_layout))
-    return q, k, v
+    q, k = linear(x, lw.wq, lw.bq), linear(x, lw.wk, lw.bk)
+    if cfg.qk_norm == "all":
+        q, k = rms_norm(q, lw.q_norm, cfg.rms_norm_eps), rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
+    q, k = q.reshape(T, cfg.n_heads, D), k.reshape(T, cfg.n_kv_heads, D)
+    v = np.ascontiguousarray(linear(x, lw.wv, lw.bv).reshape(T, cfg.n_kv_heads, D))
+    if cfg.qk_norm == "head":
+        q, k = rms_norm(q, lw.q_norm, cfg.rms_norm_eps), rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
+    if rope is not None:
+        theta, scaling = rope
+        q = apply_rope(q, positions, theta, cfg.rope_layout, scaling, cfg.rope_dim)
+        k = apply_rope(k, positions, theta, cfg.rope_layout, scaling, cfg.rope_dim)
+    return np.ascontiguousarray(q, dtype=np.float32), np.ascontiguousarray(k, dtype=np.float32), v
 
 
-def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threads=None):
+def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threads=None, rope=None):
     """The attention half of a layer for B sequences packed along the token axis.
 
     x: [N, d] (normalised input), segments: list of (offset, length, start position)
-    per sequence, caches: that layer's cache per sequence  ->  [N, d]
+    per sequence, caches: that layer's cache per sequence, rope: the layer's
+    (theta, scaling) or None (``ModelConfig.layer_rope``)  ->  [N, d]
 
     Projections run once on the packed tokens; attention runs per sequence on
     its own cache: ``decode_step`` (write, then attend) for a single generated
@@ -53,15 +129,37 @@ def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threa
     caller has validated every cache of every layer (generation.check_step).
     """
     positions = np.concatenate([np.arange(p, p + n, dtype=np.int64) for _, n, p in segments])
-    q, k, v = qkv_projection(x, lw, cfg, positions)
+    q, k, v = qkv_projection(x, lw, cfg, positions, rope)
     out = np.empty_like(q)
     for (off, n, start), cache in zip(segments, caches):
         sl = slice(off, off + n)
         if n == 1 and cache.next_position is not None:
-            out[sl] = decode_step(q[sl], k[sl], v[sl], cache, start=start,
+            out[sl] = decode_step(q[sl], k[sl], v[sl], cache, start=start, scale=cfg.attn_scale,
                                   backend=backend, num_threads=num_threads)
         else:
             # One model chunk is one attention chunk: the chunking is decided once, for every layer.
-            out[sl] = prefill(q[sl], k[sl], v[sl], cache, chunk_size=n, start=start,
+            out[sl] = prefill(q[sl], k[sl], v[sl], cache, chunk_size=n, start=start, scale=cfg.attn_scale,
                               backend=backend, num_threads=num_threads)
-    return out.reshape(x.shape[0], -1) @ lw.wo.T
+    return linear(out.reshape(x.shape[0], -1), lw.wo, lw.bo)
+
+
+def decoder_layer(h, lw, cfg, li, segments, caches, backend="reference", num_threads=None):
+    """h: [N, d] residual stream -> [N, d] after layer li.
+
+    Each norm slot is applied only where the layer has it: "attn" before
+    attention (Mistral's input_layernorm), "attn_out" on attention's output
+    (Gemma 3, OLMo), "mlp" before the MLP, "mlp_out" on the MLP's output.  With
+    ``parallel`` (Cohere) attention and MLP read the same normalised input and
+    are added to the residual together.
+    """
+    x = h if lw.attn_norm is None else norm(h, lw.attn_norm, lw.attn_norm_b, cfg)
+    a = attention_block(x, lw, cfg, segments, caches, backend, num_threads, cfg.layer_rope(li))
+    if cfg.parallel:
+        return h + a + mlp(x, lw, cfg)
+    if lw.attn_out_norm is not None:
+        a = norm(a, lw.attn_out_norm, None, cfg)
+    h = h + a
+    m = mlp(h if lw.mlp_norm is None else norm(h, lw.mlp_norm, lw.mlp_norm_b, cfg), lw, cfg)
+    if lw.mlp_out_norm is not None:
+        m = norm(m, lw.mlp_out_norm, None, cfg)
+    return h + m

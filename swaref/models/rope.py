@@ -1,48 +1,128 @@
-"""Rotary position embedding (RoPE) in both layouts, at absolute positions.
+"""Rotary position embedding (RoPE) in both layouts, at absolute positions, with its scaling variants.
 
-Pair i of a head (i < D/2) is rotated by the angle p * theta^(-2i/D); the
-layouts differ in which two elements form pair i (``architectures.ROPE_LAYOUTS``):
-"half" (Hugging Face's rotate_half) pairs x[i] with x[i + D/2], "interleaved"
-(Mistral's original view_as_complex) pairs x[2i] with x[2i+1].
+Pair i of a head (i < R/2, R the rotary dims: the head_dim, or its first part
+with partial rotary) is rotated by the angle p * f_i, f_i = theta^(-2i/R)
+("default"), adjusted by the config's scaling (``SCALINGS``: "linear",
+"llama3", "yarn", the formulas of transformers 5.24.0's
+``modeling_rope_utils.py``), and cos/sin are multiplied by the scaling's
+attention factor (yarn).  The layouts differ in which two elements form pair i
+(``architectures.ROPE_LAYOUTS``): "half" (Hugging Face's rotate_half) pairs
+x[i] with x[i + R/2], "interleaved" (Mistral's original view_as_complex) pairs
+x[2i] with x[2i+1].
+
+Precision: frequencies and angles are float64 (transformers computes both in
+float32; docs/model.md, "Precision" gives the measured difference by position).
 """
+import math
+
 import numpy as np
 
 from ..errors import SwarefError
 from .architectures import ROPE_LAYOUTS
 
+#: Scaling variants: rope_type -> (required keys, optional keys with their defaults).
+SCALINGS = {
+    "linear": (("factor",), {}),
+    "llama3": (("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"), {}),
+    "yarn": (("factor", "original_max_position_embeddings"),
+             {"attention_factor": None, "beta_fast": 32.0, "beta_slow": 1.0, "mscale": None, "mscale_all_dim": None,
+              "truncate": True}),
+}
 
-def rope_inv_freq(head_dim, theta):
-    """[D/2] float64: theta ** (-2i / D), the frequency of rotation pair i (both layouts)."""
-    return 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+
+def _base_freq(rot_dim, theta):
+    return 1.0 / (theta ** (np.arange(0, rot_dim, 2, dtype=np.float64) / rot_dim))
 
 
-def rope_cos_sin(positions, head_dim, theta):
-    """positions: [T] int  ->  cos, sin: [T, D/2] float32 of angle p * theta^(-2i/D).
+def _llama3(f, p):
+    old = p["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old / p["low_freq_factor"], old / p["high_freq_factor"]
+    wavelen = 2 * math.pi / f
+    scaled = np.where(wavelen > low_wavelen, f / p["factor"], f)
+    smooth = (old / wavelen - p["low_freq_factor"]) / (p["high_freq_factor"] - p["low_freq_factor"])
+    smoothed = (1 - smooth) * scaled / p["factor"] + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled)
+
+
+def _yarn(f, p, rot_dim, theta):
+    factor, old = p["factor"], p["original_max_position_embeddings"]
+
+    def corr_dim(rotations):
+        return rot_dim * math.log(old / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = corr_dim(p["beta_fast"]), corr_dim(p["beta_slow"])
+    if p["truncate"]:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, rot_dim - 1)
+    if low == high:
+        high += 0.001  # transformers' guard against a zero-width ramp
+    ramp = np.clip((np.arange(rot_dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+    extrapolate = 1 - ramp
+    return f / factor * (1 - extrapolate) + f * extrapolate
+
+
+def yarn_attention_factor(p):
+    """yarn's cos/sin multiplier: attention_factor, else from mscale / mscale_all_dim, else 0.1 ln(factor) + 1."""
+    if p.get("attention_factor") is not None:
+        return float(p["attention_factor"])
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+    if p.get("mscale") and p.get("mscale_all_dim"):
+        return mscale(p["factor"], p["mscale"]) / mscale(p["factor"], p["mscale_all_dim"])
+    return mscale(p["factor"])
+
+
+def rope_inv_freq(rot_dim, theta, scaling=()):
+    """-> ([R/2] float64 frequencies of the rotation pairs, attention factor) for ``scaling`` (pairs or a dict)."""
+    p = dict(scaling)
+    f = _base_freq(rot_dim, theta)
+    rtype = p.get("rope_type", "default")
+    if rtype == "default":
+        return f, 1.0
+    if rtype == "linear":
+        return f / p["factor"], 1.0
+    if rtype == "llama3":
+        return _llama3(f, p), 1.0
+    if rtype == "yarn":
+        return _yarn(f, p, rot_dim, theta), yarn_attention_factor(p)
+    raise SwarefError("argument", f"rope_type must be 'default' or one of {sorted(SCALINGS)}, got {rtype!r}")
+
+
+def rope_cos_sin(positions, rot_dim, theta, scaling=()):
+    """positions: [T] int  ->  cos, sin: [T, R/2] float32 of angle p * f_i, times the attention factor.
 
     Angles are computed in float64 so that a key at position 100,000 is
     rotated as accurately as one at position 3 (a float32 product p * f loses
     about p * 6e-8 radians).
     """
-    ang = np.asarray(positions, dtype=np.float64)[:, None] * rope_inv_freq(head_dim, theta)[None, :]
-    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+    f, att = rope_inv_freq(rot_dim, theta, scaling)
+    ang = np.asarray(positions, dtype=np.float64)[:, None] * f[None, :]
+    cos, sin = np.cos(ang), np.sin(ang)
+    if att != 1.0:
+        cos, sin = cos * att, sin * att
+    return cos.astype(np.float32), sin.astype(np.float32)
 
 
-def apply_rope(x, positions, theta, layout="half"):
+def apply_rope(x, positions, theta, layout="half", scaling=(), rot_dim=None):
     """Rotate each head vector by its absolute position.
 
-    x: [T, H, D], positions: [T]  ->  [T, H, D] float32
+    x: [T, H, D], positions: [T]  ->  [T, H, D] float32.  rot_dim: the first R
+    dims are rotated (partial rotary), the rest pass unchanged (None: all D).
     """
     T, H, D = x.shape
-    cos, sin = rope_cos_sin(positions, D, theta)
+    R = D if rot_dim is None else rot_dim
+    cos, sin = rope_cos_sin(positions, R, theta, scaling)
     cos, sin = cos[:, None, :], sin[:, None, :]
+    out = np.array(x, dtype=np.float32, copy=True)
     if layout == "half":
-        a, b = x[..., : D // 2], x[..., D // 2:]
-        return np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
+        a, b = x[..., : R // 2], x[..., R // 2: R]
+        out[..., : R // 2], out[..., R // 2: R] = a * cos - b * sin, b * cos + a * sin
+        return out
     if layout == "interleaved":
-        a, b = x[..., 0::2], x[..., 1::2]
-        out = np.empty_like(x)
-        out[..., 0::2] = a * cos - b * sin
-        out[..., 1::2] = b * cos + a * sin
+        a, b = x[..., 0:R:2], x[..., 1:R:2]
+        out[..., 0:R:2], out[..., 1:R:2] = a * cos - b * sin, b * cos + a * sin
         return out
     raise SwarefError("argument", f"RoPE layout must be one of {ROPE_LAYOUTS}, got {layout!r}")
 

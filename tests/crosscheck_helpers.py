@@ -1,0 +1,42 @@
+"""Shared by the crosscheck tests (marker `crosscheck`): the extra's import guard, the backends, logits.
+
+``require_extra()`` at the top of a crosscheck module imports torch and transformers,
+or skips the module with the reason, unless SWAREF_REQUIRE_CROSSCHECK=1 (CI), where
+a missing extra fails instead: no skip counts as a pass there.
+"""
+import inspect
+import os
+
+import numpy as np
+import pytest
+
+from model_helpers import backend_missing
+
+REQUIRED = os.environ.get("SWAREF_REQUIRE_CROSSCHECK") == "1"
+
+
+def require_extra():
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        if REQUIRED:
+            raise ImportError(f"SWAREF_REQUIRE_CROSSCHECK=1 but the crosscheck extra is missing ({e}); "
+                              f"pip install 'swaref[crosscheck]'") from e
+        pytest.skip(f"the crosscheck extra (torch, transformers) is not installed: {e}", allow_module_level=True)
+
+
+BACKENDS = ["reference", pytest.param("cython", marks=pytest.mark.skipif(
+    backend_missing() is not None, reason=str(backend_missing())))]
+
+
+def cache_kwarg(model_cls):
+    """transformers 5.x renamed forward's past_key_values to cache (the old name warns, later goes away)."""
+    return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
+
+
+def hf_logits(model, ids):
+    """transformers' logits [T, V] for one sequence, as float32 NumPy."""
+    import torch
+    with torch.no_grad():
+        return model(torch.tensor(np.asarray(ids))[None]).logits[0].float().numpy()

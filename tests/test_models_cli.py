@@ -108,9 +108,8 @@ def test_generate_cli_prompt_file_stdin_and_implicit_stdin(tmp_path):
         [TUTORIAL_WORDS[t] for t in want]
     assert run_cli(["--tiny", "--prompt-file", "-", "--max-new-tokens", "5"],
                    stdin=io.StringIO("The cat is\n"))[1].split() == [TUTORIAL_WORDS[t] for t in want]
-    with open(f) as piped:                                 # a redirected file on standard input, no option
-        assert run_cli(["--tiny", "--max-new-tokens", "5"], stdin=piped)[1].split() == \
-            [TUTORIAL_WORDS[t] for t in want]
+    with open(f) as piped:                                 # --tiny never reads standard input unasked
+        assert "1 prompt of 11 tokens" in run_cli(["--tiny", "--max-new-tokens", "1"], stdin=piped)[2]
     rc, _, err = run_cli(["--tiny", "--prompt-file", str(tmp_path / "none.txt")])
     assert rc == 2 and "--prompt-file" in err and "none.txt" in err
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe")
@@ -221,6 +220,20 @@ def test_generate_cli_with_a_checkpoint_and_tokenizer(checkpoint):
     assert rc == 2 and "--prompt-ids must be token ids" in err
     rc, _, err = run_cli(["--model", d, "--prompt-ids", "5 999", "--max-new-tokens", "1"])
     assert rc == 2 and "outside the vocabulary" in err
+    # --model without a prompt option reads a prompt redirected to standard input
+    path = os.path.join(d, "prompt.txt")
+    with open(path, "w") as f:
+        f.write("w5 w17 w3 w44 w9\n")
+    with open(path) as piped:
+        rc, out, _ = run_cli(["--model", d, "--max-new-tokens", "7", "--no-stop"], stdin=piped)
+    assert rc == 0 and out.split() == [words[t] for t in want]
+    # the real command, a real pipe
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-m", "swaref", "generate", "--model", d, "--max-new-tokens", "7",
+                        "--no-stop"], input="w5 w17 w3 w44 w9\n", capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and r.stdout.split() == [words[t] for t in want], r.stderr
     os.remove(os.path.join(d, "tokenizer.json"))
     rc, out, _ = run_cli(["--model", d, "--prompt", "5 17 3 44 9", "--max-new-tokens", "7", "--no-stop"])
     assert [int(x) for x in out.split()] == want

@@ -43,8 +43,8 @@ def add_arguments(p):
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", metavar="TEXT",
                         help="prompt text (token ids separated by spaces when the model has no tokenizer.json); "
-                             f"with --tiny the default is {TINY_PROMPT!r}; without any prompt option, a prompt "
-                             "piped or redirected to standard input is read")
+                             f"with --tiny the default is {TINY_PROMPT!r}; with --model and no prompt option, a "
+                             "prompt piped or redirected to standard input is read")
     prompt.add_argument("--prompt-file", metavar="PATH",
                         help="read the prompt from a file ('-': standard input); one final newline is dropped")
     prompt.add_argument("--prompt-ids", metavar="IDS",
@@ -153,10 +153,10 @@ def _prompt_texts(args, stdin):
         if not prompts:
             raise SwarefError("argument", f"--batch-file {args.batch_file!r} holds no prompt (no non-blank line)")
         return prompts, False
+    if args.tiny:  # never waits on standard input: --tiny has a default prompt
+        return [(TINY_PROMPT, "--prompt")], False
     if _stdin_has_data(stdin):
         return [(_drop_final_newline(stdin.read()), "standard input")], False
-    if args.tiny:
-        return [(TINY_PROMPT, "--prompt")], False
     raise SwarefError("argument", "--model needs a prompt: --prompt, --prompt-file, --prompt-ids, --batch-file, "
                                   "or text on standard input")
 

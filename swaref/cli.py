@@ -9,7 +9,7 @@ import sys
 
 SUBCOMMANDS = {
     "demo": ("swaref.demo", "walk through the sliding-window tutorial in the terminal"),
-    "vectors": ("swaref.vectors_cli", "generate golden vectors or check a port against them"),
+    "vectors": ("swaref.conformance.cli", "generate golden vectors or check a port against them"),
     "generate": ("swaref.models.cli", "run a Mistral-architecture model on the CPU"),
 }
 

@@ -11,8 +11,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from swaref import vectors as VX
-from swaref import _safetensors as ST
+from swaref import conformance as VX
+from swaref.conformance import safetensors_io as ST
+
+from conformance_helpers import core_suite
 
 SRC = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "c_port", "swaref_port.c")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -46,9 +48,7 @@ def _build(tmp, source_text=None, name="swaref_port"):
 def built(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("cport"))
     exe = _build(tmp)
-    suite = os.path.join(tmp, "core")
-    VX.generate_suite(suite, "core")
-    return tmp, exe, suite
+    return tmp, exe, core_suite(tmp_path_factory)[0]
 
 
 def test_c_port_passes_core_suite(built, tmp_path):
@@ -57,14 +57,15 @@ def test_c_port_passes_core_suite(built, tmp_path):
     rep = tmp_path / "report.json"
     code = VX.check_suite(suite, exec_cmd=f"{exe} {{in}} {{out}}", out=lines.append, json_report=str(rep))
     assert code == 0, "\n".join(l for l in lines if not l.startswith("PASS"))
-    assert "0 failed, 0 missing" in lines[-1]
+    assert "0 failed, 0 missing" in next(l for l in lines if l.startswith("summary:"))
+    assert lines[-1].endswith(" passed, 0 failed")
 
 
 def test_c_port_output_is_standard_safetensors(built, tmp_path):
     """What the C port writes is readable by the safetensors package (and by our strict reader)."""
     stn = pytest.importorskip("safetensors.numpy")
     _, exe, suite = built
-    m = VX.load_suite(suite)[0]
+    m = VX.load_suite(suite).manifest
     for op in ("attention", "decode"):
         c = next(c for c in m["cases"] if c["op"] == op and c["expect"] == "valid")
         out = tmp_path / f"{c['id']}.out.safetensors"
@@ -83,12 +84,15 @@ def test_c_port_with_an_off_by_one_window_fails(built, tmp_path):
     with open(SRC) as f:
         assert "j > p - P->W" in f.read()
     exe = _build(str(tmp_path), patch, "swaref_port_wplus1")
-    m = VX.load_suite(suite)[0]
+    m = VX.load_suite(suite).manifest
     must = {c["id"] for c in m["cases"] if c["expect"] == "valid" and c["wrong_variants"]["window_plus_1"]["applicable"]}
     lines = []
     code = VX.check_suite(suite, exec_cmd=f"{exe} {{in}} {{out}}", out=lines.append, only=must)
     assert code == 1
-    assert all(l.startswith("FAIL") for l in lines[:-1]), [l for l in lines if l.startswith("PASS")]
+    verdicts = [l for l in lines if l.split()[0] in ("PASS", "FAIL", "MISSING", "SKIP")]
+    assert len(verdicts) == len(must) and all(l.startswith("FAIL") for l in verdicts), \
+        [l for l in verdicts if not l.startswith("FAIL")]
+    assert any("matches known wrong variant window_plus_1" in l for l in verdicts)
 
 
 def test_c_port_reports_unreadable_input(built, tmp_path):

@@ -1,8 +1,11 @@
 """A minimal, strict, deterministic safetensors reader and writer in pure NumPy.
 
-The golden vectors (swaref/vectors.py) must be readable from any language and
-must hash stably, so swaref writes them itself instead of depending on the
-``safetensors`` package (the tests cross-check both directions against it).
+The golden vectors must be readable from any language and must hash stably,
+so swaref writes them itself instead of depending on the ``safetensors``
+package (the tests cross-check both directions against it).  The reader takes
+untrusted files: like the official package it rejects headers over 100 MiB,
+nesting beyond what the format uses, shapes whose byte size overflows or
+disagrees with the offsets, and a ``__metadata__`` that is not a str -> str map.
 
 File layout (https://huggingface.co/docs/safetensors): an 8-byte little-endian
 unsigned header length N, N bytes of UTF-8 JSON ``{name: {"dtype", "shape",
@@ -22,6 +25,8 @@ import struct
 
 import numpy as np
 
+from .files import FileFormatError, load_json, read_regular
+
 #: safetensors dtype name -> little-endian NumPy storage dtype.
 DTYPES = {
     "F64": np.dtype("<f8"),
@@ -35,12 +40,19 @@ DTYPES = {
 }
 _NAME_OF = {np.dtype(v).newbyteorder("="): k for k, v in DTYPES.items() if k != "BF16"}
 
-#: Refuse headers beyond this size (the format's own readers cap it at 100 MB).
+#: Refuse headers beyond this size (the official reader caps it at 100 MiB too).
 MAX_HEADER = 100 * 1024 * 1024
+#: A header is {name: {"shape": [...]}}: three levels.  One more is allowed so that a
+#: nested shape gets the clearer "shape must be a list of ints" message.
+MAX_HEADER_DEPTH = 4
+#: At most this many dimensions, and a byte size (zero dimensions counted as 1) below 2**62,
+#: so that NumPy can always build the array.
+MAX_NDIM = 16
+MAX_BYTES = 2 ** 62
 
 
-class SafetensorsError(ValueError):
-    """A file that is not a well-formed safetensors file (truncated, bad header, holes, ...)."""
+class SafetensorsError(FileFormatError):
+    """A file that is not a well-formed safetensors file (truncated, bad header, holes, ...); kind "format"."""
 
 
 def dtype_name(arr):
@@ -125,36 +137,15 @@ def decode(data, what="file"):
         raise SafetensorsError(f"{what}: header length {n} exceeds {MAX_HEADER}")
     if 8 + n > len(data):
         raise SafetensorsError(f"{what}: truncated: header says {n} bytes of JSON, file has {len(data) - 8}")
-    try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise SafetensorsError(f"{what}: header is not valid UTF-8 JSON ({e})") from None
+    header = load_json(bytes(data[8:8 + n]), f"{what}: header", MAX_HEADER_DEPTH, SafetensorsError)
     if not isinstance(header, dict):
         raise SafetensorsError(f"{what}: header must be a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                  for k, v in metadata.items()):
-        raise SafetensorsError(f"{what}: __metadata__ must map str to str")
+    metadata = _metadata(header.pop("__metadata__", None), what)
     buf = memoryview(data)[8 + n:]
     spans = []
     tensors, dtypes = {}, {}
     for name, info in header.items():
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise SafetensorsError(f"{what}: tensor {name!r}: entry must have exactly dtype, shape, data_offsets")
-        dt, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
-        if dt not in DTYPES:
-            raise SafetensorsError(f"{what}: tensor {name!r}: unsupported dtype {dt!r} (supported: {sorted(DTYPES)})")
-        if (not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                   for s in shape)):
-            raise SafetensorsError(f"{what}: tensor {name!r}: shape must be a list of ints >= 0, got {shape!r}")
-        if (not isinstance(offs, list) or len(offs) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
-                or not 0 <= offs[0] <= offs[1]):
-            raise SafetensorsError(f"{what}: tensor {name!r}: bad data_offsets {offs!r}")
-        size = int(np.prod(shape, dtype=np.int64)) * DTYPES[dt].itemsize
-        if offs[1] - offs[0] != size:
-            raise SafetensorsError(f"{what}: tensor {name!r}: {offs[1] - offs[0]} bytes for shape {shape} "
-                                   f"of {dt} (needs {size})")
+        dt, shape, size, offs = _tensor_info(name, info, what)
         if offs[1] > len(buf):
             raise SafetensorsError(f"{what}: truncated: tensor {name!r} ends at byte {offs[1]} of the data "
                                    f"section, which has {len(buf)} bytes")
@@ -172,10 +163,59 @@ def decode(data, what="file"):
     return tensors, dtypes, metadata
 
 
-def read(path):
-    """Read and strictly parse a safetensors file -> (tensors, dtypes, metadata); see :func:`decode`."""
-    with open(path, "rb") as f:
-        data = f.read()
+def _metadata(metadata, what):
+    if metadata is None:                   # absent, or null as the official reader allows
+        return {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise SafetensorsError(f"{what}: __metadata__ must map str to str")
+    return metadata
+
+
+def _tensor_info(name, info, what):
+    """Check one header entry -> (dtype, shape, byte size, data_offsets)."""
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        raise SafetensorsError(f"{what}: tensor {name!r}: entry must have exactly dtype, shape, data_offsets")
+    dt, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
+    if not isinstance(dt, str) or dt not in DTYPES:
+        raise SafetensorsError(f"{what}: tensor {name!r}: unsupported dtype {dt!r} (supported: {sorted(DTYPES)})")
+    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+            or not all(_is_count(s) for s in shape)):
+        raise SafetensorsError(f"{what}: tensor {name!r}: shape must be a list of at most {MAX_NDIM} "
+                               f"ints >= 0, got {shape!r}")
+    if not isinstance(offs, list) or len(offs) != 2 or not all(_is_count(o) for o in offs) or offs[0] > offs[1]:
+        raise SafetensorsError(f"{what}: tensor {name!r}: bad data_offsets {offs!r}")
+    itemsize = DTYPES[dt].itemsize
+    # Python ints: the product cannot wrap around (NumPy's int64 product would).
+    if _product(max(s, 1) for s in shape) * itemsize >= MAX_BYTES:
+        raise SafetensorsError(f"{what}: tensor {name!r}: shape {shape} of {dt} overflows (2**62 bytes or more)")
+    size = _product(shape) * itemsize
+    if offs[1] - offs[0] != size:
+        raise SafetensorsError(f"{what}: tensor {name!r}: {offs[1] - offs[0]} bytes for shape {shape} "
+                               f"of {dt} (needs {size})")
+    return dt, shape, size, offs
+
+
+def _is_count(x):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _product(xs):
+    out = 1
+    for x in xs:
+        out *= x
+    return out
+
+
+def read(path, limit=None):
+    """Read and strictly parse a safetensors file -> (tensors, dtypes, metadata); see :func:`decode`.
+
+    Only a regular file of at most ``limit`` bytes (default: the header limit plus 1 GiB) is read.
+    """
+    limit = MAX_HEADER + 2 ** 30 if limit is None else limit
+    try:
+        data = read_regular(path, limit, str(path))
+    except FileFormatError as e:
+        raise SafetensorsError(str(e)) from None
     return decode(data, what=str(path))
 
 

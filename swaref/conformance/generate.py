@@ -1,0 +1,371 @@
+"""The generator: golden results for each case, adversarial inputs, and the suite folder.
+
+``build_case`` turns a ``CaseSpec`` into its stored tensors (inputs and
+``expected.*`` results from swaref's NumPy reference in float64) and its
+manifest entry, after checking that every applicable wrong variant misses by
+at least ``MIN_MISS`` tolerance units or changes the cache.
+``generate_suite`` writes the case files and ``manifest.json``: the same
+swaref version always writes the same bytes.
+"""
+import dataclasses
+import hashlib
+import json
+import math
+import os
+
+import numpy as np
+
+from .. import SPEC_VERSION, __version__
+from ..attention import attention
+from ..cache import RollingBufferCache
+from ..errors import ERROR_KINDS, SwarefError
+from ..prefill import decode_step, prefill
+from . import safetensors_io as ST
+from .cases import (DTYPES, FORMAT, FORMAT_VERSION, MIN_MISS, NEGATIVE, SAFETY, U_ACC, GeneratorError, cases_of,
+                    seed_of, to_storage)
+from .files import NAME_PATTERN, is_safe_name
+from .ports import reference_port
+from .suite import manifest_hash
+from .variants import (WRONG_VARIANTS, Problem, boost, error_units, pick_witnesses, poison, row_tolerance,
+                       simulate, slot_positions, softmax_rows)
+
+#: The manifest's generator.module: part of every suite hash, so it keeps the name the
+#: format was published under (swaref.vectors still imports, as an alias of this package).
+GENERATOR_MODULE = "swaref.vectors"
+
+def _golden_swaref(prob):
+    """Golden outputs and cache states from swaref's public NumPy reference on float64 copies."""
+    s = prob.spec
+    q, k, v = prob.q, prob.k, prob.v
+    if s.op == "attention":
+        out = attention(q, k, v, window=s.window, q_pos=prob.qpos, k_pos=prob.kpos,
+                               scale=s.scale)
+        return out, None
+    cache = RollingBufferCache(s.window, s.Hkv, s.D, dtype=np.float64,
+                                      capacity=prob.capacity if s.window is None else None)
+    if prob.hist:
+        prefill(np.zeros((prob.hist, s.Hq, s.D)), k[:prob.hist], v[:prob.hist], cache,
+                       start=int(prob.kpos[0]), chunk_size=prob.hist)
+    h = prob.hist
+    outs, states = [], []
+    a = 0
+    for n in s.schedule:
+        outs.append(prefill(q[a:a + n], k[h + a:h + a + n], v[h + a:h + a + n], cache,
+                                   chunk_size=n, start=int(prob.qpos[a]), scale=s.scale))
+        states.append((cache.positions.copy(), cache.k.copy(), cache.v.copy()))
+        a += n
+    for _ in range(s.n_decode):
+        outs.append(decode_step(q[a:a + 1], k[h + a:h + a + 1], v[h + a:h + a + 1], cache,
+                                       start=int(prob.qpos[a]), scale=s.scale))
+        states.append((cache.positions.copy(), cache.k.copy(), cache.v.copy()))
+        a += 1
+    return np.concatenate(outs), states
+
+
+def _input_tensors(prob):
+    """Name -> (array, dtype name) of a valid case's inputs as stored."""
+    s = prob.spec
+    t = {}
+    h = prob.hist
+
+    def fl(name, x):
+        t[name] = to_storage(x, s.dtype)
+
+    def i64(name, x):
+        t[name] = (np.asarray(x, dtype=np.int64), "I64")
+
+    if s.op == "attention":
+        fl("q", prob.q)
+        fl("k", prob.k)
+        fl("v", prob.v)
+        i64("q_pos", prob.qpos)
+        i64("k_pos", prob.kpos)
+    else:
+        fl("q", prob.q)
+        fl("k", prob.k[h:])
+        fl("v", prob.v[h:])
+        i64("start", s.start)
+        i64("schedule", list(s.schedule))
+        i64("n_decode", s.n_decode)
+        i64("capacity", prob.capacity)
+        if h:
+            C = prob.capacity
+            ik = np.zeros((C, s.Hkv, s.D))
+            iv = np.zeros((C, s.Hkv, s.D))
+            if prob.empty_garbage is not None:
+                ik[:] = prob.empty_garbage
+                iv[:] = prob.empty_garbage
+            ipos = np.full(C, -1, dtype=np.int64)
+            for j in range(h):
+                sl = int(prob.kpos[j]) % C
+                ik[sl], iv[sl], ipos[sl] = prob.k[j], prob.v[j], prob.kpos[j]
+            fl("init_k", ik)
+            fl("init_v", iv)
+            i64("init_pos", ipos)
+    if s.window is not None:
+        i64("window", s.window)
+    if s.scale is not None:
+        t["scale"] = (np.asarray(float(s.scale), dtype=np.float64), "F64")
+    return t
+
+
+def build_case(spec):
+    """-> (tensors {name: (array, dtype name)}, manifest entry without file hash) of a valid case."""
+    if spec.error:
+        return _negative_case(spec)
+    prob, applicable = _adversarial_problem(spec)
+    out, states = _golden_swaref(prob)
+    atol, sim_states = _check_simulator(prob, out, states)
+    # Every applicable wrong variant must miss by MIN_MISS tolerance units or change the cache.
+    variants = {b: _variant_record(prob, b, out, atol, sim_states) if b in applicable else {"applicable": False}
+                for b in WRONG_VARIANTS}
+    tensors = _input_tensors(prob)
+    tensors["expected.out"] = (out, "F64")
+    tensors["expected.out_atol"] = (atol, "F64")
+    if states is not None:
+        tensors["expected.cache_pos"] = (np.stack([p for p, _, _ in states]), "I64")
+        tensors["expected.cache_k"] = to_storage(np.stack([k for _, k, _ in states]), spec.dtype)
+        tensors["expected.cache_v"] = to_storage(np.stack([v for _, _, v in states]), spec.dtype)
+    entry = _entry(spec)
+    entry["wrong_variants"] = variants
+    entry["tolerance"] = {
+        "out": {"rule": "abs(actual - expected) <= expected.out_atol[row]",
+                "max_atol": float(atol.max()), "min_atol": float(atol.min())},
+    }
+    if states is not None:
+        entry["tolerance"].update({"cache_pos": "exact", "cache_k": "exact (valid slots)",
+                                   "cache_v": "exact (valid slots)"})
+    return tensors, entry
+
+
+def _adversarial_problem(spec):
+    """The case's inputs (seeded by its id), poisoned if asked, boosted so that every wrong variant shows."""
+    prob = Problem(spec, np.random.default_rng(seed_of(spec.case_id)))
+    prob.quantize()
+    gold_vis = prob.visible_golden()
+    if spec.poison:
+        poison(prob, gold_vis)
+    applicable = [b for b in WRONG_VARIANTS if _applicable(prob, b)]
+    sims = {b: simulate(prob, b) for b in applicable}
+    vis_change = {b: sims[b][0] for b in applicable if sims[b][0] != gold_vis}
+    boost(prob, pick_witnesses(prob, gold_vis, vis_change, "wrong_scale" in applicable), gold_vis, vis_change)
+    return prob, applicable
+
+
+def _check_simulator(prob, out, states):
+    """The simulator of the correct algorithm must agree with swaref -> (atol per row, simulated states)."""
+    cid = prob.spec.case_id
+    gold_vis = prob.visible_golden()
+    sim_vis, _, sim_states = simulate(prob, None)
+    if sim_vis != gold_vis:
+        raise GeneratorError(f"{cid}: simulator visibility disagrees with rule 1")
+    sim_out = softmax_rows(prob, gold_vis, prob.scale)
+    atol = row_tolerance(prob, gold_vis)
+    if not np.isfinite(out).all():
+        raise GeneratorError(f"{cid}: golden output is not finite (poison reached it)")
+    if (np.abs(sim_out - out).max(axis=(1, 2)) > 1e-3 * atol).any():
+        raise GeneratorError(f"{cid}: simulator and swaref disagree")
+    for i, (pos, _, _) in enumerate(states or ()):
+        if not np.array_equal(pos, slot_positions(prob, sim_states[i])):
+            raise GeneratorError(f"{cid}: simulated cache disagrees with swaref at step {i}")
+    return atol, sim_states
+
+
+def _variant_record(prob, bug, out, atol, sim_states):
+    """The manifest record of an applicable variant: how far its output misses, which cache states differ."""
+    vis, scale, st = simulate(prob, bug)
+    miss = float(error_units(softmax_rows(prob, vis, scale), out, atol).max())
+    wrong_steps = [i for i, (g, w) in enumerate(zip(sim_states or (), st or ())) if not np.array_equal(g, w)]
+    if miss < MIN_MISS and not wrong_steps:
+        raise GeneratorError(f"{prob.spec.case_id}: wrong variant {bug} would pass (misses by {miss:.2f} "
+                             f"tolerance units, cache unchanged)")
+    return {"applicable": True, "output_miss_units": round(miss, 2) if math.isfinite(miss) else "inf",
+            "cache_steps_wrong": len(wrong_steps), "first_wrong_step": wrong_steps[0] if wrong_steps else None}
+
+
+def _applicable(prob, bug):
+    s = prob.spec
+    if s.op == "attention" and bug in ("write_before_attend", "no_wrap", "stale_slot_leak"):
+        return False
+    if s.window is None and bug in ("window_plus_1", "window_minus_1", "stale_slot_leak"):
+        return False
+    if bug == "no_wrap" and s.window is None:
+        return False
+    gold_vis, _, gold_st = simulate(prob, None)
+    if bug == "wrong_scale":                       # the scale only matters where a query sees two keys
+        return any(len(v) >= 2 for v in gold_vis)
+    vis, _, st = simulate(prob, bug)
+    if vis != gold_vis:
+        return True
+    return st is not None and any(not np.array_equal(a, b) for a, b in zip(st, gold_st))
+
+
+def _entry(spec):
+    s = spec
+    e = {"id": s.case_id, "op": s.op, "dtype": s.dtype, "expect": "invalid" if s.error else "valid",
+         "window": s.window, "scale": s.scale, "Hq": s.Hq, "Hkv": s.Hkv, "D": s.D}
+    if s.op == "attention":
+        e.update({"T": s.T, "S": s.S or s.T, "positions": "gaps" if s.gaps else "consecutive",
+                  "first_key_position": s.start})
+    else:
+        e.update({"T_prompt": s.T, "schedule": list(s.schedule), "n_decode": s.n_decode, "start": s.start,
+                  "history": s.hist, "capacity": s.capacity or s.window,
+                  "steps": len(s.schedule) + s.n_decode})
+    e["poison"] = s.poison
+    return e
+
+
+# Negative cases -------------------------------------------------------------
+
+def _negative_case(spec):
+    rng = np.random.default_rng(seed_of(spec.case_id))
+    name = spec.error
+    op, kinds = NEGATIVE[name]
+    prob = Problem(dataclasses.replace(spec, error=""), rng)
+    prob.quantize()
+    t = _input_tensors(prob)
+    f32 = lambda x: (np.asarray(x, dtype=np.float32), "F32")  # noqa: E731
+    if name == "window-zero" or name == "prefill-window-zero":
+        t["window"] = (np.asarray(0, dtype=np.int64), "I64")
+    elif name == "window-negative":
+        t["window"] = (np.asarray(-2, dtype=np.int64), "I64")
+    elif name == "head-dim-mismatch":
+        t["k"] = f32(rng.standard_normal((5, 1, 3)))
+        t["v"] = f32(rng.standard_normal((5, 1, 3)))
+    elif name in ("kv-length-mismatch", "prefill-kv-length-mismatch"):
+        t["v"] = f32(t["v"][0][:-1])
+    elif name == "qpos-length-mismatch":
+        t["q_pos"] = (t["q_pos"][0][:-1], "I64")
+    elif name == "heads-not-multiple":
+        t["q"] = f32(rng.standard_normal((5, 3, 4)))
+        t["k"] = f32(rng.standard_normal((5, 2, 4)))
+        t["v"] = f32(rng.standard_normal((5, 2, 4)))
+    elif name == "mixed-dtypes":
+        t["k"] = (t["k"][0].astype(np.float16), "F16")
+    elif name == "kpos-not-increasing":
+        kp = t["k_pos"][0].copy()
+        kp[1], kp[2] = kp[2], kp[1]
+        t["k_pos"] = (kp, "I64")
+    elif name == "no-visible-key":
+        t["q_pos"] = (np.asarray([0, 1, 2, 3, 20], dtype=np.int64), "I64")
+    elif name == "schedule-sum":
+        t["schedule"] = (np.asarray([2, 3], dtype=np.int64), "I64")
+    elif name == "schedule-zero-chunk":
+        t["schedule"] = (np.asarray([2, 0, 4], dtype=np.int64), "I64")
+    elif name == "cache-positions-out-of-order":
+        ip = t["init_pos"][0].copy()             # history 0,1,2 in slots 0,1,2: swap two slots' positions
+        ip[0], ip[1] = ip[1], ip[0]
+        t["init_pos"] = (ip, "I64")
+    elif name == "cache-start-not-consecutive":
+        t["start"] = (np.asarray(4, dtype=np.int64), "I64")   # history ends at 2, so 3 is next
+    else:  # pragma: no cover
+        raise GeneratorError(f"unknown negative case {name}")
+    entry = _entry(spec)
+    entry["error_kinds"] = list(kinds)
+    entry["negative"] = name
+    return t, entry
+
+
+# --------------------------------------------------------------------------
+# Writing a suite
+# --------------------------------------------------------------------------
+
+def conventions():
+    """The conventions every case follows (recorded in the manifest)."""
+    return {
+        "window_rule": "query at absolute position p sees key at position j iff p - W < j <= p "
+                       "(W keys, itself included); window absent = plain causal (j <= p)",
+        "flash_attention_equivalent": "window_size = (W - 1, 0)",
+        "gqa": "query head h reads KV head h // (Hq // Hkv)",
+        "default_scale": "1 / sqrt(D) when the case has no 'scale' tensor",
+        "layout": "q [T, Hq, D], k and v [S, Hkv, D], row-major, little-endian; positions int64",
+        "cache": "C slots (C = W, or 'capacity' for window absent); position p lives in slot p mod C; "
+                 "a chunk writes only its last min(s, C) tokens; empty slots have position -1",
+        "prefill": "a chunk's queries attend to [cache] + [chunk keys], then the chunk is written",
+        "decode": "the token is written first, then its query attends to the cache",
+        "errors": list(ERROR_KINDS),
+    }
+
+
+def _data_digest(tensors):
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        arr, dt = tensors[name]
+        h.update(f"{name}:{dt}:{list(np.shape(arr))};".encode())
+        h.update(np.ascontiguousarray(arr, dtype=ST.DTYPES[dt]).tobytes())
+    return h.hexdigest()
+
+
+def generate_suite(out_dir, suite="core", cases=None, log=None):
+    """Write a suite into ``out_dir`` (created if needed); returns the manifest dict."""
+    specs = cases_of(suite) if cases is None else list(cases)
+    ids = [c.case_id for c in specs]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise GeneratorError(f"duplicate case ids: {sorted(dup)}")
+    unsafe = [i for i in ids if not is_safe_name(i)]
+    if unsafe:       # ids become file names and --exec arguments: letters, digits and '._-' only
+        raise GeneratorError(f"unsafe case id {unsafe[0]!r}: a case id must match {NAME_PATTERN}")
+    os.makedirs(out_dir, exist_ok=True)
+    entries = []
+    for spec in specs:
+        entries.append(_write_case(out_dir, spec))
+        if log:
+            log(spec.case_id)
+    manifest = _manifest(suite if cases is None else "custom", entries)
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return manifest
+
+
+def _write_case(out_dir, spec):
+    """Build one case, write ``<case_id>.safetensors`` and return its complete manifest entry."""
+    tensors, entry = build_case(spec)
+    digest = _data_digest(tensors)
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "case_id": spec.case_id,
+            "op": spec.op, "dtype": spec.dtype, "input_digest": digest}
+    data = ST.encode({n: a for n, (a, _) in tensors.items()},
+                     dtypes={n: d for n, (_, d) in tensors.items()}, metadata=meta)
+    fname = spec.case_id + ".safetensors"
+    with open(os.path.join(out_dir, fname), "wb") as f:
+        f.write(data)
+    entry["file"] = fname
+    entry["sha256"] = hashlib.sha256(data).hexdigest()
+    entry["input_digest"] = digest
+    entry["tensors"] = {n: {"dtype": d, "shape": list(np.shape(a))} for n, (a, d) in sorted(tensors.items())}
+    if spec.error:
+        _confirm_negative(spec, tensors, entry)
+    return entry
+
+
+def _manifest(suite, entries):
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "spec_version": SPEC_VERSION, "suite": suite,
+        "generator": {"name": "swaref", "version": __version__, "module": GENERATOR_MODULE},
+        "conventions": conventions(),
+        "tolerance_model": {
+            "out": "atol[row] = SAFETY * vmax * (u_out + u_acc * (2 * sqrt(D) * A + n + 2)); rtol = 0",
+            "SAFETY": SAFETY, "u_out": {k: v[1] for k, v in DTYPES.items()}, "u_acc": U_ACC,
+            "min_wrong_variant_miss_units": MIN_MISS,
+            "exact": ["cache_pos", "cache_k", "cache_v", "error kinds"],
+        },
+        "cases": sorted(entries, key=lambda e: e["id"]),
+    }
+    manifest["suite_hash"] = manifest_hash(manifest)
+    return manifest
+
+
+def _confirm_negative(spec, tensors, entry):
+    """The reference must reject a negative case with one of its kinds (else the case is wrong)."""
+    inputs = {n: ST.as_float(a, d) if d == "BF16" else np.asarray(a) for n, (a, d) in tensors.items()}
+    try:
+        reference_port(inputs, {"op": spec.op, "dtype": spec.dtype, "case_id": spec.case_id})
+    except SwarefError as e:
+        if e.kind not in entry["error_kinds"]:
+            raise GeneratorError(f"{spec.case_id}: reference rejects with kind {e.kind!r}, "
+                                 f"expected {entry['error_kinds']}: {e}") from None
+        return
+    raise GeneratorError(f"{spec.case_id}: the reference accepts this negative case")
+
+

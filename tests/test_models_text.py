@@ -96,6 +96,14 @@ def test_incremental_decoding_costs_a_bounded_number_of_tokens_per_step():
     assert out == tok.decode(ids)
     # Re-decoding everything so far would cost n(n+1)/2 token decodes (about 10**5 here).
     assert decoded[0] <= 4 * X.MAX_PENDING_TOKENS * len(ids), (decoded[0], len(ids))
+    # Tokens that decode to nothing (special tokens, skipped) do not grow the window either.
+    tok.add_special_tokens(["<pad>"])
+    pad = tok.token_to_id("<pad>")
+    ids = ids[:50] + [pad] * 2000 + ids[50:100]
+    decoded[0] = 0
+    dec = X.IncrementalDecoder(counting)
+    assert "".join([dec.step(i) for i in ids] + [dec.flush()]) == tok.decode(ids)
+    assert decoded[0] <= 10 * X.MAX_PENDING_TOKENS * len(ids), (decoded[0], len(ids))
 
 
 def test_word_and_id_tokenizers():

@@ -24,6 +24,7 @@ Pieces, each usable alone:
 
 Nothing here imports ``tokenizers`` or ``jinja2`` until they are needed.
 """
+import functools
 import json
 import numbers
 import os
@@ -158,7 +159,11 @@ class IncrementalDecoder:
         prefix_text = self.decode(self.ids[self.prefix:self.read])
         new_text = self.decode(self.ids[self.prefix:])
         pending = len(self.ids) - self.read
-        if len(new_text) > len(prefix_text) and (not new_text.endswith("\ufffd") or pending >= MAX_PENDING_TOKENS):
+        # A run of tokens that decode to nothing (skipped special tokens) must not grow the window
+        # without bound: past 4 * MAX_PENDING_TOKENS it moves on anyway.
+        stale = len(self.ids) - self.prefix > 4 * MAX_PENDING_TOKENS
+        if stale or len(new_text) > len(prefix_text) and (not new_text.endswith("\ufffd")
+                                                          or pending >= MAX_PENDING_TOKENS):
             self.prefix, self.read = self.read, len(self.ids)
             return new_text[len(prefix_text):]
         return ""
@@ -413,6 +418,17 @@ def _environment():
     return env
 
 
+@functools.lru_cache(maxsize=16)
+def _compile(template):
+    """The template compiled once (a batch renders it once per prompt)."""
+    env = _environment()
+    import jinja2
+    try:
+        return env.from_string(template)
+    except jinja2.TemplateSyntaxError as e:
+        raise SwarefError("format", f"the chat template is not valid Jinja (line {e.lineno}): {e.message}") from None
+
+
 def _plain(value, where="messages"):
     """The data a template sees, rebuilt from plain JSON types (as transformers' ``_plain_template_data``)."""
     if value is None or type(value) in (str, int, float, bool):
@@ -458,12 +474,8 @@ def render_chat(template, messages, *, add_generation_prompt=True, special_token
     if not isinstance(template, str):
         raise SwarefTypeError("argument", f"template must be a string, got {type(template).__name__}")
     messages = check_messages(messages)
-    env = _environment()
-    import jinja2
-    try:
-        compiled = env.from_string(template)
-    except jinja2.TemplateSyntaxError as e:
-        raise SwarefError("format", f"the chat template is not valid Jinja (line {e.lineno}): {e.message}") from None
+    jinja2 = _import_jinja2()
+    compiled = _compile(template)
     variables = {**_plain(special_tokens or {}), **_plain(kwargs, "kwargs")}
     try:
         return compiled.render(messages=messages, tools=None, documents=None,

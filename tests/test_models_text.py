@@ -320,3 +320,28 @@ def test_importing_swaref_imports_no_tokenizer_and_load_model_is_exported():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_streamed_pieces_join_to_each_completions_text_and_never_show_a_stop_string():
+    tm = X.tiny_model(seed=1)
+    prompts = ["The cat is", "who is the richest"]
+    full = tm.complete(prompts, max_new_tokens=10)[0]
+    stop = full[0].text.split()[4]                        # a word of the first completion
+    pieces = {0: [], 1: []}
+    done, _ = tm.complete(prompts, max_new_tokens=10, stop=stop, on_text=lambda b, t: pieces[b].append(t))
+    for b, c in enumerate(done):
+        assert "".join(pieces[b]) == c.text and stop not in c.text
+        if c.finish_reason == "stop":
+            assert full[b].text.startswith(c.text) and full[b].text[len(c.text):].startswith(stop)
+        else:
+            assert c.text == full[b].text and stop not in full[b].text
+    assert done[0].finish_reason == "stop"
+
+
+def test_load_model_refuses_a_missing_directory_and_a_non_path():
+    import pathlib
+    import swaref
+    with pytest.raises(SwarefError, match="does not exist"):
+        swaref.load_model(pathlib.Path("/nonexistent/swaref-model"))
+    with pytest.raises(SwarefError, match="directory must be a path"):
+        swaref.load_model(3)

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.crosscheck
 
 REQUIRED = os.environ.get("SWAREF_REQUIRE_CROSSCHECK") == "1"
 try:
+    import jinja2  # noqa: F401  (apply_chat_template needs it too; the crosscheck extra lists it)
     import torch
     from transformers import PreTrainedTokenizerFast
     from transformers.generation.logits_process import (LogitsProcessorList, MinPLogitsWarper,
@@ -26,7 +27,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     if REQUIRED:
         raise ImportError(f"SWAREF_REQUIRE_CROSSCHECK=1 but the crosscheck extra is missing ({e}); "
                           f"pip install 'swaref[crosscheck]'") from e
-    pytest.skip(f"the crosscheck extra (torch, transformers) is not installed: {e}", allow_module_level=True)
+    pytest.skip(f"the crosscheck extra (torch, transformers, jinja2) is not installed: {e}", allow_module_level=True)
 
 from swaref.models import sampling as S  # noqa: E402
 from swaref.models import text as X  # noqa: E402

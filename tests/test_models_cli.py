@@ -73,8 +73,8 @@ def test_generate_cli_tiny_defaults_to_the_tutorial_prompt_and_model_needs_one(t
 
 def test_generate_cli_backend_defaults_to_compiled_where_built_and_reference_on_request():
     want = "reference" if backend_missing() else "cython"
-    assert f"backend {want}\n" in run_cli(["--tiny", "--max-new-tokens", "1"])[2]
-    assert "backend reference\n" in run_cli(["--tiny", "--max-new-tokens", "1", "--backend", "reference"])[2]
+    assert f"backend {want}, greedy\n" in run_cli(["--tiny", "--max-new-tokens", "1"])[2]
+    assert "backend reference, greedy\n" in run_cli(["--tiny", "--max-new-tokens", "1", "--backend", "reference"])[2]
     a = run_cli(["--tiny", "--max-new-tokens", "6", "--backend", "reference"])[1]
     assert a == run_cli(["--tiny", "--max-new-tokens", "6"])[1]
 
@@ -92,10 +92,23 @@ def test_generate_cli_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for s in ["--max-new-tokens N tokens to generate per prompt, at most (default: 64)", "0 = greedy (default: 0.0)",
-              "(0 = off) (default: 0)", "(1 = off) (default: 1.0)", "cython where it is built",
+    for s in ["--max-new-tokens N tokens to generate per prompt, at most (default: 64)",
+              "--temperature T 0 = greedy (default: the checkpoint's generation_config.json when it sets do_sample, "
+              "else 0, greedy, as transformers' generate)", "0 = off (default: the checkpoint's",
+              "1 = off (default: the checkpoint's", "(0 = off); temperature, top-k, top-p and min-p apply in that "
+              "order, as in transformers (default: 0.0)", "(None: cython where it is built",
               "under the distribution it was drawn from"]:
         assert s in text, s
+
+
+def test_generate_cli_sampling_defaults_come_from_the_checkpoint(monkeypatch):
+    defaults = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 50}
+    monkeypatch.setattr(M.ModelConfig, "sampling", property(lambda self: dict(defaults)), raising=False)
+    err = run_cli(["--tiny", "--max-new-tokens", "1"])[2]
+    assert "sampling with temperature 0.6, top-k 50, top-p 0.9, min-p 0\n" in err
+    err = run_cli(["--tiny", "--max-new-tokens", "1", "--top-k", "3", "--min-p", "0.2"])[2]
+    assert "sampling with temperature 0.6, top-k 3, top-p 0.9, min-p 0.2\n" in err
+    assert ", greedy\n" in run_cli(["--tiny", "--max-new-tokens", "1", "--temperature", "0"])[2]
 
 
 # ------------------------------------------------------------------ prompt sources

@@ -345,3 +345,20 @@ def test_load_model_refuses_a_missing_directory_and_a_non_path():
         swaref.load_model(pathlib.Path("/nonexistent/swaref-model"))
     with pytest.raises(SwarefError, match="directory must be a path"):
         swaref.load_model(3)
+
+
+def test_sampling_options_left_out_take_the_checkpoints_generation_defaults(monkeypatch):
+    """transformers' generate with no arguments samples when generation_config.json sets do_sample
+    (config.sampling: do_sample, temperature, top_p, top_k), and is greedy otherwise."""
+    tm = X.tiny_model()
+    assert tm.sampling_params() == M.SamplingParams(0.0, 1.0, None, 0, 0.0)          # no generation config
+    defaults = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 50}
+    monkeypatch.setattr(M.ModelConfig, "sampling", property(lambda self: dict(defaults)), raising=False)
+    assert tm.sampling_params(seed=3) == M.SamplingParams(0.6, 0.9, 3, 50, 0.0)
+    assert tm.sampling_params(temperature=0, top_k=5, min_p=0.1) == M.SamplingParams(0.0, 0.9, None, 5, 0.1)
+    got = tm.complete(["The cat"], max_new_tokens=6, seed=3)[0][0].tokens
+    want = M.generate(tm.model, [[0, 1]], max_new_tokens=6,
+                      sample=M.make_sampler(M.SamplingParams(0.6, 0.9, 3, top_k=50))).tokens[0]
+    assert got == want
+    defaults["do_sample"] = False                                                    # greedy, the rest unused
+    assert tm.sampling_params(top_k=7) == M.SamplingParams(0.0, 1.0, None, 7, 0.0)

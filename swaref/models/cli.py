@@ -32,8 +32,20 @@ LOGPROB_HELP = ("log-probability of each chosen token under the distribution it 
                 "under the model's own softmax (temperature 1)")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each default: as "(default: X)", or in words where it is None (or a flag)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+CHECKPOINT_DEFAULT = "default: the checkpoint's generation_config.json when it sets do_sample, else "
+
+
 def add_arguments(p):
-    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    p.formatter_class = _HelpFormatter
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", metavar="DIR", help="checkpoint directory: Hugging Face (config.json + safetensors) "
                                                     "or Mistral's native (params.json + consolidated.safetensors)")
@@ -64,9 +76,12 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, default=None, help="threads for the compiled backend (None: all cores)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed for sampling and for --tiny's weights (None: fresh randomness; --tiny uses 0)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0, metavar="K", help="keep the K most likely tokens (0 = off)")
-    p.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling (1 = off)")
+    p.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help=f"0 = greedy ({CHECKPOINT_DEFAULT}0, greedy, as transformers' generate)")
+    p.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help=f"keep the K most likely tokens, 0 = off ({CHECKPOINT_DEFAULT}0)")
+    p.add_argument("--top-p", type=float, default=None, metavar="P",
+                   help=f"nucleus sampling, 1 = off ({CHECKPOINT_DEFAULT}1)")
     p.add_argument("--min-p", type=float, default=0.0, metavar="M",
                    help="keep tokens at least M times as likely as the most likely one (0 = off); temperature, "
                         "top-k, top-p and min-p apply in that order, as in transformers")
@@ -182,7 +197,10 @@ def run(args, out=None, err=None, stdin=None):
     stdin = stdin or sys.stdin
     try:
         # Everything that can be checked without the model is checked before loading it.
-        params = SamplingParams(args.temperature, args.top_p, args.seed, args.top_k, args.min_p)
+        # The options given are checked now; those left out take the checkpoint's defaults once it is loaded.
+        given = lambda v, off: off if v is None else v  # noqa: E731
+        SamplingParams(given(args.temperature, 0.0), given(args.top_p, 1.0), args.seed, given(args.top_k, 0),
+                       args.min_p)
         stops = check_stops(args.stop)
         V.check_int(args.max_new_tokens, "max_new_tokens", minimum=0)
         if args.system is not None and not args.chat:
@@ -193,6 +211,7 @@ def run(args, out=None, err=None, stdin=None):
         backend = args.backend if args.backend is not None else default_backend()
         G.check_backend_available(backend)
         model = _load(args, err)
+        params = model.sampling_params(args.temperature, args.top_p, args.top_k, args.min_p, args.seed)
         prompts = [parse_ids(t, what) if are_ids else
                    model.prompt_ids(t, chat=args.chat, system=args.system, what=what) for t, what in texts]
     except SwarefError as e:  # only rejections: anything else is a bug and keeps its traceback
@@ -213,7 +232,9 @@ def run(args, out=None, err=None, stdin=None):
     err.write(f"model: {model.model.n_params:,} parameters, {cfg.n_layers} layers, windows "
               f"{sorted(set(cfg.windows), key=lambda w: (w is None, w or 0))}, "
               f"{len(prompts)} prompt{'s' if batch else ''} of {'/'.join(map(str, lengths))} tokens, "
-              f"backend {backend}\n")
+              f"backend {backend}, " + ("greedy" if params.temperature == 0 else
+                                         f"sampling with temperature {params.temperature:g}, top-k {params.top_k}, "
+                                         f"top-p {params.top_p:g}, min-p {params.min_p:g}") + "\n")
     try:
         done, res = model.complete(prompts, max_new_tokens=args.max_new_tokens, temperature=params.temperature,
                                    top_p=params.top_p, top_k=params.top_k, min_p=params.min_p, seed=params.seed,

@@ -555,6 +555,22 @@ class TextModel:
         return render_chat(self.chat_template, messages, add_generation_prompt=add_generation_prompt,
                            special_tokens=self.special_tokens, **kwargs)
 
+    def sampling_params(self, temperature=None, top_p=None, top_k=None, min_p=None, seed=None):
+        """SamplingParams from the arguments given; each one left None takes the checkpoint's default.
+
+        The defaults are what transformers' ``generate`` does with no arguments:
+        the checkpoint's generation_config.json (``config.sampling``: do_sample,
+        temperature, top_p, top_k) when it asks for sampling (do_sample true),
+        else greedy; min_p 0.  A checkpoint without one, and --tiny, are greedy.
+        """
+        from .sampling import SamplingParams
+        d = getattr(self.model.config, "sampling", None) or {}
+        if not d.get("do_sample"):
+            d = {}
+        pick = lambda given, name, off: given if given is not None else d.get(name, off)  # noqa: E731
+        return SamplingParams(pick(temperature, "temperature", 0.0 if not d else 1.0), pick(top_p, "top_p", 1.0),
+                              seed, pick(top_k, "top_k", 0), 0.0 if min_p is None else min_p)
+
     def prompt_ids(self, prompt, *, chat=False, system=None, what="prompt"):
         """A prompt -> token ids: text (encoded; with chat, the user's message), token ids (a list of
         ints, used as they are), or with chat a list of message dicts."""
@@ -583,7 +599,7 @@ class TextModel:
             raise SwarefError("argument", f"{what} encodes to no tokens")
         return ids
 
-    def complete(self, prompts, *, max_new_tokens=64, temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, seed=None,
+    def complete(self, prompts, *, max_new_tokens=64, temperature=None, top_p=None, top_k=None, min_p=None, seed=None,
                  stop=None, chat=False, system=None, backend=None, chunk_size=None, num_threads=None,
                  stop_on_eos=True, on_text=None, progress=None):
         """Generate for a batch of prompts -> (list of Completion, the GenerationResult).
@@ -591,14 +607,15 @@ class TextModel:
         prompts: a list, each text, token ids or (chat) messages (see prompt_ids).
         on_text(b, text) receives sequence b's text as it is decoded, never a
         stop string.  Sampling: temperature (0 = greedy), top_k, top_p, min_p
-        as transformers applies them, seeded by ``seed`` per sequence.
+        as transformers applies them, seeded by ``seed`` per sequence; each left
+        None takes the checkpoint's default (``sampling_params``).
         backend: None = "cython" where built, else "reference".
         """
         from . import generation as G
-        from .sampling import SamplingParams, Sampler
+        from .sampling import Sampler
         if not isinstance(prompts, (list, tuple)) or not prompts:
             raise SwarefError("argument", "prompts must be a non-empty list")
-        params = SamplingParams(temperature, top_p, seed, top_k, min_p)
+        params = self.sampling_params(temperature, top_p, top_k, min_p, seed)
         stops = check_stops(stop)
         if on_text is not None and not callable(on_text):
             raise SwarefTypeError("argument", f"on_text must be a callable or None, got {type(on_text).__name__}")
@@ -650,13 +667,14 @@ class TextModel:
                                               "generate_ids or complete)")
         return [c.text for c in self.complete(list(prompt), max_new_tokens=max_new_tokens, **kwargs)[0]]
 
-    def generate_ids(self, prompts, *, max_new_tokens=64, temperature=0.0, top_p=1.0, top_k=0, min_p=0.0,
+    def generate_ids(self, prompts, *, max_new_tokens=64, temperature=None, top_p=None, top_k=None, min_p=None,
                      seed=None, backend=None, **kwargs):
         """The token-id level: ``swaref.models.generate`` on this model with a seeded sampler
-        -> GenerationResult.  backend None = "cython" where built, else "reference"."""
+        -> GenerationResult.  Sampling as ``complete``; backend None = "cython" where built,
+        else "reference"."""
         from .generation import generate
-        from .sampling import SamplingParams, Sampler
-        sampler = Sampler(SamplingParams(temperature, top_p, seed, top_k, min_p))
+        from .sampling import Sampler
+        sampler = Sampler(self.sampling_params(temperature, top_p, top_k, min_p, seed))
         return generate(self.model, prompts, max_new_tokens=max_new_tokens, sample=sampler,
                         backend=default_backend() if backend is None else backend, **kwargs)
 

@@ -183,3 +183,69 @@ def test_a_template_refusing_the_messages_is_refused_by_both(tmp_path):
     with pytest.raises(X.SwarefError, match="must alternate") as e:
         X.render_chat(X.read_chat_template(d), bad, special_tokens=X.read_special_tokens(d))
     assert e.value.kind == "argument"
+
+
+# ------------------------------------------------------------------ text generation end to end
+
+def hf_checkpoint(d, template=CHATML):
+    """A random transformers MistralForCausalLM (weights redrawn so that attention is peaked) and a
+    byte-level BPE tokenizer with a chat template, saved together with save_pretrained."""
+    from test_models_text import byte_bpe
+    from transformers import MistralConfig, MistralForCausalLM
+    tok = byte_bpe()
+    tok.add_special_tokens(["<s>", "</s>", "<|im_start|>", "<|im_end|>"])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+    fast.chat_template = template
+    cfg = MistralConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, sliding_window=4, rope_theta=10000.0,
+                        rms_norm_eps=1e-5, max_position_embeddings=512, bos_token_id=tok.token_to_id("<s>"),
+                        eos_token_id=None, tie_word_embeddings=False)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = MistralForCausalLM(cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(1.5 / p.shape[1] ** 0.5 * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(d)
+    fast.save_pretrained(d)
+    return model, fast
+
+
+def test_text_generation_chat_and_logprobs_equal_transformers(tmp_path):
+    import swaref
+    d = str(tmp_path)
+    hf, hf_tok = hf_checkpoint(d)
+    tm = swaref.load_model(d)
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "héllo wörld 🙂"}]
+    want_prompt = hf_tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert tm.prompt_ids(chat[1]["content"], chat=True, system=chat[0]["content"]) == list(want_prompt)
+    n = 16
+    # greedy: the same tokens as transformers' generate, and the same text as its tokenizer decodes
+    (c,), _ = tm.complete([chat[1]["content"]], chat=True, system=chat[0]["content"], max_new_tokens=n,
+                          temperature=0, stop_on_eos=False)
+    with torch.no_grad():
+        out = hf.generate(torch.tensor([want_prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                          pad_token_id=0)
+    theirs = out[0, len(want_prompt):].tolist()
+    assert c.tokens == theirs
+    assert c.text == hf_tok.decode(theirs, skip_special_tokens=True)
+    # sampled: each log-probability is the chosen token's under transformers' warped distribution
+    # (temperature, top-k, top-p, min-p) of transformers' own logits for the same sequence
+    T, k, p, m = 0.8, 20, 0.9, 0.05
+    (c,), _ = tm.complete([want_prompt], max_new_tokens=n, temperature=T, top_k=k, top_p=p, min_p=m, seed=3,
+                          stop_on_eos=False)
+    seq = list(want_prompt) + c.tokens
+    with torch.no_grad():
+        logits = hf(torch.tensor([seq])).logits[0, len(want_prompt) - 1:-1].double()
+    procs = LogitsProcessorList([TemperatureLogitsWarper(T), TopKLogitsWarper(k), TopPLogitsWarper(p),
+                                 MinPLogitsWarper(m)])
+    for i, tok in enumerate(c.tokens):
+        lp = torch.log_softmax(procs(torch.tensor([seq[:len(want_prompt) + i]]), logits[i:i + 1]), dim=-1)[0]
+        assert np.isfinite(float(lp[tok])) and abs(float(lp[tok]) - c.logprobs[i]) < 1e-4, (i, float(lp[tok]),
+                                                                                            c.logprobs[i])

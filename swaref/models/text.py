@@ -145,7 +145,9 @@ class IncrementalDecoder:
     tokens.  Each step decodes a few tokens, not all so far (the algorithm of
     Hugging Face text-generation-inference and vLLM).  The pieces joined equal
     decode(all tokens) for the tokenizers tested (byte-level BPE with multi-byte
-    characters, SentencePiece-style Metaspace, WordPiece).
+    characters, SentencePiece-style Metaspace, Llama 2's byte fallback,
+    WordPiece), as long as the tokens spell valid UTF-8: invalid bytes become
+    U+FFFD in groups that depend on which bytes are decoded together.
     """
 
     def __init__(self, decode):

@@ -243,7 +243,9 @@ def test_generate_cli_with_a_checkpoint_and_tokenizer(checkpoint):
     # the real command, a real pipe
     import subprocess
     import sys
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    import swaref                                          # the same swaref as this test run (source tree or installed)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(swaref.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-m", "swaref", "generate", "--model", d, "--max-new-tokens", "7",
                         "--no-stop"], input="w5 w17 w3 w44 w9\n", capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and r.stdout.split() == [words[t] for t in want], r.stderr

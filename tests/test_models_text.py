@@ -336,7 +336,9 @@ def test_importing_swaref_imports_no_tokenizer_and_load_model_is_exported():
     code = ("import sys, swaref; assert 'tokenizers' not in sys.modules and 'jinja2' not in sys.modules; "
             "from swaref.models.text import load_model; assert swaref.load_model is load_model; "
             "assert 'load_model' in swaref.__all__; print('ok')")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    import swaref                                          # the same swaref as this test run (source tree or installed)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(swaref.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 

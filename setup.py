@@ -10,6 +10,17 @@ Compiler directives are set once here.  Environment switches:
 * ``SWAREF_NO_OPENMP=1``: build without OpenMP (the kernel then runs
   sequentially; results are bitwise identical because each query row's
   arithmetic never depends on the thread that computes it).
+* ``SWAREF_SANITIZE=1``: AddressSanitizer and UndefinedBehaviorSanitizer,
+  ``-O1 -g -fno-omit-frame-pointer``, every report fatal
+  (``-fno-sanitize-recover=all``).  Python itself is not instrumented, so the
+  tests run with libasan preloaded::
+
+      SWAREF_SANITIZE=1 python setup.py build_ext --inplace --force
+      LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+          UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 python -m pytest -q tests/test_core.py
+
+Switching between these builds needs ``--force`` (the flags are not part of
+setuptools' staleness check).
 
 Whether OpenMP is on is decided by the C preprocessor (``_OPENMP``) inside
 swaref/_core.pyx, not by Cython's deprecated compile-time ``IF``.
@@ -27,6 +38,7 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("SWAREF_DEBUG", "0") not in ("", "0")
 PORTABLE = os.environ.get("SWAREF_PORTABLE", "0") not in ("", "0")
 NO_OPENMP = os.environ.get("SWAREF_NO_OPENMP", "0") not in ("", "0")
+SANITIZE = os.environ.get("SWAREF_SANITIZE", "0") not in ("", "0")
 
 
 def _compiler_accepts(flags, program="int main(void){return 0;}\n"):
@@ -48,14 +60,22 @@ def _compiler_accepts(flags, program="int main(void){return 0;}\n"):
 use_openmp = (not NO_OPENMP) and sys.platform != "win32" and _compiler_accepts(
     ["-fopenmp"], "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
 
-compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
+SANITIZERS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+if DEBUG:
+    compile_args = ["-O0", "-g"]
+elif SANITIZE:
+    compile_args = ["-O1", "-g", "-fno-omit-frame-pointer", "-fno-math-errno"]
+else:
+    compile_args = ["-O3", "-fno-math-errno"]
+if SANITIZE:
+    compile_args += SANITIZERS
 if not DEBUG and not PORTABLE:
     compile_args.append("-march=native")
     # GCC tunes AVX-512 CPUs to 256-bit vectors by default; the kernel's tile loops
     # are long and regular enough that full-width vectors pay (docs/performance.md).
     if _compiler_accepts(["-march=native", "-mprefer-vector-width=512"]):
         compile_args.append("-mprefer-vector-width=512")
-link_args = []
+link_args = SANITIZERS[:1] if SANITIZE else []
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 if use_openmp:
     compile_args.append("-fopenmp")
@@ -74,7 +94,7 @@ directives = {
 ext = Extension(
     "swaref._core",
     ["swaref/_core.pyx"],
-    depends=["swaref/_kernels.h"],
+    depends=["swaref/_kernels.h", "swaref/_hooks.pxi"],
     include_dirs=[np.get_include()],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
@@ -85,6 +105,6 @@ setup(
     ext_modules=cythonize(
         [ext],
         compiler_directives=directives,
-        force=DEBUG,
+        force=DEBUG or SANITIZE,
     ),
 )

@@ -61,6 +61,22 @@ def band_pairs(q_pos, W):
     return int(n.sum())
 
 
+def overflow_one_row(q, k, v):
+    """(q, v) copies in which query T//2, head 0 overflows the kernel's fast path while the
+    reference stays finite: float32, a score past FLT_MAX (q row at FLT_MAX/2 along its own key's
+    signs); float64, the unnormalised value sum past DBL_MAX (equal weights on two values at
+    0.6 x DBL_MAX)."""
+    q, v = q.copy(), v.copy()
+    t = q.shape[0] // 2
+    big = np.finfo(q.dtype).max
+    if q.dtype == np.float32:
+        q[t, 0] = big / 2 * np.where(k[t, 0] < 0, -1, 1)
+    else:
+        q[t, 0] = 0
+        v[t - 1:t + 1, 0] = 0.6 * big
+    return q, v
+
+
 def useful_gflop(Hq, D, pairs):
     return 4.0 * Hq * D * pairs / 1e9
 
@@ -237,6 +253,12 @@ def bench_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out):
         entries.append([label, fn, note, repeat])
 
     add("swaref cython", lambda: swaref.attention(q, k, v, window=W, backend="cython", num_threads=threads))
+    # The overflow fallback is per row and rare: one row forced past the dtype's largest number
+    # costs that row's float64 recompute, and the plain call above pays only the finiteness test.
+    qo, vo = overflow_one_row(q, k, v)
+    add("swaref, 1 row overflows",
+        lambda: swaref.attention(qo, k, vo, window=W, backend="cython", num_threads=threads),
+        "that row recomputed in float64")
     # The reference: a Python loop over queries. On big shapes, time the last n queries and
     # scale by the band pairs (the cost per pair is flat once the window is full).
     n = min(T, args.ref_queries)

@@ -1,17 +1,22 @@
-# cython: language_level=3
 """swaref's compiled kernel: banded sliding-window attention, read in place.
 
 Only ``swaref._backend`` calls this module: it validates every input and hands
 over C-contiguous float32/float64 arrays, int64 positions and consistent
-shapes.  Nothing here re-checks them (the debug build, ``SWAREF_DEBUG=1``,
-turns Cython's bounds checks on to prove the indexing).
+shapes.  Nothing here re-checks them, except what only the kernel needs: arrays
+aligned to their element size (its vector loads assume it).  The debug build,
+``SWAREF_DEBUG=1``, turns Cython's bounds checks on to prove the indexing; the
+sanitizer build, ``SWAREF_SANITIZE=1``, runs it under ASan and UBSan.
 
 Layers
 ------
 1. ``_block``: the ``noexcept nogil`` core of one (KV head, query block) work
-   item, on raw pointers; its products, softmax step and exp are the C
-   micro-kernels in swaref/_kernels.h (Cython cannot keep an array of
-   accumulators in registers: measured about 2x slower).
+   item, on raw pointers, in four steps per key tile: ``_gather_tile``,
+   ``_row_ranges``, ``_score_pass``, ``_value_pass``; then ``_finish_rows``.
+   Products, softmax step, tile transpose and exp are the C micro-kernels in
+   swaref/_kernels.h (Cython cannot keep an array of accumulators in
+   registers: measured about 2x slower); each has a test hook below
+   (``scores_kernel``, ``softmax_kernel``, ``value_kernel``,
+   ``transpose_kernel``, ``exp_kernel``; tests/test_kernels.py).
 2. ``_band_core``: ``noexcept nogil`` on ``const floating[:, :, ::1]``
    memoryviews (fused float/double); splits the work into items and runs them
    in an OpenMP ``prange`` (sequentially when built without OpenMP).
@@ -35,7 +40,7 @@ arithmetic depends only on p, the window, the row of q and the keys it sees,
 never on which other rows, chunk or thread share its work item:
 
 * Keys are visited in increasing absolute position, in *tiles*: the aligned
-  position ranges ``[m*B, (m+1)*B)`` with B = TILE = 64.  Inside a tile, key
+  position ranges ``[m*B, (m+1)*B)`` with B = TILE = 64 (``SWAREF_TILE``).  Inside a tile, key
   position j sits in lane ``j - m*B`` (gaps stay empty), so even the lane of a
   key is fixed.  A tile in which the row sees no key is skipped.
 * Scores: ``a_j = 0; a_j = a_j + q[d] * k_j[d]`` for d = 0, 1, ..., D-1 in
@@ -54,6 +59,13 @@ never on which other rows, chunk or thread share its work item:
   values: ``u[e] = 0; u[e] = u[e] + p_j * v_j[e]`` for visible j in increasing
   position, then ``o[e] = o[e] * alpha + u[e]``.
 * Finally ``out[e] = o[e] / l``.
+* Overflow: if that row holds an Inf or NaN (a score, the scale product or
+  the unnormalised value sum passed the largest finite number; inputs inside
+  the window are finite, or the row is NaN anyway), the row is recomputed in
+  float64 as the reference does (``_exact_row``: scores, max, sum, then
+  normalised weights times values, keys in increasing position).  The test
+  reads only the row's own result, so which rows take this path, and their
+  bits, are as chunk-invariant as the fast path.
 * ``exp`` is swaref's own (swaref/_kernels.h): Cody-Waite reduction and a
   Taylor polynomial, relative error below 4 ulp on x <= 0, exactly 1 at 0 and
   exactly 0 below -708 (float64) / -87 (float32), where the true value is
@@ -76,70 +88,79 @@ are never multiplied, so a NaN or Inf there cannot reach the output.
 Work split: items are (KV head, block of ``ROWS_PER_ITEM // G`` consecutive
 queries), run in an OpenMP ``prange`` with dynamic scheduling; each item
 gathers a tile's keys once, transposed (``kt[d, lane]``), and its values
-(``vt[lane, :]``), into per-thread scratch, and runs its G x block rows over
-it.  Scratch is O(TILE x D + rows x (TILE + D)) per thread: no T x S array.
+(``vt[lane, :]``, or pointers to them in place), into per-thread scratch, and
+runs its G x block rows over it.  Scratch is O(TILE x D + rows x (TILE + D)) per thread: no T x S array.
 """
-cimport cython
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint64_t
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, exp, expl
 from libc.string cimport memcpy
 
 import numpy as np
 
 cdef extern from "_kernels.h":
+    enum:
+        TILE "SWAREF_TILE"            # keys per tile: aligned position ranges [m*TILE, (m+1)*TILE)
+        MAX_SROWS "SWAREF_MAX_SROWS"  # rows of one score pass, at most
     const int SWAREF_HAVE_OPENMP
+    const int SWAREF_SPAN_F, SWAREF_SPAN_D, SWAREF_PVSPAN_F, SWAREF_PVSPAN_D, SWAREF_SROWS_F, SWAREF_SROWS_D
     int swaref_max_threads() noexcept nogil
     void swaref_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
-    double swaref_exp_d(double x) noexcept nogil
-    float swaref_exp_f(float x) noexcept nogil
+    uint64_t swaref_range_bits(int ja, int jb) noexcept nogil
     void swaref_exp_array_f(const float* x, float* y, Py_ssize_t n, int vector) noexcept nogil
     void swaref_exp_array_d(const double* x, double* y, Py_ssize_t n, int vector) noexcept nogil
+    void swaref_scores_rows_f(int n, const float* const* q, const float* kt, Py_ssize_t D, float scale,
+                              float* const* s) noexcept nogil
+    void swaref_scores_rows_d(int n, const double* const* q, const double* kt, Py_ssize_t D, double scale,
+                              double* const* s) noexcept nogil
     float swaref_softmax_f(float* s, uint64_t present, int ja, int jb, float* m, float* l) noexcept nogil
     double swaref_softmax_d(double* s, uint64_t present, int ja, int jb, double* m, double* l) noexcept nogil
-    void swaref_scores1_f(const float* q0, const float* kt, Py_ssize_t D, float scale, float* s0) noexcept nogil
-    void swaref_scores1_d(const double* q0, const double* kt, Py_ssize_t D, double scale, double* s0) noexcept nogil
-    void swaref_scores2_f(const float* q0, const float* q1, const float* kt, Py_ssize_t D, float scale,
-                          float* s0, float* s1) noexcept nogil
-    void swaref_scores2_d(const double* q0, const double* q1, const double* kt, Py_ssize_t D, double scale,
-                          double* s0, double* s1) noexcept nogil
-    const int SWAREF_SPAN_F
-    const int SWAREF_SPAN_D
-    void swaref_scores4_f(const float* q0, const float* q1, const float* q2, const float* q3, const float* kt,
-                          Py_ssize_t D, float scale, float* s0, float* s1, float* s2, float* s3) noexcept nogil
-    void swaref_scores4_d(const double* q0, const double* q1, const double* q2, const double* q3,
-                          const double* kt, Py_ssize_t D, double scale,
-                          double* s0, double* s1, double* s2, double* s3) noexcept nogil
+    void swaref_value_rows_f(float* o, const float* al, const float* sc, const float** vp, const char* vis,
+                             const Py_ssize_t* ja, const Py_ssize_t* jb, Py_ssize_t r0, Py_ssize_t r1,
+                             Py_ssize_t D, Py_ssize_t span) noexcept nogil
+    void swaref_value_rows_d(double* o, const double* al, const double* sc, const double** vp, const char* vis,
+                             const Py_ssize_t* ja, const Py_ssize_t* jb, Py_ssize_t r0, Py_ssize_t r1,
+                             Py_ssize_t D, Py_ssize_t span) noexcept nogil
     void swaref_transpose_tile_f(float* kt, const float* const* rows, Py_ssize_t off, Py_ssize_t D) noexcept nogil
     void swaref_transpose_tile_d(double* kt, const double* const* rows, Py_ssize_t off, Py_ssize_t D) noexcept nogil
-    void swaref_pv4r_f(float* const* o, const float* al, const float* const* p, const float** vp,
-                       const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0, Py_ssize_t e1) noexcept nogil
-    void swaref_pv4r_d(double* const* o, const double* al, const double* const* p, const double** vp,
-                       const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0, Py_ssize_t e1) noexcept nogil
-    uint64_t swaref_range_bits(int ja, int jb) noexcept nogil
-    const int SWAREF_SROWS_F
-    const int SWAREF_SROWS_D
-    void swaref_scoresr_f(const float* const* q, const float* kt, Py_ssize_t D, float scale,
-                          float* const* s) noexcept nogil
-    void swaref_scoresr_d(const double* const* q, const double* kt, Py_ssize_t D, double scale,
-                          double* const* s) noexcept nogil
-    const int SWAREF_PVSPAN_F
-    const int SWAREF_PVSPAN_D
-    void swaref_pv_f(int R, float* o0, float* o1, float al0, float al1, const float* p0, const float* p1,
-                     const float** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0,
-                     Py_ssize_t e1) noexcept nogil
-    void swaref_pv_d(int R, double* o0, double* o1, double al0, double al1, const double* p0, const double* p1,
-                     const double** vp, const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0,
-                     Py_ssize_t e1) noexcept nogil
+    bint swaref_all_finite_f(const float* x, Py_ssize_t n) noexcept nogil
+    bint swaref_all_finite_d(const double* x, Py_ssize_t n) noexcept nogil
 
 ctypedef fused floating:
     float
     double
 
 cdef enum:
-    TILE = 64              # keys per tile; tiles cover the aligned position ranges [m*TILE, (m+1)*TILE)
-    ROWS_PER_ITEM = 256    # query rows (queries x heads of one KV group) per work item
+    ROWS_PER_ITEM = 256    # query rows (queries x heads of one KV head) per work item
     PREFETCH = 8           # keys ahead whose rows the tile gather prefetches
+
+
+cdef struct Keys:
+    # Where the keys come from (module docstring); k, v, ck, cv point at float or double
+    # rows of Hkv * D elements, cast back in the fused functions that read them.
+    const void* k
+    const void* v
+    const int64_t* k_pos
+    Py_ssize_t S
+    const void* ck
+    const void* cv
+    const int64_t* cpos
+    Py_ssize_t C
+    int64_t ring_lo, ring_hi, window
+    Py_ssize_t Hkv, D
+
+
+cdef struct Rows:
+    # The rows of one work item: queries t0 .. t0+nq-1, the G query heads of KV head g.
+    # Item row r = tq * G + i is query t0 + tq, query head g * G + i (a query's heads adjacent).
+    const int64_t* q_pos
+    Py_ssize_t Hq, G, g, t0, nq, n, D
+
+
+cdef struct Cursor:
+    # The tile gather's progress through the keys some row of the item sees (positions lo .. hi).
+    int64_t rp, hi          # next ring position to look at; last position seen
+    Py_ssize_t e, eb        # next explicit key; one past the last
 
 
 #: Multiply-adds per thread below which a call uses fewer threads (tests lower it to 1
@@ -168,33 +189,6 @@ def default_threads():
     return swaref_max_threads()
 
 
-def exp_kernel(x, vector=False):
-    """swaref's exp on a 1-D float32/float64 array: the scalar formula (alpha) or, with
-    vector=True, the vector one (the weights).  For the tests: within 4 ulp of numpy.exp on x <= 0."""
-    x = np.ascontiguousarray(x)
-    if x.ndim != 1:
-        raise ValueError(f"exp_kernel takes a 1-D array, got shape {x.shape}")
-    out = np.empty_like(x)
-    cdef float[::1] xf, of
-    cdef double[::1] xd, od
-    if x.dtype == np.float32 and x.shape[0]:
-        xf, of = x, out
-        swaref_exp_array_f(&xf[0], &of[0], xf.shape[0], bool(vector))
-    elif x.dtype == np.float64 and x.shape[0]:
-        xd, od = x, out
-        swaref_exp_array_d(&xd[0], &od[0], xd.shape[0], bool(vector))
-    elif x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"exp_kernel takes float32 or float64, got {x.dtype}")
-    return out
-
-
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return swaref_exp_f(x)
-    else:
-        return swaref_exp_d(x)
-
-
 cdef inline Py_ssize_t _lower_bound(const int64_t* a, Py_ssize_t n, int64_t x) noexcept nogil:
     """First index i with a[i] >= x (a sorted), n if none."""
     cdef Py_ssize_t lo = 0, hi = n, mid
@@ -207,354 +201,340 @@ cdef inline Py_ssize_t _lower_bound(const int64_t* a, Py_ssize_t n, int64_t x) n
     return lo
 
 
-cdef inline void _scores1(const floating* q0, const floating* kt, Py_ssize_t D, floating scale,
-                          floating* s0) noexcept nogil:
-    """s0[j] = (sum_d q0[d] * kt[d*TILE + j]) * scale for the lanes j of one span; d = 0 .. D-1 in order."""
-    if floating is float:
-        swaref_scores1_f(q0, kt, D, scale, s0)
+cdef inline int64_t _first_seen(int64_t p, int64_t window) noexcept nogil:
+    """First key position a query at p sees (window 0: causal)."""
+    return p - window + 1 if window > 0 and p - window + 1 > 0 else 0
+
+
+cdef inline const floating* _qrow(const floating* q, const Rows* R, Py_ssize_t r) noexcept nogil:
+    """The q row (and, with out for q, the output row) of item row r."""
+    return q + ((R.t0 + r // R.G) * R.Hq + R.g * R.G + r % R.G) * R.D
+
+
+# ----------------------------------------------------------------- one tile
+
+cdef inline void _put_key(int64_t j, const floating* krow, const floating* vrow, bint copy_v, floating* vt,
+                          Py_ssize_t D, const floating** krows, const floating** vrows, char* present,
+                          uint64_t* pbits) noexcept nogil:
+    """Put one key into lane j: its key row is noted (transposed after the gather), its value
+    row copied to the value tile (stride D) or pointed at in place."""
+    present[j] = 1
+    pbits[0] |= (<uint64_t>1) << j
+    krows[j] = krow
+    if copy_v:
+        memcpy(vt + j * D, vrow, D * sizeof(floating))
+        vrows[j] = vt + j * D
     else:
-        swaref_scores1_d(q0, kt, D, scale, s0)
+        vrows[j] = vrow
 
 
-cdef inline void _scores2(const floating* q0, const floating* q1, const floating* kt, Py_ssize_t D,
-                          floating scale, floating* s0, floating* s1) noexcept nogil:
-    """_scores1 for two rows at once (shared key loads; each lane's arithmetic is unchanged)."""
-    if floating is float:
-        swaref_scores2_f(q0, q1, kt, D, scale, s0, s1)
+cdef int64_t _gather_tile(const Keys* K, Cursor* c, Py_ssize_t g, bint copy_v, floating* kt, floating* vt,
+                          const floating** vrows, char* present, uint64_t* pbits) noexcept nogil:
+    """Gather the next tile holding a key the item sees; return its first position (-1: none left).
+
+    The next present key decides the tile [tstart, tstart + TILE); each of its keys goes to lane
+    position - tstart: the key rows transposed into kt[d * TILE + lane], the value rows into
+    vrows (and vt).  Ring positions all lie below the explicit ones (_backend checks it), so
+    the ring is read first.  present / pbits: the lanes holding a key.
+    """
+    # Locals, not K-> and c-> fields: the char stores to present[] may alias any of those,
+    # which would make the compiler reload them on every key.
+    cdef const floating* k = <const floating*>K.k
+    cdef const floating* v = <const floating*>K.v
+    cdef const floating* ck = <const floating*>K.ck
+    cdef const floating* cv = <const floating*>K.cv
+    cdef const int64_t* cpos = K.cpos
+    cdef const int64_t* k_pos = K.k_pos
+    cdef const floating* krows[TILE]
+    cdef Py_ssize_t D = K.D, C = K.C, row = K.Hkv * D, j, slot, e = c.e, eb = c.eb
+    cdef Py_ssize_t seg = D * sizeof(floating)           # bytes of one key's row
+    cdef int64_t pos, tstart, tend, rp = c.rp, rend = K.ring_hi if K.ring_hi < c.hi else c.hi
+    cdef uint64_t bits = 0
+    while rp <= rend and cpos[rp % C] != rp:
+        rp += 1
+    if rp <= rend:
+        pos = rp
+    elif e < eb:
+        pos = k_pos[e]
     else:
-        swaref_scores2_d(q0, q1, kt, D, scale, s0, s1)
-
-
-cdef inline void _pv(int R, floating* o0, floating* o1, floating alpha0, floating alpha1,
-                     const floating* p0, const floating* p1, const floating** vp,
-                     const char* vis, Py_ssize_t ja, Py_ssize_t jb, Py_ssize_t e0, Py_ssize_t e1) noexcept nogil:
-    """For R = 1 or 2 rows seeing the same lanes, elements e0 .. e1-1: u[e] = sum of p[j] * vp[j][e]
-    over the visible lanes j = ja .. jb-1 in order (from 0), then o[e] = o[e] * alpha + u[e]."""
+        c.rp = rp
+        return -1
+    tstart = (pos // TILE) * TILE
+    tend = tstart + TILE
+    for j in range(TILE):
+        present[j] = 0
+        krows[j] = NULL
+    while rp <= rend and rp < tend:
+        # In-place value rows (decode) wait on memory, and the rows of one KV head lie Hkv*D
+        # apart, a stride the hardware prefetcher does not follow across pages.
+        if not copy_v:
+            slot = (rp + PREFETCH) % C
+            swaref_prefetch(ck + slot * row + g * D, seg)
+            swaref_prefetch(cv + slot * row + g * D, seg)
+        slot = rp % C
+        if cpos[slot] == rp:
+            _put_key(rp - tstart, ck + slot * row + g * D, cv + slot * row + g * D, copy_v, vt, D,
+                     krows, vrows, present, &bits)
+        rp += 1
+    while e < eb and k_pos[e] < tend:
+        if not copy_v and e + PREFETCH < eb:
+            swaref_prefetch(k + (e + PREFETCH) * row + g * D, seg)
+            swaref_prefetch(v + (e + PREFETCH) * row + g * D, seg)
+        _put_key(k_pos[e] - tstart, k + e * row + g * D, v + e * row + g * D, copy_v, vt, D,
+                 krows, vrows, present, &bits)
+        e += 1
+    c.rp, c.e = rp, e
+    pbits[0] = bits
     if floating is float:
-        swaref_pv_f(R, o0, o1, alpha0, alpha1, p0, p1, vp, vis, ja, jb, e0, e1)
+        swaref_transpose_tile_f(kt, krows, 0, D)
     else:
-        swaref_pv_d(R, o0, o1, alpha0, alpha1, p0, p1, vp, vis, ja, jb, e0, e1)
+        swaref_transpose_tile_d(kt, krows, 0, D)
+    return tstart
+
+
+cdef void _row_ranges(const Rows* R, int64_t window, int64_t tstart, uint64_t pbits,
+                      Py_ssize_t* rja, Py_ssize_t* rjb) noexcept nogil:
+    """Each row's visible lanes ja .. jb-1 of the tile: positions in [p - W + 1, p], the same for
+    all heads of a query (present keys among them: pbits); ja = jb = 0 where none is present."""
+    cdef Py_ssize_t tq, i, ja, jb
+    cdef int64_t p
+    for tq in range(R.nq):
+        p = R.q_pos[R.t0 + tq]
+        ja = 0
+        if window > 0 and p - window + 1 > tstart:
+            ja = p - window + 1 - tstart
+        jb = TILE
+        if p + 1 < tstart + TILE:
+            jb = p + 1 - tstart
+        if ja >= jb or not (pbits & swaref_range_bits(<int>ja, <int>jb)):
+            ja = jb = 0                                  # nothing visible: the rows skip this tile
+        for i in range(R.G):
+            rja[tq * R.G + i] = ja
+            rjb[tq * R.G + i] = jb
+
+
+cdef void _score_pass(const floating* q, const Rows* R, const floating* kt, floating scale, floating* sc,
+                      const Py_ssize_t* rja, const Py_ssize_t* rjb) noexcept nogil:
+    """Scores of every row with visible lanes: sc[r * TILE + j] = (q_r . k_j) * scale.
+
+    SROWS rows at a time (any rows: lanes and rows are independent), one span of lanes after the
+    other (the whole tile for float32, halves for float64).  A row skips spans outside its
+    visible lanes (float64: the window's first and the diagonal tile); those lanes keep stale
+    scores, which the softmax step masks like any invisible lane.
+    """
+    cdef Py_ssize_t r, l0 = 0, nact, span = SWAREF_SPAN_D, nsr = SWAREF_SROWS_D
+    cdef const floating* qp[MAX_SROWS]
+    cdef floating* sp[MAX_SROWS]
+    if floating is float:
+        span = SWAREF_SPAN_F
+        nsr = SWAREF_SROWS_F
+    while l0 < TILE:
+        nact = 0
+        for r in range(R.n + 1):
+            if r < R.n and rja[r] < rjb[r] and rja[r] < l0 + span and rjb[r] > l0:
+                qp[nact] = _qrow(q, R, r)
+                sp[nact] = sc + r * TILE + l0
+                nact += 1
+            if nact and (nact == nsr or r == R.n):
+                if floating is float:
+                    swaref_scores_rows_f(<int>nact, qp, kt + l0, R.D, scale, sp)
+                else:
+                    swaref_scores_rows_d(<int>nact, qp, kt + l0, R.D, scale, sp)
+                nact = 0
+        l0 += span
 
 
 cdef inline floating _softmax_tile(floating* s, uint64_t present, Py_ssize_t ja, Py_ssize_t jb,
                                    floating* m, floating* l) noexcept nogil:
-    """Online-softmax step of one row over one tile; returns alpha, leaves the weights in s.
-
-    Visible lanes: bit j of present set and ja <= j < jb.  m_t = max of their scores;
-    m' = max(m, m_t); alpha = exp(m - m'); s[j] = exp(s[j] - m') on visible
-    lanes and exactly 0 elsewhere (a select, so a NaN score on a masked lane
-    never propagates); tile sum = 16 lane-group sums (lanes j, j+16, j+32,
-    j+48 added in that order) reduced by the fixed halving tree
-    (8, 4, 2, 1); l = l * alpha + tile sum.  Lanes are positions mod TILE,
-    so the whole step depends only on the row's visible keys.
-    """
+    """Online-softmax step of one row over one tile (module docstring); returns alpha and leaves
+    the weights in s (exactly 0 on lanes that are not visible: bit of present, ja <= lane < jb)."""
     if floating is float:
         return swaref_softmax_f(s, present, <int>ja, <int>jb, m, l)
     else:
         return swaref_softmax_d(s, present, <int>ja, <int>jb, m, l)
 
 
-cdef inline const floating* _qrow(const floating* q, Py_ssize_t r, Py_ssize_t nq, Py_ssize_t G,
-                                  Py_ssize_t Hq, Py_ssize_t D, Py_ssize_t g0, Py_ssize_t t0) noexcept nogil:
-    """The q row of item row r (see _block)."""
-    return q + ((t0 + (r // G) % nq) * Hq + (g0 + r // (nq * G)) * G + r % G) * D
-
-
-cdef inline void _scores_rows(const Py_ssize_t* act, Py_ssize_t n, const floating* q, Py_ssize_t nq,
-                              Py_ssize_t G, Py_ssize_t Hq, Py_ssize_t D, Py_ssize_t g0, Py_ssize_t t0,
-                              const floating* kt, floating scale, floating* sc, Py_ssize_t l0) noexcept nogil:
-    """Scores of the n (1 .. SWAREF_SROWS) item rows act[0 .. n-1] over lanes l0 .. l0 + span - 1 of one key tile."""
-    cdef Py_ssize_t i = 0
-    cdef const floating* qp[8]
-    cdef floating* sp[8]
-    cdef Py_ssize_t nsr = SWAREF_SROWS_D
+cdef inline void _value_rows(floating* o, const floating* al, const floating* sc, const floating** vrows,
+                             const char* present, const Py_ssize_t* rja, const Py_ssize_t* rjb,
+                             Py_ssize_t n, Py_ssize_t D) noexcept nogil:
+    """o[r] = o[r] * al[r] + sum of sc[r, j] * vrows[j] over the visible lanes j of rows 0 .. n-1."""
     if floating is float:
-        nsr = SWAREF_SROWS_F
-    if n == nsr:
-        for i in range(n):
-            qp[i] = _qrow(q, act[i], nq, G, Hq, D, g0, t0)
-            sp[i] = sc + act[i] * TILE + l0
-        if floating is float:
-            swaref_scoresr_f(qp, kt + l0, D, scale, sp)
-        else:
-            swaref_scoresr_d(qp, kt + l0, D, scale, sp)
-        return
-    i = 0
-    if n == 4:
-        if floating is float:
-            swaref_scores4_f(_qrow(q, act[0], nq, G, Hq, D, g0, t0), _qrow(q, act[1], nq, G, Hq, D, g0, t0),
-                             _qrow(q, act[2], nq, G, Hq, D, g0, t0), _qrow(q, act[3], nq, G, Hq, D, g0, t0),
-                             kt + l0, D, scale, sc + act[0] * TILE + l0, sc + act[1] * TILE + l0,
-                             sc + act[2] * TILE + l0, sc + act[3] * TILE + l0)
-        else:
-            swaref_scores4_d(_qrow(q, act[0], nq, G, Hq, D, g0, t0), _qrow(q, act[1], nq, G, Hq, D, g0, t0),
-                             _qrow(q, act[2], nq, G, Hq, D, g0, t0), _qrow(q, act[3], nq, G, Hq, D, g0, t0),
-                             kt + l0, D, scale, sc + act[0] * TILE + l0, sc + act[1] * TILE + l0,
-                             sc + act[2] * TILE + l0, sc + act[3] * TILE + l0)
-        return
-    while i + 2 <= n:
-        _scores2(_qrow(q, act[i], nq, G, Hq, D, g0, t0), _qrow(q, act[i + 1], nq, G, Hq, D, g0, t0),
-                 kt + l0, D, scale, sc + act[i] * TILE + l0, sc + act[i + 1] * TILE + l0)
-        i += 2
-    if i < n:
-        _scores1(_qrow(q, act[i], nq, G, Hq, D, g0, t0), kt + l0, D, scale, sc + act[i] * TILE + l0)
-
-
-cdef inline void _gather_row(const floating** krows, const floating** vbase, floating* vt, bint copy_v,
-                             const floating* krow, const floating* vrow, Py_ssize_t j,
-                             Py_ssize_t D) noexcept nogil:
-    """Put one key into lane j: its key row is noted (transposed into the tiles after the
-    gather, _transpose_tile), its value row copied to the value tile or pointed at in place."""
-    krows[j] = krow
-    if copy_v:
-        memcpy(vt + j * D, vrow, D * sizeof(floating))
-        vbase[j] = vt + j * D
+        swaref_value_rows_f(o, al, sc, vrows, present, rja, rjb, 0, n, D, SWAREF_PVSPAN_F)
     else:
-        vbase[j] = vrow
+        swaref_value_rows_d(o, al, sc, vrows, present, rja, rjb, 0, n, D, SWAREF_PVSPAN_D)
 
 
-cdef inline void _transpose_tile(floating* kt, const floating** krows, Py_ssize_t HG, Py_ssize_t D) noexcept nogil:
-    """kt[gi][d, j] = krows[j][gi * D + d] for each KV head gi of the item and each lane j
-    with a key (krows[j] != NULL); a pure data move (swaref/_kernels.h)."""
-    cdef Py_ssize_t gi
-    for gi in range(HG):
-        if floating is float:
-            swaref_transpose_tile_f(kt + gi * TILE * D, krows, gi * D, D)
-        else:
-            swaref_transpose_tile_d(kt + gi * TILE * D, krows, gi * D, D)
+cdef void _value_pass(const Rows* R, floating* sc, floating* o, floating* m, floating* l, floating* al,
+                      const floating** vrows, const char* present, uint64_t pbits,
+                      const Py_ssize_t* rja, const Py_ssize_t* rjb) noexcept nogil:
+    """Softmax step of every row that sees the tile (weights into sc, alpha into al), then
+    its value pass."""
+    cdef Py_ssize_t r
+    for r in range(R.n):
+        if rja[r] < rjb[r]:
+            al[r] = _softmax_tile(sc + r * TILE, pbits, rja[r], rjb[r], m + r, l + r)
+    _value_rows(o, al, sc, vrows, present, rja, rjb, R.n, R.D)
 
 
-cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq,
-                 const floating* k, const floating* v, const int64_t* k_pos, Py_ssize_t S,
-                 const floating* ck, const floating* cv, const int64_t* cpos, Py_ssize_t C,
-                 int64_t ring_lo, int64_t ring_hi,
-                 Py_ssize_t Hkv, Py_ssize_t D, int64_t window, floating scale,
-                 Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t t0, Py_ssize_t t1,
-                 floating* work, Py_ssize_t* iwork, floating* out) noexcept nogil:
-    """One work item: queries t0 .. t1-1, the query heads of KV heads g0 .. g1-1.
+# ------------------------------------------------------ overflow fallback
 
-    Rows: r = ((gi * nq) + tq) * G + i for KV head g0 + gi, query t0 + tq and
-    query head (g0 + gi) * G + i, so the G heads of one query are adjacent.
-    work: HG*TILE*D (transposed key tiles, lane = position mod TILE) + TILE*D
-    (value tile) + TILE*R (scores, then weights) + R*D (o) + 3*R (m, l, alpha)
-    floats; iwork: 2*R; HG = g1 - g0, R = HG * (t1 - t0) * G.
+cdef inline void _exact_key(int stage, const floating* qrow, const floating* krow, const floating* vrow,
+                            Py_ssize_t D, double scale, long double* m, long double* l,
+                            double* acc) noexcept nogil:
+    """One visible key of _exact_row: stage 0 updates the running max m and sum l, stage 1 adds
+    its normalised weight times its value row to acc.  The score is recomputed in each stage
+    (the same chain both times) in long double, whose exponent range holds scale * q.k for any
+    finite float64 q, k and scale: a float64 score that overflows is exact here, so the weights
+    are the reference's (which factors the magnitudes out for the same reason)."""
+    cdef long double s = 0, w
+    cdef Py_ssize_t d
+    for d in range(D):
+        s = s + <long double>qrow[d] * <long double>krow[d]
+    s = s * scale
+    if stage == 0:
+        if s > m[0]:                                     # a NaN score never passes: it reaches l below
+            l[0] = l[0] * expl(m[0] - s) + 1.0
+            m[0] = s
+        elif s != -INFINITY:                             # weight exp(-inf) = 0 even while m is -inf
+            l[0] = l[0] + expl(s - m[0])
+    else:
+        w = expl(s - m[0]) / l[0] if s != -INFINITY else 0
+        for d in range(D):
+            acc[d] = acc[d] + <double>w * <double>vrow[d]
+
+
+cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* K, double scale,
+                     double* acc, floating* orow) noexcept nogil:
+    """The overflow fallback: one query row (position p, KV head g) recomputed in float64 as the
+    reference does (scores, max, sum, then normalised weights times values), so that neither a
+    score nor the unnormalised value sum can overflow where the reference's result is finite.
+
+    Its keys are the row's visible keys in increasing position (ring, then explicit keys), and
+    its arithmetic depends on nothing else: the result is as chunk-, thread- and
+    rotation-invariant as the fast path's.  acc: D doubles of scratch.
     """
-    cdef Py_ssize_t G = Hq // Hkv
-    cdef Py_ssize_t HG = g1 - g0
-    cdef Py_ssize_t nq = t1 - t0
-    cdef Py_ssize_t nrows = HG * nq * G
+    cdef const floating* k = <const floating*>K.k
+    cdef const floating* v = <const floating*>K.v
+    cdef const floating* ck = <const floating*>K.ck
+    cdef const floating* cv = <const floating*>K.cv
+    cdef long double m = -INFINITY, l = 0
+    cdef int stage
+    cdef int64_t j, lo = _first_seen(p, K.window)
+    cdef Py_ssize_t i, slot, d, D = K.D, row = K.Hkv * K.D
+    for d in range(D):
+        acc[d] = 0
+    for stage in range(2):
+        j = lo if lo > K.ring_lo else K.ring_lo
+        while j <= K.ring_hi and j <= p:
+            slot = j % K.C
+            if K.cpos[slot] == j:
+                _exact_key(stage, qrow, ck + slot * row + g * D, cv + slot * row + g * D, D, scale, &m, &l, acc)
+            j += 1
+        i = _lower_bound(K.k_pos, K.S, lo)
+        while i < K.S and K.k_pos[i] <= p:
+            _exact_key(stage, qrow, k + i * row + g * D, v + i * row + g * D, D, scale, &m, &l, acc)
+            i += 1
+    for d in range(D):
+        orow[d] = <floating>acc[d]
+
+
+cdef void _finish_rows(const floating* q, const Rows* R, const Keys* K, const floating* o, const floating* l,
+                       double scale, double* acc, floating* out) noexcept nogil:
+    """out = o / l row by row; a row holding Inf or NaN after it is recomputed (_exact_row)."""
+    cdef Py_ssize_t r, d
+    cdef floating* orow
+    cdef bint finite
+    for r in range(R.n):
+        orow = <floating*>_qrow(<const floating*>out, R, r)
+        for d in range(R.D):
+            orow[d] = o[r * R.D + d] / l[r]
+        if floating is float:
+            finite = swaref_all_finite_f(orow, R.D)
+        else:
+            finite = swaref_all_finite_d(orow, R.D)
+        if not finite:
+            _exact_row(_qrow(q, R, r), R.q_pos[R.t0 + r // R.G], R.g, K, scale, acc, orow)
+
+
+# ------------------------------------------------------------- work item
+
+cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const Keys* K, floating scale,
+                 double scale64, Py_ssize_t g, Py_ssize_t t0, Py_ssize_t t1,
+                 floating* work, Py_ssize_t* iwork, double* dwork, floating* out) noexcept nogil:
+    """One work item: queries t0 .. t1-1, the query heads of KV head g.
+
+    work: TILE*D (transposed key tile, lane = position mod TILE) + TILE*D (value tile) +
+    TILE*n (scores, then weights) + n*D (o) + 3*n (m, l, alpha) elements; iwork: 2*n
+    (each row's visible lanes); dwork: D (the overflow fallback); n = (t1 - t0) * G rows.
+    """
+    cdef Rows R
+    R.q_pos, R.Hq, R.G, R.g, R.t0, R.nq, R.D = q_pos, Hq, Hq // K.Hkv, g, t0, t1 - t0, K.D
+    R.n = R.nq * R.G
+    cdef Py_ssize_t D = K.D, r, d
     cdef floating* kt = work
-    cdef floating* vt = kt + HG * TILE * D
+    cdef floating* vt = kt + TILE * D
     cdef floating* sc = vt + TILE * D
-    cdef floating* o = sc + TILE * nrows
-    cdef floating* m = o + nrows * D
-    cdef floating* l = m + nrows
-    cdef floating* al = l + nrows
+    cdef floating* o = sc + TILE * R.n
+    cdef floating* m = o + R.n * D
+    cdef floating* l = m + R.n
+    cdef floating* al = l + R.n
+    cdef Py_ssize_t* rja = iwork
+    cdef Py_ssize_t* rjb = iwork + R.n
     # Many rows reuse a tile's values: copy them to stride D (rows Hkv*D apart fight over the
     # same L1 sets).  A decode step's few rows read them once: in place.
-    cdef bint copy_v = HG == 1 and nrows > 16
-    # Rows reading V in place are few (decode): they wait on memory, and the rows of one KV head
-    # lie Hkv*D apart, a stride the hardware prefetcher does not follow across pages.
-    cdef Py_ssize_t* rja = iwork
-    cdef Py_ssize_t* rjb = iwork + nrows
-    cdef const floating* vbase[TILE]
-    cdef const floating* vptr[TILE]
-    cdef const floating* krows[TILE]
+    cdef bint copy_v = R.n > 16
+    cdef const floating* vrows[TILE]
     cdef char present[TILE]
-    cdef uint64_t pbits                                  # present as a lane mask
-    cdef Py_ssize_t r, rend, d, j, ja, jb, slot, e, eb, gi, tq, i, nact
-    cdef Py_ssize_t act[8]
-    cdef Py_ssize_t nsr = SWAREF_SROWS_D
-    cdef floating* o4[4]
-    cdef const floating* p4[4]
-    cdef Py_ssize_t l0, span = SWAREF_SPAN_D, e0, e1, pvspan = SWAREF_PVSPAN_D
-    if floating is float:
-        span = SWAREF_SPAN_F
-        pvspan = SWAREF_PVSPAN_F
-        nsr = SWAREF_SROWS_F
-    cdef int64_t lo, hi, pos, tstart, tend, p, rp
-    cdef floating* orow
-    cdef Py_ssize_t seg = HG * D * sizeof(floating)     # bytes of one key's row segment
-
-    for r in range(nrows):
+    cdef uint64_t pbits = 0                              # present as a lane mask
+    cdef int64_t tstart
+    cdef Cursor c
+    for r in range(R.n):
         m[r] = -INFINITY
         l[r] = 0
         for d in range(D):
             o[r * D + d] = 0
-
-    # Keys any row of the item can see: positions lo .. hi.
-    hi = q_pos[t1 - 1]
-    lo = 0
-    if window > 0 and q_pos[t0] - window + 1 > 0:
-        lo = q_pos[t0] - window + 1
-    rp = lo if lo > ring_lo else ring_lo                 # next ring position to look at
-    e = _lower_bound(k_pos, S, lo)                       # next explicit key
-    eb = _lower_bound(k_pos, S, hi + 1)
+    # Keys any row of the item can see: positions _first_seen(q_pos[t0]) .. q_pos[t1 - 1].
+    c.hi = q_pos[t1 - 1]
+    c.rp = _first_seen(q_pos[t0], K.window)
+    c.e = _lower_bound(K.k_pos, K.S, c.rp)
+    c.eb = _lower_bound(K.k_pos, K.S, c.hi + 1)
+    if c.rp < K.ring_lo:
+        c.rp = K.ring_lo
     while True:
-        # The next present key decides the tile [tstart, tend); gather its keys at lane
-        # position - tstart (ring positions all lie below the explicit ones: _backend checks it).
-        while rp <= ring_hi and rp <= hi and cpos[rp % C] != rp:
-            rp += 1
-        if rp <= ring_hi and rp <= hi:
-            pos = rp
-        elif e < eb:
-            pos = k_pos[e]
-        else:
+        tstart = _gather_tile(K, &c, g, copy_v, kt, vt, vrows, present, &pbits)
+        if tstart < 0:
             break
-        tstart = (pos // TILE) * TILE
-        tend = tstart + TILE
-        for j in range(TILE):
-            present[j] = 0
-            krows[j] = NULL
-        pbits = 0
-        while rp <= ring_hi and rp <= hi and rp < tend:
-            if not copy_v:
-                slot = (rp + PREFETCH) % C
-                swaref_prefetch(ck + (slot * Hkv + g0) * D, seg)
-                swaref_prefetch(cv + (slot * Hkv + g0) * D, seg)
-            slot = rp % C
-            if cpos[slot] == rp:
-                j = rp - tstart
-                present[j] = 1
-                pbits |= (<uint64_t>1) << j
-                _gather_row(krows, vbase, vt, copy_v, ck + (slot * Hkv + g0) * D, cv + (slot * Hkv + g0) * D,
-                            j, D)
-            rp += 1
-        while e < eb and k_pos[e] < tend:
-            if not copy_v and e + PREFETCH < eb:
-                swaref_prefetch(k + ((e + PREFETCH) * Hkv + g0) * D, seg)
-                swaref_prefetch(v + ((e + PREFETCH) * Hkv + g0) * D, seg)
-            j = k_pos[e] - tstart
-            present[j] = 1
-            pbits |= (<uint64_t>1) << j
-            _gather_row(krows, vbase, vt, copy_v, k + (e * Hkv + g0) * D, v + (e * Hkv + g0) * D, j, D)
-            e += 1
-        _transpose_tile(kt, krows, HG, D)
-
-        # Each query's visible lanes: positions in [p - W + 1, p] of this tile, present
-        # (the same for all its heads).
-        for tq in range(nq):
-            p = q_pos[t0 + tq]
-            ja = 0
-            if window > 0 and p - window + 1 > tstart:
-                ja = p - window + 1 - tstart
-            jb = TILE
-            if p + 1 < tend:
-                jb = p + 1 - tstart
-            if ja >= jb or not (pbits & swaref_range_bits(<int>ja, <int>jb)):
-                ja = jb = 0                              # nothing visible: the rows skip this tile
-            for gi in range(HG):
-                for i in range(G):
-                    r = (gi * nq + tq) * G + i
-                    rja[r] = ja
-                    rjb[r] = jb
-
-        for gi in range(HG):
-            # Scores, six rows at a time (any rows: lanes and rows are independent), one span of
-            # lanes after the other (the whole tile for float32, halves for float64).
-            rend = (gi + 1) * nq * G
-            l0 = 0
-            while l0 < TILE:
-                nact = 0
-                for r in range(gi * nq * G, rend):
-                    # A row skips spans outside its visible lanes (float64 halves: the window's
-                    # first and the diagonal tile); those lanes keep stale scores, which the
-                    # softmax step masks like any invisible lane.
-                    if rja[r] < rjb[r] and rja[r] < l0 + span and rjb[r] > l0:
-                        act[nact] = r
-                        nact += 1
-                        if nact == nsr:
-                            _scores_rows(act, nsr, q, nq, G, Hq, D, g0, t0, kt + gi * TILE * D, scale, sc, l0)
-                            nact = 0
-                if nact:
-                    _scores_rows(act, nact, q, nq, G, Hq, D, g0, t0, kt + gi * TILE * D, scale, sc, l0)
-                l0 += span
-            # Softmax steps, then values: span by span of output elements (the whole row for
-            # float32 up to D = 128; a float64 value tile's span stays in L1 across all rows),
-            # four (else two) rows at a time where they see the same lanes.
-            for j in range(TILE):
-                if present[j]:
-                    vptr[j] = vbase[j] + (0 if copy_v else gi * D)
-            for r in range(gi * nq * G, rend):
-                if rja[r] < rjb[r]:
-                    al[r] = _softmax_tile(sc + r * TILE, pbits, rja[r], rjb[r], m + r, l + r)
-            e0 = 0
-            while e0 < D:
-                e1 = e0 + pvspan if e0 + pvspan < D else D
-                r = gi * nq * G
-                while r < rend:
-                    ja = rja[r]
-                    jb = rjb[r]
-                    if ja >= jb:
-                        r += 1
-                    elif (r + 3 < rend and rja[r + 1] == ja and rjb[r + 1] == jb and rja[r + 2] == ja
-                          and rjb[r + 2] == jb and rja[r + 3] == ja and rjb[r + 3] == jb):
-                        for i in range(4):
-                            o4[i] = o + (r + i) * D
-                            p4[i] = sc + (r + i) * TILE
-                        if floating is float:
-                            swaref_pv4r_f(o4, al + r, p4, vptr, present, ja, jb, e0, e1)
-                        else:
-                            swaref_pv4r_d(o4, al + r, p4, vptr, present, ja, jb, e0, e1)
-                        r += 4
-                    elif r + 1 < rend and rja[r + 1] == ja and rjb[r + 1] == jb:
-                        _pv(2, o + r * D, o + (r + 1) * D, al[r], al[r + 1], sc + r * TILE,
-                            sc + (r + 1) * TILE, vptr, present, ja, jb, e0, e1)
-                        r += 2
-                    else:
-                        _pv(1, o + r * D, o, al[r], al[r], sc + r * TILE, sc + r * TILE, vptr, present,
-                            ja, jb, e0, e1)
-                        r += 1
-                e0 = e1
-
-    for r in range(nrows):
-        orow = out + ((t0 + (r // G) % nq) * Hq + (g0 + r // (nq * G)) * G + r % G) * D
-        for d in range(D):
-            orow[d] = o[r * D + d] / l[r]
+        _row_ranges(&R, K.window, tstart, pbits, rja, rjb)
+        _score_pass(q, &R, kt, scale, sc, rja, rjb)
+        _value_pass(&R, sc, o, m, l, al, vrows, present, pbits, rja, rjb)
+    _finish_rows(q, &R, K, o, l, scale64, dwork, out)
 
 
-cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
-                     const floating[:, :, ::1] k, const floating[:, :, ::1] v, const int64_t[::1] k_pos,
-                     const floating[:, :, ::1] ck, const floating[:, :, ::1] cv, const int64_t[::1] cpos,
-                     int64_t ring_lo, int64_t ring_hi, int64_t window, floating scale,
-                     Py_ssize_t block, Py_ssize_t hg, floating[:, ::1] work, Py_ssize_t[:, ::1] iwork,
-                     floating[:, :, ::1] out, int nthreads) noexcept nogil:
-    """All (KV-head group, query block) items, in parallel; each row's bits do not depend on the split."""
-    cdef Py_ssize_t T = q.shape[0], Hq = q.shape[1], D = q.shape[2]
-    cdef Py_ssize_t S = k.shape[0], Hkv = k.shape[1], C = ck.shape[0]
+cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos, const Keys* K,
+                     floating scale, double scale64, Py_ssize_t block, floating[:, ::1] work,
+                     Py_ssize_t[:, ::1] iwork, double[:, ::1] dwork, floating[:, :, ::1] out,
+                     int nthreads) noexcept nogil:
+    """All (KV head, query block) items, in parallel; each row's bits do not depend on the split."""
+    cdef Py_ssize_t T = q.shape[0], Hq = q.shape[1]
     cdef Py_ssize_t nblocks = (T + block - 1) // block
-    cdef Py_ssize_t ngroups = (Hkv + hg - 1) // hg
-    cdef Py_ssize_t item, g0, g1, b, t0, t1
-    # Empty arrays have no element 0 to take the address of: hand over a harmless pointer instead
-    # (never dereferenced: S == 0 means no explicit key, C == 0 an empty ring).
-    cdef const floating* kp = &q[0, 0, 0]
-    cdef const floating* vp = &q[0, 0, 0]
-    cdef const int64_t* kpp = &q_pos[0]
-    cdef const floating* ckp = &q[0, 0, 0]
-    cdef const floating* cvp = &q[0, 0, 0]
-    cdef const int64_t* cpp = &q_pos[0]
-    if S > 0:
-        kp = &k[0, 0, 0]
-        vp = &v[0, 0, 0]
-        kpp = &k_pos[0]
-    if C > 0:
-        ckp = &ck[0, 0, 0]
-        cvp = &cv[0, 0, 0]
-        cpp = &cpos[0]
-    for item in prange(ngroups * nblocks, nogil=True, schedule="dynamic", chunksize=1,
-                       num_threads=nthreads):
-        g0 = (item % ngroups) * hg
-        g1 = g0 + hg
-        if g1 > Hkv:
-            g1 = Hkv
-        b = item // ngroups
-        t0 = b * block
+    cdef Py_ssize_t item, t0, t1
+    for item in prange(K.Hkv * nblocks, nogil=True, schedule="dynamic", chunksize=1, num_threads=nthreads):
+        t0 = (item // K.Hkv) * block
         t1 = t0 + block
         if t1 > T:
             t1 = T
-        _block(&q[0, 0, 0], &q_pos[0], Hq, kp, vp, kpp, S, ckp, cvp, cpp, C,
-               ring_lo, ring_hi, Hkv, D, window, scale, g0, g1, t0, t1,
-               &work[threadid(), 0], &iwork[threadid(), 0], &out[0, 0, 0])
+        _block(&q[0, 0, 0], &q_pos[0], Hq, K, scale, scale64, item % K.Hkv, t0, t1,
+               &work[threadid(), 0], &iwork[threadid(), 0], &dwork[threadid(), 0], &out[0, 0, 0])
+
+
+cdef const void* _address(const void* p, Py_ssize_t n, Py_ssize_t align, name) except? NULL:
+    """p, checked to be aligned to align bytes (the vector loads assume it); NULL when n == 0."""
+    if n == 0:
+        return NULL
+    if <size_t>p % <size_t>align:
+        raise ValueError(f"swaref._core: {name} is not aligned to its {align}-byte elements; "
+                         f"pass an aligned copy (swaref._backend makes one)")
+    return p
 
 
 def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
@@ -568,46 +548,56 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     cpos: [C] int64 (-1 = empty; C may be 0), ring positions ring_lo .. ring_hi
     all below k_pos[0]  ->  [T, Hq, D] in q's dtype.
 
-    Must equal ``swaref.attention._attention_reference`` over the same key set
-    (through ``swaref.attention.attention`` and ``swaref.prefill.attend_chunk``;
-    tests/test_core.py): float64 within 1e-12 x max|V|, float32 within 1e-5 x max|V|.
-    Only ``swaref._backend`` may call it: inputs are trusted.
+    Equals: swaref.attention (explicit keys, empty ring) and swaref.attend_chunk,
+    swaref.prefill, swaref.decode_step (the cache as the ring) with
+    backend="reference", float64 within 1e-12 x max|V|, float32 within 1e-5 x max|V|
+    (tests/test_kernels.py runs each function named here; tests/test_core.py the rest).
+
+    Only ``swaref._backend`` may call it: inputs are trusted, except their alignment.
     """
     cdef Py_ssize_t T = q.shape[0], Hq = q.shape[1], D = q.shape[2]
-    cdef Py_ssize_t Hkv = k.shape[1]
-    cdef Py_ssize_t G = Hq // Hkv
+    cdef Py_ssize_t G = Hq // k.shape[1]
     cdef Py_ssize_t block = ROWS_PER_ITEM // G if G < ROWS_PER_ITEM else 1
-    cdef Py_ssize_t hg = 1
-    cdef int64_t w = 0 if window is None else window
     cdef int nthreads = swaref_max_threads() if num_threads is None else num_threads
+    cdef Py_ssize_t esize = sizeof(floating)
+    cdef Keys K
+    K.S, K.C, K.Hkv, K.D = k.shape[0], ck.shape[0], k.shape[1], D
+    K.ring_lo, K.ring_hi, K.window = ring_lo, ring_hi, 0 if window is None else window
+    # Empty arrays have no element 0: NULL, never dereferenced (S == 0: no explicit key, C == 0:
+    # an empty ring).
+    _address(&q[0, 0, 0], T * Hq * D, esize, "q")
+    _address(&q_pos[0], T, 8, "q_pos")
+    K.k = _address(&k[0, 0, 0] if K.S else NULL, K.S * K.Hkv * D, esize, "k")
+    K.v = _address(&v[0, 0, 0] if K.S else NULL, K.S * K.Hkv * D, esize, "v")
+    K.k_pos = <const int64_t*>_address(&k_pos[0] if K.S else NULL, K.S, 8, "k_pos")
+    K.ck = _address(&ck[0, 0, 0] if K.C else NULL, K.C * K.Hkv * D, esize, "cache k")
+    K.cv = _address(&cv[0, 0, 0] if K.C else NULL, K.C * K.Hkv * D, esize, "cache v")
+    K.cpos = <const int64_t*>_address(&cpos[0] if K.C else NULL, K.C, 8, "cache positions")
     if block > T:
         block = T
-    nblocks = (T + block - 1) // block
-    if nthreads < 1:
-        nthreads = 1
-    # Items hold one KV head (hg = 1).  Items of several adjacent KV heads read a decode
-    # step's slots contiguously, but their key tiles no longer fit in L1: measured 2x slower
-    # (docs/performance.md).  _block keeps the general form.
-    nitems = nblocks * ((Hkv + hg - 1) // hg)
-    if nthreads > nitems:
-        nthreads = nitems
+    nitems = K.Hkv * ((T + block - 1) // block)
+    nthreads = max(1, min(nthreads, nitems))
     # Waking a thread costs microseconds, and on a busy machine a spinning OpenMP worker takes
     # the caller's core: give each thread at least min_work multiply-adds (bits do not change).
-    keys = k.shape[0] + ck.shape[0]
-    if w and w < keys:
-        keys = w
+    keys = K.S + K.C
+    if K.window and K.window < keys:
+        keys = K.window
     work_madds = T * Hq * D * keys
     if nthreads > 1 and work_madds // min_work < nthreads:
         nthreads = max(1, work_madds // min_work)
-    rows = block * G * hg
+    rows = block * G
     dtype = np.float32 if floating is float else np.float64
     out = np.empty((T, Hq, D), dtype=dtype)
-    work = np.zeros((nthreads, (hg + 1) * TILE * D + TILE * rows + rows * D + 3 * rows), dtype=dtype)
+    work = np.zeros((nthreads, 2 * TILE * D + TILE * rows + rows * D + 3 * rows), dtype=dtype)
     iwork = np.zeros((nthreads, 2 * rows), dtype=np.intp)
+    dwork = np.zeros((nthreads, D), dtype=np.float64)       # the overflow fallback's row (_exact_row)
     cdef floating[:, ::1] work_v = work
     cdef Py_ssize_t[:, ::1] iwork_v = iwork
+    cdef double[:, ::1] dwork_v = dwork
     cdef floating[:, :, ::1] out_v = out
     with nogil:
-        _band_core(q, q_pos, k, v, k_pos, ck, cv, cpos, ring_lo, ring_hi, w, <floating>scale,
-                   block, hg, work_v, iwork_v, out_v, nthreads)
+        _band_core(q, q_pos, &K, <floating>scale, scale, block, work_v, iwork_v, dwork_v, out_v, nthreads)
     return out
+
+
+include "_hooks.pxi"

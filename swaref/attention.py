@@ -51,7 +51,11 @@ def _as_positions(pos, name):
         # np.asarray would turn a list mixing negatives and values above 2**63 into float64
         arr = np.array([int(x) for x in pos], dtype=object)
     else:
-        arr = np.asarray(pos)
+        try:
+            arr = np.asarray(pos)
+        except (ValueError, TypeError, OverflowError):       # ragged nested lists
+            raise SwarefError("positions", f"{name} must be a 1-D sequence of integers, got "
+                                           f"{V._describe(pos)}") from None
     if arr.ndim != 1:
         raise SwarefError("positions", f"{name} must be 1-D, got shape {arr.shape}")
     python_ints = arr.dtype == object and all(V.is_int(x) for x in arr)

@@ -103,8 +103,10 @@ class RollingBufferCache:
 def _allocate(capacity, n_kv_heads, head_dim, dtype):
     """Zeroed k, v: [C, Hkv, D] and positions: [C] (-1 = empty), or a SwarefError naming the size."""
     nbytes = 2 * capacity * n_kv_heads * head_dim * dtype.itemsize + 8 * capacity   # exact, in Python ints
-    what = (f"a cache of {capacity} slots x {n_kv_heads} KV heads x head_dim {head_dim} in {dtype.name} "
-            f"needs {nbytes:,} bytes ({nbytes / 2 ** 30:.3g} GiB)")
+    def n(x):                                          # 10**400 slots must not print 400 digits
+        return f"{x:,}" if x < 10 ** 21 else f"about 10**{len(str(x)) - 1}"
+    what = (f"a cache of {n(capacity)} slots x {n(n_kv_heads)} KV heads x head_dim {n(head_dim)} in {dtype.name} "
+            f"needs {n(nbytes)} bytes ({n(nbytes // 2 ** 30)} GiB)")
     if capacity * n_kv_heads * head_dim > np.iinfo(np.intp).max // 8:
         raise SwarefError("argument", f"{what}: more than any array can hold")
     try:
@@ -236,7 +238,11 @@ def check_ring(positions: ArrayLike, capacity: int, name: str = "positions") -> 
     compiled backend scans the ring only in debug builds; ``load_state`` runs it on
     every state that comes from outside.
     """
-    pos = np.asarray(positions)
+    try:
+        pos = np.asarray(positions)
+    except (ValueError, TypeError, OverflowError):           # ragged or not numbers
+        raise SwarefError("cache", f"{name} must be an integer array of shape ({capacity},), got "
+                                   f"{V._describe(positions)}") from None
     if pos.shape != (capacity,) or not (pos.dtype.kind in "iu" and pos.dtype != np.bool_):
         raise SwarefError("cache", f"{name} must be an integer array of shape ({capacity},), got "
                                    f"{V._describe(pos)}")

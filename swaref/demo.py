@@ -499,25 +499,21 @@ def plot_all(r, outdir, plt):
 # Command line.
 # --------------------------------------------------------------------------
 
-def _window_arg(s):
-    try:
-        w = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-    if not 1 <= w <= MAX_WINDOW:
-        raise argparse.ArgumentTypeError(
-            f"the demo shows windows 1..{MAX_WINDOW} (to fit 80 columns), got {w}")
-    return w
+def _int_in(lo, hi, what, why=""):
+    """An argparse type: an integer in lo..hi, else a message naming what was expected."""
+    def parse(s):
+        try:
+            n = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"expected {what} in {lo}..{hi}{why}, got {n}")
+        return n
+    return parse
 
 
-def _dim_arg(s):
-    try:
-        d = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-    if not 1 <= d <= 256:
-        raise argparse.ArgumentTypeError(f"expected a head dimension in 1..256, got {d}")
-    return d
+_window_arg = _int_in(1, MAX_WINDOW, "a window", " (to fit 80 columns)")
+_dim_arg = _int_in(1, 256, "a head dimension")
 
 
 def add_arguments(parser):

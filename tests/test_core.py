@@ -5,6 +5,8 @@
 * bitwise chunk invariance: one-shot attention == prefill with any schedule ==
   prefill + token-by-token decode, for any thread count and a ring that wrapped;
 * NaN/Inf outside a query's window or in empty/stale slots never reaches it;
+* finite input whose reference result is finite never gives NaN/Inf (rows that overflow are
+  recomputed in float64, chunk-invariantly);
 * every bad input raises a SwarefError naming the argument; non-contiguous
   inputs are copied and give the contiguous answer;
 * no T x S array: peak traced memory stays O(T + block x W).
@@ -57,25 +59,6 @@ def schedules(draw, T):
     cuts = sorted(draw(st.sets(st.integers(1, T - 1), max_size=6))) if T > 1 else []
     edges = [0] + cuts + [T]
     return [b - a for a, b in zip(edges, edges[1:])]
-
-
-# --------------------------------------------------------------------- exp
-
-@pytest.mark.parametrize("vector", [False, True])
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
-def test_exp_matches_numpy_on_its_domain(dtype, vector):
-    """Both exp formulas of swaref/_kernels.h: scalar (alpha) and vector (the weights)."""
-    lo = -87.0 if dtype == np.float32 else -708.0
-    x = np.concatenate([np.linspace(lo, 0, 200001), -np.logspace(-30, np.log10(-lo), 5000),
-                        [0.0, -0.0]]).astype(dtype)
-    got = _core.exp_kernel(x, vector=vector)
-    want = np.exp(x.astype(np.float64))
-    rel = np.abs(got.astype(np.float64) - want) / want
-    assert rel.max() <= 4 * np.finfo(dtype).eps, f"max relative error {rel.max():.3e}"
-    assert _core.exp_kernel(np.zeros(3, dtype), vector=vector)[0] == 1.0      # exp(0) exactly 1: alpha = 1
-    special = _core.exp_kernel(np.array([-np.inf, lo - 1, -1e300 if dtype == np.float64 else -1e30, np.nan],
-                                        dtype=dtype), vector=vector)
-    assert special[0] == 0 and special[1] == 0 and special[2] == 0 and np.isnan(special[3])
 
 
 # ------------------------------------------------------- against the oracle
@@ -156,20 +139,27 @@ def test_bitwise_chunk_invariance(data):
     n_pre = data.draw(st.integers(1, T), label="prefill before decoding")
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
     q, k, v = random_qkv(rng, T, T, Hkv * G, Hkv, D, dtype=dtype)
-    pos = np.arange(start, start + T, dtype=np.int64)
+    assert_schedule_invariant(q, k, v, W, start, sched, n_pre)
 
+
+def assert_schedule_invariant(q, k, v, W, start, sched, n_pre):
+    """attention (1 thread) == attention (2 threads) == prefill(sched) == prefill(n_pre) + decode,
+    to the bit; returns the one-shot output."""
+    T, Hkv, D = k.shape
+    pos = np.arange(start, start + T, dtype=np.int64)
     one_shot = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=1)
     two = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=2)
     assert_bitwise_equal(two, one_shot, name="attention, 2 threads vs 1")
 
-    c = cache_for(W, Hkv, D, dtype, T)
+    c = cache_for(W, Hkv, D, q.dtype, T)
     chunked = swaref.prefill(q, k, v, c, chunk_size=sched, start=start, backend="cython", num_threads=2)
     assert_bitwise_equal(chunked, one_shot, name=f"prefill {sched} vs one-shot attention")
 
-    c = cache_for(W, Hkv, D, dtype, T)
+    c = cache_for(W, Hkv, D, q.dtype, T)
     first = swaref.prefill(q[:n_pre], k[:n_pre], v[:n_pre], c, start=start, backend="cython")
     mixed = np.concatenate([first] + decode_rest(q, k, v, c, n_pre, num_threads=1))
     assert_bitwise_equal(mixed, one_shot, name=f"prefill {n_pre} + decode vs one-shot attention")
+    return one_shot
 
 
 def test_decode_deep_into_a_wrapped_ring():
@@ -283,11 +273,127 @@ def test_no_t_by_s_allocation():
     assert out.shape == q.shape
 
 
+# ------------------------------------------------------------- overflow
+# For finite inputs whose reference result is finite, the kernel never returns NaN or Inf: a row
+# whose fast path overflows (a score, the scale product, the unnormalised value sum) is
+# recomputed in float64 from the row's own data, so the bits stay chunk-invariant.
+
+BIG = {np.float32: float(np.finfo(np.float32).max), np.float64: float(np.finfo(np.float64).max)}
+
+
+def _overflow_inputs(rng, T, Hkv, G, D, dtype, mode, rows):
+    """Standard normal q, k, v with the given (query, head) rows made to overflow the fast path:
+
+    * "qk" (float32): q row = FLT_MAX / 2 and the row's own key (which it always sees) positive
+      with sum >= 2, so its score passes FLT_MAX; the reference's float64 score is finite;
+    * "v": q row = 0 (equal weights) and the values of its own and previous key at 0.6 x the
+      dtype's largest number, so the unnormalised sum passes it; the reference normalises first.
+    """
+    q, k, v = random_qkv(rng, T, T, Hkv * G, Hkv, D, dtype=dtype)
+    for t, h in rows:
+        g = h // G
+        if mode == "qk":
+            q[t, h] = BIG[dtype] / 2
+            k[t, g] = 2.0 + np.abs(rng.standard_normal(D))
+        else:
+            q[t, h] = 0
+            v[max(0, t - 1):t + 1, g] = 0.6 * BIG[dtype] * rng.choice([-1.0, 1.0], D)
+    return q, k, v
+
+
+def _assert_finite(x, name):
+    bad = ~np.isfinite(x)
+    assert not bad.any(), f"{name}: {int(bad.sum())} non-finite elements, first at {tuple(np.argwhere(bad)[0])}"
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_issue_example_huge_qk_gives_the_reference(dtype):
+    """Issue 8 item 7: q = k = 1e19 (float32, D = 4: scores 4e38 / 2) gave NaN; the reference
+    gives the values' mean, here 1."""
+    q = k = np.full((2, 1, 4), 1e19, dtype=dtype)
+    v = np.ones((2, 1, 4), dtype=dtype)
+    got = swaref.attention(q, k, v, window=2, backend="cython")
+    assert_bitwise_equal(got, np.ones((2, 1, 4), dtype=dtype), name="q = k = 1e19")
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_huge_values_with_equal_weights(dtype):
+    """W keys with values at 0.9 x max and equal weights: the sum of values reaches W x max,
+    the answer (their mean) is 0.9 x max."""
+    W, D = 70, 5                                  # 70 keys: the row spans two tiles
+    q = np.zeros((W, 2, D), dtype=dtype)
+    k = np.ones((W, 1, D), dtype=dtype)
+    v = np.full((W, 1, D), 0.9 * BIG[dtype], dtype=dtype)
+    v[:, :, 1] *= -1
+    got = swaref.attention(q, k, v, window=W, backend="cython")
+    _assert_finite(got, "huge values")
+    assert_close(got, dense_attention_f64(q, k, v, np.arange(W), np.arange(W), W), atol=tol(v, dtype),
+                 name="huge values vs oracle")
+
+
+def test_scale_beyond_float32_max():
+    """scale = 1e39 is a finite float64 but Inf in float32: every row is recomputed."""
+    rng = np.random.default_rng(2)
+    q, k, v = random_qkv(rng, 30, 30, 4, 2, 8, dtype=np.float32)
+    pos = np.arange(30)
+    for scale in (1e39, 1e36):
+        got = swaref.attention(q, k, v, window=9, scale=scale, backend="cython")
+        _assert_finite(got, f"scale {scale}")
+        assert_close(got, dense_attention_f64(q, k, v, pos, pos, 9, scale=scale), atol=tol(v, np.float32),
+                     name=f"scale {scale} vs oracle")
+
+
+def test_float64_large_scores_without_overflow():
+    """float64 scores near 1e306 stay finite on both paths; the result is the reference's."""
+    rng = np.random.default_rng(4)
+    q, k, v = random_qkv(rng, 20, 20, 2, 1, 4, dtype=np.float64)
+    q *= 1e153
+    k *= 1e153
+    pos = np.arange(20)
+    got = swaref.attention(q, k, v, window=6, backend="cython")
+    assert_close(got, dense_attention_f64(q, k, v, pos, pos, 6), atol=tol(v, np.float64), name="float64 1e306")
+
+
+@settings(max_examples=settings.default.max_examples)
+@given(data=st.data())
+def test_overflowing_rows_are_finite_exact_and_chunk_invariant(data):
+    """Rows forced to overflow (huge q.k or huge values), mixed with ordinary rows: every row
+    finite and within tolerance of the oracle; the other rows keep their bits exactly; one-shot
+    == prefill(any schedule) == prefill + decode, threads 1 and 2, to the bit."""
+    dtype = data.draw(st.sampled_from(KERNEL_DTYPES), label="dtype")
+    mode = data.draw(st.sampled_from(["qk", "v"] if dtype == np.float32 else ["v"]), label="mode")
+    W = data.draw(st.sampled_from([1, 2, 5, 16, 64, 100, None]), label="W")
+    T = data.draw(st.integers(2, 2 * (W or 40) + 30), label="T")
+    Hkv = data.draw(st.integers(1, 2), label="Hkv")
+    G = data.draw(st.sampled_from([1, 2, 3]), label="G")
+    D = data.draw(st.sampled_from([1, 3, 16, 20]), label="D")
+    start = data.draw(st.sampled_from(OFFSETS), label="start")
+    sched = data.draw(schedules(T), label="schedule")
+    n_pre = data.draw(st.integers(1, T), label="prefill before decoding")
+    rows = data.draw(st.lists(st.tuples(st.integers(0, T - 1), st.integers(0, Hkv * G - 1)),
+                              min_size=1, max_size=3, unique=True), label="overflowing (query, head)")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
+    q, k, v = _overflow_inputs(rng, T, Hkv, G, D, dtype, mode, rows)
+    pos = np.arange(start, start + T, dtype=np.int64)
+
+    one_shot = assert_schedule_invariant(q, k, v, W, start, sched, n_pre)
+    _assert_finite(one_shot, "one-shot")
+    assert_close(one_shot, dense_attention_f64(q, k, v, pos, pos, W), atol=tol(v, dtype), name="vs oracle")
+    # The ordinary rows: the same bits as with the overflowing q rows replaced by ordinary ones.
+    q_plain = q.copy()
+    for t, h in rows:
+        q_plain[t, h] = rng.standard_normal(D)
+    plain = swaref.attention(q_plain, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=1)
+    keep = np.ones(q.shape[:2], dtype=bool)
+    for t, h in rows:
+        keep[t, h] = False
+    assert_bitwise_equal(one_shot[keep], plain[keep], name="rows that do not overflow")
+
+
 # -------------------------------------------------------------- contract
 
-def test_kernel_docstrings_name_the_reference():
-    assert "swaref.attention._attention_reference" in _core.band_attention.__doc__
-    assert "swaref.prefill.attend_chunk" in _core.band_attention.__doc__
+def test_backend_docstrings_name_the_public_reference():
+    # The kernel's own contract (band_attention and its hooks) is tests/test_kernels.py.
     assert 'swaref.attention(..., backend="reference")' in _backend.attention.__doc__
     assert 'swaref.attend_chunk(..., backend="reference")' in _backend.attend_chunk.__doc__
 
@@ -383,3 +489,36 @@ def test_public_api_with_cython_backend_rejects_bad_input():
     with pytest.raises(SwarefError) as ei:
         swaref.decode_step(q[:2], k[:2], v[:2], c, backend="cython")
     assert ei.value.kind == "shape" and c.n_seen == 0
+
+
+# A visible score of -inf (a -inf key, or a finite one that overflows: scale 1e300) in an
+# earlier 64-position tile made the online softmax compute exp(-inf - -inf) = NaN; found by
+# tests/test_fuzz.py.  Its weight is exp(-inf) = 0, as in the reference.
+@pytest.mark.parametrize("k_pos", [[63, 64], [127, 128], [2 ** 40 - 1, 2 ** 40], [0, 1]])
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("finite", [True, False], ids=["finite, scale overflows", "key -inf"])
+def test_minus_inf_score_in_an_earlier_tile_has_weight_zero(k_pos, dtype, finite):
+    q = np.array([[[1.0]]], dtype=dtype)
+    k = np.array([[[-1e10 if finite else -np.inf]], [[0.0]]], dtype=dtype)
+    v = np.array([[[5.0]], [[7.0]]], dtype=dtype)
+    scale = (1e300 if dtype == np.float64 else 1e30) if finite else 1.0
+    for backend in ("reference", "cython"):
+        out = swaref.attention(q, k, v, window=2, k_pos=k_pos, q_pos=[k_pos[1]], scale=scale, backend=backend)
+        assert_bitwise_equal(out, np.array([[[7.0]]], dtype=dtype), name=backend)
+
+
+def test_float64_scores_beyond_float64_agree_with_the_reference():
+    """scale * q.k past 1.8e308 from finite float64 input: the fallback row computes in long
+    double (exponent range to 1e4932), the reference factors the magnitudes out; both finite."""
+    rng = np.random.default_rng(11)
+    q = rng.standard_normal((9, 2, 4)) * 1e160
+    k = rng.standard_normal((9, 1, 4)) * 1e160
+    v = rng.standard_normal((9, 1, 4))
+    want = swaref.attention(q, k, v, window=4)
+    got = swaref.attention(q, k, v, window=4, backend="cython")
+    assert np.isfinite(got).all()
+    assert_close(got, want, 1e-12, name="float64 overflow fallback")
+    c = swaref.RollingBufferCache(4, 1, 4, dtype=np.float64)
+    a = swaref.prefill(q[:6], k[:6], v[:6], c, chunk_size=2, backend="cython")
+    b = [swaref.decode_step(q[i:i + 1], k[i:i + 1], v[i:i + 1], c, backend="cython") for i in range(6, 9)]
+    assert_bitwise_equal(np.concatenate([a, *b]), got, name="chunked == one-shot in the fallback")

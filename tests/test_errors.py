@@ -297,3 +297,15 @@ def test_every_exception_swaref_defines_derives_from_swaref_error():
                 found.append(obj)
                 assert issubclass(obj, SwarefError), f"{mod.__name__}.{name} does not derive from SwarefError"
     assert SwarefError in found and len(found) >= 3, found
+
+
+@pytest.mark.parametrize("call,kind", [
+    (lambda: swaref.window_mask([[0, 1], [2]], [0], 2), "positions"),
+    (lambda: swaref.RollingBufferCache(10 ** 400, 1, 1), "argument"),
+    (lambda: load_state(swaref.RollingBufferCache(2, 1, 1), [[0], [1, 2]], np.zeros((2, 1, 1), np.float32),
+                        np.zeros((2, 1, 1), np.float32)), "cache"),
+])
+def test_fuzz_found_inputs_are_swaref_errors(call, kind):
+    """Ragged position lists (NumPy's ValueError) and a size too large to print as a float
+    (OverflowError in the message) escaped as raw exceptions; found by tests/test_fuzz.py."""
+    check_error(call, kind)

@@ -398,7 +398,9 @@ cdef inline void _exact_key(int stage, const floating* qrow, const floating* kro
         elif s != -INFINITY:                             # weight exp(-inf) = 0 even while m is -inf
             l[0] = l[0] + expl(s - m[0])
     else:
-        w = expl(s - m[0]) / l[0] if s != -INFINITY else 0
+        # exp(-inf - m) = 0 for a finite m; a row whose every score is -inf (only from -inf
+        # inputs: long double cannot overflow here) is NaN, as IEEE and the reference say.
+        w = 0 if s == -INFINITY and m[0] != -INFINITY else expl(s - m[0]) / l[0]
         for d in range(D):
             acc[d] = acc[d] + <double>w * <double>vrow[d]
 

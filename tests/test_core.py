@@ -522,3 +522,16 @@ def test_float64_scores_beyond_float64_agree_with_the_reference():
     a = swaref.prefill(q[:6], k[:6], v[:6], c, chunk_size=2, backend="cython")
     b = [swaref.decode_step(q[i:i + 1], k[i:i + 1], v[i:i + 1], c, backend="cython") for i in range(6, 9)]
     assert_bitwise_equal(np.concatenate([a, *b]), got, name="chunked == one-shot in the fallback")
+
+
+@pytest.mark.parametrize("k_pos", [[63, 64], [0, 1]])
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_a_row_of_only_minus_inf_scores_is_nan_as_in_the_reference(k_pos, dtype):
+    """Every visible score -inf (from -inf keys): softmax is 0/0, NaN in the reference; the
+    kernel's fallback gave 0.0 (found by tests/test_fuzz.py)."""
+    q = np.ones((1, 1, 1), dtype=dtype)
+    k = np.full((2, 1, 1), -np.inf, dtype=dtype)
+    v = np.ones((2, 1, 1), dtype=dtype)
+    for backend in ("reference", "cython"):
+        out = swaref.attention(q, k, v, window=2, k_pos=k_pos, q_pos=[k_pos[1]], backend=backend)
+        assert np.isnan(out).all(), (backend, out)

@@ -94,7 +94,7 @@ directives = {
 ext = Extension(
     "swaref._core",
     ["swaref/_core.pyx"],
-    depends=["swaref/_kernels.h", "swaref/_hooks.pxi"],
+    depends=["swaref/_kernels.h", "swaref/_kernels.pxi", "swaref/_hooks.pxi"],
     include_dirs=[np.get_include()],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
@@ -105,6 +105,8 @@ setup(
     ext_modules=cythonize(
         [ext],
         compiler_directives=directives,
-        force=DEBUG or SANITIZE,
+        # --force must regenerate the C too: cythonize otherwise keeps a _core.c generated with
+        # another build's directives (a debug build's checked division inside a release build).
+        force=DEBUG or SANITIZE or "--force" in sys.argv or "-f" in sys.argv,
     ),
 )

@@ -16,6 +16,13 @@ sliding-window mask and block by block; flex_attention with a sliding-window
 block mask under torch.compile (float32 only: it refuses float64 on CPU);
 swaref backend="cython".  Rows whose library is missing are printed as skipped.
 
+Spec 1.1's variants: the "swaref cython, softcap=50" and "swaref cython, sinks" rows time the
+same call with Gemma 2's cap (a vector tanh per visible score) and with gpt-oss's learned sinks
+(one logit per head starting each row's softmax), so that each variant's cost is the ratio to
+the plain row.  ``--baseline PATH`` loads another build of swaref._core (e.g. the kernel before a
+change, copied out of the tree) into the same process and adds a "kernel before/after" pair:
+both kernels' band_attention called directly with the same arguments, repetitions interleaved.
+
 Decode: one query over a full cache (W = 4096 slots, Hq=32, Hkv=8, D=128) at
 positions 5,000 and 500,000, against NumPy over the ring, the reference
 decode_step, torch SDPA, and the time to read K and V once.
@@ -24,6 +31,7 @@ This is a benchmark, not a test: it asserts nothing, it prints.
 """
 import argparse
 import gc
+import importlib.util
 import math
 import os
 import platform
@@ -122,17 +130,22 @@ def probe(fn):
     return max(traced / 2 ** 20, rss.extra_mb)
 
 
+#: The clock of best_times: wall time, or with --cpu-time the calling thread's CPU time (less
+#: disturbed by other jobs on a shared machine; meaningful for one thread only).
+CLOCK = time.perf_counter
+
+
 def best_times(fns, repeat):
-    """Best of ``repeat`` wall times per function, the repetitions interleaved round-robin
+    """Best of ``repeat`` times (CLOCK) per function, the repetitions interleaved round-robin
     so that a burst of load from elsewhere on the machine hits every competitor alike."""
     best = [math.inf] * len(fns)
     for _ in range(repeat):
         for i, fn in enumerate(fns):
             if fn is None:
                 continue
-            t = time.perf_counter()
+            t = CLOCK()
             fn()
-            best[i] = min(best[i], time.perf_counter() - t)
+            best[i] = min(best[i], CLOCK() - t)
     return best
 
 
@@ -253,6 +266,20 @@ def bench_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out):
         entries.append([label, fn, note, repeat])
 
     add("swaref cython", lambda: swaref.attention(q, k, v, window=W, backend="cython", num_threads=threads))
+    if not args.no_variants:
+        sinks = np.random.default_rng(2).standard_normal(Hq)
+        add("swaref cython, softcap=50", lambda: swaref.attention(q, k, v, window=W, softcap=50.0, backend="cython",
+                                                                  num_threads=threads), "spec 1.1 (Gemma 2's cap)")
+        add("swaref cython, sinks", lambda: swaref.attention(q, k, v, window=W, sinks=sinks, backend="cython",
+                                                             num_threads=threads), "spec 1.1 (gpt-oss's sinks)")
+    if args.baseline_core is not None:
+        e = np.zeros((0, Hkv, D), dtype=dtype)
+        kargs = (q, pos, k, v, pos, e, e, np.zeros(0, dtype=np.int64), 0, -1, W, scale, threads)
+        add("kernel after (this build)", lambda: _core.band_attention(*kargs), "band_attention, A/B")
+        add("kernel before (--baseline)", lambda: args.baseline_core.band_attention(*kargs),
+            f"band_attention of {os.path.basename(os.path.dirname(args.baseline))}/")
+    if args.only_swaref:
+        return _run_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out, entries, pairs, gflop, T, T)
     # The overflow fallback is per row and rare: one row forced past the dtype's largest number
     # costs that row's float64 recompute, and the plain call above pays only the finiteness test.
     qo, vo = overflow_one_row(q, k, v)
@@ -290,6 +317,10 @@ def bench_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out):
             except Exception as exc:
                 add("torch flex_attention", None, f"failed: {type(exc).__name__}: {str(exc)[:80]}")
 
+    return _run_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out, entries, pairs, gflop, n, sub_pairs)
+
+
+def _run_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out, entries, pairs, gflop, n, sub_pairs):
     results = []          # (label, seconds or None, extra MB, note)
     with thread_limits(threads):
         mem = {}
@@ -447,7 +478,7 @@ def header(args):
         print("BLAS: threadpoolctl not installed, kernel unknown")
     print(f"torch: {torch.__version__ + f' ({torch.get_num_threads()} threads by default)' if torch else 'not installed: torch rows skipped'}")
     print(f"threads benchmarked: {args.threads}; dtypes: {args.dtypes}; best of {args.repeat} (prefill), "
-          f"{args.decode_repeat} (decode)")
+          f"{args.decode_repeat} (decode); {'thread CPU time' if CLOCK is time.thread_time else 'wall time'}")
     for t in args.threads:
         print(f"matmul rate, {t} thread(s): float32 {matmul_rate(np.float32, t):.0f} GFLOP/s, "
               f"float64 {matmul_rate(np.float64, t):.0f} GFLOP/s (numpy 2048^3)")
@@ -466,7 +497,23 @@ def main(argv=None):
                     help="queries the NumPy reference is timed on (then extrapolated)")
     ap.add_argument("--no-flex", action="store_true", help="skip flex_attention (it compiles for minutes)")
     ap.add_argument("--skip-dense", action="store_true", help="skip dense-mask SDPA above 2 GiB of scores")
+    ap.add_argument("--no-variants", action="store_true", help="skip the softcap and sinks rows")
+    ap.add_argument("--baseline", help="path of another build's swaref/_core*.so: adds a kernel before/after pair")
+    ap.add_argument("--only-swaref", action="store_true",
+                    help="time only swaref's own rows (cython, variants, A/B): a quick before/after run")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time by the calling thread's CPU time (one thread only: on a shared machine)")
     args = ap.parse_args(argv)
+    if args.cpu_time:
+        global CLOCK
+        if args.threads != "1":
+            ap.error("--cpu-time measures the calling thread only: use it with --threads 1")
+        CLOCK = time.thread_time
+    args.baseline_core = None
+    if args.baseline:
+        spec = importlib.util.spec_from_file_location("swaref._core", args.baseline)
+        args.baseline_core = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(args.baseline_core)
     args.threads = [int(t) for t in args.threads.split(",")]
     args.dtypes = [d.strip() for d in args.dtypes.split(",")]
     shapes = {s.strip() for s in args.shapes.split(",")}

@@ -6,17 +6,17 @@ equal it.  See docs/spec.md for every rule.
 """
 from .errors import ERROR_KINDS, SwarefError, SwarefTypeError
 from .attention import attention, window_mask, receptive_field, visible_key_range, kv_head_of, softmax_attend
-from .cache import RollingBufferCache, cache_view, cache_write, slot_of
+from .cache import RollingBufferCache, cache_view, cache_write, load_state, max_rollback, rollback, slot_of
 from .prefill import prefill, decode_step, chunk_schedule, attend_chunk
 from . import conventions
 
 from ._version import __version__
 #: Version of the semantics in docs/spec.md; golden vectors record it.
-SPEC_VERSION = "1.0.1"
+SPEC_VERSION = "1.1"
 
 __all__ = [
     "attention", "window_mask", "receptive_field", "visible_key_range", "kv_head_of", "softmax_attend",
-    "RollingBufferCache", "cache_view", "cache_write", "slot_of",
+    "RollingBufferCache", "cache_view", "cache_write", "load_state", "max_rollback", "rollback", "slot_of",
     "prefill", "decode_step", "chunk_schedule", "attend_chunk",
     "conventions", "SwarefError", "SwarefTypeError", "ERROR_KINDS", "SPEC_VERSION", "__version__",
     "load_model",

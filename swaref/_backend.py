@@ -12,9 +12,12 @@ and the public checks do not give it:
 * arrays are C-contiguous and aligned to their item size: anything else
   (a slice, a Fortran array, ``np.frombuffer(..., offset=1)``) is copied;
 * the ring's bounds: a cache's slots hold the consecutive positions
-  ``next_position - min(n_seen, C)`` .. ``next_position - 1``, each in slot
+  ``next_position - n_held`` .. ``next_position - 1``, each in slot
   ``p mod C``, because the cache's own write is its only writer.  The debug
   build (``SWAREF_DEBUG=1``) also scans every slot against that invariant.
+
+Spec 1.1's ``softcap`` and ``sinks`` (checked by the public API, never both) pass
+through to the kernel as a float and a float64 [Hq] array.
 
 Both functions return [T, Hq, D] in the input dtype.
 """
@@ -56,7 +59,14 @@ def _kernel_window(window, last_position):
     return None if window is not None and window > last_position + 1 else window
 
 
-def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None):
+def _variants(softcap, sinks):
+    """Spec 1.1's softcap and sinks as the kernel takes them (already checked, never both):
+    a float or None, a C-contiguous float64 [Hq] array or None."""
+    return {"softcap": None if softcap is None else float(softcap),
+            "sinks": None if sinks is None else np.ascontiguousarray(sinks, dtype=np.float64)}
+
+
+def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None, *, softcap=None, sinks=None):
     """Compiled banded attention over explicit keys, after ``swaref.attention``'s checks.
 
     q: [T, Hq, D], k, v: [S, Hkv, D] (float32 or float64), q_pos: [T], k_pos: [S]
@@ -69,17 +79,18 @@ def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None):
     ring = np.zeros((0,) + k.shape[1:], dtype=q.dtype)
     ring_pos = np.zeros(0, dtype=np.int64)
     return _core().band_attention(q, q_pos, k, v, k_pos, ring, ring, ring_pos, 0, -1,
-                                  _kernel_window(window, int(q_pos[-1])), scale, _threads(num_threads))
+                                  _kernel_window(window, int(q_pos[-1])), scale, _threads(num_threads),
+                                  **_variants(softcap, sinks))
 
 
 def ring_bounds(cache):
     """(first, last) position a cache holds, (0, -1) when empty, from its counters in O(1)."""
-    if cache.next_position is None:
+    if cache.n_held == 0:
         return 0, -1
-    return cache.next_position - min(cache.n_seen, cache.capacity), cache.next_position - 1
+    return cache.next_position - cache.n_held, cache.next_position - 1
 
 
-def attend_chunk(q, k, v, start, cache, scale, num_threads=None):
+def attend_chunk(q, k, v, start, cache, scale, num_threads=None, *, softcap=None, sinks=None):
     """Compiled attention of a chunk's queries over [cache slots, read in place] + [chunk keys],
     after ``swaref.attend_chunk``'s checks (the caller holds the cache).
 
@@ -101,7 +112,8 @@ def attend_chunk(q, k, v, start, cache, scale, num_threads=None):
     q_pos = np.arange(start, start + s, dtype=np.int64)
     k_pos = q_pos if c else q_pos[:0]
     return _core().band_attention(q, q_pos, k, v, k_pos, cache.k, cache.v, cache.positions, first, last,
-                                  _kernel_window(cache.window, start + s - 1), scale, _threads(num_threads))
+                                  _kernel_window(cache.window, start + s - 1), scale, _threads(num_threads),
+                                  **_variants(softcap, sinks))
 
 
 def _core_debug():

@@ -12,11 +12,12 @@ Layers
 1. ``_block``: the ``noexcept nogil`` core of one (KV head, query block) work
    item, on raw pointers, in four steps per key tile: ``_gather_tile``,
    ``_row_ranges``, ``_score_pass``, ``_value_pass``; then ``_finish_rows``.
-   Products, softmax step, tile transpose and exp are the C micro-kernels in
-   swaref/_kernels.h (Cython cannot keep an array of accumulators in
-   registers: measured about 2x slower); each has a test hook below
-   (``scores_kernel``, ``softmax_kernel``, ``value_kernel``,
-   ``transpose_kernel``, ``exp_kernel``; tests/test_kernels.py).
+   Products, softmax step, tile transpose, exp, the soft cap's tanh and the
+   overflow fallback's key step are C in swaref/_kernels.h (Cython cannot keep
+   an array of accumulators in registers: measured about 2x slower); the
+   micro-kernels have test hooks (swaref/_hooks.pxi: ``scores_kernel``,
+   ``softmax_kernel``, ``value_kernel``, ``transpose_kernel``, ``exp_kernel``,
+   ``tanh_kernel``; tests/test_kernels.py).
 2. ``_band_core``: ``noexcept nogil`` on ``const floating[:, :, ::1]``
    memoryviews (fused float/double); splits the work into items and runs them
    in an OpenMP ``prange`` (sequentially when built without OpenMP).
@@ -45,11 +46,15 @@ never on which other rows, chunk or thread share its work item:
   key is fixed.  A tile in which the row sees no key is skipped.
 * Scores: ``a_j = 0; a_j = a_j + q[d] * k_j[d]`` for d = 0, 1, ..., D-1 in
   that order (one chain per lane), then ``s_j = a_j * scale``; all in the
-  input precision.
+  input precision.  With ``softcap`` c: ``s_j = c * tanh(s_j / c)`` (tanh of
+  swaref/_kernels.h, vector only), NaN where s_j was not finite (an
+  overflowed chain: the row then takes the fallback below).
 * Online softmax (FlashAttention-style), per tile, with the visible keys V_t
   (present and ``p - W < j <= p``; all keys ``<= p`` when window is None):
   ``m_t = max_{j in V_t} s_j`` (exact, order-free); ``m' = max(m, m_t)``;
-  ``alpha = exp(m - m')`` (0 for the first tile, where m = -inf);
+  ``alpha = exp(m - m')``.  Each row starts at m = -inf, l = 0 (alpha = 0 on
+  its first tile), or with ``sinks`` at m = sink_h (cast once to the input
+  precision), l = 1: the sink enters every row first, whatever the tiling;
   ``p_j = exp(s_j - m')`` on visible lanes and exactly 0 on the others (a
   select, never a product);
   tile sum: 16 partial sums ``P_i = ((p_i + p_{i+16}) + p_{i+32}) + p_{i+48}``
@@ -60,12 +65,14 @@ never on which other rows, chunk or thread share its work item:
   position, then ``o[e] = o[e] * alpha + u[e]``.
 * Finally ``out[e] = o[e] / l``.
 * Overflow: if that row holds an Inf or NaN (a score, the scale product or
-  the unnormalised value sum passed the largest finite number; inputs inside
-  the window are finite, or the row is NaN anyway), the row is recomputed in
-  float64 as the reference does (``_exact_row``: scores, max, sum, then
-  normalised weights times values, keys in increasing position).  The test
-  reads only the row's own result, so which rows take this path, and their
-  bits, are as chunk-invariant as the fast path.
+  the unnormalised value sum passed the largest finite number, or a sink
+  beyond float32; inputs inside the window are finite, or the row is NaN
+  anyway), the row is recomputed as the reference does
+  (``_exact_row``: scores, capped, max with the float64 sink, sum in long
+  double, which holds any float64 score; then normalised weights times values,
+  keys in increasing position).  The test reads only the
+  row's own result, so which rows take this path, and their bits, are as
+  chunk-invariant as the fast path.
 * ``exp`` is swaref's own (swaref/_kernels.h): Cody-Waite reduction and a
   Taylor polynomial, relative error below 4 ulp on x <= 0, exactly 1 at 0 and
   exactly 0 below -708 (float64) / -87 (float32), where the true value is
@@ -85,46 +92,19 @@ arithmetic: their scores may be computed as by-products of the vectorised
 tile product, but they are replaced by -inf or 0 by selects and their values
 are never multiplied, so a NaN or Inf there cannot reach the output.
 
-Work split: items are (KV head, block of ``ROWS_PER_ITEM // G`` consecutive
-queries), run in an OpenMP ``prange`` with dynamic scheduling; each item
-gathers a tile's keys once, transposed (``kt[d, lane]``), and its values
-(``vt[lane, :]``, or pointers to them in place), into per-thread scratch, and
-runs its G x block rows over it.  Scratch is O(TILE x D + rows x (TILE + D)) per thread: no T x S array.
+Work split: items are (KV head, block of ``ROWS_PER_ITEM // G`` queries) in an
+OpenMP ``prange``; each gathers a tile's keys once into per-thread scratch,
+O(TILE x D + rows x (TILE + D)): no T x S array.
 """
+cimport cython
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint64_t
-from libc.math cimport INFINITY, exp, expl
+from libc.math cimport INFINITY
 from libc.string cimport memcpy
 
 import numpy as np
 
-cdef extern from "_kernels.h":
-    enum:
-        TILE "SWAREF_TILE"            # keys per tile: aligned position ranges [m*TILE, (m+1)*TILE)
-        MAX_SROWS "SWAREF_MAX_SROWS"  # rows of one score pass, at most
-    const int SWAREF_HAVE_OPENMP
-    const int SWAREF_SPAN_F, SWAREF_SPAN_D, SWAREF_PVSPAN_F, SWAREF_PVSPAN_D, SWAREF_SROWS_F, SWAREF_SROWS_D
-    int swaref_max_threads() noexcept nogil
-    void swaref_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
-    uint64_t swaref_range_bits(int ja, int jb) noexcept nogil
-    void swaref_exp_array_f(const float* x, float* y, Py_ssize_t n, int vector) noexcept nogil
-    void swaref_exp_array_d(const double* x, double* y, Py_ssize_t n, int vector) noexcept nogil
-    void swaref_scores_rows_f(int n, const float* const* q, const float* kt, Py_ssize_t D, float scale,
-                              float* const* s) noexcept nogil
-    void swaref_scores_rows_d(int n, const double* const* q, const double* kt, Py_ssize_t D, double scale,
-                              double* const* s) noexcept nogil
-    float swaref_softmax_f(float* s, uint64_t present, int ja, int jb, float* m, float* l) noexcept nogil
-    double swaref_softmax_d(double* s, uint64_t present, int ja, int jb, double* m, double* l) noexcept nogil
-    void swaref_value_rows_f(float* o, const float* al, const float* sc, const float** vp, const char* vis,
-                             const Py_ssize_t* ja, const Py_ssize_t* jb, Py_ssize_t r0, Py_ssize_t r1,
-                             Py_ssize_t D, Py_ssize_t span) noexcept nogil
-    void swaref_value_rows_d(double* o, const double* al, const double* sc, const double** vp, const char* vis,
-                             const Py_ssize_t* ja, const Py_ssize_t* jb, Py_ssize_t r0, Py_ssize_t r1,
-                             Py_ssize_t D, Py_ssize_t span) noexcept nogil
-    void swaref_transpose_tile_f(float* kt, const float* const* rows, Py_ssize_t off, Py_ssize_t D) noexcept nogil
-    void swaref_transpose_tile_d(double* kt, const double* const* rows, Py_ssize_t off, Py_ssize_t D) noexcept nogil
-    bint swaref_all_finite_f(const float* x, Py_ssize_t n) noexcept nogil
-    bint swaref_all_finite_d(const double* x, Py_ssize_t n) noexcept nogil
+include "_kernels.pxi"          # the declarations of swaref/_kernels.h
 
 ctypedef fused floating:
     float
@@ -153,8 +133,11 @@ cdef struct Keys:
 cdef struct Rows:
     # The rows of one work item: queries t0 .. t0+nq-1, the G query heads of KV head g.
     # Item row r = tq * G + i is query t0 + tq, query head g * G + i (a query's heads adjacent).
+    # Spec 1.1's variants, at most one: softcap (0: none) and sinks ([Hq] float64 logits, NULL: none).
     const int64_t* q_pos
     Py_ssize_t Hq, G, g, t0, nq, n, D
+    double softcap
+    const double* sinks
 
 
 cdef struct Cursor:
@@ -315,16 +298,18 @@ cdef void _row_ranges(const Rows* R, int64_t window, int64_t tstart, uint64_t pb
 
 cdef void _score_pass(const floating* q, const Rows* R, const floating* kt, floating scale, floating* sc,
                       const Py_ssize_t* rja, const Py_ssize_t* rjb) noexcept nogil:
-    """Scores of every row with visible lanes: sc[r * TILE + j] = (q_r . k_j) * scale.
+    """Scores of every row with visible lanes: sc[r * TILE + j] = (q_r . k_j) * scale, then
+    soft-capped (R.softcap: c * tanh(s / c), in the input precision, on the span just computed).
 
     SROWS rows at a time (any rows: lanes and rows are independent), one span of lanes after the
     other (the whole tile for float32, halves for float64).  A row skips spans outside its
     visible lanes (float64: the window's first and the diagonal tile); those lanes keep stale
     scores, which the softmax step masks like any invisible lane.
     """
-    cdef Py_ssize_t r, l0 = 0, nact, span = SWAREF_SPAN_D, nsr = SWAREF_SROWS_D
+    cdef Py_ssize_t r, i, l0 = 0, nact, span = SWAREF_SPAN_D, nsr = SWAREF_SROWS_D
     cdef const floating* qp[MAX_SROWS]
     cdef floating* sp[MAX_SROWS]
+    cdef floating cap = <floating>R.softcap
     if floating is float:
         span = SWAREF_SPAN_F
         nsr = SWAREF_SROWS_F
@@ -340,6 +325,11 @@ cdef void _score_pass(const floating* q, const Rows* R, const floating* kt, floa
                     swaref_scores_rows_f(<int>nact, qp, kt + l0, R.D, scale, sp)
                 else:
                     swaref_scores_rows_d(<int>nact, qp, kt + l0, R.D, scale, sp)
+                for i in range(nact if R.softcap else 0):        # s = cap * tanh(s / cap), the span
+                    if floating is float:
+                        swaref_softcap_f(sp[i], span, cap)
+                    else:
+                        swaref_softcap_d(sp[i], span, cap)
                 nact = 0
         l0 += span
 
@@ -378,51 +368,28 @@ cdef void _value_pass(const Rows* R, floating* sc, floating* o, floating* m, flo
 
 # ------------------------------------------------------ overflow fallback
 
-cdef inline void _exact_key(int stage, const floating* qrow, const floating* krow, const floating* vrow,
-                            Py_ssize_t D, double scale, long double* m, long double* l,
-                            double* acc) noexcept nogil:
-    """One visible key of _exact_row: stage 0 updates the running max m and sum l, stage 1 adds
-    its normalised weight times its value row to acc.  The score is recomputed in each stage
-    (the same chain both times) in long double, whose exponent range holds scale * q.k for any
-    finite float64 q, k and scale: a float64 score that overflows is exact here, so the weights
-    are the reference's (which factors the magnitudes out for the same reason)."""
-    cdef long double s = 0, w
-    cdef Py_ssize_t d
-    for d in range(D):
-        s = s + <long double>qrow[d] * <long double>krow[d]
-    s = s * scale
-    if stage == 0:
-        if s > m[0]:                                     # a NaN score never passes: it reaches l below
-            l[0] = l[0] * expl(m[0] - s) + 1.0
-            m[0] = s
-        elif s != -INFINITY:                             # weight exp(-inf) = 0 even while m is -inf
-            l[0] = l[0] + expl(s - m[0])
-    else:
-        # exp(-inf - m) = 0 for a finite m; a row whose every score is -inf (only from -inf
-        # inputs: long double cannot overflow here) is NaN, as IEEE and the reference say.
-        w = 0 if s == -INFINITY and m[0] != -INFINITY else expl(s - m[0]) / l[0]
-        for d in range(D):
-            acc[d] = acc[d] + <double>w * <double>vrow[d]
-
-
-cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* K, double scale,
-                     double* acc, floating* orow) noexcept nogil:
-    """The overflow fallback: one query row (position p, KV head g) recomputed in float64 as the
-    reference does (scores, max, sum, then normalised weights times values), so that neither a
-    score nor the unnormalised value sum can overflow where the reference's result is finite.
+cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* K, double scale, double cap,
+                     const double* sink, double* acc, floating* orow) noexcept nogil:
+    """The overflow fallback: one query row (position p, KV head g) recomputed as the reference
+    does (scores, capped, max, sum in long double, which holds any float64 score; then
+    normalised weights times values), so that neither a score nor the unnormalised value sum
+    can overflow where the reference's result is finite.  The arithmetic of one key is
+    swaref_exact_key's (swaref/_kernels.h).
 
     Its keys are the row's visible keys in increasing position (ring, then explicit keys), and
     its arithmetic depends on nothing else: the result is as chunk-, thread- and
-    rotation-invariant as the fast path's.  acc: D doubles of scratch.
+    rotation-invariant as the fast path's.  cap > 0: the soft cap; sink (NULL: none): the row's
+    float64 sink logit, which starts the running max and sum.  acc: D doubles of scratch.
     """
     cdef const floating* k = <const floating*>K.k
     cdef const floating* v = <const floating*>K.v
     cdef const floating* ck = <const floating*>K.ck
     cdef const floating* cv = <const floating*>K.cv
-    cdef long double m = -INFINITY, l = 0
+    cdef swaref_exact_t X
     cdef int stage
     cdef int64_t j, lo = _first_seen(p, K.window)
     cdef Py_ssize_t i, slot, d, D = K.D, row = K.Hkv * K.D
+    swaref_exact_init(&X, scale, cap, sink)
     for d in range(D):
         acc[d] = 0
     for stage in range(2):
@@ -430,21 +397,31 @@ cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* 
         while j <= K.ring_hi and j <= p:
             slot = j % K.C
             if K.cpos[slot] == j:
-                _exact_key(stage, qrow, ck + slot * row + g * D, cv + slot * row + g * D, D, scale, &m, &l, acc)
+                _exact_key(&X, stage, qrow, ck + slot * row + g * D, cv + slot * row + g * D, D, acc)
             j += 1
         i = _lower_bound(K.k_pos, K.S, lo)
         while i < K.S and K.k_pos[i] <= p:
-            _exact_key(stage, qrow, k + i * row + g * D, v + i * row + g * D, D, scale, &m, &l, acc)
+            _exact_key(&X, stage, qrow, k + i * row + g * D, v + i * row + g * D, D, acc)
             i += 1
     for d in range(D):
         orow[d] = <floating>acc[d]
 
 
+cdef inline void _exact_key(swaref_exact_t* X, int stage, const floating* q, const floating* k,
+                            const floating* v, Py_ssize_t D, double* acc) noexcept nogil:
+    if floating is float:
+        swaref_exact_key_f(X, stage, q, k, v, D, acc)
+    else:
+        swaref_exact_key_d(X, stage, q, k, v, D, acc)
+
+
+@cython.cdivision(True)     # IEEE division in every build: a row whose sum l is 0 (every score -inf) is NaN
 cdef void _finish_rows(const floating* q, const Rows* R, const Keys* K, const floating* o, const floating* l,
                        double scale, double* acc, floating* out) noexcept nogil:
     """out = o / l row by row; a row holding Inf or NaN after it is recomputed (_exact_row)."""
     cdef Py_ssize_t r, d
     cdef floating* orow
+    cdef const double* sink = NULL
     cdef bint finite
     for r in range(R.n):
         orow = <floating*>_qrow(<const floating*>out, R, r)
@@ -455,14 +432,16 @@ cdef void _finish_rows(const floating* q, const Rows* R, const Keys* K, const fl
         else:
             finite = swaref_all_finite_d(orow, R.D)
         if not finite:
-            _exact_row(_qrow(q, R, r), R.q_pos[R.t0 + r // R.G], R.g, K, scale, acc, orow)
+            if R.sinks != NULL:
+                sink = R.sinks + R.g * R.G + r % R.G
+            _exact_row(_qrow(q, R, r), R.q_pos[R.t0 + r // R.G], R.g, K, scale, R.softcap, sink, acc, orow)
 
 
 # ------------------------------------------------------------- work item
 
 cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const Keys* K, floating scale,
-                 double scale64, Py_ssize_t g, Py_ssize_t t0, Py_ssize_t t1,
-                 floating* work, Py_ssize_t* iwork, double* dwork, floating* out) noexcept nogil:
+                 double scale64, double softcap, const double* sinks, Py_ssize_t g, Py_ssize_t t0,
+                 Py_ssize_t t1, floating* work, Py_ssize_t* iwork, double* dwork, floating* out) noexcept nogil:
     """One work item: queries t0 .. t1-1, the query heads of KV head g.
 
     work: TILE*D (transposed key tile, lane = position mod TILE) + TILE*D (value tile) +
@@ -472,6 +451,7 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const K
     cdef Rows R
     R.q_pos, R.Hq, R.G, R.g, R.t0, R.nq, R.D = q_pos, Hq, Hq // K.Hkv, g, t0, t1 - t0, K.D
     R.n = R.nq * R.G
+    R.softcap, R.sinks = softcap, sinks
     cdef Py_ssize_t D = K.D, r, d
     cdef floating* kt = work
     cdef floating* vt = kt + TILE * D
@@ -491,8 +471,10 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const K
     cdef int64_t tstart
     cdef Cursor c
     for r in range(R.n):
-        m[r] = -INFINITY
-        l[r] = 0
+        # A sink starts its row's chain, whatever the tiling: m = sink (cast to the input precision
+        # once), l = exp(sink - m) = 1, no value.
+        m[r] = -INFINITY if sinks == NULL else <floating>sinks[g * R.G + r % R.G]
+        l[r] = 0 if sinks == NULL else 1
         for d in range(D):
             o[r * D + d] = 0
     # Keys any row of the item can see: positions _first_seen(q_pos[t0]) .. q_pos[t1 - 1].
@@ -513,7 +495,8 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const K
 
 
 cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos, const Keys* K,
-                     floating scale, double scale64, Py_ssize_t block, floating[:, ::1] work,
+                     floating scale, double scale64, double softcap, const double* sinks,
+                     Py_ssize_t block, floating[:, ::1] work,
                      Py_ssize_t[:, ::1] iwork, double[:, ::1] dwork, floating[:, :, ::1] out,
                      int nthreads) noexcept nogil:
     """All (KV head, query block) items, in parallel; each row's bits do not depend on the split."""
@@ -525,7 +508,7 @@ cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos, cons
         t1 = t0 + block
         if t1 > T:
             t1 = T
-        _block(&q[0, 0, 0], &q_pos[0], Hq, K, scale, scale64, item % K.Hkv, t0, t1,
+        _block(&q[0, 0, 0], &q_pos[0], Hq, K, scale, scale64, softcap, sinks, item % K.Hkv, t0, t1,
                &work[threadid(), 0], &iwork[threadid(), 0], &dwork[threadid(), 0], &out[0, 0, 0])
 
 
@@ -542,13 +525,15 @@ cdef const void* _address(const void* p, Py_ssize_t n, Py_ssize_t align, name) e
 def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
                    const floating[:, :, ::1] k, const floating[:, :, ::1] v, const int64_t[::1] k_pos,
                    const floating[:, :, ::1] ck, const floating[:, :, ::1] cv, const int64_t[::1] cpos,
-                   int64_t ring_lo, int64_t ring_hi, window, double scale, num_threads):
+                   int64_t ring_lo, int64_t ring_hi, window, double scale, num_threads, *,
+                   softcap=None, sinks=None):
     """Banded sliding-window attention over explicit keys and/or a rolling buffer read in place.
 
     q: [T, Hq, D], q_pos: [T] int64 strictly increasing; k, v: [S, Hkv, D] with
     k_pos: [S] int64 strictly increasing (S may be 0); ck, cv: [C, Hkv, D] with
     cpos: [C] int64 (-1 = empty; C may be 0), ring positions ring_lo .. ring_hi
-    all below k_pos[0]  ->  [T, Hq, D] in q's dtype.
+    all below k_pos[0]  ->  [T, Hq, D] in q's dtype.  softcap: None or a float > 0; sinks: None
+    or [Hq] float64 logits (not both: the public API refuses the pair).
 
     Equals: swaref.attention (explicit keys, empty ring) and swaref.attend_chunk,
     swaref.prefill, swaref.decode_step (the cache as the ring) with
@@ -563,6 +548,13 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     cdef int nthreads = swaref_max_threads() if num_threads is None else num_threads
     cdef Py_ssize_t esize = sizeof(floating)
     cdef Keys K
+    cdef const double[::1] sinks_v = None if sinks is None else np.ascontiguousarray(sinks, dtype=np.float64)
+    cdef const double* sinks_p = NULL
+    cdef double cap = 0.0 if softcap is None else softcap
+    if sinks is not None:
+        if sinks_v.shape[0] != Hq:
+            raise ValueError(f"swaref._core: sinks must have Hq = {Hq} entries, got {sinks_v.shape[0]}")
+        sinks_p = &sinks_v[0]
     K.S, K.C, K.Hkv, K.D = k.shape[0], ck.shape[0], k.shape[1], D
     K.ring_lo, K.ring_hi, K.window = ring_lo, ring_hi, 0 if window is None else window
     # Empty arrays have no element 0: NULL, never dereferenced (S == 0: no explicit key, C == 0:
@@ -598,7 +590,8 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     cdef double[:, ::1] dwork_v = dwork
     cdef floating[:, :, ::1] out_v = out
     with nogil:
-        _band_core(q, q_pos, &K, <floating>scale, scale, block, work_v, iwork_v, dwork_v, out_v, nthreads)
+        _band_core(q, q_pos, &K, <floating>scale, scale, cap, sinks_p, block, work_v, iwork_v, dwork_v, out_v,
+                   nthreads)
     return out
 
 

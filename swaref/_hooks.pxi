@@ -31,9 +31,10 @@ def _tile_check(name, n, expected):
         raise ValueError(f"{name}: expected {expected} along that axis, got {n}")
 
 
-def scores_kernel(const floating[:, ::1] q, const floating[:, ::1] kt, double scale):
+def scores_kernel(const floating[:, ::1] q, const floating[:, ::1] kt, double scale, double softcap=0):
     """Scores of n query rows q [n, D] over one transposed key tile kt [D, TILE] -> [n, TILE],
-    through _score_pass (the SROWS-, four-, two- and one-row kernels, by n; span by span).
+    through _score_pass (the SROWS-, four-, two- and one-row kernels, by n; span by span), and
+    with softcap > 0 soft-capped there (c * tanh(s / c) in the input precision).
 
     Equals: (q @ kt) * scale
     """
@@ -44,6 +45,7 @@ def scores_kernel(const floating[:, ::1] q, const floating[:, ::1] kt, double sc
     if n < 1 or D < 1:
         raise ValueError("scores_kernel needs n >= 1 rows of D >= 1")
     R.q_pos, R.Hq, R.G, R.g, R.t0, R.nq, R.n, R.D = NULL, 1, 1, 0, 0, n, n, D   # row r = q[r]
+    R.softcap, R.sinks = softcap, NULL
     ja, jb = np.zeros(n, dtype=np.intp), np.full(n, TILE, dtype=np.intp)
     s = np.zeros((n, TILE), dtype=np.float32 if floating is float else np.float64)
     cdef Py_ssize_t[::1] ja_v = ja, jb_v = jb
@@ -125,3 +127,27 @@ def transpose_kernel(const floating[:, ::1] rows, present):
     else:
         swaref_transpose_tile_d(&kt_v[0, 0], krows, 0, D)
     return kt
+
+
+def tanh_kernel(x, cap=1.0):
+    """The soft cap's tanh on a 1-D float32/float64 array: cap * tanh(x / cap) with the vector
+    formula of the score pass (swaref_softcap; cap = 1: tanh itself, exactly), NaN where x is
+    not finite (the pass sends such a score's row to the float64 fallback).
+
+    Equals: numpy.tanh(x) within 4 ulp (long-double tanh as the truth) on finite x; tanh(+-0) = 0
+    """
+    x = np.ascontiguousarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"tanh_kernel takes a 1-D array, got shape {x.shape}")
+    out = np.empty_like(x)
+    cdef float[::1] xf, of
+    cdef double[::1] xd, od
+    if x.dtype == np.float32 and x.shape[0]:
+        xf, of = x, out
+        swaref_softcap_array_f(&xf[0], &of[0], xf.shape[0], <float>cap)
+    elif x.dtype == np.float64 and x.shape[0]:
+        xd, od = x, out
+        swaref_softcap_array_d(&xd[0], &od[0], xd.shape[0], <double>cap)
+    elif x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"tanh_kernel takes float32 or float64, got {x.dtype}")
+    return out

@@ -110,9 +110,11 @@ typedef long long swaref_vl __attribute__((vector_size(64)));              /* 8 
 /* The reduction and Horner chain, written once per dtype and expanded in both the scalar and
    the vector exp, so the two cannot drift apart.  Z is the zero of the caller's type (0 or a
    zero vector); Z + c is exactly c. */
-#define SWAREF_EXP_CORE_D(Z, xc, kf, r, p) \
+#define SWAREF_EXP_REDUCE_D(xc, kf, r) \
     kf = (xc * SWAREF_LOG2E_D + SWAREF_ROUND_D) - SWAREF_ROUND_D; \
-    r = (xc - kf * SWAREF_LN2_HI_D) - kf * SWAREF_LN2_LO_D; \
+    r = (xc - kf * SWAREF_LN2_HI_D) - kf * SWAREF_LN2_LO_D
+/* p = (e^r - 1) / r: the Horner chain up to its coefficient of r^0 (= 1). */
+#define SWAREF_EXPM1_POLY_D(Z, r, p) \
     p = (Z) + 1.0 / 6227020800.0; \
     p = p * r + 1.0 / 479001600.0; \
     p = p * r + 1.0 / 39916800.0; \
@@ -125,18 +127,25 @@ typedef long long swaref_vl __attribute__((vector_size(64)));              /* 8 
     p = p * r + 1.0 / 24.0; \
     p = p * r + 1.0 / 6.0; \
     p = p * r + 0.5; \
-    p = p * r + 1.0; \
     p = p * r + 1.0
-#define SWAREF_EXP_CORE_F(Z, xc, kf, r, p) \
+#define SWAREF_EXP_CORE_D(Z, xc, kf, r, p) \
+    SWAREF_EXP_REDUCE_D(xc, kf, r); \
+    SWAREF_EXPM1_POLY_D(Z, r, p); \
+    p = p * r + 1.0
+#define SWAREF_EXP_REDUCE_F(xc, kf, r) \
     kf = (xc * SWAREF_LOG2E_F + SWAREF_ROUND_F) - SWAREF_ROUND_F; \
-    r = (xc - kf * SWAREF_LN2_HI_F) - kf * SWAREF_LN2_LO_F; \
+    r = (xc - kf * SWAREF_LN2_HI_F) - kf * SWAREF_LN2_LO_F
+#define SWAREF_EXPM1_POLY_F(Z, r, p) \
     p = (Z) + 1.0f / 5040.0f; \
     p = p * r + 1.0f / 720.0f; \
     p = p * r + 1.0f / 120.0f; \
     p = p * r + 1.0f / 24.0f; \
     p = p * r + 1.0f / 6.0f; \
     p = p * r + 0.5f; \
-    p = p * r + 1.0f; \
+    p = p * r + 1.0f
+#define SWAREF_EXP_CORE_F(Z, xc, kf, r, p) \
+    SWAREF_EXP_REDUCE_F(xc, kf, r); \
+    SWAREF_EXPM1_POLY_F(Z, r, p); \
     p = p * r + 1.0f
 /* The exponent field: BIAS and SHIFT (mantissa bits) of the format. */
 #define SWAREF_EXP_BITS_D(kf, IT) (((IT)(kf) + 1023) << 52)
@@ -181,6 +190,54 @@ static inline void swaref_exp_array_##SFX(const T* x, T* y, Py_ssize_t n, int ve
 }
 SWAREF_EXPAND(SWAREF_DEFINE_EXP, SWAREF_F, F)
 SWAREF_EXPAND(SWAREF_DEFINE_EXP, SWAREF_D, D)
+
+/* ---- tanh and the soft cap ---------------------------------------------------
+   tanh(x) = -t / (2 + t) with t = expm1(-2|x|) in (-1, 0], the sign of x copied back.  expm1
+   shares exp's reduction and polynomial (y = k ln2 + r): t = 2^k * (p(r) * r) + (2^k - 1), with
+   p(r) * r = e^r - 1 accurate to a few ulp *relative* to itself, so tanh keeps its relative
+   accuracy near 0 (no 1 - e^-2x cancellation): tests/test_kernels.py checks it within 4 ulp (measured: 2.5 float32, 2.7 float64)
+   of long-double tanh over the whole range, subnormals included.  -2|x| is clamped at EXP_MIN
+   (t = -1 then, tanh = +-1 exactly); +-inf give +-1; NaN stays NaN; tanh(+-0) = +-0.
+   Vector only: the soft cap is applied in one place (swaref_softcap), to whole vectors. */
+#define SWAREF_DEFINE_TANH(SFX, T, V, VU, VI, IT, VL, TAG) \
+static inline V swaref_vtanh_##SFX(V x) { \
+    const T lo = SWAREF_EXP_MIN_##TAG; \
+    const VI sign = (VI)(-((V){0}));                  /* the sign bit alone: -0.0 */ \
+    V y = (V)((VI)x | sign);                          /* -|x| */ \
+    y = y + y;                                        /* -2|x|, exact */ \
+    y = SWAREF_SEL(VI, V, y >= lo, y, ((V){0} + lo)); /* NaN -> lo, fixed below */ \
+    V kf, r, p; \
+    SWAREF_EXP_REDUCE_##TAG(y, kf, r); \
+    SWAREF_EXPM1_POLY_##TAG(((V){0}), r, p); \
+    V pk = (V)SWAREF_EXP_BITS_##TAG(__builtin_convertvector(kf, VI), VI);   /* 2^k */ \
+    V t = pk * (p * r) + (pk - (T)1); \
+    V th = -t / (t + (T)2);                           /* >= 0 */ \
+    V res = (V)(((VI)th & ~sign) | ((VI)x & sign)); \
+    return SWAREF_SEL(VI, V, x == x, res, x); \
+} \
+/* The soft cap of spec rule 3 on n scores (n a multiple of VL): s = cap * tanh(s / cap), and NaN \
+   where s is not finite.  A score chain that overflowed stays +-inf whatever its true value (a \
+   fused a + q*k never brings an infinite sum back), and the cap would turn that wrong inf into \
+   a finite +-cap: + (s - s) (0 for finite s) makes it NaN instead, so the row takes the float64 \
+   fallback like any other overflow. */ \
+static inline void swaref_softcap_##SFX(T* s, Py_ssize_t n, T cap) { \
+    for (Py_ssize_t i = 0; i < n; i += VL) { \
+        V x = SWAREF_LD(VU, s + i); \
+        SWAREF_ST(VU, s + i, cap * swaref_vtanh_##SFX(x / cap) + (x - x)); \
+    } \
+} \
+/* For the tests: y = cap * tanh(x / cap) elementwise, NaN for non-finite x (cap = 1: tanh \
+   itself, exactly: x / 1 and 1 * t are exact), whole vectors, a tail padded with 0. */ \
+static inline void swaref_softcap_array_##SFX(const T* x, T* y, Py_ssize_t n, T cap) { \
+    for (Py_ssize_t i = 0; i < n; i += VL) { \
+        T buf[VL] = {0}; \
+        for (int j = 0; j < VL && i + j < n; j++) buf[j] = x[i + j]; \
+        swaref_softcap_##SFX(buf, VL, cap); \
+        for (int j = 0; j < VL && i + j < n; j++) y[i + j] = buf[j]; \
+    } \
+}
+SWAREF_EXPAND(SWAREF_DEFINE_TANH, SWAREF_F, F)
+SWAREF_EXPAND(SWAREF_DEFINE_TANH, SWAREF_D, D)
 
 /* ---- Products ----------------------------------------------------------------
    Every lane/element follows one fixed chain:
@@ -498,6 +555,46 @@ static inline void swaref_transpose_tile_##SFX(T* kt, const T* const* rows, Py_s
 }
 SWAREF_EXPAND(SWAREF_DEFINE_TRANSPOSE, SWAREF_F)
 SWAREF_EXPAND(SWAREF_DEFINE_TRANSPOSE, SWAREF_D)
+
+/* ---- The overflow fallback, one key at a time (_exact_row in swaref/_core.pyx) -------------
+   One query row recomputed as the reference computes it (swaref/attention.py, softmax_attend),
+   visiting the row's keys in increasing position twice:
+     stage 0: the score, soft-capped if cap > 0, then the running max m and sum l; a sink starts
+              them (m = sink, l = 1) and has no value row;
+     stage 1: acc += (exp(s - m) / l) * v.
+   Scores, max and sum are long double, whose exponent range holds scale * q.k for any finite
+   float64 q, k and scale: a float64 score that overflows is exact here, so the weights are the
+   reference's (which factors the magnitudes out for the same reason), a sink competes with the
+   true largest score, and the cap sees the true score (the reference's +-inf caps to the same
+   +-c).  A -inf score (a -inf key) weighs exp(-inf) = 0, even while m is still -inf; a row of
+   only -inf scores and no sink is NaN. */
+typedef struct {
+    long double scale, cap, m, l;      /* cap 0: none */
+} swaref_exact_t;
+static inline void swaref_exact_init(swaref_exact_t* X, double scale, double cap, const double* sink) {
+    X->scale = scale; X->cap = cap;
+    X->m = sink ? (long double)*sink : -INFINITY;
+    X->l = sink ? 1.0L : 0.0L;
+}
+#define SWAREF_DEFINE_EXACT(SFX, T, V, VU, VI, IT, VL) \
+static inline void swaref_exact_key_##SFX(swaref_exact_t* X, int stage, const T* q, const T* k, const T* v, \
+                                          Py_ssize_t D, double* acc) { \
+    long double s = 0, w; \
+    for (Py_ssize_t d = 0; d < D; d++) s = s + (long double)q[d] * (long double)k[d]; \
+    s = s * X->scale; \
+    if (X->cap > 0) s = X->cap * tanhl(s / X->cap); \
+    if (stage == 0) { \
+        if (s > X->m) { X->l = X->l * expl(X->m - s) + 1.0L; X->m = s; }   /* a NaN never passes: it reaches l */ \
+        else if (s != -INFINITY) X->l = X->l + expl(s - X->m); \
+    } else { \
+        /* exp(-inf - m) = 0 for a finite m; a row whose every score is -inf (only from -inf \
+           inputs: long double cannot overflow here) is NaN, as IEEE and the reference say. */ \
+        w = (s == -INFINITY && X->m != -INFINITY) ? 0.0L : expl(s - X->m) / X->l; \
+        for (Py_ssize_t d = 0; d < D; d++) acc[d] = acc[d] + (double)w * (double)v[d]; \
+    } \
+}
+SWAREF_EXPAND(SWAREF_DEFINE_EXACT, SWAREF_F)
+SWAREF_EXPAND(SWAREF_DEFINE_EXACT, SWAREF_D)
 
 /* ---- Overflow test ----------------------------------------------------------
    True when no element of x is Inf or NaN (x - x is exactly 0 for finite x, NaN otherwise). */

@@ -162,6 +162,54 @@ def check_scale(scale, D):
     return s
 
 
+def check_softcap(softcap):
+    """Return the logit soft-cap as a Python float > 0, or None (spec rule 3, step 2b)."""
+    if softcap is None:
+        return None
+    if isinstance(softcap, (bool, np.bool_)) or not isinstance(softcap, numbers.Real):
+        raise SwarefTypeError("softcap", f"softcap must be a real number > 0 or None, got {_describe(softcap)}")
+    try:
+        c = float(softcap)
+    except OverflowError:
+        raise SwarefError("softcap", f"softcap must be finite in float64, got {softcap!r:.40}") from None
+    if not (math.isfinite(c) and c > 0):
+        raise SwarefError("softcap", f"softcap must be a finite real number > 0 (None: no cap), got {c}")
+    return c
+
+
+def check_sinks(sinks, Hq):
+    """Return learned sink logits as a read-only float64 array [Hq], or None (spec rule 3, step 3)."""
+    if sinks is None:
+        return None
+    arr = sinks if isinstance(sinks, np.ndarray) else None
+    if arr is None:
+        if not isinstance(sinks, (list, tuple)) or not all(
+                isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) for x in sinks):
+            raise SwarefTypeError("sinks", f"sinks must be a 1-D array of {Hq} real numbers (one per query "
+                                           f"head) or None, got {_describe(sinks)}")
+        arr = np.array(sinks, dtype=np.float64)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise SwarefTypeError("sinks", f"sinks must hold real numbers, got dtype {arr.dtype}")
+    if arr.shape != (Hq,):
+        raise SwarefError("sinks", f"sinks must have shape ({Hq},) (one logit per query head), got {arr.shape}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        i = int(np.argmax(~np.isfinite(arr)))
+        raise SwarefError("sinks", f"sinks must be finite, got sinks[{i}] = {arr[i]}")
+    arr.setflags(write=False)
+    return arr
+
+
+def check_softmax_variants(softcap, sinks, Hq):
+    """(softcap, sinks) checked, and their combination refused: no model uses both, so spec
+    rule 3 does not define whether the cap applies to the sink logit."""
+    softcap, sinks = check_softcap(softcap), check_sinks(sinks, Hq)
+    if softcap is not None and sinks is not None:
+        raise SwarefError("argument", "softcap and sinks together are not defined (no model uses both); "
+                                      "give one of them")
+    return softcap, sinks
+
+
 def check_backend(backend):
     if backend not in BACKENDS:
         raise SwarefError("backend", f"backend must be one of {BACKENDS}, got {backend!r}")

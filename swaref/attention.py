@@ -82,14 +82,17 @@ def kv_head_of(h: int, n_heads: int, n_kv_heads: int) -> int:
     return h // (n_heads // n_kv_heads)
 
 
-def softmax_attend(q_row: np.ndarray, k_rows: np.ndarray, v_rows: np.ndarray, scale: float) -> np.ndarray:
-    """One query over exactly the keys it sees, in float64.
+def softmax_attend(q_row: np.ndarray, k_rows: np.ndarray, v_rows: np.ndarray, scale: float,
+                   softcap: Optional[float] = None, sinks: Optional[np.ndarray] = None) -> np.ndarray:
+    """One query over exactly the keys it sees, in float64 (spec rule 3).
 
-    q_row: [Hq, D], k_rows, v_rows: [n, Hkv, D]  ->  [Hq, D] float64
+    q_row: [Hq, D], k_rows, v_rows: [n, Hkv, D], sinks: [Hq] or None  ->  [Hq, D] float64
 
-    Scores ``scale * q.k``, softmax over the n visible keys (max-subtracted),
-    weighted sum of V.  Masked keys are never part of ``k_rows``, so nothing
-    outside the window (not even a NaN) can reach the result.
+    Scores ``scale * q.k``; with ``softcap``, ``softcap * tanh(s / softcap)``;
+    softmax over the n visible keys, with a learned sink logit per query head
+    joining the denominator only; weighted sum of V.  Masked keys are never part
+    of ``k_rows``, so nothing outside the window (not even a NaN) can reach the
+    result, and no mask value can pass through the softcap.
     """
     Hq, D = q_row.shape
     n, Hkv, _ = k_rows.shape
@@ -97,50 +100,109 @@ def softmax_attend(q_row: np.ndarray, k_rows: np.ndarray, v_rows: np.ndarray, sc
     q = q_row.astype(np.float64, copy=False).reshape(Hkv, G, D)   # head h = g_kv * G + i
     k = k_rows.astype(np.float64, copy=False)
     v = v_rows.astype(np.float64, copy=False)
+    sink = None if sinks is None else np.asarray(sinks, dtype=np.float64).reshape(Hkv, G, 1)
     with np.errstate(over="ignore"):                           # overflow is handled below
         s = np.einsum("hgd,nhd->hgn", q, k) * scale            # [Hkv, G, n]
-    if np.isfinite(s).all() or not (np.isfinite(q).all() and np.isfinite(k).all()):
-        s = s - s.max(axis=-1, keepdims=True)
+    over = _overflowing_rows(s, q, k)                          # [Hkv, G, 1]; almost always all False
+    if softcap is not None:
+        if over.any():                                         # +-inf where beyond range, never NaN
+            s = np.where(over, _scores_beyond_float64(q, k, scale), s)
+        s = softcap * np.tanh(s / softcap)                     # bounded: the plain path below is exact
+        s, sink = _shift_by_max(s, sink)
+    elif over.any():
+        with np.errstate(invalid="ignore"):                    # the plain shift of those rows is discarded
+            plain, plain_sink = _shift_by_max(s, sink)
+        safe, safe_sink = _shifted_scores_without_overflow(q, k, scale, sink)
+        s = np.where(over, safe, plain)
+        sink = None if sink is None else np.where(over, safe_sink, plain_sink)
     else:
-        s = _shifted_scores_without_overflow(q, k, scale)
+        s, sink = _shift_by_max(s, sink)
     p = np.exp(s)
-    p /= p.sum(axis=-1, keepdims=True)
+    if sink is None:
+        p /= p.sum(axis=-1, keepdims=True)
+    else:
+        p /= np.exp(sink) + p.sum(axis=-1, keepdims=True)      # the sink has no value row
     o = np.einsum("hgn,nhd->hgd", p, v)                        # [Hkv, G, D]
     return o.reshape(Hq, D)
 
 
-def _shifted_scores_without_overflow(q, k, scale):
-    """``s - max(s)`` for scores ``s = scale * q.k`` that overflow float64, from finite q, k.
+def _overflowing_rows(s, q, k):
+    """[Hkv, G, 1] bool: the query heads whose scores overflowed float64 from finite q and k.
+    Only these take the factored path; each row decides on its own data, so a NaN in one
+    head's input cannot change another head's answer."""
+    finite_k = np.isfinite(k).all(axis=(0, 2))[:, None, None]                  # per KV head
+    return (~np.isfinite(s).all(axis=-1, keepdims=True)) & np.isfinite(q).all(axis=-1, keepdims=True) & finite_k
 
-    q: [Hkv, G, D], k: [n, Hkv, D]  ->  [Hkv, G, n], every entry <= 0 and 0 at the maxima
 
-    Factor the magnitudes out: s = c * y with c = scale * max|q| * max|k| and
-    |y| <= D, so y and its differences are finite; then s - max(s) = c * (y - y*)
-    with y* the max of y (c >= 0) or its min (c < 0).  Where y == y*, the entry is 0
-    even if c overflowed (inf * 0 would be NaN); elsewhere an overflowed c gives
-    -inf, whose exp is the 0 the exact weight rounds to.
+def _shift_by_max(s, sink):
+    """(s - m, sink - m) with m the row maximum over the scores and the sink logit (if any).
+    s: [Hkv, G, n], sink: [Hkv, G, 1] or None."""
+    m = s.max(axis=-1, keepdims=True)
+    if sink is None:
+        return s - m, None
+    m = np.maximum(m, sink)
+    return s - m, sink - m
+
+
+def _factored_scores(q, k, scale):
+    """Scores that overflow float64 as ``c * y``, from finite q, k.
+
+    q: [Hkv, G, D], k: [n, Hkv, D]  ->  c: [Hkv, G, 1] (may be +-inf), y: [Hkv, G, n] with |y| <= D
+
+    c = scale * max|q| * max|k| carries the magnitude, so y is finite.
     """
     qa = np.abs(q).max(axis=-1, keepdims=True)                 # [Hkv, G, 1]
     ka = np.abs(k).max(axis=(0, 2))[:, None, None]             # [Hkv, 1, 1]
     qa = np.where(qa > 0, qa, 1.0)
     ka = np.where(ka > 0, ka, 1.0)
     y = np.einsum("hgd,nhd->hgn", q / qa, k / np.moveaxis(ka, 0, 1))
+    with np.errstate(over="ignore"):
+        return scale * qa * ka, y
+
+
+def _scores_beyond_float64(q, k, scale):
+    """The scaled scores with +-inf where they exceed float64 (0 where c * y is inf * 0)."""
+    c, y = _factored_scores(q, k, scale)
     with np.errstate(over="ignore", invalid="ignore"):
-        c = scale * qa * ka                                    # [Hkv, G, 1], may be +-inf
+        return np.where(y == 0, 0.0, c * y)
+
+
+def _shifted_scores_without_overflow(q, k, scale, sink):
+    """``_shift_by_max`` for scores ``s = scale * q.k`` that overflow float64, from finite q, k.
+
+    -> (s - m [Hkv, G, n], sink - m [Hkv, G, 1] or None), every entry <= 0, 0 at the maximum.
+
+    With s = c * y (``_factored_scores``), s - max(s) = c * (y - y*), y* the max of y
+    (c >= 0) or its min (c < 0).  Where y == y*, the entry is 0 even if c overflowed
+    (inf * 0 would be NaN); elsewhere an overflowed c gives -inf, whose exp is the 0
+    the exact weight rounds to.  A sink logit competes with t = c * y*, the largest
+    score: t = +inf leaves the sink no weight, t = -inf gives it all.
+    """
+    c, y = _factored_scores(q, k, scale)
+    with np.errstate(over="ignore", invalid="ignore"):
         ystar = np.where(c >= 0, y.max(axis=-1, keepdims=True), y.min(axis=-1, keepdims=True))
         dy = y - ystar
-        return np.where(dy == 0, 0.0, c * dy)
+        shifted = np.where(dy == 0, 0.0, c * dy)
+        if sink is None:
+            return shifted, None
+        t = c * ystar                                          # the largest score, +-inf beyond range
+        m = np.maximum(t, sink)
+        key_shift = np.where(np.isfinite(t), t - m, np.where(t > 0, 0.0, -np.inf))
+        sink_shift = np.where(np.isfinite(t), sink - m, np.where(t > 0, -np.inf, 0.0))
+        return shifted + key_shift, sink_shift
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, window: Optional[int],
               q_pos: Optional[ArrayLike] = None, k_pos: Optional[ArrayLike] = None,
-              scale: Optional[float] = None, backend: str = "reference",
+              scale: Optional[float] = None, softcap: Optional[float] = None,
+              sinks: Optional[ArrayLike] = None, backend: str = "reference",
               num_threads: Optional[int] = None) -> np.ndarray:
     """Sliding-window attention, spec rules 1-3.
 
     q: [T, Hq, D], k, v: [S, Hkv, D] (one dtype: float16, float32 or float64)
     q_pos: [T] int, default the last T of k_pos; k_pos: [S] int, default arange(S)
-    ->  [T, Hq, D] in q's dtype
+    softcap: None or a float > 0 (Gemma 2's logit soft-capping); sinks: None or
+    [Hq] learned sink logits (gpt-oss)  ->  [T, Hq, D] in q's dtype
 
     Positions are absolute and strictly increasing.  ``backend="reference"``
     computes each query's softmax over exactly its visible keys in float64;
@@ -161,17 +223,19 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, window: Optional[i
     else:
         q_pos = V.check_positions(q_pos, "q_pos", T)
     scale = V.check_scale(scale, D)
+    softcap, sinks = V.check_softmax_variants(softcap, sinks, Hq)
     first, last = V.check_no_empty_rows(q_pos, k_pos, window)
     if backend == "cython":
         from . import _backend
-        return _backend.attention(q, k, v, q_pos, k_pos, window, scale, num_threads)
-    return _attention_reference(q, k, v, first, last, scale)
+        return _backend.attention(q, k, v, q_pos, k_pos, window, scale, num_threads, softcap=softcap, sinks=sinks)
+    return _attention_reference(q, k, v, first, last, scale, softcap, sinks)
 
 
-def _attention_reference(q, k, v, first, last, scale):
+def _attention_reference(q, k, v, first, last, scale, softcap=None, sinks=None):
     """Query by query over its visible key range; the literal definition.
 
-    q: [T, Hq, D], k, v: [S, Hkv, D], first, last: [T]  ->  [T, Hq, D] in q.dtype
+    q: [T, Hq, D], k, v: [S, Hkv, D], first, last: [T], sinks: [Hq] float64 or None
+    ->  [T, Hq, D] in q.dtype
 
     Memory is O(W) per query: no T x S array exists, so long prompts fit.
     """
@@ -180,7 +244,7 @@ def _attention_reference(q, k, v, first, last, scale):
     q64, k64, v64 = (x.astype(np.float64, copy=False) for x in (q, k, v))
     for i in range(q.shape[0]):
         a, b = first[i], last[i]
-        out[i] = softmax_attend(q64[i], k64[a:b], v64[a:b], scale)
+        out[i] = softmax_attend(q64[i], k64[a:b], v64[a:b], scale, softcap, sinks)
     return out
 
 

@@ -3,11 +3,14 @@
 The class holds state only; the rules live in the module-level functions
 ``slot_of``, ``cache_write`` and ``cache_view``.
 
-State of a cache of window W (capacity C = W slots):
+State of a cache of window W and capacity C >= W slots (C = W unless slack
+is asked for, ``capacity=W + slack``, so that the last tokens can be rolled back):
 
 * ``k``, ``v``: [C, Hkv, D] slot buffers, zero-initialised, in slot order;
 * ``positions``: [C] int64, the absolute position held by each slot, -1 if empty;
-* ``n_seen``: number of tokens written since the last reset;
+* ``n_seen``: number of tokens written since the last reset, less those rolled back;
+* ``n_held``: number of valid slots (the consecutive positions
+  ``next_position - n_held .. next_position - 1``);
 * ``next_position``: the position the next written token must have (None
   while the cache is empty: the first write may start anywhere >= 0).
 
@@ -49,12 +52,10 @@ class RollingBufferCache:
             raise SwarefTypeError("dtype", f"dtype must be float16, float32 or float64, got {dtype!r}") from None
         if dt not in V.FLOAT_DTYPES:
             raise SwarefTypeError("dtype", f"dtype must be float16, float32 or float64, got {dt}")
-        if window is None:
-            if capacity is None:
-                raise SwarefError("cache", "a full-attention cache (window=None) needs an explicit capacity")
-        elif capacity is not None and capacity != window:
-            raise SwarefError("cache", f"a sliding-window cache has capacity = window = {window}, got capacity={capacity!r}")
-        cap = V.check_int(window if window is not None else capacity, "capacity", minimum=1)
+        if window is None and capacity is None:
+            raise SwarefError("cache", "a full-attention cache (window=None) needs an explicit capacity")
+        cap = V.check_int(window if capacity is None else capacity, "capacity", kind="cache",
+                          minimum=1 if window is None else window)
         self.window = window
         self.capacity = cap
         self.n_kv_heads = n_kv_heads
@@ -62,6 +63,7 @@ class RollingBufferCache:
         self.dtype = dt
         self.k, self.v, self.positions = _allocate(cap, n_kv_heads, head_dim, dt)
         self.n_seen = 0
+        self.n_held = 0
         self.next_position = None
         self._lock = threading.RLock()
 
@@ -72,6 +74,7 @@ class RollingBufferCache:
             self.v[...] = 0
             self.positions[...] = -1
             self.n_seen = 0
+            self.n_held = 0
             self.next_position = None
 
     def copy(self) -> "RollingBufferCache":
@@ -187,7 +190,7 @@ def check_write(cache, n_tokens, start):
                          f"tokens must be written at consecutive positions (reset() to start over)")
     if start + n_tokens > np.iinfo(np.int64).max:
         raise SwarefError("positions", "positions must fit in int64")
-    if cache.window is None and cache.n_seen + n_tokens > cache.capacity:
+    if cache.window is None and cache.n_held + n_tokens > cache.capacity:
         raise SwarefError(
             "cache", f"full-attention cache of capacity {cache.capacity} holds {cache.n_seen} tokens "
                      f"and cannot take {n_tokens} more")
@@ -226,7 +229,55 @@ def _write(cache, k, v, start):
     cache.v[slots] = v[s - keep:]
     cache.positions[slots] = pos
     cache.n_seen += s
+    cache.n_held = min(cache.n_held + s, cache.capacity)
     cache.next_position = start + s
+
+
+def max_rollback(cache: "RollingBufferCache") -> int:
+    """The largest n such that ``rollback`` can take back any n' <= n tokens (spec rule 4).
+
+    After rolling back n tokens the cache continues at P = next_position - n, and a
+    query at P or later needs the keys max(first, P - W + 1) .. P - 1, where first =
+    next_position - n_seen is the first position written.  The ring holds
+    next_position - n_held .. next_position - 1.  So n is possible iff n <= n_seen
+    and those keys are held: always when nothing was evicted (n_held == n_seen) or
+    W = 1 (a query needs only itself); otherwise iff n <= n_held - W + 1, which for a
+    wrapped ring of C slots is n <= C - W + 1.  Rolling back all n_seen tokens is
+    possible too (no earlier key is needed then): ``rollback`` accepts it.
+    """
+    if cache.n_held == cache.n_seen or cache.window is None or cache.window == 1:
+        return cache.n_seen
+    return max(0, min(cache.n_seen, cache.n_held - cache.window + 1))
+
+
+def rollback(cache: "RollingBufferCache", n: int) -> None:
+    """Take back the last ``n`` tokens (speculative decoding): their slots become empty and
+    the cache continues at ``next_position - n``.  Refused, with the cache untouched, when a
+    key some later query needs was already overwritten (``max_rollback``); taking back every
+    token written since the last reset is always possible (the cache is then empty)."""
+    if not isinstance(cache, RollingBufferCache):
+        raise SwarefTypeError("cache", f"cache must be a RollingBufferCache, got {type(cache).__name__}")
+    n = V.check_int(n, "n", kind="rollback", minimum=0)
+    with exclusive(cache):
+        limit = max_rollback(cache)
+        if n > cache.n_seen:
+            raise SwarefError("rollback", f"cannot roll back {n} tokens: the cache holds {cache.n_seen} tokens "
+                                          f"written since its last reset")
+        if limit < n < cache.n_seen:
+            P = cache.next_position - n
+            need = max(P - cache.window + 1, cache.next_position - cache.n_seen)
+            raise SwarefError(
+                "rollback", f"cannot roll back {n} tokens (at most {limit}, or all {cache.n_seen}): a query at "
+                            f"position {P} would need position {need}, already overwritten; "
+                            f"capacity {cache.capacity} with window {cache.window} allows rolling back at most "
+                            f"capacity - window + 1 = {cache.capacity - cache.window + 1} tokens after it wraps")
+        if n == 0:
+            return
+        gone = np.arange(cache.next_position - n, cache.next_position, dtype=np.int64)
+        cache.positions[slot_of(gone, cache.capacity)] = -1
+        cache.n_seen -= n
+        cache.n_held -= min(n, cache.n_held)      # all n_seen back from a wrapped ring: more than it held
+        cache.next_position -= n
 
 
 def check_ring(positions: ArrayLike, capacity: int, name: str = "positions") -> Tuple[int, int]:
@@ -294,5 +345,6 @@ def load_state(cache: "RollingBufferCache", positions: ArrayLike, k: np.ndarray,
         cache.positions[...] = np.asarray(positions, dtype=np.int64)
         n = last - first + 1
         cache.n_seen = n
+        cache.n_held = n
         cache.next_position = last + 1 if n else None
 

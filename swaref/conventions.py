@@ -4,6 +4,8 @@ swaref's W: a query at position p sees keys p - W < j <= p (W keys, itself inclu
 Each ``from_*`` function returns swaref's W for a *causal* sliding window
 expressed in that engine's convention; each ``to_*`` function is its inverse.
 """
+import numbers
+
 from . import _validate as V
 from .errors import SwarefError
 
@@ -144,6 +146,23 @@ def to_mistral_paper(window):
     if window < 2:
         raise SwarefError("window", f"the paper's inclusive reading cannot express W = {window} (it always shows >= 2 keys)")
     return window - 1
+
+
+def from_onnx_softcap(softcap):
+    """ONNX ``Attention``'s ``softcap`` attribute (opset 23+): 0 means no soft-capping.
+
+    -> swaref's ``softcap`` (None, or the cap as a float > 0).  transformers' Gemma 2
+    ``attn_logit_softcapping`` uses None for "off" and needs no conversion.
+    """
+    if isinstance(softcap, numbers.Real) and not isinstance(softcap, bool) and softcap == 0:
+        return None
+    return V.check_softcap(softcap)
+
+
+def to_onnx_softcap(softcap):
+    """Inverse of from_onnx_softcap: swaref's None -> 0.0."""
+    c = V.check_softcap(softcap)
+    return 0.0 if c is None else c
 
 
 #: name -> (from_fn, to_fn) for the command line and the docs table.

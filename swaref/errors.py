@@ -21,6 +21,9 @@ ERROR_KINDS = (
     "scale",           # scale not a finite real number
     "backend",         # unknown backend, or a backend that is not built
     "argument",        # any other argument out of its domain (num_threads, n_layers, ...)
+    "softcap",         # softcap not a finite real > 0 (or None)
+    "sinks",           # sinks not finite reals of shape [Hq] (or None)
+    "rollback",        # a rollback the cache cannot serve (more than it holds, or beyond its slack)
     "format",          # a malformed file (safetensors header, JSON nesting, sizes that disagree)
     "suite",           # a conformance suite that is corrupt, tampered with or unsafe (runner exit 2)
     "checkpoint",      # a model checkpoint or config that swaref cannot load faithfully

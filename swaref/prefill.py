@@ -15,6 +15,7 @@ Order matters and differs between the two:
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validate as V
 from .attention import _attention_reference
@@ -79,7 +80,8 @@ def check_cache_step(cache: RollingBufferCache, n_tokens: int, start: Optional[i
 
 def attend_chunk(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCache, start: int,
                  scale: Optional[float] = None, backend: str = "reference",
-                 num_threads: Optional[int] = None) -> np.ndarray:
+                 num_threads: Optional[int] = None, *, softcap: Optional[float] = None,
+                 sinks: Optional[ArrayLike] = None) -> np.ndarray:
     """Attention of queries at start .. start+s-1 over [cache in time order] + [chunk keys].
 
     q: [s, Hq, D]; k, v: [c, Hkv, D] with c = s (prefill: the chunk's own keys,
@@ -90,6 +92,7 @@ def attend_chunk(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBuff
     T, S, D, num_threads = _check_step(q, k, v, cache, backend, num_threads)
     start = V.check_int(start, "start", kind="positions", minimum=0)
     scale = V.check_scale(scale, D)
+    softcap, sinks = V.check_softmax_variants(softcap, sinks, q.shape[1])
     with exclusive(cache):
         if S == T:
             check_cache_step(cache, T, start, backend)       # the chunk continues the cache
@@ -97,12 +100,12 @@ def attend_chunk(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBuff
             _check_in_cache(cache, start, T, backend)
         else:
             raise SwarefError("shape", f"k and v must have one row per query (s = {T}) or none (decode), got {S}")
-        return _attend_chunk(q, k, v, cache, start, scale, backend, num_threads)
+        return _attend_chunk(q, k, v, cache, start, scale, backend, num_threads, softcap, sinks)
 
 
 def _check_in_cache(cache, start, n, backend):
     """Decode queries at start .. start+n-1 must find their own keys in the cache."""
-    held_from = -1 if cache.next_position is None else cache.next_position - min(cache.n_seen, cache.capacity)
+    held_from = -1 if cache.next_position is None else cache.next_position - cache.n_held
     if cache.next_position is None or not held_from <= start <= start + n <= cache.next_position:
         raise SwarefError("no_visible_key", f"decode queries at positions {start} .. {start + n - 1} must already "
                                             f"be in the cache (write, then attend); it holds "
@@ -111,24 +114,25 @@ def _check_in_cache(cache, start, n, backend):
         V.check_kernel_position(start + n - 1, "the last query position")
 
 
-def _attend_chunk(q, k, v, cache, start, scale, backend, num_threads):
+def _attend_chunk(q, k, v, cache, start, scale, backend, num_threads, softcap=None, sinks=None):
     """attend_chunk after its checks (the caller holds the cache)."""
     s, c = q.shape[0], k.shape[0]
     if backend == "cython":
         from . import _backend
-        return _backend.attend_chunk(q, k, v, start, cache, scale, num_threads)
+        return _backend.attend_chunk(q, k, v, start, cache, scale, num_threads, softcap=softcap, sinks=sinks)
     q_pos = np.arange(start, start + s, dtype=np.int64)
     ck, cv, cpos = cache_view(cache)
     keys = np.concatenate([ck, k])
     vals = np.concatenate([cv, v])
     k_pos = np.concatenate([cpos, np.arange(start, start + c, dtype=np.int64)])
     first, last = V.check_no_empty_rows(q_pos, k_pos, cache.window)
-    return _attention_reference(q, keys, vals, first, last, scale)
+    return _attention_reference(q, keys, vals, first, last, scale, softcap, sinks)
 
 
 def prefill(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCache, *,
             chunk_size: Union[None, int, Sequence[int]] = None, start: Optional[int] = None,
-            scale: Optional[float] = None, backend: str = "reference",
+            scale: Optional[float] = None, softcap: Optional[float] = None,
+            sinks: Optional[ArrayLike] = None, backend: str = "reference",
             num_threads: Optional[int] = None) -> np.ndarray:
     """Chunked prefill: per chunk, attend to cache + chunk, then write the chunk.
 
@@ -142,6 +146,7 @@ def prefill(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCac
     _check_one_key_per_query(T, S)
     sched = chunk_schedule(T, chunk_size, cache.window)
     scale = V.check_scale(scale, D)
+    softcap, sinks = V.check_softmax_variants(softcap, sinks, q.shape[1])
     with exclusive(cache):
         start = check_cache_step(cache, T, start, backend)
         out = np.empty(q.shape, dtype=q.dtype)
@@ -149,15 +154,17 @@ def prefill(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCac
         for s in sched:
             sl = slice(a, a + s)
             # Attend first: the chunk's early queries still need the slots its write would overwrite.
-            out[sl] = _attend_chunk(q[sl], k[sl], v[sl], cache, start + a, scale, backend, num_threads)
+            out[sl] = _attend_chunk(q[sl], k[sl], v[sl], cache, start + a, scale, backend, num_threads,
+                                    softcap, sinks)
             _write(cache, k[sl], v[sl], start + a)
             a += s
     return out
 
 
 def decode_step(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCache, *,
-                start: Optional[int] = None, scale: Optional[float] = None, backend: str = "reference",
-                num_threads: Optional[int] = None) -> np.ndarray:
+                start: Optional[int] = None, scale: Optional[float] = None,
+                softcap: Optional[float] = None, sinks: Optional[ArrayLike] = None,
+                backend: str = "reference", num_threads: Optional[int] = None) -> np.ndarray:
     """One generated token: write its key and value, then attend over the cache.
 
     q: [1, Hq, D], k, v: [1, Hkv, D] at position ``start`` (default: where the
@@ -168,8 +175,9 @@ def decode_step(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBuffe
     if T != 1:
         raise SwarefError("shape", f"decode_step takes exactly one token, got q of shape {q.shape}; use prefill")
     scale = V.check_scale(scale, D)
+    softcap, sinks = V.check_softmax_variants(softcap, sinks, q.shape[1])
     with exclusive(cache):
         start = check_cache_step(cache, 1, start, backend)
         # Write first: the token must see itself, and the slot it overwrites held p - W, outside its window.
         _write(cache, k, v, start)
-        return _attend_chunk(q, k[:0], v[:0], cache, start, scale, backend, num_threads)
+        return _attend_chunk(q, k[:0], v[:0], cache, start, scale, backend, num_threads, softcap, sinks)

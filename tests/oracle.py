@@ -21,8 +21,13 @@ def brute_force_mask(q_pos, k_pos, window):
     return m
 
 
-def dense_attention_f64(q, k, v, q_pos, k_pos, window, scale=None):
-    """Dense masked softmax in float64.  q: [T, Hq, D], k, v: [S, Hkv, D] -> [T, Hq, D] float64."""
+def dense_attention_f64(q, k, v, q_pos, k_pos, window, scale=None, softcap=None, sinks=None):
+    """Dense masked softmax in float64.  q: [T, Hq, D], k, v: [S, Hkv, D] -> [T, Hq, D] float64.
+
+    softcap: cap * tanh(s / cap) on the scaled scores, then the mask; sinks: [Hq]
+    logits appended as one more softmax column, dropped before the value product
+    (gpt-oss's formulation, written independently of swaref's).
+    """
     q = np.asarray(q, dtype=np.float64)
     k = np.asarray(k, dtype=np.float64)
     v = np.asarray(v, dtype=np.float64)
@@ -39,10 +44,16 @@ def dense_attention_f64(q, k, v, q_pos, k_pos, window, scale=None):
         mask &= kp > qp - window
     assert mask.any(axis=1).all(), "oracle: a query with no visible key"
     s = np.einsum("thd,shd->hts", q, kk) * scale
+    if softcap is not None:
+        s = softcap * np.tanh(s / softcap)                  # cap first, then mask (spec rule 3)
     s = np.where(mask[None], s, -np.inf)
+    if sinks is not None:
+        col = np.broadcast_to(np.asarray(sinks, dtype=np.float64)[:, None, None], (Hq, T, 1))
+        s = np.concatenate([s, col], axis=-1)               # [Hq, T, S + 1]
     s = s - s.max(axis=-1, keepdims=True)
     p = np.exp(s)
     p = p / p.sum(axis=-1, keepdims=True)
+    p = p[..., :k.shape[0]]                                 # the sink column has no value row
     # np.where again so that a masked NaN value row can never leak via 0 * NaN.
     vv_t = np.transpose(vv, (1, 0, 2))                      # [Hq, S, D]
     out = np.empty((Hq, T, D))
@@ -89,3 +100,31 @@ def assert_bitwise_equal(actual, expected, name="output"):
             f"{name}: not bitwise equal: {int(neq.sum())} of {neq.size} elements differ"
             + (f", max |diff| = {np.nanmax(diff):.3e}" if diff is not None else "")
             + f"; first at {first}: {a[first]!r} vs {e[first]!r}")
+
+
+def dense_attention_wide(q, k, v, q_pos, k_pos, window, scale=None):
+    """``dense_attention_f64`` computed in NumPy's longdouble (x87 80-bit on x86-64 Linux:
+    exponent range to 1e4932), for scores ``scale * q.k`` that overflow float64 from finite
+    input (a finite scale of 1e300, say), where the float64 oracle gives inf - inf = NaN.
+    Returns float64.  Where longdouble is just float64 it is no wider (check np.finfo)."""
+    wide = np.longdouble
+    q = np.asarray(q, dtype=np.float64).astype(wide)
+    k = np.asarray(k, dtype=np.float64).astype(wide)
+    v = np.asarray(v, dtype=np.float64).astype(wide)
+    T, Hq, D = q.shape
+    Hkv = k.shape[1]
+    scale = wide(1.0) / np.sqrt(wide(D)) if scale is None else wide(scale)
+    kk = np.repeat(k, Hq // Hkv, axis=1)
+    vv = np.repeat(v, Hq // Hkv, axis=1)
+    qp = [int(p) for p in q_pos]
+    kp = [int(p) for p in k_pos]
+    out = np.zeros((T, Hq, D), dtype=wide)
+    for t in range(T):
+        sel = [j for j in range(len(kp)) if kp[j] <= qp[t] and (window is None or kp[j] > qp[t] - window)]
+        assert sel, "oracle: a query with no visible key"
+        for h in range(Hq):
+            s = np.array([scale * np.sum(q[t, h] * kk[j, h]) for j in sel], dtype=wide)
+            p = np.exp(s - s.max())
+            p = p / p.sum()
+            out[t, h] = np.sum(p[:, None] * vv[sel, h], axis=0)
+    return out.astype(np.float64)

@@ -24,12 +24,14 @@ from swaref.conformance.suite import manifest_hash
 from conformance_helpers import broken_port, core_suite, run
 from oracle import dense_attention_f64
 
-#: sha256 over the sorted "sha256  file" lines of every core case file, and the manifest hash with
-#: generator.version and spec_version set to "X" (both move with releases), as swaref/vectors.py wrote
-#: them before the split (commit f0a5278).  A change here changes every port's claim: bump
+#: sha256 over the sorted "sha256  file" lines of every spec 1.0 core case file (no 1.1 feature), as
+#: swaref/vectors.py wrote them before the split (commit f0a5278) and format version 1 after it: a port
+#: of spec 1.0 keeps passing the very same files.  And the manifest hash with generator.version and
+#: spec_version set to "X" (both move with releases), pinned when format version 2 (spec 1.1: new cases,
+#: fields, error kinds and variants) was introduced.  A change here changes every port's claim: bump
 #: FORMAT_VERSION or regenerate deliberately.
 CORE_FILES_DIGEST = "d76497023699ebbf423abc62c19528ad53be453afc63b3b3c4bab14bc22a4a8e"
-CORE_MANIFEST_HASH_VERSIONLESS = "e9b389aecbc25b415b33e825f8d4e3c95a928ac54535f7b7f346a583c4b9ec92"
+CORE_MANIFEST_HASH_VERSIONLESS = "9c033329c126a713e9360bff37b77bc67776295789a5556893d6d8073e979309"
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +42,13 @@ def suite(tmp_path_factory):
 def test_core_suite_is_byte_identical_to_before_the_split(suite):
     d, m = suite
     lines = []
-    for f in sorted(os.listdir(d)):
-        if f != "manifest.json":
-            with open(os.path.join(d, f), "rb") as fh:
-                lines.append(f"{hashlib.sha256(fh.read()).hexdigest()}  {f}")
+    for c in m["cases"]:
+        with open(os.path.join(d, c["file"]), "rb") as fh:
+            data = fh.read()
+        if not c["features"]:
+            lines.append(f"{hashlib.sha256(data).hexdigest()}  {c['file']}")
+        assert ST.decode(data)[2]["format_version"] == ("2" if c["features"] else "1"), c["id"]
+    assert len(lines) == 69
     assert hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest() == CORE_FILES_DIGEST
     with open(os.path.join(d, "manifest.json")) as f:
         on_disk = json.load(f)
@@ -97,7 +102,7 @@ def test_manifest_fields_and_hashes(suite):
             assert "out" in c["tolerance"]
         else:
             assert c["error_kinds"] and set(c["error_kinds"]) <= set(swaref.ERROR_KINDS)
-    assert 40 <= len(ids) <= 120
+    assert 100 <= len(ids) <= 160
 
 
 def test_core_coverage(suite):
@@ -125,9 +130,36 @@ def test_core_coverage(suite):
     assert any(c["poison"] for c in valid if c["op"] == "attention")
     assert any(c["poison"] and c["history"] for c in valid if c["op"] != "attention")
     kinds = {k for c in m["cases"] if c["expect"] == "invalid" for k in c["error_kinds"]}
-    assert kinds >= {"window", "shape", "heads", "dtype", "positions", "schedule", "no_visible_key"}
+    assert kinds >= {"window", "shape", "heads", "dtype", "positions", "schedule", "no_visible_key",
+                     "softcap", "sinks", "rollback", "argument", "cache"}
     for b in C.WRONG_VARIANTS:
         assert any(c["wrong_variants"][b]["applicable"] for c in valid), b
+
+
+def test_core_coverage_of_spec_1_1(suite):
+    """Every 1.1 feature, alone and in the combinations models use, at the places where bugs show."""
+    _, m = suite
+    valid = [c for c in m["cases"] if c["expect"] == "valid"]
+    has = lambda *f: [c for c in valid if set(f) <= set(c["features"])]  # noqa: E731
+    for f in ("softcap", "sinks", "slack", "rollback"):
+        assert {c["dtype"] for c in has(f)} == set(C.DTYPES), f
+        assert {c["op"] for c in has(f)} >= ({"prefill", "decode"} if f in ("slack", "rollback") else
+                                             {"attention", "prefill", "decode"}), f
+    assert any(c["Hq"] > c["Hkv"] and c["window"] for c in has("sinks"))              # sinks + window + GQA
+    assert any(c["Hq"] > c["Hkv"] and c["window"] for c in has("softcap"))            # softcap + window + GQA
+    assert has("slack", "rollback", "sinks") and has("slack", "rollback", "softcap")
+    assert any(c["window"] == 1 for c in has("sinks")) and any(c["window"] is None for c in has("softcap"))
+    assert any(c["poison"] for c in has("softcap")) and any(c["poison"] for c in has("sinks"))
+    assert any(c["poison"] and c["history"] for c in has("slack"))
+    assert any("negrow" in c["id"] for c in has("sinks"))
+    # softcap after a mask can only show where the dense row holds masked keys: S well beyond W
+    assert any(c["op"] == "attention" and c["S"] >= 4 * c["window"] for c in has("softcap") if c["window"])
+    neg = {c["negative"]: c for c in m["cases"] if c["expect"] == "invalid"}
+    assert neg["softcap-and-sinks"]["error_kinds"] == ["argument"]
+    assert {"softcap-zero", "softcap-negative", "sinks-wrong-length", "sinks-matrix", "rollback-beyond-limit",
+            "rollback-beyond-limit-no-slack", "rollback-more-than-written"} <= set(neg)
+    for c in neg.values():           # the 1.0 negative cases keep no 1.1 feature: a 1.0 port runs them all
+        assert bool(c["features"]) == (c["negative"] not in C.cases.NEGATIVE), c["id"]
 
 
 def _load(d, c):
@@ -136,30 +168,65 @@ def _load(d, c):
             else a for n, a in t.items()}
 
 
+def _program(t, c):
+    if "steps" in t:
+        return [(int(op), int(n)) for op, n in t["steps"]]
+    return [(0, n) for n in c["schedule"]] + [(1, 1)] * c["n_decode"]
+
+
+def _trace_keys(t, c):
+    """Brute force over a trace's steps, independent of swaref: per token row, the (position -> (k, v))
+    map of the keys the spec lets it see (history, earlier tokens not rolled back, its chunk up to itself),
+    and the slot positions after each step (held: the last n_held positions, n_held = min(written, C)
+    minus what was rolled back)."""
+    C, start = int(t["capacity"]), int(t["start"])
+    held = {}
+    if "init_pos" in t:
+        for s_, p in enumerate(t["init_pos"]):
+            if p >= 0:
+                held[int(p)] = (t["init_k"][s_], t["init_v"][s_])
+    nxt, n_held, row = start, len(held), 0
+    seen, states = [], []
+    for op, n in _program(t, c):
+        if op == 2:
+            for p in range(nxt - n, nxt):
+                held.pop(p, None)
+            nxt, n_held = nxt - n, max(0, n_held - n)      # rolling back everything empties it
+        else:
+            rows = range(row, row + n)
+            new = {nxt + i: (t["k"][r], t["v"][r]) for i, r in enumerate(rows)}
+            for i, r in enumerate(rows):
+                seen.append((nxt + i, {**held, **{p: kv for p, kv in new.items() if p <= nxt + i}}))
+            held.update(new)
+            nxt, row, n_held = nxt + n, row + n, min(n_held + n, C)
+            held = {p: kv for p, kv in held.items() if p >= nxt - n_held}
+        pos = np.full(C, -1)
+        for p in held:
+            pos[p % C] = p
+        states.append(pos)
+    return seen, states
+
+
 def test_golden_outputs_match_independent_oracle(suite):
     d, m = suite
     for c in m["cases"]:
         if c["expect"] != "valid":
             continue
         t = _load(d, c)
-        scale = float(t["scale"]) if "scale" in t else None
+        kw = {"scale": float(t["scale"]) if "scale" in t else None,
+              "softcap": float(t["softcap"]) if "softcap" in t else None, "sinks": t.get("sinks")}
         W = int(t["window"]) if "window" in t else None
-        if c["op"] == "attention":
-            q_pos, k_pos, k, v = t["q_pos"], t["k_pos"], t["k"], t["v"]
-        else:
-            N = t["q"].shape[0]
-            start = int(t["start"])
-            q_pos = np.arange(start, start + N)
-            k, v, k_pos = t["k"], t["v"], q_pos
-            if "init_pos" in t:
-                ip = t["init_pos"]
-                order = np.argsort(np.where(ip >= 0, ip, np.iinfo(np.int64).max))[:int((ip >= 0).sum())]
-                k = np.concatenate([t["init_k"][order], k])
-                v = np.concatenate([t["init_v"][order], v])
-                k_pos = np.concatenate([ip[order], k_pos])
+        clean = lambda x: np.nan_to_num(x, posinf=0, neginf=0)  # noqa: E731
         # The oracle masks with -inf but multiplies probabilities by V: keep poison out of its V.
-        want = dense_attention_f64(t["q"], np.nan_to_num(k, posinf=0, neginf=0),
-                                   np.nan_to_num(v, posinf=0, neginf=0), q_pos, k_pos, W, scale)
+        if c["op"] == "attention":
+            want = dense_attention_f64(t["q"], clean(t["k"]), clean(t["v"]), t["q_pos"], t["k_pos"], W, **kw)
+        else:
+            rows = []
+            for i, (p, keys) in enumerate(_trace_keys(t, c)[0]):
+                kp = sorted(keys)
+                rows.append(dense_attention_f64(t["q"][i:i + 1], clean(np.stack([keys[j][0] for j in kp])),
+                                                clean(np.stack([keys[j][1] for j in kp])), [p], kp, W, **kw))
+            want = np.concatenate(rows)
         atol = t["expected.out_atol"]
         assert np.isfinite(t["expected.out"]).all()
         err = np.abs(want - t["expected.out"]).max(axis=(1, 2))
@@ -170,24 +237,23 @@ def test_golden_outputs_match_independent_oracle(suite):
 
 
 def test_golden_cache_states_follow_slot_rule(suite):
-    """Slot s after a step ending at position e holds the newest position <= e with p mod C == s."""
+    """Slot p mod C holds position p for exactly the positions the ring holds after each step (rule 4),
+    with the key that position was last written with."""
     d, m = suite
     for c in m["cases"]:
         if c["expect"] != "valid" or c["op"] == "attention":
             continue
         t = _load(d, c)
-        C = int(t["capacity"])
-        first = int(t["start"]) - c["history"]
-        ends = int(t["start"]) - 1 + np.cumsum(list(c["schedule"]) + [1] * c["n_decode"])
-        for i, e in enumerate(ends):
-            want = np.full(C, -1)
-            for p in range(first, int(e) + 1):
-                want[p % C] = p
+        seen, states = _trace_keys(t, c)
+        assert len(states) == c["steps"] == t["expected.cache_pos"].shape[0]
+        for i, want in enumerate(states):
             np.testing.assert_array_equal(t["expected.cache_pos"][i], want, err_msg=c["id"])
-            for s in np.nonzero(want >= 0)[0]:
-                p = want[s]
-                src_k = t["k"][p - int(t["start"])] if p >= int(t["start"]) else t["init_k"][s]
-                np.testing.assert_array_equal(t["expected.cache_k"][i, s], src_k)
+        last = {p: keys[p][0] for p, keys in seen}          # each token row's own key, by its position
+        final = t["expected.cache_pos"][-1]
+        for s_ in np.nonzero(final >= 0)[0]:
+            p = int(final[s_])
+            src_k = last[p] if p in last else t["init_k"][s_]
+            np.testing.assert_array_equal(t["expected.cache_k"][-1, s_], src_k)
 
 
 def test_generator_raises_when_a_wrong_variant_would_pass(monkeypatch):
@@ -210,7 +276,10 @@ def test_generator_confirms_negative_kinds(monkeypatch):
 def test_every_wrong_variant_recorded_with_margin(suite):
     _, m = suite
     for c in m["cases"]:
-        for b, r in c.get("wrong_variants", {}).items():
+        if c["expect"] == "invalid":          # a negative case catches its variants by the rejection
+            assert set(c.get("wrong_variants", {})) <= set(C.variants.NEGATIVE_VARIANTS), c["id"]
+            continue
+        for b, r in c["wrong_variants"].items():
             if r["applicable"]:
                 miss = math.inf if r["output_miss_units"] == "inf" else r["output_miss_units"]
                 assert miss >= G.MIN_MISS or r["cache_steps_wrong"] > 0, (c["id"], b, r)
@@ -228,24 +297,69 @@ def _specs(draw):
     start = draw(st.sampled_from([0, 1, 5, 1000, 2 ** 35 + 3]))
     if op == "attention":
         return C.CaseSpec(op, dt, Hq, Hkv, D, W, T, T + draw(st.integers(0, 6)), start=start,
-                           gaps=draw(st.booleans()), scale=draw(st.sampled_from([None, 0.1, 3.0])))
+                          gaps=draw(st.booleans()), scale=draw(st.sampled_from([None, 0.1, 3.0])))
     cuts = sorted(draw(st.sets(st.integers(1, T - 1), max_size=4))) if T > 1 else []
     sched = tuple(b - a for a, b in zip([0] + cuts, cuts + [T]))
     hist = 0 if W is None or start == 0 else min(start, draw(st.integers(0, W)))
-    return C.CaseSpec(op, dt, Hq, Hkv, D, W, T, schedule=sched,
-                       n_decode=draw(st.integers(1, 15)) if op == "decode" else 0, start=start, hist=hist,
-                       capacity=T + 16 if W is None else 0, poison=bool(hist) and draw(st.booleans()))
+    slack = 0 if W is None else draw(st.integers(0, 3))
+    spec = C.CaseSpec(op, dt, Hq, Hkv, D, W, T, schedule=sched,
+                      n_decode=draw(st.integers(1, 15)) if op == "decode" else 0, start=start, hist=hist,
+                      capacity=T + 16 if W is None else (W + slack if slack else 0),
+                      poison=bool(hist) and draw(st.booleans()))
+    if op == "decode" and W is not None and not hist and draw(st.booleans()):     # speculative decoding
+        rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+        spec = C.cases.traced(spec, C.cases._random_program(rng, W, W + slack, rounds=draw(st.integers(1, 3))))
+    return spec
 
 
-@settings(max_examples=15)
-@given(spec=_specs())
+@st.composite
+def _specs_1_1(draw):
+    """Spec 1.1 cases of the shapes models have: the generator must never give up on them.  (It refuses,
+    rightly, cases where a bug cannot show by MIN_MISS: a cap of 1 squeezes every logit into (-1, 1), a
+    sink of 0.5 times a scale near 1 barely moves, a soft-capped row with one masked key leaks little.)"""
+    op = draw(st.sampled_from(["attention", "prefill", "decode"]))
+    dt = draw(st.sampled_from(sorted(C.DTYPES)))
+    Hkv = draw(st.integers(1, 2))
+    Hq, D, W = Hkv * draw(st.sampled_from([1, 2, 4])), draw(st.sampled_from([8, 16, 64])), draw(st.integers(2, 9))
+    variant = draw(st.sampled_from([{}, {"softcap": 2.0}, {"softcap": 3.0}, {"sinks": 1.5}, {"sinks": 3.0}]))
+    start = draw(st.sampled_from([0, 5, 2 ** 35 + 3]))
+    T = draw(st.integers(2 * W, 3 * W + 4))
+    if op == "attention":
+        return C.CaseSpec(op, dt, Hq, Hkv, D, W, T, T + draw(st.integers(W, 3 * W)), start=start, **variant)
+    slack = draw(st.integers(1, 3))
+    spec = C.CaseSpec(op, dt, Hq, Hkv, D, W, T, schedule=(T,), capacity=W + slack, start=start, **variant)
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    if op == "prefill":
+        return C.cases.traced(spec, [(0, n) for n in C.cases._random_schedule(rng, T)])
+    return C.cases.traced(spec, C.cases._random_program(rng, W, W + slack, rounds=draw(st.integers(1, 3))))
+
+
+@settings(max_examples=20)
+@given(spec=st.one_of(_specs(), _specs_1_1()))
 def test_generator_handles_any_case_and_its_bugs_are_caught(spec, tmp_path_factory):
     """Random cases: the generator never gives up, the reference passes, applicable bugs fail."""
     d = str(tmp_path_factory.mktemp("one"))
     m = C.generate_suite(d, cases=[spec])
     c = m["cases"][0]
     assert run(d, C.reference_port)[0] == 0
-    for bug in ("window_plus_1", "write_before_attend", "stale_slot_leak", "no_wrap"):
+    for bug in ("window_plus_1", "write_before_attend", "stale_slot_leak", "no_wrap", "sink_scaled",
+                "sink_value_row", "softcap_after_mask", "softcap_before_scale", "rollback_keeps_slots"):
         if c["wrong_variants"][bug]["applicable"]:
             code, lines = run(d, broken_port(bug))
             assert code == 1, (bug, lines)
+
+
+def test_worked_rollback_example_of_the_docs():
+    """docs/conformance.md, 'Inputs added by spec 1.1': the W = 4, C = 6 rollback trace as a case."""
+    spec = C.cases.traced(C.CaseSpec("decode", window=4, capacity=6), ((0, 10), (2, 3), (1, 1)))
+    tensors, entry = C.build_case(spec)
+    assert tensors["steps"][0].tolist() == [[0, 10], [2, 3], [1, 1]]
+    assert tensors["schedule"][0].tolist() == [10] and int(tensors["n_decode"][0]) == 1
+    assert tensors["expected.cache_pos"][0].tolist() == [[6, 7, 8, 9, 4, 5], [6, -1, -1, -1, 4, 5],
+                                                         [6, 7, -1, -1, 4, 5]]
+    assert tensors["expected.out"][0].shape[0] == 11 and entry["features"] == ["rollback", "slack"]
+    neg = C.cases.traced(C.CaseSpec("decode", window=4, capacity=6), ((0, 10), (2, 4), (1, 1)))
+    with pytest.raises(swaref.SwarefError) as e:
+        C.reference_port({n: np.asarray(a) for n, (a, _) in G._input_tensors(
+            C.variants.Problem(neg, np.random.default_rng(0))).items()}, {"op": "decode", "dtype": "float32"})
+    assert e.value.kind == "rollback" and "position 3" in str(e.value)

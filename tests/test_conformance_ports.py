@@ -5,6 +5,7 @@ The correct ports are swaref's reference and compiled kernel
 ports are written here from swaref's public primitives, one known bug each,
 and every case where the bug is applicable must FAIL and name it.
 """
+import json
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 import swaref
 from swaref import conformance as C
+from swaref.conformance.schema import errors as schema_errors, load_schema
 
 from conformance_helpers import broken_port, core_suite, run, statuses, valid_ids
 
@@ -39,26 +41,43 @@ def test_reference_backend_passes(suite):
 
 @pytest.mark.skipif(not HAVE_CYTHON, reason=CYTHON_WHY if not HAVE_CYTHON else "")
 def test_cython_backend_passes(suite):
-    code, lines = run(suite[0], C.cython_port)
+    """The compiled backend passes every case and claims spec 1.1; skipping the 1.1 features
+    leaves exactly the 1.0 cases and the 1.0.1 claim, with the others SKIP, never PASS."""
+    d, m = suite
+    code, lines = run(d, C.cython_port)
     assert code == 0, "\n".join(l for l in lines if not l.startswith("PASS"))
+    claim = next(l for l in lines if l.startswith("claim:"))
+    assert claim.startswith("claim: swaref spec 1.1, format swaref-vectors v2"), claim
+    code, lines = run(d, C.cython_port, skip_features=list(C.cases.FEATURES_1_1))      # the 1.0 claim
+    assert code == 0 and next(l for l in lines if l.startswith("claim:")).startswith(
+        "claim: swaref spec 1.0.1, format")
+    skipped = {c["id"] for c in m["cases"] if set(c["features"]) & set(C.cases.FEATURES_1_1)}
+    assert {i for i, s in statuses(lines).items() if s == "SKIP"} == skipped and skipped
 
 
-def _float32_port(inputs, meta):
-    """A port that computes everything in float32 (the least precision the tolerance allows)."""
+def _float32_port(inputs, meta, sink_in_max=True):
+    """A port that computes everything in float32 (the least precision the tolerance allows).
+    sink_in_max=False: the sink logit left out of the softmax maximum (docs/conformance.md: not separable)."""
     q = inputs["q"].astype(np.float32)
     k = inputs["k"].astype(np.float32)
     v = inputs["v"].astype(np.float32)
     D = q.shape[2]
     scale = np.float32(inputs["scale"]) if "scale" in inputs else np.float32(1 / math.sqrt(D))
     W = int(inputs["window"]) if "window" in inputs else None
+    cap = np.float32(inputs["softcap"]) if "softcap" in inputs else None
+    sink = inputs["sinks"].astype(np.float32)[:, None] if "sinks" in inputs else None
 
     def attend(qrow, p, keys, vals, pos):
         m = pos <= p if W is None else (pos <= p) & (pos > p - W)
         kk, vv = keys[m], vals[m]
         G = qrow.shape[0] // kk.shape[1]
         s = np.einsum("hd,nhd->hn", qrow, np.repeat(kk, G, axis=1)) * scale
-        e = np.exp(s - s.max(axis=1, keepdims=True))
-        w = e / e.sum(axis=1, keepdims=True)
+        if cap is not None:
+            s = cap * np.tanh(s / cap)
+        mx = s.max(axis=1, keepdims=True)
+        mx = np.maximum(mx, sink) if sink is not None and sink_in_max else mx
+        e = np.exp(s - mx)
+        w = e / (e.sum(axis=1, keepdims=True) + (0 if sink is None else np.exp(sink - mx)))
         return np.einsum("hn,nhd->hd", w, np.repeat(vv, G, axis=1))
 
     if meta["op"] == "attention":
@@ -81,7 +100,8 @@ def _trace32(inputs, attend, q, k, v):
 
 def test_float32_port_passes(suite):
     d, m = suite
-    only = {c["id"] for c in m["cases"] if c["expect"] == "valid" and c["dtype"] != "float64"}
+    only = {c["id"] for c in m["cases"] if c["expect"] == "valid" and c["dtype"] != "float64"
+            and "rollback" not in c["features"]}
     code, lines = run(d, _float32_port, only=only)
     assert code == 0, "\n".join(l for l in lines if not l.startswith("PASS"))
 
@@ -101,6 +121,9 @@ def test_broken_ports_fail_and_are_named(suite, bug):
     assert must_fail and code == 1
     missed = sorted(i for i in must_fail if status[i] != "FAIL")
     assert not missed, f"{bug} passed {missed}"
+    # ... and exactly those: where the manifest says the bug changes nothing, the port passes
+    extra = sorted(i for i, s_ in status.items() if s_ == "FAIL" and i not in must_fail)
+    assert not extra, f"{bug} failed cases the manifest does not mark for it: {extra}"
     if bug in ("write_before_attend", "no_wrap"):
         assert any("first_bad_step=" in l for l in lines if l.startswith("FAIL"))
     # The FAIL line names the variant the port matches, on (nearly) every case that catches it; not
@@ -139,3 +162,32 @@ def test_poison_reaching_the_output_is_named(suite):
     fails = [l for l in lines if l.startswith("FAIL")]
     assert code == 1 and len(fails) == len(ids)
     assert all("a masked or stale key (poisoned with NaN/Inf) reached the output" in l for l in fails), fails
+
+
+def test_sink_left_out_of_the_max_cannot_be_separated(suite):
+    """The known bug 'sink excluded from the max' is the same formula up to rounding: in float32 it differs
+    only where exp(sink - max s) overflows, and there every key's exact weight is below e^-88.  So a float32
+    port with that bug passes every sink case, the row of very negative scores included (docs)."""
+    d, m = suite
+    only = {c["id"] for c in m["cases"] if c["expect"] == "valid" and c["sinks"] and c["dtype"] != "float64"
+            and "rollback" not in c["features"]}
+    assert any("negrow" in i for i in only)
+    code, lines = run(d, lambda i, mt: _float32_port(i, mt, sink_in_max=False), only=only)
+    assert code == 0, "\n".join(l for l in lines if not l.startswith("PASS"))
+
+
+@pytest.mark.parametrize("bug", C.variants.NEGATIVE_VARIANTS)
+def test_ports_accepting_what_they_must_refuse_fail_and_are_named(suite, bug, tmp_path):
+    """A port that serves a rollback beyond max_rollback fails exactly the negative cases marked for it."""
+    d, m = suite
+    neg = [c for c in m["cases"] if c["expect"] == "invalid" and c["error_kinds"] == ["rollback"]]
+    must_fail = {c["id"] for c in neg if c.get("wrong_variants", {}).get(bug, {}).get("applicable")}
+    code, lines = run(d, broken_port(bug), only={c["id"] for c in neg}, json_report=str(tmp_path / "r.json"))
+    st = statuses(lines)
+    assert must_fail and code == 1
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert not schema_errors(doc, load_schema("report"))
+    assert {c["case_id"] for c in doc["cases"] if c["matches_variants"] == [bug]} == must_fail
+    assert {i for i, s_ in st.items() if s_ == "FAIL"} == must_fail, lines
+    assert all(f"matches known wrong variant {bug} " in l for l in lines if l.startswith("FAIL"))
+    assert run(d, broken_port(None), only={c["id"] for c in neg})[0] == 0

@@ -103,6 +103,24 @@ def test_golden_results_inconsistent_with_the_schedule_are_corrupt(suite, tmp_pa
     assert code == 2 and "do not cover the golden output rows" in lines[0]
 
 
+@pytest.mark.parametrize("steps", [[[0, 5], [2, 1]], [[0, 5, 1]], [[3, 5], [2, 1]], "huge-rollback"])
+def test_steps_inconsistent_with_the_schedule_are_corrupt(suite, tmp_path, steps):
+    """A re-signed rollback case whose steps disagree with its schedule or golden states: CORRUPT."""
+    dst = copy_suite(suite, tmp_path)
+    c = next(c for c in suite[1]["cases"] if c["expect"] == "valid" and "rollback" in c["features"])
+    t, d, meta = ST.read(dst / c["file"])
+    if steps == "huge-rollback":       # consistent with the schedule, but rolls back 2^62 tokens
+        steps = t["steps"].copy()
+        steps[steps[:, 0] == 2, 1] = 2 ** 62
+    t["steps"] = np.asarray(steps, dtype=np.int64)
+    ST.write(dst / c["file"], t, dtypes=d, metadata=meta)
+    m = json.loads((dst / "manifest.json").read_text())
+    next(e for e in m["cases"] if e["id"] == c["id"])["tensors"]["steps"]["shape"] = list(t["steps"].shape)
+    resign(dst, m)
+    code, lines = run(str(dst), C.reference_port)
+    assert code == 2 and lines[0].startswith("CORRUPT") and "steps" in lines[0], lines[0]
+
+
 def test_results_folder_passes_and_json_report(suite, results, tmp_path):
     rep = tmp_path / "r.json"
     assert cli_main(["vectors", "check", suite[0], "--results", results, "--json-report", str(rep)]) == 0
@@ -349,7 +367,10 @@ def sample_blocks(suite_dir):
     by_id = {l.split()[1]: l for l in lines if l.split()[0] in ("PASS", "FAIL")}
     check = [by_id[SAMPLE_PASS], by_id[SAMPLE_FAIL]] + lines[-3:]
     _, lines = run(suite_dir, C.reference_port, dtypes=["float16", "bfloat16"], skip_features=["negative"])
-    return {"check-output": "\n".join(check), "claim-output": "\n".join(lines[-3:])}
+    blocks = {"check-output": "\n".join(check), "claim-output": "\n".join(lines[-3:])}
+    _, lines = run(suite_dir, C.reference_port, skip_features=["softcap", "sinks", "slack", "rollback"])
+    blocks["claim-1.0-output"] = "\n".join(lines[-3:])
+    return blocks
 
 
 def test_docs_sample_output_is_current(suite):

@@ -159,3 +159,16 @@ def test_converters_reject_bad_values(fn, bad, kind):
     with pytest.raises(swaref.SwarefError) as exc:
         fn(bad)
     assert exc.value.kind == kind
+
+
+@pytest.mark.parametrize("onnx,ours", [(0, None), (0.0, None), (30.0, 30.0), (0.5, 0.5)])
+def test_onnx_softcap_zero_means_off(onnx, ours):
+    assert swaref.conventions.from_onnx_softcap(onnx) == ours
+    assert swaref.conventions.to_onnx_softcap(ours) == float(onnx)
+
+
+@pytest.mark.parametrize("bad", [True, -1.0, float("nan"), float("inf"), "30"])
+def test_onnx_softcap_rejects(bad):
+    with pytest.raises(swaref.SwarefError) as ei:
+        swaref.conventions.from_onnx_softcap(bad)
+    assert ei.value.kind == "softcap"

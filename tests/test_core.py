@@ -42,13 +42,14 @@ def tol(v, dtype):
     return (1e-12 if np.dtype(dtype) == np.float64 else 1e-5) * vmax
 
 
-def cache_for(window, Hkv, D, dtype, T):
-    return swaref.RollingBufferCache(window, Hkv, D, dtype=dtype, capacity=None if window else T)
+def cache_for(window, Hkv, D, dtype, T, slack=0):
+    """A sliding cache of W + slack slots (spec 1.1's slack), or a full-attention cache of T."""
+    return swaref.RollingBufferCache(window, Hkv, D, dtype=dtype, capacity=window + slack if window else T)
 
 
-def decode_rest(q, k, v, cache, a, num_threads=None):
+def decode_rest(q, k, v, cache, a, num_threads=None, **variant):
     return [swaref.decode_step(q[i:i + 1], k[i:i + 1], v[i:i + 1], cache, backend="cython",
-                               num_threads=num_threads) for i in range(a, q.shape[0])]
+                               num_threads=num_threads, **variant) for i in range(a, q.shape[0])]
 
 
 @st.composite
@@ -142,22 +143,24 @@ def test_bitwise_chunk_invariance(data):
     assert_schedule_invariant(q, k, v, W, start, sched, n_pre)
 
 
-def assert_schedule_invariant(q, k, v, W, start, sched, n_pre):
+def assert_schedule_invariant(q, k, v, W, start, sched, n_pre, slack=0, **variant):
     """attention (1 thread) == attention (2 threads) == prefill(sched) == prefill(n_pre) + decode,
-    to the bit; returns the one-shot output."""
+    to the bit, the caches with `slack` extra slots, `variant` (softcap= or sinks=) passed to
+    every call; returns the one-shot output."""
     T, Hkv, D = k.shape
     pos = np.arange(start, start + T, dtype=np.int64)
-    one_shot = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=1)
-    two = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=2)
+    one_shot = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=1,
+                                **variant)
+    two = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=2, **variant)
     assert_bitwise_equal(two, one_shot, name="attention, 2 threads vs 1")
 
-    c = cache_for(W, Hkv, D, q.dtype, T)
-    chunked = swaref.prefill(q, k, v, c, chunk_size=sched, start=start, backend="cython", num_threads=2)
+    c = cache_for(W, Hkv, D, q.dtype, T, slack)
+    chunked = swaref.prefill(q, k, v, c, chunk_size=sched, start=start, backend="cython", num_threads=2, **variant)
     assert_bitwise_equal(chunked, one_shot, name=f"prefill {sched} vs one-shot attention")
 
-    c = cache_for(W, Hkv, D, q.dtype, T)
-    first = swaref.prefill(q[:n_pre], k[:n_pre], v[:n_pre], c, start=start, backend="cython")
-    mixed = np.concatenate([first] + decode_rest(q, k, v, c, n_pre, num_threads=1))
+    c = cache_for(W, Hkv, D, q.dtype, T, slack)
+    first = swaref.prefill(q[:n_pre], k[:n_pre], v[:n_pre], c, start=start, backend="cython", **variant)
+    mixed = np.concatenate([first] + decode_rest(q, k, v, c, n_pre, num_threads=1, **variant))
     assert_bitwise_equal(mixed, one_shot, name=f"prefill {n_pre} + decode vs one-shot attention")
     return one_shot
 

@@ -2,8 +2,8 @@
 
 * ``band_attention``'s docstring names the public functions it must equal; every name is
   run here against ``band_attention`` called directly (a name without a check fails);
-* each micro-kernel's test hook (scores, softmax step, value pass, tile transpose, exp) is
-  checked against the NumPy one-liner written in its test (and stated on the hook's
+* each micro-kernel's test hook (scores, softmax step, value pass, tile transpose, exp, the
+  soft cap's tanh) is checked against the NumPy one-liner written in its test (and stated on the hook's
   "Equals:" line), with an error bound derived from the operation; a failure reports the
   max difference and the first mismatching index;
 * the kernel refuses misaligned arrays rather than read them.
@@ -245,6 +245,51 @@ def test_exp_kernel(dtype, vector):
     special = _core.exp_kernel(np.array([-np.inf, lo - 1, -1e300 if dtype == np.float64 else -1e30, np.nan],
                                         dtype=dtype), vector=vector)
     assert special[0] == 0 and special[1] == 0 and special[2] == 0 and np.isnan(special[3])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tanh_kernel(dtype):
+    """The soft cap's vector tanh (swaref/_kernels.h, built on exp's reduction as expm1): within
+    4 ulp of long-double tanh over the whole range, relative accuracy kept near 0 and in the
+    subnormals; tanh(+-0) = 0; |x| beyond exp's range gives +-1 exactly; non-finite x gives NaN
+    (the score pass sends such a row to the float64 fallback)."""
+    fi = np.finfo(dtype)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(-25, 25, 200001), np.logspace(np.log10(float(fi.smallest_subnormal)), 3, 100001),
+                        rng.standard_normal(50000) * 0.5, rng.uniform(0.2, 1.2, 50000)]).astype(dtype)
+    x = np.concatenate([x, -x, [fi.max, -fi.max]])
+    got = _core.tanh_kernel(x)
+    assert equals_line(_core.tanh_kernel).startswith("numpy.tanh(x) within 4 ulp")
+    want = np.tanh(x.astype(np.longdouble))
+    ulp = np.spacing(np.abs(want.astype(dtype))).astype(np.longdouble)
+    assert_within((got.astype(np.longdouble) - want) / ulp, np.zeros(x.shape), 4.0, "tanh, in ulp")
+    assert np.array_equal(np.sign(got), np.sign(x))
+    assert (_core.tanh_kernel(np.array([0.0, -0.0], dtype=dtype)) == 0).all()    # (-0 + (s - s): +0)
+    assert (_core.tanh_kernel(np.array([1000.0, -1000.0], dtype=dtype)) == [1.0, -1.0]).all()
+    assert np.isnan(_core.tanh_kernel(np.array([np.inf, -np.inf, np.nan], dtype=dtype))).all()
+
+
+@given(dtype=st.sampled_from(DTYPES), cap=st.sampled_from([1e-3, 0.5, 3.0, 50.0, 1e6]),
+       mag=st.sampled_from([0.1, 1.0, 100.0]), seed=st.integers(0, 2 ** 32 - 1))
+def test_softcap_in_the_score_pass(dtype, cap, mag, seed):
+    """tanh_kernel(x, cap) and scores_kernel(..., softcap=cap): cap * tanh(x / cap), the cap's
+    division and product adding a rounding each; in the score pass the score's own error passes
+    through unamplified (the cap's slope is at most 1)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(333) * mag).astype(dtype)
+    x64 = x.astype(np.float64)
+    want = cap * np.tanh(x64 / cap)
+    assert_within(_core.tanh_kernel(x, cap), want, 6 * eps(dtype) * np.abs(want) + np.finfo(dtype).tiny,
+                  f"cap {cap}")
+    n, D = 7, 20
+    q = (rng.standard_normal((n, D)) * mag).astype(dtype)
+    kt = rng.standard_normal((D, TILE)).astype(dtype)
+    q64, kt64 = q.astype(np.float64), kt.astype(np.float64)
+    s = (q64 @ kt64) * 0.25
+    want = cap * np.tanh(s / cap)
+    bound = (D + 3) * eps(dtype) * (np.abs(q64) @ np.abs(kt64)) * 0.25 + 6 * eps(dtype) * np.abs(want)
+    assert_within(_core.scores_kernel(q, kt, 0.25, softcap=cap), want, bound + np.finfo(dtype).tiny,
+                  f"capped scores, cap {cap}")
 
 
 # ------------------------------------------------------------- alignment

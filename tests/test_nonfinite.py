@@ -200,3 +200,23 @@ def test_scale_beyond_float64_is_a_swaref_error():
     with pytest.raises(swaref.SwarefError) as ei:
         swaref.attention(q, q, q, window=2, scale=10 ** 400)
     assert ei.value.kind == "scale" and "finite" in str(ei.value)
+
+
+def test_one_heads_nan_does_not_change_another_heads_overflowing_row():
+    """The overflow-safe path is chosen per query head: a NaN in head 1's query used to send
+    the whole row down the plain path, so head 0's overflowing (finite) scores gave NaN
+    (found by tools/fuzz.py, seed 7000)."""
+    q = np.zeros((1, 2, 2))
+    q[0, 0] = [1e200, 0.0]
+    q[0, 1] = [np.nan, 0.0]
+    k = np.array([[[1e200, 0.0]], [[-1e200, 0.0]]])
+    v = np.array([[[1.0, 2.0]], [[5.0, 7.0]]])
+    for kw in ({}, {"sinks": [0.0, 0.0]}, {"softcap": 3.0}):
+        out = swaref.attention(q, k, v, window=2, k_pos=[0, 1], q_pos=[1], **kw)
+        assert np.isnan(out[0, 1]).all(), kw
+        want = [1.0, 2.0] if "softcap" not in kw else None
+        if want is not None:
+            assert_close(out[0, 0], want, 1e-15, name=f"head 0 {kw}")
+        else:                                   # capped scores +-3: weights e^3 : e^-3
+            w = np.exp([3.0, -3.0]) / np.exp([3.0, -3.0]).sum()
+            assert_close(out[0, 0], w @ v[:, 0], 1e-15, name="head 0 softcap")

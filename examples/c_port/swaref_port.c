@@ -1,7 +1,8 @@
 /*
  * swaref_port: a port of swaref's sliding-window attention, rolling buffer cache
- * and chunked prefill to plain C99 (libc + libm), written from
- * docs/conformance.md alone.  It reads one golden-vector case file and writes
+ * and chunked prefill to plain C99 (libc + libm), written from docs/conformance.md
+ * and docs/spec.md alone.  Spec 1.1: soft-capping and learned sinks (rule 3), ring
+ * slack and rollback (rule 4).  It reads one golden-vector case file and writes
  * its result:
  *
  *     swaref_port CASE.safetensors OUT.out.safetensors [ERR.err.json]
@@ -39,10 +40,48 @@ static void reject(const char *kind, const char *why) {
     exit(0);
 }
 
+/* Every buffer lives until the process ends (one case per run), so allocations are
+ * recorded here and released together at exit, on every path including rejections:
+ * no per-path bookkeeping, and LeakSanitizer finds nothing. */
+static void **g_allocs;
+static size_t g_nallocs, g_allocs_cap;
+
+static void release_all(void) {
+    while (g_nallocs) free(g_allocs[--g_nallocs]);
+    free(g_allocs);
+    g_allocs = NULL;
+    g_allocs_cap = 0;
+}
+
+/* Records p for release_all; p must be non-NULL. */
+static void *track(void *p) {
+    if (g_nallocs == g_allocs_cap) {
+        size_t cap = g_allocs_cap ? 2 * g_allocs_cap : 64;
+        void **grown = realloc(g_allocs, cap * sizeof *grown);
+        if (!grown) {
+            free(p);
+            die("out of memory");
+        }
+        g_allocs = grown;
+        g_allocs_cap = cap;
+    }
+    g_allocs[g_nallocs++] = p;
+    return p;
+}
+
+/* n zeroed bytes, or exit 1: the port itself ran out of memory. */
 static void *xmalloc(size_t n) {
     void *p = calloc(n ? n : 1, 1);
     if (!p) die("out of memory");
-    return p;
+    return track(p);
+}
+
+/* A buffer whose size the case chose through a value (the cache capacity): one that
+ * cannot be allocated is refused as spec rule 4 says (kind "argument"), not a port failure. */
+static void *xmalloc_cache(size_t n) {
+    void *p = calloc(n ? n : 1, 1);
+    if (!p) reject("argument", "a cache of this capacity cannot be allocated");
+    return track(p);
 }
 
 /* ------------------------------------------------------------------ */
@@ -164,6 +203,15 @@ static void parse_header(const char *h, size_t len) {
     }
 }
 
+/* Bytes per element of the dtypes this port decodes; 0 for any other (never decoded:
+ * such a tensor is rejected by kind before its data is read). */
+static uint64_t dtype_size(const char *dt) {
+    if (!strcmp(dt, "F64") || !strcmp(dt, "I64")) return 8;
+    if (!strcmp(dt, "F32")) return 4;
+    if (!strcmp(dt, "F16") || !strcmp(dt, "BF16")) return 2;
+    return 0;
+}
+
 static void load_file(const char *path) {
     FILE *f = fopen(path, "rb");
     long size;
@@ -184,7 +232,17 @@ static void load_file(const char *path) {
     g_data = buf + 8 + hlen;
     g_data_len = (uint64_t)size - 8 - hlen;
     for (i = 0; i < g_nt; i++) {
-        if (g_t[i].end < g_t[i].begin || g_t[i].end > g_data_len) die("tensor outside the data section");
+        const Tensor *t = &g_t[i];
+        uint64_t esize = dtype_size(t->dtype), n = 1;
+        int d;
+        if (t->end < t->begin || t->end > g_data_len) die("tensor outside the data section");
+        for (d = 0; d < t->ndim; d++) {
+            if (t->shape[d] < 0) die("negative dimension in header");
+            if (t->shape[d] && n > g_data_len / (uint64_t)t->shape[d]) die("tensor larger than the file");
+            n *= (uint64_t)t->shape[d];
+        }
+        /* The decoders below read numel * size bytes: they must be exactly the tensor's. */
+        if (esize && n * esize != t->end - t->begin) die("tensor size disagrees with its data_offsets");
     }
 }
 
@@ -217,7 +275,7 @@ static double half_to_double(uint16_t h) {
     int e = (h >> 10) & 0x1f, m = h & 0x3ff;
     double s = (h & 0x8000) ? -1.0 : 1.0;
     if (e == 0) return s * ldexp((double)m, -24);                 /* zero and subnormals */
-    if (e == 31) return m ? NAN : s * INFINITY;
+    if (e == 31) return m ? (double)NAN : s * (double)INFINITY;
     return s * ldexp((double)(m | 0x400), e - 25);
 }
 
@@ -270,7 +328,48 @@ typedef struct {
     int has_window;
     int64_t W;
     double scale;
+    int has_softcap;      /* spec 1.1: logit soft-capping s <- c * tanh(s / c) */
+    double softcap;
+    double *sinks;        /* spec 1.1: one learned sink logit per query head, or NULL */
+    /* Scratch for one query, sized for the most keys it can be offered (use_scratch). */
+    int64_t *vis;
+    const double **krow, **vrow;
+    double *s, *y;
 } Problem;
+
+static void use_scratch(Problem *P, int64_t max_keys) {
+    size_t n = (size_t)max_keys;
+    P->vis = xmalloc(n * sizeof *P->vis);
+    P->krow = xmalloc(n * sizeof *P->krow);
+    P->vrow = xmalloc(n * sizeof *P->vrow);
+    P->s = xmalloc(n * sizeof *P->s);
+    P->y = xmalloc(n * sizeof *P->y);
+}
+
+/* softcap and sinks (spec 1.1, rule 3).  Either is optional; both together are
+ * undefined by the spec (no model uses both) and rejected as "argument". */
+static void check_softmax_variants(Problem *P) {
+    Tensor *c = find("softcap"), *s = find("sinks");
+    int64_t h;
+    P->has_softcap = 0;
+    P->sinks = NULL;
+    if (c) {
+        double *x;
+        if (!is_float(c) || numel(c) != 1) reject("softcap", "softcap must be one real number");
+        x = as_double(c);
+        if (!isfinite(x[0]) || !(x[0] > 0)) reject("softcap", "softcap must be finite and > 0");
+        P->has_softcap = 1;
+        P->softcap = x[0];
+    }
+    if (s) {
+        if (!is_float(s) || s->ndim != 1 || s->shape[0] != P->Hq)
+            reject("sinks", "sinks must be [Hq] real numbers (one logit per query head)");
+        P->sinks = as_double(s);
+        for (h = 0; h < P->Hq; h++)
+            if (!isfinite(P->sinks[h])) reject("sinks", "sinks must be finite");
+    }
+    if (c && s) reject("argument", "softcap and sinks together are not defined (no model uses both)");
+}
 
 static void check_qkv(Problem *P) {
     Tensor *q = find("q"), *k = find("k"), *v = find("v");
@@ -301,36 +400,156 @@ static int visible(const Problem *P, int64_t p, int64_t j) {
     return j <= p && (!P->has_window || j > p - P->W);
 }
 
-/* out[Hq*D] = softmax attention of query row qrow over the n keys whose positions are visible.
- * keys[i] / vals[i] point at [Hkv*D] rows; returns 0 when no key is visible. */
+/* ------------------------------------------------------------------ */
+/* The softmax of one query head over its visible keys (rule 3)        */
+/* ------------------------------------------------------------------ */
+
+/* One query head against the n keys it sees: krow[i] points at that key's [D] row
+ * for the head's KV group, vrow[i] at its value row. */
+typedef struct {
+    const double *q;
+    const double **krow, **vrow;
+    int64_t n, D;
+} Head;
+
+static double dot(const double *a, const double *b, int64_t D) {
+    double s = 0.0;
+    int64_t d;
+    for (d = 0; d < D; d++) s += a[d] * b[d];
+    return s;
+}
+
+static int all_finite(const double *x, int64_t n) {
+    int64_t i;
+    for (i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* Spec 1.0.1, "finite input, finite output": the scores of finite q and k overflowed
+ * float64 iff some score is not finite while q and every visible key row are.  Decided
+ * per head (the reference decides per query row): a head's result depends only on its
+ * own data, and heads that do not overflow keep the plain formula either way. */
+static int scores_overflowed(const Head *H, const double *s) {
+    int64_t i;
+    if (all_finite(s, H->n) || !all_finite(H->q, H->D)) return 0;
+    for (i = 0; i < H->n; i++)
+        if (!all_finite(H->krow[i], H->D)) return 0;
+    return 1;
+}
+
+/* Scores that overflowed, as s_i = c * y_i: c = scale * max|q| * max|k| carries the
+ * magnitude (it may be +-inf), y_i = (q / max|q|) . (k_i / max|k|) is finite, |y_i| <= D. */
+static double factored_scores(const Head *H, double scale, double *y) {
+    double qa = 0.0, ka = 0.0;
+    int64_t i, d;
+    for (d = 0; d < H->D; d++) qa = fmax(qa, fabs(H->q[d]));
+    for (i = 0; i < H->n; i++)
+        for (d = 0; d < H->D; d++) ka = fmax(ka, fabs(H->krow[i][d]));
+    if (qa == 0.0) qa = 1.0;
+    if (ka == 0.0) ka = 1.0;
+    for (i = 0; i < H->n; i++) {
+        double t = 0.0;
+        for (d = 0; d < H->D; d++) t += (H->q[d] / qa) * (H->krow[i][d] / ka);
+        y[i] = t;
+    }
+    return scale * qa * ka;
+}
+
+/* s <- s - m and *sink <- sink - m, m = max(max_i s_i, sink): every shifted logit <= 0. */
+static void shift_by_max(double *s, int64_t n, const double *sink, double *sink_shift) {
+    double m = -INFINITY;
+    int64_t i;
+    for (i = 0; i < n; i++)
+        if (s[i] > m) m = s[i];
+    if (sink && *sink > m) m = *sink;
+    for (i = 0; i < n; i++) s[i] -= m;
+    if (sink) *sink_shift = *sink - m;
+}
+
+/* shift_by_max for scores that overflowed float64 (no softcap), from s = c * y:
+ * s_i - max s = c * (y_i - y*), y* the max of y (c >= 0) or its min (c < 0); it is 0
+ * where y_i == y* even when c overflowed (inf * 0 would be NaN), -inf (weight 0, as the
+ * exact weight underflows) elsewhere when c did.  A sink competes with t = c * y*, the
+ * largest score: t = +inf leaves it no weight, t = -inf gives it all. */
+static void shift_overflowed(double c, const double *y, int64_t n, double *s, const double *sink,
+                             double *sink_shift) {
+    double ystar = y[0], t, key_shift = 0.0;
+    int64_t i;
+    for (i = 1; i < n; i++)
+        if (c >= 0 ? y[i] > ystar : y[i] < ystar) ystar = y[i];
+    for (i = 0; i < n; i++) s[i] = y[i] == ystar ? 0.0 : c * (y[i] - ystar);
+    if (!sink) return;
+    t = c * ystar;
+    if (isfinite(t)) {
+        double m = fmax(t, *sink);
+        key_shift = t - m;
+        *sink_shift = *sink - m;
+    } else if (t > 0) {
+        *sink_shift = -INFINITY;
+    } else {
+        key_shift = -INFINITY;
+        *sink_shift = 0.0;
+    }
+    for (i = 0; i < n; i++) s[i] += key_shift;
+}
+
+/* o[D] = sum_i w_i v_i for one query head (spec rule 3, steps 2-5, in this order):
+ * scale, then the optional cap, then the softmax over the visible keys only (with the
+ * optional sink logit in the denominator and the maximum, never scaled, no value row).
+ * The cap sees only visible keys: a masked key is never given a score (no -inf to cap).
+ * s and y are scratch of H->n. */
+static void attend_head(const Problem *P, const Head *H, const double *sink, double *s, double *y,
+                        double *o) {
+    double sink_shift = 0.0, sum = 0.0;
+    int64_t i, d;
+    int overflow;
+    for (i = 0; i < H->n; i++) s[i] = P->scale * dot(H->q, H->krow[i], H->D);
+    overflow = scores_overflowed(H, s);
+    if (P->has_softcap) {
+        const double c = P->softcap;
+        if (overflow) {                          /* +-inf beyond float64, which the cap maps to +-c */
+            double f = factored_scores(H, P->scale, y);
+            for (i = 0; i < H->n; i++) s[i] = y[i] == 0.0 ? 0.0 : f * y[i];
+        }
+        for (i = 0; i < H->n; i++) s[i] = c * tanh(s[i] / c);
+        shift_by_max(s, H->n, sink, &sink_shift);
+    } else if (overflow) {
+        double f = factored_scores(H, P->scale, y);
+        shift_overflowed(f, y, H->n, s, sink, &sink_shift);
+    } else {
+        shift_by_max(s, H->n, sink, &sink_shift);
+    }
+    for (d = 0; d < H->D; d++) o[d] = 0.0;
+    for (i = 0; i < H->n; i++) {
+        double w = exp(s[i]);
+        sum += w;
+        for (d = 0; d < H->D; d++) o[d] += w * H->vrow[i][d];
+    }
+    if (sink) sum += exp(sink_shift);            /* the sink joins the denominator only */
+    for (d = 0; d < H->D; d++) o[d] /= sum;
+}
+
+/* out[Hq*D] = attention of query row qrow at position p over those of the n keys
+ * (keys[i] / vals[i]: [Hkv*D] rows at positions pos[i]) that it sees.  Returns 0 when
+ * it sees none (the caller rejects).  Keys outside the window are never read.
+ * n is at most the max_keys given to use_scratch. */
 static int attend(const Problem *P, const double *qrow, int64_t p, double **keys, double **vals,
                   const int64_t *pos, int64_t n, double *out) {
-    int64_t G = P->Hq / P->Hkv, h, i, d, seen = 0;
-    for (h = 0; h < P->Hq; h++) {
+    int64_t G = P->Hq / P->Hkv, h, i, nv = 0;
+    for (i = 0; i < n; i++)
+        if (visible(P, p, pos[i])) P->vis[nv++] = i;
+    for (h = 0; nv && h < P->Hq; h++) {
         int64_t g = h / G;                                   /* GQA: contiguous groups */
-        double mx = -INFINITY, sum = 0.0;
-        const double *qh = qrow + h * P->D;
-        double *o = out + h * P->D;
-        for (d = 0; d < P->D; d++) o[d] = 0.0;
-        for (i = 0; i < n; i++) {                            /* pass 1: the largest logit */
-            double s = 0.0;
-            if (!visible(P, p, pos[i])) continue;
-            for (d = 0; d < P->D; d++) s += qh[d] * keys[i][g * P->D + d];
-            s *= P->scale;
-            if (s > mx) mx = s;
+        Head H;
+        for (i = 0; i < nv; i++) {
+            P->krow[i] = keys[P->vis[i]] + g * P->D;
+            P->vrow[i] = vals[P->vis[i]] + g * P->D;
         }
-        for (i = 0; i < n; i++) {                            /* pass 2: weights and the weighted sum */
-            double s = 0.0, w;
-            if (!visible(P, p, pos[i])) continue;
-            seen++;
-            for (d = 0; d < P->D; d++) s += qh[d] * keys[i][g * P->D + d];
-            w = exp(s * P->scale - mx);
-            sum += w;
-            for (d = 0; d < P->D; d++) o[d] += w * vals[i][g * P->D + d];
-        }
-        for (d = 0; d < P->D; d++) o[d] /= sum;
+        H.q = qrow + h * P->D; H.krow = P->krow; H.vrow = P->vrow; H.n = nv; H.D = P->D;
+        attend_head(P, &H, P->sinks ? &P->sinks[h] : NULL, P->s, P->y, out + h * P->D);
     }
-    return seen > 0;
+    return nv > 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -406,6 +625,8 @@ static void run_attention(const char *out_path) {
     check_qkv(&P);
     kp = positions("k_pos", P.S);
     qp = positions("q_pos", P.T);
+    check_softmax_variants(&P);
+    use_scratch(&P, P.S);
     keys = xmalloc((size_t)P.S * sizeof *keys);
     vals = xmalloc((size_t)P.S * sizeof *vals);
     for (j = 0; j < P.S; j++) {
@@ -427,133 +648,306 @@ static void run_attention(const char *out_path) {
 }
 
 /* ------------------------------------------------------------------ */
-/* prefill / decode trace over a rolling buffer of C slots              */
+/* The rolling buffer cache (rule 4)                                    */
 /* ------------------------------------------------------------------ */
 
-static void run_trace(const char *out_path) {
-    Problem P;
-    int64_t start, n_decode, C, N, T, nsched, *sched, sum = 0, i, s, step, nsteps, a;
-    int64_t *ring_pos, last = -1;
-    double *ring_k, *ring_v, *out, *st_k, *st_v, **keys, **vals;
-    int64_t *st_pos, *kpos;
-    Tensor *ts = find("schedule"), *ip = find("init_pos");
-    size_t row;
-    Out o[4];
+/* C slots; position p lives in slot p mod C.  The valid slots always hold the
+ * consecutive positions next - n_held .. next - 1 (the ring invariant). */
+typedef struct {
+    int64_t C;
+    int has_window;      /* 0: a full-attention cache, which refuses to overwrite */
+    int64_t W;
+    size_t row;          /* Hkv * D */
+    int64_t *pos;        /* [C], -1 = empty (never read) */
+    double *k, *v;       /* [C, row] */
+    int64_t n_seen;      /* tokens written since the (constructed) empty state */
+    int64_t n_held;      /* valid slots */
+    int64_t next;        /* position the next token must have; -1 while empty */
+} Ring;
 
-    check_qkv(&P);
-    N = P.T;
-    row = (size_t)(P.Hkv * P.D);
-    if (P.S != N) reject("shape", "k and v need one row per token");
-    if (!scalar_i64("start", &start) || !scalar_i64("n_decode", &n_decode) || !scalar_i64("capacity", &C))
-        reject("argument", "start, n_decode and capacity are required");
-    if (P.has_window && C != P.W) reject("cache", "a sliding-window cache has capacity = window");
-    if (C < 1) reject("argument", "capacity must be >= 1");
-    if (n_decode < 0 || n_decode > N) reject("shape", "n_decode out of range");
-    T = N - n_decode;
+static void ring_init(Ring *R, const Problem *P, int64_t C) {
+    int64_t s;
+    R->C = C;
+    R->has_window = P->has_window;
+    R->W = P->W;
+    R->row = (size_t)(P->Hkv * P->D);
+    R->pos = xmalloc_cache((size_t)C * sizeof(int64_t));
+    R->k = xmalloc_cache((size_t)C * R->row * sizeof(double));
+    R->v = xmalloc_cache((size_t)C * R->row * sizeof(double));
+    for (s = 0; s < C; s++) R->pos[s] = -1;
+    R->n_seen = R->n_held = 0;
+    R->next = -1;
+}
+
+static void ring_put(Ring *R, int64_t p, const double *k, const double *v) {
+    int64_t s = p % R->C;
+    R->pos[s] = p;
+    memcpy(R->k + s * R->row, k, R->row * sizeof(double));
+    memcpy(R->v + s * R->row, v, R->row * sizeof(double));
+}
+
+/* The case's initial ring (init_pos, init_k, init_v): validated, then its valid slots
+ * loaded.  It then counts as n_seen = n_held = the number of valid slots (as swaref's
+ * load_state: nothing before them was ever written, so nothing was evicted). */
+static void ring_load(Ring *R, const char *dtype) {
+    Tensor *ip = find("init_pos"), *ik = find("init_k"), *iv = find("init_v");
+    int64_t *p, lo = INT64_MAX, hi = -1, cnt = 0, s, C = R->C;
+    double *kk, *vv;
+    if (!ip) return;
+    if (strcmp(ip->dtype, "I64") || ip->ndim != 1 || ip->shape[0] != C || !ik || !iv ||
+        numel(ik) != C * (int64_t)R->row || numel(iv) != C * (int64_t)R->row)
+        reject("shape", "init_pos [C], init_k and init_v [C, Hkv, D] required together");
+    if (strcmp(ik->dtype, dtype) || strcmp(iv->dtype, dtype)) reject("dtype", "init_k/init_v must have q's dtype");
+    p = as_i64(ip);
+    for (s = 0; s < C; s++) {
+        if (p[s] < -1) reject("positions", "init_pos holds -1 or positions >= 0");
+        if (p[s] < 0) continue;
+        if (p[s] % C != s) reject("positions", "a cached position is not in slot p mod C");
+        cnt++;
+        if (p[s] < lo) lo = p[s];
+        if (p[s] > hi) hi = p[s];
+    }
+    if (cnt && hi - lo + 1 != cnt) reject("positions", "cached positions are not consecutive");
+    if (hi == INT64_MAX) reject("positions", "the cache's next position must fit in int64");
+    kk = as_double(ik);
+    vv = as_double(iv);
+    for (s = 0; s < C; s++)
+        if (p[s] >= 0) ring_put(R, p[s], kk + s * R->row, vv + s * R->row);
+    R->n_seen = R->n_held = cnt;
+    R->next = cnt ? hi + 1 : -1;
+}
+
+/* Checks for writing n tokens at positions from `first`, before anything is written. */
+static void ring_check_write(const Ring *R, int64_t first, int64_t n) {
+    if (first < 0) reject("positions", "positions must be >= 0");
+    if (R->next >= 0 && first != R->next) reject("positions", "a write must continue the cache");
+    if (n > INT64_MAX - first) reject("positions", "positions must fit in int64");
+    if (!R->has_window && R->n_held + n > R->C) reject("cache", "a full-attention cache is full");
+}
+
+/* Write n tokens (rows k, v) at positions first .. first + n - 1: only the last
+ * min(n, C) are stored, as earlier ones would be overwritten within the same write. */
+static void ring_write(Ring *R, int64_t first, int64_t n, const double *k, const double *v) {
+    int64_t keep = n < R->C ? n : R->C, t;
+    ring_check_write(R, first, n);
+    for (t = n - keep; t < n; t++) ring_put(R, first + t, k + t * R->row, v + t * R->row);
+    R->n_seen += n;
+    R->n_held = R->n_held + n < R->C ? R->n_held + n : R->C;
+    R->next = first + n;
+}
+
+/* The largest n that rollback accepts below n_seen (rule 4).  After taking back n the
+ * cache continues at P = next - n, whose query needs P - W + 1 .. P - 1 (those that
+ * were written); the ring holds next - n_held .. next - 1.  So: anything when nothing
+ * was evicted (n_held == n_seen), for a full-attention cache, or for W = 1 (a query
+ * needs only itself); otherwise next - n_held <= P - W + 1, i.e. n <= n_held - W + 1. */
+static int64_t ring_max_rollback(const Ring *R) {
+    int64_t lim;
+    if (R->n_held == R->n_seen || !R->has_window || R->W == 1) return R->n_seen;
+    lim = R->n_held - R->W + 1;
+    return lim < 0 ? 0 : (lim < R->n_seen ? lim : R->n_seen);
+}
+
+/* Take back the last n tokens: their slots become empty (-1, never read again).
+ * Refused, with the ring untouched, when a key a later query needs is already
+ * overwritten; taking back all n_seen tokens is always possible (the ring is empty). */
+static void ring_rollback(Ring *R, int64_t n) {
+    int64_t p, gone;
+    if (n < 0) reject("rollback", "rollback needs n >= 0");
+    if (n > R->n_seen) reject("rollback", "cannot roll back more tokens than were written");
+    if (n > ring_max_rollback(R) && n != R->n_seen)
+        reject("rollback", "a later query would need a key already overwritten (n > n_held - W + 1)");
+    /* Of the last n positions only the n_held newest are in the ring: those slots empty.
+     * Rolling back everything after the ring wrapped (n = n_seen > n_held) leaves it
+     * empty, n_held = 0, continuing at its first position (not n_held - n < 0). */
+    gone = n < R->n_held ? n : R->n_held;
+    for (p = R->next - gone; p < R->next; p++) R->pos[p % R->C] = -1;
+    R->n_seen -= n;
+    R->n_held -= gone;
+    R->next -= n;
+}
+
+/* ------------------------------------------------------------------ */
+/* prefill / decode trace                                               */
+/* ------------------------------------------------------------------ */
+
+/* One step of a trace: a prefill chunk of n tokens, a decode token, or a rollback of n. */
+enum { STEP_CHUNK, STEP_DECODE, STEP_ROLLBACK };
+typedef struct { int kind; int64_t n; } Step;
+
+/* Collects, per step, the ring's state (what the case compares exactly). */
+typedef struct { int64_t *pos; double *k, *v; int64_t n; } States;
+
+static void record(States *S, const Ring *R) {
+    memcpy(S->pos + S->n * R->C, R->pos, (size_t)R->C * sizeof(int64_t));
+    memcpy(S->k + S->n * R->C * R->row, R->k, (size_t)R->C * R->row * sizeof(double));
+    memcpy(S->v + S->n * R->C * R->row, R->v, (size_t)R->C * R->row * sizeof(double));
+    S->n++;
+}
+
+/* Queries a .. a + n - 1 (tokens of the trace) at positions first .. first + n - 1 attend
+ * to the ring's valid slots plus `extra` of their own keys (a prefill chunk: n; decode: 0,
+ * it is in the ring already).  keys/vals/kpos are scratch of C + n entries. */
+static void attend_step(const Problem *P, const Ring *R, int64_t a, int64_t n, int64_t first, int extra,
+                        double **keys, double **vals, int64_t *kpos, double *out) {
+    int64_t nk = 0, s, t;
+    for (s = 0; s < R->C; s++) {
+        if (R->pos[s] < 0) continue;          /* empty slots are never read */
+        keys[nk] = R->k + s * R->row; vals[nk] = R->v + s * R->row; kpos[nk] = R->pos[s]; nk++;
+    }
+    for (t = 0; extra && t < n; t++) {
+        keys[nk] = P->k + (a + t) * R->row; vals[nk] = P->v + (a + t) * R->row; kpos[nk] = first + t; nk++;
+    }
+    for (t = 0; t < n; t++)
+        if (!attend(P, P->q + (a + t) * P->Hq * P->D, first + t, keys, vals, kpos, nk,
+                    out + (a + t) * P->Hq * P->D))
+            reject("no_visible_key", "a query sees no key");
+}
+
+/* The trace's steps.  Without a `steps` tensor (format 1): the schedule's chunks, then
+ * n_decode decode tokens.  With it (spec 1.1): rows (op, n), op 0 a chunk of n >= 1
+ * token rows, 1 a decode token (n = 1), 2 a rollback of n >= 0 (no token row); the
+ * schedule and n_decode still list the chunks and count the decodes, and must agree. */
+static Step *read_steps(const Problem *P, int64_t *nsteps) {
+    Tensor *ts = find("schedule"), *tp = find("steps");
+    int64_t n_decode, nsched, *sched, sum = 0, i, *rows, ichunk = 0, ndec = 0;
+    Step *steps;
+    if (!scalar_i64("n_decode", &n_decode)) reject("argument", "n_decode is required");
+    if (n_decode < 0 || n_decode > P->T) reject("shape", "n_decode out of range");
     if (!ts || strcmp(ts->dtype, "I64") || ts->ndim != 1) reject("schedule", "schedule must be 1-D I64");
     nsched = ts->shape[0];
     sched = as_i64(ts);
     for (i = 0; i < nsched; i++) {
         if (sched[i] < 1) reject("schedule", "chunk sizes must be >= 1");
-        sum += sched[i];
+        if (sched[i] > P->T - sum) reject("schedule", "the schedule sums past the prompt length");
+        sum += sched[i];                 /* never overflows: sum <= T */
     }
-    if (sum != T) reject("schedule", "the schedule does not sum to the prompt length");
-    if (start < 0) reject("positions", "start must be >= 0");
-
-    ring_pos = xmalloc((size_t)C * sizeof(int64_t));
-    ring_k = xmalloc((size_t)C * row * sizeof(double));
-    ring_v = xmalloc((size_t)C * row * sizeof(double));
-    for (s = 0; s < C; s++) ring_pos[s] = -1;
-    if (ip) {                                    /* an initial state: validate, then load valid slots */
-        Tensor *ik = find("init_k"), *iv = find("init_v");
-        int64_t *p, lo = INT64_MAX, cnt = 0;
-        double *kk, *vv;
-        if (strcmp(ip->dtype, "I64") || ip->ndim != 1 || ip->shape[0] != C || !ik || !iv ||
-            numel(ik) != C * (int64_t)row || numel(iv) != C * (int64_t)row)
-            reject("shape", "init_pos [C], init_k and init_v [C, Hkv, D] required together");
-        if (strcmp(ik->dtype, find("q")->dtype) || strcmp(iv->dtype, find("q")->dtype))
-            reject("dtype", "init_k/init_v must have q's dtype");
-        p = as_i64(ip);
-        kk = as_double(ik);
-        vv = as_double(iv);
-        for (s = 0; s < C; s++) {
-            if (p[s] < -1) reject("positions", "init_pos holds -1 or positions >= 0");
-            if (p[s] < 0) continue;
-            if (p[s] % C != s) reject("positions", "a cached position is not in slot p mod C");
-            cnt++;
-            if (p[s] < lo) lo = p[s];
-            if (p[s] > last) last = p[s];
+    if (sum != P->T - n_decode) reject("schedule", "the schedule does not sum to the prompt length");
+    if (!tp) {
+        *nsteps = nsched + n_decode;
+        steps = xmalloc((size_t)*nsteps * sizeof *steps);
+        for (i = 0; i < *nsteps; i++) {
+            steps[i].kind = i < nsched ? STEP_CHUNK : STEP_DECODE;
+            steps[i].n = i < nsched ? sched[i] : 1;
         }
-        if (cnt && last - lo + 1 != cnt) reject("positions", "cached positions are not consecutive");
-        for (s = 0; s < C; s++) {
-            if (p[s] < 0) continue;
-            ring_pos[s] = p[s];
-            memcpy(ring_k + s * row, kk + s * row, row * sizeof(double));
-            memcpy(ring_v + s * row, vv + s * row, row * sizeof(double));
-        }
-        if (cnt && start != last + 1) reject("positions", "start must continue the cache");
+        return steps;
     }
-
-    nsteps = nsched + n_decode;
-    out = xmalloc((size_t)(N * P.Hq * P.D) * sizeof(double));
-    st_pos = xmalloc((size_t)(nsteps * C) * sizeof(int64_t));
-    st_k = xmalloc((size_t)nsteps * C * row * sizeof(double));
-    st_v = xmalloc((size_t)nsteps * C * row * sizeof(double));
-    keys = xmalloc((size_t)(C + N) * sizeof *keys);
-    vals = xmalloc((size_t)(C + N) * sizeof *vals);
-    kpos = xmalloc((size_t)(C + N) * sizeof(int64_t));
-
-    a = 0;
-    for (step = 0; step < nsteps; step++) {
-        int64_t n = step < nsched ? sched[step] : 1;
-        int decode = step >= nsched;
-        int64_t nk = 0, t, keep, first_kept;
-        /* Decode writes first (its query must see itself; it overwrites only p - W).
-         * Prefill attends first: its early queries still need the slots the chunk would overwrite. */
-        keep = n < C ? n : C;
-        first_kept = a + n - keep;
-        if (decode) {
-            s = (start + a) % C;
-            ring_pos[s] = start + a;
-            memcpy(ring_k + s * row, P.k + a * row, row * sizeof(double));
-            memcpy(ring_v + s * row, P.v + a * row, row * sizeof(double));
-        }
-        for (s = 0; s < C; s++) {
-            if (ring_pos[s] < 0) continue;       /* empty slots are never read */
-            keys[nk] = ring_k + s * row; vals[nk] = ring_v + s * row; kpos[nk] = ring_pos[s]; nk++;
-        }
-        if (!decode)
-            for (t = a; t < a + n; t++) {
-                keys[nk] = P.k + t * row; vals[nk] = P.v + t * row; kpos[nk] = start + t; nk++;
-            }
-        for (t = a; t < a + n; t++)
-            if (!attend(&P, P.q + t * P.Hq * P.D, start + t, keys, vals, kpos, nk, out + t * P.Hq * P.D))
-                reject("no_visible_key", "a query sees no key");
-        if (!decode)
-            for (t = first_kept; t < a + n; t++) {   /* only the last min(n, C) tokens are written */
-                s = (start + t) % C;
-                ring_pos[s] = start + t;
-                memcpy(ring_k + s * row, P.k + t * row, row * sizeof(double));
-                memcpy(ring_v + s * row, P.v + t * row, row * sizeof(double));
-            }
-        memcpy(st_pos + step * C, ring_pos, (size_t)C * sizeof(int64_t));
-        memcpy(st_k + step * C * row, ring_k, (size_t)C * row * sizeof(double));
-        memcpy(st_v + step * C * row, ring_v, (size_t)C * row * sizeof(double));
-        a += n;
+    if (strcmp(tp->dtype, "I64") || tp->ndim != 2 || tp->shape[1] != 2)
+        reject("schedule", "steps must be I64 [n_steps, 2]");
+    *nsteps = tp->shape[0];
+    rows = as_i64(tp);
+    steps = xmalloc((size_t)(*nsteps ? *nsteps : 1) * sizeof *steps);
+    for (i = 0; i < *nsteps; i++) {
+        /* A malformed program is a malformed schedule (kind "schedule"), whatever the row. */
+        int64_t op = rows[2 * i], n = rows[2 * i + 1];
+        if (!((op == 0 && n >= 1) || (op == 1 && n == 1) || (op == 2 && n >= 0)))
+            reject("schedule", "steps rows are (0, n >= 1) prefill, (1, 1) decode or (2, n >= 0) rollback");
+        steps[i].kind = op == 0 ? STEP_CHUNK : op == 1 ? STEP_DECODE : STEP_ROLLBACK;
+        steps[i].n = n;
+        if (op == 0 && (ichunk >= nsched || n != sched[ichunk++]))
+            reject("schedule", "a chunk step differs from the schedule");
+        ndec += op == 1;
     }
+    if (ichunk != nsched || ndec != n_decode) reject("schedule", "steps disagree with schedule and n_decode");
+    return steps;
+}
 
-    /* Sorted by name: cache_k, cache_pos, cache_v, out. */
+/* A running trace: the problem, its ring, the outputs and states so far. */
+typedef struct {
+    Problem P;
+    Ring R;
+    States st;
+    int64_t start;           /* position of the first token written into an empty ring */
+    int64_t a;               /* token rows consumed */
+    double *out;             /* [N, Hq, D] */
+    double **keys, **vals;   /* scratch: the keys one step offers its queries (C + N at most) */
+    int64_t *kpos;
+} Trace;
+
+/* One step.  Each token takes the ring's next position (the first one `start`), so after a
+ * rollback of n the next rows reuse the positions of the rolled-back tokens. */
+static void trace_step(Trace *X, const Step *sp) {
+    Problem *P = &X->P;
+    Ring *R = &X->R;
+    int64_t first = R->next >= 0 ? R->next : X->start;
+    if (sp->kind == STEP_ROLLBACK) {
+        ring_rollback(R, sp->n);
+    } else if (sp->kind == STEP_DECODE) {
+        /* Decode writes first: its query must see itself, and the one slot it
+         * overwrites held p - C (or older), outside its window. */
+        if (X->a + 1 > P->T) reject("shape", "more tokens consumed than q has rows");
+        ring_write(R, first, 1, P->k + X->a * R->row, P->v + X->a * R->row);
+        attend_step(P, R, X->a, 1, first, 0, X->keys, X->vals, X->kpos, X->out);
+        X->a += 1;
+    } else {
+        /* A prefill chunk attends first: its early queries still need slots that
+         * writing the chunk would overwrite; then the chunk is written. */
+        if (X->a + sp->n > P->T) reject("shape", "more tokens consumed than q has rows");
+        ring_check_write(R, first, sp->n);
+        attend_step(P, R, X->a, sp->n, first, 1, X->keys, X->vals, X->kpos, X->out);
+        ring_write(R, first, sp->n, P->k + X->a * R->row, P->v + X->a * R->row);
+        X->a += sp->n;
+    }
+    record(&X->st, R);
+}
+
+/* out, and the ring's state after every step: cache_k, cache_pos, cache_v (sorted by name). */
+static void write_trace(const char *out_path, const Trace *X) {
+    const Problem *P = &X->P;
+    int64_t n = X->st.n, C = X->R.C;
+    Out o[4];
     o[0].name = "cache_k"; o[0].dtype = "F64"; o[0].ndim = 4;
-    o[0].shape[0] = nsteps; o[0].shape[1] = C; o[0].shape[2] = P.Hkv; o[0].shape[3] = P.D;
-    o[0].data = st_k; o[0].bytes = (size_t)nsteps * C * row * sizeof(double);
+    o[0].shape[0] = n; o[0].shape[1] = C; o[0].shape[2] = P->Hkv; o[0].shape[3] = P->D;
+    o[0].data = X->st.k; o[0].bytes = (size_t)n * C * X->R.row * sizeof(double);
     o[1].name = "cache_pos"; o[1].dtype = "I64"; o[1].ndim = 2;
-    o[1].shape[0] = nsteps; o[1].shape[1] = C;
-    o[1].data = st_pos; o[1].bytes = (size_t)(nsteps * C) * sizeof(int64_t);
-    o[2] = o[0]; o[2].name = "cache_v"; o[2].data = st_v;
+    o[1].shape[0] = n; o[1].shape[1] = C;
+    o[1].data = X->st.pos; o[1].bytes = (size_t)(n * C) * sizeof(int64_t);
+    o[2] = o[0]; o[2].name = "cache_v"; o[2].data = X->st.v;
     o[3].name = "out"; o[3].dtype = "F64"; o[3].ndim = 3;
-    o[3].shape[0] = N; o[3].shape[1] = P.Hq; o[3].shape[2] = P.D;
-    o[3].data = out; o[3].bytes = (size_t)(N * P.Hq * P.D) * sizeof(double);
+    o[3].shape[0] = P->T; o[3].shape[1] = P->Hq; o[3].shape[2] = P->D;
+    o[3].data = X->out; o[3].bytes = (size_t)(P->T * P->Hq * P->D) * sizeof(double);
     write_result(out_path, o, 4);
+}
+
+static void run_trace(const char *out_path) {
+    Trace X;
+    Problem *P = &X.P;
+    Step *steps;
+    int64_t C, N, nsteps, i;
+
+    check_qkv(P);
+    N = P->T;
+    if (P->S != N) reject("shape", "k and v need one row per token");
+    if (!scalar_i64("start", &X.start) || !scalar_i64("capacity", &C))
+        reject("argument", "start and capacity are required");
+    if (C < 1) reject("cache", "capacity must be >= 1");
+    if (P->has_window && C < P->W) reject("cache", "a sliding-window cache needs capacity >= window");
+    steps = read_steps(P, &nsteps);
+    /* C is the one size that comes from a value, not a shape: the ring and the state after
+     * each step are C * Hkv * D doubles each, which must not wrap size_t (spec rule 4: a
+     * cache that cannot be allocated is refused with kind "argument"). */
+    if ((uint64_t)C > SIZE_MAX / sizeof(double) / (uint64_t)(P->Hkv * P->D) / (uint64_t)(nsteps + 2) ||
+        (uint64_t)C > SIZE_MAX / sizeof(double) - (uint64_t)N)
+        reject("argument", "a cache of this capacity cannot be allocated");
+    check_softmax_variants(P);
+    ring_init(&X.R, P, C);
+    ring_load(&X.R, find("q")->dtype);
+    if (X.R.next >= 0 && X.start != X.R.next) reject("positions", "start must continue the cache");
+    if (X.start < 0) reject("positions", "start must be >= 0");
+
+    X.a = 0;
+    X.out = xmalloc((size_t)(N * P->Hq * P->D) * sizeof(double));
+    X.st.pos = xmalloc_cache((size_t)(nsteps * C) * sizeof(int64_t));
+    X.st.k = xmalloc_cache((size_t)nsteps * C * X.R.row * sizeof(double));
+    X.st.v = xmalloc_cache((size_t)nsteps * C * X.R.row * sizeof(double));
+    X.st.n = 0;
+    X.keys = xmalloc_cache((size_t)(C + N) * sizeof *X.keys);
+    X.vals = xmalloc_cache((size_t)(C + N) * sizeof *X.vals);
+    X.kpos = xmalloc_cache((size_t)(C + N) * sizeof(int64_t));
+    use_scratch(P, C + N);
+
+    for (i = 0; i < nsteps; i++) trace_step(&X, &steps[i]);
+    write_trace(out_path, &X);
 }
 
 /* ------------------------------------------------------------------ */
@@ -576,6 +970,7 @@ int main(int argc, char **argv) {
         strcpy(err_path + n, ".err.json");
         g_err_path = err_path;
     }
+    atexit(release_all);
     load_file(argv[1]);
     if (strcmp(g_op, "attention") == 0) run_attention(argv[2]);
     else if (strcmp(g_op, "prefill") == 0 || strcmp(g_op, "decode") == 0) run_trace(argv[2]);

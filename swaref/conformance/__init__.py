@@ -4,7 +4,8 @@ A *suite* is a folder with ``manifest.json`` and one ``<case_id>.safetensors``
 per case.  Modules, in the order a reader meets them:
 
 * ``cases``: the case catalogue (``CaseSpec``, ``core_cases``, ``full_cases``), dtypes, tolerance constants;
-* ``variants``: simulators of the correct algorithm and of known-wrong variants, adversarial inputs;
+* ``variants``: simulators of the correct algorithm and of known-wrong variants (spec 1.0 and 1.1);
+* ``adversarial``: witnesses that make every applicable wrong variant show by a margin;
 * ``generate``: golden results and the suite folder (``generate_suite``);
 * ``ports``: ports built on swaref (``reference_port``, ``cython_port``), examples of the port interface;
 * ``suite``: reading and verifying a suite (``load_suite``, ``SuiteError``);

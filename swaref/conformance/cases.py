@@ -17,8 +17,16 @@ from ..errors import SwarefError
 from . import safetensors_io as ST
 
 FORMAT = "swaref-vectors"
-FORMAT_VERSION = 1
+#: Format version 2 (spec 1.1): inputs softcap, sinks, steps; capacity >= W.  A case file that uses
+#: none of them is a version 1 file, byte for byte (its __metadata__ says "1").
+FORMAT_VERSION = 2
 SUITES = ("core", "full")
+#: The spec version every case without a 1.1 feature tests (its vectors are those of 1.0.1).
+BASE_SPEC = "1.0.1"
+#: Features of spec 1.1 a case may need; a port that skips all of them can claim BASE_SPEC.
+FEATURES_1_1 = ("softcap", "sinks", "slack", "rollback")
+#: Step ops of a trace's ``steps`` tensor: (op, n) rows.
+PREFILL, DECODE, ROLLBACK = 0, 1, 2
 # --------------------------------------------------------------------------
 # dtypes: names, storage, unit roundoff
 # --------------------------------------------------------------------------
@@ -95,7 +103,11 @@ class CaseSpec:
     positions starting at ``start`` (with ``gaps``, keys skip positions).
     prefill/decode: tokens at start, start+1, ...; ``hist`` tokens of history
     (start-hist .. start-1) are handed over as an initial cache state.
-    ``error`` names a negative case (see ``NEGATIVE``).
+    ``error`` names a negative case (see ``NEGATIVE``, ``NEGATIVE_1_1``).
+    Spec 1.1: ``softcap`` the cap; ``sinks`` the level of the sink logits (each
+    head's is level + U(-1, 1), drawn after q, k, v); ``neg_row``: one query's
+    scores are all very negative; ``capacity`` > ``window``: slack; ``steps``:
+    the trace as (op, n) pairs with rollbacks (build it with ``traced``).
     """
     op: str
     dtype: str = "float32"
@@ -114,6 +126,10 @@ class CaseSpec:
     scale: object = None
     poison: bool = False
     error: str = ""
+    softcap: object = None
+    sinks: object = None
+    neg_row: bool = False
+    steps: tuple = ()
 
     @property
     def case_id(self):
@@ -138,11 +154,52 @@ class CaseSpec:
             parts.append("scale" + repr(float(self.scale)))
         if self.poison:
             parts.append("poison")
+        if self.softcap is not None:
+            parts.append("softcap" + repr(float(self.softcap)))
+        if self.sinks is not None:
+            parts.append("sinks" + repr(float(self.sinks)))
+        if self.neg_row:
+            parts.append("negrow")
+        if self.steps:
+            parts.append("prog" + "-".join("pdr"[op] + str(n) for op, n in self.steps))
         return "_".join(parts)
 
     @property
     def n_tokens(self):
         return self.T + self.n_decode
+
+    @property
+    def program(self):
+        """The trace's steps as (op, n) pairs: ``steps`` if given, else the schedule then the decode tokens."""
+        return list(self.steps) or [(PREFILL, n) for n in self.schedule] + [(DECODE, 1)] * self.n_decode
+
+    @property
+    def features(self):
+        """The spec 1.1 features this case needs (``FEATURES_1_1``), sorted."""
+        f = {"softcap"} if self.softcap is not None else set()
+        f |= {"sinks"} if self.sinks is not None else set()
+        f |= {"slack"} if self.window is not None and self.capacity > self.window else set()
+        f |= {"rollback"} if self.steps else set()           # a port without rollback reads no 'steps'
+        return sorted(f)
+
+
+def traced(spec, steps):
+    """``spec`` running the program ``steps`` ((op, n) pairs): schedule, T and n_decode follow from it."""
+    sched = tuple(n for op, n in steps if op == PREFILL)
+    return dataclasses.replace(spec, steps=tuple(steps), schedule=sched, T=sum(sched),
+                               n_decode=sum(1 for op, _ in steps if op == DECODE))
+
+
+def token_positions(start, steps):
+    """The position of each token row of a trace: each takes the next position; a rollback of n moves it back."""
+    out, nxt = [], start
+    for op, n in steps:
+        if op == ROLLBACK:
+            nxt -= n
+        else:
+            out += range(nxt, nxt + n)
+            nxt += n
+    return out
 
 
 _DT4 = ("float32", "float16", "bfloat16", "float64")
@@ -201,7 +258,95 @@ def core_cases():
         dataclasses.replace(Dd, D=64, window=4, T=6, schedule=(4, 2), n_decode=9, dtype="bfloat16"),
         dataclasses.replace(Dd, Hq=3, Hkv=3, D=5, window=2, T=1, schedule=(1,), n_decode=9, start=6),
     ]
-    return cases + negative_cases()
+    return cases + negative_cases() + core_cases_1_1()
+
+
+def core_cases_1_1():
+    """Spec 1.1 cases of the core suite: softcap, sinks, slack and rollback, alone and combined as models
+    use them, at the places where their bugs show; then their negative cases."""
+    A, P, Dd = CaseSpec("attention"), CaseSpec("prefill"), CaseSpec("decode")
+    r = dataclasses.replace
+    cases = [
+        # softcap: many masked keys in the dense row (S >> W) and small caps, so that a cap after an
+        # additive mask leaks; GQA; W = 1; no window; an explicit scale; poison behind the mask
+        r(A, Hq=4, Hkv=2, D=16, window=5, T=12, S=20, softcap=3.0),
+        r(A, dtype="float16", window=4, T=9, S=30, softcap=5.0),
+        r(A, dtype="bfloat16", Hq=4, Hkv=1, D=16, window=3, T=8, S=40, softcap=2.0),
+        r(A, dtype="float64", Hq=2, Hkv=2, D=4, window=8, T=10, S=10, softcap=1.0),
+        r(A, window=None, T=7, S=9, softcap=4.0),
+        r(A, window=1, T=6, S=6, softcap=2.0),
+        r(A, window=4, T=8, S=12, scale=0.3, softcap=2.5),
+        r(A, dtype="float16", window=3, T=4, S=12, poison=True, softcap=3.0),
+        # sinks: GQA, every dtype, W = 1 (the sink against a single key), no window, a row of very
+        # negative scores (the sink takes nearly all the weight), poison, large positions
+        r(A, Hq=8, Hkv=2, D=16, window=4, T=10, S=10, sinks=1.0),
+        r(A, dtype="float16", window=3, T=8, S=12, sinks=2.0),
+        r(A, dtype="bfloat16", Hq=4, Hkv=2, window=5, T=12, S=12, sinks=0.5),
+        r(A, dtype="float64", window=2, T=5, S=7, sinks=-1.0),
+        r(A, window=1, T=5, S=5, sinks=0.0),
+        r(A, D=16, window=4, T=6, S=9, sinks=1.0, neg_row=True),
+        r(A, dtype="bfloat16", Hq=4, Hkv=1, D=16, window=6, T=8, S=8, sinks=2.0, neg_row=True),
+        r(A, window=4, T=5, S=14, poison=True, sinks=1.0),
+        r(A, dtype="float16", window=None, T=6, S=6, sinks=1.5),
+        r(A, window=4, T=9, S=12, start=2 ** 40 + 3, sinks=1.0),
+        # traces: softcap and sinks through chunked prefill; slack, with decode reading all C slots
+        r(P, window=4, T=11, schedule=(3, 2, 5, 1), softcap=3.0),
+        r(P, dtype="float16", Hq=4, Hkv=2, window=5, T=11, schedule=(4, 4, 3), sinks=1.0),
+        r(P, window=4, capacity=6, T=13, schedule=(5, 3, 5)),
+        r(Dd, window=4, capacity=7, T=5, schedule=(2, 3), n_decode=10, softcap=2.0),
+        r(Dd, dtype="bfloat16", window=3, capacity=5, T=4, schedule=(4,), n_decode=8, sinks=1.0),
+        r(Dd, dtype="float64", window=3, capacity=5, T=3, schedule=(3,), n_decode=10),
+        r(Dd, window=4, capacity=6, T=2, schedule=(2,), n_decode=6, start=9, hist=5, poison=True),
+        # rollback: at the limit (C - W + 1 after wrapping, 1 without slack), everything, 0, with a
+        # chunk after it (stale slots would be read), speculative decoding, with sinks and softcap
+        traced(r(Dd, window=4, capacity=6), ((0, 10), (2, 3), (1, 1), (1, 1), (2, 1), (1, 1), (0, 3))),
+        traced(r(Dd, dtype="float16", Hq=4, Hkv=2, window=3, capacity=6),
+               ((0, 6), (1, 1), (0, 4), (2, 2), (1, 1), (0, 3), (2, 3), (1, 1), (1, 1))),
+        traced(r(Dd, window=4, capacity=7, sinks=1.0), ((0, 5), (0, 4), (2, 4), (0, 6), (2, 2), (1, 1), (1, 1))),
+        traced(r(Dd, dtype="bfloat16", window=3, capacity=5, softcap=2.0),
+               ((0, 7), (2, 2), (0, 3), (1, 1), (2, 3), (1, 1), (1, 1))),
+        traced(r(Dd, window=4, start=3), ((0, 5), (2, 5), (0, 4), (1, 1), (1, 1))),
+        traced(r(Dd, dtype="float64", window=4), ((0, 9), (2, 1), (1, 1), (1, 1), (2, 1), (1, 1), (2, 0), (1, 1))),
+        traced(r(Dd, window=None, capacity=12), ((0, 5), (1, 1), (2, 4), (0, 3), (1, 1), (2, 2), (1, 1))),
+        traced(r(P, Hq=4, Hkv=1, window=3, capacity=5), ((0, 4), (0, 3), (2, 2), (0, 5), (2, 3), (0, 2))),
+    ]
+    return cases + negative_cases_1_1()
+
+
+#: Negative cases of spec 1.1: name -> (spec, expected error kinds, features, known wrong variants it catches).
+def _negatives_1_1():
+    A = CaseSpec("attention", "float32", 2, 1, 4, 3, 5, 5)
+    P = CaseSpec("prefill", "float32", 2, 1, 4, 3, 6, schedule=(2, 4))
+    Dd = CaseSpec("decode", "float32", 2, 1, 4, 4)
+    r = dataclasses.replace
+    return {
+        "softcap-zero": (r(A, softcap=0.0), ("softcap",), (), ()),
+        "softcap-negative": (r(P, softcap=-1.0), ("softcap",), (), ()),
+        "sinks-wrong-length": (r(A, sinks=1.0), ("sinks",), (), ()),
+        "sinks-matrix": (r(P, sinks=1.0), ("sinks",), (), ()),
+        "sinks-nonfinite": (r(A, sinks=1.0), ("sinks",), (), ()),
+        "softcap-and-sinks": (r(A, softcap=2.0, sinks=1.0), ("argument",), (), ()),
+        "capacity-below-window": (r(P, window=4, capacity=3), ("cache",), ("slack",), ()),
+        "rollback-beyond-limit": (traced(r(Dd, capacity=6), ((0, 10), (2, 4), (1, 1))), ("rollback",), (),
+                                  ("rollback_beyond_limit",)),
+        "rollback-beyond-limit-no-slack": (traced(Dd, ((0, 9), (2, 2), (1, 1))), ("rollback",), (),
+                                           ("rollback_beyond_limit",)),
+        "rollback-more-than-written": (traced(r(Dd, capacity=6), ((0, 3), (2, 4))), ("rollback",), (), ()),
+        "steps-unknown-op": (traced(r(Dd, capacity=6), ((0, 3), (1, 1))), ("schedule",), ("rollback",), ()),
+        "steps-decode-of-two": (traced(r(Dd, capacity=6), ((0, 3), (1, 1))), ("schedule",), ("rollback",), ()),
+    }
+
+
+NEGATIVE_1_1 = _negatives_1_1()
+
+
+def negative_cases_1_1():
+    return [dataclasses.replace(spec, error=name) for name, (spec, _, _, _) in NEGATIVE_1_1.items()]
+
+
+def negative_kinds(name):
+    """The error kinds a port must reject negative case ``name`` with."""
+    return NEGATIVE[name][1] if name in NEGATIVE else NEGATIVE_1_1[name][1]
 
 
 def full_cases():
@@ -231,10 +376,56 @@ def full_cases():
         cases.append(CaseSpec("attention", dt, 4, 2, 16, 8, 6, 30, poison=True))
         cases.append(CaseSpec("prefill", dt, 4, 2, 16, 8, 12, schedule=(5, 7), start=40, hist=8, poison=True))
         cases.append(CaseSpec("prefill", dt, 4, 1, 16, None, 12, schedule=(5, 7), capacity=12))
+    cases += full_cases_1_1()
     seen = {}
     for c in cases:
         seen.setdefault(c.case_id, c)
     return list(seen.values())
+
+
+def full_cases_1_1():
+    """The spec 1.1 part of the full suite: softcap, sinks, slack and rollback over windows, dtypes, heads."""
+    rng = np.random.default_rng(20251201)          # fixed: the case list is part of the suite
+    cases = []
+    i = 0
+    for W in (1, 2, 3, 4, 7, 16):
+        for dt in _DT4:
+            Hq, Hkv = ((4, 4), (4, 2), (8, 2), (8, 1))[i % 4]
+            D = (2, 16, 64, 8, 32)[i % 5]
+            low = dt in ("float16", "bfloat16")
+            cap = (1.0, 2.0, 3.0)[i % 3] if low else (1.0, 3.0, 6.0)[i % 3]
+            T = (2 * W + 3, W, W + 1)[(i // 3) % 3]           # past the window, at its edge, one beyond
+            cases.append(CaseSpec("attention", dt, Hq, Hkv, D, W, T, T + 3 * W + 4, start=(0, 7)[i % 2], softcap=cap))
+            T = 2 * W + 3
+            cases.append(CaseSpec("attention", dt, Hq, Hkv, D, W, T, T + i % 3, sinks=(-1.0, 0.5, 2.0)[i % 3],
+                                  neg_row=D >= 8 and i % 2 == 1))
+            C = W + (1, 2, W)[i % 3]
+            extra = ({"softcap": cap}, {"sinks": 1.0}, {})[i % 3]
+            cases.append(traced(CaseSpec("decode", dt, Hq, Hkv, D, W, capacity=C, start=(0, 5)[i % 2], **extra),
+                                _random_program(rng, W, C)))
+            cases.append(CaseSpec("prefill", dt, Hq, Hkv, D, W, 3 * W + 2, schedule=_random_schedule(rng, 3 * W + 2),
+                                  capacity=W + 2, **({"sinks": 0.5 if D >= 8 else 2.0}, {"softcap": cap})[i % 2]))
+            i += 1
+    return cases
+
+
+def _random_program(rng, W, C, rounds=3):
+    """A speculative-decoding trace: a prompt, then rounds of decode tokens, a draft chunk and a rollback
+    (at the limit in every other round).  Never rolls back more tokens than the ring holds."""
+    first = int(rng.integers(1, 2 * W + 3))
+    steps, seen, held = [(PREFILL, first)], first, min(first, C)
+    for r in range(rounds):
+        for _ in range(int(rng.integers(0, 3))):
+            steps.append((DECODE, 1))
+            seen, held = seen + 1, min(held + 1, C)
+        m = int(rng.integers(1, C - W + 3))
+        steps.append((PREFILL, m))
+        seen, held = seen + m, min(held + m, C)
+        limit = seen if held == seen else (held if W == 1 else max(0, held - W + 1))
+        n = limit if r % 2 == 0 else int(rng.integers(0, limit + 1))
+        steps.append((ROLLBACK, n))
+        seen, held = seen - n, held - n
+    return tuple(steps) + ((DECODE, 1),)
 
 
 def _random_schedule(rng, T):

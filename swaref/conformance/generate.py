@@ -20,14 +20,16 @@ from ..attention import attention
 from ..cache import RollingBufferCache
 from ..errors import ERROR_KINDS, SwarefError
 from ..prefill import decode_step, prefill
+from ..cache import rollback
 from . import safetensors_io as ST
-from .cases import (DTYPES, FORMAT, FORMAT_VERSION, MIN_MISS, NEGATIVE, SAFETY, U_ACC, GeneratorError, cases_of,
-                    seed_of, to_storage)
+from .cases import (BASE_SPEC, DTYPES, FEATURES_1_1, FORMAT, FORMAT_VERSION, MIN_MISS, NEGATIVE_1_1,
+                    PREFILL, ROLLBACK, SAFETY, U_ACC, GeneratorError, cases_of, negative_kinds, seed_of, to_storage)
 from .files import NAME_PATTERN, is_safe_name
 from .ports import reference_port
 from .suite import manifest_hash
-from .variants import (WRONG_VARIANTS, Problem, boost, error_units, pick_witnesses, poison, row_tolerance,
-                       simulate, slot_positions, softmax_rows)
+from .adversarial import boost, boost_softmax, pick_witnesses, very_negative_row
+from .variants import (WRONG_VARIANTS, Problem, error_units, poison, row_tolerance, simulate, slot_positions,
+                       variant_rows)
 
 #: The manifest's generator.module: part of every suite hash, so it keeps the name the
 #: format was published under (swaref.vectors still imports, as an alias of this package).
@@ -37,28 +39,28 @@ def _golden_swaref(prob):
     """Golden outputs and cache states from swaref's public NumPy reference on float64 copies."""
     s = prob.spec
     q, k, v = prob.q, prob.k, prob.v
+    kw = {"scale": s.scale, "softcap": prob.softcap, "sinks": prob.sinks}
     if s.op == "attention":
-        out = attention(q, k, v, window=s.window, q_pos=prob.qpos, k_pos=prob.kpos,
-                               scale=s.scale)
-        return out, None
+        return attention(q, k, v, window=s.window, q_pos=prob.qpos, k_pos=prob.kpos, **kw), None
+    slack = s.window is not None and prob.capacity > s.window
     cache = RollingBufferCache(s.window, s.Hkv, s.D, dtype=np.float64,
-                                      capacity=prob.capacity if s.window is None else None)
+                               capacity=prob.capacity if s.window is None or slack else None)
     if prob.hist:
         prefill(np.zeros((prob.hist, s.Hq, s.D)), k[:prob.hist], v[:prob.hist], cache,
-                       start=int(prob.kpos[0]), chunk_size=prob.hist)
+                start=int(prob.kpos[0]), chunk_size=prob.hist)
     h = prob.hist
     outs, states = [], []
     a = 0
-    for n in s.schedule:
-        outs.append(prefill(q[a:a + n], k[h + a:h + a + n], v[h + a:h + a + n], cache,
-                                   chunk_size=n, start=int(prob.qpos[a]), scale=s.scale))
+    for op, n in s.program:
+        if op == ROLLBACK:
+            rollback(cache, n)
+        else:
+            step = prefill if op == PREFILL else decode_step
+            extra = {"chunk_size": n} if op == PREFILL else {}
+            outs.append(step(q[a:a + n], k[h + a:h + a + n], v[h + a:h + a + n], cache,
+                             start=int(prob.qpos[a]), **extra, **kw))
+            a += n
         states.append((cache.positions.copy(), cache.k.copy(), cache.v.copy()))
-        a += n
-    for _ in range(s.n_decode):
-        outs.append(decode_step(q[a:a + 1], k[h + a:h + a + 1], v[h + a:h + a + 1], cache,
-                                       start=int(prob.qpos[a]), scale=s.scale))
-        states.append((cache.positions.copy(), cache.k.copy(), cache.v.copy()))
-        a += 1
     return np.concatenate(outs), states
 
 
@@ -106,6 +108,12 @@ def _input_tensors(prob):
         i64("window", s.window)
     if s.scale is not None:
         t["scale"] = (np.asarray(float(s.scale), dtype=np.float64), "F64")
+    if s.softcap is not None:
+        t["softcap"] = (np.asarray(float(s.softcap), dtype=np.float64), "F64")
+    if prob.sinks is not None:
+        t["sinks"] = (np.asarray(prob.sinks, dtype=np.float64), "F64")
+    if s.steps:
+        i64("steps", np.asarray(s.steps, dtype=np.int64).reshape(-1, 2))
     return t
 
 
@@ -113,12 +121,7 @@ def build_case(spec):
     """-> (tensors {name: (array, dtype name)}, manifest entry without file hash) of a valid case."""
     if spec.error:
         return _negative_case(spec)
-    prob, applicable = _adversarial_problem(spec)
-    out, states = _golden_swaref(prob)
-    atol, sim_states = _check_simulator(prob, out, states)
-    # Every applicable wrong variant must miss by MIN_MISS tolerance units or change the cache.
-    variants = {b: _variant_record(prob, b, out, atol, sim_states) if b in applicable else {"applicable": False}
-                for b in WRONG_VARIANTS}
+    prob, out, states, atol, variants, _ = _first_good_build(spec)
     tensors = _input_tensors(prob)
     tensors["expected.out"] = (out, "F64")
     tensors["expected.out_atol"] = (atol, "F64")
@@ -138,7 +141,44 @@ def build_case(spec):
     return tensors, entry
 
 
-def _adversarial_problem(spec):
+def _first_good_build(spec):
+    """The first try whose every applicable variant misses by MIN_MISS or changes the cache.
+
+    A case with softcap or sinks first tries a softmax witness (adversarial.boost_softmax); should it
+    weaken another variant below the margin, the case is built without it.  Fallbacks: witness values
+    that differ in magnitude too, then all that again with the witnesses of the variants that missed
+    picked first (where witnesses compete for queries, the first variants win).  A case that passes at
+    once keeps its bytes; one that never passes raises the first GeneratorError.
+    """
+    softmax = (True, False) if spec.softcap is not None or spec.sinks is not None else (False,)
+    tries = [(w, spread) for spread in (False, True) for w in softmax]
+    first, error = (), None
+    for _ in range(2):
+        for softmax_witness, spread in tries:
+            built = _build_valid(spec, softmax_witness, spread, first)
+            if not built[-1]:
+                return built
+            error = error or built[-1][0][1]
+        first = tuple(b for b, _ in built[-1])
+    raise error
+
+
+def _build_valid(spec, softmax_witness, spread, first):
+    """One try -> (prob, out, states, atol, variant records, [(variant, GeneratorError)] that missed)."""
+    prob, applicable = _adversarial_problem(spec, softmax_witness, spread, first)
+    out, states = _golden_swaref(prob)
+    atol, sim_states = _check_simulator(prob, out, states)
+    # Every applicable wrong variant must miss by MIN_MISS tolerance units or change the cache.
+    variants, missed = {}, []
+    for b in WRONG_VARIANTS:
+        try:
+            variants[b] = _variant_record(prob, b, out, atol, sim_states) if b in applicable else {"applicable": False}
+        except GeneratorError as e:
+            missed.append((b, e))
+    return prob, out, states, atol, variants, missed
+
+
+def _adversarial_problem(spec, softmax_witness=False, spread=False, first=()):
     """The case's inputs (seeded by its id), poisoned if asked, boosted so that every wrong variant shows."""
     prob = Problem(spec, np.random.default_rng(seed_of(spec.case_id)))
     prob.quantize()
@@ -147,8 +187,15 @@ def _adversarial_problem(spec):
         poison(prob, gold_vis)
     applicable = [b for b in WRONG_VARIANTS if _applicable(prob, b)]
     sims = {b: simulate(prob, b) for b in applicable}
-    vis_change = {b: sims[b][0] for b in applicable if sims[b][0] != gold_vis}
-    boost(prob, pick_witnesses(prob, gold_vis, vis_change, "wrong_scale" in applicable), gold_vis, vis_change)
+    order = [b for b in first if b in applicable] + [b for b in applicable if b not in first]
+    vis_change = {b: sims[b].vis for b in order if sims[b].vis != gold_vis}
+    witnesses = pick_witnesses(prob, gold_vis, vis_change, "wrong_scale" in applicable)
+    boost(prob, witnesses, gold_vis, vis_change, spread)
+    hosts = {w[0] for w in witnesses}
+    if softmax_witness:
+        hosts |= boost_softmax(prob, gold_vis, simulate(prob, None).dense, witnesses)
+    if spec.neg_row:
+        very_negative_row(prob, gold_vis, hosts)
     return prob, applicable
 
 
@@ -156,10 +203,10 @@ def _check_simulator(prob, out, states):
     """The simulator of the correct algorithm must agree with swaref -> (atol per row, simulated states)."""
     cid = prob.spec.case_id
     gold_vis = prob.visible_golden()
-    sim_vis, _, sim_states = simulate(prob, None)
-    if sim_vis != gold_vis:
-        raise GeneratorError(f"{cid}: simulator visibility disagrees with rule 1")
-    sim_out = softmax_rows(prob, gold_vis, prob.scale)
+    sim_out, sim = variant_rows(prob, None)
+    sim_states = sim.states
+    if sim.vis != gold_vis:
+        raise GeneratorError(f"{cid}: simulator visibility disagrees with rules 1 and 4")
     atol = row_tolerance(prob, gold_vis)
     if not np.isfinite(out).all():
         raise GeneratorError(f"{cid}: golden output is not finite (poison reached it)")
@@ -173,8 +220,9 @@ def _check_simulator(prob, out, states):
 
 def _variant_record(prob, bug, out, atol, sim_states):
     """The manifest record of an applicable variant: how far its output misses, which cache states differ."""
-    vis, scale, st = simulate(prob, bug)
-    miss = float(error_units(softmax_rows(prob, vis, scale), out, atol).max())
+    rows, sim = variant_rows(prob, bug)
+    st = sim.states
+    miss = float(error_units(rows, out, atol).max())
     wrong_steps = [i for i, (g, w) in enumerate(zip(sim_states or (), st or ())) if not np.array_equal(g, w)]
     if miss < MIN_MISS and not wrong_steps:
         raise GeneratorError(f"{prob.spec.case_id}: wrong variant {bug} would pass (misses by {miss:.2f} "
@@ -183,18 +231,38 @@ def _variant_record(prob, bug, out, atol, sim_states):
             "cache_steps_wrong": len(wrong_steps), "first_wrong_step": wrong_steps[0] if wrong_steps else None}
 
 
+#: When each softmax variant of spec 1.1 changes anything: the case has the input, and it matters.
+_SOFTMAX_VARIANTS = {
+    "sink_scaled": lambda prob: prob.sinks is not None and abs(prob.scale) != 1.0,
+    "sink_value_row": lambda prob: prob.sinks is not None,
+    "softcap_before_scale": lambda prob: prob.softcap is not None and abs(prob.scale) != 1.0 and any(
+        len(v) >= 2 for v in simulate(prob, None).vis),
+    "softcap_after_mask": lambda prob: prob.softcap is not None and _some_row_masks(prob),
+}
+
+
+def _some_row_masks(prob):
+    """Whether some query's dense score row (what an engine with an additive mask holds) has a masked key."""
+    sim = simulate(prob, None)
+    return any(len(dense) > len(vis) for vis, dense in zip(sim.vis, sim.dense))
+
+
 def _applicable(prob, bug):
     s = prob.spec
+    if bug in _SOFTMAX_VARIANTS:
+        return _SOFTMAX_VARIANTS[bug](prob)
+    if bug == "rollback_keeps_slots":               # the state after the rollback shows it
+        return s.op != "attention" and any(op == ROLLBACK and n > 0 for op, n in s.program)
     if s.op == "attention" and bug in ("write_before_attend", "no_wrap", "stale_slot_leak"):
         return False
     if s.window is None and bug in ("window_plus_1", "window_minus_1", "stale_slot_leak"):
         return False
     if bug == "no_wrap" and s.window is None:
         return False
-    gold_vis, _, gold_st = simulate(prob, None)
-    if bug == "wrong_scale":                       # the scale only matters where a query sees two keys
-        return any(len(v) >= 2 for v in gold_vis)
-    vis, _, st = simulate(prob, bug)
+    gold_vis, _, gold_st, _ = simulate(prob, None)
+    if bug == "wrong_scale":           # the scale only matters where a query sees two keys, or a key and a sink
+        return any(len(v) >= (1 if prob.sinks is not None else 2) for v in gold_vis)
+    vis, _, st, _ = simulate(prob, bug)
     if vis != gold_vis:
         return True
     return st is not None and any(not np.array_equal(a, b) for a, b in zip(st, gold_st))
@@ -209,9 +277,11 @@ def _entry(spec):
                   "first_key_position": s.start})
     else:
         e.update({"T_prompt": s.T, "schedule": list(s.schedule), "n_decode": s.n_decode, "start": s.start,
-                  "history": s.hist, "capacity": s.capacity or s.window,
-                  "steps": len(s.schedule) + s.n_decode})
+                  "history": s.hist, "capacity": s.capacity or s.window, "steps": len(s.program)})
     e["poison"] = s.poison
+    e["softcap"] = None if s.softcap is None else float(s.softcap)
+    e["sinks"] = s.sinks is not None
+    e["features"] = s.features
     return e
 
 
@@ -220,10 +290,19 @@ def _entry(spec):
 def _negative_case(spec):
     rng = np.random.default_rng(seed_of(spec.case_id))
     name = spec.error
-    op, kinds = NEGATIVE[name]
     prob = Problem(dataclasses.replace(spec, error=""), rng)
     prob.quantize()
     t = _input_tensors(prob)
+    entry = _entry(spec)
+    entry["error_kinds"] = list(negative_kinds(name))
+    entry["negative"] = name
+    if name in NEGATIVE_1_1:
+        _, _, features, catches = NEGATIVE_1_1[name]
+        entry["features"] = sorted(set(entry["features"]) | set(features))
+        if catches:
+            entry["wrong_variants"] = {b: {"applicable": True} for b in catches}
+        _break_1_1(name, t)
+        return t, entry
     f32 = lambda x: (np.asarray(x, dtype=np.float32), "F32")  # noqa: E731
     if name == "window-zero" or name == "prefill-window-zero":
         t["window"] = (np.asarray(0, dtype=np.int64), "I64")
@@ -260,10 +339,23 @@ def _negative_case(spec):
         t["start"] = (np.asarray(4, dtype=np.int64), "I64")   # history ends at 2, so 3 is next
     else:  # pragma: no cover
         raise GeneratorError(f"unknown negative case {name}")
-    entry = _entry(spec)
-    entry["error_kinds"] = list(kinds)
-    entry["negative"] = name
     return t, entry
+
+
+def _break_1_1(name, t):
+    """The change that makes a spec 1.1 negative case invalid (most are invalid by their spec already)."""
+    if name == "sinks-wrong-length":
+        t["sinks"] = (np.append(t["sinks"][0], 0.5), "F64")
+    elif name == "sinks-matrix":
+        t["sinks"] = (t["sinks"][0].reshape(1, -1), "F64")
+    elif name == "sinks-nonfinite":
+        t["sinks"] = (np.array([1.0, math.inf]), "F64")
+    elif name == "steps-unknown-op":
+        t["steps"] = (np.array([[0, 3], [3, 1]], dtype=np.int64), "I64")
+    elif name == "steps-decode-of-two":        # one decode step of 2 tokens (and n_decode to match)
+        t["steps"] = (np.array([[0, 2], [1, 2]], dtype=np.int64), "I64")
+        t["schedule"] = (np.array([2], dtype=np.int64), "I64")
+        t["n_decode"] = (np.asarray(2, dtype=np.int64), "I64")
 
 
 # --------------------------------------------------------------------------
@@ -283,6 +375,16 @@ def conventions():
                  "a chunk writes only its last min(s, C) tokens; empty slots have position -1",
         "prefill": "a chunk's queries attend to [cache] + [chunk keys], then the chunk is written",
         "decode": "the token is written first, then its query attends to the cache",
+        "softcap": "with a 'softcap' tensor c: each visible key's score s = scale * q.k becomes c * tanh(s / c) "
+                   "before the softmax; masked keys are not in the row",
+        "sinks": "with a 'sinks' tensor [Hq]: w_j = exp(s_j - m) / (exp(sinks[h] - m) + sum_i exp(s_i - m)), "
+                 "m = max(sinks[h], max_i s_i); the sink is not scaled and has no value row",
+        "slack": "capacity C >= W; position p lives in slot p mod C",
+        "rollback": "a 'steps' row (2, n) empties the slots of the last n positions and moves the next position "
+                    "back by n; refused (kind rollback) beyond max_rollback: n <= n_held - W + 1 once the ring "
+                    "has evicted a token, any n <= tokens written otherwise",
+        "spec_1_1_features": list(FEATURES_1_1),
+        "base_spec_version": BASE_SPEC,
         "errors": list(ERROR_KINDS),
     }
 
@@ -319,11 +421,17 @@ def generate_suite(out_dir, suite="core", cases=None, log=None):
     return manifest
 
 
+#: Inputs format version 2 added.
+_INPUTS_2 = ("softcap", "sinks", "steps")
+
+
 def _write_case(out_dir, spec):
     """Build one case, write ``<case_id>.safetensors`` and return its complete manifest entry."""
     tensors, entry = build_case(spec)
     digest = _data_digest(tensors)
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "case_id": spec.case_id,
+    # A case that needs no 1.1 feature is a format version 1 file, byte for byte.
+    version = FORMAT_VERSION if entry.get("features") or any(n in tensors for n in _INPUTS_2) else 1
+    meta = {"format": FORMAT, "format_version": str(version), "case_id": spec.case_id,
             "op": spec.op, "dtype": spec.dtype, "input_digest": digest}
     data = ST.encode({n: a for n, (a, _) in tensors.items()},
                      dtypes={n: d for n, (_, d) in tensors.items()}, metadata=meta)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._validate import check_int
 from ..attention import attention
-from ..cache import RollingBufferCache, load_state
+from ..cache import RollingBufferCache, load_state, rollback
 from ..errors import SwarefError
 from ..prefill import chunk_schedule, decode_step, prefill
 from . import safetensors_io as ST
@@ -58,16 +58,36 @@ def swaref_port(inputs, meta, backend="reference"):
         floats = {n: a.astype(np.float32) if a.dtype in (np.float16, np.float32) else a
                   for n, a in floats.items()}
     window = _scalar_int(inputs, "window") if "window" in inputs else None
-    scale = float(np.asarray(inputs["scale"]).reshape(-1)[0]) if "scale" in inputs else None
+    kw = {"scale": float(np.asarray(inputs["scale"]).reshape(-1)[0]) if "scale" in inputs else None,
+          "softcap": float(np.asarray(inputs["softcap"]).reshape(-1)[0]) if "softcap" in inputs else None,
+          "sinks": inputs.get("sinks"), "backend": backend}
     if meta["op"] == "attention":
         out = attention(floats["q"], floats["k"], floats["v"], window=window, q_pos=inputs["q_pos"],
-                        k_pos=inputs["k_pos"], scale=scale, backend=backend)
+                        k_pos=inputs["k_pos"], **kw)
         return {"out": _round_out(out, dtype)}
-    return _run_trace(inputs, floats, window, scale, backend, dtype)
+    return _run_trace(inputs, floats, window, kw, dtype)
 
 
-def _run_trace(inputs, floats, window, scale, backend, dtype):
-    """A prefill/decode case: the prompt chunk by chunk, then single-token decode steps."""
+def _program(inputs, sched, n_decode):
+    """The trace's steps as (op, n): the ``steps`` tensor (checked against schedule and n_decode), or the
+    schedule's chunks then n_decode decode tokens."""
+    if "steps" not in inputs:
+        return [(0, n) for n in sched] + [(1, 1)] * n_decode
+    st = np.asarray(inputs["steps"])
+    if st.ndim != 2 or st.shape[1] != 2 or st.dtype.kind not in "iu":
+        raise SwarefError("schedule", f"steps must be integers of shape [n_steps, 2], got {st.shape}")
+    prog = [(int(op), int(n)) for op, n in st]
+    bad = [(op, n) for op, n in prog if op not in (0, 1, 2) or (op == 1 and n != 1) or n < (op == 0)]
+    if bad:
+        raise SwarefError("schedule", f"steps rows are (0, n >= 1) prefill, (1, 1) decode or (2, n >= 0) "
+                                      f"rollback, got {bad[0]}")
+    if [n for op, n in prog if op == 0] != list(sched) or sum(op == 1 for op, _ in prog) != n_decode:
+        raise SwarefError("schedule", "steps disagree with schedule and n_decode")
+    return prog
+
+
+def _run_trace(inputs, floats, window, kw, dtype):
+    """A prefill/decode case: its steps (prefill chunks, decode tokens, rollbacks) in order."""
     q, k, v = floats["q"], floats["k"], floats["v"]
     start = _scalar_int(inputs, "start")
     n_decode = _scalar_int(inputs, "n_decode")
@@ -82,23 +102,27 @@ def _run_trace(inputs, floats, window, scale, backend, dtype):
     cache = RollingBufferCache(window, k.shape[1], k.shape[2], dtype=q.dtype,
                                capacity=cap if window is None else (cap if cap != window else None))
     sched = chunk_schedule(T, [int(c) for c in np.asarray(inputs["schedule"]).reshape(-1)], window) if T else []
+    prog = _program(inputs, sched, n_decode)
     if "init_pos" in inputs:
         _load_initial_state(cache, inputs, floats)
     if cache.next_position is not None and start != cache.next_position:
         raise SwarefError("positions", f"the cache continues at {cache.next_position}, got start={start}")
     outs, pos, ks, vs = [], [], [], []
-    a = 0
-    for n in sched + [1] * n_decode:
+    a, nxt = 0, start
+    for op, n in prog:
         sl = slice(a, a + n)
-        if a < T:
-            outs.append(prefill(q[sl], k[sl], v[sl], cache, chunk_size=n, start=start + a, scale=scale,
-                                backend=backend))
+        if op == 2:
+            rollback(cache, n)
+            nxt -= n
+        elif op == 0:
+            outs.append(prefill(q[sl], k[sl], v[sl], cache, chunk_size=n, start=nxt, **kw))
         else:
-            outs.append(decode_step(q[sl], k[sl], v[sl], cache, start=start + a, scale=scale, backend=backend))
+            outs.append(decode_step(q[sl], k[sl], v[sl], cache, start=nxt, **kw))
         pos.append(cache.positions.copy())
         ks.append(cache.k.copy())
         vs.append(cache.v.copy())
-        a += n
+        if op != 2:
+            a, nxt = a + n, nxt + n
     return {"out": _round_out(np.concatenate(outs), dtype), "cache_pos": np.stack(pos),
             "cache_k": np.stack(ks), "cache_v": np.stack(vs)}
 

@@ -25,7 +25,7 @@ import tempfile
 import threading
 
 from ..errors import SwarefError
-from .cases import DTYPES, FORMAT, FORMAT_VERSION
+from .cases import BASE_SPEC, DTYPES, FEATURES_1_1, FORMAT, FORMAT_VERSION
 from .verdicts import Verdict, judge
 from .results import load_python_port, read_result, run_python
 from .suite import SuiteError, load_suite
@@ -40,6 +40,11 @@ FEATURES = {
     "explicit_scale": lambda e: e["scale"] is not None,
     "position_gaps": lambda e: e.get("positions") == "gaps",
     "large_positions": lambda e: max(e.get("start", 0), e.get("first_key_position", 0)) >= 2 ** 31,
+    # spec 1.1: skipping all four leaves exactly the spec 1.0 cases (BASE_SPEC)
+    "softcap": lambda e: "softcap" in e["features"],
+    "sinks": lambda e: "sinks" in e["features"],
+    "slack": lambda e: "slack" in e["features"],
+    "rollback": lambda e: "rollback" in e["features"],
 }
 #: The last this many bytes of a port's output are kept for its FAIL line.
 OUTPUT_TAIL = 64 * 1024
@@ -280,11 +285,21 @@ def _claim(m, sel, counts, total):
     """The exact statement a port may make, or None when it may make none."""
     if counts["FAIL"] or counts["MISSING"] or sel.case_ids is not None:
         return None
-    s = (f"swaref spec {m['spec_version']}, format {FORMAT} v{FORMAT_VERSION}, suite {m['suite']} "
+    s = (f"swaref spec {covered_spec(m, sel)}, format {FORMAT} v{FORMAT_VERSION}, suite {m['suite']} "
          f"{m['suite_hash']}: {counts['PASS']}/{counts['PASS']} selected cases PASS")
     if counts["SKIP"]:
         s += f"; {counts['SKIP']} of {total} cases SKIPPED, not covered ({sel.describe()})"
     return s
+
+
+def covered_spec(m, sel):
+    """The spec version a claim covers: the suite's, or BASE_SPEC (plus the 1.1 features kept) when some
+    spec 1.1 features were skipped."""
+    skipped = [f for f in FEATURES_1_1 if f in sel.skip_features]
+    if not skipped:
+        return m["spec_version"]
+    kept = [f for f in FEATURES_1_1 if f not in skipped]
+    return BASE_SPEC + (f" plus {m['spec_version']} {','.join(kept)}" if kept else "")
 
 
 def _no_claim_reason(sel, counts):

@@ -147,6 +147,8 @@ def _check_golden(entry, tensors, dtypes):
         return
     for n in ("q", "expected.out", "expected.out_atol"):
         _want(n in tensors, cid, f"no tensor {n!r}")
+    _want(sorted(entry["features"]) == _features_of(tensors), cid,
+          f"features {entry['features']} disagree with the inputs (which need {_features_of(tensors)})")
     out, atol = tensors["expected.out"], tensors["expected.out_atol"]
     _want(dtypes["expected.out"] == dtypes["expected.out_atol"] == "F64", cid, "golden results must be F64")
     _want(out.ndim == 3 and out.shape == tensors["q"].shape and atol.shape == out.shape[:1], cid,
@@ -157,6 +159,17 @@ def _check_golden(entry, tensors, dtypes):
         _check_golden_trace(cid, entry["dtype"], tensors, dtypes)
 
 
+def _features_of(tensors):
+    """The spec 1.1 features a valid case's inputs need: what --skip-feature must leave out."""
+    f = {n for n in ("softcap", "sinks") if n in tensors}
+    if "window" in tensors and "capacity" in tensors and tensors["capacity"].size == tensors["window"].size == 1 \
+            and int(tensors["capacity"].reshape(-1)[0]) > int(tensors["window"].reshape(-1)[0]):
+        f.add("slack")
+    if "steps" in tensors:
+        f.add("rollback")
+    return sorted(f)
+
+
 def _check_golden_trace(cid, dtype, tensors, dtypes):
     for n in ("schedule", "n_decode", "expected.cache_pos", "expected.cache_k", "expected.cache_v"):
         _want(n in tensors, cid, f"no tensor {n!r}")
@@ -164,6 +177,18 @@ def _check_golden_trace(cid, dtype, tensors, dtypes):
     _want(dtypes["schedule"] == dtypes["n_decode"] == "I64" and n_dec.size == 1 and 0 <= n_dec[0] <= 2 ** 31,
           cid, "bad schedule or n_decode")
     n_steps = sched.size + int(n_dec[0])
+    if "steps" in tensors:
+        st = tensors["steps"]
+        _want(dtypes["steps"] == "I64" and st.ndim == 2 and st.shape[1] == 2, cid, "steps must be I64 [n_steps, 2]")
+        ops, ns = st[:, 0], st[:, 1]
+        _want(bool(np.isin(ops, (0, 1, 2)).all() and (ns >= 0).all() and (ns[ops == 0] >= 1).all()
+                   and (ns[ops == 1] == 1).all()) and ns[ops == 0].tolist() == sched.tolist()
+              and int((ops == 1).sum()) == int(n_dec[0]), cid, "steps disagree with schedule and n_decode")
+        # A valid trace never rolls back more than was written (bounds every loop over a rollback).
+        held0 = int((tensors["init_pos"] >= 0).sum()) if "init_pos" in tensors else 0
+        written = held0 + np.cumsum(np.where(ops == 2, -ns, ns))
+        _want(bool((written >= 0).all()), cid, "steps roll back more tokens than were written")
+        n_steps = st.shape[0]
     _want(bool((sched >= 1).all()) and int(sched.sum()) + int(n_dec[0]) == tensors["expected.out"].shape[0], cid,
           "schedule and n_decode do not cover the golden output rows")
     pos = tensors["expected.cache_pos"]

@@ -1,19 +1,22 @@
-"""Simulators of the correct algorithm and of its known-wrong variants, and adversarial inputs.
+"""Simulators of the correct algorithm and of its known-wrong variants.
 
 ``Problem`` holds one valid case's inputs and its key table; ``simulate`` runs
-the correct rule or a wrong variant (``WRONG_VARIANTS``) and says which keys
-each query sees and what the ring holds after each step; ``softmax_rows`` and
-``row_tolerance`` turn that into outputs and tolerances.  The generator uses
-them to make inputs adversarial (``boost``: each variant's extra or missing key
-gets a large logit and a distinct value) and to record by how much each variant
-misses; the judge uses them to name the variant a failing port matches.
+the correct rule or a wrong variant (``WRONG_VARIANTS``) through the case's
+steps (prefill chunks, decode tokens, rollbacks) and says which keys each query
+sees, which its dense score row holds and what the ring holds after each step;
+``softmax_rows`` (with the case's softcap and sinks, as a softmax variant
+computes them) and ``row_tolerance`` turn that into outputs and tolerances.  The
+generator uses them (with ``adversarial``) to make inputs adversarial and to
+record by how much each variant misses; the judge uses them to name the variant
+a failing port matches.
 """
+import collections
 import math
 
 import numpy as np
 
 from ..attention import softmax_attend
-from .cases import DTYPES, SAFETY, U_ACC, GeneratorError, poison_value, quantize
+from .cases import DTYPES, ROLLBACK, SAFETY, U_ACC, GeneratorError, poison_value, quantize, token_positions
 
 class Problem:
     """One valid case's inputs in float64 (exact values of the case dtype) plus its key table.
@@ -37,7 +40,8 @@ class Problem:
             self.hist = 0
         else:
             self.hist = s.hist
-            self.kpos = np.arange(s.start - s.hist, s.start + s.n_tokens, dtype=np.int64)
+            self.kpos = np.concatenate([np.arange(s.start - s.hist, s.start),
+                                        token_positions(s.start, s.program)]).astype(np.int64)
             self.qpos = self.kpos[s.hist:].copy()
         Nk, Nq = len(self.kpos), len(self.qpos)
         self.q = rng.standard_normal((Nq, s.Hq, s.D))
@@ -46,13 +50,18 @@ class Problem:
         self.poisoned = np.zeros(Nk, dtype=bool)
         self.capacity = s.capacity or s.window
         self.empty_garbage = None
+        self.softcap = None if s.softcap is None else float(s.softcap)
+        # Drawn after q, k, v: a case without sinks draws exactly what format version 1 drew.
+        self.sinks = None if s.sinks is None else float(s.sinks) + rng.uniform(-1.0, 1.0, s.Hq)
 
     @classmethod
-    def from_arrays(cls, spec, q, k, v, kpos, hist, qpos=None):
+    def from_arrays(cls, spec, q, k, v, kpos, hist, qpos=None, sinks=None):
         """A Problem from stored inputs (the judge's view): k, v, kpos include the ``hist`` history keys;
         queries sit at the last len(q) key positions unless ``qpos`` says otherwise."""
         self = cls.__new__(cls)
         self.spec = spec
+        self.softcap = None if spec.softcap is None else float(spec.softcap)
+        self.sinks = sinks
         self.scale = 1.0 / math.sqrt(spec.D) if spec.scale is None else float(spec.scale)
         self.q, self.k, self.v = q, k, v
         self.kpos = np.asarray(kpos, dtype=np.int64)
@@ -68,15 +77,43 @@ class Problem:
         self.q, self.k, self.v = quantize(self.q, d), quantize(self.k, d), quantize(self.v, d)
 
     def visible_golden(self):
-        """Per query, the key-table indices it sees under spec rule 1."""
+        """Per query, the key-table indices it sees under spec rules 1 and 4 (rolled-back keys are gone)."""
         W = self.spec.window
+        alive = np.ones(len(self.kpos), dtype=bool)
+        born = np.zeros(len(self.kpos), dtype=np.int64)       # the step that wrote each key
         out = []
-        for p in self.qpos:
-            m = self.kpos <= p
+        if self.spec.op != "attention":
+            born[:self.hist] = -1
+            a = self.hist
+            for i, (op, n) in enumerate(self.spec.program):
+                if op != ROLLBACK:
+                    born[a:a + n] = i
+                    a += n
+        step_of_query = born[len(self.kpos) - len(self.qpos):]
+        for t, p in enumerate(self.qpos):
+            if self.spec.op != "attention":          # keys rolled back before this query's step are gone
+                alive = _alive_at(self, int(step_of_query[t]), born)
+            m = alive & (self.kpos <= p)
             if W is not None:
                 m &= self.kpos > p - W
             out.append(tuple(np.nonzero(m)[0].tolist()))
         return out
+
+
+def _alive_at(prob, step, born):
+    """Keys written by step ``step`` or before and not rolled back by then."""
+    alive = born <= step
+    a = prob.hist
+    written = list(range(prob.hist))
+    for i, (op, n) in enumerate(prob.spec.program[:step]):
+        if op == ROLLBACK:
+            for j in written[len(written) - n:]:
+                alive[j] = False
+            del written[len(written) - n:]
+        else:
+            written += range(a, a + n)
+            a += n
+    return alive
 
 
 def poison(prob, gold_vis):
@@ -100,7 +137,11 @@ def poison(prob, gold_vis):
 # --------------------------------------------------------------------------
 
 WRONG_VARIANTS = ("window_plus_1", "window_minus_1", "write_before_attend", "no_wrap",
-                  "wrong_scale", "ignored_position_offset", "stale_slot_leak")
+                  "wrong_scale", "ignored_position_offset", "stale_slot_leak",
+                  "sink_scaled", "sink_value_row", "softcap_after_mask", "softcap_before_scale",
+                  "rollback_keeps_slots")
+#: Known-wrong variants only negative cases catch (a port that accepts what it must refuse).
+NEGATIVE_VARIANTS = ("rollback_beyond_limit",)
 #: What each variant gets wrong, as the runner names it on a FAIL line.
 VARIANT_BUGS = {
     "window_plus_1": "sees W+1 keys (p - W <= j <= p)",
@@ -110,7 +151,16 @@ VARIANT_BUGS = {
     "wrong_scale": "wrong softmax scale (default 1/sqrt(D) not applied, or the given scale ignored)",
     "ignored_position_offset": "slots or positions taken from the index in the sequence, not the absolute position",
     "stale_slot_leak": "cached keys visible regardless of the window",
+    "sink_scaled": "the sink logit multiplied by the softmax scale",
+    "sink_value_row": "the sink treated as a key with a value row of ones (its weight reaches the output)",
+    "softcap_after_mask": "soft-cap applied after an additive -inf mask: masked keys get the score -softcap",
+    "softcap_before_scale": "soft-cap applied to the unscaled score q.k, then scaled",
+    "rollback_keeps_slots": "rolled-back slots keep their positions and stay visible until overwritten",
+    "rollback_beyond_limit": "accepts a rollback beyond max_rollback and serves later queries from overwritten slots",
 }
+#: A simulated port: visible key indices per query, softmax scale, ring states per step (traces) and the
+#: keys its dense score row holds per query (what an additive mask hides).
+Sim = collections.namedtuple("Sim", "vis scale states dense")
 
 
 def wrong_scale_of(prob):
@@ -121,18 +171,23 @@ def wrong_scale_of(prob):
     return 1.0 if s.D > 1 else 2.0
 
 
-def simulate_attention(prob, bug=None):
-    """-> (visible key indices per query, scale) of a one-shot attention port with ``bug``."""
+def _window_of(prob, bug):
     W = prob.spec.window
+    if W is not None and bug == "window_plus_1":
+        return W + 1
+    if W is not None and bug == "window_minus_1":
+        return W - 1
+    return W
+
+
+def simulate_attention(prob, bug=None):
+    """-> Sim of a one-shot attention port with ``bug`` (no ring states)."""
+    W = _window_of(prob, bug)
     kpos, qpos = prob.kpos, prob.qpos
     if bug == "ignored_position_offset":        # the port numbers keys 0..S-1 and queries as the last T
         S, T = len(kpos), len(qpos)
         kpos = np.arange(S)
         qpos = kpos[S - T:]
-    if W is not None and bug == "window_plus_1":
-        W += 1
-    elif W is not None and bug == "window_minus_1":
-        W -= 1
     vis = []
     for p in qpos:
         m = kpos <= p
@@ -140,50 +195,56 @@ def simulate_attention(prob, bug=None):
             m &= kpos > p - W
         vis.append(tuple(np.nonzero(m)[0].tolist()))
     scale = wrong_scale_of(prob) if bug == "wrong_scale" else prob.scale
-    return vis, scale, None
+    return Sim(vis, scale, None, [tuple(range(len(kpos)))] * len(qpos))
 
 
 def simulate_trace(prob, bug=None):
-    """Run a prefill/decode trace through a ring of C slots the way a port with ``bug`` would.
+    """Run a trace (its program of prefill chunks, decode tokens, rollbacks) through a ring of C slots the
+    way a port with ``bug`` would.
 
-    -> (visible key-table indices per query, scale, states) where states[i] is the
-    slot -> key-table index map (-1 empty) after step i.  Key-table index j holds
-    position prob.kpos[j], so equal maps mean equal slot positions and contents.
+    -> Sim whose states[i] is the slot -> key-table index map (-1 empty) after step i.  Key-table
+    index j holds position prob.kpos[j], so equal maps mean equal slot positions and contents.
     """
     s = prob.spec
     C = prob.capacity
-    W = s.window
-    if W is not None and bug == "window_plus_1":
-        W += 1
-    elif W is not None and bug == "window_minus_1":
-        W -= 1
-    base = int(prob.kpos[0])
+    W = _window_of(prob, bug)
+    base = int(prob.kpos[0]) if len(prob.kpos) else 0
     slot = np.full(C, -1, dtype=np.int64)
     stored = 0
+    nxt = int(s.start)
+
+    def slot_of(p):
+        return (p - base) % C if bug == "ignored_position_offset" else p % C
 
     def write(idx):
         nonlocal stored
         for j in idx[max(0, len(idx) - C):]:
             if bug == "no_wrap" and stored >= C:
                 continue                           # the ring is full and never wraps: the write is lost
-            p = int(prob.kpos[j])
-            sl = (p - base) % C if bug == "ignored_position_offset" else p % C
-            slot[sl] = j
+            slot[slot_of(int(prob.kpos[j]))] = j
             stored += 1
 
-    write(list(range(prob.hist)))
-    steps = list(s.schedule) + [1] * s.n_decode
-    vis, states = [], []
+    for j in range(prob.hist):                     # a saved ring is loaded as given: slot p mod C
+        slot[int(prob.kpos[j]) % C] = j
+    stored = prob.hist
+    vis, dense, states = [], [], []
     a = 0
-    for i, n in enumerate(steps):
+    for i, (op, n) in enumerate(s.program):
+        if op == ROLLBACK:
+            for p in range(nxt - n, nxt):
+                if bug != "rollback_keeps_slots":
+                    slot[slot_of(p)] = -1
+            stored, nxt = max(0, stored - n), nxt - n
+            states.append(slot.copy())
+            continue
         chunk = list(range(prob.hist + a, prob.hist + a + n))
-        write_first = i >= len(s.schedule) or bug == "write_before_attend"
+        write_first = op != 0 or bug == "write_before_attend"
         if write_first:
             write(chunk)
         cached = [int(j) for j in slot if j >= 0]
+        cand = cached + ([] if write_first else chunk)
         for t in range(a, a + n):
             p = int(prob.qpos[t])
-            cand = cached + ([] if write_first else chunk)
             seen = []
             for j in cand:
                 kp = int(prob.kpos[j])
@@ -193,12 +254,14 @@ def simulate_trace(prob, bug=None):
                 if W is None or kp > p - W or leak:
                     seen.append(j)
             vis.append(tuple(sorted(set(seen))))
+            dense.append(tuple(cand))
         if not write_first:
             write(chunk)
         states.append(slot.copy())
         a += n
+        nxt += n
     scale = wrong_scale_of(prob) if bug == "wrong_scale" else prob.scale
-    return vis, scale, states
+    return Sim(vis, scale, states, dense)
 
 
 def simulate(prob, bug=None):
@@ -230,18 +293,51 @@ def error_units(actual, expected, atol):
     return diff / atol.reshape(atol.shape + (1,) * (diff.ndim - atol.ndim))
 
 
-def softmax_rows(prob, vis, scale):
-    """Outputs of every query over its visible keys, float64; a query that sees nothing gives NaN."""
+def softmax_rows(prob, vis, scale, bug=None, dense=None):
+    """Outputs of every query over its visible keys, float64, with the case's softcap and sinks as a port
+    with the softmax ``bug`` computes them; a query that sees nothing gives NaN."""
     s = prob.spec
     out = np.empty((len(prob.qpos), s.Hq, s.D))
+    cap, sinks = prob.softcap, prob.sinks
+    if bug == "softcap_before_scale" and cap is not None:
+        cap = abs(scale) * cap           # scale * c * tanh(q.k / c) = c' * tanh(scale * q.k / c'), c' = |scale| c
+    if bug == "sink_scaled" and sinks is not None:
+        sinks = sinks * scale
     with np.errstate(all="ignore"):
         for t, idx in enumerate(vis):
             if not idx:
                 out[t] = np.nan
                 continue
             idx = list(idx)
-            out[t] = softmax_attend(prob.q[t], prob.k[idx], prob.v[idx], scale)
+            if bug == "softcap_after_mask" and cap is not None:
+                out[t] = _capped_after_mask(prob, t, idx, list(dense[t]), scale)
+                continue
+            out[t] = softmax_attend(prob.q[t], prob.k[idx], prob.v[idx], scale, cap, sinks)
+            if bug == "sink_value_row" and sinks is not None:     # + the sink's weight times a row of ones
+                ones = np.ones_like(prob.v[idx])
+                out[t] += 1.0 - softmax_attend(prob.q[t], prob.k[idx], ones, scale, cap, sinks)
     return out
+
+
+def _capped_after_mask(prob, t, idx, dense, scale):
+    """One query of an engine that adds -inf to masked scores of its dense row, then soft-caps:
+    c * tanh(-inf) = -c, so every masked key gets weight exp(-c - m) (a NaN score stays NaN)."""
+    s, c = prob.spec, prob.softcap
+    G = s.Hq // s.Hkv
+    q = prob.q[t].reshape(s.Hkv, G, s.D)
+    k, v = prob.k[dense], prob.v[dense]
+    raw = np.einsum("hgd,nhd->hgn", q, k) * scale
+    visible = np.isin(dense, idx)
+    sc = np.where(visible, c * np.tanh(raw / c), np.where(np.isnan(raw), np.nan, -c))
+    w = np.exp(sc - sc.max(axis=-1, keepdims=True))
+    w /= w.sum(axis=-1, keepdims=True)
+    return np.einsum("hgn,nhd->hgd", w, v).reshape(s.Hq, s.D)
+
+
+def variant_rows(prob, bug, sim=None):
+    """Outputs of a port with ``bug`` (None: the correct algorithm) -> (outputs, Sim)."""
+    sim = simulate(prob, bug) if sim is None else sim
+    return softmax_rows(prob, sim.vis, sim.scale, bug, sim.dense), sim
 
 
 def row_tolerance(prob, vis):
@@ -261,127 +357,7 @@ def row_tolerance(prob, vis):
         qa = np.abs(prob.q[t]).reshape(s.Hkv, G, s.D)
         ka = np.abs(prob.k[idx])                                     # [n, Hkv, D]
         A = abs(prob.scale) * np.einsum("hgd,nhd->hgn", qa, ka).max()
+        if prob.sinks is not None:                                   # a sink logit is a logit too
+            A = max(A, float(np.abs(prob.sinks).max()))
         atol[t] = SAFETY * vmax * (u_out + u_acc * (2.0 * math.sqrt(s.D) * A + len(idx) + 2))
     return atol
-
-
-# --------------------------------------------------------------------------
-# Adversarial boosting
-# --------------------------------------------------------------------------
-
-#: Norm of a boosted key along its direction, and the magnitude of its distinct value.
-BOOST_KEY = 12.0
-BOOST_VALUE = 3.5
-#: Logit of the anchor key that makes an 'extra' witness sensitive to the softmax scale.
-ANCHOR_LOGIT = 2.4
-
-
-def _differences(gold_vis, var_vis):
-    """[(query, key, 'extra'|'missing')] where a variant's visible sets differ from the golden ones."""
-    out = []
-    for t, (g, w) in enumerate(zip(gold_vis, var_vis)):
-        g, w = set(g), set(w)
-        out += [(t, j, "extra") for j in sorted(w - g)]
-        out += [(t, j, "missing") for j in sorted(g - w)]
-    return out
-
-
-def boost(prob, witnesses, gold_vis, variant_vis):
-    """Make each witness key stand out for its query, then re-quantize.
-
-    A witness query points along one axis d (its own); every other key it may
-    see (under the golden rule or a variant) gets 0 on that axis, so their
-    logits are exactly 0, and each of its witness keys gets logit
-    L = ln(n) + 1 (n = keys seen) and the value +-3.5 in every component
-    (signs alternate).  Such a weight (about 0.7 for one key) is large enough
-    that adding or dropping the key moves the output by about |v|, and
-    moderate enough that a wrong softmax scale moves it too.  An 'extra'
-    witness that must also expose a wrong scale gives one golden key (the
-    anchor) logit 2.4, where a two-way softmax is most sensitive to the scale.
-    """
-    s = prob.spec
-    by_query = {}
-    for t, j, kind, var in witnesses:
-        by_query.setdefault(t, []).append((j, kind, var))
-    n_val = 0
-    for n, (t, ws) in enumerate(by_query.items()):
-        d = n % s.D
-        seen = set(gold_vis[t])
-        for _, _, var in ws:
-            seen |= set(variant_vis.get(var, gold_vis)[t])
-        L = math.log(max(len(seen), 2)) + 1.0
-        anchor = None
-        if any(kind == "extra+scale" for _, kind, _ in ws):
-            anchor = [a for a in gold_vis[t] if not prob.poisoned[a]][-1]
-            L += ANCHOR_LOGIT
-        prob.q[t] = 0.0
-        prob.q[t, :, d] = L / (prob.scale * BOOST_KEY)
-        keys = {j for j, _, _ in ws}
-        for other in seen - keys:
-            if not prob.poisoned[other]:
-                prob.k[other, :, d] = 0.0
-        for j in sorted(keys):
-            prob.k[j, :, d] = BOOST_KEY
-            prob.v[j] = (1.0 if n_val % 2 == 0 else -1.0) * BOOST_VALUE
-            n_val += 1
-        if anchor is not None and anchor not in keys:
-            prob.k[anchor, :, d] = BOOST_KEY * ANCHOR_LOGIT / L
-            prob.v[anchor] = (1.0 if n_val % 2 == 0 else -1.0) * BOOST_VALUE
-            n_val += 1
-    prob.quantize()
-
-
-def pick_witnesses(prob, gold_vis, variant_vis, want_scale):
-    """(query, key, kind, variant) witnesses: one per variant whose visibility differs, plus one for the scale.
-
-    A query may host several witness keys; a witness key must not be visible
-    to another witness query, and a witness query must not see another
-    query's witness key, so boosts do not interfere.
-    """
-    chosen = []
-
-    def sees(t, var=None):
-        out = set(gold_vis[t])
-        for c in chosen:
-            if c[0] == t:
-                out |= set(variant_vis.get(c[3], gold_vis)[t])
-        if var is not None:
-            out |= set(variant_vis.get(var, gold_vis)[t])
-        return out
-
-    def free(t, j, var):
-        for u, k, _, _ in chosen:
-            if k == j and u != t:
-                return False
-            if u != t and (j in sees(u) or k in sees(t, var)):
-                return False
-        return True
-
-    for name, vis in variant_vis.items():
-        diffs = _differences(gold_vis, vis)
-        if not diffs or any(prob.poisoned[j] for _, j, _ in diffs):
-            continue                               # no change, or a poisoned key reaches it: NaN/Inf miss
-        if any((c[0], c[1], c[2]) in diffs for c in chosen):
-            continue
-        hosts = {c[0] for c in chosen}
-        ok = [w for w in diffs if free(w[0], w[1], name)]
-        ok.sort(key=lambda w: (w[0] in hosts, w[0]))     # prefer sharing a query already boosted
-        if ok:
-            t, j, kind = ok[-1]
-            chosen.append((t, j, kind, name))
-    # The wrong scale needs a query whose golden softmax has two distinct logits: a 'missing'
-    # witness has them; otherwise a free query, or else an 'extra' witness with an anchor key.
-    if want_scale and not any(c[2] == "missing" and len(gold_vis[c[0]]) >= 2 for c in chosen):
-        for t in reversed(range(len(gold_vis))):
-            js = [j for j in gold_vis[t] if not prob.poisoned[j]]
-            if len(gold_vis[t]) >= 2 and js and free(t, js[-1], None):
-                chosen.append((t, js[-1], "missing", None))
-                break
-        else:
-            for i, c in enumerate(chosen):
-                if c[2] == "extra" and len(gold_vis[c[0]]) >= 2 and any(
-                        not prob.poisoned[a] for a in gold_vis[c[0]]):
-                    chosen[i] = (c[0], c[1], "extra+scale", c[3])
-                    break
-    return chosen
-

@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 
-from .cases import ACCEPTED_FLOAT, DTYPES, CaseSpec
+from .cases import ACCEPTED_FLOAT, DTYPES, ROLLBACK, CaseSpec, token_positions
 from . import safetensors_io as ST
-from .variants import VARIANT_BUGS, Problem, abs_error, error_units, simulate, slot_positions, softmax_rows
+from .variants import VARIANT_BUGS, Problem, abs_error, error_units, slot_positions, variant_rows
 
 STATUSES = ("PASS", "FAIL", "MISSING", "SKIP")
 
@@ -79,7 +79,10 @@ def judge(entry, case, result):
 def _judge_negative(entry, result):
     cid, want = entry["id"], entry["error_kinds"]
     if result[0] != "error":
-        return Verdict(cid, "FAIL", f"accepted an input that must be rejected with kind {want[0]!r}")
+        named = sorted(b for b, r in entry.get("wrong_variants", {}).items() if r.get("applicable"))
+        return Verdict(cid, "FAIL", f"accepted an input that must be rejected with kind {want[0]!r}"
+                       + "".join(f"; matches known wrong variant {b} ({VARIANT_BUGS[b]})" for b in named),
+                       matches_variants=named or None)
     if result[1] in want:
         return Verdict(cid, "PASS", f"rejected with kind {result[1]!r}")
     return Verdict(cid, "FAIL", f"rejected with kind {result[1]!r}, expected one of {want}"
@@ -165,10 +168,17 @@ def _first_bad_cache_step(case, rt, rd):
     return None
 
 
+def _program_of(tensors):
+    """A trace's steps as (op, n) pairs, from its ``steps`` tensor or its schedule and n_decode."""
+    if "steps" in tensors:
+        return [(int(op), int(n)) for op, n in tensors["steps"].reshape(-1, 2)]
+    return [(0, int(n)) for n in tensors["schedule"].reshape(-1)] + [(1, 1)] * int(tensors["n_decode"])
+
+
 def _first_step(etensors, bad_rows, bad_step):
-    """The first step (prompt chunk or decode token) whose output rows or cache state went wrong."""
-    steps = np.concatenate([etensors["schedule"].reshape(-1), np.ones(int(etensors["n_decode"]), dtype=np.int64)])
-    first = int(np.repeat(np.arange(len(steps)), steps)[bad_rows[0]]) if bad_rows.size else None
+    """The first step (prompt chunk, decode token, rollback) whose output rows or cache state went wrong."""
+    rows = [0 if op == ROLLBACK else n for op, n in _program_of(etensors)]
+    first = int(np.repeat(np.arange(len(rows)), rows)[bad_rows[0]]) if bad_rows.size else None
     if bad_step is not None:
         first = bad_step if first is None else min(first, bad_step)
     return first
@@ -190,17 +200,20 @@ def problem_of(entry, case):
     t, d, _ = case
     f64 = {n: as_f64(t[n], d[n]) for n in ("q", "k", "v", "init_k", "init_v") if n in t}
     scalar = lambda n: int(t[n].reshape(-1)[0]) if n in t else None  # noqa: E731
-    scale = float(t["scale"].reshape(-1)[0]) if "scale" in t else None
+    real = lambda n: float(t[n].reshape(-1)[0]) if n in t else None  # noqa: E731
+    sinks = np.asarray(t["sinks"], dtype=np.float64) if "sinks" in t else None
     q, k, v = f64["q"], f64["k"], f64["v"]
     Hq, Hkv, D = q.shape[1], k.shape[1], q.shape[2]
+    # CaseSpec.sinks is a level (it only says "has sinks" here); the values go to Problem.from_arrays
+    common = {"scale": real("scale"), "softcap": real("softcap"), "sinks": None if sinks is None else 1.0}
     if entry["op"] == "attention":
-        spec = CaseSpec("attention", entry["dtype"], Hq, Hkv, D, scalar("window"), q.shape[0], k.shape[0],
-                        scale=scale)
-        return Problem.from_arrays(spec, q, k, v, t["k_pos"], 0, qpos=t["q_pos"])
+        spec = CaseSpec("attention", entry["dtype"], Hq, Hkv, D, scalar("window"), q.shape[0], k.shape[0], **common)
+        return Problem.from_arrays(spec, q, k, v, t["k_pos"], 0, qpos=t["q_pos"], sinks=sinks)
     n_dec, start = scalar("n_decode"), scalar("start")
     sched = tuple(int(c) for c in t["schedule"].reshape(-1))
+    steps = tuple(_program_of(t)) if "steps" in t else ()
     hist = 0
-    kpos = np.arange(start, start + q.shape[0])
+    kpos = np.asarray(token_positions(start, steps or [(0, q.shape[0])]), dtype=np.int64)
     if "init_pos" in t:
         ip = t["init_pos"]
         order = np.argsort(np.where(ip >= 0, ip, np.iinfo(np.int64).max), kind="stable")[:int((ip >= 0).sum())]
@@ -208,8 +221,9 @@ def problem_of(entry, case):
         k, v = np.concatenate([f64["init_k"][order], k]), np.concatenate([f64["init_v"][order], v])
         kpos = np.concatenate([ip[order], kpos])
     spec = CaseSpec(entry["op"], entry["dtype"], Hq, Hkv, D, scalar("window"), q.shape[0] - n_dec,
-                    schedule=sched, n_decode=n_dec, start=start, hist=hist, capacity=scalar("capacity"), scale=scale)
-    return Problem.from_arrays(spec, q, k, v, kpos, hist)
+                    schedule=sched, n_decode=n_dec, start=start, hist=hist, capacity=scalar("capacity"),
+                    steps=steps, **common)
+    return Problem.from_arrays(spec, q, k, v, kpos, hist, sinks=sinks)
 
 
 def matching_variants(entry, case, actual, cache_pos):
@@ -225,9 +239,10 @@ def matching_variants(entry, case, actual, cache_pos):
 def _matches(prob, bug, actual, cache_pos, atol):
     """Within tolerance of the variant on every row where the variant sees a key (elsewhere its output
     is undefined: NaN, zeros, anything), and the same slot positions after every step."""
-    vis, scale, states = simulate(prob, bug)
+    rows, sim = variant_rows(prob, bug)
+    vis, states = sim.vis, sim.states
     seen = np.array([len(v) > 0 for v in vis])
-    if not seen.any() or error_units(actual[seen], softmax_rows(prob, vis, scale)[seen], atol[seen]).max() > 1.0:
+    if not seen.any() or error_units(actual[seen], rows[seen], atol[seen]).max() > 1.0:
         return False
     return states is None or cache_pos is None or all(
         np.array_equal(cache_pos[i], slot_positions(prob, s)) for i, s in enumerate(states))

@@ -19,4 +19,14 @@ __all__ = [
     "RollingBufferCache", "cache_view", "cache_write", "load_state", "max_rollback", "rollback", "slot_of",
     "prefill", "decode_step", "chunk_schedule", "attend_chunk",
     "conventions", "SwarefError", "SwarefTypeError", "ERROR_KINDS", "SPEC_VERSION", "__version__",
+    "load_model",
 ]
+
+
+def __getattr__(name):
+    # swaref.load_model(DIR) -> swaref.models.text.TextModel, imported on first use: importing swaref
+    # imports neither the models nor tokenizers.
+    if name == "load_model":
+        from .models.text import load_model
+        return load_model
+    raise AttributeError(f"module 'swaref' has no attribute {name!r}")

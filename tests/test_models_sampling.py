@@ -101,3 +101,90 @@ def test_sampling_params_are_frozen_and_seed_is_an_int():
         S.SamplingParams(seed=-1)
     with pytest.raises(AttributeError):
         S.SamplingParams().temperature = 2.0
+
+
+# ------------------------------ top-k, min-p, the order of the filters, log-probabilities (issue 11 section 4)
+
+P4 = np.array([0.5, 0.25, 0.15, 0.1])
+
+
+def test_top_k_keeps_the_k_largest_logits_and_every_tie_of_the_kth():
+    logits = np.array([1.0, 3.0, 3.0, 2.0, -INF])
+    # By hand: transformers removes logits < the k-th largest, so a tie with the k-th stays.
+    assert S.top_k_mask(logits, 1).tolist() == [False, True, True, False, False]
+    assert S.top_k_mask(logits, 2).tolist() == [False, True, True, False, False]
+    assert S.top_k_mask(logits, 3).tolist() == [False, True, True, True, False]
+    assert S.top_k_mask(logits, 0).all() and S.top_k_mask(logits, 99).all()
+    assert_close(S.distribution(np.log(P4), top_k=2), [2 / 3, 1 / 3, 0, 0], atol=1e-15)
+
+
+def test_min_p_keeps_tokens_at_least_min_p_times_the_most_likely():
+    # max 0.5: min_p 0.25 -> threshold 0.125 keeps 0.5, 0.25, 0.15; min_p 0.6 -> 0.3 keeps 0.5 alone.
+    assert_close(S.min_p_filter(P4, 0.25), [0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0], atol=1e-15)
+    assert S.min_p_filter(P4, 0.6).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert S.min_p_filter(P4, 0.0) is P4
+    assert S.min_p_filter(P4, 1.0).tolist() == [1.0, 0.0, 0.0, 0.0]   # the top token always stays
+    assert_close(S.distribution(np.log(P4), min_p=0.25), [0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0], atol=1e-15)
+
+
+def test_filters_apply_in_transformers_order_temperature_top_k_top_p_min_p():
+    logits = np.log(P4)
+    # top-k 3 first renormalises to [5, 2.5, 1.5] / 9; top-p 0.8 then keeps a token while the mass
+    # before it is < 0.8: 0, 0.556 kept, 0.833 not -> [2/3, 1/3].  (top-p first would keep three.)
+    assert_close(S.distribution(logits, top_k=3, top_p=0.8), [2 / 3, 1 / 3, 0, 0], atol=1e-15)
+    # Temperature 1/2 squares the weights first: [.25, .0625, .0225, .01] / .345 = [.725, .181, ...];
+    # top-p 0.6 then keeps token 0 alone.  (Temperature after top-p would give [0.8, 0.2].)
+    assert S.distribution(logits, temperature=0.5, top_p=0.6).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert_close(S.distribution(logits, temperature=0.5, top_p=0.75), [0.8, 0.2, 0, 0], atol=1e-15)
+    # min-p last, on what top-p left: [2/3, 1/3], min_p 0.6 -> threshold 0.4 keeps token 0 alone.
+    assert S.distribution(logits, top_k=3, top_p=0.8, min_p=0.6).tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert_close(S.distribution(logits, top_k=3, top_p=0.8, min_p=0.4), [2 / 3, 1 / 3, 0, 0], atol=1e-15)
+
+
+def test_sampled_tokens_follow_the_filtered_distribution():
+    logits = np.log(P4)
+    rng = np.random.default_rng(3)
+    draws = np.bincount([S.sample(logits, rng, 1.0, top_k=3, top_p=0.8) for _ in range(3000)], minlength=4) / 3000
+    assert draws[2] == draws[3] == 0 and abs(draws[0] - 2 / 3) < 0.03, draws
+    rng = np.random.default_rng(3)
+    assert {S.sample(logits, rng, 2.0, min_p=0.6) for _ in range(100)} <= {0, 1}
+
+
+def test_log_probability_is_under_the_distribution_drawn_from():
+    logits = np.log(np.array([0.5, 0.3, 0.2]))
+    tok, lp = S.sample_with_logprob(logits, None, temperature=0.0)      # greedy: the model's own softmax
+    assert tok == 0 and abs(lp - np.log(0.5)) < 1e-12
+    tok, lp = S.sample_with_logprob(logits, np.random.default_rng(0), 1.0, top_k=1)
+    assert tok == 0 and lp == 0.0                                       # one token left: probability 1
+    for seed in range(20):
+        tok, lp = S.sample_with_logprob(logits, np.random.default_rng(seed), 1.0, top_k=2)
+        assert abs(lp - np.log([0.625, 0.375][tok])) < 1e-12           # 0.5 / 0.8 and 0.3 / 0.8
+    tok, lp = S.sample_with_logprob(np.array([INF, 1.0, INF]), None, 0.0)
+    assert tok == 0 and abs(lp - np.log(0.5)) < 1e-15
+
+
+def test_sampler_records_each_sequences_log_probabilities_and_keeps_the_old_draws():
+    logits = np.log(np.array([0.4, 0.3, 0.2, 0.1]))
+    params = S.SamplingParams(temperature=0.8, top_p=0.9, seed=11)
+    pick = S.make_sampler(params)
+    toks = [pick(logits, b) for b in (0, 1, 0, 1, 0)]
+    assert len(pick.logprobs[0]) == 3 and len(pick.logprobs[1]) == 2
+    # The same draws written out here: softmax(l / 0.8), the nucleus 0.9, one uniform per token per sequence.
+    w = np.exp(np.log([0.4, 0.3, 0.2, 0.1]) / 0.8)
+    w /= w.sum()
+    keep = np.cumsum(w) - w < 0.9
+    q = np.where(keep, w, 0) / np.where(keep, w, 0).sum()
+    rngs = {b: np.random.default_rng([11, b]) for b in (0, 1)}
+    want = [int(np.searchsorted(np.cumsum(q), rngs[b].random(), side="right")) for b in (0, 1, 0, 1, 0)]
+    assert toks == want
+    assert_close(np.array(pick.logprobs[0]), np.log(q[[want[0], want[2], want[4]]]), atol=1e-12)
+
+
+@pytest.mark.parametrize("kw,match", [({"top_k": -1}, "top_k must be an int >= 0"), ({"top_k": 1.5}, "top_k"),
+                                      ({"top_k": True}, "top_k"), ({"min_p": -0.1}, "min_p"),
+                                      ({"min_p": 1.5}, "min_p"), ({"min_p": np.nan}, "min_p")])
+def test_top_k_and_min_p_out_of_range_are_refused_naming_them(kw, match):
+    with pytest.raises(SwarefError, match=match):
+        S.SamplingParams(**kw)
+    with pytest.raises(SwarefError, match=match):
+        S.sample(np.array([1.0, 2.0]), np.random.default_rng(0), 1.0, **kw)

@@ -268,7 +268,8 @@ def generate(model, prompts, *, max_new_tokens, sample=None, chunk_size=None, ba
 
     prompts: list of B token-id sequences (different lengths allowed).
     sample: None (greedy) or a callable (logits [V], b) -> token id (see sampling.make_sampler).
-    on_token(b, token_id) is called as each token is produced.
+    on_token(b, token_id) is called as each token is produced; if it returns True, sequence b
+    ends after that token (how ``text`` implements stop strings).
     -> GenerationResult with ``tokens`` a list of B lists of new ids.
 
     Every argument is checked before the first prompt runs.  Prompts are
@@ -310,11 +311,11 @@ def generate(model, prompts, *, max_new_tokens, sample=None, chunk_size=None, ba
         for i, b in enumerate(active):
             tok = int(pick(last[i], b))
             new[b].append(tok)
-            if on_token is not None:
-                on_token(b, tok)
+            # on_token returning True ends sequence b after this token (a caller's stop string).
+            stop = on_token is not None and on_token(b, tok) is True
             if tok in eos:
                 done_eos[b] = True
-            elif len(new[b]) < max_new_tokens:
+            elif not stop and len(new[b]) < max_new_tokens:
                 still.append(b)
                 feed.append(tok)
         active = still

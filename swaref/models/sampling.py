@@ -1,4 +1,9 @@
-"""Choosing the next token from logits: greedy, or seeded temperature / top-p sampling.
+"""Choosing the next token from logits: greedy, or seeded sampling with temperature, top-k, top-p, min-p.
+
+The filters are transformers' logits processors (``transformers/generation/logits_process.py``),
+applied in the order its ``generate`` applies them: temperature, then top-k, then top-p, then
+min-p, each on what the previous one left (``distribution``).  The token is drawn from the
+result, and ``Sampler`` records the log-probability of each chosen token under it.
 
 Sampling works in float64 on a copy of the logits; a NumPy ``Generator``
 (``numpy.random.default_rng(seed)``) makes every draw reproducible.
@@ -40,17 +45,33 @@ def check_top_p(p):
     return float(p)
 
 
+def check_top_k(k):
+    """top_k: an int >= 0 (0 = off, as transformers' ``top_k=0``)."""
+    return V.check_int(k, "top_k", minimum=0)
+
+
+def check_min_p(p):
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise SwarefError("argument", f"min_p must be a number in [0, 1] (0 = off), got {p!r}")
+    return float(p)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
-    """temperature (0 = greedy), top_p in (0, 1], seed (an int >= 0 or None), validated when made."""
+    """temperature (0 = greedy), top_p in (0, 1], seed (an int >= 0 or None), top_k (an int >= 0,
+    0 = off), min_p in [0, 1] (0 = off); validated when made."""
 
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = None
+    top_k: int = 0
+    min_p: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "temperature", check_temperature(self.temperature))
         object.__setattr__(self, "top_p", check_top_p(self.top_p))
+        object.__setattr__(self, "top_k", check_top_k(self.top_k))
+        object.__setattr__(self, "min_p", check_min_p(self.min_p))
         if self.seed is not None:
             object.__setattr__(self, "seed", V.check_int(self.seed, "seed", minimum=0))
 
@@ -106,40 +127,132 @@ def top_p_filter(probs, top_p):
     return out / out.sum()
 
 
-def sample(logits, rng, temperature=1.0, top_p=1.0):
-    """logits: [V] -> a token id drawn from softmax(logits / T) restricted to the top-p nucleus.
+def top_k_mask(logits, top_k):
+    """logits: [V] -> bool [V], True for the tokens top-k keeps (top_k 0 keeps all).
 
-    temperature 0 means greedy (no draw from rng).  A token of probability 0
-    is never returned.
+    transformers' ``TopKLogitsWarper``: a token is removed when its logit is
+    below the k-th largest, so every token tied with the k-th is kept.
+    """
+    if top_k == 0 or top_k >= len(logits):
+        return np.ones(len(logits), dtype=bool)
+    kth = np.partition(logits, len(logits) - top_k)[len(logits) - top_k]
+    return logits >= kth
+
+
+def min_p_filter(probs, min_p):
+    """probs: [V] -> [V], renormalised over the tokens with probability >= min_p * max(probs).
+
+    transformers' ``MinPLogitsWarper`` (it removes ``probs < min_p * max``); the
+    most probable token always stays.
+    """
+    if min_p <= 0.0:
+        return probs
+    out = np.where(probs >= min_p * probs.max(), probs, 0.0)
+    return out / out.sum()
+
+
+def distribution(logits, temperature=1.0, top_p=1.0, top_k=0, min_p=0.0):
+    """logits: [V] -> the probabilities [V] float64 that ``sample`` draws from (temperature > 0).
+
+    transformers' order: temperature, top-k, top-p, min-p, each on what the
+    previous one left, renormalised.  Top-k compares the logits (dividing by
+    T > 0 keeps their order and their ties); top-p and min-p compare
+    probabilities.
     """
     logits = check_logits(logits)
-    temperature = check_temperature(temperature)
-    top_p = check_top_p(top_p)
+    temperature, top_p = check_temperature(temperature), check_top_p(top_p)
+    top_k, min_p = check_top_k(top_k), check_min_p(min_p)
     if temperature == 0.0:
-        return int(np.argmax(logits))
-    p = top_p_filter(softmax(logits, temperature), top_p)
-    # Inverse-CDF draw: one uniform per token, so a seed fixes the whole sequence.
+        raise SwarefError("argument", "distribution needs a temperature > 0 (0 is greedy: no distribution)")
+    p = softmax(logits, temperature)
+    if top_k:
+        p = np.where(top_k_mask(logits, top_k), p, 0.0)  # the largest logit is kept: its weight is 1
+        p = p / p.sum()
+    return min_p_filter(top_p_filter(p, top_p), min_p)
+
+
+def draw(p, rng):
+    """An index drawn from probabilities p [V] with one uniform from rng (inverse CDF); never one of mass 0."""
     u = rng.random()
     idx = int(np.searchsorted(np.cumsum(p), u * p.sum(), side="right"))
     # Rounding can put u * sum past the last partial sum: fall back to the last token that has mass.
     return min(idx, int(np.flatnonzero(p)[-1]))
 
 
-def make_sampler(params, n_sequences=1):
-    """A ``pick(logits, b)`` callable for ``generation.generate``.
+def sample(logits, rng, temperature=1.0, top_p=1.0, top_k=0, min_p=0.0):
+    """logits: [V] -> a token id drawn from ``distribution(logits, temperature, top_p, top_k, min_p)``.
+
+    temperature 0 means greedy (no draw from rng).  A token of probability 0
+    is never returned.
+    """
+    return sample_with_logprob(logits, rng, temperature, top_p, top_k, min_p)[0]
+
+
+def log_softmax(logits):
+    """logits: [V] -> log softmax(logits) [V] float64 (+inf logits share the mass; -inf gives -inf)."""
+    z = check_logits(logits).astype(np.float64)
+    top = z.max()
+    if top == np.inf:
+        with np.errstate(divide="ignore"):
+            return np.log((z == np.inf) / np.count_nonzero(z == np.inf))
+    with np.errstate(under="ignore"):
+        return z - top - np.log(np.sum(np.exp(z - top)))
+
+
+def sample_with_logprob(logits, rng, temperature=1.0, top_p=1.0, top_k=0, min_p=0.0):
+    """(token id, its log-probability) under the distribution it was drawn from.
+
+    Sampling (temperature > 0): log p[token] of ``distribution(...)``, the
+    filtered and renormalised distribution.  Greedy (temperature 0, no draw):
+    the model's own log softmax(logits) at temperature 1 (the point mass
+    greedy "samples" would always say 0).
+    """
+    logits = check_logits(logits)
+    temperature = check_temperature(temperature)
+    if temperature == 0.0:
+        check_top_p(top_p), check_top_k(top_k), check_min_p(min_p)
+        tok = int(np.argmax(logits))
+        return tok, float(log_softmax(logits)[tok])
+    p = distribution(logits, temperature, top_p, top_k, min_p)
+    tok = draw(p, rng)
+    return tok, float(np.log(p[tok]))
+
+
+class Sampler:
+    """A ``pick(logits, b)`` callable for ``generation.generate`` that also records, in
+    ``logprobs[b]``, each chosen token's log-probability (see ``sample_with_logprob``).
 
     Sequence b draws from its own generator, derived from (seed, b), so its
     tokens do not depend on how many other sequences run beside it.
     temperature 0 -> greedy.
     """
-    if params is None or params.temperature == 0.0:
-        return lambda logits, b: greedy(logits)
-    rngs = {}
 
-    def pick(logits, b):
-        if b not in rngs:
-            rngs[b] = (np.random.default_rng([params.seed, b]) if params.seed is not None
-                       else np.random.default_rng())
-        return sample(logits, rngs[b], params.temperature, params.top_p)
+    def __init__(self, params=None):
+        self.params = params if params is not None else SamplingParams(temperature=0.0)
+        if not isinstance(self.params, SamplingParams):
+            raise SwarefTypeError("argument", f"params must be a SamplingParams, got {type(params).__name__}")
+        self.logprobs = {}
+        self._rngs = {}
 
-    return pick
+    def _rng(self, b):
+        if b not in self._rngs:
+            seed = self.params.seed
+            self._rngs[b] = np.random.default_rng([seed, b]) if seed is not None else np.random.default_rng()
+        return self._rngs[b]
+
+    def __call__(self, logits, b):
+        p = self.params
+        rng = self._rng(b) if p.temperature > 0 else None
+        tok, lp = sample_with_logprob(logits, rng, p.temperature, p.top_p, p.top_k, p.min_p)
+        self.logprobs.setdefault(b, []).append(lp)
+        return tok
+
+
+def make_sampler(params, n_sequences=1):
+    """A ``pick(logits, b)`` callable for ``generation.generate`` (a ``Sampler``; None -> greedy).
+
+    Sequence b draws from its own generator, derived from (seed, b), so its
+    tokens do not depend on how many other sequences run beside it.
+    temperature 0 -> greedy.
+    """
+    return Sampler(params)

@@ -9,8 +9,11 @@ One module per job:
   and its name in each checkpoint format;
 * ``rope``, ``layers``: the math of one layer (RoPE, RMSNorm, attention block, SwiGLU MLP);
 * ``generation``: per-layer caches, the forward pass, chunked prefill, batched generation;
-* ``sampling``: greedy, temperature and top-p;
+* ``sampling``: greedy, temperature, top-k, top-p, min-p;
+* ``hfconfig``: a config.json (and generation_config.json) read as transformers reads it;
 * ``checkpoint``: reading Hugging Face and Mistral-native checkpoint directories;
+* ``text``: tokenizers, chat templates, incremental decoding, stop strings,
+  ``load_model(DIR)`` -> ``TextModel``;
 * ``cli``: ``swaref generate``.
 
 docs/model.md explains every choice and how this matches Hugging Face transformers.

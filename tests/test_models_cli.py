@@ -280,9 +280,9 @@ def test_generate_cli_chat_renders_the_checkpoint_template(checkpoint):
 
 def test_generate_cli_chat_without_jinja2_names_the_extra(monkeypatch, tmp_path):
     import sys
-    from swaref.models import text
+    from swaref.models import chat, text
     monkeypatch.setitem(sys.modules, "jinja2", None)
-    monkeypatch.setattr(text, "_ENV", {})
+    monkeypatch.setattr(chat, "_ENV", {})
     monkeypatch.setattr(text.TextModel, "__init__", _with_template(text.TextModel.__init__))
     rc, _, err = run_cli(["--tiny", "--prompt", "The cat", "--chat"])
     assert rc == 2 and "swaref[chat]" in err and "jinja2" in err

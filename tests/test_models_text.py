@@ -16,6 +16,7 @@ from model_helpers import backend_missing, make_model, needs_safetensors, write_
 
 from swaref import models as M
 from swaref.errors import SwarefError
+from swaref.models import chat as CH
 from swaref.models import text as X
 
 try:
@@ -239,7 +240,7 @@ def test_an_untrusted_template_is_sandboxed_and_its_failures_are_rejections(temp
 
 def test_missing_jinja2_is_a_dependency_error_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "jinja2", None)
-    monkeypatch.setattr(X, "_ENV", {})
+    monkeypatch.setattr(CH, "_ENV", {})
     with pytest.raises(SwarefError, match=r"swaref\[chat\]") as e:
         X.render_chat(SIMPLE, [{"role": "user", "content": "x"}])
     assert e.value.kind == "dependency"

@@ -12,8 +12,8 @@ One module per job:
 * ``sampling``: greedy, temperature, top-k, top-p, min-p;
 * ``hfconfig``: a config.json (and generation_config.json) read as transformers reads it;
 * ``checkpoint``: reading Hugging Face and Mistral-native checkpoint directories;
-* ``text``: tokenizers, chat templates, incremental decoding, stop strings,
-  ``load_model(DIR)`` -> ``TextModel``;
+* ``text``: tokenizers, incremental decoding, stop strings, ``load_model(DIR)`` -> ``TextModel``;
+* ``chat``: chat templates, rendered as transformers renders them, in jinja2's sandbox;
 * ``cli``: ``swaref generate``.
 
 docs/model.md explains every choice and how this matches Hugging Face transformers.

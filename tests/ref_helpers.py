@@ -76,3 +76,15 @@ def assert_cache_state(cache, k, v, pos, n_seen, next_position, name="cache"):
     assert cache.n_seen == n_seen, f"{name}.n_seen = {cache.n_seen}, expected {n_seen}"
     assert cache.next_position == next_position, (
         f"{name}.next_position = {cache.next_position}, expected {next_position}")
+
+
+def draw_variant(data, Hq, sink_scales=(0.5, 3.0, 30.0), caps=(0.05, 0.5, 5.0, 50.0), plain=False):
+    """{"softcap": c} or {"sinks": [Hq] float64} (or {} when plain is allowed)."""
+    kinds = ["softcap", "sinks"] + (["plain"] if plain else [])
+    kind = data.draw(st.sampled_from(kinds), label="variant")
+    if kind == "softcap":
+        return {"softcap": data.draw(st.sampled_from(caps), label="softcap")}
+    if kind == "sinks":
+        rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="sink seed"))
+        return {"sinks": rng.standard_normal(Hq) * data.draw(st.sampled_from(sink_scales), label="sink scale")}
+    return {}

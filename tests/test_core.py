@@ -21,7 +21,7 @@ import swaref
 from swaref import _backend, _core
 from swaref.errors import SwarefError, SwarefTypeError
 from oracle import assert_bitwise_equal, assert_close, dense_attention_f64
-from ref_helpers import assert_cache_state, expected_state, increasing_positions, random_qkv, window_for
+from ref_helpers import assert_cache_state, draw_variant, expected_state, increasing_positions, random_qkv, window_for
 
 KERNEL_DTYPES = (np.float32, np.float64)
 
@@ -76,13 +76,16 @@ def test_attention_matches_oracle_and_reference(data):
     dtype = data.draw(st.sampled_from(KERNEL_DTYPES), label="dtype")
     k_pos = data.draw(increasing_positions(S, max_offset=2 ** 40), label="k_pos")
     q_pos = k_pos[S - T:]
+    variant = draw_variant(data, Hkv * G, plain=True)        # spec 1.1: softcap, sinks, or neither
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
     q, k, v = random_qkv(rng, T, S, Hkv * G, Hkv, D, dtype=dtype, vscale=data.draw(st.sampled_from([1.0, 1e3])))
-    got = swaref.attention(q, k, v, window=W, q_pos=q_pos, k_pos=k_pos, backend="cython")
+    q *= dtype(data.draw(st.sampled_from([0.1, 1.0, 8.0]), label="score magnitude"))
+    got = swaref.attention(q, k, v, window=W, q_pos=q_pos, k_pos=k_pos, backend="cython", **variant)
     assert got.dtype == dtype and got.shape == q.shape
-    assert_close(got, dense_attention_f64(q, k, v, q_pos, k_pos, W), atol=tol(v, dtype), name="cython vs oracle")
-    ref = swaref.attention(q, k, v, window=W, q_pos=q_pos, k_pos=k_pos)
-    assert_close(got, ref, atol=tol(v, dtype), name="cython vs reference")
+    assert_close(got, dense_attention_f64(q, k, v, q_pos, k_pos, W, **variant), atol=tol(v, dtype),
+                 name=f"cython {list(variant)} vs oracle")
+    ref = swaref.attention(q, k, v, window=W, q_pos=q_pos, k_pos=k_pos, **variant)
+    assert_close(got, ref, atol=tol(v, dtype), name=f"cython {list(variant)} vs reference")
 
 
 @pytest.mark.parametrize("D", [1, 3, 64, 128, 256])
@@ -373,20 +376,24 @@ def test_overflowing_rows_are_finite_exact_and_chunk_invariant(data):
     start = data.draw(st.sampled_from(OFFSETS), label="start")
     sched = data.draw(schedules(T), label="schedule")
     n_pre = data.draw(st.integers(1, T), label="prefill before decoding")
+    # spec 1.1: huge sinks against huge scores, or a cap, or neither
+    variant = draw_variant(data, Hkv * G, sink_scales=(1.0, 1e3, 1e30, 1e38, 1e300), plain=True)
     rows = data.draw(st.lists(st.tuples(st.integers(0, T - 1), st.integers(0, Hkv * G - 1)),
                               min_size=1, max_size=3, unique=True), label="overflowing (query, head)")
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
     q, k, v = _overflow_inputs(rng, T, Hkv, G, D, dtype, mode, rows)
     pos = np.arange(start, start + T, dtype=np.int64)
 
-    one_shot = assert_schedule_invariant(q, k, v, W, start, sched, n_pre)
+    one_shot = assert_schedule_invariant(q, k, v, W, start, sched, n_pre, **variant)
     _assert_finite(one_shot, "one-shot")
-    assert_close(one_shot, dense_attention_f64(q, k, v, pos, pos, W), atol=tol(v, dtype), name="vs oracle")
+    assert_close(one_shot, dense_attention_f64(q, k, v, pos, pos, W, **variant), atol=tol(v, dtype),
+                 name=f"{list(variant)} vs oracle")
     # The ordinary rows: the same bits as with the overflowing q rows replaced by ordinary ones.
     q_plain = q.copy()
     for t, h in rows:
         q_plain[t, h] = rng.standard_normal(D)
-    plain = swaref.attention(q_plain, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=1)
+    plain = swaref.attention(q_plain, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=1,
+                             **variant)
     keep = np.ones(q.shape[:2], dtype=bool)
     for t, h in rows:
         keep[t, h] = False

@@ -22,8 +22,8 @@ from hypothesis import given, settings, strategies as st
 import swaref
 from swaref import _core
 from oracle import assert_bitwise_equal, assert_close, dense_attention_f64
-from ref_helpers import increasing_positions, random_qkv, window_for
-from test_core import (BIG, KERNEL_DTYPES, OFFSETS, _assert_finite, _overflow_inputs, assert_schedule_invariant,
+from ref_helpers import draw_variant, random_qkv
+from test_core import (BIG, KERNEL_DTYPES, OFFSETS, _assert_finite, assert_schedule_invariant,
                        cache_for, schedules, tol)
 
 
@@ -35,43 +35,10 @@ def threads_even_for_small_shapes():
     _core.min_work_per_thread(old)
 
 
-def draw_variant(data, Hq, sink_scales=(0.5, 3.0, 30.0), caps=(0.05, 0.5, 5.0, 50.0), plain=False):
-    """{"softcap": c} or {"sinks": [Hq] float64} (or {} when plain is allowed)."""
-    kinds = ["softcap", "sinks"] + (["plain"] if plain else [])
-    kind = data.draw(st.sampled_from(kinds), label="variant")
-    if kind == "softcap":
-        return {"softcap": data.draw(st.sampled_from(caps), label="softcap")}
-    if kind == "sinks":
-        rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="sink seed"))
-        return {"sinks": rng.standard_normal(Hq) * data.draw(st.sampled_from(sink_scales), label="sink scale")}
-    return {}
-
-
 # ------------------------------------------------------- against the oracle
 
-@settings(max_examples=3 * settings.default.max_examples // 2)
-@given(data=st.data())
-def test_variants_match_oracle_and_reference(data):
-    T = data.draw(st.integers(1, 40), label="T")
-    S = data.draw(st.integers(T, T + 30), label="S")
-    Hkv = data.draw(st.integers(1, 3), label="Hkv")
-    G = data.draw(st.sampled_from([1, 2, 4]), label="G")
-    D = data.draw(st.sampled_from([1, 2, 3, 5, 8, 16, 17, 33]), label="D")
-    W = window_for(data.draw, S)
-    dtype = data.draw(st.sampled_from(KERNEL_DTYPES), label="dtype")
-    k_pos = data.draw(increasing_positions(S, max_offset=2 ** 40), label="k_pos")
-    q_pos = k_pos[S - T:]
-    variant = draw_variant(data, Hkv * G)
-    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
-    q, k, v = random_qkv(rng, T, S, Hkv * G, Hkv, D, dtype=dtype, vscale=data.draw(st.sampled_from([1.0, 1e3])))
-    q *= dtype(data.draw(st.sampled_from([0.1, 1.0, 8.0]), label="score magnitude"))
-    got = swaref.attention(q, k, v, window=W, q_pos=q_pos, k_pos=k_pos, backend="cython", **variant)
-    assert got.dtype == dtype and got.shape == q.shape
-    want = dense_attention_f64(q, k, v, q_pos, k_pos, W, **variant)
-    assert_close(got, want, atol=tol(v, dtype), name=f"cython {list(variant)} vs oracle")
-    ref = swaref.attention(q, k, v, window=W, q_pos=q_pos, k_pos=k_pos, **variant)
-    assert_close(got, ref, atol=tol(v, dtype), name=f"cython {list(variant)} vs reference")
-
+# The hypothesis comparison with the oracle, and the one of overflowing rows, draw a variant
+# (or none) in tests/test_core.py: one property each for the plain kernel and its variants.
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @pytest.mark.parametrize("D", [1, 64, 128, 256])
@@ -196,43 +163,6 @@ def test_decode_through_rolled_back_drafts_is_bitwise_one_shot(data):
 
 
 # ------------------------------------------------------------- overflow
-
-@settings(max_examples=settings.default.max_examples)
-@given(data=st.data())
-def test_overflowing_rows_with_variants(data):
-    """Rows forced to overflow the fast path (float32 scores past FLT_MAX, values past the dtype's
-    largest number) with huge sinks against huge scores, or a cap: finite, within tolerance of
-    the oracle, chunk-invariant to the bit; the ordinary rows keep their bits."""
-    dtype = data.draw(st.sampled_from(KERNEL_DTYPES), label="dtype")
-    mode = data.draw(st.sampled_from(["qk", "v"] if dtype == np.float32 else ["v"]), label="mode")
-    W = data.draw(st.sampled_from([1, 2, 5, 16, 64, None]), label="W")
-    T = data.draw(st.integers(2, 2 * (W or 40) + 30), label="T")
-    Hkv = data.draw(st.integers(1, 2), label="Hkv")
-    G = data.draw(st.sampled_from([1, 2, 3]), label="G")
-    D = data.draw(st.sampled_from([1, 3, 16, 20]), label="D")
-    start = data.draw(st.sampled_from(OFFSETS), label="start")
-    sched = data.draw(schedules(T), label="schedule")
-    n_pre = data.draw(st.integers(1, T), label="prefill before decoding")
-    variant = draw_variant(data, Hkv * G, sink_scales=(1.0, 1e3, 1e30, 1e38, 1e300))
-    rows = data.draw(st.lists(st.tuples(st.integers(0, T - 1), st.integers(0, Hkv * G - 1)),
-                              min_size=1, max_size=3, unique=True), label="overflowing (query, head)")
-    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
-    q, k, v = _overflow_inputs(rng, T, Hkv, G, D, dtype, mode, rows)
-    pos = np.arange(start, start + T, dtype=np.int64)
-    one_shot = assert_schedule_invariant(q, k, v, W, start, sched, n_pre, **variant)
-    _assert_finite(one_shot, "one-shot")
-    assert_close(one_shot, dense_attention_f64(q, k, v, pos, pos, W, **variant), atol=tol(v, dtype),
-                 name=f"{list(variant)} vs oracle")
-    q_plain = q.copy()
-    for t, h in rows:
-        q_plain[t, h] = rng.standard_normal(D)
-    plain = swaref.attention(q_plain, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=1,
-                             **variant)
-    keep = np.ones(q.shape[:2], dtype=bool)
-    for t, h in rows:
-        keep[t, h] = False
-    assert_bitwise_equal(one_shot[keep], plain[keep], name="rows that do not overflow")
-
 
 @pytest.mark.parametrize("sink", [0.0, 1e38, 2.5e38, 5e38, -5e38, 1e300, -1e300])
 def test_float32_scores_past_flt_max_against_a_sink(sink):

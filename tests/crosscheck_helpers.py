@@ -40,3 +40,19 @@ def hf_logits(model, ids):
     import torch
     with torch.no_grad():
         return model(torch.tensor(np.asarray(ids))[None]).logits[0].float().numpy()
+
+
+def scale_up_weights(model, seed=0):
+    """Random weights large enough that logits are not flat (a window error must show): norms
+    and biases 1 +- 0.1, embeddings N(0, 1), matrices N(0, 1.5^2 / fan_in); in place, seeded."""
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(1.5 / p.shape[-1] ** 0.5 * torch.randn(p.shape, generator=gen))
+    return model

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from oracle import assert_close
-from crosscheck_helpers import BACKENDS, cache_kwarg, hf_logits, require_extra
+from crosscheck_helpers import BACKENDS, cache_kwarg, hf_logits, require_extra, scale_up_weights
 
 pytestmark = pytest.mark.crosscheck
 
@@ -55,16 +55,7 @@ def hf_model(kw, sliding_window=None, seed=0, attn="eager"):
     cfg._attn_implementation = attn
     torch.manual_seed(seed)
     model = MistralForCausalLM(cfg).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1:
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
-            elif "embed_tokens" in name:
-                p.copy_(torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(1.5 / p.shape[1] ** 0.5 * torch.randn(p.shape, generator=gen))
-    return model
+    return scale_up_weights(model, seed)
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS), ids=list(CONFIGS))

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from oracle import assert_close
-from crosscheck_helpers import BACKENDS, hf_logits, require_extra
+from crosscheck_helpers import BACKENDS, hf_logits, require_extra, scale_up_weights
 
 pytestmark = pytest.mark.crosscheck
 
@@ -96,15 +96,7 @@ def write_random_checkpoint(d, keys, seed=0):
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(keys, f)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(d))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1:  # norms near 1, biases 1 +- 0.1 too (large enough to matter)
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
-            elif "embed_tokens" in name:
-                p.copy_(torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(1.5 / p.shape[-1] ** 0.5 * torch.randn(p.shape, generator=gen))
+    scale_up_weights(model, seed)                   # biases 1 +- 0.1 too (large enough to matter)
     model.save_pretrained(d)
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(keys, f)  # the file as a hub checkpoint has it (save_pretrained writes Ministral's model_type)

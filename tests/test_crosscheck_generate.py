@@ -31,6 +31,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from swaref.models import sampling as S  # noqa: E402
 from swaref.models import text as X  # noqa: E402
+from crosscheck_helpers import scale_up_weights  # noqa: E402
 
 
 def transformers_probs(logits, temperature, top_k, top_p, min_p):
@@ -203,15 +204,7 @@ def hf_checkpoint(d, template=CHATML):
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     model = MistralForCausalLM(cfg).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1:
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
-            elif "embed_tokens" in name:
-                p.copy_(torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(1.5 / p.shape[1] ** 0.5 * torch.randn(p.shape, generator=gen))
+    scale_up_weights(model, 0)
     model.save_pretrained(d)
     fast.save_pretrained(d)
     return model, fast

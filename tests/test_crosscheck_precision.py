@@ -15,7 +15,7 @@ is compared with both, band by band:
 import numpy as np
 import pytest
 
-from crosscheck_helpers import cache_kwarg, require_extra
+from crosscheck_helpers import cache_kwarg, require_extra, scale_up_weights
 from model_helpers import backend_missing
 
 pytestmark = pytest.mark.crosscheck
@@ -60,11 +60,7 @@ def runs(tmp_path_factory):
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     model = MistralForCausalLM(cfg).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen) if p.ndim == 1 else
-                    torch.randn(p.shape, generator=gen) * (1.0 if "embed" in name else 1.5 / p.shape[1] ** 0.5))
+    scale_up_weights(model, 0)
     d = str(tmp_path_factory.mktemp("precision"))
     model.save_pretrained(d)  # float32 weights: the float64 model below holds exactly the same values
     ours = M.load_model(d)

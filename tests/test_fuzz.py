@@ -410,9 +410,10 @@ def oracle_for(call, cache_before):
     # Only the visible keys matter for the tolerance (poison elsewhere never reaches the output).
     lo = q_pos.min() - (window - 1) if window is not None else -1
     seen = (k_pos >= lo) & (k_pos <= q_pos.max())
-    if not np.isfinite(out).all() and all(np.isfinite(x).all() for x in (q, keys[seen])):
-        # Finite q, k whose float64 scores overflow (scale 1e300): the float64 oracle's inf - inf
-        # is not the answer; the same formula in a wider type is (the scores fit there).
+    if not np.isfinite(out).all():
+        # Scores that overflow float64 from finite q, k (scale 1e300): the float64 oracle's
+        # inf - inf is not the answer; the same formula in a wider type is (the scores fit
+        # there).  It runs row by row, so a NaN in one head's q stays in that head's row.
         with np.errstate(all="ignore"):
             out = dense_attention_wide(q, keys, vals, q_pos, k_pos, window, scale)
     return out, keys[seen], vals[seen], scale, D, (q_pos, k_pos, window, vals)

@@ -24,6 +24,7 @@ Both functions return [T, Hq, D] in the input dtype.
 import numpy as np
 
 from . import _validate as V
+from .cache import held_range
 from .errors import SwarefError, SwarefTypeError
 
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -83,13 +84,6 @@ def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None, *, softcap
                                   **_variants(softcap, sinks))
 
 
-def ring_bounds(cache):
-    """(first, last) position a cache holds, (0, -1) when empty, from its counters in O(1)."""
-    if cache.n_held == 0:
-        return 0, -1
-    return cache.next_position - cache.n_held, cache.next_position - 1
-
-
 def attend_chunk(q, k, v, start, cache, scale, num_threads=None, *, softcap=None, sinks=None):
     """Compiled attention of a chunk's queries over [cache slots, read in place] + [chunk keys],
     after ``swaref.attend_chunk``'s checks (the caller holds the cache).
@@ -102,7 +96,7 @@ def attend_chunk(q, k, v, start, cache, scale, num_threads=None, *, softcap=None
     """
     q, k, v = (_kernel_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     s, c = q.shape[0], k.shape[0]
-    first, last = ring_bounds(cache)
+    first, last = held_range(cache)
     if _core_debug():
         from .cache import check_ring
         if check_ring(cache.positions, cache.capacity, "cache.positions") != (first, last) and last >= 0:

@@ -90,8 +90,7 @@ class RollingBufferCache:
 
     def view(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(k [n, Hkv, D], v [n, Hkv, D], positions [n]) of the valid slots in time order."""
-        with exclusive(self):
-            return cache_view(self)
+        return cache_view(self)
 
     @property
     def nbytes(self) -> int:
@@ -159,9 +158,18 @@ def cache_view(cache: "RollingBufferCache") -> Tuple[np.ndarray, np.ndarray, np.
     for readers, tests and the reference prefill; the compiled kernel reads the
     slots in place.
     """
-    valid = np.nonzero(cache.positions >= 0)[0]
-    order = valid[np.argsort(cache.positions[valid], kind="stable")]
-    return cache.k[order], cache.v[order], cache.positions[order]
+    with exclusive(cache):
+        valid = np.nonzero(cache.positions >= 0)[0]
+        order = valid[np.argsort(cache.positions[valid], kind="stable")]
+        return cache.k[order], cache.v[order], cache.positions[order]
+
+
+def held_range(cache: "RollingBufferCache") -> Tuple[int, int]:
+    """(first, last) position the cache holds, (0, -1) when empty, from its counters in O(1):
+    the ring invariant (``check_ring``) makes them next_position - n_held .. next_position - 1."""
+    if cache.n_held == 0:
+        return 0, -1
+    return cache.next_position - cache.n_held, cache.next_position - 1
 
 
 def check_cache(cache, n_kv_heads, head_dim, dtype, name="cache"):
@@ -174,6 +182,16 @@ def check_cache(cache, n_kv_heads, head_dim, dtype, name="cache"):
                      f"(Hkv={n_kv_heads}, D={head_dim})")
     if cache.dtype != dtype:
         raise SwarefTypeError("cache", f"{name} has dtype {cache.dtype} but k has dtype {dtype}")
+    # O(1): the buffers are still the ones the constructor allocated (the compiled kernel reads
+    # them in place, so an array swapped in behind swaref's back must not reach it).
+    C, want = cache.capacity, (cache.capacity, cache.n_kv_heads, cache.head_dim)
+    for attr, shape, dt in (("k", want, cache.dtype), ("v", want, cache.dtype), ("positions", (C,), np.int64)):
+        x = getattr(cache, attr, None)
+        if not (isinstance(x, np.ndarray) and x.shape == shape and x.dtype == dt and x.flags.c_contiguous
+                and x.flags.aligned and x.flags.writeable):
+            raise SwarefError("cache", f"{name}.{attr} must be the C-contiguous {np.dtype(dt).name} array of shape "
+                                       f"{shape} the cache was built with, got {V._describe(x)}; a cache's arrays "
+                                       f"are changed only through swaref's functions")
 
 
 def check_write(cache, n_tokens, start):
@@ -273,7 +291,9 @@ def rollback(cache: "RollingBufferCache", n: int) -> None:
                             f"capacity - window + 1 = {cache.capacity - cache.window + 1} tokens after it wraps")
         if n == 0:
             return
-        gone = np.arange(cache.next_position - n, cache.next_position, dtype=np.int64)
+        # Only held slots need clearing: rolling back all n_seen tokens of a long sequence must not
+        # build an array of n_seen positions.
+        gone = np.arange(cache.next_position - min(n, cache.n_held), cache.next_position, dtype=np.int64)
         cache.positions[slot_of(gone, cache.capacity)] = -1
         cache.n_seen -= n
         cache.n_held -= min(n, cache.n_held)      # all n_seen back from a wrapped ring: more than it held

@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 
 from . import _validate as V
 from .attention import _attention_reference
-from .cache import RollingBufferCache, _write, cache_view, check_cache, check_write, exclusive
+from .cache import RollingBufferCache, _write, cache_view, check_cache, check_write, exclusive, held_range
 from .errors import SwarefError, SwarefTypeError
 
 
@@ -105,11 +105,11 @@ def attend_chunk(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBuff
 
 def _check_in_cache(cache, start, n, backend):
     """Decode queries at start .. start+n-1 must find their own keys in the cache."""
-    held_from = -1 if cache.next_position is None else cache.next_position - cache.n_held
-    if cache.next_position is None or not held_from <= start <= start + n <= cache.next_position:
+    first, last = held_range(cache)
+    if not first <= start <= start + n - 1 <= last:
         raise SwarefError("no_visible_key", f"decode queries at positions {start} .. {start + n - 1} must already "
                                             f"be in the cache (write, then attend); it holds "
-                                            f"{max(held_from, 0)} .. {(cache.next_position or 0) - 1}")
+                                            + (f"{first} .. {last}" if last >= 0 else "nothing"))
     if backend == "cython":
         V.check_kernel_position(start + n - 1, "the last query position")
 

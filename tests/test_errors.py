@@ -310,3 +310,21 @@ def test_fuzz_found_inputs_are_swaref_errors(call, kind):
     """Ragged position lists (NumPy's ValueError) and a size too large to print as a float
     (OverflowError in the message) escaped as raw exceptions; found by tests/test_fuzz.py."""
     check_error(call, kind)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("attr,value", [
+    ("k", np.ones((1, HKV, D))),                                  # fewer slots: the kernel read past it
+    ("v", np.asfortranarray(np.zeros((W, HKV, D)))),              # not C-contiguous: a raw Cython error
+    ("positions", np.full(W, -1, dtype=np.int32)),
+    ("k", np.zeros((W, HKV, D), dtype=np.float32)),
+])
+def test_a_cache_array_swapped_behind_swarefs_back_is_refused(attr, value, backend):
+    """The compiled kernel reads a cache's buffers in place; since the O(1) ring bounds replaced
+    the full scan, the buffers themselves are checked (O(1)) before any call reads or writes them
+    (found in review: a 1-slot k reached the kernel)."""
+    c = filled_cache()
+    setattr(c, attr, value)
+    before = snapshot(c)
+    check_error(lambda: DS[backend](q2[:1], k2[:1], v2[:1], c), "cache", f"cache.{attr}")
+    assert_cache_state(c, *before, name="cache with a swapped buffer")

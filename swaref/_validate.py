@@ -147,34 +147,39 @@ def check_positions(pos, name, length):
     return arr
 
 
+def is_real(x):
+    """swaref's one definition of a real-number argument: any ``numbers.Real`` except bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+def check_real(x, name, *, kind, positive=False, none_means=None):
+    """Return ``x`` as a finite Python float (> 0 when ``positive``); ``none_means`` says what
+    None would mean, for the message.  Integers beyond float64 (10**400) are refused too."""
+    want = "a real number" + (" > 0" if positive else "") + (" or None" if none_means else "")
+    if not is_real(x):
+        raise SwarefTypeError(kind, f"{name} must be {want}, got {_describe(x)}")
+    try:
+        f = float(x)
+    except OverflowError:
+        raise SwarefError(kind, f"{name} must be finite in float64, got {x!r:.40}") from None
+    if not math.isfinite(f) or (positive and not f > 0):
+        extra = f" (None: {none_means})" if none_means else ""
+        raise SwarefError(kind, f"{name} must be a finite real number{' > 0' if positive else ''}{extra}, got {f}")
+    return f
+
+
 def check_scale(scale, D):
     """Return the softmax scale as a Python float (default 1/sqrt(D))."""
     if scale is None:
         return 1.0 / math.sqrt(D)
-    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
-        raise SwarefTypeError("scale", f"scale must be a real number or None, got {_describe(scale)}")
-    try:
-        s = float(scale)
-    except OverflowError:
-        raise SwarefError("scale", f"scale must be finite in float64, got {scale!r:.40}") from None
-    if not math.isfinite(s):
-        raise SwarefError("scale", f"scale must be finite, got {s}")
-    return s
+    return check_real(scale, "scale", kind="scale", none_means="1/sqrt(D)")
 
 
 def check_softcap(softcap):
     """Return the logit soft-cap as a Python float > 0, or None (spec rule 3, step 2b)."""
     if softcap is None:
         return None
-    if isinstance(softcap, (bool, np.bool_)) or not isinstance(softcap, numbers.Real):
-        raise SwarefTypeError("softcap", f"softcap must be a real number > 0 or None, got {_describe(softcap)}")
-    try:
-        c = float(softcap)
-    except OverflowError:
-        raise SwarefError("softcap", f"softcap must be finite in float64, got {softcap!r:.40}") from None
-    if not (math.isfinite(c) and c > 0):
-        raise SwarefError("softcap", f"softcap must be a finite real number > 0 (None: no cap), got {c}")
-    return c
+    return check_real(softcap, "softcap", kind="softcap", positive=True, none_means="no cap")
 
 
 def check_sinks(sinks, Hq):
@@ -183,8 +188,7 @@ def check_sinks(sinks, Hq):
         return None
     arr = sinks if isinstance(sinks, np.ndarray) else None
     if arr is None:
-        if not isinstance(sinks, (list, tuple)) or not all(
-                isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) for x in sinks):
+        if not isinstance(sinks, (list, tuple)) or not all(is_real(x) for x in sinks):
             raise SwarefTypeError("sinks", f"sinks must be a 1-D array of {Hq} real numbers (one per query "
                                            f"head) or None, got {_describe(sinks)}")
         arr = np.array(sinks, dtype=np.float64)

@@ -4,8 +4,6 @@ swaref's W: a query at position p sees keys p - W < j <= p (W keys, itself inclu
 Each ``from_*`` function returns swaref's W for a *causal* sliding window
 expressed in that engine's convention; each ``to_*`` function is its inverse.
 """
-import numbers
-
 from . import _validate as V
 from .errors import SwarefError
 
@@ -154,7 +152,7 @@ def from_onnx_softcap(softcap):
     -> swaref's ``softcap`` (None, or the cap as a float > 0).  transformers' Gemma 2
     ``attn_logit_softcapping`` uses None for "off" and needs no conversion.
     """
-    if isinstance(softcap, numbers.Real) and not isinstance(softcap, bool) and softcap == 0:
+    if V.is_real(softcap) and softcap == 0:
         return None
     return V.check_softcap(softcap)
 

@@ -10,7 +10,6 @@ Sanity limits (``LIMITS``) bound every size before anything is allocated: a
 config that claims 10**9 layers is refused here, not after the memory runs out.
 """
 import math
-import numbers
 from dataclasses import dataclass
 
 from .. import _validate as V
@@ -150,7 +149,7 @@ def _size(values, name, default=None):
 
 def _positive(values, name):
     val = values[name]
-    if isinstance(val, bool) or not isinstance(val, numbers.Real) or not math.isfinite(val) or val <= 0:
+    if not V.is_real(val) or not math.isfinite(val) or val <= 0:
         raise ConfigFieldError(name, "a finite number > 0", val)
     return float(val)
 
@@ -281,9 +280,9 @@ def _graph(values):
 
 #: generation_config.json keys swaref reads, with the checks transformers' generate makes.
 SAMPLING_KEYS = {"do_sample": lambda v: isinstance(v, bool),
-                 "temperature": lambda v: not isinstance(v, bool) and isinstance(v, numbers.Real)
+                 "temperature": lambda v: V.is_real(v)
                  and math.isfinite(v) and v >= 0,
-                 "top_p": lambda v: not isinstance(v, bool) and isinstance(v, numbers.Real) and 0 < v <= 1,
+                 "top_p": lambda v: V.is_real(v) and 0 < v <= 1,
                  "top_k": lambda v: V.is_int(v) and v >= 0}
 
 

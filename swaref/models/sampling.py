@@ -24,7 +24,6 @@ limit of the finite case:
   greedy (the first maximum, no draw); temperature must be finite.
 """
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,13 +33,13 @@ from ..errors import SwarefError, SwarefTypeError
 
 
 def check_temperature(t):
-    if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t) or t < 0:
+    if not V.is_real(t) or not math.isfinite(t) or t < 0:
         raise SwarefError("argument", f"temperature must be a finite number >= 0 (0 = greedy), got {t!r}")
     return float(t)
 
 
 def check_top_p(p):
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 < p <= 1:
+    if not V.is_real(p) or not 0 < p <= 1:
         raise SwarefError("argument", f"top_p must be a number in (0, 1], got {p!r}")
     return float(p)
 
@@ -51,7 +50,7 @@ def check_top_k(k):
 
 
 def check_min_p(p):
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+    if not V.is_real(p) or not 0 <= p <= 1:
         raise SwarefError("argument", f"min_p must be a number in [0, 1] (0 = off), got {p!r}")
     return float(p)
 

@@ -153,12 +153,25 @@ def prefill(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCac
         a = 0
         for s in sched:
             sl = slice(a, a + s)
-            # Attend first: the chunk's early queries still need the slots its write would overwrite.
-            out[sl] = _attend_chunk(q[sl], k[sl], v[sl], cache, start + a, scale, backend, num_threads,
-                                    softcap, sinks)
-            _write(cache, k[sl], v[sl], start + a)
+            out[sl] = _prefill_chunk(q[sl], k[sl], v[sl], cache, start + a, scale, backend, num_threads,
+                                     softcap, sinks)
             a += s
     return out
+
+
+def _prefill_chunk(q, k, v, cache, start, scale, backend, num_threads, softcap=None, sinks=None):
+    """One prefill chunk after its checks (the caller holds the cache).  Attend first: the
+    chunk's early queries still need the slots its write would overwrite."""
+    out = _attend_chunk(q, k, v, cache, start, scale, backend, num_threads, softcap, sinks)
+    _write(cache, k, v, start)
+    return out
+
+
+def _decode(q, k, v, cache, start, scale, backend, num_threads, softcap=None, sinks=None):
+    """One decode token after its checks (the caller holds the cache).  Write first: the token
+    must see itself, and the slot it overwrites held p - C, outside its window."""
+    _write(cache, k, v, start)
+    return _attend_chunk(q, k[:0], v[:0], cache, start, scale, backend, num_threads, softcap, sinks)
 
 
 def decode_step(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCache, *,
@@ -178,6 +191,4 @@ def decode_step(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBuffe
     softcap, sinks = V.check_softmax_variants(softcap, sinks, q.shape[1])
     with exclusive(cache):
         start = check_cache_step(cache, 1, start, backend)
-        # Write first: the token must see itself, and the slot it overwrites held p - W, outside its window.
-        _write(cache, k, v, start)
-        return _attend_chunk(q, k[:0], v[:0], cache, start, scale, backend, num_threads, softcap, sinks)
+        return _decode(q, k, v, cache, start, scale, backend, num_threads, softcap, sinks)

@@ -12,7 +12,8 @@ hidden size, I intermediate size, Hq / Hkv heads, D head_dim, E experts.
 """
 import numpy as np
 
-from ..prefill import decode_step, prefill
+from .. import _validate as V
+from ..prefill import _decode, _prefill_chunk
 from .rope import apply_rope
 
 
@@ -124,22 +125,21 @@ def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threa
     (theta, scaling) or None (``ModelConfig.layer_rope``)  ->  [N, d]
 
     Projections run once on the packed tokens; attention runs per sequence on
-    its own cache: ``decode_step`` (write, then attend) for a single generated
-    token, ``prefill`` (attend, then write) for a chunk of prompt tokens.  The
+    its own cache: decode_step's core (write, then attend) for a single generated
+    token, prefill's (attend, then write) for a chunk of prompt tokens.  The
     caller has validated every cache of every layer (generation.check_step).
     """
     positions = np.concatenate([np.arange(p, p + n, dtype=np.int64) for _, n, p in segments])
     q, k, v = qkv_projection(x, lw, cfg, positions, rope)
     out = np.empty_like(q)
+    scale = V.check_scale(cfg.attn_scale, cfg.head_dim)        # None: 1/sqrt(D), as the public calls take it
     for (off, n, start), cache in zip(segments, caches):
         sl = slice(off, off + n)
-        if n == 1 and cache.next_position is not None:
-            out[sl] = decode_step(q[sl], k[sl], v[sl], cache, start=start, scale=cfg.attn_scale,
-                                  backend=backend, num_threads=num_threads)
-        else:
-            # One model chunk is one attention chunk: the chunking is decided once, for every layer.
-            out[sl] = prefill(q[sl], k[sl], v[sl], cache, chunk_size=n, start=start, scale=cfg.attn_scale,
-                              backend=backend, num_threads=num_threads)
+        # The step was validated once for every layer (generation.check_step, with every cache
+        # held), so the unchecked cores of decode_step and prefill run here, not the public calls.
+        step = _decode if n == 1 and cache.next_position is not None else _prefill_chunk
+        # One model chunk is one attention chunk: the chunking is decided once, for every layer.
+        out[sl] = step(q[sl], k[sl], v[sl], cache, start, scale, backend, num_threads)
     return linear(out.reshape(x.shape[0], -1), lw.wo, lw.bo)
 
 

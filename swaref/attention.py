@@ -152,16 +152,19 @@ def softmax_attend(q_row: np.ndarray, k_rows: np.ndarray, v_rows: np.ndarray, sc
     sink = None if sinks is None else np.asarray(sinks, dtype=np.float64).reshape(Hkv, G, 1)
     with np.errstate(over="ignore"):                           # overflow is handled below
         s = np.einsum("hgd,nhd->hgn", q, k) * scale            # [Hkv, G, n]
-    over = _overflowing_rows(s, q, k)                          # [Hkv, G, 1]; almost always all False
+    infinite = _infinite_pairs(q, k)                           # [Hkv, G, n]; almost always all False
+    if infinite.any():                                         # an inf or NaN term decides the score alone
+        s = np.where(infinite, _infinite_scores(q, k, scale), s)
+    over = (~np.isfinite(s) & ~infinite).any(axis=-1, keepdims=True)   # [Hkv, G, 1]: overflowed from finite terms
     if softcap is not None:
         if over.any():                                         # +-inf where beyond range, never NaN
-            s = np.where(over, _scores_beyond_float64(q, k, scale), s)
+            s = np.where(over, _scores_beyond_float64(q, k, scale, s, infinite), s)
         s = softcap * np.tanh(s / softcap)                     # bounded: the plain path below is exact
         s, sink = _shift_by_max(s, sink)
     elif over.any():
         with np.errstate(invalid="ignore"):                    # the plain shift of those rows is discarded
             plain, plain_sink = _shift_by_max(s, sink)
-        safe, safe_sink = _shifted_scores_without_overflow(q, k, scale, sink)
+        safe, safe_sink = _shifted_scores_without_overflow(q, k, scale, sink, s, infinite)
         s = np.where(over, safe, plain)
         sink = None if sink is None else np.where(over, safe_sink, plain_sink)
     else:
@@ -175,12 +178,29 @@ def softmax_attend(q_row: np.ndarray, k_rows: np.ndarray, v_rows: np.ndarray, sc
     return o.reshape(Hq, D)
 
 
-def _overflowing_rows(s, q, k):
-    """[Hkv, G, 1] bool: the query heads whose scores overflowed float64 from finite q and k.
-    Only these take the factored path; each row decides on its own data, so a NaN in one
-    head's input cannot change another head's answer."""
-    finite_k = np.isfinite(k).all(axis=(0, 2))[:, None, None]                  # per KV head
-    return (~np.isfinite(s).all(axis=-1, keepdims=True)) & np.isfinite(q).all(axis=-1, keepdims=True) & finite_k
+def _infinite_pairs(q, k):
+    """[Hkv, G, n] bool: the (query head, key) pairs whose dot product has a non-finite term
+    (an inf or NaN in the q row or the key row).  q: [Hkv, G, D], k: [n, Hkv, D]."""
+    return ~np.isfinite(q).all(axis=-1, keepdims=True) | ~_finite_keys(k)
+
+
+def _infinite_scores(q, k, scale):
+    """Exact scores of the pairs of ``_infinite_pairs``: +-inf, or NaN where undefined.
+
+    An infinite term of q.k_j outweighs every finite one, however large, so only the
+    non-finite terms count: a finite product that overflows float64 is still finite and
+    must not turn inf into inf - inf = NaN.  q: [Hkv, G, D], k: [n, Hkv, D]  ->  [Hkv, G, n]
+    (meaningless on the other pairs).  Builds [Hkv, G, n, D]: only rows with such input pay."""
+    qt = q[:, :, None, :]                                      # [Hkv, G, 1, D]
+    kt = np.moveaxis(k, 0, 1)[:, None]                         # [Hkv, 1, n, D]
+    nonfinite = ~np.isfinite(qt) | ~np.isfinite(kt)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(nonfinite, qt * kt, 0.0).sum(axis=-1) * scale
+
+
+def _finite_keys(k):
+    """k: [n, Hkv, D]  ->  [Hkv, 1, n] bool, True where key row j of KV head h is finite."""
+    return np.isfinite(k).all(axis=-1).T[:, None, :]
 
 
 def _shift_by_max(s, sink):
@@ -194,12 +214,14 @@ def _shift_by_max(s, sink):
 
 
 def _factored_scores(q, k, scale):
-    """Scores that overflow float64 as ``c * y``, from finite q, k.
+    """The finite keys' scores ``c * y``, from finite q; non-finite keys get y = 0 (unused).
 
     q: [Hkv, G, D], k: [n, Hkv, D]  ->  c: [Hkv, G, 1] (may be +-inf), y: [Hkv, G, n] with |y| <= D
 
-    c = scale * max|q| * max|k| carries the magnitude, so y is finite.
+    c = scale * max|q| * max|k| (over the finite key rows) carries the magnitude, so y is finite.
     """
+    finite = np.isfinite(k).all(axis=-1, keepdims=True)                        # [n, Hkv, 1]
+    k = np.where(finite, k, 0.0)
     qa = np.abs(q).max(axis=-1, keepdims=True)                 # [Hkv, G, 1]
     ka = np.abs(k).max(axis=(0, 2))[:, None, None]             # [Hkv, 1, 1]
     qa = np.where(qa > 0, qa, 1.0)
@@ -209,36 +231,45 @@ def _factored_scores(q, k, scale):
         return scale * qa * ka, y
 
 
-def _scores_beyond_float64(q, k, scale):
-    """The scaled scores with +-inf where they exceed float64 (0 where c * y is inf * 0)."""
+def _scores_beyond_float64(q, k, scale, s, infinite):
+    """The scaled scores of rows with finite q, +-inf where they exceed float64 (0 where c * y
+    is inf * 0); the pairs with a non-finite term keep their exact score from s."""
     c, y = _factored_scores(q, k, scale)
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.where(y == 0, 0.0, c * y)
+        finite_part = np.where(y == 0, 0.0, c * y)
+    return np.where(infinite, s, finite_part)
 
 
-def _shifted_scores_without_overflow(q, k, scale, sink):
-    """``_shift_by_max`` for scores ``s = scale * q.k`` that overflow float64, from finite q, k.
+def _shifted_scores_without_overflow(q, k, scale, sink, s, infinite):
+    """``_shift_by_max`` for rows whose scores ``s = scale * q.k`` overflow float64, from finite q.
 
     -> (s - m [Hkv, G, n], sink - m [Hkv, G, 1] or None), every entry <= 0, 0 at the maximum.
 
-    With s = c * y (``_factored_scores``), s - max(s) = c * (y - y*), y* the max of y
-    (c >= 0) or its min (c < 0).  Where y == y*, the entry is 0 even if c overflowed
-    (inf * 0 would be NaN); elsewhere an overflowed c gives -inf, whose exp is the 0
-    the exact weight rounds to.  A sink logit competes with t = c * y*, the largest
-    score: t = +inf leaves the sink no weight, t = -inf gives it all.
+    With s = c * y over the finite keys (``_factored_scores``), s - max(s) = c * (y - y*),
+    y* the max of y (c >= 0) or its min (c < 0).  Where y == y*, the entry is 0 even if c
+    overflowed (inf * 0 would be NaN); elsewhere an overflowed c gives -inf, whose exp is
+    the 0 the exact weight rounds to.  A sink logit competes with t = c * y*, the largest
+    score: t = +inf leaves the sink no weight, t = -inf gives it all.  A key with a
+    non-finite entry has a truly infinite score (in s, from ``_infinite_scores``): -inf takes
+    no weight; +inf or NaN makes the row NaN, as inf - inf does in IEEE arithmetic.
     """
     c, y = _factored_scores(q, k, scale)
+    finite = ~infinite                                         # q is finite in these rows: the key decides
+    s_inf = np.where(finite, -np.inf, s)
+    undefined = (np.isnan(s_inf) | (s_inf == np.inf)).any(axis=-1, keepdims=True)
     with np.errstate(over="ignore", invalid="ignore"):
-        ystar = np.where(c >= 0, y.max(axis=-1, keepdims=True), y.min(axis=-1, keepdims=True))
+        ystar = np.where(c >= 0, np.where(finite, y, -np.inf).max(axis=-1, keepdims=True),
+                         np.where(finite, y, np.inf).min(axis=-1, keepdims=True))
         dy = y - ystar
-        shifted = np.where(dy == 0, 0.0, c * dy)
+        shifted = np.where(finite, np.where(dy == 0, 0.0, c * dy), -np.inf)
+        shifted = np.where(undefined, np.nan, shifted)
         if sink is None:
             return shifted, None
         t = c * ystar                                          # the largest score, +-inf beyond range
         m = np.maximum(t, sink)
         key_shift = np.where(np.isfinite(t), t - m, np.where(t > 0, 0.0, -np.inf))
         sink_shift = np.where(np.isfinite(t), sink - m, np.where(t > 0, -np.inf, 0.0))
-        return shifted + key_shift, sink_shift
+        return shifted + key_shift, np.where(undefined, np.nan, sink_shift)
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, window: Window,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import swaref
-from oracle import assert_close, dense_attention_f64
+from oracle import assert_close, dense_attention_f64, dense_attention_wide
 from ref_helpers import f64_tol, random_qkv
 
 POISONS = [np.nan, np.inf, -np.inf, 1e30, -1e30]
@@ -220,3 +220,32 @@ def test_one_heads_nan_does_not_change_another_heads_overflowing_row():
         else:                                   # capped scores +-3: weights e^3 : e^-3
             w = np.exp([3.0, -3.0]) / np.exp([3.0, -3.0]).sum()
             assert_close(out[0, 0], w @ v[:, 0], 1e-15, name="head 0 softcap")
+
+
+@pytest.mark.parametrize("backend", ["reference", "cython"])
+def test_an_infinite_term_decides_a_score_even_beside_an_overflowing_one(backend):
+    """Scores are exact extended reals (spec rule 3): a key with an inf entry has score +-inf
+    however large its finite terms, and a finite score beyond float64 is still finite.
+    Float64 arithmetic got both wrong (found by tools/fuzz.py, seed 9103): inf + (-1e319
+    overflowed to -inf) gave NaN, and a true -inf score beside an overflowed finite one gave
+    inf - inf.  Expected values by hand and from NumPy's longdouble (tests/oracle.py)."""
+    # Query at position 1 sees keys 0 (inf entry: score -inf exactly) and 1 (score 1.7e155 * -1
+    # ... beyond float64 after scale 1e300, but finite): all the weight goes to key 1.
+    q = np.array([[[-1.32e-4]]])
+    k = np.array([[[np.inf]], [[-1.32e159]]])
+    v = np.array([[[0.5]], [[-0.25]]])
+    out = swaref.attention(q, k, v, window=2, q_pos=[1], scale=1e300, backend=backend)
+    assert_close(out, [[[-0.25]]], 0.0, name="true -inf beside an overflowing score")
+    # Key 0: 1.26e159 * inf + (-1.32e159 * 8.2e159, finite though beyond float64) = +inf,
+    # times scale -0.5: -inf exactly, weight 0; a NaN in key 1's value stays in its column.
+    q = np.array([[[1.26e159, -1.32e159]]])
+    k = np.array([[[np.inf, 8.2e159]], [[1.26e-4, -1.32e-4]]])
+    v = np.array([[[0.125, 0.5]], [[np.nan, -0.132]]])
+    out = swaref.attention(q, k, v, window=2, q_pos=[1], scale=-0.5, backend=backend)
+    assert np.isnan(out[0, 0, 0]) and out[0, 0, 1] == -0.132, out
+    wide = dense_attention_wide(q, k, v, [1], [0, 1], 2, -0.5)
+    assert np.isnan(wide[0, 0, 0]) and wide[0, 0, 1] == -0.132
+    # +inf against +inf is undefined (inf - inf): NaN, as in IEEE arithmetic.
+    k = np.array([[[np.inf, 1.0]], [[np.inf, 2.0]]])
+    out = swaref.attention(np.ones((1, 1, 2)), k, v, window=2, q_pos=[1], backend=backend)
+    assert np.isnan(out).all()

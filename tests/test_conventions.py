@@ -196,10 +196,13 @@ def params(engine):
 
 @pytest.mark.parametrize("engine", sorted(CONVERTERS))
 def test_converted_window_reproduces_the_engines_mask(engine):
+    pos = np.arange(N)
     for param in params(engine):
         window = CONVERTERS[engine](param)
-        np.testing.assert_array_equal(rule_mask(window), engine_mask(engine, param),
-                                      err_msg=f"{engine}({param!r}) -> {window!r}")
+        want = engine_mask(engine, param)
+        np.testing.assert_array_equal(rule_mask(window), want, err_msg=f"{engine}({param!r}) -> {window!r}")
+        np.testing.assert_array_equal(swaref.window_mask(pos, pos, window), want,
+                                      err_msg=f"swaref.window_mask, {engine}({param!r}) -> {window!r}")
 
 
 # Wrong converters that real code has shipped or that an easy misreading gives: the mask

@@ -311,3 +311,23 @@ def test_attention_equals_longformer_self_attention(attention_window):
     assert_close(got.reshape(n, hidden), out, GEMMA2_TOL, name=f"Longformer attention_window={attention_window}")
     wrong = swaref.attention(q, k, v, window=TwoSided(attention_window, attention_window))    # control: w each side
     assert np.abs(wrong.reshape(n, hidden) - out).max() > 1e-4
+
+
+@pytest.mark.parametrize("window,capacity", [(Chunked(5), 5), (Chunked(5), 8), (Sliding(4, 2), 4), (Sliding(4, 2), 7)],
+                         ids=repr)
+def test_cache_prefill_and_decode_equal_transformers_gpt_oss(window, capacity):
+    """A kept-sink or chunked cache (rule 4), chunked prefill then token-by-token decode,
+    against gpt-oss's eager attention over the whole sequence with transformers' mask."""
+    q, k, v = _inputs(6)
+    sinks = np.linspace(-1.0, 2.0, HQ)
+    module = _module(sinks=torch.from_numpy(sinks))
+    out, _ = modeling_gpt_oss.eager_attention_forward(
+        module, _torch(q), _torch(k), _torch(v), _additive(transformers_mask_function(window)),
+        scaling=SCALE, dropout=0.0)
+    want = out[0].numpy()
+    for backend in _backends(window, sinks=sinks):
+        c = swaref.RollingBufferCache(window, HKV, D, dtype=np.float64, capacity=capacity)
+        a = swaref.prefill(q[:15], k[:15], v[:15], c, chunk_size=4, sinks=sinks, backend=backend)
+        b = [swaref.decode_step(q[i:i + 1], k[i:i + 1], v[i:i + 1], c, sinks=sinks, backend=backend)
+             for i in range(15, T)]
+        assert_close(np.concatenate([a, *b]), want, 1e-12, name=f"{window!r} C={capacity} cache ({backend}) vs gpt-oss")

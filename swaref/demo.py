@@ -7,8 +7,10 @@ small dimension D.  Every number shown comes from a real call into swaref
 (window_mask, attention, decode_step, prefill, receptive_field), and every
 section ends with a check against an independent computation.
 
-``swaref demo --plot DIR`` also writes the same pictures as PNG files
-(needs matplotlib: ``pip install swaref[plot]``).
+``swaref demo --plot DIR`` also writes the same pictures as PNG files, and one
+more: the masks of the spec 1.1 window family side by side (sliding, kept sink
+tokens, two-sided, chunked) on the tutorial's sentence (needs matplotlib:
+``pip install swaref[plot]``).
 
 The demo carries its own sentences; it never reads the tutorial file.
 """
@@ -19,6 +21,8 @@ import sys
 import numpy as np
 
 from .errors import SwarefError
+from .windows import Chunked, Sliding, TwoSided, kernel_params
+from .conventions import to_flash_attention, to_hf_attention_chunk_size
 from . import (RollingBufferCache, attention, cache_view, cache_write, decode_step,
                prefill, receptive_field, slot_of, window_mask)
 
@@ -102,6 +106,44 @@ def receptive_field_table(window, length=FIELD_LENGTH):
     contiguous = all(reach[L, earliest[L]:].all() for L in range(n_layers + 1))
     return {"window": window, "length": length, "reach": reach, "formula": formula,
             "agree": bool(contiguous and (earliest == formula).all())}
+
+
+def window_family(n, window):
+    """The spec 1.1 window family on ``n`` positions, each with ``window`` keys at most:
+    sliding, sliding + 1 kept sink token, two-sided, chunked.
+
+    -> list of dicts: name, window, mask [n, n] (swaref.window_mask), engine (the same
+    window in another engine's words), agree (the mask equals the compiled kernel's rule,
+    swaref.windows.kernel_params, computed independently here).
+    """
+    left = (window - 1) // 2
+    family = [("sliding window", window, f"window={window}"),
+              ("kept sink tokens", Sliding(window, sink_tokens=1), f"Sliding({window}, sink_tokens=1)"),
+              ("two-sided (encoders)", TwoSided(left, window - 1 - left), f"TwoSided({left}, {window - 1 - left})"),
+              ("chunked (Llama 4)", Chunked(window), f"Chunked({window})")]
+    pos = np.arange(n)
+    out = []
+    engines = [f"FlashAttention window_size={to_flash_attention(window)}, causal",
+               f"StreamingLLM: token 0 + the last {window}",
+               f"FlashAttention window_size={to_flash_attention(family[2][1])}",
+               f"Llama 4 attention_chunk_size={to_hf_attention_chunk_size(family[3][1])}"]
+    for (name, w, spelled), engine in zip(family, engines):
+        mask = window_mask(pos, pos, w)
+        out.append({"name": name, "window": w, "spelled": spelled, "mask": mask, "engine": engine,
+                    "agree": bool(np.array_equal(mask, _kernel_rule_mask(w, n)))})
+    return out
+
+
+def _kernel_rule_mask(window, n):
+    """Visibility by the kernel's four parameters (swaref.windows.kernel_params), pair by pair."""
+    left, right, chunk, sinks = kernel_params(window)
+    m = np.zeros((n, n), dtype=bool)
+    for p in range(n):
+        lo = max(0, p - left if left >= 0 else 0, (p // chunk) * chunk if chunk else 0)
+        hi = p + right if right >= 0 else n - 1
+        for j in range(n):
+            m[p, j] = (j < sinks and j <= p) or lo <= j <= hi
+    return m
 
 
 def rolling_buffer_steps(words, q, k, v, window):
@@ -373,6 +415,7 @@ def compute(seed=0, dim=4, window=None):
         "field": receptive_field_table(aw),
         "steps": steps, "decode_diff": decode_diff,
         "chunks": chunks, "prefill_diff": prefill_diff,
+        "family": window_family(len(SENTENCE), aw),
     }
 
 
@@ -428,14 +471,14 @@ def _heatmap(ax, values, rows, cols, title, text, cmap="viridis", **imshow):
 
 
 def plot_all(r, outdir, plt):
-    """Write the four figures into ``outdir``; return their paths."""
+    """Write the five figures into ``outdir``; return their paths."""
     os.makedirs(outdir, exist_ok=True)
     paths = []
 
-    def save(fig, name):
+    def save(fig, name, top=1.0):
         path = os.path.join(outdir, name)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        fig.tight_layout(rect=(0, 0, 1, top))         # top < 1 leaves room for a suptitle
+        fig.savefig(path, dpi=110, bbox_inches="tight")      # rotated tick labels stay inside
         plt.close(fig)
         paths.append(path)
 
@@ -492,6 +535,16 @@ def plot_all(r, outdir, plt):
     fig.suptitle(f"Chunked prefill, W = {W}; chunked == one-shot: "
                  f"max |diff| = {r['prefill_diff']:.1e}")
     save(fig, "4_chunked_prefill.png")
+
+    fam = r["family"]
+    fig, axes = plt.subplots(1, len(fam), figsize=(4.2 * len(fam), 5.0), squeeze=False)
+    for ax, f in zip(axes[0], fam):
+        _heatmap(ax, f["mask"].astype(float), words, words, f"{f['name']}: {f['spelled']}\n{f['engine']}",
+                 [["x" if m else "" for m in row] for row in f["mask"]], cmap="Greens", vmin=0, vmax=2.5)
+    agree = "yes" if all(f["agree"] for f in fam) else "NO"
+    fig.suptitle(f"The window family on \"{' '.join(words)}\" (row = query, x = visible key); "
+                 f"window_mask == the kernel's rule: {agree}")
+    save(fig, "5_window_family.png", top=0.9)
     return paths
 
 

@@ -169,7 +169,7 @@ def test_plot_writes_non_empty_pngs(capsys, tmp_path):
     assert final_diff(walkthrough) <= 1e-12
     names = sorted(os.listdir(outdir))
     assert names == ["1_attention_scores.png", "2_receptive_field.png",
-                     "3_rolling_buffer.png", "4_chunked_prefill.png"]
+                     "3_rolling_buffer.png", "4_chunked_prefill.png", "5_window_family.png"]
     for name in names:
         data = (outdir / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -208,3 +208,39 @@ def test_demo_numbers_match_the_library_directly():
     assert np.array_equal(r["chunks"][-1]["slots"], cache.positions)
     assert [len(c["q_pos"]) for c in r["chunks"]] == [4, 4, 3]
     assert [c["n_cache"] for c in r["chunks"]] == [0, 4, 4]
+
+
+def test_window_family_figure_shows_the_tutorials_sentence_under_each_window():
+    # By hand, W = 3 on "The cat is on a chair" (p = query, j = key), from rule 1.
+    fam = {f["name"]: f for f in demo.compute()["family"]}
+    assert list(fam) == ["sliding window", "kept sink tokens", "two-sided (encoders)", "chunked (Llama 4)"]
+    by_hand = {
+        "sliding window": lambda p, j: p - 3 < j <= p,
+        "kept sink tokens": lambda p, j: j <= p and (j == 0 or p - 3 < j),     # "The" stays visible
+        "two-sided (encoders)": lambda p, j: p - 1 <= j <= p + 1,
+        "chunked (Llama 4)": lambda p, j: j <= p and j // 3 == p // 3,          # "on" starts a new chunk
+    }
+    for name, rule in by_hand.items():
+        want = np.array([[rule(p, j) for j in range(6)] for p in range(6)])
+        np.testing.assert_array_equal(fam[name]["mask"], want, err_msg=name)
+        assert fam[name]["agree"], name
+    assert fam["two-sided (encoders)"]["engine"] == "FlashAttention window_size=(1, 1)"
+    assert fam["chunked (Llama 4)"]["engine"] == "Llama 4 attention_chunk_size=3"
+
+
+def test_window_family_check_can_fail():
+    # The figure's check (window_mask == the kernel's rule) compares two computations: a
+    # kernel rule for a wrong window must disagree with the mask.
+    from swaref.windows import Chunked, Sliding, TwoSided
+    pos = np.arange(6)
+    for right, wrong in ((Chunked(3), Chunked(4)), (Sliding(3, 1), Sliding(3, 2)), (TwoSided(1, 1), TwoSided(1, 2)),
+                         (3, 4)):
+        assert np.array_equal(demo._kernel_rule_mask(right, 6), swaref.window_mask(pos, pos, right))
+        assert not np.array_equal(demo._kernel_rule_mask(wrong, 6), swaref.window_mask(pos, pos, right))
+
+
+@pytest.mark.parametrize("window", range(1, demo.MAX_WINDOW + 1))
+def test_window_family_for_every_window_option(window):
+    for f in demo.window_family(6, window):
+        assert f["agree"], (window, f["name"])
+        assert f["mask"].sum(axis=1).max() <= window + (1 if f["name"] == "kept sink tokens" else 0)

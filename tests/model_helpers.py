@@ -60,8 +60,10 @@ def oracle_logits(model, tokens):
 
     Written from the formulas, per feature: RMSNorm or LayerNorm (with or without
     bias) in whichever of the four slots the layer has, sequential or parallel
-    blocks, SwiGLU / GeGLU / plain / top-k mixture-of-experts MLP, biases, q/k norms
-    per head or over the projection, attention and embedding / logit scales, per-layer
+    blocks, SwiGLU / GeGLU / gpt-oss's clamped SwiGLU / plain / top-k mixture-of-experts
+    MLP (router and expert biases), biases, q/k norms per head or over the projection,
+    attention and embedding / logit scales, attention and final soft-caps, learned
+    sinks (tests/oracle.py's dense softmax has both), per-layer
     RoPE (plain RoPE; local theta; none).  Scaled RoPE variants are not here: they are
     held to transformers' own rotary embeddings (tests/test_crosscheck_rope.py)."""
     cfg = model.config
@@ -85,19 +87,31 @@ def oracle_logits(model, tokens):
             return g / (1 + np.exp(-g))
         return 0.5 * g * (1 + np.tanh(np.sqrt(2 / np.pi) * (g + 0.044715 * g ** 3)))
 
+    def gated(g, u):
+        if cfg.glu_limit is None:
+            return act(g) * u
+        # gpt-oss's GptOssExperts._apply_gate, written out: gate capped above, up clamped both ways
+        g, u = np.minimum(g, cfg.glu_limit), np.clip(u, -cfg.glu_limit, cfg.glu_limit)
+        return g / (1 + np.exp(-cfg.glu_alpha * g)) * (u + 1)
+
+    def expert_bias(b, e):
+        return None if b is None else b[e]
+
     def mlp(x, lw):
         if cfg.mlp == "plain":
             return lin(act(lin(x, lw.w_up, lw.b_up)), lw.w_down, lw.b_down)
         if cfg.mlp == "gated":
-            return lin(act(lin(x, lw.w_gate, lw.b_gate)) * lin(x, lw.w_up, lw.b_up), lw.w_down, lw.b_down)
+            return lin(gated(lin(x, lw.w_gate, lw.b_gate), lin(x, lw.w_up, lw.b_up)), lw.w_down, lw.b_down)
         out = np.zeros_like(x)
         for t in range(len(x)):  # token by token: softmax, top-k, renormalise, weighted experts
-            z = x[t] @ f(lw.router).T
+            z = lin(x[t], lw.router, lw.b_router)
             p = np.exp(z - z.max())
             p /= p.sum()
             chosen = sorted(range(len(p)), key=lambda e: -p[e])[: cfg.top_k]
             for e in chosen:
-                y = (act(f(lw.experts_gate[e]) @ x[t]) * (f(lw.experts_up[e]) @ x[t])) @ f(lw.experts_down[e]).T
+                g = lin(x[t], lw.experts_gate[e], expert_bias(lw.b_experts_gate, e))
+                u = lin(x[t], lw.experts_up[e], expert_bias(lw.b_experts_up, e))
+                y = lin(gated(g, u), lw.experts_down[e], expert_bias(lw.b_experts_down, e))
                 out[t] += p[e] / sum(p[c] for c in chosen) * y
         return out
 
@@ -116,7 +130,8 @@ def oracle_logits(model, tokens):
             theta = cfg.local_rope_theta if w is not None and cfg.local_rope_theta is not None else cfg.rope_theta
             q = oracle_rope(q, pos, theta, cfg.rope_layout, cfg.rope_dim)
             k = oracle_rope(k, pos, theta, cfg.rope_layout, cfg.rope_dim)
-        a = lin(dense_attention_f64(q, k, v, pos, pos, w, cfg.attn_scale).reshape(T, -1), lw.wo, lw.bo)
+        a = dense_attention_f64(q, k, v, pos, pos, w, cfg.attn_scale, softcap=cfg.attn_softcap, sinks=lw.sinks)
+        a = lin(a.reshape(T, -1), lw.wo, lw.bo)
         if cfg.parallel:
             h = h + a + mlp(x, lw)
             continue
@@ -124,7 +139,9 @@ def oracle_logits(model, tokens):
         m = mlp(h if lw.mlp_norm is None else norm(h, lw.mlp_norm, lw.mlp_norm_b), lw)
         h = h + (m if lw.mlp_out_norm is None else norm(m, lw.mlp_out_norm))
     out = norm(h, model.final_norm, model.final_norm_b) @ f(model.lm_head).T
-    return out * (1.0 if cfg.logit_scale is None else np.float32(cfg.logit_scale))
+    out = out * (1.0 if cfg.logit_scale is None else np.float32(cfg.logit_scale))
+    c = cfg.final_softcap
+    return out if c is None else c * np.tanh(out / c)
 
 HF_LAYER = {"attn_norm": "input_layernorm", "wq": "self_attn.q_proj", "wk": "self_attn.k_proj",
             "wv": "self_attn.v_proj", "wo": "self_attn.o_proj", "mlp_norm": "post_attention_layernorm",
@@ -146,7 +163,8 @@ def hf_config(cfg, model_type="mistral", **extra):
 HF_CLASSES = {"mistral": "MistralForCausalLM", "ministral": "MinistralForCausalLM", "llama": "LlamaForCausalLM",
               "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "starcoder2": "Starcoder2ForCausalLM",
               "phi3": "Phi3ForCausalLM", "mixtral": "MixtralForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
-              "cohere2": "Cohere2ForCausalLM", "olmo3": "Olmo3ForCausalLM"}
+              "cohere2": "Cohere2ForCausalLM", "olmo3": "Olmo3ForCausalLM", "gemma2": "Gemma2ForCausalLM",
+              "gpt_oss": "GptOssForCausalLM"}
 
 # The optional tensors (biases, Qwen3's q/k norms), by transformers' names.
 HF_OPTIONAL = {"bq": "self_attn.q_proj.bias", "bk": "self_attn.k_proj.bias", "bv": "self_attn.v_proj.bias",
@@ -157,7 +175,7 @@ HF_OPTIONAL = {"bq": "self_attn.q_proj.bias", "bk": "self_attn.k_proj.bias", "bv
                "mlp_out_norm": "post_feedforward_layernorm.weight", "router": "block_sparse_moe.gate.weight",
                "experts_gate": "block_sparse_moe.experts.{e}.w1.weight",
                "experts_up": "block_sparse_moe.experts.{e}.w3.weight",
-               "experts_down": "block_sparse_moe.experts.{e}.w2.weight"}
+               "experts_down": "block_sparse_moe.experts.{e}.w2.weight", "sinks": "self_attn.sinks"}
 
 def present(lw):
     """name -> array for every tensor a LayerWeights holds (the optional ones that are None left out)."""
@@ -168,14 +186,30 @@ FAMILY_NAMES = {
     "starcoder2": {"w_up": "mlp.c_fc.weight", "b_up": "mlp.c_fc.bias", "w_down": "mlp.c_proj.weight",
                    "b_down": "mlp.c_proj.bias"},
     "gemma3_text": {"attn_out_norm": "post_attention_layernorm.weight", "mlp_norm": "pre_feedforward_layernorm.weight"},
+    "gemma2": {"attn_out_norm": "post_attention_layernorm.weight", "mlp_norm": "pre_feedforward_layernorm.weight"},
+    "gpt_oss": {"router": "mlp.router.weight", "b_router": "mlp.router.bias"},
 }
 # Phi-3 stores q/k/v in one qkv_proj and gate/up in one gate_up_proj (rows concatenated in that order).
 PHI3_FUSED = {"self_attn.qkv_proj.weight": ("wq", "wk", "wv"), "mlp.gate_up_proj.weight": ("w_gate", "w_up")}
 GEMMA_NORMS = ("attn_norm", "attn_out_norm", "mlp_norm", "mlp_out_norm", "q_norm", "k_norm")
 
+def gpt_oss_experts(lw):
+    """GptOssExperts' four tensors: [E, d, 2I] with gate in the even and up in the odd columns, [E, 2I],
+    [E, I, d] (each matrix stored [in, out]) and [E, d]."""
+    E, I, d = lw.experts_gate.shape
+    gate_up = np.empty((E, d, 2 * I), np.float32)
+    gate_up[..., 0::2], gate_up[..., 1::2] = lw.experts_gate.transpose(0, 2, 1), lw.experts_up.transpose(0, 2, 1)
+    bias = np.empty((E, 2 * I), np.float32)
+    bias[:, 0::2], bias[:, 1::2] = lw.b_experts_gate, lw.b_experts_up
+    return {"mlp.experts.gate_up_proj": gate_up, "mlp.experts.gate_up_proj_bias": bias,
+            "mlp.experts.down_proj": np.ascontiguousarray(lw.experts_down.transpose(0, 2, 1)),
+            "mlp.experts.down_proj_bias": lw.b_experts_down}
+
+GPT_OSS_PACKED = ("experts_gate", "experts_up", "experts_down", "b_experts_gate", "b_experts_up", "b_experts_down")
+
 def hf_tensors(model, model_type="mistral"):
     """The tensors of a transformers checkpoint of ``model`` for ``model_type`` (Gemma's norms stored as w - 1)."""
-    gemma = model_type == "gemma3_text"
+    gemma = model_type in ("gemma3_text", "gemma2")
     t = {"model.embed_tokens.weight": model.embed, "model.norm.weight": model.final_norm - gemma}
     if model.final_norm_b is not None:
         t["model.norm.bias"] = model.final_norm_b
@@ -186,9 +220,12 @@ def hf_tensors(model, model_type="mistral"):
     for i, lw in enumerate(model.layers):
         for name, keys in fused.items():
             t[f"model.layers.{i}.{name}"] = np.concatenate([getattr(lw, k) for k in keys])
+        if model_type == "gpt_oss":
+            t.update({f"model.layers.{i}.{name}": arr for name, arr in gpt_oss_experts(lw).items()})
         for key, name in names.items():
             arr = getattr(lw, key)
-            if arr is None or any(key in keys for keys in fused.values()):
+            if arr is None or any(key in keys for keys in fused.values()) or \
+                    model_type == "gpt_oss" and key in GPT_OSS_PACKED:
                 continue
             arr = arr - 1 if gemma and key in GEMMA_NORMS else arr
             for e in range(arr.shape[0] if "{e}" in name else 1):

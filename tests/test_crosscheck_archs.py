@@ -81,12 +81,30 @@ FAMILIES = {
                                                        "original_max_position_embeddings": 64},
                                     "sliding_attention": {"rope_type": "default", "rope_theta": 5e5}}), 5,
               {"rope_scaling": ()}),
+    # Gemma 2: 1 local : 1 global (layer_types as Gemma2Config derives them), attention and final-logit
+    # soft-caps small enough to bite, query_pre_attn_scalar; the control drops the attention soft-cap.
+    "gemma2": (dict(model_type="gemma2", num_hidden_layers=3, sliding_window=4, query_pre_attn_scalar=16,
+                    hidden_activation="gelu_pytorch_tanh", attn_logit_softcapping=5.0, final_logit_softcapping=3.0),
+               4, {"attn_softcap": None}),
+    # Gemma 3 with Gemma 2's soft-caps in its config (off by default): transformers applies the final one and
+    # ignores attn_logit_softcapping (Gemma3Attention never passes it on); swaref does the same.
+    "gemma3-softcap": (dict(model_type="gemma3_text", num_hidden_layers=2, sliding_window=4, sliding_window_pattern=2,
+                            query_pre_attn_scalar=16, attn_logit_softcapping=4.0, final_logit_softcapping=3.0), 4,
+                       {"final_softcap": None}),
+    # gpt-oss: learned sinks, 1 sliding : 1 full, yarn (an original context short enough to scale these
+    # positions), q/k/v/o biases, top-2 of 4 biased experts with the clamped SwiGLU; the control drops the sinks.
+    "gpt_oss": (dict(model_type="gpt_oss", num_hidden_layers=3, sliding_window=5, num_local_experts=4,
+                     num_experts_per_tok=2, swiglu_limit=3.0, max_position_embeddings=64,
+                     rope_parameters={"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                                      "truncate": False, "original_max_position_embeddings": 16,
+                                      "rope_theta": 150000.0}), 5,
+                {"sinks": False}),
 }
 CLASSES = {"ministral": "MinistralForCausalLM", "mistral": "MistralForCausalLM", "llama": "LlamaForCausalLM",
            "qwen2": "Qwen2ForCausalLM",
            "qwen3": "Qwen3ForCausalLM", "starcoder2": "Starcoder2ForCausalLM", "phi3": "Phi3ForCausalLM",
            "mixtral": "MixtralForCausalLM", "gemma3_text": "Gemma3ForCausalLM", "cohere2": "Cohere2ForCausalLM",
-           "olmo3": "Olmo3ForCausalLM"}
+           "olmo3": "Olmo3ForCausalLM", "gemma2": "Gemma2ForCausalLM", "gpt_oss": "GptOssForCausalLM"}
 
 
 def write_random_checkpoint(d, keys, seed=0):

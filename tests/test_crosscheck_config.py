@@ -31,6 +31,8 @@ def _theta(cfg):
 def _their_value(cls, theirs, key, arch):
     if key == "rope_theta":
         return _theta(theirs)
+    if key == "rope_parameters":  # the scaling a family fills in without one (gpt-oss); its theta is rope_theta's
+        return {k: v for k, v in theirs.rope_parameters.items() if k != "rope_theta"}
     if key == "partial_rotary_factor":
         return theirs.rope_parameters.get("partial_rotary_factor", 1.0)
     if key == arch.full_every_key:  # popped from the kwargs: read back from the layer types it made

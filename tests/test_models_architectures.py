@@ -35,7 +35,7 @@ def test_every_row_is_well_formed(arch):
 # Two layers, sliding_window 4 in the file: which layers slide under each family's rule.
 WINDOWS = {"mistral": (4, 4), "ministral": (4, 4), "llama": (None, None), "qwen2": (None, None),
            "qwen3": (None, None), "starcoder2": (4, 4), "phi3": (4, 4), "mixtral": (4, 4), "gemma3_text": (4, 4),
-           "cohere2": (4, 4), "olmo3": (4, 4)}
+           "cohere2": (4, 4), "olmo3": (4, 4), "gemma2": (4, None), "gpt_oss": (4, None)}
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES.values()), ids=list(ARCHITECTURES))
@@ -49,8 +49,13 @@ def test_every_architecture_is_recognised_by_class_or_model_type(arch):
         cfg = config_from_dict(dict(base, **names))
         assert cfg.windows == WINDOWS[arch.name] and cfg.arch == arch.name
         assert cfg.qk_norm == arch.graph.get("qk_norm", "")
-        assert set(cfg.biases) == set(arch.biases) | set(arch.bias_keys.get("use_bias", ()))
+        # The always-biased projections, and those of every bias key whose class default is true.
+        on = {p for key, ps in arch.bias_keys.items() if arch.defaults.get(key) is True for p in ps}
+        assert set(cfg.biases) == set(arch.biases) | on
     act_key = arch.keys.get("act", "hidden_act")
+    if act_key in arch.ignored:  # gpt-oss's experts never read hidden_act: any value means the same model
+        assert config_from_dict(dict(base, model_type=arch.name, **{act_key: "gelu"})).act == "silu"
+        return
     with pytest.raises(CheckpointError, match=f"{act_key} 'gelu' is not supported"):
         config_from_dict(dict(base, model_type=arch.name, **{act_key: "gelu"}))
 
@@ -74,6 +79,8 @@ FAMILY_CONFIGS = {
     "gemma3_text": dict(rope_parameters=None, sliding_window_pattern=2, query_pre_attn_scalar=12),
     "cohere2": dict(rope_parameters=None, sliding_window_pattern=2, logit_scale=0.5),
     "olmo3": dict(rope_parameters=None),
+    "gemma2": dict(query_pre_attn_scalar=12, attn_logit_softcapping=3.0, final_logit_softcapping=4.0),
+    "gpt_oss": dict(num_local_experts=4, num_experts_per_tok=2, swiglu_limit=2.0),
 }
 
 

@@ -252,7 +252,9 @@ def test_layer_types_must_list_one_entry_per_layer(tmp_path):
 FAMILY_KEYS = {"starcoder2": dict(hidden_act="gelu_pytorch_tanh"), "phi3": {}, "qwen2": {},
                "mixtral": dict(num_local_experts=3, num_experts_per_tok=2),
                "gemma3_text": dict(rope_parameters=None, query_pre_attn_scalar=8, tie_word_embeddings=True),
-               "cohere2": dict(rope_parameters=None), "olmo3": dict(rope_parameters=None)}
+               "cohere2": dict(rope_parameters=None), "olmo3": dict(rope_parameters=None),
+               "gemma2": dict(tie_word_embeddings=True),
+               "gpt_oss": dict(num_local_experts=3, num_experts_per_tok=2, rope_parameters=None)}
 
 @needs_safetensors
 @pytest.mark.parametrize("dtype,shards", [(np.float16, 3), ("bf16", 1)])

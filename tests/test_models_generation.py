@@ -25,6 +25,9 @@ def test_prefill_logits_match_dense_oracle(window):
     assert got.dtype == np.float32
     assert_close(got, oracle_logits(model, toks), atol=1e-4)
 
+GPT_OSS = dict(mlp="moe", n_experts=4, top_k=2, sinks=True, glu_alpha=1.702, glu_limit=1.0,
+               biases=("wq", "wk", "wv", "wo", "router", "experts_gate", "experts_up", "experts_down"))
+
 # Per-family features (Qwen2's q/k/v biases, Llama's o/MLP biases, Qwen3's q/k norms) on mixed windows.
 FEATURES = [dict(biases=("wq", "wk", "wv")), dict(biases=("wo", "w_gate", "w_up", "w_down")),
             dict(qk_norm="head"), dict(qk_norm="head", biases=("wq", "wk", "wv", "wo")),
@@ -39,7 +42,12 @@ FEATURES = [dict(biases=("wq", "wk", "wv")), dict(biases=("wo", "w_gate", "w_up"
             # OLMo 3: post-norms only, q/k norms over the projection
             dict(norms=("attn_out", "mlp_out"), qk_norm="all"),
             # Mixtral: top-2 of 4 experts; partial rotary
-            dict(mlp="moe", n_experts=4, top_k=2, rope_dim=4)]
+            dict(mlp="moe", n_experts=4, top_k=2, rope_dim=4),
+            # Gemma 2: Gemma's norms and scales with attention and final-logit soft-caps
+            dict(norms=("attn", "attn_out", "mlp", "mlp_out"), act="gelu_tanh", embed_scale=5.6, attn_scale=0.2,
+                 attn_softcap=2.0, final_softcap=3.0),
+            # gpt-oss: learned sinks, biased router and experts, the clamped SwiGLU
+            GPT_OSS]
 
 @pytest.mark.parametrize("features", FEATURES, ids=str)
 def test_feature_logits_match_dense_oracle_and_each_feature_matters(features):
@@ -66,6 +74,37 @@ def test_moe_top_k_matters():
     got = M.prefill_prompt(top1, toks, M.new_caches(top1, 13), logits="all")
     assert_close(got, oracle_logits(top1, toks), atol=1e-4)
     assert np.abs(oracle_logits(model, toks) - got).max() > 1e-2
+
+@pytest.mark.parametrize("features,without", [
+    (GPT_OSS, dict(sinks=False)), (GPT_OSS, dict(glu_alpha=None, glu_limit=None)),
+    (GPT_OSS, dict(biases=("wq", "wk", "wv", "wo"))), (GPT_OSS, dict(biases=())),
+    (dict(attn_softcap=2.0), dict(attn_softcap=None)), (dict(final_softcap=3.0), dict(final_softcap=None))],
+    ids=["sinks", "clamped-glu", "moe-biases", "attention-biases", "attn-softcap", "final-softcap"])
+def test_gemma2_and_gpt_oss_features_each_matter(features, without):
+    """Each feature removed alone (its tensors dropped): swaref still equals the oracle for the model without
+    it, and that model's logits differ from the one with it, so the oracle comparison above can see it."""
+    model = make_model(window=[3, None], seed=8, **features)
+    cfg = dataclasses.replace(model.config, **without)
+    keep = M.weights.expected_shapes(cfg)[1]
+    other = M.Model(cfg, model.embed, [M.LayerWeights(**{k: getattr(lw, k) for k in keep}) for lw in model.layers],
+                    model.final_norm, model.lm_head)
+    toks = np.random.default_rng(3).integers(0, 61, 13)
+    got = M.prefill_prompt(other, toks, M.new_caches(other, 13), chunk_size=2, logits="all")
+    assert_close(got, oracle_logits(other, toks), atol=1e-4)
+    assert np.abs(oracle_logits(model, toks) - got).max() > 1e-2
+
+
+def test_model_refuses_non_finite_sinks_and_sinks_with_a_softcap():
+    model = make_model(window=[3, None], seed=8, **GPT_OSS)
+    bad = [M.LayerWeights(**dict(present(lw), sinks=np.array([0, np.inf, 0, 0], np.float32))) for lw in model.layers]
+    with pytest.raises(SwarefError, match="layers\\[0\\].sinks must be finite") as e:
+        M.Model(model.config, model.embed, bad, model.final_norm, model.lm_head)
+    assert e.value.kind == "sinks"
+    with pytest.raises(SwarefError, match="sinks must be false when attn_softcap is given"):
+        make_cfg(sinks=True, attn_softcap=2.0)
+    with pytest.raises(SwarefError, match="glu_limit must be given together with glu_alpha"):
+        make_cfg(glu_alpha=1.7)
+
 
 def test_oracle_sees_a_window_off_by_one():
     # Control: the comparison above can fail.  W = 4 and W = 5 give clearly different logits.

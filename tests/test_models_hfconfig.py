@@ -200,8 +200,11 @@ def test_the_newer_families_read_their_own_keys():
              query_pre_attn_scalar=16, sliding_window_pattern=2)
     assert (g.rope_theta, g.local_rope_theta, g.attn_scale, g.windows) == (5e5, 500.0, 0.25, (4, None))
     assert g.embed_scale == 32 ** 0.5 and g.act == "gelu_tanh" and g.norms == ("attn", "attn_out", "mlp", "mlp_out")
-    with pytest.raises(CheckpointError, match="final_logit_softcapping = 30.0 is not supported for gemma3_text"):
-        _cfg("gemma3_text", drop=["rope_parameters"], final_logit_softcapping=30.0)
+    # Its soft-caps as transformers' Gemma 3 applies them: the final one, not the attention one (never passed on).
+    g = _cfg("gemma3_text", drop=["rope_parameters"], final_logit_softcapping=30.0, attn_logit_softcapping=20.0)
+    assert (g.final_softcap, g.attn_softcap) == (30.0, None)
+    with pytest.raises(CheckpointError, match="use_bidirectional_attention = True is not supported for gemma3_text"):
+        _cfg("gemma3_text", drop=["rope_parameters"], use_bidirectional_attention=True)
     with pytest.raises(CheckpointError, match="sliding_attention.rope_type 'linear' is not supported"):
         _cfg("gemma3_text", rope_parameters={"sliding_attention": {"rope_type": "linear", "factor": 2.0}})
     # OLMo 3: a top-level rope_theta reaches the full layers only (the sliding ones keep the class default).
@@ -215,6 +218,34 @@ def test_the_newer_families_read_their_own_keys():
     m = _cfg("mixtral", num_local_experts=4, num_experts_per_tok=3)
     assert (m.mlp, m.n_experts, m.top_k, m.rope_theta) == ("moe", 4, 3, 10000.0)
     assert _cfg("starcoder2", norm_epsilon=1e-3).rms_norm_eps == 1e-3
+    # Gemma 2: both soft-caps on by default (null switches one off), 1 local : 1 global, plain RoPE theta 1e4.
+    g2 = _cfg("gemma2", drop=["rope_parameters", "hidden_act"])
+    assert (g2.attn_softcap, g2.final_softcap, g2.windows, g2.rope_theta, g2.act) == (50.0, 30.0, (4, None), 1e4,
+                                                                                       "gelu_tanh")
+    assert _cfg("gemma2", attn_logit_softcapping=None).attn_softcap is None
+    with pytest.raises(CheckpointError, match="use_bidirectional_attention = True is not supported for gemma2"):
+        _cfg("gemma2", use_bidirectional_attention=True)
+
+
+def test_gpt_oss_reads_its_own_keys():
+    # Without rope_parameters, GptOssConfig fills in yarn (factor 32 over 4096 tokens, truncate false, theta 1.5e5).
+    o = _cfg("gpt_oss", drop=["rope_parameters"])
+    scaling = dict(o.rope_scaling)
+    assert (o.rope_theta, scaling["rope_type"], scaling["factor"], scaling["original_max_position_embeddings"],
+            scaling["truncate"]) == (1.5e5, "yarn", 32.0, 4096, False)
+    assert (o.sinks, o.mlp, o.n_experts, o.top_k, o.glu_alpha, o.glu_limit, o.windows) == (
+        True, "moe", 128, 4, 1.702, 7.0, (4, None))
+    assert set(o.biases) == {"wq", "wk", "wv", "wo", "router", "experts_gate", "experts_up", "experts_down"}
+    assert not set(_cfg("gpt_oss", attention_bias=False).biases) & {"wq", "wk", "wv", "wo"}
+    # num_experts is transformers' attribute_map alias of num_local_experts.
+    assert _cfg("gpt_oss", num_experts=8, num_experts_per_tok=2).n_experts == 8
+    with pytest.raises(CheckpointError, match="num_experts = 8 and num_local_experts = 4 name one value"):
+        _cfg("gpt_oss", num_experts=8, num_local_experts=4)
+    # Keys without which transformers cannot run it, and the quantized checkpoints the hub ships.
+    with pytest.raises(CheckpointError, match="gpt_oss needs field 'swiglu_limit'"):
+        _cfg("gpt_oss", swiglu_limit=None)
+    with pytest.raises(CheckpointError, match="quantization_config \\(quant_method 'mxfp4'\\) is not supported"):
+        _cfg("gpt_oss", quantization_config={"quant_method": "mxfp4"})
 
 
 def test_a_llama_config_with_a_sliding_window_is_refused_as_transformers_is_ambiguous():

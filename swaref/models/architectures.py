@@ -41,12 +41,29 @@ ROPE_LAYOUTS = ("half", "interleaved")
 #:   says the opposite, transformers#35896: swaref follows the code).
 WINDOW_RULES = ("none", "every_layer", "layer_types", "max_window_layers")
 
-#: The projections that can carry a bias (weights.LayerWeights field names).
-BIASED = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")
+#: The projections that can carry a bias (weights.LayerWeights field names); the last four are a
+#: mixture of experts' (gpt-oss: the router and every expert's projections).
+BIASED = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down", "router", "experts_gate", "experts_up", "experts_down")
+MOE_BIASED = BIASED[-4:]
 
 
 #: config.json activation names -> swaref's (layers.ACTIVATIONS); any other is refused by name.
 ACTIVATIONS = {"silu": "silu", "gelu_pytorch_tanh": "gelu_tanh"}
+
+
+@dataclass(frozen=True)
+class Packed:
+    """One file tensor that holds several of swaref's (``parts``, weights.LayerWeights names), joined
+    along the file tensor's ``axis``: "rows" one after another (Phi-3's qkv_proj, gate first in
+    gate_up_proj), "interleaved" part j every len(parts)-th entry from j (gpt-oss's gate_up_proj:
+    gate = [..., 0::2], up = [..., 1::2]).  transposed: the file stores each part's last two axes
+    swapped, [..., in, out] (gpt-oss's experts), where swaref holds [..., out, in].
+    """
+
+    parts: tuple
+    how: str = "rows"
+    axis: int = 0
+    transposed: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,10 +101,12 @@ class Architecture:
     embed_scale_sqrt: bool = False      # embeddings multiplied by sqrt(hidden_size) (Gemma)
     attn_scale_key: str = None          # attention scale: this key ** -0.5 instead of head_dim ** -0.5
     # Tensor names that differ from weights.LayerWeights' defaults ({tensor: name within a layer}; top-level
-    # tensors by their full name), and file tensors that hold several of swaref's along axis 0.
+    # tensors by their full name), and file tensors that hold several of swaref's ({name: Packed}).
     names: dict = field(default_factory=dict)
     fused: dict = field(default_factory=dict)
     norm_plus_one: bool = False  # RMSNorm weights stored as w - 1 (Gemma: x * (1 + w))
+    # Other names of a key (transformers' attribute_map: gpt-oss's num_experts is num_local_experts).
+    aliases: dict = field(default_factory=dict)
 
 
 # Each family's defaults: transformers 5.24.0 models/<type>/configuration_<type>.py, the class defaults.
@@ -124,7 +143,8 @@ _GEMMA3 = dict(vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_
                num_attention_heads=8, num_key_value_heads=4, head_dim=256, hidden_activation="gelu_pytorch_tanh",
                rms_norm_eps=1e-6, bos_token_id=2, eos_token_id=1, tie_word_embeddings=True, rope_theta=1e6,
                attention_bias=False, query_pre_attn_scalar=256, sliding_window=4096, layer_types=None,
-               sliding_window_pattern=6, max_position_embeddings=131072)
+               sliding_window_pattern=6, max_position_embeddings=131072, final_logit_softcapping=None,
+               attn_logit_softcapping=None)
 # Cohere2Config: head_dim always hidden // heads; every 4th layer global.
 _COHERE2 = dict(vocab_size=256000, hidden_size=8192, intermediate_size=22528, logit_scale=0.0625,
                 num_hidden_layers=40, num_attention_heads=64, num_key_value_heads=None, hidden_act="silu",
@@ -136,8 +156,30 @@ _OLMO3 = dict(vocab_size=50304, hidden_size=4096, intermediate_size=11008, num_h
               num_attention_heads=32, num_key_value_heads=None, head_dim=None, hidden_act="silu", bos_token_id=None,
               eos_token_id=50279, tie_word_embeddings=False, rope_theta=5e5, attention_bias=False,
               rms_norm_eps=1e-5, sliding_window=4096, layer_types=None, max_position_embeddings=2048)
+# Gemma2Config: Gemma 3's sizes with plain RoPE (default_theta 1e4, one theta for every layer), every
+# 2nd layer global, both soft-caps on by default.
+_GEMMA2 = {**{k: v for k, v in _GEMMA3.items() if k != "sliding_window_pattern"},
+           **dict(vocab_size=256000, rope_theta=1e4, max_position_embeddings=8192, final_logit_softcapping=30.0,
+                  attn_logit_softcapping=50.0, use_bidirectional_attention=None)}
+# GptOssConfig: default_theta 1.5e5 under the yarn rope_parameters __post_init__ fills in; every 2nd layer
+# global.  hidden_act is never read (the experts' clamped SwiGLU is fixed; ignored below).
+_GPT_OSS = dict(vocab_size=201088, hidden_size=2880, intermediate_size=2880, num_hidden_layers=36,
+                num_attention_heads=64, num_key_value_heads=8, head_dim=64, hidden_act="silu", rms_norm_eps=1e-5,
+                bos_token_id=None, eos_token_id=None, tie_word_embeddings=False, rope_theta=1.5e5,
+                rope_parameters={"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                                 "truncate": False, "original_max_position_embeddings": 4096},
+                attention_bias=True, sliding_window=128, layer_types=None, num_local_experts=128,
+                num_experts_per_tok=4, swiglu_alpha=1.702, swiglu_limit=7.0, max_position_embeddings=131072)
 _QKVO = ("wq", "wk", "wv", "wo")
-_NO_SOFTCAP = {"final_logit_softcapping": (None,), "attn_logit_softcapping": (None,)}
+# The Gemma graph (Gemma 2 and Gemma 3 text): norms before and after attention and MLP, (1 + w) RMSNorms,
+# GeGLU, embeddings x sqrt(d), scale query_pre_attn_scalar ** -0.5, attention and final-logit soft-caps.
+_GEMMA = dict(graph={"norms": ("attn", "attn_out", "mlp", "mlp_out")},
+              keys={"act": "hidden_activation", "attn_softcap": "attn_logit_softcapping",
+                    "final_softcap": "final_logit_softcapping"},
+              bias_keys={"attention_bias": _QKVO}, required=("sliding_window",),
+              unsupported={"use_bidirectional_attention": (False, None)}, embed_scale_sqrt=True,
+              attn_scale_key="query_pre_attn_scalar", norm_plus_one=True,
+              names={"attn_out_norm": "post_attention_layernorm.weight", "mlp_norm": "pre_feedforward_layernorm.weight"})
 
 ARCHITECTURES = {
     "mistral": Architecture("mistral", ("MistralForCausalLM",), _MISTRAL, "every_layer",
@@ -165,21 +207,22 @@ ARCHITECTURES = {
                "b_down": "mlp.c_proj.bias"}),
     # Phi-3: fused qkv_proj and gate_up_proj (gate first), partial rotary, sliding_window on every layer.
     "phi3": Architecture("phi3", ("Phi3ForCausalLM",), _PHI3, "every_layer", partial_rotary=True,
-                         fused={"self_attn.qkv_proj.weight": ("wq", "wk", "wv"),
-                                "mlp.gate_up_proj.weight": ("w_gate", "w_up")}),
+                         fused={"self_attn.qkv_proj.weight": Packed(("wq", "wk", "wv")),
+                                "mlp.gate_up_proj.weight": Packed(("w_gate", "w_up"))}),
     # Mixtral: Mistral's attention (sliding_window on every layer) and a top-k mixture of SwiGLU experts.
     "mixtral": Architecture("mixtral", ("MixtralForCausalLM",), _MIXTRAL, "every_layer", graph={"mlp": "moe"},
                             keys={"n_experts": "num_local_experts", "top_k": "num_experts_per_tok"}),
-    # Gemma 3 (text): norms before and after attention and MLP, (1 + w) RMSNorms, per-head q/k norms,
-    # GeGLU, embeddings x sqrt(d), scale query_pre_attn_scalar ** -0.5, RoPE per layer type.
+    # Gemma 2: the Gemma graph (above) with one RoPE for every layer, 1 local : 1 global.
+    "gemma2": Architecture("gemma2", ("Gemma2ForCausalLM",), _GEMMA2, "layer_types", full_every=2, **_GEMMA),
+    # Gemma 3 (text): the Gemma graph plus per-head q/k norms and RoPE per layer type, 5 local : 1 global.
+    # Gemma3Attention keeps attn_logit_softcapping but never passes it to the attention function
+    # (transformers 5.24.0): the key is ignored, as there; final_logit_softcapping is applied.
     "gemma3_text": Architecture(
         "gemma3_text", ("Gemma3ForCausalLM",), _GEMMA3, "layer_types",
-        graph={"norms": ("attn", "attn_out", "mlp", "mlp_out"), "qk_norm": "head"}, keys={"act": "hidden_activation"},
-        bias_keys={"attention_bias": _QKVO}, required=("sliding_window",),
-        unsupported=dict(_NO_SOFTCAP, use_bidirectional_attention=(False, None)),
-        full_every=6, full_every_key="sliding_window_pattern", rope_by_layer_type=(1e6, "rope_local_base_freq", 1e4),
-        embed_scale_sqrt=True, attn_scale_key="query_pre_attn_scalar", norm_plus_one=True,
-        names={"attn_out_norm": "post_attention_layernorm.weight", "mlp_norm": "pre_feedforward_layernorm.weight"}),
+        **dict(_GEMMA, graph=dict(_GEMMA["graph"], qk_norm="head"),
+               keys={k: v for k, v in _GEMMA["keys"].items() if k != "attn_softcap"},
+               ignored=("attn_logit_softcapping",)),
+        full_every=6, full_every_key="sliding_window_pattern", rope_by_layer_type=(1e6, "rope_local_base_freq", 1e4)),
     # Cohere 2: one bias-free LayerNorm feeding attention and MLP in parallel, interleaved RoPE on sliding
     # layers only (Cohere2Attention skips it on full ones), logits x logit_scale.
     "cohere2": Architecture(
@@ -197,6 +240,21 @@ ARCHITECTURES = {
         rope_by_layer_type=(5e5, None, 5e5),
         names={"attn_out_norm": "post_attention_layernorm.weight",
                "mlp_out_norm": "post_feedforward_layernorm.weight"}),
+    # gpt-oss: a learned sink logit per query head, 1 sliding : 1 full layer, yarn, biases on q/k/v/o
+    # (attention_bias), a top-k mixture of experts with a biased router (softmax over the top-k logits)
+    # and biased experts whose SwiGLU is clamped (GptOssExperts._apply_gate), gate and up interleaved
+    # in one transposed gate_up_proj.  MXFP4-quantized checkpoints are refused (quantization_config).
+    "gpt_oss": Architecture(
+        "gpt_oss", ("GptOssForCausalLM",), _GPT_OSS, "layer_types", graph={"mlp": "moe", "sinks": True},
+        keys={"n_experts": "num_local_experts", "top_k": "num_experts_per_tok", "glu_alpha": "swiglu_alpha",
+              "glu_limit": "swiglu_limit"},
+        biases=MOE_BIASED, bias_keys={"attention_bias": _QKVO}, aliases={"num_experts": "num_local_experts"},
+        required=("sliding_window", "swiglu_alpha", "swiglu_limit"), ignored=("hidden_act",), full_every=2,
+        names={"router": "mlp.router.weight", "b_router": "mlp.router.bias"},
+        fused={"mlp.experts.gate_up_proj": Packed(("experts_gate", "experts_up"), "interleaved", -1, transposed=True),
+               "mlp.experts.gate_up_proj_bias": Packed(("b_experts_gate", "b_experts_up"), "interleaved", -1),
+               "mlp.experts.down_proj": Packed(("experts_down",), transposed=True),
+               "mlp.experts.down_proj_bias": Packed(("b_experts_down",))}),
 }
 
 

@@ -178,8 +178,9 @@ def read_specs(files, mapping=None):
 def expected_tensors(cfg, fmt="hf"):
     """Tensor name -> (swaref slot, shape).
 
-    A slot is a top-level name, (layer, name), ("split", layer, names) for a file
-    tensor that holds several of swaref's along axis 0 (Phi-3's qkv_proj), or
+    A slot is a top-level name, (layer, name), ("packed", layer, Packed) for a file
+    tensor that holds several of swaref's (``architectures.Packed``: Phi-3's
+    qkv_proj, gpt-oss's interleaved and transposed gate_up_proj), or
     ("stack", layer, name, e) for expert e of a stacked expert tensor.
     fmt "hf": transformers' names (with the architecture's own names, ``cfg.arch``);
     "mistral": Mistral's native consolidated.safetensors names.
@@ -187,19 +188,18 @@ def expected_tensors(cfg, fmt="hf"):
     top_shapes, layer_shapes = expected_shapes(cfg)
     arch = ARCHITECTURES.get(cfg.arch) if fmt == HF.name else None
     top_names, layer_names = tensor_names(fmt, arch.names if arch else None)
-    fused = {hf: keys for hf, keys in (arch.fused if arch else {}).items() if all(k in layer_shapes for k in keys)}
-    in_fused = {k for keys in fused.values() for k in keys}
+    fused = {hf: p for hf, p in (arch.fused if arch else {}).items() if all(k in layer_shapes for k in p.parts)}
+    in_fused = {k for p in fused.values() for k in p.parts}
     prefix = FORMATS[fmt].layer_prefix
     out = {top_names[k]: (k, shape) for k, shape in top_shapes.items()
            if k != "lm_head" or not cfg.tie_word_embeddings}
     for i in range(cfg.n_layers):
-        for hf, keys in fused.items():
-            rows = sum(layer_shapes[k][0] for k in keys)
-            out[f"{prefix}{i}.{hf}"] = (("split", i, keys), (rows,) + layer_shapes[keys[0]][1:])
+        for hf, packed in fused.items():
+            out[f"{prefix}{i}.{hf}"] = (("packed", i, packed), packed_shape(packed, layer_shapes))
         for key, shape in layer_shapes.items():
-            name = layer_names[key]
             if key in in_fused:
                 continue
+            name = layer_names[key]
             if "{e}" in name:
                 out.update({f"{prefix}{i}.{name.format(e=e)}": (("stack", i, key, e), shape[1:])
                             for e in range(shape[0])})
@@ -208,13 +208,35 @@ def expected_tensors(cfg, fmt="hf"):
     return out
 
 
+def _file_layout(shape, packed):
+    return (*shape[:-2], shape[-1], shape[-2]) if packed.transposed else tuple(shape)
+
+
+def packed_shape(packed, layer_shapes):
+    """The file shape of a Packed tensor: its parts in the file's orientation, joined along its axis."""
+    shapes = [_file_layout(layer_shapes[k], packed) for k in packed.parts]
+    shape = list(shapes[0])
+    shape[packed.axis] = sum(s[packed.axis] for s in shapes)
+    return tuple(shape)
+
+
+def unpack(packed, arr, layer_shapes):
+    """A Packed file tensor -> its parts, in swaref's layout ([..., out, in], contiguous)."""
+    if packed.how == "interleaved":
+        n = len(packed.parts)
+        parts = [np.take(arr, np.arange(j, arr.shape[packed.axis], n), axis=packed.axis) for j in range(n)]
+    else:
+        sizes = [_file_layout(layer_shapes[k], packed)[packed.axis] for k in packed.parts]
+        parts = np.split(arr, np.cumsum(sizes)[:-1], axis=packed.axis)
+    return [np.ascontiguousarray(np.swapaxes(p, -1, -2) if packed.transposed else p) for p in parts]
+
+
 def _place(slots, slot, arr, cfg):
-    """Put one file tensor into swaref's slots (splitting a fused one, collecting experts)."""
-    if slot[0] == "split":
-        _, i, keys = slot
-        sizes = [expected_shapes(cfg)[1][k][0] for k in keys]
-        for key, part in zip(keys, np.split(arr, np.cumsum(sizes)[:-1], axis=0)):
-            slots[(i, key)] = np.ascontiguousarray(part)
+    """Put one file tensor into swaref's slots (unpacking a packed one, collecting experts)."""
+    if slot[0] == "packed":
+        _, i, packed = slot
+        for key, part in zip(packed.parts, unpack(packed, arr, expected_shapes(cfg)[1])):
+            slots[(i, key)] = part
     elif slot[0] == "stack":
         _, i, key, e = slot
         slots.setdefault((i, key), {})[e] = arr

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .. import _validate as V
 from ..errors import SwarefError
-from .architectures import BIASED, ROPE_LAYOUTS
+from .architectures import BIASED, MOE_BIASED, ROPE_LAYOUTS
 from .rope import SCALINGS
 
 #: Upper bounds on the sizes, far above any released model (Llama 3.1 405B: d 16384,
@@ -58,7 +58,12 @@ class ModelConfig:
     the layer's graph (``CHOICES``): norm kind, which norms exist (``NORM_SLOTS``),
     parallel attention + MLP, the MLP kind and activation, MoE sizes, scales
     (embed_scale multiplies the embeddings, logit_scale the logits, attn_scale
-    replaces 1/sqrt(D)); nope_full: full-attention layers take no RoPE; arch: the
+    replaces 1/sqrt(D)); attn_softcap: spec 1.1's soft-cap c on every layer's attention
+    scores, final_softcap: c * tanh(logits / c) on the logits (Gemma 2); sinks: every
+    layer has a learned sink logit per query head (gpt-oss; spec 1.1, never with
+    attn_softcap); glu_alpha and glu_limit (both or neither): gpt-oss's clamped SwiGLU,
+    (clamp(u, -limit, limit) + 1) * g sigmoid(alpha g) with g clamped above at limit,
+    instead of act(g) * u; nope_full: full-attention layers take no RoPE; arch: the
     model_type it was read as (tensor names only; the forward pass reads the features);
     sampling_defaults: what transformers' ``generate`` would use when the caller gives
     nothing (generation_config.json), a dict stored as sorted (name, value) pairs;
@@ -98,6 +103,11 @@ class ModelConfig:
     embed_scale: float = None
     logit_scale: float = None
     attn_scale: float = None
+    attn_softcap: float = None
+    final_softcap: float = None
+    sinks: bool = False
+    glu_alpha: float = None
+    glu_limit: float = None
     nope_full: bool = False
     arch: str = ""
 
@@ -214,6 +224,9 @@ def validate_fields(values):
         raise ConfigFieldError("biases", f"a list of projections among {BIASED}", biases)
     out["biases"] = tuple(b for b in BIASED if b in biases)
     out.update(_graph(values))
+    if out["mlp"] != "moe" and set(out["biases"]) & set(MOE_BIASED):
+        raise ConfigFieldError("biases", f"without {MOE_BIASED} when the MLP is not a mixture of experts",
+                               out["biases"])
     out["arch"] = str(values.get("arch", ""))
     out["sampling_defaults"] = _sampling_defaults(values.get("sampling_defaults", ()))
     out["rope_scaling"] = _rope_scaling(values.get("rope_scaling", ()))
@@ -264,12 +277,22 @@ def _graph(values):
     if not isinstance(norms, (list, tuple)) or not set(norms) <= set(NORM_SLOTS):
         raise ConfigFieldError("norms", f"a list among {NORM_SLOTS}", norms)
     out["norms"] = tuple(n for n in NORM_SLOTS if n in norms)
-    for name in ("parallel", "nope_full"):
+    for name in ("parallel", "nope_full", "sinks"):
         if not isinstance(values.get(name, False), bool):
             raise ConfigFieldError(name, "true or false", values[name])
         out[name] = values.get(name, False)
-    for name in ("embed_scale", "logit_scale", "attn_scale"):
+    for name in ("embed_scale", "logit_scale", "attn_scale", "attn_softcap", "final_softcap", "glu_alpha",
+                 "glu_limit"):
         out[name] = None if values.get(name) is None else _positive(values, name)
+    if out["sinks"] and out["attn_softcap"] is not None:
+        # spec rule 3 refuses the pair: no model uses both, so whether the cap applies to the sink is undefined
+        raise ConfigFieldError("sinks", "false when {attn_softcap} is given (spec 1.1 defines them apart)", True)
+    if (out["glu_alpha"] is None) != (out["glu_limit"] is None):
+        raise ConfigFieldError("glu_limit", "given together with {glu_alpha} (the clamped SwiGLU needs both)",
+                               out["glu_limit"])
+    if out["glu_alpha"] is not None and (out["mlp"] == "plain" or out["act"] != "silu"):
+        raise ConfigFieldError("glu_alpha", "None unless the MLP is gated (gated or moe) with act silu",
+                               out["glu_alpha"])
     moe = out["mlp"] == "moe"
     out["n_experts"] = _size(values, "n_experts") if moe else None
     out["top_k"] = _size(values, "top_k") if moe else None

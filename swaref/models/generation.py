@@ -3,7 +3,7 @@
 token embedding (x embed_scale) -> L x decoder_layer [norm -> GQA attention
 (RoPE at absolute positions, rolling buffer cache per layer) -> residual ->
 norm -> MLP -> residual, with the norm slots and parallel blocks the config
-declares] -> norm -> LM head (x logit_scale).  One path for every
+declares] -> norm -> LM head (x logit_scale, soft-capped by final_softcap).  One path for every
 architecture; what differs is declared in ``architectures`` and ``ModelConfig``.
 
 Order that matters:
@@ -218,7 +218,11 @@ def _forward_checked(model, toks, segments, caches, backend, num_threads, logits
     for off, n, _ in segments:
         rows = h[off: off + n] if logits == "all" else h[off + n - 1: off + n]
         y = norm(rows, model.final_norm, model.final_norm_b, cfg) @ model.lm_head.T
-        out.append(y if cfg.logit_scale is None else y * np.float32(cfg.logit_scale))
+        if cfg.logit_scale is not None:
+            y = y * np.float32(cfg.logit_scale)
+        if cfg.final_softcap is not None:  # Gemma 2: c * tanh(logits / c), in float64 like the norms' statistics
+            y = (cfg.final_softcap * np.tanh(y.astype(np.float64) / cfg.final_softcap)).astype(np.float32)
+        out.append(y)
     return out
 
 

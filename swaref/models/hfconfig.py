@@ -115,7 +115,9 @@ def _rope(raw, arch, get, path):
     sliding layers must use plain RoPE."""
     prf = None
     if arch.rope_by_layer_type is None:
-        params = raw.get("rope_scaling") or raw.get("rope_parameters") or {}
+        # A family whose config class fills in scaled RoPE when the file has none (gpt-oss: yarn) says so in
+        # its defaults.
+        params = raw.get("rope_scaling") or raw.get("rope_parameters") or arch.defaults.get("rope_parameters") or {}
         if not isinstance(params, dict):
             raise CheckpointError(f"{path}: field 'rope_parameters' must be an object, got {params!r:.200}")
         params = dict(params)
@@ -248,6 +250,19 @@ def config_from_dict(cfg, path="config.json", rope_theta=None, generation=None):
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
     arch = architecture(cfg, path)
+    if cfg.get("quantization_config") is not None:
+        # transformers dequantizes (gpt-oss's MXFP4 experts) or runs quantized kernels; swaref reads float
+        # tensors only, and a quantized file's tensors are not the model's weights.
+        method = cfg["quantization_config"].get("quant_method") if isinstance(cfg["quantization_config"], dict) \
+            else None
+        raise CheckpointError(f"{path}: quantization_config (quant_method {method!r}) is not supported: swaref "
+                              f"loads float32 / float16 / bfloat16 weights only")
+    for alias, key in arch.aliases.items():
+        if alias in cfg:  # transformers' attribute_map: the alias sets the key
+            if key in cfg and cfg[key] != cfg[alias]:
+                raise CheckpointError(f"{path}: {alias} = {cfg[alias]!r} and {key} = {cfg[key]!r} name one value "
+                                      f"(transformers reads {alias} as {key}) and disagree")
+            cfg = dict(cfg, **{key: cfg[alias]})
     cfg = {k: v for k, v in cfg.items() if k not in arch.ignored}
     get = _getter(cfg, arch)
     for key in arch.required:

@@ -60,25 +60,47 @@ def linear(x, w, b=None):
     return y if b is None else y + b
 
 
-def swiglu_mlp(x, lw, act=silu):
-    """x: [T, d]  ->  [T, d]:  w_down (act(w_gate x) * (w_up x)), each with its bias if it has one."""
-    return linear(act(linear(x, lw.w_gate, lw.b_gate)) * linear(x, lw.w_up, lw.b_up), lw.w_down, lw.b_down)
+def glu(g, u, cfg, act):
+    """g, u: [T, I] (the gate and up projections)  ->  [T, I]: act(g) * u, or, with ``cfg.glu_limit``,
+    gpt-oss's clamped SwiGLU (GptOssExperts._apply_gate): g clamped above at the limit, u to
+    [-limit, limit], then g * sigmoid(alpha g) * (u + 1)."""
+    if cfg.glu_limit is None:
+        return act(g) * u
+    lim, alpha = np.float32(cfg.glu_limit), np.float32(cfg.glu_alpha)
+    g, u = np.minimum(g, lim), np.clip(u, -lim, lim)
+    return g * (0.5 * (1.0 + np.tanh(0.5 * alpha * g))) * (u + np.float32(1.0))  # sigmoid(z) = (1 + tanh(z/2)) / 2
+
+
+def swiglu_mlp(x, lw, cfg, act=silu):
+    """x: [T, d]  ->  [T, d]:  w_down glu(w_gate x, w_up x), each with its bias if it has one."""
+    return linear(glu(linear(x, lw.w_gate, lw.b_gate), linear(x, lw.w_up, lw.b_up), cfg, act), lw.w_down, lw.b_down)
+
+
+def _row(b, e):
+    return None if b is None else b[e]
 
 
 def moe_mlp(x, lw, cfg, act):
-    """Mixture of experts (Mixtral): softmax over the router's E logits, the top_k kept and renormalised,
-    each token's output the weighted sum of its experts' gated MLPs.  x: [T, d] -> [T, d]."""
-    logits = (x @ lw.router.T).astype(np.float64)
-    p = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    p /= p.sum(axis=-1, keepdims=True)
-    top = np.argsort(-p, axis=-1, kind="stable")[:, : cfg.top_k]
-    w = np.take_along_axis(p, top, axis=-1)
+    """Mixture of experts: each token takes the top_k of the router's E logits (plus its bias, gpt-oss),
+    weighted by a softmax over those k logits, and sums its experts' gated MLPs (biased in gpt-oss).
+    x: [T, d] -> [T, d].
+
+    Mixtral's router (softmax over all E, keep the top_k, renormalise) and gpt-oss's (top_k of the
+    logits, softmax over them) are the same weights: p_i / sum_top p_j = exp(l_i) / sum_top exp(l_j),
+    and the top_k of the probabilities are the top_k of the logits.  Computed once, in float64.
+    """
+    logits = linear(x, lw.router, lw.b_router).astype(np.float64)            # [T, E]
+    top = np.argsort(-logits, axis=-1, kind="stable")[:, : cfg.top_k]        # [T, k]
+    chosen = np.take_along_axis(logits, top, axis=-1)
+    w = np.exp(chosen - chosen.max(axis=-1, keepdims=True))
     w = (w / w.sum(axis=-1, keepdims=True)).astype(np.float32)
     out = np.zeros_like(x)
     for e in np.unique(top):
         rows, slot = np.nonzero(top == e)
         xe = x[rows]
-        y = (act(xe @ lw.experts_gate[e].T) * (xe @ lw.experts_up[e].T)) @ lw.experts_down[e].T
+        h = glu(linear(xe, lw.experts_gate[e], _row(lw.b_experts_gate, e)),
+                linear(xe, lw.experts_up[e], _row(lw.b_experts_up, e)), cfg, act)
+        y = linear(h, lw.experts_down[e], _row(lw.b_experts_down, e))
         np.add.at(out, rows, y * w[rows, slot][:, None])
     return out
 
@@ -87,7 +109,7 @@ def mlp(x, lw, cfg):
     """The config's MLP kind: "gated" (SwiGLU / GeGLU), "plain" (w_down act(w_up x)) or "moe"."""
     act = ACTIVATIONS[cfg.act]
     if cfg.mlp == "gated":
-        return swiglu_mlp(x, lw, act)
+        return swiglu_mlp(x, lw, cfg, act)
     if cfg.mlp == "plain":
         return linear(act(linear(x, lw.w_up, lw.b_up)), lw.w_down, lw.b_down)
     return moe_mlp(x, lw, cfg, act)
@@ -139,7 +161,9 @@ def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threa
         # held), so the unchecked cores of decode_step and prefill run here, not the public calls.
         step = _decode if n == 1 and cache.next_position is not None else _prefill_chunk
         # One model chunk is one attention chunk: the chunking is decided once, for every layer.
-        out[sl] = step(q[sl], k[sl], v[sl], cache, start, scale, backend, num_threads)
+        # Spec 1.1's variants: the config's soft-cap (Gemma 2), the layer's learned sinks (gpt-oss; checked
+        # finite when the Model was made, weights.check_weights).
+        out[sl] = step(q[sl], k[sl], v[sl], cache, start, scale, backend, num_threads, cfg.attn_softcap, lw.sinks)
     return linear(out.reshape(x.shape[0], -1), lw.wo, lw.bo)
 
 

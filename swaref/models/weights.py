@@ -88,6 +88,12 @@ class LayerWeights:
     b_gate: np.ndarray = _bias("w_gate", ("intermediate_size",), "mlp.gate_proj.bias")
     b_up: np.ndarray = _bias("w_up", ("intermediate_size",), "mlp.up_proj.bias")
     b_down: np.ndarray = _bias("w_down", ("hidden_size",), "mlp.down_proj.bias")
+    b_router: np.ndarray = _bias("router", ("n_experts",), None)
+    b_experts_gate: np.ndarray = _bias("experts_gate", ("n_experts", "intermediate_size"), None)
+    b_experts_up: np.ndarray = _bias("experts_up", ("n_experts", "intermediate_size"), None)
+    b_experts_down: np.ndarray = _bias("experts_down", ("n_experts", "hidden_size"), None)
+    # gpt-oss: one learned sink logit per query head (spec 1.1), finite (checked with the weights).
+    sinks: np.ndarray = _tensor(("n_heads",), "self_attn.sinks", when=lambda cfg: cfg.sinks)
     q_norm: np.ndarray = _tensor(("q_norm_dim",), "self_attn.q_norm.weight", when=lambda cfg: cfg.qk_norm != "")
     k_norm: np.ndarray = _tensor(("k_norm_dim",), "self_attn.k_norm.weight", when=lambda cfg: cfg.qk_norm != "")
 
@@ -192,6 +198,9 @@ def check_weights(model):
             if name not in layer and getattr(lw, name) is not None:
                 raise SwarefError("argument", f"weight layers[{li}].{name} must be None: the config has no such "
                                               f"tensor")
+        if lw.sinks is not None and not np.isfinite(lw.sinks).all():
+            # The layers run attention's unchecked cores, so the sinks are checked here, once (spec rule 3).
+            raise SwarefError("sinks", f"weight layers[{li}].sinks must be finite, got {lw.sinks.tolist()}")
 
 
 def random_model(cfg, seed=0, scale=0.5):

@@ -44,6 +44,8 @@ class RollingBufferCache:
     def __init__(self, window: Optional[int], n_kv_heads: int, head_dim: int,
                  dtype: DTypeLike = np.float32, capacity: Optional[int] = None) -> None:
         window = V.check_window(window)
+        if window is not None and not V.is_int(window):       # until the cache rules of spec 1.1 land
+            raise SwarefError("window", f"RollingBufferCache does not take {window!r} yet")
         n_kv_heads = V.check_int(n_kv_heads, "n_kv_heads", minimum=1)
         head_dim = V.check_int(head_dim, "head_dim", minimum=1)
         try:

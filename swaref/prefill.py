@@ -125,8 +125,8 @@ def _attend_chunk(q, k, v, cache, start, scale, backend, num_threads, softcap=No
     keys = np.concatenate([ck, k])
     vals = np.concatenate([cv, v])
     k_pos = np.concatenate([cpos, np.arange(start, start + c, dtype=np.int64)])
-    first, last = V.check_no_empty_rows(q_pos, k_pos, cache.window)
-    return _attention_reference(q, keys, vals, first, last, scale, softcap, sinks)
+    ranges = V.check_no_empty_rows(q_pos, k_pos, cache.window)
+    return _attention_reference(q, keys, vals, ranges, scale, softcap, sinks)
 
 
 def prefill(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCache, *,

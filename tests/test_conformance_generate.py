@@ -27,15 +27,15 @@ from oracle import dense_attention_f64
 #: sha256 over the sorted "sha256  file" lines of every spec 1.0 core case file (no 1.1 feature), as
 #: swaref/vectors.py wrote them before the split (commit f0a5278) and format version 1 after it: a port
 #: of spec 1.0 keeps passing the very same files.  And the manifest hash with generator.version and
-#: spec_version set to "X" (both move with releases), pinned when format version 2 (spec 1.1: new cases,
-#: fields, error kinds and variants) was introduced.  A change here changes every port's claim: bump
-#: FORMAT_VERSION or regenerate deliberately.
+#: spec_version set to "X" (both move with releases), pinned when format version 3 (spec 1.1 part two:
+#: the window family's cases, fields, features and variants) was introduced.  A change here changes every
+#: port's claim: bump FORMAT_VERSION or regenerate deliberately.
 CORE_FILES_DIGEST = "d76497023699ebbf423abc62c19528ad53be453afc63b3b3c4bab14bc22a4a8e"
 #: The same over the 45 spec 1.1 part-one core case files (format version 2, softcap, sinks, slack, rollback),
 #: as format version 2 wrote them: format version 3 (the window family) left them byte for byte.
 CORE_PART_ONE_FILES_DIGEST = "ba2d3ba0faa5adfdd8111e30f42bd52580be0937267df81b8b200877bcffefec"
 WINDOW_FEATURES = {"sink_tokens", "two_sided", "chunked"}
-CORE_MANIFEST_HASH_VERSIONLESS = "9c033329c126a713e9360bff37b77bc67776295789a5556893d6d8073e979309"
+CORE_MANIFEST_HASH_VERSIONLESS = "b43b44b6bdf6507bdb3dbf745ff9931dd507a6a21fb8f8bb96c71e66736294cc"
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_manifest_fields_and_hashes(suite):
             assert "out" in c["tolerance"]
         else:
             assert c["error_kinds"] and set(c["error_kinds"]) <= set(swaref.ERROR_KINDS)
-    assert 100 <= len(ids) <= 160
+    assert 170 <= len(ids) <= 220
 
 
 def test_core_coverage(suite):
@@ -447,3 +447,47 @@ def test_worked_rollback_example_of_the_docs():
         C.reference_port({n: np.asarray(a) for n, (a, _) in G._input_tensors(
             C.variants.Problem(neg, np.random.default_rng(0))).items()}, {"op": "decode", "dtype": "float32"})
     assert e.value.kind == "rollback" and "position 3" in str(e.value)
+
+
+def test_worked_sink_tokens_example_of_the_docs():
+    """docs/conformance.md, 'Inputs added by spec 1.1 part two': W = 3, n_sink = 2, C = 3, rollback of 1;
+    2 refused (a query at 7 needs 5), 7 accepted (a query at 2 needs only the sinks)."""
+    from swaref.conformance import cases_windows as CW
+    base = C.CaseSpec("decode", window=3, sink_tokens=2)
+    tensors, entry = C.build_case(CW.program(base, 3, 0, ((0, 9), (2, 1), (1, 1))))
+    assert tensors["sink_tokens"][0].tolist() == 2 and "window" in tensors
+    assert tensors["expected.cache_pos"][0].tolist() == [[0, 1, 8, 6, 7], [0, 1, -1, 6, 7], [0, 1, 8, 6, 7]]
+    assert entry["features"] == ["rollback", "sink_tokens"] and entry["sink_tokens"] == 2
+    assert CW.rollback_limit(base, 3, 0, [(0, 9)]) == 1
+    for n, ok in ((2, False), (7, True)):
+        spec = CW.program(base, 3, 0, ((0, 9), (2, n), (1, 1)))
+        inputs = {k: np.asarray(a) for k, (a, _) in G._input_tensors(
+            C.variants.Problem(spec, np.random.default_rng(0))).items()}
+        if ok:
+            assert C.reference_port(inputs, {"op": "decode", "dtype": "float32"})["cache_pos"][1].tolist() == \
+                [0, 1, -1, -1, -1]
+        else:
+            with pytest.raises(swaref.SwarefError) as e:
+                C.reference_port(inputs, {"op": "decode", "dtype": "float32"})
+            assert e.value.kind == "rollback"
+
+
+def test_docs_margins_table_matches_the_core_suite(suite):
+    """docs/conformance.md's table of least misses: its core columns are what this core suite records."""
+    _, m = suite
+    with open(os.path.join(os.path.dirname(__file__), os.pardir, "docs", "conformance.md")) as f:
+        text = f.read()
+    rows = {}
+    for line in text.split("<!-- margins:")[1].split("\n\n")[0].splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1:3]
+    assert set(rows) == set(C.WRONG_VARIANTS)
+    for b in C.WRONG_VARIANTS:
+        recs = [c["wrong_variants"][b] for c in m["cases"] if c["expect"] == "valid"
+                and c["wrong_variants"][b]["applicable"]]
+        out = [math.inf if r["output_miss_units"] == "inf" else r["output_miss_units"] for r in recs
+               if r["cache_steps_wrong"] == 0]
+        least = "cache" if not out else "NaN" if min(out) == math.inf else \
+            (f"{min(out):.3g}" if min(out) < 100 else f"{min(out):.0f}")
+        assert rows[b] == [str(len(recs)), least], (b, rows[b], len(recs), least)

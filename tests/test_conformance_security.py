@@ -175,9 +175,9 @@ def _manifest_mutations():
     return {
         "cases-str": lambda m: m.__setitem__("cases", ["str"]),
         "no-suite": lambda m: m.pop("suite"),
-        "bad-format-version": lambda m: m.__setitem__("format_version", 1),       # a v1 manifest, or a v3 one
-        "future-format-version": lambda m: m.__setitem__("format_version", 3),
-        "unknown-feature": lambda m: m["cases"][0]["features"].append("two_sided"),
+        "bad-format-version": lambda m: m.__setitem__("format_version", 2),       # a v2 manifest, or a v4 one
+        "future-format-version": lambda m: m.__setitem__("format_version", 4),
+        "unknown-feature": lambda m: m["cases"][0]["features"].append("paged_cache"),
         "softcap-string": lambda m: m["cases"][0].__setitem__("softcap", "2.0"),
         "no-features": lambda m: m["cases"][0].pop("features"),
         "features-hidden": lambda m: next(c for c in m["cases"] if c["expect"] == "valid" and c["features"])

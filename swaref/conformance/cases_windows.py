@@ -150,6 +150,10 @@ def core_cases_windows():
                                                       (1, 1))),
         program(r(sk, sinks=1.0, dtype="float16"), 4, 0, ((0, 8), (2, "limit"), (0, 3), (1, 1))),
         program(r(ck, softcap=2.0), 6, 0, ((0, 11), (2, "limit"), (0, 4), (1, 1))),
+        # beyond the limit and still possible: back to a chunk start (its queries need nothing older), back
+        # to n_sink (the sinks suffice); a port that applies the limit literally refuses these
+        program(ck, 4, 0, ((0, 10), (2, 6), (0, 5), (1, 1))),
+        program(sk, 3, 0, ((0, 9), (2, 7), (1, 1), (0, 4))),
     ]
     return cases + negative_cases_windows()
 

@@ -443,6 +443,7 @@ def test_rollback_worked_examples_of_the_spec():
     x = np.zeros((10, 1, 1))
     swaref.cache_write(c, x, x)
     assert swaref.max_rollback(c) == 2
+    assert [n for n in range(11) if swaref.cache._lost_key(c, n) is None] == [0, 1, 2, 6, 10]
     with pytest.raises(swaref.SwarefError, match="position 4"):
         swaref.rollback(c, 3)
     d = c.copy()
@@ -455,7 +456,17 @@ def test_rollback_worked_examples_of_the_spec():
     s = swaref.RollingBufferCache(Sliding(3, 2), 1, 1, dtype=np.float64, capacity=4)
     swaref.cache_write(s, x, x)
     assert s.positions.tolist() == [0, 1, 6, 7, 8, 9] and swaref.max_rollback(s) == 2     # slot 2 + (p - 2) mod 4
+    assert [n for n in range(11) if swaref.cache._lost_key(s, n) is None] == [0, 1, 2, 8, 9, 10]
     with pytest.raises(swaref.SwarefError, match="position 5"):
         swaref.rollback(s, 3)
     swaref.rollback(s, 9)                        # back into the sink tokens: possible
     assert s.view()[2].tolist() == [0] and s.next_position == 1
+
+
+@pytest.mark.parametrize("window,capacity", FAMILY_CACHES + [(None, 3)], ids=repr)
+def test_rolling_back_nothing_is_always_possible(window, capacity):
+    c = swaref.RollingBufferCache(window, 1, 1, dtype=np.float64, capacity=capacity)
+    swaref.rollback(c, 0)                        # a fresh cache: nothing written, nothing to take back
+    assert swaref.max_rollback(c) == 0 and c.next_position is None
+    with pytest.raises(swaref.SwarefError, match="holds 0 tokens"):
+        swaref.rollback(c, 1)

@@ -345,3 +345,25 @@ def test_the_compiled_backend_refuses_the_new_windows_clearly(window):
     with pytest.raises(swaref.SwarefError) as ei:
         swaref.attention(x, x, x, window=window, backend="cython")
     assert ei.value.kind == "backend" and "does not implement" in str(ei.value) and repr(window) in str(ei.value)
+
+
+def _spec_tables():
+    """The worked-example masks of docs/spec.md rule 1: {marker: 6 rows of 'x'/' '}."""
+    import pathlib
+    text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "spec.md").read_text()
+    tables = {}
+    for marker in ("`Sliding(3, sink_tokens=1)`", "`TwoSided(1, 1)`", "`Chunked(3)`"):
+        lines = text[text.index("Worked example, " + marker):].splitlines()
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("| query"))
+        rows = lines[start + 2:start + 8]
+        tables[marker] = [[cell.strip() == "x" for cell in row.strip("|").split("|")[1:]] for row in rows]
+    return tables
+
+
+def test_the_spec_tables_are_the_rule():
+    """docs/spec.md's worked tables agree with the hand-written ones above and with window_mask."""
+    tables = _spec_tables()
+    for marker, window in [("`Sliding(3, sink_tokens=1)`", Sliding(3, 1)), ("`TwoSided(1, 1)`", TwoSided(1, 1)),
+                           ("`Chunked(3)`", Chunked(3))]:
+        want = np.array([[c == "x" for c in row] for row in WORKED[window]])
+        np.testing.assert_array_equal(np.array(tables[marker]), want, err_msg=marker)

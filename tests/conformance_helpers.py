@@ -104,6 +104,54 @@ def _softmax_settings(bug, inputs, D):
     return scale, cap, sinks
 
 
+def window_rule(inputs, bug=None):
+    """(left, right, chunk, sink, shift) of a case's window as written in its file (None: unbounded), as a port
+    with the mask ``bug`` reads it: key j is visible to query p iff (j < sink and j <= p) or
+    (p - left <= j <= p + right and j >= (p // chunk) * chunk + shift)."""
+    left, right, chunk, sink, shift = None, 0, 0, 0, 0
+    if "window" in inputs:
+        left = int(inputs["window"]) - 1
+        sink = int(inputs["sink_tokens"]) if "sink_tokens" in inputs else 0
+    if "two_sided" in inputs:
+        left, right = (None if int(x) == -1 else int(x) for x in inputs["two_sided"])
+    if "attention_chunk" in inputs:
+        chunk = int(inputs["attention_chunk"])
+    sliding = "window" in inputs
+    if sliding and bug in ("window_plus_1", "window_minus_1"):
+        left += 1 if bug == "window_plus_1" else -1
+    if sliding and sink and bug == "sink_tokens_dropped":
+        sink = 0
+    if sliding and sink and bug == "sink_tokens_in_window":
+        left -= sink
+    if sliding and sink and bug in ("sink_tokens_plus_1", "sink_tokens_minus_1"):
+        sink += 1 if bug == "sink_tokens_plus_1" else -1
+    if "two_sided" in inputs and bug in ("two_sided_left_plus_1", "two_sided_left_minus_1") and left is not None:
+        left += 1 if bug.endswith("plus_1") else -1
+    if "two_sided" in inputs and bug in ("two_sided_right_plus_1", "two_sided_right_minus_1") and right is not None:
+        right += 1 if bug.endswith("plus_1") else -1
+    if "two_sided" in inputs and bug == "two_sided_as_causal":
+        right = 0
+    if chunk and bug == "chunked_as_sliding":
+        chunk, left = 0, chunk - 1
+    if chunk and bug in ("chunk_boundary_minus_1", "chunk_boundary_plus_1"):
+        shift = -1 if bug == "chunk_boundary_minus_1" else 1
+    return left, right, chunk, sink, shift
+
+
+def sees(rule, p, pos):
+    """Which of the key positions ``pos`` query ``p`` sees under ``rule`` (window_rule) -> bool array."""
+    left, right, chunk, sink, shift = rule
+    pos = np.asarray(pos, dtype=np.int64)
+    m = np.ones(pos.shape, dtype=bool)
+    if left is not None:
+        m &= pos >= p - left
+    if right is not None:
+        m &= pos <= p + right
+    if chunk:
+        m &= pos >= (p // chunk) * chunk + shift
+    return m | ((pos < sink) & (pos <= p))
+
+
 def broken_port(bug):
     """A port with one known bug.  Traces run their own ring of C slots (positions -> slots) through the
     case's steps (prefill chunks, decode tokens, rollbacks)."""
@@ -114,16 +162,15 @@ def broken_port(bug):
         if W is not None and W < 1:
             return {"out": np.full(q.shape, np.nan)}
         scale, cap, sinks = _softmax_settings(bug, inputs, q.shape[2])
-        Wb = None if W is None else W + {"window_plus_1": 1, "window_minus_1": -1}.get(bug, 0)
+        rule = window_rule(inputs, bug)
 
         def attend(rows, kk, vv, pp, qp, n_cached=0):
             """Each query row over the candidate keys (the first n_cached from the ring)."""
             out = []
             for qrow, p in zip(rows, qp):
-                m = pp <= p
-                if Wb is not None:
-                    leak = (np.arange(len(pp)) < n_cached) if bug == "stale_slot_leak" else False
-                    m &= (pp > p - Wb) | leak
+                m = sees(rule, int(p), pp)
+                if bug == "stale_slot_leak":           # every cached key up to p, whatever the window
+                    m |= (np.arange(len(pp)) < n_cached) & (pp <= p)
                 if not m.any():
                     out.append(np.full(qrow.shape, np.nan))
                 elif bug == "softcap_after_mask" and cap is not None:
@@ -154,12 +201,27 @@ def _program(inputs):
     return [(0, int(c)) for c in inputs["schedule"]] + [(1, 1)] * int(inputs["n_decode"])
 
 
+def _rollback_ok(inputs, n, nxt, written, held, n_sink):
+    """Rule 4: after taking back n, the queries at P = nxt - n and later need the ring keys from
+    max(lo(P), first written, n_sink) to P - 1; possible iff n <= written and that range is empty or held."""
+    P, first = nxt - n, nxt - written
+    a = max(first, n_sink)
+    if "window" in inputs:
+        a = max(a, P - int(inputs["window"]) + 1)
+    if "attention_chunk" in inputs:
+        c = int(inputs["attention_chunk"])
+        a = max(a, (P // c) * c)
+    return n <= written and (a > P - 1 or a >= nxt - held)
+
+
 def _broken_trace(bug, inputs, q, k, v, attend):
     C = int(inputs["capacity"])
+    n_sink = int(inputs["sink_tokens"]) if "sink_tokens" in inputs else 0
+    NS = n_sink + C                     # rule 4: n_sink fixed slots, then the ring
     start = int(inputs["start"])
-    ring_k = np.zeros((C,) + k.shape[1:])
+    ring_k = np.zeros((NS,) + k.shape[1:])
     ring_v = np.zeros_like(ring_k)
-    ring_p = np.full(C, -1)
+    ring_p = np.full(NS, -1)
     base = start
     if "init_pos" in inputs:
         ok = inputs["init_pos"] >= 0
@@ -168,28 +230,34 @@ def _broken_trace(bug, inputs, q, k, v, attend):
         ring_v[ok] = inputs["init_v"][ok]
         base = int(ring_p[ok].min()) if ok.any() else start
     stored = int((ring_p >= 0).sum())
-    slot = (lambda p: (p - base) % C) if bug == "ignored_position_offset" else (lambda p: p % C)
+
+    def true_slot(p):
+        return p if p < n_sink else n_sink + (p - n_sink) % C
+
+    slot = (lambda p: true_slot(p - base)) if bug == "ignored_position_offset" else true_slot
 
     def write(a, n, p0):
         nonlocal stored
-        for i in range(max(a, a + n - C), a + n):
-            if bug == "no_wrap" and stored >= C:
+        ring = [i for i in range(a, a + n) if p0 + i - a >= n_sink]
+        for i in [i for i in range(a, a + n) if p0 + i - a < n_sink] + ring[max(0, len(ring) - C):]:
+            if bug == "no_wrap" and stored >= C and p0 + i - a >= n_sink:
                 continue
             s = slot(p0 + i - a)
             ring_k[s], ring_v[s], ring_p[s] = k[i], v[i], p0 + i - a
-            stored += 1
+            stored += p0 + i - a >= n_sink
 
-    W = int(inputs["window"]) if "window" in inputs else None
+    evicts = "window" in inputs or "attention_chunk" in inputs
     outs, states = [], []
     a, nxt, written, held = 0, start, stored, stored
     for op, n in _program(inputs):
-        if op == 2:        # spec rule 4: n <= written, and the keys a later query needs are still held
-            limit = written if held == written or W is None or W == 1 else max(0, held - W + 1)
-            if n > written or (limit < n < written and bug != "rollback_beyond_limit"):
+        if op == 2:        # spec rule 4, unless the port has the bug of serving any rollback
+            if n > written or (not _rollback_ok(inputs, n, nxt, written, held, n_sink)
+                               and bug != "rollback_beyond_limit"):
                 raise swaref.SwarefError("rollback", f"cannot roll back {n}")
+            ring_n = sum(p >= n_sink for p in range(nxt - n, nxt))
             if bug != "rollback_keeps_slots":
                 ring_p[[slot(p) for p in range(nxt - n, nxt)]] = -1
-            stored, nxt, written, held = max(0, stored - n), nxt - n, written - n, max(0, held - n)
+            stored, nxt, written, held = max(0, stored - ring_n), nxt - n, written - n, max(0, held - ring_n)
             states.append((ring_p.copy(), ring_k.copy(), ring_v.copy()))
             continue
         first = op == 1 or bug == "write_before_attend"
@@ -205,6 +273,7 @@ def _broken_trace(bug, inputs, q, k, v, attend):
         if not first:
             write(a, n, nxt)
         states.append((ring_p.copy(), ring_k.copy(), ring_v.copy()))
-        a, nxt, written, held = a + n, nxt + n, written + n, held + n if W is None else min(held + n, C)
+        ring_n = sum(p >= n_sink for p in range(nxt, nxt + n))
+        a, nxt, written, held = a + n, nxt + n, written + n, min(held + ring_n, C) if evicts else held + n
     return {"out": np.concatenate(outs), "cache_pos": np.stack([s[0] for s in states]),
             "cache_k": np.stack([s[1] for s in states]), "cache_v": np.stack([s[2] for s in states])}

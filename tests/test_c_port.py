@@ -99,7 +99,14 @@ def test_c_port_is_clean_under_asan_and_ubsan(built, tmp_path):
             ("overflow_sinks", _attention_case(rng, mag=1e160, sinks=rng.standard_normal(4)), "attention"),
             ("bad_sinks", _attention_case(rng, sinks=np.zeros(3)), "attention"),
             ("rollback", _trace_case(rng, [(0, 9), (2, 3), (1, 1), (0, 4), (2, 13), (0, 2)]), "decode"),
-            ("bad_rollback", _trace_case(rng, [(0, 9), (2, 4)]), "decode")]:
+            ("bad_rollback", _trace_case(rng, [(0, 9), (2, 4)]), "decode"),
+            ("two_sided", _attention_case(rng, window=None, two_sided=np.array([2**63 - 1, 2**63 - 1])), "attention"),
+            ("chunk_huge", _attention_case(rng, window=None, attention_chunk=np.array(2**63 - 1)), "attention"),
+            ("sink_huge", _attention_case(rng, sink_tokens=np.array(2**63 - 1)), "attention"),
+            ("sink_trace", _trace_case(rng, [(0, 9), (2, 1), (1, 1), (0, 3), (2, 5)], sink_tokens=np.array(2)),
+             "decode"),
+            ("chunk_trace", _trace_case(rng, [(0, 10), (2, 2), (1, 1), (2, 3)], window=None,
+                                        attention_chunk=np.array(4)), "decode")]:
         _run_case(exe, tmp_path, tensors, op, name)   # asserts exit status 0
     # Hostile values that once overflowed int64 (UBSan): a schedule summing past 2**63, and an
     # initial ring holding position 2**63 - 1, whose next position does not exist.
@@ -112,6 +119,9 @@ def test_c_port_is_clean_under_asan_and_ubsan(built, tmp_path):
     t = _trace_case(rng, [(0, 3)], window=4, capacity=4, init_pos=pos, init_k=np.zeros((4, 1, 3)),
                     init_v=np.zeros((4, 1, 3)))
     assert _run_case(exe, tmp_path, t, "prefill", "ring_at_int64_max") == ("err", "positions")
+    # sink_tokens is a size that comes from a value: n_sink + C must not overflow int64 or size_t
+    t = _trace_case(rng, [(0, 3)], window=4, capacity=2 ** 62, sink_tokens=np.array(top))
+    assert _run_case(exe, tmp_path, t, "prefill", "huge_sinks") == ("err", "argument")
 
 
 def test_c_port_output_is_standard_safetensors(built, tmp_path):
@@ -133,16 +143,24 @@ def test_c_port_output_is_standard_safetensors(built, tmp_path):
 #: Known bugs planted into the C source: variant -> (exact original text, its buggy replacement).
 #: Each is one of the suite's known-wrong variants (docs/conformance.md, "Bugs the vectors catch").
 PLANTED = {
-    "window_plus_1": ("j > p - P->W", "j >= p - P->W"),
+    "window_plus_1": ("p - j > P->left) return 0;", "p - j > P->left + P->has_window) return 0;"),
     "sink_scaled": ('if (!isfinite(P->sinks[h])) reject("sinks", "sinks must be finite");',
                     'if (!isfinite(P->sinks[h])) reject("sinks", "sinks must be finite"); '
                     'else P->sinks[h] *= P->scale;'),
     "sink_value_row": ("if (sink) sum += exp(sink_shift);",
                        "if (sink) { sum += exp(sink_shift); for (d = 0; d < H->D; d++) o[d] += exp(sink_shift); }"),
     "softcap_before_scale": ("s[i] = c * tanh(s[i] / c);", "s[i] = P->scale * (c * tanh(s[i] / P->scale / c));"),
-    "rollback_keeps_slots": ("R->pos[p % R->C] = -1;", "(void)R;"),
-    "rollback_beyond_limit": ("if (n > ring_max_rollback(R) && n != R->n_seen)",
-                              "if (n > ring_max_rollback(R) && n != R->n_seen && 0)"),
+    "rollback_keeps_slots": ("for (p = lo; p < R->next; p++) R->pos[slot_of(R, p)] = -1;", "(void)lo;"),
+    "rollback_beyond_limit": ("if (!ring_can_roll_back(R, n))", "if (!ring_can_roll_back(R, n) && 0)"),
+    # the window family (spec 1.1 part two)
+    "two_sided_left_minus_1": ("p - j > P->left) return 0;", "p - j >= P->left) return 0;"),
+    "two_sided_right_plus_1": ("j - p > P->right) return 0;", "j - p > P->right + 1) return 0;"),
+    "two_sided_as_causal": ("if (P->right >= 0 && j - p > P->right) return 0;", "if (j > p) return 0;"),
+    "chunked_as_sliding": ("if (P->chunk && j < (p / P->chunk) * P->chunk) return 0;",
+                           "if (P->chunk && p - j >= P->chunk) return 0;"),
+    "chunk_boundary_minus_1": ("j < (p / P->chunk) * P->chunk) return 0;", "j < (p / P->chunk) * P->chunk - 1) return 0;"),
+    "sink_tokens_dropped": ("if (j < P->n_sink && j <= p) return 1;", ""),
+    "sink_tokens_plus_1": ("if (j < P->n_sink && j <= p) return 1;", "if (j <= P->n_sink && j <= p) return 1;"),
 }
 
 
@@ -186,6 +204,7 @@ def test_c_port_reports_unreadable_input(built, tmp_path):
 import json  # noqa: E402
 
 import swaref  # noqa: E402
+from oracle import dense_attention_f64  # noqa: E402
 
 
 def _run_case(exe, tmp_path, tensors, op, name="case"):
@@ -440,3 +459,139 @@ def test_c_port_rejects_bad_traces(built, tmp_path, steps, capacity, window, kin
     _, exe, _ = built
     t = _trace_case(np.random.default_rng(1), steps, window=window, capacity=capacity)
     assert _run_case(exe, tmp_path, t, "decode") == ("err", kind)
+
+
+# --- the window family (spec 1.1 part two): kept sink tokens, two-sided, chunked -------------------------
+
+def _window(t):
+    """A hand-made case's window as swaref.windows spells it."""
+    if "two_sided" in t:
+        return swaref.TwoSided(*(None if int(x) == -1 else int(x) for x in t["two_sided"]))
+    if "attention_chunk" in t:
+        return swaref.Chunked(int(t["attention_chunk"]))
+    if "window" not in t:
+        return None
+    return swaref.Sliding(int(t["window"]), int(t.get("sink_tokens", 0)))
+
+
+WINDOWS = {
+    "sinks2": {"window": np.array(3, dtype=np.int64), "sink_tokens": np.array(2, dtype=np.int64)},
+    "sinks_eq_window": {"window": np.array(3, dtype=np.int64), "sink_tokens": np.array(3, dtype=np.int64)},
+    "two_sided": {"window": None, "two_sided": np.array([2, 1], dtype=np.int64)},
+    "two_sided_left_unbounded": {"window": None, "two_sided": np.array([-1, 2], dtype=np.int64)},
+    "two_sided_right_unbounded": {"window": None, "two_sided": np.array([1, -1], dtype=np.int64)},
+    "two_sided_full": {"window": None, "two_sided": np.array([-1, -1], dtype=np.int64)},
+    "two_sided_causal": {"window": None, "two_sided": np.array([2, 0], dtype=np.int64)},
+    "chunked": {"window": None, "attention_chunk": np.array(3, dtype=np.int64)},
+    "chunk1": {"window": None, "attention_chunk": np.array(1, dtype=np.int64)},
+}
+
+
+@pytest.mark.parametrize("extra", [{}, {"softcap": np.array(1.5)}, {"sinks": np.array([0.5, -1.0, 2.0, 0.0])}],
+                         ids=["plain", "softcap", "sinks"])
+@pytest.mark.parametrize("name", sorted(WINDOWS))
+def test_c_port_window_family_matches_the_reference(built, tmp_path, name, extra):
+    """Attention under every kind of window, with positions that skip and start past 0 (the sinks then
+    partly absent), against swaref's reference."""
+    _, exe, _ = built
+    rng = np.random.default_rng(sum(map(ord, name)))
+    t = _attention_case(rng, T=10, S=10, mag=2.0, **WINDOWS[name], **extra)
+    t["k_pos"] = t["q_pos"] = np.array([1, 2, 3, 5, 6, 7, 8, 11, 12, 13], dtype=np.int64)
+    want = swaref.attention(t["q"], t["k"], t["v"], window=_window(t), q_pos=t["q_pos"], k_pos=t["k_pos"],
+                            softcap=float(t["softcap"]) if "softcap" in t else None, sinks=t.get("sinks"))
+    kind, res = _run_case(exe, tmp_path, t, "attention")
+    assert kind == "out", res
+    np.testing.assert_allclose(res["out"], want, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("extra, op, kind", [
+    ({"window": None, "two_sided": np.array([-2, 1], dtype=np.int64)}, "attention", "window"),
+    ({"window": None, "two_sided": np.array([1, 2, 3], dtype=np.int64)}, "attention", "window"),
+    ({"two_sided": np.array([1, 1], dtype=np.int64)}, "attention", "window"),              # and a window
+    ({"window": None, "attention_chunk": np.array(0, dtype=np.int64)}, "attention", "window"),
+    ({"attention_chunk": np.array(4, dtype=np.int64)}, "attention", "window"),             # and a window
+    ({"sink_tokens": np.array(-1, dtype=np.int64)}, "attention", "window"),
+    ({"window": None, "sink_tokens": np.array(1, dtype=np.int64)}, "attention", "window"),  # without a window
+    ({"window": None, "two_sided": np.array([0, 0], dtype=np.int64)}, "gaps", "no_visible_key"),
+    ({"window": None, "attention_chunk": np.array(2, dtype=np.int64)}, "gaps", "no_visible_key"),
+])
+def test_c_port_rejects_bad_windows(built, tmp_path, extra, op, kind):
+    _, exe, _ = built
+    t = _attention_case(np.random.default_rng(0), **extra)
+    if op == "gaps":                 # keys at 0..8; a query at 11 (two-sided (0, 0)) or 10 (chunk 10..11)
+        t["q_pos"] = np.array([3, 4, 5, 6, 7, 11 if "two_sided" in t else 10], dtype=np.int64)
+    assert _run_case(exe, tmp_path, t, "attention") == ("err", kind)
+
+
+@pytest.mark.parametrize("steps, extra, capacity, kind", [
+    ([(0, 3)], {"window": None, "two_sided": np.array([2, 1], dtype=np.int64)}, 6, "window"),   # a cache is causal
+    ([(0, 3)], {"window": None, "two_sided": np.array([-1, -1], dtype=np.int64)}, 6, "window"),
+    ([(0, 3)], {"window": None, "attention_chunk": np.array(4, dtype=np.int64)}, 3, "cache"),
+    ([(0, 10), (2, 3)], {"window": None, "attention_chunk": np.array(4, dtype=np.int64)}, 4, "rollback"),
+    ([(0, 10), (2, 2)], {"window": 3, "sink_tokens": np.array(2, dtype=np.int64)}, 3, "rollback"),
+])
+def test_c_port_rejects_bad_window_traces(built, tmp_path, steps, extra, capacity, kind):
+    _, exe, _ = built
+    extra = dict(extra)
+    window = extra.pop("window", 4)
+    t = _trace_case(np.random.default_rng(1), steps, window=window, capacity=capacity, **extra)
+    assert _run_case(exe, tmp_path, t, "decode") == ("err", kind)
+
+
+def _window_trace_oracle(t):
+    """Brute force, independent of swaref and of the port: per token, dense float64 attention over the keys
+    rule 1 lets it see among those written and not rolled back; the slot positions after each step by
+    rule 4's slot rule (sink positions in their own slots, the last min(written, C) ring positions)."""
+    n_sink, C = int(t.get("sink_tokens", 0)), int(t["capacity"])
+    w = _window(t)
+    keys, outs, states, held_ring = {}, [], [], 0
+    nxt, a = int(t["start"]), 0
+    for op, n in t["steps"]:
+        if op == 2:
+            for p in range(nxt - n, nxt):
+                keys.pop(p, None)
+            held_ring = max(0, held_ring - sum(p >= n_sink for p in range(nxt - n, nxt)))
+            nxt -= n
+        else:
+            new = {nxt + i: (t["k"][a + i], t["v"][a + i]) for i in range(n)}
+            for i in range(n):
+                cand = {**keys, **{p: kv for p, kv in new.items() if p <= nxt + i}}
+                kp = sorted(cand)
+                outs.append(dense_attention_f64(t["q"][a + i:a + i + 1], np.stack([cand[p][0] for p in kp]),
+                                                np.stack([cand[p][1] for p in kp]), [nxt + i], kp, w,
+                                                softcap=float(t["softcap"]) if "softcap" in t else None,
+                                                sinks=t.get("sinks")))
+            keys.update(new)
+            held_ring = min(held_ring + sum(p >= n_sink for p in new), C)
+            nxt, a = nxt + n, a + n
+            keys = {p: kv for p, kv in keys.items() if p < n_sink or p >= nxt - held_ring}
+        pos = np.full(n_sink + C, -1)
+        for p in keys:
+            pos[p if p < n_sink else n_sink + (p - n_sink) % C] = p
+        states.append(pos)
+    return np.concatenate(outs), np.stack(states)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_c_port_window_family_traces_match_a_brute_force(built, tmp_path, seed):
+    """Kept-sink and chunked caches through chunks, decode tokens and rollbacks within rule 4's limit."""
+    from swaref.conformance.cases_windows import random_program, rollback_limit
+    _, exe, _ = built
+    rng = np.random.default_rng(300 + seed)
+    if seed % 2:
+        extra, spec = {"attention_chunk": np.array(3 + seed % 3, dtype=np.int64)}, VX.CaseSpec(
+            "decode", window=None, chunk=3 + seed % 3)
+    else:
+        extra, spec = {"sink_tokens": np.array(1 + seed % 3, dtype=np.int64)}, VX.CaseSpec(
+            "decode", window=3, sink_tokens=1 + seed % 3)
+    ring = spec.chunk or spec.window
+    capacity = ring + seed % 3
+    steps = random_program(rng, spec, capacity, rounds=3)
+    assert all(n <= rollback_limit(spec, capacity, 0, steps[:i]) for i, (op, n) in enumerate(steps) if op == 2)
+    soft = [{}, {"softcap": np.array(2.0)}, {"sinks": rng.standard_normal(2)}][seed % 3]
+    t = _trace_case(rng, steps, window=spec.window, capacity=capacity, **extra, **soft)
+    out, states = _window_trace_oracle(t)
+    kind, got = _run_case(exe, tmp_path, t, "decode")
+    assert kind == "out", got
+    np.testing.assert_array_equal(got["cache_pos"], states)
+    np.testing.assert_allclose(got["out"], out, rtol=0, atol=1e-12)

@@ -27,11 +27,15 @@ from oracle import dense_attention_f64
 #: sha256 over the sorted "sha256  file" lines of every spec 1.0 core case file (no 1.1 feature), as
 #: swaref/vectors.py wrote them before the split (commit f0a5278) and format version 1 after it: a port
 #: of spec 1.0 keeps passing the very same files.  And the manifest hash with generator.version and
-#: spec_version set to "X" (both move with releases), pinned when format version 2 (spec 1.1: new cases,
-#: fields, error kinds and variants) was introduced.  A change here changes every port's claim: bump
-#: FORMAT_VERSION or regenerate deliberately.
+#: spec_version set to "X" (both move with releases), pinned when format version 3 (spec 1.1 part two:
+#: the window family's cases, fields, features and variants) was introduced.  A change here changes every
+#: port's claim: bump FORMAT_VERSION or regenerate deliberately.
 CORE_FILES_DIGEST = "d76497023699ebbf423abc62c19528ad53be453afc63b3b3c4bab14bc22a4a8e"
-CORE_MANIFEST_HASH_VERSIONLESS = "9c033329c126a713e9360bff37b77bc67776295789a5556893d6d8073e979309"
+#: The same over the 45 spec 1.1 part-one core case files (format version 2, softcap, sinks, slack, rollback),
+#: as format version 2 wrote them: format version 3 (the window family) left them byte for byte.
+CORE_PART_ONE_FILES_DIGEST = "ba2d3ba0faa5adfdd8111e30f42bd52580be0937267df81b8b200877bcffefec"
+WINDOW_FEATURES = {"sink_tokens", "two_sided", "chunked"}
+CORE_MANIFEST_HASH_VERSIONLESS = "b43b44b6bdf6507bdb3dbf745ff9931dd507a6a21fb8f8bb96c71e66736294cc"
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +45,20 @@ def suite(tmp_path_factory):
 
 def test_core_suite_is_byte_identical_to_before_the_split(suite):
     d, m = suite
-    lines = []
+    lines, part_one = [], []
     for c in m["cases"]:
         with open(os.path.join(d, c["file"]), "rb") as fh:
             data = fh.read()
+        line = f"{hashlib.sha256(data).hexdigest()}  {c['file']}"
         if not c["features"]:
-            lines.append(f"{hashlib.sha256(data).hexdigest()}  {c['file']}")
-        assert ST.decode(data)[2]["format_version"] == ("2" if c["features"] else "1"), c["id"]
-    assert len(lines) == 69
+            lines.append(line)
+        elif not set(c["features"]) & WINDOW_FEATURES:
+            part_one.append(line)
+        version = "3" if set(c["features"]) & WINDOW_FEATURES else "2" if c["features"] else "1"
+        assert ST.decode(data)[2]["format_version"] == version, c["id"]
+    assert len(lines) == 69 and len(part_one) == 45
     assert hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest() == CORE_FILES_DIGEST
+    assert hashlib.sha256("\n".join(sorted(part_one)).encode()).hexdigest() == CORE_PART_ONE_FILES_DIGEST
     with open(os.path.join(d, "manifest.json")) as f:
         on_disk = json.load(f)
     on_disk["generator"]["version"] = on_disk["spec_version"] = "X"
@@ -102,7 +111,7 @@ def test_manifest_fields_and_hashes(suite):
             assert "out" in c["tolerance"]
         else:
             assert c["error_kinds"] and set(c["error_kinds"]) <= set(swaref.ERROR_KINDS)
-    assert 100 <= len(ids) <= 160
+    assert 170 <= len(ids) <= 220
 
 
 def test_core_coverage(suite):
@@ -162,6 +171,44 @@ def test_core_coverage_of_spec_1_1(suite):
         assert bool(c["features"]) == (c["negative"] not in C.cases.NEGATIVE), c["id"]
 
 
+def test_core_coverage_of_the_window_family(suite):
+    """Kept sink tokens, two-sided and chunked windows, with what models combine them with, at the places where
+    their bugs show; every new wrong variant applicable somewhere; the negative cases of the contract."""
+    _, m = suite
+    valid = [c for c in m["cases"] if c["expect"] == "valid"]
+    has = lambda *f: [c for c in valid if set(f) <= set(c["features"])]  # noqa: E731
+    for f in WINDOW_FEATURES:
+        assert {c["dtype"] for c in has(f)} == set(C.DTYPES), f
+        assert {c["op"] for c in has(f)} == ({"attention"} if f == "two_sided" else {"attention", "prefill", "decode"})
+        assert has(f, "softcap") and has(f, "sinks") and any(c["poison"] for c in has(f)), f
+    assert any(c["Hq"] > c["Hkv"] for c in has("two_sided"))                            # two-sided + GQA
+    assert has("chunked", "rollback") and has("sink_tokens", "rollback") and has("chunked", "slack", "rollback")
+    assert any(c["two_sided"] == [2, 0] for c in valid)                                 # (W - 1, 0) is W
+    assert {c["two_sided"][0] is None for c in has("two_sided")} == {True, False}       # unbounded sides
+    assert {c["two_sided"][1] is None for c in has("two_sided")} == {True, False}
+    assert any("negrow" in c["id"] for c in has("sinks", "two_sided"))
+    assert len({tuple(c["schedule"]) for c in has("chunked") if c["op"] == "prefill" and c["T_prompt"] == 14}) >= 3
+    for b in C.variants.WINDOW_VARIANTS:
+        assert any(c["wrong_variants"][b]["applicable"] for c in valid), b
+    neg = {c["negative"]: c for c in m["cases"] if c["expect"] == "invalid"}
+    for name, kind in (("two-sided-cache", "window"), ("two-sided-cache-decode", "window"), ("chunk-zero", "window"),
+                       ("sink-tokens-negative", "window"), ("two-sided-negative", "window"),
+                       ("rollback-beyond-limit-chunked", "rollback"), ("rollback-beyond-limit-sink-tokens", "rollback"),
+                       ("capacity-below-chunk", "cache"), ("chunk-no-visible-key", "no_visible_key")):
+        assert neg[name]["error_kinds"] == [kind] and set(neg[name]["features"]) & WINDOW_FEATURES, name
+
+
+def _window(t):
+    """A case's window as swaref.windows spells it, read from its tensors (docs/conformance.md)."""
+    if "two_sided" in t:
+        return swaref.TwoSided(*(None if int(x) == -1 else int(x) for x in t["two_sided"]))
+    if "attention_chunk" in t:
+        return swaref.Chunked(int(t["attention_chunk"]))
+    if "window" not in t:
+        return None
+    return swaref.Sliding(int(t["window"]), int(t.get("sink_tokens", 0)))
+
+
 def _load(d, c):
     t, dts, meta = ST.read(os.path.join(d, c["file"]))
     return {n: np.asarray(ST.as_float(a, dts[n]), dtype=np.float64) if dts[n] in ("BF16", "F16", "F32", "F64")
@@ -177,9 +224,11 @@ def _program(t, c):
 def _trace_keys(t, c):
     """Brute force over a trace's steps, independent of swaref: per token row, the (position -> (k, v))
     map of the keys the spec lets it see (history, earlier tokens not rolled back, its chunk up to itself),
-    and the slot positions after each step (held: the last n_held positions, n_held = min(written, C)
-    minus what was rolled back)."""
+    and the slot positions after each step: the n_sink sink positions written and not rolled back (slot p),
+    and the last n_held ring positions (slot n_sink + (p - n_sink) mod C), n_held = min(ring positions
+    written, C) minus what was rolled back."""
     C, start = int(t["capacity"]), int(t["start"])
+    n_sink = int(t.get("sink_tokens", 0))
     held = {}
     if "init_pos" in t:
         for s_, p in enumerate(t["init_pos"]):
@@ -191,18 +240,20 @@ def _trace_keys(t, c):
         if op == 2:
             for p in range(nxt - n, nxt):
                 held.pop(p, None)
-            nxt, n_held = nxt - n, max(0, n_held - n)      # rolling back everything empties it
+            ring = sum(p >= n_sink for p in range(nxt - n, nxt))
+            nxt, n_held = nxt - n, max(0, n_held - ring)      # rolling back everything empties it
         else:
             rows = range(row, row + n)
             new = {nxt + i: (t["k"][r], t["v"][r]) for i, r in enumerate(rows)}
             for i, r in enumerate(rows):
                 seen.append((nxt + i, {**held, **{p: kv for p, kv in new.items() if p <= nxt + i}}))
             held.update(new)
-            nxt, row, n_held = nxt + n, row + n, min(n_held + n, C)
-            held = {p: kv for p, kv in held.items() if p >= nxt - n_held}
-        pos = np.full(C, -1)
+            ring = sum(p >= n_sink for p in range(nxt, nxt + n))
+            nxt, row, n_held = nxt + n, row + n, min(n_held + ring, C)
+            held = {p: kv for p, kv in held.items() if p < n_sink or p >= nxt - n_held}
+        pos = np.full(n_sink + C, -1)
         for p in held:
-            pos[p % C] = p
+            pos[p if p < n_sink else n_sink + (p - n_sink) % C] = p
         states.append(pos)
     return seen, states
 
@@ -215,7 +266,7 @@ def test_golden_outputs_match_independent_oracle(suite):
         t = _load(d, c)
         kw = {"scale": float(t["scale"]) if "scale" in t else None,
               "softcap": float(t["softcap"]) if "softcap" in t else None, "sinks": t.get("sinks")}
-        W = int(t["window"]) if "window" in t else None
+        W = _window(t)
         clean = lambda x: np.nan_to_num(x, posinf=0, neginf=0)  # noqa: E731
         # The oracle masks with -inf but multiplies probabilities by V: keep poison out of its V.
         if c["op"] == "attention":
@@ -334,11 +385,40 @@ def _specs_1_1(draw):
     return C.cases.traced(spec, C.cases._random_program(rng, W, W + slack, rounds=draw(st.integers(1, 3))))
 
 
+@st.composite
+def _specs_windows(draw):
+    """The window family in the shapes models use: kept sinks with a window, two-sided (attention), chunked;
+    alone or with softcap or sinks; traces over random schedules and speculative decoding."""
+    from swaref.conformance import cases_windows as CW
+    op = draw(st.sampled_from(["attention", "prefill", "decode"]))
+    dt = draw(st.sampled_from(sorted(C.DTYPES)))
+    Hkv = draw(st.integers(1, 2))
+    Hq, D = Hkv * draw(st.sampled_from([1, 2, 4])), draw(st.sampled_from([8, 16, 64]))
+    variant = draw(st.sampled_from([{}, {"softcap": 3.0}, {"sinks": 1.5}]))
+    kinds = [{"window": None, "chunk": draw(st.integers(2, 8))}]
+    W = draw(st.integers(2, 9))
+    kinds.append({"window": W, "sink_tokens": draw(st.integers(1, W))})
+    if op == "attention":
+        kinds.append({"window": None, "two_sided": (draw(st.one_of(st.none(), st.integers(0, 5))),
+                                                    draw(st.one_of(st.none(), st.integers(1, 5))))})
+    kind = draw(st.sampled_from(kinds))
+    T = draw(st.integers(8, 24))
+    if op == "attention":
+        return C.CaseSpec(op, dt, Hq, Hkv, D, T=T, S=T + draw(st.integers(0, 8)), **kind, **variant)
+    spec = C.CaseSpec(op, dt, Hq, Hkv, D, T=T, schedule=(T,), **kind, **variant)
+    ring = kind.get("chunk") or kind["window"]
+    cap = ring + draw(st.integers(0, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    if op == "prefill":
+        return CW.program(spec, cap, 0, [(0, n) for n in C.cases._random_schedule(rng, T)])
+    return CW.program(spec, cap, 0, CW.random_program(rng, spec, cap, rounds=draw(st.integers(1, 3))))
+
+
 # Derandomized: a random search found a spec the generator gives up on (bfloat16, no window,
 # one head, D = 2, T = 2: the wrong scale cannot be pushed past the miss margin), a known
 # limit of the witness search, so CI must not depend on whether a run happens to draw it.
-@settings(max_examples=20, derandomize=True)
-@given(spec=st.one_of(_specs(), _specs_1_1()))
+@settings(max_examples=30, derandomize=True)
+@given(spec=st.one_of(_specs(), _specs_1_1(), _specs_windows()))
 def test_generator_handles_any_case_and_its_bugs_are_caught(spec, tmp_path_factory):
     """Random cases: the generator never gives up, the reference passes, applicable bugs fail."""
     d = str(tmp_path_factory.mktemp("one"))
@@ -346,7 +426,8 @@ def test_generator_handles_any_case_and_its_bugs_are_caught(spec, tmp_path_facto
     c = m["cases"][0]
     assert run(d, C.reference_port)[0] == 0
     for bug in ("window_plus_1", "write_before_attend", "stale_slot_leak", "no_wrap", "sink_scaled",
-                "sink_value_row", "softcap_after_mask", "softcap_before_scale", "rollback_keeps_slots"):
+                "sink_value_row", "softcap_after_mask", "softcap_before_scale", "rollback_keeps_slots",
+                *C.variants.WINDOW_VARIANTS):
         if c["wrong_variants"][bug]["applicable"]:
             code, lines = run(d, broken_port(bug))
             assert code == 1, (bug, lines)
@@ -366,3 +447,47 @@ def test_worked_rollback_example_of_the_docs():
         C.reference_port({n: np.asarray(a) for n, (a, _) in G._input_tensors(
             C.variants.Problem(neg, np.random.default_rng(0))).items()}, {"op": "decode", "dtype": "float32"})
     assert e.value.kind == "rollback" and "position 3" in str(e.value)
+
+
+def test_worked_sink_tokens_example_of_the_docs():
+    """docs/conformance.md, 'Inputs added by spec 1.1 part two': W = 3, n_sink = 2, C = 3, rollback of 1;
+    2 refused (a query at 7 needs 5), 7 accepted (a query at 2 needs only the sinks)."""
+    from swaref.conformance import cases_windows as CW
+    base = C.CaseSpec("decode", window=3, sink_tokens=2)
+    tensors, entry = C.build_case(CW.program(base, 3, 0, ((0, 9), (2, 1), (1, 1))))
+    assert tensors["sink_tokens"][0].tolist() == 2 and "window" in tensors
+    assert tensors["expected.cache_pos"][0].tolist() == [[0, 1, 8, 6, 7], [0, 1, -1, 6, 7], [0, 1, 8, 6, 7]]
+    assert entry["features"] == ["rollback", "sink_tokens"] and entry["sink_tokens"] == 2
+    assert CW.rollback_limit(base, 3, 0, [(0, 9)]) == 1
+    for n, ok in ((2, False), (7, True)):
+        spec = CW.program(base, 3, 0, ((0, 9), (2, n), (1, 1)))
+        inputs = {k: np.asarray(a) for k, (a, _) in G._input_tensors(
+            C.variants.Problem(spec, np.random.default_rng(0))).items()}
+        if ok:
+            assert C.reference_port(inputs, {"op": "decode", "dtype": "float32"})["cache_pos"][1].tolist() == \
+                [0, 1, -1, -1, -1]
+        else:
+            with pytest.raises(swaref.SwarefError) as e:
+                C.reference_port(inputs, {"op": "decode", "dtype": "float32"})
+            assert e.value.kind == "rollback"
+
+
+def test_docs_margins_table_matches_the_core_suite(suite):
+    """docs/conformance.md's table of least misses: its core columns are what this core suite records."""
+    _, m = suite
+    with open(os.path.join(os.path.dirname(__file__), os.pardir, "docs", "conformance.md")) as f:
+        text = f.read()
+    rows = {}
+    for line in text.split("<!-- margins:")[1].split("\n\n")[0].splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1:3]
+    assert set(rows) == set(C.WRONG_VARIANTS)
+    for b in C.WRONG_VARIANTS:
+        recs = [c["wrong_variants"][b] for c in m["cases"] if c["expect"] == "valid"
+                and c["wrong_variants"][b]["applicable"]]
+        out = [math.inf if r["output_miss_units"] == "inf" else r["output_miss_units"] for r in recs
+               if r["cache_steps_wrong"] == 0]
+        least = "cache" if not out else "NaN" if min(out) == math.inf else \
+            (f"{min(out):.3g}" if min(out) < 100 else f"{min(out):.0f}")
+        assert rows[b] == [str(len(recs)), least], (b, rows[b], len(recs), least)

@@ -368,8 +368,10 @@ def sample_blocks(suite_dir):
     check = [by_id[SAMPLE_PASS], by_id[SAMPLE_FAIL]] + lines[-3:]
     _, lines = run(suite_dir, C.reference_port, dtypes=["float16", "bfloat16"], skip_features=["negative"])
     blocks = {"check-output": "\n".join(check), "claim-output": "\n".join(lines[-3:])}
-    _, lines = run(suite_dir, C.reference_port, skip_features=["softcap", "sinks", "slack", "rollback"])
+    _, lines = run(suite_dir, C.reference_port, skip_features=list(C.cases.FEATURES_1_1))
     blocks["claim-1.0-output"] = "\n".join(lines[-3:])
+    _, lines = run(suite_dir, C.reference_port, skip_features=["sink_tokens", "two_sided", "chunked"])
+    blocks["claim-part-one-output"] = "\n".join(lines[-3:])
     return blocks
 
 

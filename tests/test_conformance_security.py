@@ -175,13 +175,19 @@ def _manifest_mutations():
     return {
         "cases-str": lambda m: m.__setitem__("cases", ["str"]),
         "no-suite": lambda m: m.pop("suite"),
-        "bad-format-version": lambda m: m.__setitem__("format_version", 1),       # a v1 manifest, or a v3 one
-        "future-format-version": lambda m: m.__setitem__("format_version", 3),
-        "unknown-feature": lambda m: m["cases"][0]["features"].append("two_sided"),
+        "bad-format-version": lambda m: m.__setitem__("format_version", 2),       # a v2 manifest, or a v4 one
+        "future-format-version": lambda m: m.__setitem__("format_version", 4),
+        "unknown-feature": lambda m: m["cases"][0]["features"].append("paged_cache"),
         "softcap-string": lambda m: m["cases"][0].__setitem__("softcap", "2.0"),
         "no-features": lambda m: m["cases"][0].pop("features"),
         "features-hidden": lambda m: next(c for c in m["cases"] if c["expect"] == "valid" and c["features"])
         .__setitem__("features", []),       # a 1.1 case passed off as 1.0: a 1.0 claim would cover it
+        # a window-family case passed off as spec 1.1 part one: a part-one claim would cover it
+        "window-features-hidden": lambda m: next(c for c in m["cases"] if c["expect"] == "valid" and c["two_sided"])
+        .__setitem__("features", [f for f in next(c for c in m["cases"] if c["expect"] == "valid" and c["two_sided"])
+                                  ["features"] if f != "two_sided"]),
+        "two-sided-three": lambda m: next(c for c in m["cases"] if c["two_sided"]).__setitem__("two_sided", [1, 2, 3]),
+        "chunk-zero": lambda m: next(c for c in m["cases"] if c["attention_chunk"]).__setitem__("attention_chunk", 0),
         "unknown-variant": lambda m: next(c for c in m["cases"] if c["expect"] == "valid")["wrong_variants"]
         .__setitem__("sink_not_in_max", {"applicable": False}),
         "window-string": lambda m: m["cases"][0].__setitem__("window", "4"),
@@ -238,7 +244,7 @@ def test_our_validator_and_jsonschema_agree(suite, tmp_path):
     for name, m in docs.items():
         ours = not schema_errors(m, schema)
         assert ours == v.is_valid(m), (name, schema_errors(m, schema), [e.message for e in v.iter_errors(m)][:3])
-        expected_valid = name in ("core", "full-sample", "id-newline", "features-hidden")
+        expected_valid = name in ("core", "full-sample", "id-newline", "features-hidden", "window-features-hidden")
         assert ours == expected_valid, name
     # A trailing \n passes both regexes, so the runner's own name check (a full match) catches the newline;
     # hidden features are well-formed JSON, so the check of the entry against its file does: CORRUPT either

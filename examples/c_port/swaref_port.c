@@ -2,8 +2,9 @@
  * swaref_port: a port of swaref's sliding-window attention, rolling buffer cache
  * and chunked prefill to plain C99 (libc + libm), written from docs/conformance.md
  * and docs/spec.md alone.  Spec 1.1: soft-capping and learned sinks (rule 3), ring
- * slack and rollback (rule 4).  It reads one golden-vector case file and writes
- * its result:
+ * slack and rollback (rule 4), and the window family (rule 1): kept sink tokens,
+ * two-sided windows and chunked attention.  It reads one golden-vector case file
+ * and writes its result:
  *
  *     swaref_port CASE.safetensors OUT.out.safetensors [ERR.err.json]
  *
@@ -325,6 +326,11 @@ static int scalar_i64(const char *name, int64_t *v) {
 typedef struct {
     int64_t T, S, Hq, Hkv, D;
     double *q, *k, *v;
+    /* The window (rule 1), as four numbers: key j is visible to query p iff
+     * (j < n_sink and j <= p) or (p - j <= left and j - p <= right and j >= chunk start),
+     * left / right = -1 unbounded, chunk = 0 none.  has_window: a causal sliding window
+     * of W keys (window, or two_sided (W - 1, 0)), which a cache's ring must hold. */
+    int64_t left, right, chunk, n_sink;
     int has_window;
     int64_t W;
     double scale;
@@ -371,6 +377,43 @@ static void check_softmax_variants(Problem *P) {
     if (c && s) reject("argument", "softcap and sinks together are not defined (no model uses both)");
 }
 
+/* The case's window: `window` W (with `sink_tokens` n: W plus the first n positions),
+ * `two_sided` (left, right) with -1 unbounded, or `attention_chunk` C; none: causal.
+ * One kind per case; anything else is rejected with kind "window". */
+static void check_window(Problem *P) {
+    Tensor *w = find("window"), *ts = find("two_sided"), *ch = find("attention_chunk"), *sk = find("sink_tokens");
+    P->left = -1; P->right = 0; P->chunk = 0; P->n_sink = 0; P->has_window = 0; P->W = 0;
+    if (!!w + !!ts + !!ch > 1) reject("window", "a case gives one window: window, two_sided or attention_chunk");
+    if (sk && !w) reject("window", "sink_tokens needs a window");
+    if (w) {
+        scalar_i64("window", &P->W);
+        if (P->W < 1) reject("window", "window must be >= 1");
+        P->has_window = 1;
+        P->left = P->W - 1;
+    }
+    if (sk) {
+        scalar_i64("sink_tokens", &P->n_sink);
+        if (P->n_sink < 0) reject("window", "sink_tokens must be >= 0");
+    }
+    if (ts) {
+        int64_t *lr;
+        if (strcmp(ts->dtype, "I64") || ts->ndim != 1 || ts->shape[0] != 2)
+            reject("window", "two_sided must be two I64 (left, right)");
+        lr = as_i64(ts);
+        if (lr[0] < -1 || lr[1] < -1) reject("window", "two_sided sides must be >= 0 (or -1: unbounded)");
+        P->left = lr[0];
+        P->right = lr[1];
+        if (P->right == 0 && P->left >= 0 && P->left < INT64_MAX) {   /* (W - 1, 0) is the window W */
+            P->has_window = 1;
+            P->W = P->left + 1;
+        }
+    }
+    if (ch) {
+        scalar_i64("attention_chunk", &P->chunk);
+        if (P->chunk < 1) reject("window", "attention_chunk must be >= 1");
+    }
+}
+
 static void check_qkv(Problem *P) {
     Tensor *q = find("q"), *k = find("k"), *v = find("v");
     Tensor *sc = find("scale");
@@ -385,8 +428,7 @@ static void check_qkv(Problem *P) {
     if (P->T < 1 || P->S < 1 || P->D < 1) reject("shape", "empty q or k");
     if (k->shape[2] != P->D) reject("shape", "head_dim of k differs from q");
     if (P->Hkv < 1 || P->Hq < 1 || P->Hq % P->Hkv) reject("heads", "Hq must be a multiple of Hkv");
-    P->has_window = scalar_i64("window", &P->W);
-    if (P->has_window && P->W < 1) reject("window", "window must be >= 1");
+    check_window(P);
     P->scale = 1.0 / sqrt((double)P->D);
     if (sc) {
         double *s = as_double(sc);
@@ -396,8 +438,13 @@ static void check_qkv(Problem *P) {
     P->q = as_double(q); P->k = as_double(k); P->v = as_double(v);
 }
 
+/* Differences of positions >= 0 never overflow; p + right could, so it is never formed. */
 static int visible(const Problem *P, int64_t p, int64_t j) {
-    return j <= p && (!P->has_window || j > p - P->W);
+    if (j < P->n_sink && j <= p) return 1;
+    if (P->left >= 0 && p - j > P->left) return 0;
+    if (P->right >= 0 && j - p > P->right) return 0;
+    if (P->chunk && j < (p / P->chunk) * P->chunk) return 0;
+    return 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -651,59 +698,77 @@ static void run_attention(const char *out_path) {
 /* The rolling buffer cache (rule 4)                                    */
 /* ------------------------------------------------------------------ */
 
-/* C slots; position p lives in slot p mod C.  The valid slots always hold the
- * consecutive positions next - n_held .. next - 1 (the ring invariant). */
+/* n_sink fixed slots, then a ring of C slots (rule 4's slot rule): position p < n_sink
+ * lives in slot p, position p >= n_sink in slot n_sink + (p - n_sink) mod C.  The ring's
+ * valid slots always hold the consecutive positions next - n_held .. next - 1 (the ring
+ * invariant); a sink slot holds its position or -1. */
 typedef struct {
-    int64_t C;
-    int has_window;      /* 0: a full-attention cache, which refuses to overwrite */
-    int64_t W;
+    int64_t C;           /* ring slots */
+    int64_t n_sink;      /* fixed slots before the ring */
+    int64_t NS;          /* n_sink + C: the slots a state has */
+    int has_window;      /* a sliding window of W keys */
+    int64_t W, chunk;    /* chunk: chunked attention's chunk size, 0 none */
     size_t row;          /* Hkv * D */
-    int64_t *pos;        /* [C], -1 = empty (never read) */
-    double *k, *v;       /* [C, row] */
+    int64_t *pos;        /* [NS], -1 = empty (never read) */
+    double *k, *v;       /* [NS, row] */
     int64_t n_seen;      /* tokens written since the (constructed) empty state */
-    int64_t n_held;      /* valid slots */
+    int64_t seen_ring;   /* of them, at positions >= n_sink */
+    int64_t n_held;      /* valid ring slots */
     int64_t next;        /* position the next token must have; -1 while empty */
 } Ring;
 
 static void ring_init(Ring *R, const Problem *P, int64_t C) {
     int64_t s;
     R->C = C;
+    R->n_sink = P->n_sink;
+    R->NS = P->n_sink + C;
     R->has_window = P->has_window;
     R->W = P->W;
+    R->chunk = P->chunk;
     R->row = (size_t)(P->Hkv * P->D);
-    R->pos = xmalloc_cache((size_t)C * sizeof(int64_t));
-    R->k = xmalloc_cache((size_t)C * R->row * sizeof(double));
-    R->v = xmalloc_cache((size_t)C * R->row * sizeof(double));
-    for (s = 0; s < C; s++) R->pos[s] = -1;
-    R->n_seen = R->n_held = 0;
+    R->pos = xmalloc_cache((size_t)R->NS * sizeof(int64_t));
+    R->k = xmalloc_cache((size_t)R->NS * R->row * sizeof(double));
+    R->v = xmalloc_cache((size_t)R->NS * R->row * sizeof(double));
+    for (s = 0; s < R->NS; s++) R->pos[s] = -1;
+    R->n_seen = R->seen_ring = R->n_held = 0;
     R->next = -1;
 }
 
+static int64_t slot_of(const Ring *R, int64_t p) {
+    return p < R->n_sink ? p : R->n_sink + (p - R->n_sink) % R->C;
+}
+
 static void ring_put(Ring *R, int64_t p, const double *k, const double *v) {
-    int64_t s = p % R->C;
+    int64_t s = slot_of(R, p);
     R->pos[s] = p;
     memcpy(R->k + s * R->row, k, R->row * sizeof(double));
     memcpy(R->v + s * R->row, v, R->row * sizeof(double));
 }
 
-/* The case's initial ring (init_pos, init_k, init_v): validated, then its valid slots
- * loaded.  It then counts as n_seen = n_held = the number of valid slots (as swaref's
+/* How many of the positions lo .. hi - 1 (lo <= hi) are ring positions (>= n_sink). */
+static int64_t ring_count(const Ring *R, int64_t lo, int64_t hi) {
+    return hi - (lo > R->n_sink ? lo : (hi < R->n_sink ? hi : R->n_sink));
+}
+
+/* The case's initial ring (init_pos, init_k, init_v; [NS] slots): validated, then its
+ * valid slots loaded.  It then counts as n_seen = the number of valid slots (as swaref's
  * load_state: nothing before them was ever written, so nothing was evicted). */
 static void ring_load(Ring *R, const char *dtype) {
     Tensor *ip = find("init_pos"), *ik = find("init_k"), *iv = find("init_v");
-    int64_t *p, lo = INT64_MAX, hi = -1, cnt = 0, s, C = R->C;
+    int64_t *p, lo = INT64_MAX, hi = -1, cnt = 0, ring = 0, s, NS = R->NS;
     double *kk, *vv;
     if (!ip) return;
-    if (strcmp(ip->dtype, "I64") || ip->ndim != 1 || ip->shape[0] != C || !ik || !iv ||
-        numel(ik) != C * (int64_t)R->row || numel(iv) != C * (int64_t)R->row)
-        reject("shape", "init_pos [C], init_k and init_v [C, Hkv, D] required together");
+    if (strcmp(ip->dtype, "I64") || ip->ndim != 1 || ip->shape[0] != NS || !ik || !iv ||
+        numel(ik) != NS * (int64_t)R->row || numel(iv) != NS * (int64_t)R->row)
+        reject("shape", "init_pos [n_sink + C], init_k and init_v [n_sink + C, Hkv, D] required together");
     if (strcmp(ik->dtype, dtype) || strcmp(iv->dtype, dtype)) reject("dtype", "init_k/init_v must have q's dtype");
     p = as_i64(ip);
-    for (s = 0; s < C; s++) {
+    for (s = 0; s < NS; s++) {
         if (p[s] < -1) reject("positions", "init_pos holds -1 or positions >= 0");
         if (p[s] < 0) continue;
-        if (p[s] % C != s) reject("positions", "a cached position is not in slot p mod C");
+        if (slot_of(R, p[s]) != s) reject("positions", "a cached position is not in its slot (rule 4)");
         cnt++;
+        ring += p[s] >= R->n_sink;
         if (p[s] < lo) lo = p[s];
         if (p[s] > hi) hi = p[s];
     }
@@ -711,9 +776,10 @@ static void ring_load(Ring *R, const char *dtype) {
     if (hi == INT64_MAX) reject("positions", "the cache's next position must fit in int64");
     kk = as_double(ik);
     vv = as_double(iv);
-    for (s = 0; s < C; s++)
+    for (s = 0; s < NS; s++)
         if (p[s] >= 0) ring_put(R, p[s], kk + s * R->row, vv + s * R->row);
-    R->n_seen = R->n_held = cnt;
+    R->n_seen = cnt;
+    R->seen_ring = R->n_held = ring;
     R->next = cnt ? hi + 1 : -1;
 }
 
@@ -722,48 +788,63 @@ static void ring_check_write(const Ring *R, int64_t first, int64_t n) {
     if (first < 0) reject("positions", "positions must be >= 0");
     if (R->next >= 0 && first != R->next) reject("positions", "a write must continue the cache");
     if (n > INT64_MAX - first) reject("positions", "positions must fit in int64");
-    if (!R->has_window && R->n_held + n > R->C) reject("cache", "a full-attention cache is full");
+    if (!R->has_window && !R->chunk && R->n_held + n > R->C) reject("cache", "a full-attention cache is full");
 }
 
-/* Write n tokens (rows k, v) at positions first .. first + n - 1: only the last
- * min(n, C) are stored, as earlier ones would be overwritten within the same write. */
+/* Write n tokens (rows k, v) at positions first .. first + n - 1: every sink position,
+ * and of the ring positions only the last min(count, C), as earlier ones would be
+ * overwritten within the same write. */
 static void ring_write(Ring *R, int64_t first, int64_t n, const double *k, const double *v) {
-    int64_t keep = n < R->C ? n : R->C, t;
+    int64_t ring, t;
     ring_check_write(R, first, n);
-    for (t = n - keep; t < n; t++) ring_put(R, first + t, k + t * R->row, v + t * R->row);
+    ring = ring_count(R, first, first + n);
+    for (t = 0; t < n; t++) {
+        int64_t p = first + t;
+        if (p < R->n_sink || p >= first + n - (ring < R->C ? ring : R->C))
+            ring_put(R, p, k + t * R->row, v + t * R->row);
+    }
     R->n_seen += n;
-    R->n_held = R->n_held + n < R->C ? R->n_held + n : R->C;
+    R->seen_ring += ring;
+    R->n_held = R->n_held + ring < R->C ? R->n_held + ring : R->C;
     R->next = first + n;
 }
 
-/* The largest n that rollback accepts below n_seen (rule 4).  After taking back n the
- * cache continues at P = next - n, whose query needs P - W + 1 .. P - 1 (those that
- * were written); the ring holds next - n_held .. next - 1.  So: anything when nothing
- * was evicted (n_held == n_seen), for a full-attention cache, or for W = 1 (a query
- * needs only itself); otherwise next - n_held <= P - W + 1, i.e. n <= n_held - W + 1. */
-static int64_t ring_max_rollback(const Ring *R) {
-    int64_t lim;
-    if (R->n_held == R->n_seen || !R->has_window || R->W == 1) return R->n_seen;
-    lim = R->n_held - R->W + 1;
-    return lim < 0 ? 0 : (lim < R->n_seen ? lim : R->n_seen);
+/* Whether rollback(n) is possible (rule 4), n <= n_seen.  After taking back n the cache
+ * continues at P = next - n, and the queries at P and later need (besides the fixed sink
+ * slots) the ring keys from a = max(lo(P), first, n_sink) to P - 1, where first = next -
+ * n_seen is the first position written and lo(P) the first key the window lets a query
+ * at P see: P - W + 1 (sliding), (P / chunk) * chunk (chunked), none (full attention).
+ * Possible iff that range is empty or held: a >= next - n_held, the oldest ring position.
+ * For a sliding window this is n <= n_held - W + 1 once the ring wrapped, any n for
+ * W = 1, any n before a wrap, and all n_seen tokens. */
+static int ring_can_roll_back(const Ring *R, int64_t n) {
+    int64_t P = R->next - n, first = R->next - R->n_seen, a = first;
+    if (R->has_window && P - (R->W - 1) > a) a = P - (R->W - 1);
+    if (R->chunk && (P / R->chunk) * R->chunk > a) a = (P / R->chunk) * R->chunk;
+    if (R->n_sink > a) a = R->n_sink;
+    return a > P - 1 || a >= R->next - R->n_held;
 }
 
 /* Take back the last n tokens: their slots become empty (-1, never read again).
  * Refused, with the ring untouched, when a key a later query needs is already
- * overwritten; taking back all n_seen tokens is always possible (the ring is empty). */
+ * overwritten. */
 static void ring_rollback(Ring *R, int64_t n) {
-    int64_t p, gone;
+    int64_t p, lo, ring;
     if (n < 0) reject("rollback", "rollback needs n >= 0");
     if (n > R->n_seen) reject("rollback", "cannot roll back more tokens than were written");
-    if (n > ring_max_rollback(R) && n != R->n_seen)
-        reject("rollback", "a later query would need a key already overwritten (n > n_held - W + 1)");
-    /* Of the last n positions only the n_held newest are in the ring: those slots empty.
-     * Rolling back everything after the ring wrapped (n = n_seen > n_held) leaves it
-     * empty, n_held = 0, continuing at its first position (not n_held - n < 0). */
-    gone = n < R->n_held ? n : R->n_held;
-    for (p = R->next - gone; p < R->next; p++) R->pos[p % R->C] = -1;
+    if (n == 0) return;
+    if (!ring_can_roll_back(R, n))
+        reject("rollback", "a later query would need a key already overwritten (rule 4)");
+    /* Sink positions among the last n empty their fixed slot; of the ring positions only
+     * the n_held newest are in the ring (rolling back everything after a wrap takes back
+     * more than it holds). */
+    for (p = R->next - n; p < R->next && p < R->n_sink; p++) R->pos[p] = -1;
+    ring = ring_count(R, R->next - n, R->next);
+    lo = R->next - (ring < R->n_held ? ring : R->n_held);
+    for (p = lo; p < R->next; p++) R->pos[slot_of(R, p)] = -1;
     R->n_seen -= n;
-    R->n_held -= gone;
+    R->seen_ring -= ring;
+    R->n_held -= ring < R->n_held ? ring : R->n_held;
     R->next -= n;
 }
 
@@ -779,9 +860,9 @@ typedef struct { int kind; int64_t n; } Step;
 typedef struct { int64_t *pos; double *k, *v; int64_t n; } States;
 
 static void record(States *S, const Ring *R) {
-    memcpy(S->pos + S->n * R->C, R->pos, (size_t)R->C * sizeof(int64_t));
-    memcpy(S->k + S->n * R->C * R->row, R->k, (size_t)R->C * R->row * sizeof(double));
-    memcpy(S->v + S->n * R->C * R->row, R->v, (size_t)R->C * R->row * sizeof(double));
+    memcpy(S->pos + S->n * R->NS, R->pos, (size_t)R->NS * sizeof(int64_t));
+    memcpy(S->k + S->n * R->NS * R->row, R->k, (size_t)R->NS * R->row * sizeof(double));
+    memcpy(S->v + S->n * R->NS * R->row, R->v, (size_t)R->NS * R->row * sizeof(double));
     S->n++;
 }
 
@@ -791,7 +872,7 @@ static void record(States *S, const Ring *R) {
 static void attend_step(const Problem *P, const Ring *R, int64_t a, int64_t n, int64_t first, int extra,
                         double **keys, double **vals, int64_t *kpos, double *out) {
     int64_t nk = 0, s, t;
-    for (s = 0; s < R->C; s++) {
+    for (s = 0; s < R->NS; s++) {
         if (R->pos[s] < 0) continue;          /* empty slots are never read */
         keys[nk] = R->k + s * R->row; vals[nk] = R->v + s * R->row; kpos[nk] = R->pos[s]; nk++;
     }
@@ -860,7 +941,7 @@ typedef struct {
     int64_t start;           /* position of the first token written into an empty ring */
     int64_t a;               /* token rows consumed */
     double *out;             /* [N, Hq, D] */
-    double **keys, **vals;   /* scratch: the keys one step offers its queries (C + N at most) */
+    double **keys, **vals;   /* scratch: the keys one step offers its queries (n_sink + C + N at most) */
     int64_t *kpos;
 } Trace;
 
@@ -894,7 +975,7 @@ static void trace_step(Trace *X, const Step *sp) {
 /* out, and the ring's state after every step: cache_k, cache_pos, cache_v (sorted by name). */
 static void write_trace(const char *out_path, const Trace *X) {
     const Problem *P = &X->P;
-    int64_t n = X->st.n, C = X->R.C;
+    int64_t n = X->st.n, C = X->R.NS;
     Out o[4];
     o[0].name = "cache_k"; o[0].dtype = "F64"; o[0].ndim = 4;
     o[0].shape[0] = n; o[0].shape[1] = C; o[0].shape[2] = P->Hkv; o[0].shape[3] = P->D;
@@ -913,21 +994,25 @@ static void run_trace(const char *out_path) {
     Trace X;
     Problem *P = &X.P;
     Step *steps;
-    int64_t C, N, nsteps, i;
+    int64_t C, NS, N, nsteps, i;
 
     check_qkv(P);
     N = P->T;
     if (P->S != N) reject("shape", "k and v need one row per token");
+    if (P->right != 0) reject("window", "a cache is causal: a two-sided window that looks ahead needs attention");
     if (!scalar_i64("start", &X.start) || !scalar_i64("capacity", &C))
         reject("argument", "start and capacity are required");
     if (C < 1) reject("cache", "capacity must be >= 1");
     if (P->has_window && C < P->W) reject("cache", "a sliding-window cache needs capacity >= window");
+    if (P->chunk && C < P->chunk) reject("cache", "a chunked cache needs capacity >= the chunk size");
     steps = read_steps(P, &nsteps);
-    /* C is the one size that comes from a value, not a shape: the ring and the state after
-     * each step are C * Hkv * D doubles each, which must not wrap size_t (spec rule 4: a
-     * cache that cannot be allocated is refused with kind "argument"). */
-    if ((uint64_t)C > SIZE_MAX / sizeof(double) / (uint64_t)(P->Hkv * P->D) / (uint64_t)(nsteps + 2) ||
-        (uint64_t)C > SIZE_MAX / sizeof(double) - (uint64_t)N)
+    /* C and n_sink are the sizes that come from values, not shapes: the slots and the state
+     * after each step are (n_sink + C) * Hkv * D doubles each, which must not wrap size_t
+     * (spec rule 4: a cache that cannot be allocated is refused with kind "argument"). */
+    if (P->n_sink > INT64_MAX - C) reject("argument", "a cache of this size cannot be allocated");
+    NS = P->n_sink + C;
+    if ((uint64_t)NS > SIZE_MAX / sizeof(double) / (uint64_t)(P->Hkv * P->D) / (uint64_t)(nsteps + 2) ||
+        (uint64_t)NS > SIZE_MAX / sizeof(double) - (uint64_t)N)
         reject("argument", "a cache of this capacity cannot be allocated");
     check_softmax_variants(P);
     ring_init(&X.R, P, C);
@@ -937,14 +1022,14 @@ static void run_trace(const char *out_path) {
 
     X.a = 0;
     X.out = xmalloc((size_t)(N * P->Hq * P->D) * sizeof(double));
-    X.st.pos = xmalloc_cache((size_t)(nsteps * C) * sizeof(int64_t));
-    X.st.k = xmalloc_cache((size_t)nsteps * C * X.R.row * sizeof(double));
-    X.st.v = xmalloc_cache((size_t)nsteps * C * X.R.row * sizeof(double));
+    X.st.pos = xmalloc_cache((size_t)(nsteps * NS) * sizeof(int64_t));
+    X.st.k = xmalloc_cache((size_t)nsteps * NS * X.R.row * sizeof(double));
+    X.st.v = xmalloc_cache((size_t)nsteps * NS * X.R.row * sizeof(double));
     X.st.n = 0;
-    X.keys = xmalloc_cache((size_t)(C + N) * sizeof *X.keys);
-    X.vals = xmalloc_cache((size_t)(C + N) * sizeof *X.vals);
-    X.kpos = xmalloc_cache((size_t)(C + N) * sizeof(int64_t));
-    use_scratch(P, C + N);
+    X.keys = xmalloc_cache((size_t)(NS + N) * sizeof *X.keys);
+    X.vals = xmalloc_cache((size_t)(NS + N) * sizeof *X.vals);
+    X.kpos = xmalloc_cache((size_t)(NS + N) * sizeof(int64_t));
+    use_scratch(P, NS + N);
 
     for (i = 0; i < nsteps; i++) trace_step(&X, &steps[i]);
     write_trace(out_path, &X);

@@ -13,18 +13,22 @@ import math
 
 import numpy as np
 
+from .. import windows
 from ..errors import SwarefError
 from . import safetensors_io as ST
 
 FORMAT = "swaref-vectors"
-#: Format version 2 (spec 1.1): inputs softcap, sinks, steps; capacity >= W.  A case file that uses
-#: none of them is a version 1 file, byte for byte (its __metadata__ says "1").
-FORMAT_VERSION = 2
+#: Format version 2 (spec 1.1): inputs softcap, sinks, steps; capacity >= W.  Version 3 (spec 1.1, the
+#: window family): inputs sink_tokens, two_sided, attention_chunk.  A case file says the oldest version
+#: that describes it: "1" without any 1.1 input, "2" with part one's only, byte for byte as written then.
+FORMAT_VERSION = 3
 SUITES = ("core", "full")
 #: The spec version every case without a 1.1 feature tests (its vectors are those of 1.0.1).
 BASE_SPEC = "1.0.1"
 #: Features of spec 1.1 a case may need; a port that skips all of them can claim BASE_SPEC.
-FEATURES_1_1 = ("softcap", "sinks", "slack", "rollback")
+FEATURES_1_1 = ("softcap", "sinks", "slack", "rollback", "sink_tokens", "two_sided", "chunked")
+#: The features of spec 1.1 part one (format version 2): a port of them skips the window family's.
+FEATURES_1_1_PART_ONE = ("softcap", "sinks", "slack", "rollback")
 #: Step ops of a trace's ``steps`` tensor: (op, n) rows.
 PREFILL, DECODE, ROLLBACK = 0, 1, 2
 # --------------------------------------------------------------------------
@@ -130,10 +134,39 @@ class CaseSpec:
     sinks: object = None
     neg_row: bool = False
     steps: tuple = ()
+    sink_tokens: int = 0
+    two_sided: tuple = ()
+    chunk: int = 0
+
+    @property
+    def window_tag(self):
+        """The window part of the id: none, W, Wsink<n>, ts<left>-<right> (u: unbounded), chunk<C>."""
+        if self.two_sided:
+            return "ts" + "-".join("u" if x is None else str(x) for x in self.two_sided)
+        if self.chunk:
+            return f"chunk{self.chunk}"
+        w = "none" if self.window is None else str(self.window)
+        return w + (f"sink{self.sink_tokens}" if self.sink_tokens else "")
+
+    @property
+    def window_obj(self):
+        """The window as swaref's API takes it (swaref.windows): None, an int, Sliding, TwoSided or Chunked."""
+        if self.two_sided:
+            return windows.TwoSided(*self.two_sided)
+        if self.chunk:
+            return windows.Chunked(self.chunk)
+        if self.sink_tokens:
+            return windows.Sliding(self.window, sink_tokens=self.sink_tokens)
+        return self.window
+
+    @property
+    def ring(self):
+        """The ring's default number of slots: W, the chunk size, or (no window) ``capacity``."""
+        return self.chunk or self.window
 
     @property
     def case_id(self):
-        w = "none" if self.window is None else str(self.window)
+        w = self.window_tag
         parts = [self.op if not self.error else "neg-" + self.error, SHORT[self.dtype], "w" + w,
                  f"h{self.Hq}x{self.Hkv}", f"d{self.D}"]
         if self.op == "attention":
@@ -180,6 +213,10 @@ class CaseSpec:
         f |= {"sinks"} if self.sinks is not None else set()
         f |= {"slack"} if self.window is not None and self.capacity > self.window else set()
         f |= {"rollback"} if self.steps else set()           # a port without rollback reads no 'steps'
+        f |= {"slack"} if self.chunk and self.capacity > self.chunk else set()
+        f |= {"sink_tokens"} if self.sink_tokens else set()
+        f |= {"two_sided"} if self.two_sided else set()
+        f |= {"chunked"} if self.chunk else set()
         return sorted(f)
 
 
@@ -258,7 +295,8 @@ def core_cases():
         dataclasses.replace(Dd, D=64, window=4, T=6, schedule=(4, 2), n_decode=9, dtype="bfloat16"),
         dataclasses.replace(Dd, Hq=3, Hkv=3, D=5, window=2, T=1, schedule=(1,), n_decode=9, start=6),
     ]
-    return cases + negative_cases() + core_cases_1_1()
+    from .cases_windows import core_cases_windows          # that module builds on this one's CaseSpec
+    return cases + negative_cases() + core_cases_1_1() + core_cases_windows()
 
 
 def core_cases_1_1():
@@ -344,9 +382,15 @@ def negative_cases_1_1():
     return [dataclasses.replace(spec, error=name) for name, (spec, _, _, _) in NEGATIVE_1_1.items()]
 
 
+def negative_1_1(name):
+    """(spec, error kinds, features, wrong variants it catches) of a spec 1.1 negative case, or None."""
+    from .cases_windows import NEGATIVE_WINDOWS
+    return NEGATIVE_1_1.get(name) or NEGATIVE_WINDOWS.get(name)
+
+
 def negative_kinds(name):
     """The error kinds a port must reject negative case ``name`` with."""
-    return NEGATIVE[name][1] if name in NEGATIVE else NEGATIVE_1_1[name][1]
+    return NEGATIVE[name][1] if name in NEGATIVE else negative_1_1(name)[1]
 
 
 def full_cases():
@@ -377,6 +421,8 @@ def full_cases():
         cases.append(CaseSpec("prefill", dt, 4, 2, 16, 8, 12, schedule=(5, 7), start=40, hist=8, poison=True))
         cases.append(CaseSpec("prefill", dt, 4, 1, 16, None, 12, schedule=(5, 7), capacity=12))
     cases += full_cases_1_1()
+    from .cases_windows import full_cases_windows
+    cases += full_cases_windows()
     seen = {}
     for c in cases:
         seen.setdefault(c.case_id, c)

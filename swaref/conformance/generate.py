@@ -22,14 +22,14 @@ from ..errors import ERROR_KINDS, SwarefError
 from ..prefill import decode_step, prefill
 from ..cache import rollback
 from . import safetensors_io as ST
-from .cases import (BASE_SPEC, DTYPES, FEATURES_1_1, FORMAT, FORMAT_VERSION, MIN_MISS, NEGATIVE_1_1,
+from .cases import (BASE_SPEC, DTYPES, FEATURES_1_1, FORMAT, FORMAT_VERSION, MIN_MISS, negative_1_1,
                     PREFILL, ROLLBACK, SAFETY, U_ACC, GeneratorError, cases_of, negative_kinds, seed_of, to_storage)
 from .files import NAME_PATTERN, is_safe_name
 from .ports import reference_port
 from .suite import manifest_hash
 from .adversarial import boost, boost_softmax, pick_witnesses, very_negative_row
-from .variants import (WRONG_VARIANTS, Problem, error_units, poison, row_tolerance, simulate, slot_positions,
-                       variant_rows)
+from .variants import (WINDOW_VARIANTS, WRONG_VARIANTS, Problem, error_units, mask_of, poison, row_tolerance,
+                       simulate, slot_positions, variant_rows)
 
 #: The manifest's generator.module: part of every suite hash, so it keeps the name the
 #: format was published under (swaref.vectors still imports, as an alias of this package).
@@ -41,10 +41,10 @@ def _golden_swaref(prob):
     q, k, v = prob.q, prob.k, prob.v
     kw = {"scale": s.scale, "softcap": prob.softcap, "sinks": prob.sinks}
     if s.op == "attention":
-        return attention(q, k, v, window=s.window, q_pos=prob.qpos, k_pos=prob.kpos, **kw), None
-    slack = s.window is not None and prob.capacity > s.window
-    cache = RollingBufferCache(s.window, s.Hkv, s.D, dtype=np.float64,
-                               capacity=prob.capacity if s.window is None or slack else None)
+        return attention(q, k, v, window=s.window_obj, q_pos=prob.qpos, k_pos=prob.kpos, **kw), None
+    slack = s.ring is not None and prob.capacity > s.ring
+    cache = RollingBufferCache(s.window_obj, s.Hkv, s.D, dtype=np.float64,
+                               capacity=prob.capacity if s.ring is None or slack else None)
     if prob.hist:
         prefill(np.zeros((prob.hist, s.Hq, s.D)), k[:prob.hist], v[:prob.hist], cache,
                 start=int(prob.kpos[0]), chunk_size=prob.hist)
@@ -106,6 +106,12 @@ def _input_tensors(prob):
             i64("init_pos", ipos)
     if s.window is not None:
         i64("window", s.window)
+    if s.sink_tokens:
+        i64("sink_tokens", s.sink_tokens)
+    if s.two_sided:                             # -1: unbounded on that side (FlashAttention's, ONNX's spelling)
+        i64("two_sided", [-1 if x is None else x for x in s.two_sided])
+    if s.chunk:
+        i64("attention_chunk", s.chunk)
     if s.scale is not None:
         t["scale"] = (np.asarray(float(s.scale), dtype=np.float64), "F64")
     if s.softcap is not None:
@@ -255,9 +261,11 @@ def _applicable(prob, bug):
         return s.op != "attention" and any(op == ROLLBACK and n > 0 for op, n in s.program)
     if s.op == "attention" and bug in ("write_before_attend", "no_wrap", "stale_slot_leak"):
         return False
-    if s.window is None and bug in ("window_plus_1", "window_minus_1", "stale_slot_leak"):
+    if s.window is None and bug in ("window_plus_1", "window_minus_1"):
         return False
-    if bug == "no_wrap" and s.window is None:
+    if s.ring is None and bug in ("stale_slot_leak", "no_wrap"):      # a full-attention cache never evicts
+        return False
+    if bug in WINDOW_VARIANTS and mask_of(s, bug) == mask_of(s):      # not this case's kind of window
         return False
     gold_vis, _, gold_st, _ = simulate(prob, None)
     if bug == "wrong_scale":           # the scale only matters where a query sees two keys, or a key and a sink
@@ -277,11 +285,14 @@ def _entry(spec):
                   "first_key_position": s.start})
     else:
         e.update({"T_prompt": s.T, "schedule": list(s.schedule), "n_decode": s.n_decode, "start": s.start,
-                  "history": s.hist, "capacity": s.capacity or s.window, "steps": len(s.program)})
+                  "history": s.hist, "capacity": s.capacity or s.ring, "steps": len(s.program)})
     e["poison"] = s.poison
     e["softcap"] = None if s.softcap is None else float(s.softcap)
     e["sinks"] = s.sinks is not None
     e["features"] = s.features
+    e["sink_tokens"] = s.sink_tokens
+    e["two_sided"] = list(s.two_sided) if s.two_sided else None
+    e["attention_chunk"] = s.chunk or None
     return e
 
 
@@ -296,8 +307,8 @@ def _negative_case(spec):
     entry = _entry(spec)
     entry["error_kinds"] = list(negative_kinds(name))
     entry["negative"] = name
-    if name in NEGATIVE_1_1:
-        _, _, features, catches = NEGATIVE_1_1[name]
+    if negative_1_1(name):
+        _, _, features, catches = negative_1_1(name)
         entry["features"] = sorted(set(entry["features"]) | set(features))
         if catches:
             entry["wrong_variants"] = {b: {"applicable": True} for b in catches}
@@ -352,6 +363,22 @@ def _break_1_1(name, t):
         t["sinks"] = (np.array([1.0, math.inf]), "F64")
     elif name == "steps-unknown-op":
         t["steps"] = (np.array([[0, 3], [3, 1]], dtype=np.int64), "I64")
+    elif name == "two-sided-negative":          # -1 is "unbounded" (FlashAttention's spelling): -2 is the bad one
+        t["two_sided"] = (np.array([-2, 2], dtype=np.int64), "I64")
+    elif name in ("two-sided-and-window", "chunk-and-window"):
+        t["window"] = (np.asarray(3, dtype=np.int64), "I64")
+    elif name == "two-sided-no-visible-key":    # keys 0..4; the query at 7 sees 6..8
+        t["q_pos"] = (np.array([0, 1, 2, 3, 7], dtype=np.int64), "I64")
+    elif name == "chunk-no-visible-key":        # keys 0..4; the query at 8 sees its chunk 8..11 up to itself
+        t["q_pos"] = (np.array([0, 1, 2, 3, 8], dtype=np.int64), "I64")
+    elif name == "chunk-zero":
+        t["attention_chunk"] = (np.asarray(0, dtype=np.int64), "I64")
+    elif name == "chunk-negative":
+        t["attention_chunk"] = (np.asarray(-3, dtype=np.int64), "I64")
+    elif name == "sink-tokens-negative":
+        t["sink_tokens"] = (np.asarray(-1, dtype=np.int64), "I64")
+    elif name == "sink-tokens-without-window":
+        del t["window"]
     elif name == "steps-decode-of-two":        # one decode step of 2 tokens (and n_decode to match)
         t["steps"] = (np.array([[0, 2], [1, 2]], dtype=np.int64), "I64")
         t["schedule"] = (np.array([2], dtype=np.int64), "I64")
@@ -383,6 +410,17 @@ def conventions():
         "rollback": "a 'steps' row (2, n) empties the slots of the last n positions and moves the next position "
                     "back by n; refused (kind rollback) beyond max_rollback: n <= n_held - W + 1 once the ring "
                     "has evicted a token, any n <= tokens written otherwise",
+        "sink_tokens": "with a 'sink_tokens' tensor n (and 'window' W): key j is visible to query p iff j <= p and "
+                       "(j < n or p - W < j); a cache has n fixed slots first (position p < n in slot p) and a ring of "
+                       "C = 'capacity' slots (p >= n in slot n + (p - n) mod C): cache states have n + C slots",
+        "two_sided": "with a 'two_sided' tensor (left, right), -1 = unbounded on that side: p - left <= j <= p + right; "
+                     "no 'window'; attention only (a cache is causal: a lookahead given to a cache is rejected, "
+                     "kind window); (W - 1, 0) is the window W",
+        "chunked": "with an 'attention_chunk' tensor C: j <= p and j // C == p // C (not a sliding window); no "
+                   "'window'; a cache has capacity >= C slots (default C), position p in slot p mod capacity",
+        "rollback_general": "rollback(n) is possible iff n <= tokens written and (no ring position was evicted, or "
+                            "lo(N - n) >= the oldest ring position held), N the next position, lo(P) the first "
+                            "non-sink key a query at P needs: max(P - W + 1, n_sink) sliding, (P // C) * C chunked",
         "spec_1_1_features": list(FEATURES_1_1),
         "base_spec_version": BASE_SPEC,
         "errors": list(ERROR_KINDS),
@@ -421,16 +459,23 @@ def generate_suite(out_dir, suite="core", cases=None, log=None):
     return manifest
 
 
-#: Inputs format version 2 added.
+#: Inputs format versions 2 and 3 added, and the features that need them.
 _INPUTS_2 = ("softcap", "sinks", "steps")
+_INPUTS_3 = ("sink_tokens", "two_sided", "attention_chunk")
+_FEATURES_3 = ("sink_tokens", "two_sided", "chunked")
 
 
 def _write_case(out_dir, spec):
     """Build one case, write ``<case_id>.safetensors`` and return its complete manifest entry."""
     tensors, entry = build_case(spec)
     digest = _data_digest(tensors)
-    # A case that needs no 1.1 feature is a format version 1 file, byte for byte.
-    version = FORMAT_VERSION if entry.get("features") or any(n in tensors for n in _INPUTS_2) else 1
+    # A case that needs no 1.1 feature is a format version 1 file, byte for byte; one that needs only part
+    # one's a version 2 file (as version 2 wrote it).
+    features = set(entry.get("features", ()))
+    if features & set(_FEATURES_3) or any(n in tensors for n in _INPUTS_3):
+        version = FORMAT_VERSION
+    else:
+        version = 2 if features or any(n in tensors for n in _INPUTS_2) else 1
     meta = {"format": FORMAT, "format_version": str(version), "case_id": spec.case_id,
             "op": spec.op, "dtype": spec.dtype, "input_digest": digest}
     data = ST.encode({n: a for n, (a, _) in tensors.items()},

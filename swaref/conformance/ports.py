@@ -8,6 +8,7 @@ runs the NumPy reference, ``...:cython_port`` the compiled kernel.  A port is
 """
 import numpy as np
 
+from .. import windows
 from .._validate import check_int
 from ..attention import attention
 from ..cache import RollingBufferCache, load_state, rollback
@@ -57,7 +58,7 @@ def swaref_port(inputs, meta, backend="reference"):
     if uniform and (backend == "cython" or dtype == "bfloat16"):
         floats = {n: a.astype(np.float32) if a.dtype in (np.float16, np.float32) else a
                   for n, a in floats.items()}
-    window = _scalar_int(inputs, "window") if "window" in inputs else None
+    window = window_of(inputs)
     kw = {"scale": float(np.asarray(inputs["scale"]).reshape(-1)[0]) if "scale" in inputs else None,
           "softcap": float(np.asarray(inputs["softcap"]).reshape(-1)[0]) if "softcap" in inputs else None,
           "sinks": inputs.get("sinks"), "backend": backend}
@@ -66,6 +67,29 @@ def swaref_port(inputs, meta, backend="reference"):
                         k_pos=inputs["k_pos"], **kw)
         return {"out": _round_out(out, dtype)}
     return _run_trace(inputs, floats, window, kw, dtype)
+
+
+def window_of(inputs):
+    """The case's window as swaref takes it: ``window`` (with ``sink_tokens``: Sliding), ``two_sided``
+    (-1: unbounded on that side) or ``attention_chunk``; none of them: None.  At most one kind per case,
+    and sink tokens only with a window (kind "window"); bad values are rejected by swaref.windows."""
+    kinds = [n for n in ("window", "two_sided", "attention_chunk") if n in inputs]
+    if len(kinds) > 1:
+        raise SwarefError("window", f"a case gives one window, got {kinds}")
+    if "sink_tokens" in inputs and "window" not in inputs:
+        raise SwarefError("window", "sink_tokens needs a window (Sliding(W, sink_tokens=n))")
+    if "two_sided" in inputs:
+        lr = np.asarray(inputs["two_sided"])
+        if lr.shape != (2,) or lr.dtype.kind not in "iu":
+            raise SwarefError("window", f"two_sided must be two integers (left, right), got shape {lr.shape}")
+        left, right = (None if int(x) == -1 else int(x) for x in lr)
+        return windows.TwoSided(left, right)
+    if "attention_chunk" in inputs:
+        return windows.Chunked(_scalar_int(inputs, "attention_chunk"))
+    if "window" not in inputs:
+        return None
+    W = _scalar_int(inputs, "window")
+    return windows.Sliding(W, sink_tokens=_scalar_int(inputs, "sink_tokens")) if "sink_tokens" in inputs else W
 
 
 def _program(inputs, sched, n_decode):
@@ -99,8 +123,9 @@ def _run_trace(inputs, floats, window, kw, dtype):
         raise SwarefError("shape", f"n_decode must be in 0..{N}, got {n_decode}")
     T = N - n_decode
     cap = _scalar_int(inputs, "capacity")
+    ring = window.size if isinstance(window, (windows.Sliding, windows.Chunked)) else window
     cache = RollingBufferCache(window, k.shape[1], k.shape[2], dtype=q.dtype,
-                               capacity=cap if window is None else (cap if cap != window else None))
+                               capacity=cap if ring is None or cap != ring else None)
     sched = chunk_schedule(T, [int(c) for c in np.asarray(inputs["schedule"]).reshape(-1)], window) if T else []
     prog = _program(inputs, sched, n_decode)
     if "init_pos" in inputs:

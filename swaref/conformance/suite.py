@@ -165,8 +165,14 @@ def _features_of(tensors):
     if "window" in tensors and "capacity" in tensors and tensors["capacity"].size == tensors["window"].size == 1 \
             and int(tensors["capacity"].reshape(-1)[0]) > int(tensors["window"].reshape(-1)[0]):
         f.add("slack")
+    if "attention_chunk" in tensors and "capacity" in tensors and tensors["capacity"].size == \
+            tensors["attention_chunk"].size == 1 and \
+            int(tensors["capacity"].reshape(-1)[0]) > int(tensors["attention_chunk"].reshape(-1)[0]):
+        f.add("slack")
     if "steps" in tensors:
         f.add("rollback")
+    f |= {feature for name, feature in (("sink_tokens", "sink_tokens"), ("two_sided", "two_sided"),
+                                        ("attention_chunk", "chunked")) if name in tensors}
     return sorted(f)
 
 

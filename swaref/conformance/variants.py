@@ -48,7 +48,7 @@ class Problem:
         self.k = rng.standard_normal((Nk, s.Hkv, s.D))
         self.v = rng.standard_normal((Nk, s.Hkv, s.D))
         self.poisoned = np.zeros(Nk, dtype=bool)
-        self.capacity = s.capacity or s.window
+        self.capacity = s.capacity or s.ring
         self.empty_garbage = None
         self.softcap = None if s.softcap is None else float(s.softcap)
         # Drawn after q, k, v: a case without sinks draws exactly what format version 1 drew.
@@ -68,7 +68,7 @@ class Problem:
         self.hist = hist
         self.qpos = self.kpos[len(self.kpos) - len(q):].copy() if qpos is None else np.asarray(qpos, np.int64)
         self.poisoned = ~np.isfinite(k).all(axis=(1, 2))
-        self.capacity = spec.capacity or spec.window
+        self.capacity = spec.capacity or spec.ring
         self.empty_garbage = None
         return self
 
@@ -78,7 +78,7 @@ class Problem:
 
     def visible_golden(self):
         """Per query, the key-table indices it sees under spec rules 1 and 4 (rolled-back keys are gone)."""
-        W = self.spec.window
+        mask = mask_of(self.spec)
         alive = np.ones(len(self.kpos), dtype=bool)
         born = np.zeros(len(self.kpos), dtype=np.int64)       # the step that wrote each key
         out = []
@@ -93,9 +93,7 @@ class Problem:
         for t, p in enumerate(self.qpos):
             if self.spec.op != "attention":          # keys rolled back before this query's step are gone
                 alive = _alive_at(self, int(step_of_query[t]), born)
-            m = alive & (self.kpos <= p)
-            if W is not None:
-                m &= self.kpos > p - W
+            m = alive & visible(mask, int(p), self.kpos)
             out.append(tuple(np.nonzero(m)[0].tolist()))
         return out
 
@@ -139,7 +137,13 @@ def poison(prob, gold_vis):
 WRONG_VARIANTS = ("window_plus_1", "window_minus_1", "write_before_attend", "no_wrap",
                   "wrong_scale", "ignored_position_offset", "stale_slot_leak",
                   "sink_scaled", "sink_value_row", "softcap_after_mask", "softcap_before_scale",
-                  "rollback_keeps_slots")
+                  "rollback_keeps_slots",
+                  "two_sided_left_plus_1", "two_sided_left_minus_1", "two_sided_right_plus_1",
+                  "two_sided_right_minus_1", "two_sided_as_causal", "chunked_as_sliding",
+                  "chunk_boundary_minus_1", "chunk_boundary_plus_1", "sink_tokens_dropped",
+                  "sink_tokens_in_window", "sink_tokens_plus_1", "sink_tokens_minus_1")
+#: The window family's mask variants (spec 1.1 part two): each changes one parameter of the rule.
+WINDOW_VARIANTS = WRONG_VARIANTS[WRONG_VARIANTS.index("two_sided_left_plus_1"):]
 #: Known-wrong variants only negative cases catch (a port that accepts what it must refuse).
 NEGATIVE_VARIANTS = ("rollback_beyond_limit",)
 #: What each variant gets wrong, as the runner names it on a FAIL line.
@@ -157,6 +161,18 @@ VARIANT_BUGS = {
     "softcap_before_scale": "soft-cap applied to the unscaled score q.k, then scaled",
     "rollback_keeps_slots": "rolled-back slots keep their positions and stay visible until overwritten",
     "rollback_beyond_limit": "accepts a rollback beyond max_rollback and serves later queries from overwritten slots",
+    "two_sided_left_plus_1": "two-sided window one key wider on the left (p - left - 1 <= j)",
+    "two_sided_left_minus_1": "two-sided window one key narrower on the left (p - left + 1 <= j)",
+    "two_sided_right_plus_1": "two-sided window one key wider on the right (j <= p + right + 1)",
+    "two_sided_right_minus_1": "two-sided window one key narrower on the right (j <= p + right - 1)",
+    "two_sided_as_causal": "two-sided window treated as causal: the lookahead (right) dropped",
+    "chunked_as_sliding": "chunked attention treated as a sliding window of the chunk size",
+    "chunk_boundary_minus_1": "chunk starts one position early: a query also sees the previous chunk's last key",
+    "chunk_boundary_plus_1": "chunk starts one position late: a query misses its chunk's first key",
+    "sink_tokens_dropped": "kept sink tokens dropped (the plain sliding window)",
+    "sink_tokens_in_window": "sink tokens counted inside the window (a window of W - n_sink keys besides them)",
+    "sink_tokens_plus_1": "one sink token too many (n_sink + 1)",
+    "sink_tokens_minus_1": "one sink token too few (n_sink - 1)",
 }
 #: A simulated port: visible key indices per query, softmax scale, ring states per step (traces) and the
 #: keys its dense score row holds per query (what an additive mask hides).
@@ -171,18 +187,64 @@ def wrong_scale_of(prob):
     return 1.0 if s.D > 1 else 2.0
 
 
-def _window_of(prob, bug):
-    W = prob.spec.window
-    if W is not None and bug == "window_plus_1":
-        return W + 1
-    if W is not None and bug == "window_minus_1":
-        return W - 1
-    return W
+#: A visibility rule (docs/spec.md rule 1; windows.kernel_params with None for unbounded): key j is visible
+#: to query p iff (j < sink and j <= p) or lo(p) <= j <= hi(p), lo(p) = max(p - left, (p // chunk) * chunk
+#: + shift), hi(p) = p + right.
+Mask = collections.namedtuple("Mask", "left right chunk sink shift")
+
+
+def mask_of(spec, bug=None):
+    """The rule a port with ``bug`` applies to the case's window (None: the correct one)."""
+    s = spec
+    left, right, chunk, sink, shift = None, 0, 0, s.sink_tokens, 0
+    if s.two_sided:
+        left, right = s.two_sided
+    elif s.chunk:
+        chunk = s.chunk
+    elif s.window is not None:
+        left = s.window - 1
+    sliding = not s.two_sided and not s.chunk and s.window is not None
+    if sliding and bug in ("window_plus_1", "window_minus_1"):
+        left += 1 if bug == "window_plus_1" else -1
+    elif s.two_sided and bug is not None and bug.startswith("two_sided_") and bug != "two_sided_as_causal":
+        side, delta = bug.split("_")[2], (1 if bug.endswith("plus_1") else -1)
+        if side == "left" and left is not None:
+            left += delta
+        elif side == "right" and right is not None:
+            right += delta
+    elif s.two_sided and bug == "two_sided_as_causal":
+        right = 0
+    elif chunk and bug == "chunked_as_sliding":
+        chunk, left = 0, s.chunk - 1
+    elif chunk and bug in ("chunk_boundary_minus_1", "chunk_boundary_plus_1"):
+        shift = -1 if bug == "chunk_boundary_minus_1" else 1
+    elif sink and bug == "sink_tokens_dropped":
+        sink = 0
+    elif sink and bug == "sink_tokens_in_window":
+        left = s.window - sink - 1
+    elif sink and bug in ("sink_tokens_plus_1", "sink_tokens_minus_1"):
+        sink += 1 if bug == "sink_tokens_plus_1" else -1
+    return Mask(left, right, chunk, sink, shift)
+
+
+def visible(mask, p, kpos):
+    """Which of the key positions ``kpos`` query position ``p`` sees under ``mask`` -> bool array."""
+    kp = np.asarray(kpos, dtype=np.int64)
+    m = np.ones(kp.shape, dtype=bool)
+    if mask.left is not None:
+        m &= kp >= p - mask.left
+    if mask.right is not None:
+        m &= kp <= p + mask.right
+    if mask.chunk:
+        m &= kp >= (p // mask.chunk) * mask.chunk + mask.shift
+    if mask.sink:
+        m |= (kp < mask.sink) & (kp <= p)
+    return m
 
 
 def simulate_attention(prob, bug=None):
     """-> Sim of a one-shot attention port with ``bug`` (no ring states)."""
-    W = _window_of(prob, bug)
+    mask = mask_of(prob.spec, bug)
     kpos, qpos = prob.kpos, prob.qpos
     if bug == "ignored_position_offset":        # the port numbers keys 0..S-1 and queries as the last T
         S, T = len(kpos), len(qpos)
@@ -190,10 +252,7 @@ def simulate_attention(prob, bug=None):
         qpos = kpos[S - T:]
     vis = []
     for p in qpos:
-        m = kpos <= p
-        if W is not None:
-            m &= kpos > p - W
-        vis.append(tuple(np.nonzero(m)[0].tolist()))
+        vis.append(tuple(np.nonzero(visible(mask, int(p), kpos))[0].tolist()))
     scale = wrong_scale_of(prob) if bug == "wrong_scale" else prob.scale
     return Sim(vis, scale, None, [tuple(range(len(kpos)))] * len(qpos))
 
@@ -206,26 +265,34 @@ def simulate_trace(prob, bug=None):
     index j holds position prob.kpos[j], so equal maps mean equal slot positions and contents.
     """
     s = prob.spec
-    C = prob.capacity
-    W = _window_of(prob, bug)
+    C, n_sink = prob.capacity, s.sink_tokens
+    mask = mask_of(s, bug)
     base = int(prob.kpos[0]) if len(prob.kpos) else 0
-    slot = np.full(C, -1, dtype=np.int64)
+    slot = np.full(n_sink + C, -1, dtype=np.int64)
     stored = 0
     nxt = int(s.start)
 
+    def true_slot(p):
+        # Rule 4's slot rule: position p < n_sink in slot p, p >= n_sink in slot n_sink + (p - n_sink) mod C.
+        return p if p < n_sink else n_sink + (p - n_sink) % C
+
     def slot_of(p):
-        return (p - base) % C if bug == "ignored_position_offset" else p % C
+        return true_slot(p - base) if bug == "ignored_position_offset" else true_slot(p)
 
     def write(idx):
         nonlocal stored
-        for j in idx[max(0, len(idx) - C):]:
+        ring = [j for j in idx if int(prob.kpos[j]) >= n_sink]
+        for j in idx:                              # sink positions are written whatever the chunk's length
+            if int(prob.kpos[j]) < n_sink:
+                slot[slot_of(int(prob.kpos[j]))] = j
+        for j in ring[max(0, len(ring) - C):]:
             if bug == "no_wrap" and stored >= C:
                 continue                           # the ring is full and never wraps: the write is lost
             slot[slot_of(int(prob.kpos[j]))] = j
             stored += 1
 
     for j in range(prob.hist):                     # a saved ring is loaded as given: slot p mod C
-        slot[int(prob.kpos[j]) % C] = j
+        slot[true_slot(int(prob.kpos[j]))] = j
     stored = prob.hist
     vis, dense, states = [], [], []
     a = 0
@@ -234,7 +301,7 @@ def simulate_trace(prob, bug=None):
             for p in range(nxt - n, nxt):
                 if bug != "rollback_keeps_slots":
                     slot[slot_of(p)] = -1
-            stored, nxt = max(0, stored - n), nxt - n
+            stored, nxt = max(0, stored - sum(p >= n_sink for p in range(nxt - n, nxt))), nxt - n
             states.append(slot.copy())
             continue
         chunk = list(range(prob.hist + a, prob.hist + a + n))
@@ -246,12 +313,13 @@ def simulate_trace(prob, bug=None):
         for t in range(a, a + n):
             p = int(prob.qpos[t])
             seen = []
-            for j in cand:
+            shown = visible(mask, p, prob.kpos[cand]) if cand else []
+            for j, ok in zip(cand, shown):
                 kp = int(prob.kpos[j])
                 if kp > p:
                     continue
                 leak = bug == "stale_slot_leak" and j in cached
-                if W is None or kp > p - W or leak:
+                if ok or leak:
                     seen.append(j)
             vis.append(tuple(sorted(set(seen))))
             dense.append(tuple(cand))

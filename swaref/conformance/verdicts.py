@@ -205,7 +205,9 @@ def problem_of(entry, case):
     q, k, v = f64["q"], f64["k"], f64["v"]
     Hq, Hkv, D = q.shape[1], k.shape[1], q.shape[2]
     # CaseSpec.sinks is a level (it only says "has sinks" here); the values go to Problem.from_arrays
-    common = {"scale": real("scale"), "softcap": real("softcap"), "sinks": None if sinks is None else 1.0}
+    common = {"scale": real("scale"), "softcap": real("softcap"), "sinks": None if sinks is None else 1.0,
+              "sink_tokens": scalar("sink_tokens") or 0, "chunk": scalar("attention_chunk") or 0,
+              "two_sided": tuple(None if int(x) == -1 else int(x) for x in t["two_sided"]) if "two_sided" in t else ()}
     if entry["op"] == "attention":
         spec = CaseSpec("attention", entry["dtype"], Hq, Hkv, D, scalar("window"), q.shape[0], k.shape[0], **common)
         return Problem.from_arrays(spec, q, k, v, t["k_pos"], 0, qpos=t["q_pos"], sinks=sinks)

@@ -93,15 +93,18 @@ def file_tensors(model):
 
 def tokenizer_json():
     """A small tokenizer.json: BPE without merges over 93 one-character tokens, so the text "abc" is the
-    ids of 'a', 'b', 'c'; ids 0-2 are <unk>, <s>, </s> (special, skipped when decoding)."""
+    ids of 'a', 'b', 'c' and decodes back to "abc"; ids 0-2 are <unk>, <s>, </s> (special, skipped when
+    decoding).  byte_fallback and a Sequence decoder make it the shape of Llama's tokenizer.json, which
+    llama.cpp's converter accepts (its LlamaHfVocab); a prompt never needs the fallback."""
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
     vocab.update({chr(FIRST_CHAR + i): len(SPECIALS) + i for i in range(VOCAB - len(SPECIALS))})
     added = [{"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
               "special": True} for i, tok in enumerate(SPECIALS)]
     return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
-            "pre_tokenizer": None, "post_processor": None, "decoder": None,
+            "pre_tokenizer": None, "post_processor": None,
+            "decoder": {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Fuse"}]},
             "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
-                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": True, "ignore_merges": False,
                       "vocab": vocab, "merges": []}}
 
 

@@ -4,9 +4,9 @@ A case is data (``ModelCase``): the config.json keys that differ from the
 shared tiny ones (``TINY``), the sliding window W its prompts are sized by,
 and a seed.  Every supported architecture has a core case; the full suite adds
 config variants (other windows and patterns, RoPE scalings).  A new
-architecture is one more entry in ``CASES`` (its Hugging Face class in
-``HF_CLASSES``); what is generated and which wrong variants apply follow from
-its config.
+architecture is one more entry in ``CASES`` (its class name comes from its
+row in ``swaref.models.ARCHITECTURES``); what is generated and which wrong
+variants apply follow from its config.
 
 Sizes: vocabulary 96 (3 special tokens and 93 one-character tokens, so a
 prompt's text spells its token ids), hidden 64, 4 query and 2 key/value heads
@@ -16,6 +16,7 @@ of 16, 2 to 4 layers; the prompt is 3W + 5 tokens and the greedy continuation
 from dataclasses import dataclass, field
 
 from ..errors import SwarefError
+from ..models.architectures import ARCHITECTURES
 
 SUITES = ("core", "full")
 #: Extra tokens past 3W in a prompt, and greedy tokens generated after it.
@@ -42,11 +43,6 @@ GREEDY_MARGIN = 4.0
 TINY = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
             head_dim=16, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=None, pad_token_id=0,
             tie_word_embeddings=False, max_position_embeddings=256)
-
-HF_CLASSES = {"mistral": "MistralForCausalLM", "ministral": "MinistralForCausalLM", "llama": "LlamaForCausalLM",
-              "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "starcoder2": "Starcoder2ForCausalLM",
-              "phi3": "Phi3ForCausalLM", "mixtral": "MixtralForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
-              "cohere2": "Cohere2ForCausalLM", "olmo3": "Olmo3ForCausalLM"}
 
 S, F = "sliding_attention", "full_attention"
 
@@ -84,7 +80,7 @@ class ModelCase:
 
     def config_json(self):
         """The case's config.json as a dict (architectures named as a hub checkpoint names them)."""
-        return dict(TINY, **self.keys, architectures=[HF_CLASSES[self.model_type]])
+        return dict(TINY, **self.keys, architectures=[ARCHITECTURES[self.model_type].hf_classes[0]])
 
 
 def _rope(full, local):

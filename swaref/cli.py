@@ -1,4 +1,5 @@
-"""The ``swaref`` command line: ``swaref demo``, ``swaref vectors``, ``swaref generate``.
+"""The ``swaref`` command line: ``swaref demo``, ``swaref vectors``, ``swaref generate``,
+``swaref models``.
 
 Each subcommand lives in its own module, imported only when it runs, and
 exposes ``add_arguments(parser)`` and ``run(args) -> int``.
@@ -11,6 +12,7 @@ SUBCOMMANDS = {
     "demo": ("swaref.demo", "walk through the sliding-window tutorial in the terminal"),
     "vectors": ("swaref.conformance.cli", "generate golden vectors or check a port against them"),
     "generate": ("swaref.models.cli", "run a Mistral-architecture model on the CPU"),
+    "models": ("swaref.modelsuite.cli", "generate model-level golden logits or check an engine against them"),
 }
 
 

@@ -8,6 +8,7 @@ from .errors import ERROR_KINDS, SwarefError, SwarefTypeError
 from .attention import attention, window_mask, receptive_field, visible_key_range, kv_head_of, softmax_attend
 from .cache import RollingBufferCache, cache_view, cache_write, load_state, max_rollback, rollback, slot_of
 from .prefill import prefill, decode_step, chunk_schedule, attend_chunk
+from .windows import Chunked, Sliding, TwoSided
 from . import conventions
 
 from ._version import __version__
@@ -17,7 +18,7 @@ SPEC_VERSION = "1.1"
 __all__ = [
     "attention", "window_mask", "receptive_field", "visible_key_range", "kv_head_of", "softmax_attend",
     "RollingBufferCache", "cache_view", "cache_write", "load_state", "max_rollback", "rollback", "slot_of",
-    "prefill", "decode_step", "chunk_schedule", "attend_chunk",
+    "prefill", "decode_step", "chunk_schedule", "attend_chunk", "Sliding", "TwoSided", "Chunked",
     "conventions", "SwarefError", "SwarefTypeError", "ERROR_KINDS", "SPEC_VERSION", "__version__",
     "load_model",
 ]

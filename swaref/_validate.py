@@ -47,24 +47,57 @@ def check_int(x, name, *, kind="argument", minimum=None, maximum=None):
 
 
 def check_window(window, name="window"):
-    """Return ``window`` as a Python int >= 1, or None (plain causal attention)."""
+    """Return ``window`` normalized (``windows.normalize``): None (plain causal attention),
+    a Python int >= 1, or a ``Sliding`` with sink tokens, ``TwoSided`` looking ahead or
+    ``Chunked`` (docs/spec.md, rule 1).  An int or None takes exactly the spec 1.0 path."""
     if window is None:
         return None
-    if not is_int(window):
+    if is_int(window):
+        w = int(window)
+        if w < 1:
+            raise SwarefError("window", f"{name} must be an int >= 1 or None (no window), got {w}")
+        return w
+    from . import windows          # windows imports this module: import at call time
+    if isinstance(window, (windows.Sliding, windows.TwoSided, windows.Chunked)):
+        return windows.normalize(window, name)
+    raise SwarefTypeError("window", f"{name} must be None, an int >= 1, Sliding, TwoSided or Chunked, "
+                                    f"got {_describe(window)}")
+
+
+def check_int_window(window, name="window"):
+    """Return ``window`` as a Python int >= 1, or None: for the callers that take only
+    the spec 1.0 window (a sliding window of W keys or plain causal)."""
+    if window is not None and not is_int(window):
         raise SwarefTypeError("window", f"{name} must be an int >= 1 or None, got {_describe(window)}")
-    w = int(window)
-    if w < 1:
-        raise SwarefError("window", f"{name} must be an int >= 1 or None (no window), got {w}")
-    return w
+    return check_window(window, name)
 
 
 def causal_if_unbounded(window):
     """A window wider than any int64 position difference is plain causal (rule 1:
     W >= the sequence length is exactly causal); folding it to None keeps the int64
-    position arithmetic (p - W + 1) from overflowing for W >= 2**63."""
-    if window is not None and window > np.iinfo(np.int64).max:
-        return None
-    return window
+    position arithmetic (p - W + 1) from overflowing for W >= 2**63.  The same holds for
+    each parameter of the spec 1.1 windows (positions are 0 .. 2**63 - 1): a size or a
+    number of sink tokens beyond int64 makes every earlier key visible, a side of a
+    two-sided window beyond int64 is unbounded, a chunk beyond int64 is one chunk."""
+    big = np.iinfo(np.int64).max
+    if window is None or is_int(window):
+        return None if window is not None and window > big else window
+    from . import windows
+    if isinstance(window, windows.Sliding):
+        return None if window.size > big or window.sink_tokens > big else window
+    if isinstance(window, windows.Chunked):
+        return None if window.size > big else window
+    left = None if window.left is None or window.left > big else window.left
+    right = None if window.right is None or window.right > big else window.right
+    return windows.normalize(windows.TwoSided(left, right))
+
+
+def check_backend_window(backend, window):
+    """backend='cython' takes None and int windows only until the compiled kernel implements
+    the spec 1.1 window family (checked before any cache is written)."""
+    if backend == "cython" and window is not None and not is_int(window):
+        raise SwarefError("backend", f"the compiled backend does not implement {window!r} yet; "
+                                     f"use backend='reference'")
 
 
 def check_array(x, name, ndim=3):
@@ -237,18 +270,31 @@ def check_kernel_position(last, name):
 def check_no_empty_rows(q_pos, k_pos, window):
     """Reject a query position that sees no key: spec rule 'no visible key'.
 
+    q_pos: [T] int64, k_pos: [S] int64 strictly increasing, window normalized.
+    Returns (first, last) [T]: query i sees keys first[i] <= s < last[i]; for a
+    ``Sliding`` with sink tokens (sink_last, first, last): query i also sees the
+    keys 0 <= s < sink_last[i] (sink_last <= first).
+
     Keys are sorted, so query p sees a key iff the first key > p - W (or >= 0
     when window is None) exists and is <= p.
     """
     window = causal_if_unbounded(window)
-    lo = q_pos - window + 1 if window is not None else np.zeros_like(q_pos)
-    first = np.searchsorted(k_pos, lo, side="left")
-    last = np.searchsorted(k_pos, q_pos, side="right")
-    empty = np.nonzero(last <= first)[0]
+    if window is None or is_int(window):
+        lo = q_pos - window + 1 if window is not None else np.zeros_like(q_pos)
+        first = np.searchsorted(k_pos, lo, side="left")
+        last = np.searchsorted(k_pos, q_pos, side="right")
+        ranges = (first, last)
+        empty = np.nonzero(last <= first)[0]
+    else:
+        from .attention import key_ranges        # the rule's ranges live beside the reference
+        ranges = key_ranges(q_pos, k_pos, window)
+        first, last = ranges[-2:]
+        seen = last - first if len(ranges) == 2 else last - first + ranges[0]
+        empty = np.nonzero(seen == 0)[0]
     if empty.size:
         i = int(empty[0])
         raise SwarefError(
             "no_visible_key",
             f"query {i} at position {int(q_pos[i])} sees no key (window={window}); "
             f"a query with no visible key is rejected rather than silently zeroed")
-    return first, last
+    return ranges

@@ -10,7 +10,10 @@ Dimension names used across swaref:
 
 The rule (docs/spec.md, rule 1): a query at absolute position ``p`` sees the
 key at absolute position ``j`` iff ``p - W < j <= p``.  ``window=None`` means
-plain causal attention (``j <= p``).
+plain causal attention (``j <= p``).  The spec 1.1 window family
+(swaref/windows.py) adds ``Sliding(W, sink_tokens=n)``: ``j <= p and (j < n or
+p - W < j)``; ``TwoSided(left, right)``: ``p - left <= j <= p + right``; and
+``Chunked(C)``: ``j <= p and j // C == p // C``.
 """
 from typing import Optional, Tuple
 
@@ -19,24 +22,37 @@ from numpy.typing import ArrayLike
 
 from . import _validate as V
 from .errors import SwarefError
+from .windows import Chunked, Sliding, TwoSided, Window
 
 
-def window_mask(q_pos: ArrayLike, k_pos: ArrayLike, window: Optional[int]) -> np.ndarray:
+def window_mask(q_pos: ArrayLike, k_pos: ArrayLike, window: Window) -> np.ndarray:
     """Boolean visibility mask, spec rule 1.
 
     q_pos: [Tq] int, k_pos: [Tk] int  ->  bool [Tq, Tk], True where query i sees key j.
 
-    Exact for any integers (int64, uint64, Python ints of any size; order and
-    duplicates allowed): ``p - j`` is never formed where it could overflow.
-    This builds a Tq x Tk array: it is for explaining and testing, not for the
-    attention itself (which never materialises a T x S mask).
+    ``window``: None, an int W >= 1, or a window of swaref.windows.  Exact for any
+    integers (int64, uint64, Python ints of any size; order and duplicates allowed):
+    ``p - j`` is never formed where it could overflow.  This builds a Tq x Tk array:
+    it is for explaining and testing, not for the attention itself (which never
+    materialises a T x S mask).
     """
     window = V.check_window(window)
     q_pos = _as_positions(q_pos, "q_pos")
     k_pos = _as_positions(k_pos, "k_pos")
-    d = q_pos[:, None] - k_pos[None, :]          # p - j (int64 when that cannot overflow, else Python ints)
+    if isinstance(window, Chunked) and window.size >= _SAFE_POSITION:    # j // C in Python ints
+        q_pos, k_pos = q_pos.astype(object), k_pos.astype(object)
+    p, j = q_pos[:, None], k_pos[None, :]
+    d = p - j                                    # p - j (int64 when that cannot overflow, else Python ints)
     if window is None:
         return np.asarray(d >= 0, dtype=bool)
+    if isinstance(window, Sliding):              # j <= p and (j < n or p - W < j)
+        return np.asarray((d >= 0) & ((j < window.sink_tokens) | (d < window.size)), dtype=bool)
+    if isinstance(window, TwoSided):             # p - left <= j <= p + right, None = unbounded
+        left = np.ones_like(d, dtype=bool) if window.left is None else d <= window.left
+        right = np.ones_like(d, dtype=bool) if window.right is None else -d <= window.right
+        return np.asarray(left & right, dtype=bool)
+    if isinstance(window, Chunked):              # j <= p and j // C == p // C
+        return np.asarray((d >= 0) & (j // window.size == p // window.size), dtype=bool)
     return np.asarray((d >= 0) & (d < window), dtype=bool)   # 0 <= p - j < W  <=>  p - W < j <= p
 
 
@@ -66,15 +82,48 @@ def _as_positions(pos, name):
     return arr.astype(np.int64)
 
 
-def visible_key_range(q_pos: np.ndarray, k_pos: np.ndarray,
-                      window: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
-    """For sorted keys, the half-open index range each query sees.
+def visible_key_range(q_pos: np.ndarray, k_pos: np.ndarray, window: Window) -> Tuple[np.ndarray, ...]:
+    """For sorted keys, the half-open index ranges each query sees.
 
     q_pos: [T] int64, k_pos: [S] int64 strictly increasing  ->  (first [T], last [T])
-    with query i seeing exactly keys ``first[i] <= s < last[i]``.  Raises
-    SwarefError(kind="no_visible_key") if a range is empty.
+    with query i seeing exactly keys ``first[i] <= s < last[i]``; for a
+    ``Sliding`` window with sink tokens a row is two ranges: (sink_last [T],
+    first [T], last [T]), query i seeing ``s < sink_last[i]`` (its sink tokens)
+    and ``first[i] <= s < last[i]`` (its window), ``sink_last <= first``.
+    Raises SwarefError(kind="no_visible_key") if a query sees no key.
     """
-    return V.check_no_empty_rows(q_pos, k_pos, window)
+    return V.check_no_empty_rows(q_pos, k_pos, V.causal_if_unbounded(V.check_window(window)))
+
+
+def key_ranges(q_pos: np.ndarray, k_pos: np.ndarray, window: Window) -> Tuple[np.ndarray, ...]:
+    """Rule 1 for the spec 1.1 windows as index ranges into sorted keys (``visible_key_range``
+    without the empty-row check).  Every window's visible positions are one interval of
+    positions, or two for kept sink tokens; the keys are sorted, so an interval of
+    positions is an interval of indices, found by binary search.
+
+    q_pos: [T] int64 >= 0, k_pos: [S] int64 strictly increasing, window normalized with
+    every parameter within int64 (``_validate.causal_if_unbounded``).
+    """
+    p = q_pos
+    big = np.iinfo(np.int64).max
+    if isinstance(window, Sliding):
+        n, W = window.sink_tokens, window.size
+        # j <= p and j < n: the sink tokens 0 .. min(p, n - 1)
+        sink_last = np.searchsorted(k_pos, np.minimum(p, n - 1), side="right")
+        # j <= p and p - W < j, less the sink tokens already counted: max(p - W + 1, n) .. p
+        last = np.searchsorted(k_pos, p, side="right")
+        first = np.minimum(np.searchsorted(k_pos, np.maximum(p - W + 1, n), side="left"), last)
+        return sink_last, first, last
+    if isinstance(window, TwoSided):
+        # p - left <= j <= p + right (p + right clamped to int64: no key lies beyond it)
+        lo = np.zeros_like(p) if window.left is None else p - window.left
+        hi = np.full_like(p, big) if window.right is None else p + np.minimum(window.right, big - p)
+        return np.searchsorted(k_pos, lo, side="left"), np.searchsorted(k_pos, hi, side="right")
+    if isinstance(window, Chunked):
+        # j <= p and j // C == p // C: from the chunk's first position (p // C) * C to p
+        C = window.size
+        return np.searchsorted(k_pos, (p // C) * C, side="left"), np.searchsorted(k_pos, p, side="right")
+    raise AssertionError(f"key_ranges takes a normalized spec 1.1 window, got {window!r}")  # pragma: no cover
 
 
 def kv_head_of(h: int, n_heads: int, n_kv_heads: int) -> int:
@@ -192,7 +241,7 @@ def _shifted_scores_without_overflow(q, k, scale, sink):
         return shifted + key_shift, sink_shift
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, window: Optional[int],
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, window: Window,
               q_pos: Optional[ArrayLike] = None, k_pos: Optional[ArrayLike] = None,
               scale: Optional[float] = None, softcap: Optional[float] = None,
               sinks: Optional[ArrayLike] = None, backend: str = "reference",
@@ -200,6 +249,7 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, window: Optional[i
     """Sliding-window attention, spec rules 1-3.
 
     q: [T, Hq, D], k, v: [S, Hkv, D] (one dtype: float16, float32 or float64)
+    window: None, an int W >= 1, or Sliding / TwoSided / Chunked (swaref.windows)
     q_pos: [T] int, default the last T of k_pos; k_pos: [S] int, default arange(S)
     softcap: None or a float > 0 (Gemma 2's logit soft-capping); sinks: None or
     [Hq] learned sink logits (gpt-oss)  ->  [T, Hq, D] in q's dtype
@@ -224,40 +274,61 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, window: Optional[i
         q_pos = V.check_positions(q_pos, "q_pos", T)
     scale = V.check_scale(scale, D)
     softcap, sinks = V.check_softmax_variants(softcap, sinks, Hq)
-    first, last = V.check_no_empty_rows(q_pos, k_pos, window)
+    V.check_backend_window(backend, window)
+    ranges = V.check_no_empty_rows(q_pos, k_pos, window)
     if backend == "cython":
         from . import _backend
         return _backend.attention(q, k, v, q_pos, k_pos, window, scale, num_threads, softcap=softcap, sinks=sinks)
-    return _attention_reference(q, k, v, first, last, scale, softcap, sinks)
+    return _attention_reference(q, k, v, ranges, scale, softcap, sinks)
 
 
-def _attention_reference(q, k, v, first, last, scale, softcap=None, sinks=None):
-    """Query by query over its visible key range; the literal definition.
+def _attention_reference(q, k, v, ranges, scale, softcap=None, sinks=None):
+    """Query by query over its visible keys; the literal definition.
 
-    q: [T, Hq, D], k, v: [S, Hkv, D], first, last: [T], sinks: [Hq] float64 or None
-    ->  [T, Hq, D] in q.dtype
+    q: [T, Hq, D], k, v: [S, Hkv, D], ranges: (first, last) [T] from
+    ``visible_key_range``, or (sink_last, first, last) for kept sink tokens;
+    sinks: [Hq] float64 or None  ->  [T, Hq, D] in q.dtype
 
     Memory is O(W) per query: no T x S array exists, so long prompts fit.
     """
     out = np.empty(q.shape, dtype=q.dtype)
     # Upcast once (O(S) memory), not once per query.
     q64, k64, v64 = (x.astype(np.float64, copy=False) for x in (q, k, v))
+    if len(ranges) == 2:
+        first, last = ranges
+        for i in range(q.shape[0]):
+            a, b = first[i], last[i]
+            out[i] = softmax_attend(q64[i], k64[a:b], v64[a:b], scale, softcap, sinks)
+        return out
+    sink_last, first, last = ranges
     for i in range(q.shape[0]):
-        a, b = first[i], last[i]
-        out[i] = softmax_attend(q64[i], k64[a:b], v64[a:b], scale, softcap, sinks)
+        # Kept sink tokens: the row's keys are its sink tokens, then its window (rule 1).
+        seen = np.r_[0:sink_last[i], first[i]:last[i]]
+        out[i] = softmax_attend(q64[i], k64[seen], v64[seen], scale, softcap, sinks)
     return out
 
 
-def receptive_field(window: Optional[int], n_layers: int, position: int) -> int:
+def receptive_field(window: Window, n_layers: int, position: int) -> int:
     """Earliest input position that position ``position`` can depend on after ``n_layers`` layers.
 
     Spec rule 6: each sliding-window layer reaches back W - 1 positions, so
     after L layers position p depends on positions >= max(0, p - L * (W - 1)).
-    With window None (causal) it is 0.
+    With window None (causal) it is 0.  Kept sink tokens make it 0 after one
+    layer (position 0 is a sink token); a two-sided window reaches back ``left``
+    per layer (and forward ``right``, which this function does not report);
+    chunked attention never leaves the chunk: (p // C) * C for any L >= 1.
     """
     window = V.check_window(window)
     n_layers = V.check_int(n_layers, "n_layers", minimum=0)
     position = V.check_int(position, "position", minimum=0)
     if window is None:
         return 0
+    if n_layers == 0:
+        return position
+    if isinstance(window, Sliding):
+        return 0                                 # the sink token at position 0 is visible to every query
+    if isinstance(window, TwoSided):
+        return 0 if window.left is None else max(0, position - n_layers * window.left)
+    if isinstance(window, Chunked):
+        return (position // window.size) * window.size
     return max(0, int(position) - int(n_layers) * (window - 1))

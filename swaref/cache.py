@@ -4,13 +4,18 @@ The class holds state only; the rules live in the module-level functions
 ``slot_of``, ``cache_write`` and ``cache_view``.
 
 State of a cache of window W and capacity C >= W slots (C = W unless slack
-is asked for, ``capacity=W + slack``, so that the last tokens can be rolled back):
+is asked for, ``capacity=W + slack``, so that the last tokens can be rolled back;
+for ``Chunked(C)`` the chunk size plays W's part), plus n = ``sink_tokens`` fixed
+slots for a ``Sliding`` window with kept sink tokens (0 otherwise):
 
-* ``k``, ``v``: [C, Hkv, D] slot buffers, zero-initialised, in slot order;
-* ``positions``: [C] int64, the absolute position held by each slot, -1 if empty;
-* ``n_seen``: number of tokens written since the last reset, less those rolled back;
-* ``n_held``: number of valid slots (the consecutive positions
-  ``next_position - n_held .. next_position - 1``);
+* ``k``, ``v``: [n + C, Hkv, D] slot buffers, zero-initialised, in slot order: the
+  n sink slots first (position p < n in slot p, never evicted), then the ring
+  (position p >= n in slot n + (p - n) mod C);
+* ``positions``: [n + C] int64, the absolute position held by each slot, -1 if empty;
+* ``n_seen``: number of tokens written since the last reset, less those rolled back
+  (they are the positions ``next_position - n_seen .. next_position - 1``);
+* ``n_held``: number of valid ring slots (the consecutive positions
+  ``next_position - n_held .. next_position - 1``, all >= n);
 * ``next_position``: the position the next written token must have (None
   while the cache is empty: the first write may start anywhere >= 0).
 
@@ -27,12 +32,18 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from . import _validate as V
 from .errors import SwarefError, SwarefTypeError
+from .windows import Chunked, Sliding, Window, is_causal
 
 
 class RollingBufferCache:
     """One layer's rolling buffer of W slots for one sequence, used by one caller at a time.
 
     RollingBufferCache(window, n_kv_heads, head_dim, dtype=np.float32, capacity=None)
+
+    ``window``: None (full attention: an explicit capacity, never overwritten), an
+    int W, ``Sliding(W, sink_tokens=n)`` (n fixed sink slots besides the ring) or
+    ``Chunked(C)``.  A ``TwoSided`` window that looks ahead is refused: a cache is
+    causal.  ``capacity`` is the ring's slots, at least W (or C), W (or C) by default.
 
     Every swaref call that reads or writes the cache holds its lock for the whole
     call without waiting: a second, concurrent call is refused with
@@ -44,6 +55,9 @@ class RollingBufferCache:
     def __init__(self, window: Optional[int], n_kv_heads: int, head_dim: int,
                  dtype: DTypeLike = np.float32, capacity: Optional[int] = None) -> None:
         window = V.check_window(window)
+        if not is_causal(window):
+            raise SwarefError("window", f"window={window!r} looks ahead, and a cache is causal (a query never "
+                                        f"sees a later token); a two-sided window is for attention() only")
         n_kv_heads = V.check_int(n_kv_heads, "n_kv_heads", minimum=1)
         head_dim = V.check_int(head_dim, "head_dim", minimum=1)
         try:
@@ -54,14 +68,16 @@ class RollingBufferCache:
             raise SwarefTypeError("dtype", f"dtype must be float16, float32 or float64, got {dt}")
         if window is None and capacity is None:
             raise SwarefError("cache", "a full-attention cache (window=None) needs an explicit capacity")
-        cap = V.check_int(window if capacity is None else capacity, "capacity", kind="cache",
-                          minimum=1 if window is None else window)
+        span = ring_span(window)
+        cap = V.check_int(span if capacity is None else capacity, "capacity", kind="cache",
+                          minimum=1 if span is None else span)
         self.window = window
         self.capacity = cap
+        self.sink_tokens = window.sink_tokens if isinstance(window, Sliding) else 0
         self.n_kv_heads = n_kv_heads
         self.head_dim = head_dim
         self.dtype = dt
-        self.k, self.v, self.positions = _allocate(cap, n_kv_heads, head_dim, dt)
+        self.k, self.v, self.positions = _allocate(self.sink_tokens + cap, n_kv_heads, head_dim, dt)
         self.n_seen = 0
         self.n_held = 0
         self.next_position = None
@@ -97,13 +113,23 @@ class RollingBufferCache:
         return self.k.nbytes + self.v.nbytes + self.positions.nbytes
 
     def __repr__(self):
-        return (f"RollingBufferCache(window={self.window}, n_kv_heads={self.n_kv_heads}, "
+        return (f"RollingBufferCache(window={self.window!r}, n_kv_heads={self.n_kv_heads}, "
                 f"head_dim={self.head_dim}, dtype={self.dtype.name}, n_seen={self.n_seen}, "
                 f"next_position={self.next_position})")
 
 
+def ring_span(window: Window) -> Optional[int]:
+    """The positions a query's window part reaches back over, itself included: W for a
+    sliding window (an int or ``Sliding``), C for ``Chunked(C)``, None for full attention.
+    A ring of at least this many slots holds every non-sink key any query can see."""
+    if isinstance(window, (Sliding, Chunked)):
+        return window.size
+    return window
+
+
 def _allocate(capacity, n_kv_heads, head_dim, dtype):
-    """Zeroed k, v: [C, Hkv, D] and positions: [C] (-1 = empty), or a SwarefError naming the size."""
+    """Zeroed k, v: [C, Hkv, D] and positions: [C] (-1 = empty), or a SwarefError naming the size;
+    C counts every slot (sink slots and ring)."""
     nbytes = 2 * capacity * n_kv_heads * head_dim * dtype.itemsize + 8 * capacity   # exact, in Python ints
     def n(x):                                          # 10**400 slots must not print 400 digits
         return f"{x:,}" if x < 10 ** 21 else f"about 10**{len(str(x)) - 1}"
@@ -140,16 +166,23 @@ def exclusive(cache):
         lock.release()
 
 
-def slot_of(position, capacity: int):
-    """Slot that holds absolute position p: p mod C (C = W for a sliding window)."""
-    return position % capacity
+def slot_of(position, capacity: int, sink_tokens: int = 0):
+    """Slot that holds absolute position p (spec rule 4): p mod C (C = W for a sliding window);
+    with n kept sink tokens, p itself for p < n (a fixed sink slot), else n + (p - n) mod C."""
+    if sink_tokens == 0:
+        return position % capacity
+    if V.is_int(position):
+        p = int(position)
+        return p if p < sink_tokens else sink_tokens + (p - sink_tokens) % capacity
+    p = np.asarray(position)
+    return np.where(p < sink_tokens, p, sink_tokens + (p - sink_tokens) % capacity)
 
 
 def cache_view(cache: "RollingBufferCache") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chronological ("unrotated") view of the valid slots.
 
-    -> k [n, Hkv, D], v [n, Hkv, D], positions [n] int64 with n = min(n_seen, C)
-    (copies, ordered by increasing position).
+    -> k [m, Hkv, D], v [m, Hkv, D], positions [m] int64 of the m valid slots, sink
+    slots included (copies, ordered by increasing position).
 
     After wrap-around the slots are out of time order (slot 0 may hold a newer
     position than slot C-1).  That does not matter for attention, which
@@ -165,8 +198,9 @@ def cache_view(cache: "RollingBufferCache") -> Tuple[np.ndarray, np.ndarray, np.
 
 
 def held_range(cache: "RollingBufferCache") -> Tuple[int, int]:
-    """(first, last) position the cache holds, (0, -1) when empty, from its counters in O(1):
-    the ring invariant (``check_ring``) makes them next_position - n_held .. next_position - 1."""
+    """(first, last) position the ring holds (sink slots not included), (0, -1) when empty,
+    from its counters in O(1): the ring invariant (``check_ring``) makes them
+    next_position - n_held .. next_position - 1."""
     if cache.n_held == 0:
         return 0, -1
     return cache.next_position - cache.n_held, cache.next_position - 1
@@ -182,9 +216,12 @@ def check_cache(cache, n_kv_heads, head_dim, dtype, name="cache"):
                      f"(Hkv={n_kv_heads}, D={head_dim})")
     if cache.dtype != dtype:
         raise SwarefTypeError("cache", f"{name} has dtype {cache.dtype} but k has dtype {dtype}")
+    if not is_causal(cache.window):
+        raise SwarefError("window", f"{name}.window={cache.window!r} looks ahead, and a cache is causal")
     # O(1): the buffers are still the ones the constructor allocated (the compiled kernel reads
     # them in place, so an array swapped in behind swaref's back must not reach it).
-    C, want = cache.capacity, (cache.capacity, cache.n_kv_heads, cache.head_dim)
+    C = cache.sink_tokens + cache.capacity
+    want = (C, cache.n_kv_heads, cache.head_dim)
     for attr, shape, dt in (("k", want, cache.dtype), ("v", want, cache.dtype), ("positions", (C,), np.int64)):
         x = getattr(cache, attr, None)
         if not (isinstance(x, np.ndarray) and x.shape == shape and x.dtype == dt and x.flags.c_contiguous
@@ -233,22 +270,54 @@ def cache_write(cache: "RollingBufferCache", k: np.ndarray, v: np.ndarray, start
 def _write(cache, k, v, start):
     """cache_write after its checks: the only code that changes a cache's slots.
 
-    Only the last min(s, C) tokens are written: earlier ones would be
-    overwritten by later ones of the same chunk anyway (Mistral's
-    ``to_cache_mask``), and writing them would give duplicate slot targets.
-    Writing position by position in this order keeps the ring invariant
-    (``check_ring``) true, which the compiled backend relies on.
+    Positions below ``sink_tokens`` go to their fixed sink slots.  Of the others, only
+    the last min(s, C) are written: earlier ones would be overwritten by later ones of
+    the same chunk anyway (Mistral's ``to_cache_mask``), and writing them would give
+    duplicate slot targets.  Writing position by position in this order keeps the ring
+    invariant (``check_ring``) true, which the compiled backend relies on.
     """
-    s = k.shape[0]
-    keep = min(s, cache.capacity)
+    s, n = k.shape[0], cache.sink_tokens
+    sink = min(s, max(0, n - start))              # the leading rows at positions < n
+    if sink:
+        cache.k[start:start + sink] = k[:sink]
+        cache.v[start:start + sink] = v[:sink]
+        cache.positions[start:start + sink] = np.arange(start, start + sink, dtype=np.int64)
+    keep = min(s - sink, cache.capacity)
     pos = np.arange(start + s - keep, start + s, dtype=np.int64)
-    slots = slot_of(pos, cache.capacity)
+    slots = slot_of(pos, cache.capacity, n)
     cache.k[slots] = k[s - keep:]
     cache.v[slots] = v[s - keep:]
     cache.positions[slots] = pos
     cache.n_seen += s
-    cache.n_held = min(cache.n_held + s, cache.capacity)
+    cache.n_held = min(cache.n_held + s - sink, cache.capacity)
     cache.next_position = start + s
+
+
+def _window_start(window, P):
+    """The first non-sink position a query at P sees (rule 1): P - W + 1 for a sliding
+    window, the chunk's first position (P // C) * C for chunked attention."""
+    if isinstance(window, Chunked):
+        return (P // window.size) * window.size
+    return P - ring_span(window) + 1
+
+
+def _lost_key(cache, n):
+    """Rule 4's rollback condition for 0 <= n <= n_seen: None when rolling back n tokens is
+    possible, else the first position a later query would need that the ring no longer holds.
+
+    After the rollback the cache continues at P = N - n (N = next_position).  A query at
+    P' >= P sees the non-sink keys from _window_start(P') on, so the earliest key any of
+    them needs that was written before P is need = max(_window_start(P), n_sink, first)
+    (first = N - n_seen, the first position written; sink slots are never evicted).  The
+    ring holds N - n_held .. N - 1.  Possible iff no such key exists (need >= P) or need
+    is still held (need >= N - n_held).
+    """
+    if cache.window is None:                     # a full-attention cache never evicts
+        return None
+    N = cache.next_position
+    P = N - n
+    need = max(_window_start(cache.window, P), cache.sink_tokens, N - cache.n_seen)
+    return None if need >= P or need >= N - cache.n_held else need
 
 
 def max_rollback(cache: "RollingBufferCache") -> int:
@@ -257,15 +326,33 @@ def max_rollback(cache: "RollingBufferCache") -> int:
     After rolling back n tokens the cache continues at P = next_position - n, and a
     query at P or later needs the keys max(first, P - W + 1) .. P - 1, where first =
     next_position - n_seen is the first position written.  The ring holds
-    next_position - n_held .. next_position - 1.  So n is possible iff n <= n_seen
-    and those keys are held: always when nothing was evicted (n_held == n_seen) or
+    next_position - n_held .. next_position - 1.  So n is possible iff n <= n_seen and
+    those keys are held: always when nothing was evicted (n_held == n_seen) or
     W = 1 (a query needs only itself); otherwise iff n <= n_held - W + 1, which for a
     wrapped ring of C slots is n <= C - W + 1.  Rolling back all n_seen tokens is
     possible too (no earlier key is needed then): ``rollback`` accepts it.
+
+    The same rule with sink tokens (never evicted) and for chunked attention
+    (``_lost_key``): a chunked cache can also always go back to a chunk's first
+    position, beyond this limit.
     """
-    if cache.n_held == cache.n_seen or cache.window is None or cache.window == 1:
-        return cache.n_seen
-    return max(0, min(cache.n_seen, cache.n_held - cache.window + 1))
+    if cache.window is None or V.is_int(cache.window):
+        if cache.n_held == cache.n_seen or cache.window is None or cache.window == 1:
+            return cache.n_seen
+        return max(0, min(cache.n_seen, cache.n_held - cache.window + 1))
+    N, span = cache.next_position, ring_span(cache.window)
+    first = max(cache.sink_tokens, N - cache.n_seen) if cache.n_seen else 0
+    oldest = N - cache.n_held if cache.n_seen else 0
+    if cache.n_seen == 0 or first >= oldest or span == 1:
+        return cache.n_seen                      # nothing a later query needs was evicted
+    if isinstance(cache.window, Sliding):        # as for an int W: n - 1 keys before P, from the ring
+        return max(0, min(cache.n_seen, cache.n_held - span + 1))
+    # Chunked(C): P fails iff it is not a chunk start and its chunk began before the oldest
+    # ring position; the largest such P is the one before the first chunk start >= oldest, or
+    # N - 1 if that start lies beyond N (then N - 1 >= oldest is inside oldest's chunk, past its
+    # start; an empty ring, oldest = N, is left only by a rollback to a chunk start).
+    top = min(-(-oldest // span) * span, N) - 1
+    return cache.n_seen if top <= N - cache.n_seen else N - top - 1
 
 
 def rollback(cache: "RollingBufferCache", n: int) -> None:
@@ -277,45 +364,65 @@ def rollback(cache: "RollingBufferCache", n: int) -> None:
         raise SwarefTypeError("cache", f"cache must be a RollingBufferCache, got {type(cache).__name__}")
     n = V.check_int(n, "n", kind="rollback", minimum=0)
     with exclusive(cache):
-        limit = max_rollback(cache)
         if n > cache.n_seen:
             raise SwarefError("rollback", f"cannot roll back {n} tokens: the cache holds {cache.n_seen} tokens "
                                           f"written since its last reset")
-        if limit < n < cache.n_seen:
-            P = cache.next_position - n
-            need = max(P - cache.window + 1, cache.next_position - cache.n_seen)
-            raise SwarefError(
-                "rollback", f"cannot roll back {n} tokens (at most {limit}, or all {cache.n_seen}): a query at "
-                            f"position {P} would need position {need}, already overwritten; "
-                            f"capacity {cache.capacity} with window {cache.window} allows rolling back at most "
-                            f"capacity - window + 1 = {cache.capacity - cache.window + 1} tokens after it wraps")
+        need = _lost_key(cache, n)
+        if need is not None:
+            raise SwarefError("rollback", _refusal(cache, n, need))
         if n == 0:
             return
+        N, P, ns = cache.next_position, cache.next_position - n, cache.sink_tokens
+        if P < ns:                                # rolled-back sink positions: their slots empty
+            cache.positions[P:min(N, ns)] = -1
         # Only held slots need clearing: rolling back all n_seen tokens of a long sequence must not
         # build an array of n_seen positions.
-        gone = np.arange(cache.next_position - min(n, cache.n_held), cache.next_position, dtype=np.int64)
-        cache.positions[slot_of(gone, cache.capacity)] = -1
+        gone = np.arange(N - min(n, cache.n_held), N, dtype=np.int64)
+        cache.positions[slot_of(gone, cache.capacity, ns)] = -1
         cache.n_seen -= n
         cache.n_held -= min(n, cache.n_held)      # all n_seen back from a wrapped ring: more than it held
-        cache.next_position -= n
+        cache.next_position = P
 
 
-def check_ring(positions: ArrayLike, capacity: int, name: str = "positions") -> Tuple[int, int]:
-    """Validate a ring's slot positions; returns (first, last) position held, or (0, -1) if empty.
+def _refusal(cache, n, need):
+    """The message of a refused rollback: the limit, the key that is gone, and why."""
+    limit, P = max_rollback(cache), cache.next_position - n
+    head = (f"cannot roll back {n} tokens (at most {limit}, or all {cache.n_seen}): a query at position {P} "
+            f"would need position {need}, already overwritten; ")
+    if isinstance(cache.window, Chunked):
+        return head + (f"a chunked cache (chunk {cache.window.size}, capacity {cache.capacity}) rolls back at "
+                       f"most {limit} tokens, or back to the first position of a chunk")
+    W = ring_span(cache.window)
+    sinks = " (its sink tokens are never evicted)" if cache.sink_tokens else ""
+    return head + (f"capacity {cache.capacity} with window {W} allows rolling back at most "
+                   f"capacity - window + 1 = {cache.capacity - W + 1} tokens after it wraps{sinks}")
 
-    positions: [C] int  --  each slot holds -1 (empty) or a position p >= 0 with
-    slot == p mod C, and the held positions form one run of consecutive positions
-    (spec rule 4).  Every write through ``cache_write`` keeps this true, so the
-    compiled backend scans the ring only in debug builds; ``load_state`` runs it on
-    every state that comes from outside.
+
+def check_ring(positions: ArrayLike, capacity: int, name: str = "positions", *,
+               sink_tokens: int = 0) -> Tuple[int, int]:
+    """Validate a cache's slot positions; returns (first, last) position the ring holds, or
+    (0, -1) if the ring is empty.
+
+    positions: [n + C] int (n = sink_tokens)  --  each slot holds -1 (empty) or a position:
+    sink slot i < n holds i; a ring slot holds a position p >= n with slot == n + (p - n) mod C;
+    the ring's positions form one run of consecutive positions, and so do the sink slots',
+    which reach n - 1 when the ring holds anything (sink slots are never evicted; spec rule 4).
+    Every write through ``cache_write`` keeps this true, so the compiled backend scans the
+    ring only in debug builds; ``load_state`` runs it on every state that comes from outside.
     """
+    return _check_slots(positions, capacity, sink_tokens, name)[2:]
+
+
+def _check_slots(positions, capacity, n, name="positions"):
+    """check_ring -> (sink_first, sink_last, first, last): the runs held by the sink slots and
+    by the ring, each (0, -1) when empty."""
     try:
         pos = np.asarray(positions)
     except (ValueError, TypeError, OverflowError):           # ragged or not numbers
-        raise SwarefError("cache", f"{name} must be an integer array of shape ({capacity},), got "
+        raise SwarefError("cache", f"{name} must be an integer array of shape ({n + capacity},), got "
                                    f"{V._describe(positions)}") from None
-    if pos.shape != (capacity,) or not (pos.dtype.kind in "iu" and pos.dtype != np.bool_):
-        raise SwarefError("cache", f"{name} must be an integer array of shape ({capacity},), got "
+    if pos.shape != (n + capacity,) or not (pos.dtype.kind in "iu" and pos.dtype != np.bool_):
+        raise SwarefError("cache", f"{name} must be an integer array of shape ({n + capacity},), got "
                                    f"{V._describe(pos)}")
     if pos.dtype.kind == "u" and pos.size and pos.max() > np.iinfo(np.int64).max:
         raise SwarefError("cache", f"{name} must fit in int64")
@@ -323,35 +430,59 @@ def check_ring(positions: ArrayLike, capacity: int, name: str = "positions") -> 
     if np.any(pos < -1):
         raise SwarefError("cache", f"{name} must hold -1 (empty) or a position >= 0 per slot, got "
                                    f"{int(pos[np.argmax(pos < -1)])}")
-    valid = np.nonzero(pos >= 0)[0]
+    sinks, ring = pos[:n], pos[n:]
+    wrong = (sinks >= 0) & (sinks != np.arange(n))
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise SwarefError("cache", f"sink slot {i} holds position {int(sinks[i])}; a sink slot holds its own "
+                                   f"position or -1")
+    sink_run = _run(sinks, "sink slots")
+    valid = np.nonzero(ring >= 0)[0]
     if valid.size == 0:
-        return 0, -1
-    held = pos[valid]
-    wrong = held % capacity != valid
+        return sink_run + (0, -1)
+    held = ring[valid]
+    if held.min() < n:
+        i = int(valid[np.argmax(held < n)])
+        raise SwarefError("cache", f"slot {n + i} holds position {int(ring[i])}, which belongs in sink slot "
+                                   f"{int(ring[i])} (positions below {n} are sink tokens)")
+    wrong = (held - n) % capacity != valid
     if wrong.any():
         i = int(valid[np.argmax(wrong)])
-        raise SwarefError("cache", f"slot {i} holds position {int(pos[i])}, which belongs in slot "
-                                   f"{int(pos[i]) % capacity} (slot = position mod {capacity})")
+        rule = f"slot = position mod {capacity}" if n == 0 else f"slot = {n} + (position - {n}) mod {capacity}"
+        raise SwarefError("cache", f"slot {n + i} holds position {int(ring[i])}, which belongs in slot "
+                                   f"{int(slot_of(int(ring[i]), capacity, n))} ({rule})")
+    ring_run = _run(ring, "valid slots" if n == 0 else "ring slots")
+    if sink_run[1] >= 0 and sink_run[1] != n - 1:
+        raise SwarefError("cache", f"the sink slots hold {sink_run[0]} .. {sink_run[1]} but the ring holds "
+                                   f"{ring_run[0]} .. {ring_run[1]}: sink slots are never evicted, so they "
+                                   f"hold every sink position up to {n - 1} once the ring holds any")
+    return sink_run + ring_run
+
+
+def _run(pos, what):
+    """(first, last) of the positions >= 0 in ``pos``, which must be consecutive; (0, -1) if none."""
+    held = pos[pos >= 0]
+    if held.size == 0:
+        return 0, -1
     first, last = int(held.min()), int(held.max())
-    if last - first + 1 != valid.size:
-        raise SwarefError("cache", f"the valid slots must hold consecutive positions, got {valid.size} "
+    if last - first + 1 != held.size:
+        raise SwarefError("cache", f"the {what} must hold consecutive positions, got {held.size} "
                                    f"positions spread over {first} .. {last}")
     return first, last
 
 
 def load_state(cache: "RollingBufferCache", positions: ArrayLike, k: np.ndarray, v: np.ndarray) -> None:
-    """Replace the cache's contents by a saved ring state, validated before anything is written.
+    """Replace the cache's contents by a saved state, validated before anything is written.
 
-    positions: [C] int (-1 = empty slot), k, v: [C, Hkv, D] in slot order (what
-    ``cache.positions``, ``cache.k`` and ``cache.v`` hold).  Afterwards the cache
-    continues at the position after the newest one held (or, if every slot is
-    empty, is as freshly reset).  Contents of empty slots are stored as given: they
-    are never visible.
+    positions: [n + C] int (-1 = empty slot), k, v: [n + C, Hkv, D] in slot order, sink
+    slots first (what ``cache.positions``, ``cache.k`` and ``cache.v`` hold).  Afterwards
+    the cache continues at the position after the newest one held (or, if every slot is
+    empty, is as freshly reset), and counts as written every position from the oldest one
+    held on.  Contents of empty slots are stored as given: they are never visible.
     """
     if not isinstance(cache, RollingBufferCache):
         raise SwarefTypeError("cache", f"cache must be a RollingBufferCache, got {type(cache).__name__}")
-    C = cache.capacity
-    first, last = check_ring(positions, C)
+    sink_first, sink_last, first, last = _check_slots(positions, cache.capacity, cache.sink_tokens)
     for name, x in (("k", k), ("v", v)):
         if not isinstance(x, np.ndarray):
             raise SwarefTypeError("cache", f"{name} must be a numpy.ndarray, got {type(x).__name__}")
@@ -363,8 +494,8 @@ def load_state(cache: "RollingBufferCache", positions: ArrayLike, k: np.ndarray,
         cache.k[...] = k
         cache.v[...] = v
         cache.positions[...] = np.asarray(positions, dtype=np.int64)
-        n = last - first + 1
-        cache.n_seen = n
-        cache.n_held = n
-        cache.next_position = last + 1 if n else None
-
+        n_ring, n_sink = last - first + 1, sink_last - sink_first + 1
+        nxt = last + 1 if n_ring else (sink_last + 1 if n_sink else None)
+        cache.n_held = n_ring
+        cache.n_seen = 0 if nxt is None else nxt - (sink_first if n_sink else first)
+        cache.next_position = nxt

@@ -11,6 +11,10 @@ Order matters and differs between the two:
 * **decode** one token: write, *then* attend.  The single write overwrites
   only position n-W, which lies outside the new query's window, and the
   query must see its own key.
+
+Both hold for every causal window of swaref.windows: kept sink tokens live in
+slots that are never overwritten, and a chunked query at p needs the keys
+(p // C) * C .. p, always among the last C positions (rule 5).
 """
 from typing import List, Optional, Sequence, Union
 
@@ -19,18 +23,24 @@ from numpy.typing import ArrayLike
 
 from . import _validate as V
 from .attention import _attention_reference
-from .cache import RollingBufferCache, _write, cache_view, check_cache, check_write, exclusive, held_range
+from .cache import RollingBufferCache, _write, cache_view, check_cache, check_write, exclusive, held_range, ring_span
 from .errors import SwarefError, SwarefTypeError
+from .windows import Window, is_causal
 
 
-def chunk_schedule(T: int, chunk_size: Union[None, int, Sequence[int]], window: Optional[int]) -> List[int]:
+def chunk_schedule(T: int, chunk_size: Union[None, int, Sequence[int]], window: Window) -> List[int]:
     """The list of chunk lengths for a prompt of T tokens.
 
-    chunk_size: None (-> W, or T for a full-attention cache), an int >= 1
-    (equal chunks, the last one shorter), or a sequence of ints >= 1 summing to T.
+    chunk_size: None (-> W, the chunk size C for ``Chunked(C)``, or T for a
+    full-attention cache), an int >= 1 (equal chunks, the last one shorter), or a
+    sequence of ints >= 1 summing to T.  ``window`` is a cache's window (causal).
     """
     if chunk_size is None:
-        chunk_size = window if window is not None else T
+        if not is_causal(window):
+            raise SwarefError("window", f"window={window!r} looks ahead: chunked prefill fills a cache, and a "
+                                        f"cache is causal")
+        span = ring_span(window)
+        chunk_size = span if span is not None else T
     if isinstance(chunk_size, (bool, np.bool_)):
         raise SwarefTypeError("schedule", f"chunk_size must be an int >= 1 or a list of them, got {chunk_size!r}")
     if V.is_int(chunk_size):
@@ -72,6 +82,7 @@ def check_cache_step(cache: RollingBufferCache, n_tokens: int, start: Optional[i
     every cache first, so that no cache is touched when any would refuse.
     """
     V.check_backend(backend)
+    V.check_backend_window(backend, cache.window)
     start = check_write(cache, n_tokens, start)
     if backend == "cython":
         V.check_kernel_position(start + n_tokens - 1, "the last position written")
@@ -104,14 +115,22 @@ def attend_chunk(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBuff
 
 
 def _check_in_cache(cache, start, n, backend):
-    """Decode queries at start .. start+n-1 must find their own keys in the cache."""
+    """Decode queries at start .. start+n-1 must find their own keys in the cache (in its ring,
+    or in its sink slots for positions below sink_tokens)."""
     first, last = held_range(cache)
-    if not first <= start <= start + n - 1 <= last:
-        raise SwarefError("no_visible_key", f"decode queries at positions {start} .. {start + n - 1} must already "
-                                            f"be in the cache (write, then attend); it holds "
-                                            + (f"{first} .. {last}" if last >= 0 else "nothing"))
+    ns, end = cache.sink_tokens, start + n - 1
+    in_sinks = start >= ns or bool((cache.positions[start:min(end + 1, ns)] >= 0).all())
+    in_ring = end < ns or first <= max(start, ns) <= end <= last
+    if not (in_sinks and in_ring):
+        held = f"{first} .. {last}" if last >= 0 else "nothing"
+        if ns:
+            sinks = cache.positions[:ns]
+            held = f"sink positions {sinks[sinks >= 0].tolist()} and {held} in its ring"
+        raise SwarefError("no_visible_key", f"decode queries at positions {start} .. {end} must already "
+                                            f"be in the cache (write, then attend); it holds " + held)
+    V.check_backend_window(backend, cache.window)
     if backend == "cython":
-        V.check_kernel_position(start + n - 1, "the last query position")
+        V.check_kernel_position(end, "the last query position")
 
 
 def _attend_chunk(q, k, v, cache, start, scale, backend, num_threads, softcap=None, sinks=None):
@@ -125,8 +144,8 @@ def _attend_chunk(q, k, v, cache, start, scale, backend, num_threads, softcap=No
     keys = np.concatenate([ck, k])
     vals = np.concatenate([cv, v])
     k_pos = np.concatenate([cpos, np.arange(start, start + c, dtype=np.int64)])
-    first, last = V.check_no_empty_rows(q_pos, k_pos, cache.window)
-    return _attention_reference(q, keys, vals, first, last, scale, softcap, sinks)
+    ranges = V.check_no_empty_rows(q_pos, k_pos, cache.window)
+    return _attention_reference(q, keys, vals, ranges, scale, softcap, sinks)
 
 
 def prefill(q: np.ndarray, k: np.ndarray, v: np.ndarray, cache: RollingBufferCache, *,

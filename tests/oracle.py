@@ -2,11 +2,28 @@
 
 * ``dense_attention_f64``: a dense float64 masked softmax (mask built with NumPy
   broadcasting, GQA by repeating K/V), the textbook formula.
-* ``brute_force_mask``: a double Python loop over (query, key).
+* ``brute_force_mask``: a double Python loop over (query, key), each pair decided by
+  ``visible``, rule 1 for every window of the spec (None, an int, Sliding, TwoSided,
+  Chunked) written from the spec's words, reading only the window's fields.
 * ``assert_close``: fails loudly with the max difference and the first
   mismatching index.
 """
 import numpy as np
+
+
+def visible(p, j, window):
+    """Rule 1 for one query position p and key position j (Python ints, exact)."""
+    kind = type(window).__name__
+    if window is None:
+        return j <= p
+    if kind == "Sliding":       # kept sink tokens: the first n positions, plus the window of W keys
+        return j <= p and (j < window.sink_tokens or p - window.size < j)
+    if kind == "TwoSided":      # p - left <= j <= p + right, None = unbounded on that side
+        return ((window.left is None or p - window.left <= j)
+                and (window.right is None or j <= p + window.right))
+    if kind == "Chunked":       # its own chunk of C positions, up to itself
+        return j <= p and j // window.size == p // window.size
+    return p - window < j <= p
 
 
 def brute_force_mask(q_pos, k_pos, window):
@@ -16,8 +33,10 @@ def brute_force_mask(q_pos, k_pos, window):
         for j, kp in enumerate(k_pos):
             if window is None:
                 m[i, j] = kp <= p
-            else:
+            elif isinstance(window, (int, np.integer)):
                 m[i, j] = p - window < kp <= p
+            else:
+                m[i, j] = visible(int(p), int(kp), window)
     return m
 
 
@@ -39,9 +58,12 @@ def dense_attention_f64(q, k, v, q_pos, k_pos, window, scale=None, softcap=None,
     vv = np.repeat(v, Hq // Hkv, axis=1)
     qp = np.asarray(q_pos, dtype=np.int64)[:, None]
     kp = np.asarray(k_pos, dtype=np.int64)[None, :]
-    mask = kp <= qp
-    if window is not None:
-        mask &= kp > qp - window
+    if window is None or isinstance(window, (int, np.integer)):
+        mask = kp <= qp
+        if window is not None:
+            mask &= kp > qp - window
+    else:
+        mask = brute_force_mask(list(q_pos), list(k_pos), window)
     assert mask.any(axis=1).all(), "oracle: a query with no visible key"
     s = np.einsum("thd,shd->hts", q, kk) * scale
     if softcap is not None:
@@ -120,7 +142,7 @@ def dense_attention_wide(q, k, v, q_pos, k_pos, window, scale=None):
     kp = [int(p) for p in k_pos]
     out = np.zeros((T, Hq, D), dtype=wide)
     for t in range(T):
-        sel = [j for j in range(len(kp)) if kp[j] <= qp[t] and (window is None or kp[j] > qp[t] - window)]
+        sel = [j for j in range(len(kp)) if visible(qp[t], kp[j], window)]
         assert sel, "oracle: a query with no visible key"
         for h in range(Hq):
             s = np.array([scale * np.sum(q[t, h] * kk[j, h]) for j in sel], dtype=wide)

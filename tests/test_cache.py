@@ -232,3 +232,232 @@ def test_threads_decoding_into_one_cache_never_corrupt_it():
         k, v, pos = c.view()
         assert_bitwise_equal(pos, np.arange(max(0, m - W), m), name="positions held")
         assert_bitwise_equal(k, x[max(0, m - W):m], name="keys held")
+
+
+# ----- the window family (spec 1.1): sink slots, the slot rule, chunked caches, rollback ----
+
+from swaref import Chunked, Sliding, TwoSided          # noqa: E402
+from oracle import visible                             # noqa: E402
+
+FAMILY_CACHES = [(Sliding(3, 1), None), (Sliding(3, 2), 5), (Sliding(1, 3), None), (Chunked(4), None),
+                 (Chunked(3), 5), (Chunked(1), 2), (3, 4)]
+
+
+def rule_state(n_sink, C, Hkv, D, dtype, k_all, v_all, start, n):
+    """Slot buffers after positions start .. start+n-1 were written, from rule 4 alone: position
+    p < n_sink in sink slot p (never evicted), p >= n_sink in slot n_sink + (p - n_sink) mod C,
+    only the last C ring positions kept; empty slots zero with position -1."""
+    k = np.zeros((n_sink + C, Hkv, D), dtype=dtype)
+    v = np.zeros_like(k)
+    pos = np.full(n_sink + C, -1, dtype=np.int64)
+    ring = [i for i in range(n) if start + i >= n_sink]
+    for i in [i for i in range(n) if start + i < n_sink] + ring[max(0, len(ring) - C):]:
+        p = start + i
+        slot = p if p < n_sink else n_sink + (p - n_sink) % C
+        k[slot], v[slot], pos[slot] = k_all[i], v_all[i], p
+    return k, v, pos
+
+
+def _sinks_and_ring(window, capacity):
+    n_sink = window.sink_tokens if isinstance(window, Sliding) else 0
+    span = window.size if isinstance(window, (Sliding, Chunked)) else window
+    return n_sink, capacity or span
+
+
+@pytest.mark.parametrize("window,capacity", FAMILY_CACHES, ids=repr)
+@pytest.mark.parametrize("start", [0, 1, 2, 9])
+def test_decode_follows_the_slot_rule_with_sinks_and_chunks(window, capacity, start):
+    Hkv, D, n = 1, 2, 19
+    rng = np.random.default_rng(start)
+    k_all, v_all = rng.standard_normal((2, n, Hkv, D))
+    c = swaref.RollingBufferCache(window, Hkv, D, dtype=np.float64, capacity=capacity)
+    n_sink, C = _sinks_and_ring(window, capacity)
+    assert (c.sink_tokens, c.capacity) == (n_sink, C) and c.k.shape == (n_sink + C, Hkv, D)
+    for i in range(n):
+        swaref.decode_step(k_all[i:i + 1], k_all[i:i + 1], v_all[i:i + 1], c, start=start if i == 0 else None)
+        ek, ev, ep = rule_state(n_sink, C, Hkv, D, np.float64, k_all, v_all, start, i + 1)
+        assert_cache_state(c, ek, ev, ep, i + 1, start + i + 1, name=f"{window!r} after token {i}")
+        vk, vv, vp = c.view()
+        held = sorted(p for p in ep.tolist() if p >= 0)
+        assert vp.tolist() == held, "view: every valid slot, sinks included, in time order"
+        assert_bitwise_equal(vk, k_all[np.array(held) - start], name="view k")
+        ring = [p for p in held if p >= n_sink]
+        from swaref.cache import held_range
+        assert held_range(c) == ((ring[0], ring[-1]) if ring else (0, -1))
+    for i in range(n):
+        slot = swaref.slot_of(start + i, C, n_sink)
+        assert slot == (start + i if start + i < n_sink else n_sink + (start + i - n_sink) % C)
+        np.testing.assert_array_equal(swaref.slot_of(np.array([start + i]), C, n_sink), [slot])
+
+
+@pytest.mark.parametrize("window,capacity", FAMILY_CACHES, ids=repr)
+@pytest.mark.parametrize("s", [1, 2, 5, 11])
+def test_cache_write_keeps_sinks_and_the_last_C_ring_tokens(window, capacity, s):
+    rng = np.random.default_rng(s)
+    k, v = rng.standard_normal((2, s, 2, 1))
+    n_sink, C = _sinks_and_ring(window, capacity)
+    for start in (0, 1, 4):
+        c = swaref.RollingBufferCache(window, 2, 1, dtype=np.float64, capacity=capacity)
+        swaref.cache_write(c, k, v, start)
+        assert_cache_state(c, *rule_state(n_sink, C, 2, 1, np.float64, k, v, start, s), s, start + s)
+
+
+def test_copy_of_a_sink_cache_is_independent():
+    c = swaref.RollingBufferCache(Sliding(2, 2), 1, 1, dtype=np.float64, capacity=3)
+    x = np.arange(7, dtype=np.float64).reshape(7, 1, 1)
+    swaref.cache_write(c, x, x)
+    d = c.copy()
+    assert d.sink_tokens == 2 and d.window == Sliding(2, 2)
+    assert_cache_state(d, c.k.copy(), c.v.copy(), c.positions.copy(), 7, 7, name="copy")
+    swaref.cache_write(d, x[:2], x[:2])
+    assert c.view()[2].tolist() == [0, 1, 4, 5, 6] and d.view()[2].tolist() == [0, 1, 6, 7, 8]
+
+
+@pytest.mark.parametrize("window,capacity", FAMILY_CACHES, ids=repr)
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 13])
+def test_load_state_round_trips_with_sink_slots(window, capacity, n):
+    """A saved state loads into a fresh cache, which then continues exactly like the original."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n + 3, 1, 2))
+    c = swaref.RollingBufferCache(window, 1, 2, dtype=np.float64, capacity=capacity)
+    if n:
+        swaref.cache_write(c, x[:n], x[:n])
+    d = swaref.RollingBufferCache(window, 1, 2, dtype=np.float64, capacity=capacity)
+    swaref.load_state(d, c.positions.copy(), c.k.copy(), c.v.copy())
+    assert (d.n_held, d.next_position) == (c.n_held, c.next_position)
+    assert d.n_seen == n - (c.view()[2][0] if n else 0), "every position from the oldest held counts as written"
+    for cache in (c, d):
+        swaref.cache_write(cache, x[n:], x[n:], n)
+    assert_cache_state(d, c.k, c.v, c.positions, d.n_seen, c.next_position, name="loaded, then continued")
+
+
+@pytest.mark.parametrize("positions,words", [
+    ([1, -1, 2, 3, 4], ["sink slot 0", "its own position"]),
+    ([-1, -1, 1, 2, 3], ["slot 2", "sink slot 1"]),
+    ([0, -1, 5, 3, 4], ["sink slots hold 0 .. 0", "never evicted"]),
+    ([-1, 1, 2, 6, 4], ["consecutive"]),
+    ([-1, 1, 2, 4, 3], ["slot 3 holds position 4", "belongs in slot 4", "2 + (position - 2) mod 3"]),
+    ([-1, -1, -1], ["shape (5,)"]),
+])
+def test_load_state_rejects_broken_sink_states(positions, words):
+    c = swaref.RollingBufferCache(Sliding(3, 2), 1, 1, dtype=np.float64)
+    x = np.ones((5, 1, 1))
+    with pytest.raises(swaref.SwarefError) as ei:
+        swaref.load_state(c, np.array(positions), x, x)
+    assert ei.value.kind == "cache" and all(w in str(ei.value) for w in words), str(ei.value)
+    assert (c.positions == -1).all() and c.next_position is None
+
+
+@pytest.mark.parametrize("window", [TwoSided(1, 1), TwoSided(None, None), TwoSided(0, 2), TwoSided(3, None)],
+                         ids=repr)
+def test_a_cache_refuses_a_window_that_looks_ahead(window):
+    with pytest.raises(swaref.SwarefError) as ei:
+        swaref.RollingBufferCache(window, 1, 2, capacity=8)
+    assert ei.value.kind == "window" and "causal" in str(ei.value) and repr(window) in str(ei.value)
+    with pytest.raises(swaref.SwarefError) as ei:
+        swaref.chunk_schedule(5, None, window)
+    assert ei.value.kind == "window" and "causal" in str(ei.value)
+
+
+def test_causal_two_sided_windows_make_ordinary_caches():
+    assert swaref.RollingBufferCache(TwoSided(3, 0), 1, 2).window == 4
+    assert swaref.RollingBufferCache(TwoSided(None, 0), 1, 2, capacity=5).window is None
+
+
+class RingModel:
+    """Rule 4 as sets of positions, for the rollback property: written = the positions written
+    since the reset (less those rolled back), held = the sink positions written plus the last C
+    ring positions written; a rollback of n is allowed iff every key a query at P = N - n or
+    later sees (rule 1, brute force) that was written before P is still held."""
+
+    def __init__(self, window, C, n_sink):
+        self.window, self.C, self.n_sink = window, C, n_sink
+        self.written, self.held = [], set()
+
+    def write(self, start, s):
+        new = list(range(start, start + s))
+        self.written += new
+        self.held |= set(new)
+        ring = sorted(p for p in self.held if p >= self.n_sink)
+        self.held -= set(ring[:max(0, len(ring) - self.C)])
+
+    def allowed(self, n):
+        if n > len(self.written):
+            return False
+        N = self.written[-1] + 1 if self.written else 0
+        P = N - n
+        span = self.window.size if isinstance(self.window, (Sliding, Chunked)) else self.window
+        needed = {j for j in self.written if j < P
+                  for Pq in range(P, P + span + 2) if visible(Pq, j, self.window)}
+        return needed <= self.held
+
+    def rollback(self, n):
+        P = self.written[-1] + 1 - n
+        self.written = [p for p in self.written if p < P]
+        self.held = {p for p in self.held if p < P}
+
+
+@settings(max_examples=120)
+@given(st.data())
+def test_rollback_is_exactly_the_general_rule(data):
+    """For sink tokens and chunked attention (and an int W, as before): rollback accepts exactly
+    the n the rule allows, refuses the others with the cache untouched, max_rollback is the
+    largest n below which every n is allowed, and the cache holds what the rule says."""
+    window = data.draw(st.sampled_from([Sliding(3, 1), Sliding(2, 3), Sliding(1, 2), Chunked(3), Chunked(4),
+                                        Chunked(1), 3, 1]), label="window")
+    n_sink, span = _sinks_and_ring(window, None)
+    C = span + data.draw(st.integers(0, 4), label="slack")
+    start = data.draw(st.sampled_from([0, 1, 2, 7]), label="start")
+    c = swaref.RollingBufferCache(window, 1, 1, dtype=np.float64, capacity=C)
+    model = RingModel(window, C, n_sink)
+    nxt = start
+    for step in range(data.draw(st.integers(1, 6), label="steps")):
+        s = data.draw(st.integers(1, 9), label="write")
+        x = np.zeros((s, 1, 1))
+        swaref.cache_write(c, x, x, nxt if c.next_position is None else None)
+        model.write(nxt, s)
+        nxt += s
+        allowed = [n for n in range(len(model.written) + 3) if model.allowed(n)]
+        limit = next(n for n in range(len(model.written) + 2) if n not in allowed) - 1
+        assert swaref.max_rollback(c) == limit, (window, C, model.written, allowed)
+        n = data.draw(st.integers(0, len(model.written) + 1), label="rollback")
+        before = (c.k.copy(), c.v.copy(), c.positions.copy(), c.n_seen, c.next_position)
+        if n in allowed:
+            swaref.rollback(c, n)
+            model.rollback(n)
+            nxt -= n
+        else:
+            with pytest.raises(swaref.SwarefError) as ei:
+                swaref.rollback(c, n)
+            assert ei.value.kind == "rollback"
+            assert_cache_state(c, *before, name="cache after a refused rollback")
+        assert sorted(p for p in c.positions.tolist() if p >= 0) == sorted(model.held)
+        assert c.n_seen == len(model.written) and (c.next_position or start) == nxt
+
+
+def test_rollback_worked_examples_of_the_spec():
+    """Rule 4's examples.  Chunked(4), capacity 4, positions 0..9 written: the ring holds 6..9.
+    Rolling back 1 or 2 is possible (a query at 9 or 8 needs 8 .. itself); 3 is not (a query at
+    7 needs 4..6, and 4, 5 are gone); 6 is (back to the chunk start 4: nothing earlier needed)."""
+    c = swaref.RollingBufferCache(Chunked(4), 1, 1, dtype=np.float64)
+    x = np.zeros((10, 1, 1))
+    swaref.cache_write(c, x, x)
+    assert swaref.max_rollback(c) == 2
+    assert [n for n in range(11) if swaref.cache._lost_key(c, n) is None] == [0, 1, 2, 6, 10]
+    with pytest.raises(swaref.SwarefError, match="position 4"):
+        swaref.rollback(c, 3)
+    d = c.copy()
+    swaref.rollback(d, 6)
+    assert d.view()[2].tolist() == [] and d.next_position == 4
+    swaref.rollback(c, 2)
+    assert c.view()[2].tolist() == [6, 7] and c.next_position == 8
+    # Sliding(3, sink_tokens=2), capacity 4, positions 0..9: sink slots hold 0, 1, the ring
+    # 6..9; a query at P needs P - 2 .. P - 1 besides the sinks: n <= 4 - 3 + 1 = 2.
+    s = swaref.RollingBufferCache(Sliding(3, 2), 1, 1, dtype=np.float64, capacity=4)
+    swaref.cache_write(s, x, x)
+    assert s.positions.tolist() == [0, 1, 6, 7, 8, 9] and swaref.max_rollback(s) == 2     # slot 2 + (p - 2) mod 4
+    assert [n for n in range(11) if swaref.cache._lost_key(s, n) is None] == [0, 1, 2, 8, 9, 10]
+    with pytest.raises(swaref.SwarefError, match="position 5"):
+        swaref.rollback(s, 3)
+    swaref.rollback(s, 9)                        # back into the sink tokens: possible
+    assert s.view()[2].tolist() == [0] and s.next_position == 1

@@ -328,3 +328,112 @@ def test_a_cache_array_swapped_behind_swarefs_back_is_refused(attr, value, backe
     before = snapshot(c)
     check_error(lambda: DS[backend](q2[:1], k2[:1], v2[:1], c), "cache", f"cache.{attr}")
     assert_cache_state(c, *before, name="cache with a swapped buffer")
+
+
+# ----- the window family (spec 1.1): the same promise for sink-token and chunked caches ----
+
+from swaref import Chunked, Sliding, TwoSided          # noqa: E402
+
+FAMILY = {"sink tokens": (Sliding(3, 2), None), "sink tokens with slack": (Sliding(2, 1), 4),
+          "chunked": (Chunked(3), None), "chunked with slack": (Chunked(3), 5)}
+N1 = 8          # tokens in the cache when the bad call comes: sinks held, the ring wrapped
+
+
+def family_cache(window, capacity):
+    c = swaref.RollingBufferCache(window, HKV, D, dtype=np.float64, capacity=capacity)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((N1, HQ, D))
+    swaref.prefill(x, x[:, :HKV], x[:, HKV:], c, chunk_size=[3, 1, 4])
+    return c
+
+
+def _rollback_beyond(c):
+    limit = swaref.max_rollback(c)
+    n = next(n for n in range(limit + 1, c.n_seen) if swaref.cache._lost_key(c, n) is not None)
+    return swaref.rollback(c, n)
+
+
+def _broken_state(c, how):
+    pos = c.positions.copy()
+    if how == "sink slot":
+        pos[0] = 1 if c.sink_tokens else pos[0]
+    elif how == "ring slot":
+        pos[c.sink_tokens] += 1
+    return load_state(c, pos, c.k.copy(), c.v.copy())
+
+
+# name: (function of the cache, kind, words); every case runs on every window of FAMILY.
+FAMILY_CASES = {
+    "prefill k rows != T": (lambda c: swaref.prefill(q2, K[:3], V[:3], c), "shape", ["T = 2"]),
+    "prefill D mismatch": (lambda c: swaref.prefill(q2[..., :2], k2[..., :2], v2[..., :2], c), "cache", ["D=2"]),
+    "prefill Hq not multiple": (lambda c: swaref.prefill(q2[:, :3], k2, v2, c), "heads", ["q.shape[1] = 3"]),
+    "chunk_size 0": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=0), "schedule", ["chunk_size"]),
+    "schedule sum != T": (lambda c: swaref.prefill(q2, k2, v2, c, chunk_size=[1, 2]), "schedule", ["T = 2"]),
+    "start gap": (lambda c: swaref.prefill(q2, k2, v2, c, start=N1 + 1), "positions", ["start", str(N1)]),
+    "start back": (lambda c: swaref.decode_step(q2[:1], k2[:1], v2[:1], c, start=1), "positions", ["start"]),
+    "scale NaN": (lambda c: swaref.prefill(q2, k2, v2, c, scale=np.nan), "scale", ["scale"]),
+    "softcap and sinks": (lambda c: swaref.prefill(q2, k2, v2, c, softcap=1.0, sinks=np.zeros(HQ)), "argument",
+                          ["softcap and sinks"]),
+    "sinks of the wrong shape": (lambda c: swaref.decode_step(q2[:1], k2[:1], v2[:1], c, sinks=[0.0]), "sinks",
+                                 ["sinks"]),
+    "decode two tokens": (lambda c: swaref.decode_step(q2, k2, v2, c), "shape", ["decode_step"]),
+    "cache_write start back": (lambda c: swaref.cache_write(c, k2, v2, 3), "positions", ["start", "3"]),
+    "attend_chunk decode not written": (lambda c: swaref.attend_chunk(q2[:1], k2[:0], v2[:0], c, N1),
+                                        "no_visible_key", ["write, then attend"]),
+    "attend_chunk start gap": (lambda c: swaref.attend_chunk(q2, k2, v2, c, N1 + 2), "positions", ["start"]),
+    "prefill on the compiled backend": (lambda c: swaref.prefill(q2, k2, v2, c, backend="cython"), "backend",
+                                        ["does not implement"]),
+    "decode on the compiled backend": (lambda c: swaref.decode_step(q2[:1], k2[:1], v2[:1], c, backend="cython"),
+                                       "backend", ["does not implement"]),
+    "attend_chunk on the compiled backend": (lambda c: swaref.attend_chunk(q2, k2, v2, c, N1, backend="cython"),
+                                             "backend", ["does not implement"]),
+    "rollback more than written": (lambda c: swaref.rollback(c, N1 + 1), "rollback", ["holds 8 tokens"]),
+    "rollback beyond the limit": (_rollback_beyond, "rollback", ["already overwritten"]),
+    "load_state ring slot": (lambda c: _broken_state(c, "ring slot"), "cache", ["belongs in slot"]),
+    "load_state wrong length": (lambda c: load_state(c, c.positions[1:], c.k, c.v), "cache", ["shape"]),
+    "load_state k of another shape": (lambda c: load_state(c, c.positions, c.k[1:], c.v), "cache", ["k", "shape"]),
+}
+
+
+@pytest.mark.parametrize("window", sorted(FAMILY))
+@pytest.mark.parametrize("case", sorted(FAMILY_CASES))
+def test_family_cache_operations_reject_and_leave_cache_untouched(case, window):
+    fn, kind, words = FAMILY_CASES[case]
+    c = family_cache(*FAMILY[window])
+    before = snapshot(c)
+    check_error(lambda: fn(c), kind, *words)
+    assert_cache_state(c, *before, name=f"{window} cache after rejected {case}")
+    rng = np.random.default_rng(2)
+    swaref.decode_step(rng.standard_normal((1, HQ, D)), rng.standard_normal((1, HKV, D)),
+                       rng.standard_normal((1, HKV, D)), c)
+    assert c.n_seen == N1 + 1 and c.next_position == N1 + 1
+
+
+def test_load_state_refuses_a_sink_slot_holding_another_position():
+    c = family_cache(Sliding(3, 2), None)
+    before = snapshot(c)
+    check_error(lambda: _broken_state(c, "sink slot"), "cache", "sink slot 0", "own position")
+    assert_cache_state(c, *before, name="sink cache after a refused load_state")
+
+
+@pytest.mark.parametrize("args,kwargs,kind,words", [
+    ((TwoSided(1, 1), 2, 3), {"capacity": 4}, "window", ["causal", "TwoSided(left=1, right=1)"]),
+    ((TwoSided(None, None), 2, 3), {"capacity": 4}, "window", ["causal"]),
+    ((Sliding(3, 1), 2, 3), {"capacity": 2}, "cache", ["capacity", ">= 3"]),
+    ((Chunked(4), 2, 3), {"capacity": 3}, "cache", ["capacity", ">= 4"]),
+    ((Chunked(4), 2, 3), {"capacity": 4.0}, "cache", ["capacity", "float"]),
+    ((Sliding(3, 2 ** 62), 1, 1), {}, "argument", ["bytes"]),
+    ((Chunked(2 ** 62), 1, 1), {}, "argument", ["bytes"]),
+    (((3, 1), 2, 3), {}, "window", ["Sliding, TwoSided or Chunked", "tuple"]),
+])
+def test_family_cache_constructor_rejects(args, kwargs, kind, words):
+    check_error(lambda: swaref.RollingBufferCache(*args, **kwargs), kind, *words)
+
+
+@pytest.mark.parametrize("window", [Sliding(3, 1), TwoSided(1, 0), TwoSided(2, 2), Chunked(3)], ids=repr)
+def test_attention_with_the_family_rejects_like_spec_10(window):
+    """The spec 1.0 checks hold for every window: a few of ATTENTION_CASES with a new window."""
+    for over, kind in [({"q": Q[:, :3]}, "heads"), ({"k_pos": [0, 1, 3, 2, 4, 5]}, "positions"),
+                       ({"scale": np.inf}, "scale"), ({"softcap": 0.0}, "softcap"),
+                       ({"k_pos": np.arange(10, 16), "q_pos": [10, 11, 12, 40]}, "no_visible_key")]:
+        check_error(_att(window=window, **over), kind)

@@ -174,3 +174,97 @@ def test_decode_must_write_before_attending():
     swaref.prefill(np.zeros((5, 1, D)), np.zeros((5, 1, D)), np.zeros((5, 1, D)), c)
     out = swaref.decode_step(x + 1, x + 100, x + 7, c)      # its own key dominates the softmax
     assert np.allclose(out, 7.0), out
+
+
+# ----- the window family (spec 1.1): kept sink tokens and chunked attention ------------
+
+from swaref import Chunked, Sliding                     # noqa: E402
+
+
+def _span(window):
+    return window.size if isinstance(window, (Sliding, Chunked)) else window
+
+
+@MORE
+@given(st.data())
+def test_any_schedule_with_sinks_or_chunks_equals_one_shot_and_token_by_token(data):
+    """Rule 5's guarantee for Sliding with sink tokens and Chunked: every schedule (chunks
+    crossing chunk boundaries, longer than C, prompts starting at start > 0, below or above
+    the sink tokens, with ring slack) then decode gives one-shot attention, and leaves the
+    cache bitwise equal to token-by-token decoding."""
+    window = data.draw(st.one_of(st.builds(Sliding, st.integers(1, 5), st.integers(1, 4)),
+                                 st.builds(Chunked, st.integers(1, 6))), label="window")
+    span = _span(window)
+    capacity = span + data.draw(st.sampled_from([0, 0, 1, 3]), label="slack")
+    T = data.draw(st.integers(2 * span + 1, 3 * span + 10), label="T")
+    n_prefill = data.draw(st.integers(1, T), label="tokens prefilled, the rest decoded")
+    sched = data.draw(schedules(n_prefill), label="schedule")
+    start = data.draw(st.sampled_from([0, 1, 2, 5, 10 ** 9]), label="start")
+    Hq, Hkv = data.draw(st.sampled_from([(1, 1), (2, 1), (4, 2)]), label="heads")
+    variant = data.draw(st.sampled_from([{}, {"softcap": 3.0}, {"sinks": [0.5, -1.0, 2.0, 0.0][:Hq]}]),
+                        label="variant")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
+    q, k, v = random_qkv(rng, T, T, Hq, Hkv, 3)
+    c = swaref.RollingBufferCache(window, Hkv, 3, dtype=np.float64, capacity=capacity)
+    out = [swaref.prefill(q[:n_prefill], k[:n_prefill], v[:n_prefill], c, chunk_size=sched, start=start, **variant)]
+    out += [swaref.decode_step(q[i:i + 1], k[i:i + 1], v[i:i + 1], c, **variant) for i in range(n_prefill, T)]
+    pos = np.arange(start, start + T)
+    assert_close(np.concatenate(out), dense_attention_f64(q, k, v, pos, pos, window, **variant), atol=f64_tol(v),
+                 name=f"{window!r} schedule {sched} + decode from {start}")
+    tbt = swaref.RollingBufferCache(window, Hkv, 3, dtype=np.float64, capacity=capacity)
+    decode_all(q, k, v, tbt, start=start)
+    assert_cache_state(c, tbt.k, tbt.v, tbt.positions, tbt.n_seen, tbt.next_position, name="cache vs token by token")
+    assert c.n_held == tbt.n_held
+
+
+@pytest.mark.parametrize("window,T", [(Chunked(4), 10), (Chunked(3), 9), (Sliding(3, 2), 10)], ids=repr)
+def test_default_chunk_size_is_the_window_or_the_chunk(window, T):
+    span = _span(window)
+    assert swaref.chunk_schedule(T, None, window) == [span] * (T // span) + ([T % span] if T % span else [])
+    rng = np.random.default_rng(5)
+    q, k, v = random_qkv(rng, T, T, 2, 1, 4)
+    c = swaref.RollingBufferCache(window, 1, 4, dtype=np.float64)
+    pos = np.arange(T)
+    assert_close(swaref.prefill(q, k, v, c), dense_attention_f64(q, k, v, pos, pos, window), atol=f64_tol(v))
+
+
+def test_chunked_query_at_a_chunk_start_sees_only_itself_though_the_cache_holds_more():
+    """Rule 4: at a chunk boundary every key of the previous chunk becomes invisible while it
+    still sits in the ring; decode's output there is its own value row."""
+    c = swaref.RollingBufferCache(Chunked(4), 1, 2, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 1, 2))
+    swaref.prefill(x, x, x, c)
+    assert c.view()[2].tolist() == [0, 1, 2, 3]
+    v4 = np.array([[[7.0, -3.0]]])
+    out = swaref.decode_step(x[:1], x[:1], v4, c)
+    assert_close(out, v4, 1e-15, name="query at the chunk start")
+    assert c.view()[2].tolist() == [1, 2, 3, 4]
+
+
+def test_decode_sees_the_sink_tokens_after_they_left_the_window():
+    """Sliding(2, sink_tokens=1): the token at position 0 stays in its sink slot and in every
+    later query's softmax; a cache without the sink slot (plain W = 2) gives another answer."""
+    rng = np.random.default_rng(1)
+    q, k, v = random_qkv(rng, 9, 9, 1, 1, 4)
+    outs = {}
+    for w in (Sliding(2, 1), 2):
+        c = swaref.RollingBufferCache(w, 1, 4, dtype=np.float64)
+        outs[repr(w)] = decode_all(q, k, v, c)
+    assert c.positions.tolist() == [8, 7]
+    pos = np.arange(9)
+    assert_close(outs["Sliding(size=2, sink_tokens=1)"], dense_attention_f64(q, k, v, pos, pos, Sliding(2, 1)),
+                 f64_tol(v))
+    assert np.abs(outs["Sliding(size=2, sink_tokens=1)"] - outs["2"])[2:].min() > 1e-6
+
+
+def test_attend_chunk_decode_finds_queries_in_sink_slots():
+    c = swaref.RollingBufferCache(Sliding(2, 3), 1, 2, dtype=np.float64)
+    x = np.random.default_rng(2).standard_normal((6, 1, 2))
+    swaref.cache_write(c, x[:2], x[:2])                      # positions 0, 1: sink slots only
+    pos = np.arange(2)
+    assert_close(swaref.attend_chunk(x[:2], x[:0], x[:0], c, 0),
+                 dense_attention_f64(x[:2], x[:2], x[:2], pos, pos, Sliding(2, 3)), 1e-12)
+    with pytest.raises(swaref.SwarefError) as ei:
+        swaref.attend_chunk(x[:1], x[:0], x[:0], c, 2)
+    assert ei.value.kind == "no_visible_key" and "sink positions [0, 1]" in str(ei.value)

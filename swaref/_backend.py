@@ -121,10 +121,11 @@ def attend_chunk(q, k, v, start, cache, scale, num_threads=None, *, softcap=None
     q, k, v = (_kernel_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     s, c = q.shape[0], k.shape[0]
     first, last = held_range(cache)          # the ring part: positions >= the sink slots
-    n_sink = getattr(cache, "sink_tokens", 0)
+    n_sink = cache.sink_tokens
     if _core_debug():
         from .cache import check_ring
-        if check_ring(cache.positions, cache.capacity, "cache.positions") != (first, last) and last >= 0:
+        if check_ring(cache.positions, cache.capacity, "cache.positions",
+                      sink_tokens=n_sink) != (first, last) and last >= 0:
             raise SwarefError("cache", f"the cache's slots do not hold positions {first} .. {last} as its "
                                        f"counters say: it was modified outside swaref")
     V.check_kernel_position(max(start + s - 1, last), "the largest position")

@@ -122,6 +122,7 @@ def run_chunks(q, k, v, window, start, sched, n_decode, capacity, sink_tokens, s
     """Prefill by the schedule (each chunk attends [cache] + [chunk], then is written), then
     decode the last n_decode tokens (write, then attend the cache alone): [T, Hq, D]."""
     T = q.shape[0]
+    sched = [sched] * T if isinstance(sched, int) else sched
     c = SinkRing(window, k.shape[1], k.shape[2], q.dtype, capacity, sink_tokens)
     outs, a = [], 0
     for s in sched:
@@ -162,8 +163,9 @@ def windows(draw, T, causal=False):
 
 @st.composite
 def schedules(draw, T):
+    """A chunk schedule for T tokens: equal chunks (an int) or uneven cut points (a list)."""
     if draw(st.booleans()):
-        return [draw(st.integers(1, T))] * T
+        return draw(st.integers(1, T))
     cuts = sorted(draw(st.sets(st.integers(1, T - 1), max_size=6))) if T > 1 else []
     edges = [0] + cuts + [T]
     return [b - a for a, b in zip(edges, edges[1:])]
@@ -505,3 +507,122 @@ def test_the_kernel_refuses_parameters_it_cannot_index_with():
     ring, rpos = np.zeros((3, 1, 4)), np.full(3, -1, dtype=np.int64)
     with pytest.raises(ValueError, match="sink slots"):          # 3 rows cannot hold 3 sink slots and a ring
         _core.band_attention(q, p, q, q, p, ring, ring, rpos, 0, -1, 1, 0, 0, 3, 1.0, 1)
+
+
+# ------------------------------------------------------ through the public API
+# With the cache of spec rule 4 (sink slots, slack, rollback): backend="cython" against
+# backend="reference", and bitwise across schedules, threads, ring rotations and slack.
+
+def public_cache(window, Hkv, D, dtype, T, slack):
+    import swaref
+    span = None if window is None else (window.size if isinstance(window, (Sliding, Chunked)) else window)
+    return swaref.RollingBufferCache(window, Hkv, D, dtype=dtype, capacity=(T if span is None else span) + slack)
+
+
+@settings(max_examples=2 * settings.default.max_examples)
+@given(data=st.data())
+def test_public_api_cython_equals_reference_bitwise_across_schedules(data):
+    """attention (1 and 2 threads) == prefill(any schedule, slack, offset) == prefill + decode
+    through rolled-back drafts, all backend="cython", to the bit; each within tolerance of
+    backend="reference" (attention, prefill and the cache states bitwise equal)."""
+    import swaref
+    T = data.draw(st.integers(1, 130), label="T")
+    window = data.draw(windows(T, causal=True), label="window")
+    Hkv = data.draw(st.integers(1, 2), label="Hkv")
+    G = data.draw(st.sampled_from([1, 2, 4]), label="G")
+    D = data.draw(st.sampled_from([1, 4, 16, 20]), label="D")
+    dtype = data.draw(st.sampled_from(KERNEL_DTYPES), label="dtype")
+    start = data.draw(st.sampled_from(OFFSETS), label="start")
+    slack = data.draw(st.sampled_from([0, 1, 4, 17]), label="slack")
+    sched = data.draw(schedules(T), label="schedule")
+    n_pre = data.draw(st.integers(1, T), label="prefill before decoding")
+    variant = draw_variant(data, Hkv * G, plain=True)
+    drafts = data.draw(st.lists(st.integers(0, slack + 2), min_size=T, max_size=T), label="drafts")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
+    q, k, v = random_qkv(rng, T, T, Hkv * G, Hkv, D, dtype=dtype)
+    pos = np.arange(start, start + T, dtype=np.int64)
+    kw = dict(window=window, q_pos=pos, k_pos=pos, **variant)
+    one = swaref.attention(q, k, v, backend="cython", num_threads=1, **kw)
+    assert_bitwise_equal(swaref.attention(q, k, v, backend="cython", num_threads=2, **kw), one, name="threads")
+    assert_close(one, swaref.attention(q, k, v, **kw), atol=tol(v, dtype), name=f"{window}: cython vs reference")
+
+    c_cy, c_ref = (public_cache(window, Hkv, D, dtype, T, slack) for _ in range(2))
+    got = swaref.prefill(q, k, v, c_cy, chunk_size=sched, start=start, backend="cython", num_threads=2, **variant)
+    assert_bitwise_equal(got, one, name=f"{window}: prefill {sched} vs one-shot")
+    ref = swaref.prefill(q, k, v, c_ref, chunk_size=sched, start=start, **variant)
+    assert_close(got, ref, atol=tol(v, dtype), name="prefill cython vs reference")
+    for name in ("k", "v", "positions"):
+        assert_bitwise_equal(getattr(c_cy, name), getattr(c_ref, name), name=f"cache.{name}")
+
+    c = public_cache(window, Hkv, D, dtype, T, slack)
+    outs = [swaref.prefill(q[:n_pre], k[:n_pre], v[:n_pre], c, start=start, backend="cython", **variant)]
+    for i, n_draft in zip(range(n_pre, T), drafts):
+        # Draft on a copy; keep it, rolled back, where the cache allows taking the drafts back.
+        d = c.copy()
+        dq, dk, dv = random_qkv(rng, n_draft, n_draft, Hkv * G, Hkv, D, dtype=dtype)
+        for j in range(n_draft):
+            swaref.decode_step(dq[j:j + 1], dk[j:j + 1], dv[j:j + 1], d, backend="cython", **variant)
+        if n_draft <= swaref.max_rollback(d):
+            swaref.rollback(d, n_draft)
+            c = d
+        outs.append(swaref.decode_step(q[i:i + 1], k[i:i + 1], v[i:i + 1], c, backend="cython",
+                                       num_threads=1 + i % 2, **variant))
+    assert_bitwise_equal(np.concatenate(outs), one, name=f"{window}: prefill {n_pre} + decode through drafts {drafts}")
+
+
+@settings(max_examples=settings.default.max_examples)
+@given(data=st.data())
+def test_public_api_two_sided_attention(data):
+    """TwoSided windows (attention only): cython == reference within tolerance, threads bitwise,
+    gapped positions and queries anywhere among the keys."""
+    import swaref
+    S = data.draw(st.integers(1, 150), label="S")
+    T = data.draw(st.integers(1, S), label="T")
+    side = st.one_of(st.none(), st.sampled_from([0, 1, 3, 30, 64, 65]))
+    window = TwoSided(data.draw(side, label="left"), data.draw(st.one_of(st.none(), st.sampled_from([1, 2, 40, 64])),
+                                                               label="right"))
+    D = data.draw(st.sampled_from([1, 8, 16]), label="D")
+    dtype = data.draw(st.sampled_from(KERNEL_DTYPES), label="dtype")
+    variant = draw_variant(data, 4, plain=True)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
+    k_pos = (np.cumsum(rng.integers(1, 3, S)) + data.draw(st.sampled_from([0, 2 ** 40]), label="offset")).astype(np.int64)
+    q_pos = np.sort(rng.choice(k_pos, T, replace=False)).astype(np.int64)
+    if not rule_mask(q_pos, k_pos, window).any(axis=1).all():
+        return
+    q, k, v = random_qkv(rng, T, S, 4, 2, D, dtype=dtype)
+    kw = dict(window=window, q_pos=q_pos, k_pos=k_pos, **variant)
+    got = swaref.attention(q, k, v, backend="cython", num_threads=2, **kw)
+    assert_bitwise_equal(swaref.attention(q, k, v, backend="cython", num_threads=1, **kw), got, name="threads")
+    assert_close(got, swaref.attention(q, k, v, **kw), atol=tol(v, dtype), name=f"{window} cython vs reference")
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_public_decode_past_the_sink_tokens_at_2_40(dtype):
+    """A cache holding its sink tokens 0 .. 3 and a ring near 2**40 (a saved state, load_state)
+    decodes on: the compiled decode equals one-shot attention over the same positions to the bit
+    and the reference decode within tolerance.  A gather walking from the sink slots to the
+    window would not finish."""
+    import swaref
+    from swaref.cache import load_state, slot_of
+    n, W, C, T = 4, 8, 11, 60
+    far = 2 ** 40
+    rng = np.random.default_rng(8)
+    q, k, v = random_qkv(rng, T, T, 4, 2, 16, dtype=dtype)
+    window = Sliding(W, sink_tokens=n)
+    pos = np.concatenate([np.arange(n), far - W + np.arange(T - n)]).astype(np.int64)
+    held = n + W                                    # sink tokens and the W ring tokens before `far`
+    one = swaref.attention(q, k, v, window=window, q_pos=pos, k_pos=pos, backend="cython")
+    assert_close(one, swaref.attention(q, k, v, window=window, q_pos=pos, k_pos=pos), atol=tol(v, dtype),
+                 name="one-shot across the gap")
+    outs = []
+    for backend in ("cython", "reference"):
+        c = swaref.RollingBufferCache(window, 2, 16, dtype=dtype, capacity=C)
+        slots = slot_of(pos[:held], C, n)
+        kk, vv, pp = np.zeros_like(c.k), np.zeros_like(c.v), np.full(n + C, -1, dtype=np.int64)
+        kk[slots], vv[slots], pp[slots] = k[:held], v[:held], pos[:held]
+        load_state(c, pp, kk, vv)
+        assert c.next_position == far
+        outs.append(np.concatenate([swaref.decode_step(q[i:i + 1], k[i:i + 1], v[i:i + 1], c, backend=backend)
+                                    for i in range(held, T)]))
+    assert_bitwise_equal(outs[0], one[held:], name="cython decode across a 2**40 gap vs one-shot")
+    assert_close(outs[0], outs[1], atol=tol(v, dtype), name="cython vs reference decode")

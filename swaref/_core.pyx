@@ -63,8 +63,8 @@ never on which other rows, chunk or thread share its work item:
 
 * Keys are visited in two passes, each in increasing absolute position: first
   the row's sink prefix (none with n = 0, so the windows of spec 1.0 run
-  exactly as before), then its range.  A pass goes by *tiles*: the aligned position ranges
-  ``[m*B, (m+1)*B)`` with B = TILE = 64 (``SWAREF_TILE``).  Inside a tile, key
+  exactly as before), then its range.  A pass goes by *tiles*: the aligned
+  position ranges ``[m*B, (m+1)*B)`` with B = TILE = 64 (``SWAREF_TILE``).  Inside a tile, key
   position j sits in lane ``j - m*B`` (gaps stay empty), so even the lane of a
   key is fixed.  A tile in which the row sees no key of the pass is skipped; a
   tile holding both prefix and range keys of a row (n = 4, W = 30, p = 40:
@@ -461,9 +461,8 @@ cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* 
     can overflow where the reference's result is finite.  The arithmetic of one key is
     swaref_exact_key's (swaref/_kernels.h).
 
-    Its keys are the row's visible keys in increasing position: the kept sink tokens before
-    its range (0 .. min(sink_tokens, lo(p)) - 1), then its range lo(p) .. hi(p), each from the
-    sink slots, the ring, then the explicit keys; its arithmetic depends on nothing else: the
+    Its keys are the row's visible keys in increasing position: its sink prefix, then its range
+    (_runs), each from the sink slots, the ring, then the explicit keys; its arithmetic depends on nothing else: the
     result is as chunk-, thread- and rotation-invariant as the fast path's.  cap > 0: the soft
     cap; sink (NULL: none): the row's float64 sink logit, which starts the running max and sum.
     acc: D doubles of scratch.
@@ -688,7 +687,9 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     # No cache: no sink slot either (then sink_tokens only says which keys are visible).
     K.ns = sink_tokens if nslots else 0
     K.C = nslots - K.ns
-    K.ring_lo, K.ring_hi = ring_lo, ring_hi
+    # The ring holds positions >= ns only, and none without ring slots: the slot arithmetic
+    # then never sees a negative or zero divisor, whatever the caller passed.
+    K.ring_lo, K.ring_hi = (ring_lo if ring_lo > K.ns else K.ns), (ring_hi if K.C else -1)
     K.left, K.right, K.chunk, K.nsink = left, right, chunk, sink_tokens
     # Empty arrays have no element 0: NULL, never dereferenced (S == 0: no explicit key,
     # nslots == 0: no cache).

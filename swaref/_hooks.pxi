@@ -160,7 +160,8 @@ def runs_kernel(q_pos, int64_t left, int64_t right, int64_t chunk, int64_t sink_
     (hi = POS_INF where unbounded; prefix_last = -1: no prefix, and then lo = 0 or no sink
     token reaches the range).
 
-    Equals: {j : j <= prefix_last} | {j : lo <= j <= hi} == {j : (j < sink_tokens and j <= p) or lo(p) <= j <= hi(p)}
+    Equals: {j : j <= prefix_last} | {j : lo <= j <= hi} ==
+    {j : (j < sink_tokens and j <= p) or lo(p) <= j <= hi(p)}
     """
     cdef Keys K
     K.left, K.right, K.chunk, K.nsink = left, right, chunk, sink_tokens
@@ -182,7 +183,8 @@ def lanes_kernel(lo, hi, int64_t tstart, present):
     run of positions lo[t] .. hi[t] (lo None: from 0), keys present [TILE] (bool) ->
     (ja [T], jb [T]) intp.
 
-    Equals: ja, jb = clip(lo - tstart, 0, TILE), clip(hi + 1 - tstart, 0, TILE); (0, 0) where ja >= jb or no present lane lies in ja .. jb-1
+    Equals: ja, jb = clip(lo - tstart, 0, TILE), clip(hi + 1 - tstart, 0, TILE);
+    (0, 0) where ja >= jb or no present lane lies in ja .. jb-1
     """
     cdef Rows R
     hi_a = np.ascontiguousarray(hi, dtype=np.int64)

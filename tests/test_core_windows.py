@@ -514,9 +514,12 @@ def test_the_kernel_refuses_parameters_it_cannot_index_with():
 # backend="reference", and bitwise across schedules, threads, ring rotations and slack.
 
 def public_cache(window, Hkv, D, dtype, T, slack):
+    """A cache of the window's span + slack slots; a full-attention one also holds slack + 2
+    drafts beyond T."""
     import swaref
     span = None if window is None else (window.size if isinstance(window, (Sliding, Chunked)) else window)
-    return swaref.RollingBufferCache(window, Hkv, D, dtype=dtype, capacity=(T if span is None else span) + slack)
+    return swaref.RollingBufferCache(window, Hkv, D, dtype=dtype,
+                                     capacity=(T + 2 if span is None else span) + slack)
 
 
 @settings(max_examples=2 * settings.default.max_examples)
@@ -585,7 +588,8 @@ def test_public_api_two_sided_attention(data):
     dtype = data.draw(st.sampled_from(KERNEL_DTYPES), label="dtype")
     variant = draw_variant(data, 4, plain=True)
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
-    k_pos = (np.cumsum(rng.integers(1, 3, S)) + data.draw(st.sampled_from([0, 2 ** 40]), label="offset")).astype(np.int64)
+    offset = data.draw(st.sampled_from([0, 2 ** 40]), label="offset")
+    k_pos = (np.cumsum(rng.integers(1, 3, S)) + offset).astype(np.int64)
     q_pos = np.sort(rng.choice(k_pos, T, replace=False)).astype(np.int64)
     if not rule_mask(q_pos, k_pos, window).any(axis=1).all():
         return

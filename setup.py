@@ -199,8 +199,11 @@ class build_ext(_build_ext):
             self.parallel = os.cpu_count() or 1
 
     def run(self):
+        # build/lib is what a wheel is made of, and outlives the build that filled it (pip builds in
+        # the tree): a kernel module some earlier build left there would ship in the wheel.
+        self._remove_other_kernels(os.path.join(self.build_lib, "swaref"))
         if self.inplace:
-            self._remove_other_kernels()
+            self._remove_other_kernels(os.path.join(HERE, "swaref"))
         super().run()
         if self.inplace:        # setuptools built into build/lib and copied the modules: the records too
             for ext in self.extensions:
@@ -208,14 +211,13 @@ class build_ext(_build_ext):
                     shutil.copyfile(ext.swaref_written, os.path.join(
                         os.path.dirname(self.get_ext_fullpath(ext.name)), os.path.basename(ext.swaref_written)))
 
-    def _remove_other_kernels(self):
-        keep = {os.path.abspath(self.get_ext_fullpath(e.name)) for e in self.extensions}
+    def _remove_other_kernels(self, pkg):
+        """Delete from `pkg` the kernel modules (and records) this build does not make."""
+        keep = {f"_core_{e.swaref_record['target']}" for e in self.extensions if hasattr(e, "swaref_record")}
         suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-        pkg = os.path.join(HERE, "swaref")
-        stale = [os.path.join(pkg, "_core" + suffix)] + [
-            os.path.join(pkg, f"_core_{n}{suffix}") for n in CPU.TARGETS]
-        for path in stale:
-            if os.path.exists(path) and os.path.abspath(path) not in keep:
+        for stem in ["_core"] + [f"_core_{n}" for n in CPU.TARGETS]:
+            path = os.path.join(pkg, stem + suffix)
+            if os.path.exists(path) and stem not in keep:
                 print(f"removing {os.path.relpath(path, HERE)}: not part of this build")
                 os.remove(path)
                 rec = path[: -len(suffix)] + ".json"

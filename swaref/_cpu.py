@@ -1,8 +1,10 @@
 """Which compiled kernel this CPU runs: the CPU's features, the targets built, and the choice.
 
 setup.py compiles the kernel (swaref/_core.pyx, one generated C file) once per *target* into
-``swaref/_core_<target>.<ext>``; each file holds the same module, ``swaref._core``, compiled
-for other instructions:
+``swaref/_targets/<target>.<ext>``; each file holds the same module, ``swaref._core``, compiled
+for other instructions.  swaref/_targets/ is not a package: nothing imports those files by
+name (a module walker, or ``import swaref._targets.v4`` on a CPU without AVX-512, would run
+instructions the CPU may lack); only ``load`` below does, by path, after the choice:
 
 ======== ============================================================ ==========================
 target   compiled with                                                runs on
@@ -102,7 +104,7 @@ X86_64_V4 = X86_64_V3 + ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512v
 @dataclass(frozen=True)
 class Target:
     """A way to compile the kernel: its flags, and the CPU features the result needs."""
-    name: str                 # the module file is swaref/_core_<name>.<ext>
+    name: str                 # the module file is swaref/_targets/<name>.<ext>
     machine: str              # "x86_64", or "" for every machine
     rank: int                 # the best runnable target (highest rank) is chosen
     flags: tuple              # compiler flags
@@ -209,15 +211,15 @@ def _brand(cpuid):
 # ---------------------------------------------------------------------------------------------
 # The targets built
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_targets")
 
 
 def built(where=HERE):
-    """{target name: path of its module} for the targets compiled next to this file."""
+    """{target name: path of its module} for the targets compiled into swaref/_targets/."""
     found = {}
     for name in known_targets():
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            path = os.path.join(where, f"_core_{name}{suffix}")
+            path = os.path.join(where, f"{name}{suffix}")
             if os.path.exists(path):
                 found[name] = path
                 break
@@ -309,7 +311,7 @@ def kernel():
     """The module swaref._core stands for: the chosen target's (swaref/_core.py calls this once)."""
     targets = built()
     if not targets:
-        raise ImportError(f"no compiled kernel target in {HERE} (swaref/_core_<target>.so)", name="swaref._core")
+        raise ImportError(f"no compiled kernel target in {HERE}", name="swaref._core")
     name = choose(targets, cpu()["features"], os.environ.get(ENV_FORCE, ""))
     module = load(name, targets[name])
     _CHOSEN[:] = [name]
@@ -329,7 +331,7 @@ def describe():
     """Everything `swaref info` prints, as a dict (never raises: a failure is reported in "error")."""
     d = {"machine": machine(), "cpu": None, "features": [], "xcr0": None, "built": {}, "runnable": [],
          "target": None, "forced": os.environ.get(ENV_FORCE, ""), "module": None, "flags": None,
-         "uses": [], "openmp": None, "threads": None, "debug": None, "blas": blas(), "error": None}
+         "uses": [], "openmp": None, "threads": None, "build": None, "blas": blas(), "error": None}
     try:
         c = cpu()
         d.update(cpu=c["name"], features=sorted(c["features"]), xcr0=c["xcr0"])
@@ -344,7 +346,7 @@ def describe():
         d.update(target=name, module=_core.__file__, flags=d["built"][name],
                  uses=[f.name for f in X86_FEATURES if f.name in (requirements(name, targets[name]) or ())],
                  openmp=bool(_core.openmp_enabled()), threads=int(_core.default_threads()),
-                 debug=bool(getattr(_core, "DEBUG", False)))
+                 build=record(targets[name]).get("build", "unrecorded"))
     except Exception as exc:                  # a report, not a check: say what went wrong
         d["error"] = f"{type(exc).__name__}: {exc}"
     return d
@@ -367,7 +369,7 @@ def summary(d=None):
         return f"kernel: not loaded ({d['error']})"
     how = f"forced by {ENV_FORCE}" if d["forced"] not in ("", "auto") else "the best this CPU runs"
     return (f"kernel target {d['target']} ({TARGETS[d['target']].summary}; {how}; built: {' '.join(d['built'])}), "
-            f"OpenMP {'on' if d['openmp'] else 'off'}{', DEBUG build' if d['debug'] else ''}")
+            f"OpenMP {'on' if d['openmp'] else 'off'}{'' if d['build'] == 'release' else ', ' + d['build'] + ' build'}")
 
 
 def report(d):

@@ -139,7 +139,7 @@ def test_leaves_beyond_the_maximum_are_not_read():
 # The choice
 
 V3_CPU = frozenset(_cpu.X86_64_V3)
-THREE = {"v2": "/x/_core_v2.so", "v3": "/x/_core_v3.so", "v4": "/x/_core_v4.so"}
+THREE = {"v2": "/x/v2.so", "v3": "/x/v3.so", "v4": "/x/v4.so"}
 
 
 @pytest.mark.skipif(not X86, reason="x86 target names")
@@ -148,16 +148,16 @@ def test_choose_the_best_runnable_or_the_forced_one():
     assert _cpu.choose(THREE, V3_CPU) == "v3"
     assert _cpu.choose(THREE, V3_CPU, "auto") == "v3"
     assert _cpu.choose(THREE, V3_CPU, "v2") == "v2"
-    assert _cpu.choose({"v2": "/x/_core_v2.so"}, V3_CPU) == "v2"
+    assert _cpu.choose({"v2": "/x/v2.so"}, V3_CPU) == "v2"
 
 
 @pytest.mark.skipif(not X86, reason="x86 target names")
 @pytest.mark.parametrize("targets, features, forced, words", [
     (THREE, V3_CPU, "v4", ["SWAREF_TARGET=v4", "cannot run", "avx512f", "it runs: v3, v2"]),
-    ({"v2": "/x/_core_v2.so"}, V3_CPU, "v3", ["SWAREF_TARGET=v3", "not built", "built: v2"]),
+    ({"v2": "/x/v2.so"}, V3_CPU, "v3", ["SWAREF_TARGET=v3", "not built", "built: v2"]),
     (THREE, V3_CPU, "avx9", ["SWAREF_TARGET must be one of", "v2", "'avx9'"]),
     (THREE, frozenset({"sse3"}), "", ["none of the compiled kernel targets", "v2 needs", "sse4_2"]),
-    ({"native": "/nowhere/_core_native.so"}, V3_CPU, "", ["native", "_core_native.json", "missing"]),
+    ({"native": "/nowhere/native.so"}, V3_CPU, "", ["native", "native.json", "missing"]),
 ])
 def test_refusals_name_what_was_asked_and_why(targets, features, forced, words):
     with pytest.raises(SwarefError) as e:
@@ -168,8 +168,8 @@ def test_refusals_name_what_was_asked_and_why(targets, features, forced, words):
 
 
 def test_native_runs_where_its_recorded_features_are(tmp_path):
-    so = tmp_path / "_core_native.cpython-311-x86_64-linux-gnu.so"
-    (tmp_path / "_core_native.json").write_text(json.dumps({"requires": list(_cpu.X86_64_V4)}))
+    so = tmp_path / "native.cpython-311-x86_64-linux-gnu.so"
+    (tmp_path / "native.json").write_text(json.dumps({"requires": list(_cpu.X86_64_V4)}))
     assert _cpu.runnable({"native": str(so), "v3": ""}, frozenset(_cpu.X86_64_V4)) == ["native", "v3"]
     assert _cpu.runnable({"native": str(so), "v3": ""}, V3_CPU) == ["v3"]
 
@@ -244,6 +244,19 @@ def test_each_module_holds_only_its_targets_instructions(target):
         assert c["evex"] == 0 and c["zmm"] == 0 and c["vex"] > 0
     else:                                     # the twin: the v4 module is full of them
         assert c["evex"] > 100 and c["zmm"] > 100
+
+
+def test_target_modules_are_hidden_from_module_walkers():
+    """swaref/_targets/ is a folder, not a package: pkgutil (tests/test_errors.py walks every
+    module of swaref) never imports a target by name, and importing one by name fails cleanly
+    (its init function is swaref._core's) instead of running instructions the CPU may lack."""
+    import importlib
+    import pkgutil
+    names = [m.name for m in pkgutil.walk_packages(swaref.__path__, "swaref.")]
+    assert "swaref._core" in names and not [n for n in names if "_targets" in n]
+    for name in BUILT:
+        with pytest.raises(ImportError, match="PyInit_"):
+            importlib.import_module(f"swaref._targets.{name}")
 
 
 # ==============================================================================================
@@ -321,7 +334,7 @@ def test_a_single_target_module_from_before_targets_is_refused(tmp_path):
     pkg = tmp_path / "swaref"
     shutil.copytree(os.path.dirname(swaref.__file__), pkg, ignore=shutil.ignore_patterns("__pycache__"))
     name, path = next(iter(BUILT.items()))
-    suffix = os.path.basename(path)[len(f"_core_{name}"):]
+    suffix = os.path.basename(path)[len(name):]
     shutil.copyfile(path, pkg / f"_core{suffix}")
     code = ("import numpy as np, swaref\n"
             "q = np.ones((2, 1, 4))\n"

@@ -2,9 +2,9 @@
 
 setup.py compiles the kernel (swaref/_core.pyx, one generated C file) once per *target* into
 ``swaref/_targets/<target>.<ext>``; each file holds the same module, ``swaref._core``, compiled
-for other instructions.  swaref/_targets/ is not a package: nothing imports those files by
-name (a module walker, or ``import swaref._targets.v4`` on a CPU without AVX-512, would run
-instructions the CPU may lack); only ``load`` below does, by path, after the choice:
+for other instructions.  swaref/_targets/ is not a package, so module walkers do not see
+those files (imported by name they would fail: their init function is swaref._core's); only
+``load`` below loads one, by path, after the choice:
 
 ======== ============================================================ ==========================
 target   compiled with                                                runs on
@@ -13,8 +13,9 @@ v2       ``-march=x86-64-v2``: SSE4.2, POPCNT                          every x86
 v3       ``-march=x86-64-v3``: AVX2, FMA, BMI2                         Haswell, Zen 1 and later
 v4       ``-march=x86-64-v4 -mprefer-vector-width=512``: AVX-512       Skylake-X, Zen 4 and later
 base     the compiler's default for the machine (aarch64: ARMv8-A)     every CPU of that machine
-native   ``-march=native`` of the machine that built it                that machine (its features
-         (``SWAREF_TARGETS=native``, the one-module developer build)   are recorded and checked)
+native   ``-march=native`` of the machine that built it                that machine (on x86 its
+         (``SWAREF_TARGETS=native``, the one-module developer build)   features are recorded and
+                                                                       checked; elsewhere trusted)
 ======== ============================================================ ==========================
 
 ``import swaref._core`` (swaref/_core.py) loads the highest target this CPU runs: on x86 the
@@ -211,10 +212,10 @@ def _brand(cpuid):
 # ---------------------------------------------------------------------------------------------
 # The targets built
 
-HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_targets")
+TARGET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_targets")
 
 
-def built(where=HERE):
+def built(where=TARGET_DIR):
     """{target name: path of its module} for the targets compiled into swaref/_targets/."""
     found = {}
     for name in known_targets():
@@ -275,7 +276,7 @@ def choose(targets, features, forced=""):
                                      f"{machine()}; got {forced!r}")
     if forced not in targets:
         raise SwarefError("backend", f"{ENV_FORCE}={forced}: that kernel target is not built here (built: {names}); "
-                                     f"build it with SWAREF_TARGETS={forced} python setup.py build_ext --inplace")
+                                     f"build it: SWAREF_TARGETS={','.join([*targets, forced])} python setup.py build_ext --inplace")
     if forced not in can:
         raise SwarefError("backend", f"{ENV_FORCE}={forced}: this CPU cannot run that kernel target "
                                      f"({_why_not(forced, targets[forced], features)}); it runs: "
@@ -294,7 +295,6 @@ def _why_not(name, path, features):
 # Loading
 
 _LOADED = {}        # target name -> its module (a module file can only be initialised once)
-_CHOSEN = []        # [name] once swaref/_core.py has chosen
 
 
 def load(name, path):
@@ -311,11 +311,9 @@ def kernel():
     """The module swaref._core stands for: the chosen target's (swaref/_core.py calls this once)."""
     targets = built()
     if not targets:
-        raise ImportError(f"no compiled kernel target in {HERE}", name="swaref._core")
+        raise ImportError(f"no compiled kernel target in {TARGET_DIR}", name="swaref._core")
     name = choose(targets, cpu()["features"], os.environ.get(ENV_FORCE, ""))
-    module = load(name, targets[name])
-    _CHOSEN[:] = [name]
-    return module
+    return load(name, targets[name])
 
 
 def target_of(module):

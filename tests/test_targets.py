@@ -249,7 +249,7 @@ def test_each_module_holds_only_its_targets_instructions(target):
 def test_target_modules_are_hidden_from_module_walkers():
     """swaref/_targets/ is a folder, not a package: pkgutil (tests/test_errors.py walks every
     module of swaref) never imports a target by name, and importing one by name fails cleanly
-    (its init function is swaref._core's) instead of running instructions the CPU may lack."""
+    (its init function is swaref._core's: an ImportError, before any of its code runs)."""
     import importlib
     import pkgutil
     names = [m.name for m in pkgutil.walk_packages(swaref.__path__, "swaref.")]

@@ -37,12 +37,22 @@ MAX_THREADS = 4096
 
 
 def _core():
+    """swaref._core: the kernel as compiled for the best target this CPU runs (swaref/_cpu.py;
+    SWAREF_TARGET forces another), chosen at its first import."""
     try:
         from . import _core
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise SwarefError(
             "backend", f"backend='cython' needs the compiled extension swaref._core, which is not built "
                        f"({exc}); run `python setup.py build_ext --inplace` or `pip install .`") from None
+    from ._cpu import target_of
+    if target_of(_core) is None:
+        # A single-target swaref/_core.<ext> from before targets shadows swaref/_core.py: it was
+        # built for some CPU, maybe not this one, and nothing checked.
+        raise SwarefError(
+            "backend", f"backend='cython': {_core.__file__} is a kernel from before swaref built one per CPU "
+                       f"target, and nothing says this CPU runs it; delete it, or rebuild with "
+                       f"`python setup.py build_ext --inplace` (which deletes it)")
     return _core
 
 

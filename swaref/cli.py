@@ -53,7 +53,11 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    return modules[args.command].run(args) or 0
+    try:
+        return modules[args.command].run(args) or 0
+    except BrokenPipeError:                      # `swaref info | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -101,9 +101,21 @@ ext = Extension(
     define_macros=macros,
 )
 
+# swaref._linear (a model's linear layers): compiled for the x86-64 baseline whatever the flags above;
+# it picks its AVX2 / AVX-512 function versions at run time (swaref/_linear.h).
+linear_ext = Extension(
+    "swaref._linear",
+    ["swaref/_linear.pyx"],
+    depends=["swaref/_linear.h"],
+    include_dirs=[np.get_include()],
+    extra_compile_args=[a for a in compile_args if not a.startswith(("-march", "-mprefer"))],
+    extra_link_args=link_args,
+    define_macros=macros,
+)
+
 setup(
     ext_modules=cythonize(
-        [ext],
+        [ext, linear_ext],
         compiler_directives=directives,
         # --force must regenerate the C too: cythonize otherwise keeps a _core.c generated with
         # another build's directives (a debug build's checked division inside a release build).

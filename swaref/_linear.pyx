@@ -77,6 +77,18 @@ def set_isa(name=None):
     return old
 
 
+def widen_block_elements(n=None):
+    """Get, or set and return the previous, float32 elements of W widened per product on the
+    large-T bfloat16 path (tests lower it to cross block boundaries with small matrices)."""
+    global widen_block
+    old = widen_block
+    if n is not None:
+        if int(n) < 1:
+            raise SwarefError("argument", f"widen_block_elements must be >= 1, got {n}")
+        widen_block = int(n)
+    return old
+
+
 def min_work_per_thread(n=None):
     """Get, or set and return the previous, multiply-adds per thread below which fewer threads run."""
     global min_work
@@ -204,7 +216,7 @@ def linear(x, w, b=None, num_threads=None):
     if w.dtype == np.float32:
         y = x @ w.T
         return y if b is None else y + b
-    cdef Py_ssize_t out = w.shape[0], n = w.shape[1], o, step = max(16, widen_block // max(n, 1))
+    cdef Py_ssize_t out = w.shape[0], n = w.shape[1], o, step = max(1, widen_block // max(n, 1))
     y = np.empty((x.shape[0], out), dtype=np.float32)
     scratch = np.empty((min(step, out), n), dtype=np.float32)
     cdef const uint16_t[:, ::1] wh = w

@@ -22,6 +22,7 @@ bfloat16 weights are held as their raw bits, a uint16 array.
 """
 cimport cython
 from cython.parallel cimport prange
+from libc.math cimport sqrt
 from libc.stdint cimport uint16_t
 
 import numpy as np
@@ -228,3 +229,39 @@ def linear(x, w, b=None, num_threads=None):
             swl_widen(&wh[o, 0], &sv[0, 0], m * n)
         np.matmul(x, scratch[:m].T, out=y[:, o:o + m])
     return y if b is None else y + b
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+def rms_norm(x, w, double eps):
+    """x [T, d] float32, w [d] float32 -> (x * r) * w with r = float32(1 / sqrt(mean(x^2) + eps)), the
+    mean of the squares accumulated in float64 in index order.
+
+    The compiled twin of ``swaref.models.layers.rms_norm`` (whose NumPy mean sums pairwise: r can
+    differ from it only when the float64 value lies within ~1e-16 of a float32 rounding boundary)."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
+        raise SwarefTypeError("dtype", f"x must be a float32 array [T, d], got "
+                                       f"{x.dtype if isinstance(x, np.ndarray) else type(x).__name__}")
+    if not isinstance(w, np.ndarray) or w.dtype != np.float32 or w.shape != (x.shape[1],):
+        raise SwarefTypeError("dtype", f"w must be a float32 array of shape ({x.shape[1]},)")
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    y = np.empty_like(x)
+    cdef const float[:, ::1] xv = x
+    cdef const float[::1] wv = w
+    cdef float[:, ::1] yv = y
+    cdef Py_ssize_t T = x.shape[0], d = x.shape[1], t, i
+    cdef double ss
+    cdef float r
+    if d == 0:
+        return y
+    with nogil:
+        for t in range(T):
+            ss = 0.0
+            for i in range(d):
+                ss = ss + <double>xv[t, i] * <double>xv[t, i]
+            r = <float>(1.0 / sqrt(ss / d + eps))
+            for i in range(d):
+                yv[t, i] = (xv[t, i] * r) * wv[i]
+    return y

@@ -220,3 +220,15 @@ def test_the_best_isa_is_in_use_and_named():
 def test_empty_shapes():
     assert _linear.linear(np.zeros((2, 0), np.float32), np.zeros((3, 0), np.float32)).tolist() == [[0.0] * 3] * 2
     assert _linear.linear(np.zeros((2, 4), np.float32), np.zeros((0, 4), np.uint16)).shape == (2, 0)
+
+
+def test_compiled_rms_norm_is_the_formula():
+    # (x * r) * w with r = float32(1 / sqrt(mean(x^2) + eps)), the mean in float64: written out here.
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((6, 97)) * 10.0 ** rng.integers(-3, 4, (6, 1))).astype(np.float32)
+    w = rng.standard_normal(97).astype(np.float32)
+    r = np.array([np.float32(1.0 / np.sqrt(sum(float(v) ** 2 for v in row) / 97 + 1e-5)) for row in x])
+    assert same_bits(_linear.rms_norm(x, w, 1e-5), (x * r[:, None]) * w)
+    assert not same_bits(_linear.rms_norm(x, w, 1e-6), (x * r[:, None]) * w)    # the check sees eps
+    with pytest.raises(SwarefTypeError, match=r"w must be a float32 array of shape \(97,\)"):
+        _linear.rms_norm(x, w[:-1], 1e-5)

@@ -221,7 +221,8 @@ def _forward_checked(model, toks, segments, caches, backend, num_threads, logits
     out = []
     for off, n, _ in segments:
         rows = h[off: off + n] if logits == "all" else h[off + n - 1: off + n]
-        y = linear(norm(rows, model.final_norm, model.final_norm_b, cfg), model.lm_head, None, backend, num_threads)
+        y = linear(norm(rows, model.final_norm, model.final_norm_b, cfg, backend), model.lm_head, None, backend,
+                   num_threads)
         if cfg.logit_scale is not None:
             y = y * np.float32(cfg.logit_scale)
         if cfg.final_softcap is not None:  # Gemma 2: c * tanh(logits / c), in float64 like the norms' statistics

@@ -20,12 +20,16 @@ from .bf16 import as_float32
 from .rope import StepRotations, rotate
 
 
-def rms_norm(x, weight, eps):
+def rms_norm(x, weight, eps, backend="reference"):
     """x: [..., d], weight: [d]  ->  [..., d] float32.
 
     weight * x / sqrt(mean(x^2) + eps); the mean is accumulated in float64
-    (transformers does it in float32; the difference is far below 1e-6).
+    (transformers does it in float32; the difference is far below 1e-6).  backend "cython" with
+    x [T, d]: swaref._linear.rms_norm, the same formula in one compiled pass (its float64 sum runs
+    in index order, NumPy's pairwise: the float32 result differs only in a ~1e-8 chance case).
     """
+    if backend == "cython" and x.ndim == 2:
+        return _linear_kernel().rms_norm(x, weight, eps)
     ms = np.mean(np.square(x, dtype=np.float64), axis=-1, keepdims=True)
     return (x * (1.0 / np.sqrt(ms + eps)).astype(np.float32)) * weight
 
@@ -38,10 +42,11 @@ def layer_norm(x, weight, bias, eps):
     return y if bias is None else y + bias
 
 
-def norm(x, weight, bias, cfg):
+def norm(x, weight, bias, cfg, backend="reference"):
     """The config's norm kind: "rms", or "layer" / "layer_nobias" (LayerNorm; the bias when it has one)."""
-    return rms_norm(x, weight, cfg.rms_norm_eps) if cfg.norm == "rms" else layer_norm(x, weight, bias,
-                                                                                      cfg.rms_norm_eps)
+    if cfg.norm == "rms":
+        return rms_norm(x, weight, cfg.rms_norm_eps, backend)
+    return layer_norm(x, weight, bias, cfg.rms_norm_eps)
 
 
 def silu(x):
@@ -57,13 +62,19 @@ def gelu_tanh(x):
 ACTIVATIONS = {"silu": silu, "gelu_tanh": gelu_tanh}
 
 
+_LINEAR = []
+
+
 def _linear_kernel():
-    try:
-        from .. import _linear
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SwarefError("backend", f"backend='cython' needs the compiled extension swaref._linear, which is not "
-                                     f"built ({exc}); run `python setup.py build_ext --inplace`") from None
-    return _linear
+    """swaref._linear, imported once (a decode step calls it ~100 times)."""
+    if not _LINEAR:
+        try:
+            from .. import _linear
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise SwarefError("backend", f"backend='cython' needs the compiled extension swaref._linear, which is "
+                                         f"not built ({exc}); run `python setup.py build_ext --inplace`") from None
+        _LINEAR.append(_linear)
+    return _LINEAR[0]
 
 
 def linear(x, w, b=None, backend="reference", num_threads=None):
@@ -197,16 +208,17 @@ def decoder_layer(h, lw, cfg, li, segments, caches, backend="reference", num_thr
     ``parallel`` (Cohere) attention and MLP read the same normalised input and
     are added to the residual together.
     """
-    x = h if lw.attn_norm is None else norm(h, lw.attn_norm, lw.attn_norm_b, cfg)
+    x = h if lw.attn_norm is None else norm(h, lw.attn_norm, lw.attn_norm_b, cfg, backend)
     if rotations is None:
         rotations = StepRotations(cfg, segments)
     a = attention_block(x, lw, cfg, segments, caches, backend, num_threads, rotations.layer(li))
     if cfg.parallel:
         return h + a + mlp(x, lw, cfg, backend, num_threads)
     if lw.attn_out_norm is not None:
-        a = norm(a, lw.attn_out_norm, None, cfg)
+        a = norm(a, lw.attn_out_norm, None, cfg, backend)
     h = h + a
-    m = mlp(h if lw.mlp_norm is None else norm(h, lw.mlp_norm, lw.mlp_norm_b, cfg), lw, cfg, backend, num_threads)
+    m = mlp(h if lw.mlp_norm is None else norm(h, lw.mlp_norm, lw.mlp_norm_b, cfg, backend), lw, cfg, backend,
+            num_threads)
     if lw.mlp_out_norm is not None:
-        m = norm(m, lw.mlp_out_norm, None, cfg)
+        m = norm(m, lw.mlp_out_norm, None, cfg, backend)
     return h + m

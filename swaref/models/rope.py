@@ -110,16 +110,17 @@ def rope_cos_sin(positions, rot_dim, theta, scaling=()):
 class Rotation:
     """RoPE for a fixed list of positions, as tables over the R rotated dims of a head.
 
-    For a pair (a, b) = (x[i], x[j]) with angle c = cos, s = sin, RoPE gives
-    (a c - b s, b c + a s).  Written per element: y[e] = x[e] C[e] + x[perm[e]] S[e]
-    with C = (c, c) and S = (-s, s) on the pair's two elements, perm swapping them.
-    This is bitwise the pairwise formula (a c + b (-s) rounds exactly as a c - b s)
-    and one expression for both layouts.  cos: [T, 1, R], sin_signed: [T, 1, R].
+    For a pair (a, b) with angle cos c, sin s, RoPE gives (a c - b s, b c + a s).  The R dims are
+    viewed as pairs along an axis of two: [2, R/2] for "half" (pair i: i and i + R/2), [R/2, 2]
+    for "interleaved" (2i and 2i + 1); reversing that axis (a view) swaps each pair's elements, so
+    y = x C + swap(x) S with C = (c, c) and S = (-s, s) on the pair.  This is bitwise the pairwise
+    formula (a c + b (-s) rounds exactly as a c - b s) in one expression for both layouts.
+    cos, sin_signed: [T, 1, 2, R/2] ("half") or [T, 1, R/2, 2] ("interleaved").
     """
 
     cos: np.ndarray
     sin_signed: np.ndarray
-    perm: np.ndarray     # [R] int: the other element of each element's pair
+    layout: str
     rot_dim: int
 
 
@@ -127,15 +128,10 @@ def rotation(positions, rot_dim, theta, layout="half", scaling=()):
     """positions: [T]  ->  Rotation tables for ``rotate`` (cos/sin computed once, float64 angles)."""
     if layout not in ROPE_LAYOUTS:
         raise SwarefError("argument", f"RoPE layout must be one of {ROPE_LAYOUTS}, got {layout!r}")
-    R, h = rot_dim, rot_dim // 2
-    cos, sin = rope_cos_sin(positions, R, theta, scaling)               # [T, R/2]
-    if layout == "half":   # pair i: (i, i + R/2)
-        c, s = np.concatenate([cos, cos], axis=1), np.concatenate([-sin, sin], axis=1)
-        perm = np.concatenate([np.arange(h, R), np.arange(0, h)])
-    else:                  # interleaved, pair i: (2i, 2i + 1)
-        c, s = np.repeat(cos, 2, axis=1), np.stack([-sin, sin], axis=2).reshape(len(cos), R)
-        perm = np.arange(R) ^ 1
-    return Rotation(c[:, None, :], s[:, None, :], perm, R)
+    cos, sin = rope_cos_sin(positions, rot_dim, theta, scaling)          # [T, R/2]
+    axis = 1 if layout == "half" else 2
+    c, s = np.stack([cos, cos], axis=axis), np.stack([-sin, sin], axis=axis)
+    return Rotation(c[:, None], s[:, None], layout, rot_dim)
 
 
 def rotate(x, rot):
@@ -143,11 +139,15 @@ def rotate(x, rot):
 
     The first rot_dim dims are rotated (partial rotary), the rest pass unchanged.
     """
+    T, H, D = x.shape
     R = rot.rot_dim
-    if R == x.shape[-1]:
-        return x * rot.cos + x[..., rot.perm] * rot.sin_signed
+    pairs = (T, H, 2, R // 2) if rot.layout == "half" else (T, H, R // 2, 2)
+    if R == D:
+        xp = x.reshape(pairs)
+        swapped = xp[:, :, ::-1, :] if rot.layout == "half" else xp[..., ::-1]
+        return (xp * rot.cos + swapped * rot.sin_signed).reshape(T, H, D)
     out = np.array(x, dtype=np.float32, copy=True)
-    out[..., :R] = x[..., :R] * rot.cos + x[..., rot.perm] * rot.sin_signed
+    out[..., :R] = rotate(np.ascontiguousarray(x[..., :R]), rot)
     return out
 
 

@@ -131,26 +131,24 @@ __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx2,fma"))) sta
 SWL512_BLOCK(swl512_block_f32, float, swl512_w_f32, swl512_w_f32_m)
 SWL512_BLOCK(swl512_block_bf16, uint16_t, swl512_w_bf16, swl512_w_bf16_m)
 
-/* The row loop: full blocks of SWL_R rows, then single rows; tokens in groups of SWL_TB. */
-#define SWL_CASE(BLOCK, TBV)                                                                              \
-    {                                                                                                      \
-        swl_idx o = o0;                                                                                    \
-        for (; o + SWL_R <= o1; o += SWL_R) { BLOCK(x, n, w, b, y, ldy, o, t0, SWL_R, TBV); }              \
-        for (; o < o1; o++) { BLOCK(x, n, w, b, y, ldy, o, t0, 1, TBV); }                                  \
+/* The row loop: blocks of SWL_R rows (then single rows), and for each block every group of SWL_TB
+   tokens while the block's rows are in L1: W is read from memory once whatever T. */
+#define SWL_GROUPS(BLOCK, RV)                                                                             \
+    for (swl_idx t0 = 0; t0 < T; t0 += SWL_TB) {                                                           \
+        switch (T - t0 < SWL_TB ? T - t0 : SWL_TB) {                                                       \
+        case 1: BLOCK(x, n, w, b, y, ldy, o, t0, RV, 1); break;                                            \
+        case 2: BLOCK(x, n, w, b, y, ldy, o, t0, RV, 2); break;                                            \
+        case 3: BLOCK(x, n, w, b, y, ldy, o, t0, RV, 3); break;                                            \
+        default: BLOCK(x, n, w, b, y, ldy, o, t0, RV, 4); break;                                           \
+        }                                                                                                  \
     }
 
 #define SWL_ROWS(NAME, ATTR, WT, BLOCK)                                                                   \
 ATTR void NAME(const float* x, swl_idx T, swl_idx n, const WT* w, const float* b, float* y, swl_idx ldy,   \
                swl_idx o0, swl_idx o1) {                                                                   \
-    for (swl_idx t0 = 0; t0 < T; t0 += SWL_TB) {                                                           \
-        swl_idx tb = T - t0 < SWL_TB ? T - t0 : SWL_TB;                                                    \
-        switch (tb) {                                                                                      \
-        case 1: SWL_CASE(BLOCK, 1) break;                                                                  \
-        case 2: SWL_CASE(BLOCK, 2) break;                                                                  \
-        case 3: SWL_CASE(BLOCK, 3) break;                                                                  \
-        default: SWL_CASE(BLOCK, 4) break;                                                                 \
-        }                                                                                                  \
-    }                                                                                                      \
+    swl_idx o = o0;                                                                                        \
+    for (; o + SWL_R <= o1; o += SWL_R) { SWL_GROUPS(BLOCK, SWL_R) }                                       \
+    for (; o < o1; o++) { SWL_GROUPS(BLOCK, 1) }                                                           \
 }
 
 SWL_ROWS(swl_rows_f32_avx512, __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static, float,

@@ -5,7 +5,8 @@ memory-bound, and what counts is streaming W at the DRAM read rate.
 ``linear`` does that for T <= ``SMALL_T`` tokens: OpenMP threads each take a
 contiguous range of output rows, and each thread runs the micro-kernel of
 swaref/_linear.h over blocks of 4 rows of W side by side, every token group's
-accumulators in registers, each row's stream prefetched ahead.  For more
+accumulators in registers, each row's stream prefetched ahead; a block serves
+every group of tokens while it is in L1, so W leaves memory once whatever T.  For more
 tokens the product is compute-bound and BLAS wins: float32 W goes to NumPy's
 ``x @ W.T``; bfloat16 W is widened (exactly) one block of rows at a time into
 a float32 scratch of about 1 MiB and multiplied by NumPy there, so no full
@@ -45,7 +46,7 @@ cdef extern from "_linear.h":
 #: ISA names by level (swaref/_linear.h).
 ISAS = ("baseline", "avx2", "avx512")
 #: Token rows up to which ``linear`` streams W through its own kernel (above: BLAS).
-SMALL_T = 8
+SMALL_T = 16
 #: Multiply-adds per thread below which fewer threads run (a thread's start costs a few microseconds).
 cdef Py_ssize_t min_work = 1 << 16
 #: float32 elements of W widened per NumPy product on the large-T bfloat16 path (1 MiB).

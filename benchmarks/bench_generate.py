@@ -85,10 +85,10 @@ def time_at_positions(new_cache, prefill, step, ids):
     return {pos: float(np.median(t)) for pos, t in times.items()}
 
 
-def worker_swaref(d, prompt_len, n_new, backend, threads):
+def worker_swaref(d, prompt_len, n_new, backend, threads, dtype="float32"):
     from swaref import models as M
     from swaref.models import load_model
-    model = load_model(d)
+    model = load_model(d, dtype=dtype)
     rss_loaded, peak_load = rss_mib(), peak_rss_mib()
     reset_peak_rss()
     rng = np.random.default_rng(0)
@@ -152,7 +152,7 @@ def worker_transformers(d, prompt_len, n_new, attn, threads):
 
 def run_worker(engine, variant, d, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", engine, "--variant", variant, "--dir", d,
-           "--prompt", str(args.prompt), "--new", str(args.new), "--threads", str(args.threads)]
+           "--prompt", str(args.prompt), "--new", str(args.new), "--threads", str(args.threads), "--dtype", args.dtype]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -190,10 +190,13 @@ def main():
     ap.add_argument("--worker")
     ap.add_argument("--variant")
     ap.add_argument("--dir")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="swaref's weight precision (load_model's dtype); the other engines stay float32")
     args = ap.parse_args()
     if args.worker:
         fn = worker_swaref if args.worker == "swaref" else worker_transformers
-        print(json.dumps(fn(args.dir, args.prompt, args.new, args.variant, args.threads)))
+        extra = (args.dtype,) if args.worker == "swaref" else ()
+        print(json.dumps(fn(args.dir, args.prompt, args.new, args.variant, args.threads, *extra)))
         return 0
     print(f"machine: {machine()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (other processes skew every number)")
@@ -202,7 +205,7 @@ def main():
         print(f"checkpoint: random MistralForCausalLM, {n / 1e6:.1f}M parameters, "
               f"{CONFIG['num_hidden_layers']} layers, d {CONFIG['hidden_size']}, Hq {CONFIG['num_attention_heads']}, "
               f"Hkv {CONFIG['num_key_value_heads']}, D {CONFIG['head_dim']}, W {CONFIG['sliding_window']}, "
-              f"float32; prompt {args.prompt} tokens, {args.new} decoded, {args.threads} threads")
+              f"float32 (swaref weights {args.dtype}); prompt {args.prompt} tokens, {args.new} decoded, {args.threads} threads")
         results = {}
         for spec in args.engines.split(","):
             engine, variant = spec.split(":")

@@ -122,7 +122,7 @@ CASES = (
     # e^-5 relative to a visible key scoring 0, which shows (50 would give e^-50: invisible).
     ModelCase("gemma2", dict(model_type="gemma2", num_hidden_layers=3, sliding_window=8, query_pre_attn_scalar=16,
                              hidden_activation="gelu_pytorch_tanh", attn_logit_softcapping=5.0,
-                             final_logit_softcapping=30.0), 8,
+                             final_logit_softcapping=30.0, tie_word_embeddings=True), 8,
               "attention softcap 5 (before the mask), final softcap 30, 1 local : 1 global"),
     ModelCase("gpt_oss", dict(model_type="gpt_oss", num_hidden_layers=3, sliding_window=8, num_local_experts=4,
                               num_experts_per_tok=2, max_position_embeddings=64,

@@ -20,15 +20,10 @@ from swaref.modelsuite import CASES, VARIANTS, check_model_suite, generate_suite
 from swaref.modelsuite import reference as R
 from swaref.modelsuite.cases import ATOL, MIN_MISS, N_NEW, RTOL, cases_of
 from swaref.modelsuite.check import judge
-from swaref.modelsuite.engines import BROKEN_CONFIGS, broken_engine, swaref_engine
+from swaref.modelsuite.engines import BROKEN_ATTENTION, BROKEN_CONFIGS, broken_engine, dense_logits, swaref_engine
 from swaref.modelsuite.results import run_python
 from swaref.modelsuite.suite import load_model_suite, load_schema
 from swaref.modelsuite.variants import applicable
-
-#: Variants no supported architecture can show yet (Gemma 2's softcap and gpt-oss's sinks arrive
-#: with those architectures); the reference's handling of them is checked on a plan below.
-PENDING = {"softcap missing", "softcap after the mask", "sinks missing"}
-
 
 @pytest.fixture(scope="module")
 def core(tmp_path_factory):
@@ -145,9 +140,9 @@ def test_window_variants_agree_before_the_window_matters(suite):
                 assert v["diverges_at"] >= first
 
 
-def test_core_cases_plant_every_variant_but_the_pending_ones(suite):
+def test_core_cases_plant_every_variant(suite):
     planted = {n for e in suite.entries for v in e["variants"] for n in v["name"].split(" / ")}
-    assert planted == set(VARIANTS) - PENDING
+    assert planted == set(VARIANTS)
 
 
 # ---------------------------------------------------------------- the checker
@@ -177,9 +172,10 @@ def test_each_planted_bug_is_named(suite):
         g, _ = suite.golden(cid)
         v = judge(e, g, run_python(broken_engine(name), suite.checkpoint_dir(cid), g["tokens"], e))
         assert v.status == "FAIL" and v.matches_variants == [stored], (cid, name, v.message)
-        assert f"matches `{stored}`: agrees for positions < " in v.message
         expected = next(x["diverges_at"] for x in e["variants"] if x["name"] == stored)
         assert v.first_bad_position == expected
+        where = "agrees for positions < " if expected else "diverges from position 0"
+        assert f"matches `{stored}`: {where}" in v.message
 
 
 def test_the_window_dropped_line_reads_as_documented(core):
@@ -221,7 +217,7 @@ def test_logits_folder_npy_and_safetensors(core, tmp_path):
 def test_cli_generate_then_check(tmp_path, capsys):
     out = str(tmp_path / "s")
     assert cli_main(["models", "generate", out, "--quiet"]) == 0
-    assert "model suite core: 11 cases" in capsys.readouterr().out
+    assert "model suite core: 13 cases" in capsys.readouterr().out
     assert cli_main(["models", "check", out, "--python", "swaref.modelsuite.engines:window_dropped",
                      "--case", "mistral"]) == 1
     assert "matches `window dropped`" in capsys.readouterr().out
@@ -265,5 +261,45 @@ def test_sinks_variant_and_its_limit(suite, monkeypatch):
     assert "sinks missing" in applicable(model, plan, 16)
 
 
-def test_broken_configs_cover_every_plantable_variant():
-    assert set(BROKEN_CONFIGS) == set(VARIANTS) - PENDING
+def test_broken_engines_cover_every_variant():
+    assert set(BROKEN_CONFIGS) | set(BROKEN_ATTENTION) == set(VARIANTS)
+    assert not set(BROKEN_CONFIGS) & set(BROKEN_ATTENTION)
+
+
+# ---------------------------------------------------------------- Gemma 2's softcap and gpt-oss's sinks
+
+def test_softcap_and_sinks_reach_the_reference_from_the_config(suite):
+    """The reference reads the loaded model's own softcaps and sinks: Gemma 2's case caps attention at 5
+    (small enough that `softcap after the mask` shows) and logits at 30; gpt-oss's layers have sinks."""
+    gemma2, gpt_oss = (M.load_model(suite.checkpoint_dir(c)) for c in ("gemma2", "gpt_oss"))
+    cap, final, sinks = R.model_extras(gemma2)
+    assert (cap, final, sinks) == (5.0, 30.0, [None] * 3)
+    assert [lp.softcap for lp in R.correct_plan(gemma2)] == [5.0] * 3
+    cap, final, sinks = R.model_extras(gpt_oss)
+    assert cap is None and final is None and all(s.shape == (4,) for s in sinks)
+    names = {e["id"]: {v["name"] for v in e["variants"]} for e in suite.entries}
+    assert {"softcap missing", "softcap after the mask"} <= names["gemma2"] and "sinks missing" in names["gpt_oss"]
+    assert not any("softcap" in n or "sinks" in n for c, vs in names.items() if c not in ("gemma2", "gpt_oss")
+                   for n in vs)
+
+
+def _softcap_before_mask(q, k, v, window, cfg, lw):
+    """The correct Gemma 2 attention, in float64, for the dense planted engine's control."""
+    T, G = len(q), cfg.n_heads // cfg.n_kv_heads
+    kh, vh = np.repeat(k, G, axis=1).astype(np.float64), np.repeat(v, G, axis=1).astype(np.float64)
+    s = np.einsum("phd,jhd->hpj", q.astype(np.float64), kh) * cfg.attn_scale
+    s = cfg.attn_softcap * np.tanh(s / cfg.attn_softcap)
+    p, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    keep = (j <= p) & ((p - j < window) if window is not None else True)
+    s = np.where(keep, s, -np.inf)
+    w = np.exp(s - s.max(axis=-1, keepdims=True))
+    return np.einsum("hpj,jhd->phd", w / w.sum(axis=-1, keepdims=True), vh).astype(np.float32)
+
+
+def test_the_dense_planted_engine_is_right_but_for_its_bug(suite):
+    """dense_logits with the correct attention passes the Gemma 2 case: the wiring around the planted
+    attention is the model's, so a FAIL naming `softcap after the mask` is the plant's doing."""
+    e = suite.by_id["gemma2"]
+    g, _ = suite.golden("gemma2")
+    model = M.load_model(suite.checkpoint_dir("gemma2"))
+    assert judge(e, g, ("logits", dense_logits(model, g["tokens"], _softcap_before_mask))).status == "PASS"

@@ -3,8 +3,9 @@
 transformers loads each case's checkpoint folder with AutoModelForCausalLM (eager attention,
 float32) and its logits must PASS every core case: the golden values are what
 transformers computes, not only what swaref computes.  Controls: transformers with the window
-dropped (sliding_window null) fails the Mistral case naming `window dropped`, and with the
-window one larger fails naming `W+1`.
+dropped (sliding_window null) fails the Mistral case naming `window dropped`, with the
+window one larger fails naming `W+1`, and Gemma 2 without its attention softcap fails naming
+`softcap missing` (from position 1: at position 0 a query sees one key, capped or not).
 """
 import numpy as np
 import pytest
@@ -45,9 +46,11 @@ def test_transformers_passes_every_case(core):
     assert sum(line.startswith("PASS") for line in lines) == len(cases_of("core"))
 
 
-@pytest.mark.parametrize("override, variant", [({"sliding_window": None}, "window dropped"),
-                                               ({"sliding_window": 17}, "W+1")])
-def test_transformers_with_a_planted_bug_is_diagnosed(core, override, variant):
+@pytest.mark.parametrize("case, override, variant, where", [
+    ("mistral", {"sliding_window": None}, "window dropped", "W = 16"),
+    ("mistral", {"sliding_window": 17}, "W+1", "W = 16"),
+    ("gemma2", {"attn_logit_softcapping": None}, "softcap missing", "1")])
+def test_transformers_with_a_planted_bug_is_diagnosed(core, case, override, variant, where):
     lines = []
-    assert check_model_suite(core, python=hf_engine(**override), out=lines.append, only={"mistral"}) == 1
-    assert f"matches `{variant}`: agrees for positions < W = 16, diverges after" in lines[0]
+    assert check_model_suite(core, python=hf_engine(**override), out=lines.append, only={case}) == 1
+    assert f"matches `{variant}`: agrees for positions < {where}, diverges after" in lines[0]

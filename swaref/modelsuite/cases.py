@@ -117,6 +117,19 @@ CASES = (
                                                    "original_max_position_embeddings": 32},
                                                   {"rope_type": "default", "rope_theta": 5e5})), 10,
               "3 sliding : 1 global, yarn on the global layer only"),
+    # Gemma 2's released configs cap attention scores at 50; at 5 the cap bites on these peaked scores
+    # (|s| reaches ~10), and applied after the mask it gives every masked key the score -5, a weight
+    # e^-5 relative to a visible key scoring 0, which shows (50 would give e^-50: invisible).
+    ModelCase("gemma2", dict(model_type="gemma2", num_hidden_layers=3, sliding_window=8, query_pre_attn_scalar=16,
+                             hidden_activation="gelu_pytorch_tanh", attn_logit_softcapping=5.0,
+                             final_logit_softcapping=30.0, tie_word_embeddings=True), 8,
+              "attention softcap 5 (before the mask), final softcap 30, 1 local : 1 global"),
+    ModelCase("gpt_oss", dict(model_type="gpt_oss", num_hidden_layers=3, sliding_window=8, num_local_experts=4,
+                              num_experts_per_tok=2, max_position_embeddings=64,
+                              rope_parameters={"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0,
+                                               "beta_slow": 1.0, "truncate": False,
+                                               "original_max_position_embeddings": 16, "rope_theta": 150000.0}),
+              8, "learned sinks, 1 sliding : 1 full, yarn, top-2 of 4 biased experts with the clamped SwiGLU"),
     # The full suite: other windows, patterns and scalings.
     ModelCase("mistral-w5", dict(model_type="mistral", num_hidden_layers=2, sliding_window=5), 5,
               "a small odd window", seed=1, suites=("full",)),

@@ -86,7 +86,8 @@ def judge(entry, golden, result):
             matches.append(v["name"])
         if vu < closest_u:
             closest, closest_u = v["name"], vu
-    agree = f"agrees for positions < {_where(first, entry['window'])}, diverges after"
+    agree = (f"agrees for positions < {_where(first, entry['window'])}, diverges after" if first else
+             "diverges from position 0")
     if matches:
         msg = f"matches {' and '.join(f'`{m}`' for m in matches)}: {agree}"
     elif closest is not None:

@@ -4,7 +4,7 @@ The config.json is the case's keys; swaref reads it as transformers does
 (``swaref.models.hfconfig.config_from_dict``), and the tensors it expects, with
 their names in the file, come from the loader's own table
 (``swaref.models.checkpoint.expected_tensors``): the writer is the loader read
-backwards, fused tensors concatenated, experts one tensor each, Gemma's norms
+backwards, fused tensors packed (``pack``), experts one tensor each, Gemma's norms
 stored as w - 1.
 
 Weights are drawn so that a window error shows: embeddings N(0, 1); matrices
@@ -67,6 +67,20 @@ def random_weights(case, cfg):
     return Model(cfg, embed, layers, draw("final_norm", top["final_norm"]), lm_head, final_b)
 
 
+def pack(packed, parts):
+    """swaref's tensors [..., out, in] -> the one file tensor that holds them (``architectures.Packed``;
+    the inverse of ``swaref.models.checkpoint.unpack``): each part transposed if the file stores it so,
+    then joined along the axis, one after another ("rows") or alternating entry by entry ("interleaved")."""
+    parts = [np.swapaxes(p, -1, -2) if packed.transposed else p for p in parts]
+    if packed.how == "rows":
+        return np.concatenate(parts, axis=packed.axis)
+    axis = packed.axis % parts[0].ndim
+    joined = np.stack(parts, axis=axis + 1)                  # [..., n_at_axis, len(parts), ...]
+    shape = list(parts[0].shape)
+    shape[axis] *= len(parts)
+    return joined.reshape(shape)
+
+
 def file_tensors(model):
     """name in model.safetensors -> float32 array: the loader's table (expected_tensors) read backwards."""
     cfg = model.config
@@ -80,8 +94,8 @@ def file_tensors(model):
     for name, (slot, shape) in expected_tensors(cfg, "hf").items():
         if isinstance(slot, str):
             arr = get(None, slot)
-        elif slot[0] == "split":
-            arr = np.concatenate([get(slot[1], k) for k in slot[2]], axis=0)
+        elif slot[0] == "packed":
+            arr = pack(slot[2], [get(slot[1], k) for k in slot[2].parts])
         elif slot[0] == "stack":
             arr = get(slot[1], slot[2])[slot[3]]
         else:

@@ -34,15 +34,12 @@ class LayerPlan:
 def model_extras(model):
     """-> (attention softcap, final logit softcap, per-layer sinks [Hq] or None).
 
-    The one place that reads the features the models package adds with Gemma 2
-    and gpt-oss (attention softcap, final softcap, learned sinks): a config or
-    layer without them gives None.
+    The features Gemma 2 and gpt-oss add (``ModelConfig.attn_softcap`` and
+    ``final_softcap``, ``LayerWeights.sinks``; None where a model has none),
+    read in one place so that a plan or a test can stand in for them.
     """
     cfg = model.config
-    softcap = getattr(cfg, "attn_softcap", None)
-    final = getattr(cfg, "final_softcap", None)
-    sinks = [getattr(lw, "sinks", None) for lw in model.layers]
-    return softcap, final, sinks
+    return cfg.attn_softcap, cfg.final_softcap, [lw.sinks for lw in model.layers]
 
 
 def correct_plan(model):
@@ -85,14 +82,30 @@ def _linear(x, w, b=None):
     return y if b is None else y + _f64(b)
 
 
+def _glu(g, u, cfg):
+    """act(g) * u, or gpt-oss's clamped SwiGLU: min(g, limit) sigmoid(alpha min(g, limit)) (clip(u) + 1)."""
+    if cfg.glu_limit is None:
+        return _act(g, cfg.act) * u
+    g, u = np.minimum(g, cfg.glu_limit), np.clip(u, -cfg.glu_limit, cfg.glu_limit)
+    return g * 0.5 * (1.0 + np.tanh(0.5 * cfg.glu_alpha * g)) * (u + 1.0)
+
+
+def _row(b, e):
+    return None if b is None else b[e]
+
+
 def _mlp(x, lw, cfg):
-    """x: [T, d] -> [T, d]: gated (SwiGLU / GeGLU), plain, or a top-k mixture of gated experts."""
+    """x: [T, d] -> [T, d]: gated (SwiGLU / GeGLU), plain, or a top-k mixture of gated experts.
+
+    The mixture: softmax over the router's E logits (plus its bias, gpt-oss), the top_k kept and
+    renormalised (the same weights as gpt-oss's softmax over the top_k logits), each expert with its
+    biases where it has them."""
     if cfg.mlp == "gated":
-        return _linear(_act(_linear(x, lw.w_gate, lw.b_gate), cfg.act) * _linear(x, lw.w_up, lw.b_up),
+        return _linear(_glu(_linear(x, lw.w_gate, lw.b_gate), _linear(x, lw.w_up, lw.b_up), cfg),
                        lw.w_down, lw.b_down)
     if cfg.mlp == "plain":
         return _linear(_act(_linear(x, lw.w_up, lw.b_up), cfg.act), lw.w_down, lw.b_down)
-    logits = x @ _f64(lw.router).T
+    logits = _linear(x, lw.router, lw.b_router)
     p = np.exp(logits - logits.max(axis=-1, keepdims=True))
     p /= p.sum(axis=-1, keepdims=True)
     out = np.zeros_like(x)
@@ -100,8 +113,9 @@ def _mlp(x, lw, cfg):
         top = np.argsort(-p[t], kind="stable")[: cfg.top_k]
         w = p[t, top] / p[t, top].sum()
         for e, we in zip(top, w):
-            h = _act(x[t] @ _f64(lw.experts_gate[e]).T, cfg.act) * (x[t] @ _f64(lw.experts_up[e]).T)
-            out[t] += we * (h @ _f64(lw.experts_down[e]).T)
+            h = _glu(_linear(x[t], lw.experts_gate[e], _row(lw.b_experts_gate, e)),
+                     _linear(x[t], lw.experts_up[e], _row(lw.b_experts_up, e)), cfg)
+            out[t] += we * _linear(h, lw.experts_down[e], _row(lw.b_experts_down, e))
     return out
 
 

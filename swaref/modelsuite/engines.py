@@ -18,6 +18,7 @@ import numpy as np
 
 from ..models import Model, load_model, new_caches, prefill_prompt
 from ..models.layers import linear, mlp, norm, qkv_projection
+from ..models.rope import StepRotations
 from ..models.weights import LAYER_TENSORS, expected_shapes
 
 
@@ -104,11 +105,11 @@ def dense_logits(model, tokens, attend):
     ``layers.decoder_layer`` wires them, every position at once, with ``attend`` as the attention."""
     cfg = model.config
     tokens = np.asarray(tokens)
-    pos = np.arange(len(tokens))
     h = model.embed[tokens] * np.float32(1.0 if cfg.embed_scale is None else cfg.embed_scale)
+    rotations = StepRotations(cfg, [(0, len(tokens), 0)])
     for li, lw in enumerate(model.layers):
         x = h if lw.attn_norm is None else norm(h, lw.attn_norm, lw.attn_norm_b, cfg)
-        q, k, v = qkv_projection(x, lw, cfg, pos, cfg.layer_rope(li))
+        q, k, v = qkv_projection(x, lw, cfg, rotations.layer(li))
         a = linear(attend(q, k, v, cfg.windows[li], cfg, lw).reshape(len(tokens), -1), lw.wo, lw.bo)
         if cfg.parallel:
             h = h + a + mlp(x, lw, cfg)

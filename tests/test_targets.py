@@ -321,8 +321,10 @@ def test_targets_differ_at_most_in_the_last_bits(per_target):
 
 
 def test_refused_target_fails_the_import_with_a_clear_error():
+    # cwd=TESTS: run from the repository root, `python -c` would import the source tree's swaref,
+    # which holds no compiled target when the package was installed (CI), not the installed one.
     r = subprocess.run([sys.executable, "-c", "from swaref import _core"], capture_output=True, text=True,
-                       env=_env(SWAREF_TARGET="v9"), timeout=120)
+                       env=_env(SWAREF_TARGET="v9"), cwd=TESTS, timeout=120)
     assert r.returncode != 0
     assert "SwarefError: SWAREF_TARGET must be one of auto" in r.stderr and "'v9'" in r.stderr
 

@@ -37,15 +37,20 @@ def queries_around(data, k_pos, label="q_pos"):
                                            label=label))), dtype=np.int64)
 
 
+def draw_problem(data, max_keys):
+    """(k_pos, q_pos, window): up to max_keys increasing key positions, queries around them and a
+    window of the family sized to them."""
+    S = data.draw(st.integers(1, max_keys), label="S")
+    k_pos = data.draw(increasing_positions(S), label="k_pos")
+    return k_pos, queries_around(data, k_pos), data.draw(family(S), label="window")
+
+
 # ----- the mask ------------------------------------------------------------------------
 
 @MORE
 @given(st.data())
 def test_window_mask_matches_brute_force(data):
-    Tk = data.draw(st.integers(1, 20), label="Tk")
-    k_pos = data.draw(increasing_positions(Tk), label="k_pos")
-    q_pos = queries_around(data, k_pos)
-    window = data.draw(family(Tk), label="window")
+    k_pos, q_pos, window = draw_problem(data, 20)
     m = swaref.window_mask(q_pos, k_pos, window)
     assert m.dtype == np.bool_
     np.testing.assert_array_equal(m, brute_force_mask(q_pos.tolist(), k_pos.tolist(), window))
@@ -190,10 +195,7 @@ def test_reference_attention_matches_dense_oracle(data):
 @settings(max_examples=60)
 @given(st.data())
 def test_visible_key_range_is_the_mask(data):
-    S = data.draw(st.integers(1, 16), label="S")
-    k_pos = data.draw(increasing_positions(S), label="k_pos")
-    q_pos = queries_around(data, k_pos)
-    window = data.draw(family(S), label="window")
+    k_pos, q_pos, window = draw_problem(data, 16)
     mask = brute_force_mask(q_pos.tolist(), k_pos.tolist(), window)
     if not mask.any(axis=1).all():
         with pytest.raises(swaref.SwarefError, match="sees no key"):

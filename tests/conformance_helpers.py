@@ -20,6 +20,18 @@ from swaref.conformance.suite import manifest_hash
 _CORE = {}
 
 
+def window_of(t):
+    """A case's window as swaref.windows spells it, read from its tensors (docs/conformance.md): the
+    suite's files and the hand-made cases of the C port's tests spell it the same way."""
+    if "two_sided" in t:
+        return swaref.TwoSided(*(None if int(x) == -1 else int(x) for x in t["two_sided"]))
+    if "attention_chunk" in t:
+        return swaref.Chunked(int(t["attention_chunk"]))
+    if "window" not in t:
+        return None
+    return swaref.Sliding(int(t["window"]), int(t.get("sink_tokens", 0)))
+
+
 def core_suite(tmp_path_factory):
     """(folder, manifest) of the core suite, generated once per test session."""
     if "core" not in _CORE:

@@ -35,6 +35,25 @@ def cache_kwarg(model_cls):
     return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
 
 
+def attention_inputs(seed, T, HQ, HKV, D, mag=1.0):
+    """Seeded float64 inputs: q [T, Hq, D] and k [T, Hkv, D] (both times ``mag``), v [T, Hkv, D]."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((T, HQ, D)) * mag, rng.standard_normal((T, HKV, D)) * mag,
+            rng.standard_normal((T, HKV, D)))
+
+
+def heads_first(x):
+    """[T, H, D] numpy -> [1, H, T, D] torch float64 (transformers' and flex's layout)."""
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2)))[None]
+
+
+def eager_module(HQ, HKV, D, **extra):
+    """The stand-in ``module`` transformers' eager_attention_forward functions read (GQA groups, head_dim)."""
+    import types
+    return types.SimpleNamespace(num_key_value_groups=HQ // HKV, head_dim=D, training=False, **extra)
+
+
 def hf_logits(model, ids):
     """transformers' logits [T, V] for one sequence, as float32 NumPy."""
     import torch

@@ -14,7 +14,7 @@ import pytest
 from swaref import conformance as VX
 from swaref.conformance import safetensors_io as ST
 
-from conformance_helpers import core_suite
+from conformance_helpers import core_suite, window_of
 
 SRC = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "c_port", "swaref_port.c")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -463,17 +463,6 @@ def test_c_port_rejects_bad_traces(built, tmp_path, steps, capacity, window, kin
 
 # --- the window family (spec 1.1 part two): kept sink tokens, two-sided, chunked -------------------------
 
-def _window(t):
-    """A hand-made case's window as swaref.windows spells it."""
-    if "two_sided" in t:
-        return swaref.TwoSided(*(None if int(x) == -1 else int(x) for x in t["two_sided"]))
-    if "attention_chunk" in t:
-        return swaref.Chunked(int(t["attention_chunk"]))
-    if "window" not in t:
-        return None
-    return swaref.Sliding(int(t["window"]), int(t.get("sink_tokens", 0)))
-
-
 WINDOWS = {
     "sinks2": {"window": np.array(3, dtype=np.int64), "sink_tokens": np.array(2, dtype=np.int64)},
     "sinks_eq_window": {"window": np.array(3, dtype=np.int64), "sink_tokens": np.array(3, dtype=np.int64)},
@@ -497,7 +486,7 @@ def test_c_port_window_family_matches_the_reference(built, tmp_path, name, extra
     rng = np.random.default_rng(sum(map(ord, name)))
     t = _attention_case(rng, T=10, S=10, mag=2.0, **WINDOWS[name], **extra)
     t["k_pos"] = t["q_pos"] = np.array([1, 2, 3, 5, 6, 7, 8, 11, 12, 13], dtype=np.int64)
-    want = swaref.attention(t["q"], t["k"], t["v"], window=_window(t), q_pos=t["q_pos"], k_pos=t["k_pos"],
+    want = swaref.attention(t["q"], t["k"], t["v"], window=window_of(t), q_pos=t["q_pos"], k_pos=t["k_pos"],
                             softcap=float(t["softcap"]) if "softcap" in t else None, sinks=t.get("sinks"))
     kind, res = _run_case(exe, tmp_path, t, "attention")
     assert kind == "out", res
@@ -543,7 +532,7 @@ def _window_trace_oracle(t):
     rule 1 lets it see among those written and not rolled back; the slot positions after each step by
     rule 4's slot rule (sink positions in their own slots, the last min(written, C) ring positions)."""
     n_sink, C = int(t.get("sink_tokens", 0)), int(t["capacity"])
-    w = _window(t)
+    w = window_of(t)
     keys, outs, states, held_ring = {}, [], [], 0
     nxt, a = int(t["start"]), 0
     for op, n in t["steps"]:

@@ -21,7 +21,7 @@ from swaref.conformance import safetensors_io as ST
 from swaref.conformance.files import is_safe_name
 from swaref.conformance.suite import manifest_hash
 
-from conformance_helpers import broken_port, core_suite, run
+from conformance_helpers import broken_port, core_suite, run, window_of
 from oracle import dense_attention_f64
 
 #: sha256 over the sorted "sha256  file" lines of every spec 1.0 core case file (no 1.1 feature), as
@@ -198,17 +198,6 @@ def test_core_coverage_of_the_window_family(suite):
         assert neg[name]["error_kinds"] == [kind] and set(neg[name]["features"]) & WINDOW_FEATURES, name
 
 
-def _window(t):
-    """A case's window as swaref.windows spells it, read from its tensors (docs/conformance.md)."""
-    if "two_sided" in t:
-        return swaref.TwoSided(*(None if int(x) == -1 else int(x) for x in t["two_sided"]))
-    if "attention_chunk" in t:
-        return swaref.Chunked(int(t["attention_chunk"]))
-    if "window" not in t:
-        return None
-    return swaref.Sliding(int(t["window"]), int(t.get("sink_tokens", 0)))
-
-
 def _load(d, c):
     t, dts, meta = ST.read(os.path.join(d, c["file"]))
     return {n: np.asarray(ST.as_float(a, dts[n]), dtype=np.float64) if dts[n] in ("BF16", "F16", "F32", "F64")
@@ -266,7 +255,7 @@ def test_golden_outputs_match_independent_oracle(suite):
         t = _load(d, c)
         kw = {"scale": float(t["scale"]) if "scale" in t else None,
               "softcap": float(t["softcap"]) if "softcap" in t else None, "sinks": t.get("sinks")}
-        W = _window(t)
+        W = window_of(t)
         clean = lambda x: np.nan_to_num(x, posinf=0, neginf=0)  # noqa: E731
         # The oracle masks with -inf but multiplies probabilities by V: keep poison out of its V.
         if c["op"] == "attention":

@@ -13,12 +13,12 @@ runs its softmax in float32 (``softmax(..., dtype=torch.float32)``), so it agree
 and flex_attention and gpt-oss (float64 throughout) to 1e-12.
 """
 import os
-import types
 
 import numpy as np
 import pytest
 
 import swaref
+from crosscheck_helpers import attention_inputs, eager_module, heads_first
 from oracle import assert_close
 
 pytestmark = pytest.mark.crosscheck
@@ -40,14 +40,7 @@ GEMMA2_TOL = 1e-6          # its softmax runs in float32
 
 
 def _inputs(seed, mag=1.0):
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((T, HQ, D)) * mag, rng.standard_normal((T, HKV, D)) * mag,
-            rng.standard_normal((T, HKV, D)))
-
-
-def _torch(x):
-    """[T, H, D] numpy -> [1, H, T, D] torch float64 (transformers' layout)."""
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2)))[None]
+    return attention_inputs(seed, T, HQ, HKV, D, mag)
 
 
 def _hf_mask(window):
@@ -56,18 +49,18 @@ def _hf_mask(window):
 
 
 def _module(**extra):
-    return types.SimpleNamespace(num_key_value_groups=HQ // HKV, head_dim=D, training=False, **extra)
+    return eager_module(HQ, HKV, D, **extra)
 
 
 def hf_gemma2(q, k, v, cap, window=W, scale=SCALE):
-    out, _ = modeling_gemma2.eager_attention_forward(_module(), _torch(q), _torch(k), _torch(v), _hf_mask(window),
+    out, _ = modeling_gemma2.eager_attention_forward(_module(), heads_first(q), heads_first(k), heads_first(v), _hf_mask(window),
                                                      dropout=0.0, scaling=scale, softcap=cap)
     return out[0].numpy()                                     # [T, Hq, D]
 
 
 def hf_gpt_oss(q, k, v, sinks, window=W):
     module = _module(sinks=torch.from_numpy(np.asarray(sinks, dtype=np.float64)))
-    out, _ = modeling_gpt_oss.eager_attention_forward(module, _torch(q), _torch(k), _torch(v), _hf_mask(window),
+    out, _ = modeling_gpt_oss.eager_attention_forward(module, heads_first(q), heads_first(k), heads_first(v), _hf_mask(window),
                                                       scaling=SCALE, dropout=0.0)
     return out[0].numpy()
 
@@ -129,7 +122,7 @@ def test_softcap_equals_pytorch_flex_attention():
         return (ki <= qi) & (qi - ki < W)
 
     block = create_block_mask(mask_mod, 1, 1, T, T, device="cpu")
-    out = flex_attention(_torch(q), _torch(k), _torch(v), score_mod=score_mod, block_mask=block, scale=SCALE,
+    out = flex_attention(heads_first(q), heads_first(k), heads_first(v), score_mod=score_mod, block_mask=block, scale=SCALE,
                          enable_gqa=True)
     assert_close(swaref.attention(q, k, v, window=W, softcap=cap), out[0].transpose(0, 1).numpy(), 1e-12,
                  name="softcap vs flex_attention")

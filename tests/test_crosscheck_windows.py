@@ -18,12 +18,11 @@ comparison can fail.  float64 inputs; Gemma 2's eager softmax and Longformer's r
 (1e-6), the rest agrees to 1e-12.
 """
 import collections
-import types
 
 import numpy as np
 import pytest
 
-from crosscheck_helpers import require_extra
+from crosscheck_helpers import attention_inputs, eager_module, heads_first, require_extra
 
 require_extra()
 
@@ -166,14 +165,7 @@ def test_flex_attention_mask_mod_through_pytorch(window):
 # --------------------------------------------------------------------------
 
 def _inputs(seed, mag=1.0):
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((T, HQ, D)) * mag, rng.standard_normal((T, HKV, D)) * mag,
-            rng.standard_normal((T, HKV, D)))
-
-
-def _torch(x):
-    """[T, H, D] numpy -> [1, H, T, D] torch float64 (transformers' and flex's layout)."""
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2)))[None]
+    return attention_inputs(seed, T, HQ, HKV, D, mag)
 
 
 def rule_mask_mod(window):
@@ -197,7 +189,7 @@ def flex(q, k, v, window, softcap=None, sinks=None):
     log-sum-exp: out * e^lse / (e^lse + e^sink) = out * sigmoid(lse - sink)."""
     block = create_block_mask(rule_mask_mod(window), 1, 1, T, T, device="cpu")
     score_mod = None if softcap is None else (lambda s, b, h, qi, ki: softcap * torch.tanh(s / softcap))
-    out, lse = flex_attention(_torch(q), _torch(k), _torch(v), score_mod=score_mod, block_mask=block, scale=SCALE,
+    out, lse = flex_attention(heads_first(q), heads_first(k), heads_first(v), score_mod=score_mod, block_mask=block, scale=SCALE,
                               enable_gqa=True, return_lse=True)
     if sinks is not None:
         out = out * torch.sigmoid(lse - torch.from_numpy(np.asarray(sinks))[None, :, None])[..., None]
@@ -241,7 +233,7 @@ def test_attention_equals_flex_attention(window, variant):
 
 
 def _module(**extra):
-    return types.SimpleNamespace(num_key_value_groups=HQ // HKV, head_dim=D, training=False, **extra)
+    return eager_module(HQ, HKV, D, **extra)
 
 
 def _additive(mask_function):
@@ -267,7 +259,7 @@ def test_attention_equals_transformers_gemma2_softcap(window):
     q, k, v = _inputs(3, mag=3.0)
     cap = 2.0
     out, _ = modeling_gemma2.eager_attention_forward(
-        _module(), _torch(q), _torch(k), _torch(v), _additive(transformers_mask_function(window)),
+        _module(), heads_first(q), heads_first(k), heads_first(v), _additive(transformers_mask_function(window)),
         dropout=0.0, scaling=SCALE, softcap=cap)
     want = out[0].numpy()
     np.testing.assert_array_equal((_additive(transformers_mask_function(window))[0, 0] == 0).numpy(), mask_of(window))
@@ -276,15 +268,19 @@ def test_attention_equals_transformers_gemma2_softcap(window):
                      name=f"{window!r} softcap ({backend}) vs transformers Gemma 2")
 
 
+def _gpt_oss(q, k, v, window, sinks):
+    """gpt-oss's eager attention over the whole sequence with transformers' mask for ``window`` -> [T, Hq, D]."""
+    out, _ = modeling_gpt_oss.eager_attention_forward(
+        _module(sinks=torch.from_numpy(sinks)), heads_first(q), heads_first(k), heads_first(v),
+        _additive(transformers_mask_function(window)), scaling=SCALE, dropout=0.0)
+    return out[0].numpy()
+
+
 @pytest.mark.parametrize("window", HF_WINDOWS, ids=repr)
 def test_attention_equals_transformers_gpt_oss_sinks(window):
     q, k, v = _inputs(4)
     sinks = np.linspace(-2.0, 3.0, HQ)
-    module = _module(sinks=torch.from_numpy(sinks))
-    out, _ = modeling_gpt_oss.eager_attention_forward(
-        module, _torch(q), _torch(k), _torch(v), _additive(transformers_mask_function(window)),
-        scaling=SCALE, dropout=0.0)
-    want = out[0].numpy()
+    want = _gpt_oss(q, k, v, window, sinks)
     for backend in _backends(window, sinks=sinks):
         assert_close(swaref.attention(q, k, v, window=window, sinks=sinks, backend=backend), want, 1e-12,
                      name=f"{window!r} sinks ({backend}) vs transformers gpt-oss")
@@ -320,11 +316,7 @@ def test_cache_prefill_and_decode_equal_transformers_gpt_oss(window, capacity):
     against gpt-oss's eager attention over the whole sequence with transformers' mask."""
     q, k, v = _inputs(6)
     sinks = np.linspace(-1.0, 2.0, HQ)
-    module = _module(sinks=torch.from_numpy(sinks))
-    out, _ = modeling_gpt_oss.eager_attention_forward(
-        module, _torch(q), _torch(k), _torch(v), _additive(transformers_mask_function(window)),
-        scaling=SCALE, dropout=0.0)
-    want = out[0].numpy()
+    want = _gpt_oss(q, k, v, window, sinks)
     for backend in _backends(window, sinks=sinks):
         c = swaref.RollingBufferCache(window, HKV, D, dtype=np.float64, capacity=capacity)
         a = swaref.prefill(q[:15], k[:15], v[:15], c, chunk_size=4, sinks=sinks, backend=backend)

@@ -117,7 +117,11 @@ def _start(out, arch, cfg, case_dir):
     return g
 
 
-def _finish(g):
+def _finish(g, layers, names):
+    """Add every layer's tensors (GGUF name within blk.i -> swaref's LayerWeights field), then write the file."""
+    for i, lw in enumerate(layers):
+        for gg, sw in names.items():
+            g.add_tensor(f"blk.{i}.{gg}", getattr(lw, sw))
     g.write_header_to_file()
     g.write_kv_data_to_file()
     g.write_tensors_to_file()
@@ -139,10 +143,7 @@ def write_gemma2(case_dir, out):
     names = {"attn_norm": "attn_norm", "attn_q": "wq", "attn_k": "wk", "attn_v": "wv", "attn_output": "wo",
              "post_attention_norm": "attn_out_norm", "ffn_norm": "mlp_norm", "ffn_gate": "w_gate",
              "ffn_up": "w_up", "ffn_down": "w_down", "post_ffw_norm": "mlp_out_norm"}
-    for i, lw in enumerate(m.layers):
-        for gg, sw in names.items():
-            g.add_tensor(f"blk.{i}.{gg}.weight", getattr(lw, sw))
-    _finish(g)
+    _finish(g, m.layers, {f"{gg}.weight": sw for gg, sw in names.items()})
     return out
 
 
@@ -172,10 +173,7 @@ def write_gpt_oss(case_dir, out):
              "ffn_gate_exps.weight": "experts_gate", "ffn_gate_exps.bias": "b_experts_gate",
              "ffn_up_exps.weight": "experts_up", "ffn_up_exps.bias": "b_experts_up",
              "ffn_down_exps.weight": "experts_down", "ffn_down_exps.bias": "b_experts_down"}
-    for i, lw in enumerate(m.layers):
-        for gg, sw in names.items():
-            g.add_tensor(f"blk.{i}.{gg}", getattr(lw, sw))
-    _finish(g)
+    _finish(g, m.layers, names)
     return out
 
 

@@ -2,9 +2,10 @@
 
 window_mask against the brute-force double loop of tests/oracle.py (rule 1 written from
 the spec's words), the reference attention against the dense float64 softmax oracle,
-visible_key_range against the brute-force mask, receptive_field against the dependency
-measured in a layer stack; wrong-variant twins (off by one on either side, chunked read
-as a sliding window, sink tokens dropped or misplaced) are shown to fail those checks.
+visible_key_range against the brute-force mask; wrong-variant twins (off by one on either
+side, chunked read as a sliding window, sink tokens dropped or misplaced) are shown to fail
+those checks.  receptive_field for the family is in tests/test_receptive_field.py, with the
+integer windows' (one layer stack measures both).
 """
 import numpy as np
 import pytest
@@ -36,15 +37,20 @@ def queries_around(data, k_pos, label="q_pos"):
                                            label=label))), dtype=np.int64)
 
 
+def draw_problem(data, max_keys):
+    """(k_pos, q_pos, window): up to max_keys increasing key positions, queries around them and a
+    window of the family sized to them."""
+    S = data.draw(st.integers(1, max_keys), label="S")
+    k_pos = data.draw(increasing_positions(S), label="k_pos")
+    return k_pos, queries_around(data, k_pos), data.draw(family(S), label="window")
+
+
 # ----- the mask ------------------------------------------------------------------------
 
 @MORE
 @given(st.data())
 def test_window_mask_matches_brute_force(data):
-    Tk = data.draw(st.integers(1, 20), label="Tk")
-    k_pos = data.draw(increasing_positions(Tk), label="k_pos")
-    q_pos = queries_around(data, k_pos)
-    window = data.draw(family(Tk), label="window")
+    k_pos, q_pos, window = draw_problem(data, 20)
     m = swaref.window_mask(q_pos, k_pos, window)
     assert m.dtype == np.bool_
     np.testing.assert_array_equal(m, brute_force_mask(q_pos.tolist(), k_pos.tolist(), window))
@@ -189,10 +195,7 @@ def test_reference_attention_matches_dense_oracle(data):
 @settings(max_examples=60)
 @given(st.data())
 def test_visible_key_range_is_the_mask(data):
-    S = data.draw(st.integers(1, 16), label="S")
-    k_pos = data.draw(increasing_positions(S), label="k_pos")
-    q_pos = queries_around(data, k_pos)
-    window = data.draw(family(S), label="window")
+    k_pos, q_pos, window = draw_problem(data, 16)
     mask = brute_force_mask(q_pos.tolist(), k_pos.tolist(), window)
     if not mask.any(axis=1).all():
         with pytest.raises(swaref.SwarefError, match="sees no key"):
@@ -244,71 +247,6 @@ def test_no_visible_key_for_two_sided_and_chunked_with_gaps():
         with pytest.raises(swaref.SwarefError) as ei:
             swaref.attention(q, k, v, window=window, q_pos=[4], k_pos=k_pos)
         assert ei.value.kind == "no_visible_key" and "position 4" in str(ei.value), (window, str(ei.value))
-
-
-# ----- receptive field (rule 6) ---------------------------------------------------------
-
-def spec_receptive_field(window, L, p):
-    """Rule 6 for each window, as the spec words it."""
-    if window is None:
-        return 0
-    if L == 0:
-        return p
-    if isinstance(window, Sliding):
-        return 0 if window.sink_tokens else max(0, p - L * (window.size - 1))
-    if isinstance(window, TwoSided):
-        return 0 if window.left is None else max(0, p - L * window.left)
-    if isinstance(window, Chunked):
-        return p - p % window.size
-    return max(0, p - L * (window - 1))
-
-
-@given(window=st.one_of(st.builds(Sliding, st.integers(1, 10 ** 6), st.integers(0, 5)),
-                        st.builds(TwoSided, st.one_of(st.none(), st.integers(0, 10 ** 6)),
-                                  st.one_of(st.none(), st.integers(0, 10 ** 6))),
-                        st.builds(Chunked, st.integers(1, 10 ** 6))),
-       L=st.integers(0, 100), p=st.integers(0, 10 ** 12))
-def test_receptive_field_formula(window, L, p):
-    assert swaref.receptive_field(window, L, p) == spec_receptive_field(window, L, p)
-
-
-def _stack(x, layers, window, n_heads, n_kv_heads, D):
-    T = x.shape[0]
-    for Wq, Wk, Wv, Wo in layers:
-        q = (x @ Wq).reshape(T, n_heads, D)
-        k = (x @ Wk).reshape(T, n_kv_heads, D)
-        v = (x @ Wv).reshape(T, n_kv_heads, D)
-        x = x + swaref.attention(q, k, v, window=window).reshape(T, n_heads * D) @ Wo
-    return x
-
-
-@pytest.mark.parametrize("window,L", [(Sliding(2, 1), 2), (Sliding(3, 2), 1), (TwoSided(1, 1), 2),
-                                      (TwoSided(2, 0), 2), (TwoSided(0, 2), 2), (Chunked(3), 1), (Chunked(4), 3)],
-                         ids=repr)
-def test_dependency_boundary_matches_the_visibility_relation(window, L):
-    """Perturb input j; output p must change iff j is reachable from p in L steps of the mask
-    (plus the residual), and the earliest such j is receptive_field."""
-    T, Hq, Hkv, D = 14, 2, 1, 4
-    dm = Hq * D
-    rng = np.random.default_rng(7)
-    layers = [tuple(rng.standard_normal(shape) / np.sqrt(dm) for shape in
-                    ((dm, Hq * D), (dm, Hkv * D), (dm, Hkv * D), (Hq * D, dm))) for _ in range(L)]
-    x = rng.standard_normal((T, dm))
-    base = _stack(x, layers, window, Hq, Hkv, D)
-    changed = np.zeros((T, T), dtype=bool)
-    for j in range(T):
-        xj = x.copy()
-        xj[j] += rng.standard_normal(dm)
-        diff = np.abs(_stack(xj, layers, window, Hq, Hkv, D) - base).max(axis=1)
-        assert np.all((diff == 0) | (diff > 1e-9)), f"ambiguous change sizes for j={j}: {diff}"
-        changed[:, j] = diff > 0
-    step = brute_force_mask(list(range(T)), list(range(T)), window) | np.eye(T, dtype=bool)
-    reach = np.eye(T, dtype=bool)
-    for _ in range(L):
-        reach = (reach.astype(int) @ step.astype(int)) > 0
-    np.testing.assert_array_equal(changed, reach)
-    for p in range(T):
-        assert swaref.receptive_field(window, L, p) == int(np.argmax(reach[p])), p
 
 
 # ----- errors ---------------------------------------------------------------------------

@@ -37,12 +37,31 @@ def _listed(known):
     return parse
 
 
+def add_generate(sub, help, suites):
+    """The ``generate OUT [--suite S] [--quiet]`` action, the same for golden vectors and model suites."""
+    g = sub.add_parser("generate", help=help)
+    g.add_argument("out", metavar="OUT", help="folder to write (created if needed)")
+    g.add_argument("--suite", choices=suites, default="core")
+    g.add_argument("--quiet", action="store_true", help="do not list the cases as they are written")
+    return g
+
+
+def run_generate(command, generate_suite, args, summary):
+    """Write a suite with ``generate_suite(out, suite=, log=)``, listing cases unless --quiet; print
+    ``summary(manifest)`` -> exit code 0, or 2 when OUT cannot be written."""
+    log = None if args.quiet else (lambda cid: print(f"wrote {cid}", flush=True))
+    try:
+        m = generate_suite(args.out, suite=args.suite, log=log)
+    except OSError as e:
+        print(f"{command}: cannot write {args.out}: {e.strerror}", file=sys.stderr)
+        return 2
+    print(summary(m))
+    return 0
+
+
 def add_arguments(parser):
     sub = parser.add_subparsers(dest="vectors_command", metavar="ACTION")
-    g = sub.add_parser("generate", help="write a deterministic suite of golden vectors")
-    g.add_argument("out", metavar="OUT", help="folder to write (created if needed)")
-    g.add_argument("--suite", choices=SUITES, default="core")
-    g.add_argument("--quiet", action="store_true", help="do not list the cases as they are written")
+    add_generate(sub, "write a deterministic suite of golden vectors", SUITES)
     c = sub.add_parser("check", help="judge a port's results against a suite")
     c.add_argument("suite", metavar="SUITE", help="folder holding manifest.json and the case files")
     src = c.add_mutually_exclusive_group(required=True)
@@ -70,15 +89,9 @@ def run(args):
     from .generate import generate_suite
     from .runner import check_suite
     if args.vectors_command == "generate":
-        log = None if args.quiet else (lambda cid: print(f"wrote {cid}", flush=True))
-        try:
-            m = generate_suite(args.out, suite=args.suite, log=log)
-        except OSError as e:
-            print(f"swaref vectors generate: cannot write {args.out}: {e.strerror}", file=sys.stderr)
-            return 2
-        print(f"suite {m['suite']}: {len(m['cases'])} cases in {args.out}; suite_hash {m['suite_hash']}; "
-              f"spec {m['spec_version']}")
-        return 0
+        return run_generate("swaref vectors generate", generate_suite, args,
+                            lambda m: f"suite {m['suite']}: {len(m['cases'])} cases in {args.out}; "
+                                      f"suite_hash {m['suite_hash']}; spec {m['spec_version']}")
     if args.vectors_command == "check":
         return check_suite(args.suite, results_dir=args.results, python=args.python, exec_cmd=args.exec_cmd,
                            json_report=args.json_report, timeout=args.timeout,

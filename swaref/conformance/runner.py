@@ -13,7 +13,6 @@ timeout (and any stragglers once it exits); its output goes to a bounded buffer
 of which the last 64 KiB are kept.
 """
 import dataclasses
-import json
 import math
 import os
 import re
@@ -26,6 +25,7 @@ import threading
 
 from ..errors import SwarefError
 from .cases import BASE_SPEC, DTYPES, FEATURES_1_1, FORMAT, FORMAT_VERSION
+from .report import SUITE_CHANGED, stop_corrupt, stop_usage, write_report
 from .verdicts import Verdict, judge
 from .results import load_python_port, read_result, run_python
 from .suite import SuiteError, load_suite
@@ -188,8 +188,7 @@ def check_suite(suite_dir, *, results_dir=None, python=None, exec_cmd=None, json
     try:
         suite = load_suite(suite_dir)
     except SuiteError as e:
-        return _stop(out, json_report, "corrupt", f"CORRUPT suite {suite_dir}: {e}",
-                     "summary: suite corrupt, tampered with or unsafe; nothing judged")
+        return stop_corrupt(out, json_report, suite_dir, e)
     sel = Selection(tuple(ops) if ops else None, tuple(dtypes) if dtypes else None, tuple(skip_features or ()),
                     frozenset(only) if only is not None else None)
     try:
@@ -197,15 +196,13 @@ def check_suite(suite_dir, *, results_dir=None, python=None, exec_cmd=None, json
         timeout = check_timeout(timeout)
         get = _result_source(suite, results_dir, python, exec_cmd, timeout)
     except SwarefError as e:
-        return _stop(out, json_report, "usage", f"usage error: {e}", "summary: nothing judged")
+        return stop_usage(out, json_report, e)
     if not any(sel.skip_reason(e) is None for e in _chosen(suite, sel)):
-        return _stop(out, json_report, "usage", "usage error: the selection leaves no case to judge",
-                     "summary: nothing judged")
+        return stop_usage(out, json_report, "the selection leaves no case to judge")
     try:
         verdicts = _judge_all(suite, sel, get, out)
     except SuiteError as e:              # a case file changed after it was verified
-        return _stop(out, json_report, "corrupt", f"CORRUPT suite {suite_dir}: {e}",
-                     "summary: suite changed during the run; verdicts discarded")
+        return stop_corrupt(out, json_report, suite_dir, e, SUITE_CHANGED)
     extra = _unknown_result_files(results_dir, suite)
     return _summarize(suite, sel, verdicts, extra, out, json_report)
 
@@ -275,7 +272,7 @@ def _summarize(suite, sel, verdicts, extra, out, json_report):
     out(f"claim: {claim}" if claim else f"claim: none ({_no_claim_reason(sel, counts)})")
     out(f"{counts['PASS']} passed, {failed} failed")
     code = 0 if failed == 0 else 1
-    _write_report(json_report, {
+    write_report(json_report, {
         "status": "pass" if code == 0 else "fail", "suite": m["suite"], "suite_hash": m["suite_hash"],
         "spec_version": m["spec_version"], "format_version": FORMAT_VERSION, "counts": counts,
         "selection": {"ops": list(sel.ops or OPS), "dtypes": list(sel.dtypes or DTYPES),
@@ -310,17 +307,3 @@ def _no_claim_reason(sel, counts):
     if counts["FAIL"] or counts["MISSING"]:
         return f"{counts['FAIL']} failed, {counts['MISSING']} missing"
     return "only the cases named by --case were judged"
-
-
-def _stop(out, json_report, status, line, summary):
-    out(line)
-    out(summary)
-    _write_report(json_report, {"status": status, "error": line})
-    return 2
-
-
-def _write_report(path, doc):
-    if path:
-        with open(path, "w") as f:
-            json.dump(doc, f, indent=1, sort_keys=True, allow_nan=False)
-            f.write("\n")

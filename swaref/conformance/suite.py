@@ -108,13 +108,7 @@ def load_suite(suite_dir):
     with its entry (names, dtypes, shapes, golden results).
     """
     path = os.path.join(suite_dir, "manifest.json")
-    try:
-        manifest = load_json(read_regular(path, MAX_MANIFEST_BYTES, path), path)
-    except FileFormatError as e:
-        raise SuiteError(str(e)) from None
-    problems = schema_errors(manifest, load_schema("manifest"))
-    if problems:
-        raise SuiteError(f"{path} does not satisfy manifest.schema.json: " + "; ".join(problems))
+    manifest = read_manifest(path, MAX_MANIFEST_BYTES, load_schema("manifest"), "manifest.schema.json")
     if manifest["suite_hash"] != manifest_hash(manifest):
         raise SuiteError(f"{path}: suite_hash does not match the manifest's contents (manifest edited?)")
     suite = Suite(suite_dir, manifest)
@@ -123,15 +117,33 @@ def load_suite(suite_dir):
     unsafe = [e["id"] for e in suite.entries if not is_safe_name(e["id"])]
     if unsafe:           # ids name result files and --exec arguments
         raise SuiteError(f"{path}: case id {unsafe[0]!r} is not a bare name of letters, digits and '._-'")
+    verify_each(suite.entries, lambda e: suite.case(e["id"]))
+    return suite
+
+
+def read_manifest(path, max_bytes, schema, schema_name):
+    """The manifest at ``path``: a regular file of at most ``max_bytes`` holding JSON of bounded nesting
+    that satisfies ``schema`` (named ``schema_name`` in the message) -> dict, else SuiteError."""
+    try:
+        manifest = load_json(read_regular(path, max_bytes, path), path)
+    except FileFormatError as e:
+        raise SuiteError(str(e)) from None
+    problems = schema_errors(manifest, schema)
+    if problems:
+        raise SuiteError(f"{path} does not satisfy {schema_name}: " + "; ".join(problems))
+    return manifest
+
+
+def verify_each(entries, verify):
+    """Call ``verify(entry)`` on every entry; one SuiteError naming every problem found, not just the first."""
     problems = []
-    for e in suite.entries:
+    for e in entries:
         try:
-            suite.case(e["id"])
+            verify(e)
         except SuiteError as err:
             problems.append(str(err))
     if problems:
         raise SuiteError("; ".join(problems))
-    return suite
 
 
 def _want(ok, case_id, what):

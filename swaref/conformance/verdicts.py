@@ -9,11 +9,11 @@ compared with every applicable known-wrong variant, simulated from the case's
 own inputs, so the FAIL line can say which bug it looks like.
 """
 import dataclasses
-import math
 
 import numpy as np
 
 from .cases import ACCEPTED_FLOAT, DTYPES, ROLLBACK, CaseSpec, token_positions
+from . import report
 from . import safetensors_io as ST
 from .variants import VARIANT_BUGS, Problem, abs_error, error_units, slot_positions, variant_rows
 
@@ -21,17 +21,17 @@ STATUSES = ("PASS", "FAIL", "MISSING", "SKIP")
 
 
 @dataclasses.dataclass
-class Verdict:
+class Verdict(report.Verdict):
     """The judgement of one case; ``line()`` is what the runner prints, ``to_json()`` what the report holds."""
-    case_id: str
-    status: str                 # one of STATUSES
-    message: str = ""
+    # case_id, status (one of STATUSES) and message come from report.Verdict
     max_abs_err: float = None
     max_rel_err: float = None
     err_units: float = None     # max |err| / atol
     worst_index: list = None
     first_bad_step: int = None
     matches_variants: list = None
+
+    ERROR_FIELDS = ("max_abs_err", "max_rel_err", "err_units")
 
     def line(self):
         s = f"{self.status:7s} {self.case_id}"
@@ -43,17 +43,6 @@ class Verdict:
         if self.message:
             s += f"  {self.message}"
         return s
-
-    def to_json(self):
-        """A JSON-ready dict: errors are numbers or null; ``infinite_error`` says an error was infinite."""
-        d = dataclasses.asdict(self)
-        infinite = False
-        for k in ("max_abs_err", "max_rel_err", "err_units"):
-            if d[k] is not None and not math.isfinite(d[k]):
-                d[k] = None
-                infinite = True
-        d["infinite_error"] = infinite
-        return d
 
 
 def as_f64(arr, dt):

@@ -24,7 +24,7 @@ from ..errors import SwarefError
 from .architectures import ARCHITECTURES, FORMATS, HF, MISTRAL_NATIVE
 from .hfconfig import (CheckpointError, CheckpointFileError, build_config, config_from_dict,  # noqa: F401
                        read_generation_config)
-from .bf16 import is_bf16, to_bfloat16
+from .bf16 import is_bf16, to_bfloat16, widen
 from .weights import LAYER_TENSORS, LayerWeights, Model, check_dtype, expected_shapes, tensor_names
 
 #: safetensors dtypes accepted for weights, widened to float32.
@@ -267,20 +267,6 @@ def check_specs(cfg, specs, fmt="hf"):
             raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}; expected one of {WEIGHT_DTYPES}")
 
 
-def _bf16_tensor(path, name):
-    """Read one BF16 tensor's raw bytes (NumPy has no bfloat16) and widen it to float32 exactly."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n > MAX_HEADER_BYTES:
-            raise CheckpointError(f"{path}: header length {n} exceeds {MAX_HEADER_BYTES}", "format")
-        info = parse_json(f.read(n), f"{path} header")[name]
-        a, b = info["data_offsets"]
-        f.seek(8 + n + a)
-        raw = np.frombuffer(f.read(b - a), dtype="<u2")
-    # bfloat16 is the top half of a float32: shifting the bits up is exact.
-    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
-
-
 def _bf16_bits(path, name):
     """One BF16 tensor's raw bits, a uint16 array (kept as bfloat16: no widening)."""
     with open(path, "rb") as f:
@@ -299,7 +285,7 @@ def read_tensor(path, name, dtype, keep="float32"):
     if keep == "bfloat16":
         return _bf16_bits(path, name) if dtype == "BF16" else to_bfloat16(read_tensor(path, name, dtype))
     if dtype == "BF16":
-        return _bf16_tensor(path, name)
+        return widen(_bf16_bits(path, name))   # exact: bfloat16 is the top half of a float32
     safe_open = _import_safetensors()
     with safe_open(path, framework="np") as f:
         return np.ascontiguousarray(f.get_tensor(name), dtype=np.float32)

@@ -13,11 +13,12 @@ Exit codes and the JSON report follow the attention runner
 the suite is corrupt or tampered with or the command line is unusable.
 """
 import dataclasses
-import json
 import math
 
 import numpy as np
 
+from ..conformance import report
+from ..conformance.report import SUITE_CHANGED, stop_corrupt, stop_usage, write_report
 from ..errors import SwarefError
 from .generate import FORMAT, FORMAT_VERSION, first_divergence, units
 from .results import read_logits, run_python
@@ -25,18 +26,17 @@ from .suite import SuiteError, load_model_suite
 
 
 @dataclasses.dataclass
-class Verdict:
+class Verdict(report.Verdict):
     """One case's judgement; ``line()`` is what the checker prints, ``to_json()`` what the report holds."""
-
-    case_id: str
-    status: str                   # PASS, FAIL or MISSING
-    message: str = ""
+    # case_id, status (PASS, FAIL or MISSING) and message come from report.Verdict
     err_units: float = None       # max over positions and logits of |err| / tolerance
     first_bad_position: int = None
     matches_variants: list = None     # the variants the result is within tolerance of
     closest_variant: str = None
     closest_variant_units: float = None
     greedy_agrees: bool = None    # argmax of the result's logits gives the golden continuation
+
+    ERROR_FIELDS = ("err_units", "closest_variant_units")
 
     def line(self):
         s = f"{self.status:7s} {self.case_id}"
@@ -45,15 +45,6 @@ class Verdict:
         if self.message:
             s += f"  {self.message}"
         return s
-
-    def to_json(self):
-        d = dataclasses.asdict(self)
-        infinite = False
-        for k in ("err_units", "closest_variant_units"):
-            if d[k] is not None and not math.isfinite(d[k]):
-                d[k], infinite = None, True
-        d["infinite_error"] = infinite
-        return d
 
 
 def _where(p, W):
@@ -120,15 +111,14 @@ def check_model_suite(suite_dir, *, logits_dir=None, python=None, json_report=No
     try:
         suite = load_model_suite(suite_dir)
     except SuiteError as e:
-        return _stop(out, json_report, "corrupt", f"CORRUPT suite {suite_dir}: {e}",
-                     "summary: suite corrupt, tampered with or unsafe; nothing judged")
+        return stop_corrupt(out, json_report, suite_dir, e)
     try:
         get = _source(logits_dir, python)
         unknown = sorted(set(only or ()) - set(suite.by_id))
         if unknown:
             raise SwarefError("argument", f"--case: no case {unknown[0]!r} in this suite")
     except SwarefError as e:
-        return _stop(out, json_report, "usage", f"usage error: {e}", "summary: nothing judged")
+        return stop_usage(out, json_report, e)
     verdicts = []
     try:
         for entry in suite.entries:
@@ -139,8 +129,7 @@ def check_model_suite(suite_dir, *, logits_dir=None, python=None, json_report=No
             verdicts.append(v)
             out(v.line())
     except SuiteError as e:          # a file changed after it was verified
-        return _stop(out, json_report, "corrupt", f"CORRUPT suite {suite_dir}: {e}",
-                     "summary: suite changed during the run; verdicts discarded")
+        return stop_corrupt(out, json_report, suite_dir, e, SUITE_CHANGED)
     return _summarize(suite, verdicts, only is not None, out, json_report)
 
 
@@ -164,21 +153,7 @@ def _summarize(suite, verdicts, partial, out, json_report):
     out(f"claim: {claim}" if claim else
         f"claim: none ({f'{failed} failed or missing' if failed else 'only the cases named by --case were judged'})")
     code = 0 if failed == 0 else 1
-    _write_report(json_report, {"status": "pass" if code == 0 else "fail", "suite": m["suite"],
-                                "suite_hash": m["suite_hash"], "format": FORMAT, "format_version": FORMAT_VERSION,
-                                "counts": counts, "claim": claim, "cases": [v.to_json() for v in verdicts]})
+    write_report(json_report, {"status": "pass" if code == 0 else "fail", "suite": m["suite"],
+                               "suite_hash": m["suite_hash"], "format": FORMAT, "format_version": FORMAT_VERSION,
+                               "counts": counts, "claim": claim, "cases": [v.to_json() for v in verdicts]})
     return code
-
-
-def _stop(out, json_report, status, line, summary):
-    out(line)
-    out(summary)
-    _write_report(json_report, {"status": status, "error": line})
-    return 2
-
-
-def _write_report(path, doc):
-    if path:
-        with open(path, "w") as f:
-            json.dump(doc, f, indent=1, sort_keys=True, allow_nan=False)
-            f.write("\n")

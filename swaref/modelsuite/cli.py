@@ -8,15 +8,13 @@ suite is corrupt or tampered with (or the command line is unusable).
 """
 import sys
 
+from ..conformance.cli import add_generate, run_generate
 from .cases import SUITES
 
 
 def add_arguments(parser):
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION")
-    g = sub.add_parser("generate", help="write tiny checkpoints with golden logits, one per architecture")
-    g.add_argument("out", metavar="OUT", help="folder to write (created if needed)")
-    g.add_argument("--suite", choices=SUITES, default="core")
-    g.add_argument("--quiet", action="store_true", help="do not list the cases as they are written")
+    add_generate(sub, "write tiny checkpoints with golden logits, one per architecture", SUITES)
     c = sub.add_parser("check", help="judge an engine's logits against a model suite")
     c.add_argument("suite", metavar="SUITE", help="folder holding manifest.json, the checkpoints and golden files")
     src = c.add_mutually_exclusive_group(required=True)
@@ -34,14 +32,9 @@ def run(args):
     from .check import check_model_suite
     from .generate import generate_suite
     if args.models_command == "generate":
-        log = None if args.quiet else (lambda cid: print(f"wrote {cid}", flush=True))
-        try:
-            m = generate_suite(args.out, suite=args.suite, log=log)
-        except OSError as e:
-            print(f"swaref models generate: cannot write {args.out}: {e.strerror}", file=sys.stderr)
-            return 2
-        print(f"model suite {m['suite']}: {len(m['cases'])} cases in {args.out}; suite_hash {m['suite_hash']}")
-        return 0
+        return run_generate("swaref models generate", generate_suite, args,
+                            lambda m: f"model suite {m['suite']}: {len(m['cases'])} cases in {args.out}; "
+                                      f"suite_hash {m['suite_hash']}")
     if args.models_command == "check":
         return check_model_suite(args.suite, logits_dir=args.logits, python=args.python,
                                  json_report=args.json_report, only=set(args.case) if args.case else None)

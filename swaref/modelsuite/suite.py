@@ -16,9 +16,8 @@ import os
 import numpy as np
 
 from ..conformance import safetensors_io as ST
-from ..conformance.files import FileFormatError, is_safe_name, load_json, path_inside, read_regular
-from ..conformance.schema import errors as schema_errors
-from ..conformance.suite import SuiteError, manifest_hash
+from ..conformance.files import FileFormatError, is_safe_name, path_inside, read_regular
+from ..conformance.suite import SuiteError, manifest_hash, read_manifest, verify_each
 from .generate import CHECKPOINT_FILES, FORMAT_VERSION
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
@@ -92,13 +91,7 @@ class ModelSuite:
 def load_model_suite(folder):
     """Read and verify a model suite -> ModelSuite (SuiteError naming every problem found)."""
     path = os.path.join(folder, "manifest.json")
-    try:
-        manifest = load_json(read_regular(path, MAX_MANIFEST_BYTES, path), path)
-    except FileFormatError as e:
-        raise SuiteError(str(e)) from None
-    problems = schema_errors(manifest, load_schema())
-    if problems:
-        raise SuiteError(f"{path} does not satisfy the model suite's manifest.schema.json: " + "; ".join(problems))
+    manifest = read_manifest(path, MAX_MANIFEST_BYTES, load_schema(), "the model suite's manifest.schema.json")
     if manifest["format_version"] != FORMAT_VERSION:
         raise SuiteError(f"{path}: format version {manifest['format_version']} is not {FORMAT_VERSION}")
     if manifest["suite_hash"] != manifest_hash(manifest):
@@ -109,13 +102,8 @@ def load_model_suite(folder):
     bad = [e["id"] for e in suite.entries if not is_safe_name(e["id"]) or not is_safe_name(e["golden"]["file"])]
     if bad:
         raise SuiteError(f"{path}: case {bad[0]!r} has an id or golden file name that is not a bare name")
-    problems = []
-    for e in suite.entries:
-        try:
-            suite.verify_checkpoint(e["id"])
-            suite.golden(e["id"])
-        except SuiteError as err:
-            problems.append(str(err))
-    if problems:
-        raise SuiteError("; ".join(problems))
+    def verify(e):
+        suite.verify_checkpoint(e["id"])
+        suite.golden(e["id"])
+    verify_each(suite.entries, verify)
     return suite

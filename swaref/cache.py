@@ -312,7 +312,7 @@ def _lost_key(cache, n):
     ring holds N - n_held .. N - 1.  Possible iff no such key exists (need >= P) or need
     is still held (need >= N - n_held).
     """
-    if cache.window is None:                     # a full-attention cache never evicts
+    if cache.window is None or n == 0:           # a full-attention cache never evicts
         return None
     N = cache.next_position
     P = N - n

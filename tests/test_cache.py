@@ -461,3 +461,12 @@ def test_rollback_worked_examples_of_the_spec():
         swaref.rollback(s, 3)
     swaref.rollback(s, 9)                        # back into the sink tokens: possible
     assert s.view()[2].tolist() == [0] and s.next_position == 1
+
+
+@pytest.mark.parametrize("window,capacity", FAMILY_CACHES + [(None, 3)], ids=repr)
+def test_rolling_back_nothing_is_always_possible(window, capacity):
+    c = swaref.RollingBufferCache(window, 1, 1, dtype=np.float64, capacity=capacity)
+    swaref.rollback(c, 0)                        # a fresh cache: nothing written, nothing to take back
+    assert swaref.max_rollback(c) == 0 and c.next_position is None
+    with pytest.raises(swaref.SwarefError, match="holds 0 tokens"):
+        swaref.rollback(c, 1)

@@ -28,9 +28,13 @@ change, copied out of the tree) into the same process and adds a "kernel before/
 both kernels' band_attention called directly with the same arguments (each in its own
 signature: spec 1.0's ``window`` or spec 1.1's four ints), repetitions interleaved.
 
-Decode: one query over a full cache (W = 4096 slots, Hq=32, Hkv=8, D=128) at
-positions 5,000 and 500,000, against NumPy over the ring, the reference
-decode_step, torch SDPA, and the time to read K and V once.
+Decode: one query at position 500,000 over a full cache, W = 4,096 and 16,384 slots, Hkv = 8,
+D = 128, G = 1, 4, 8 (Hq = 8, 32, 64), plus Hkv = 32, G = 4 (128 MiB at float32), with K and V
+evicted from every cache before each timed call (a buffer of 4x the L3 is read first: a real
+model's cache, 32 layers of W slots, lives in DRAM).  Against torch SDPA on the same slots
+(``--decode-numpy`` adds NumPy over the ring and the reference decode_step) and the floor: the
+time to read K and V once (a NumPy sum of the same bytes, evicted likewise, best of the same
+repetitions); a closing summary gives each case's ratio to the floor and SDPA's to swaref.
 
 This is a benchmark, not a test: it asserts nothing, it prints.
 """
@@ -171,14 +175,17 @@ def probe(fn):
 CLOCK = time.perf_counter
 
 
-def best_times(fns, repeat):
+def best_times(fns, repeat, before=None):
     """Best of ``repeat`` times (CLOCK) per function, the repetitions interleaved round-robin
-    so that a burst of load from elsewhere on the machine hits every competitor alike."""
+    so that a burst of load from elsewhere on the machine hits every competitor alike;
+    ``before()`` (untimed) runs before each call (the decode rows evict the caches)."""
     best = [math.inf] * len(fns)
     for _ in range(repeat):
         for i, fn in enumerate(fns):
             if fn is None:
                 continue
+            if before is not None:
+                before()
             t = CLOCK()
             fn()
             best[i] = min(best[i], CLOCK() - t)
@@ -406,7 +413,45 @@ def _run_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out, entries
 
 # ------------------------------------------------------------------- decode
 
-def bench_decode(W, Hq, Hkv, D, dtype, threads, position, args, rows_out):
+def l3_bytes():
+    """The last-level cache's size in bytes (sysfs; 0 if unknown)."""
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in os.listdir(base):
+            try:
+                with open(os.path.join(base, entry, "size")) as f:
+                    text = f.read().strip()
+            except OSError:
+                continue
+            mult = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}.get(text[-1:], 1)
+            best = max(best, int(text.rstrip("KMG")) * mult)
+    except OSError:
+        pass
+    return best
+
+
+class Evictor:
+    """Reads a buffer of 4x the last-level cache (at least 128 MiB) before each timed call, so
+    that every competitor starts with K and V in DRAM, as a real model's cache (32 layers of
+    W = 4096 slots) is."""
+
+    def __init__(self):
+        self.llc = l3_bytes()
+        self.buf = np.ones(max(4 * self.llc, 2 ** 27) // 4, dtype=np.float32)
+
+    def __call__(self):
+        self.buf.sum()
+
+
+def decode_cases(args):
+    """(W, Hq, Hkv, D) of the decode rows: the issue's grid, W x G at Hkv = 8, D = 128."""
+    if args.quick:
+        return [(1024, 32, 8, 128)]
+    return [(W, 8 * G, 8, 128) for W in (4096, 16384) for G in (1, 4, 8)] + [(4096, 128, 32, 128)]
+
+
+def bench_decode(W, Hq, Hkv, D, dtype, threads, position, args, rows_out, evict, summary):
     rng = np.random.default_rng(1)
     cache = swaref.RollingBufferCache(W, Hkv, D, dtype=dtype)
     swaref.cache_write(cache, rng.standard_normal((W, Hkv, D)).astype(dtype),
@@ -415,8 +460,6 @@ def bench_decode(W, Hq, Hkv, D, dtype, threads, position, args, rows_out):
     k1 = rng.standard_normal((1, Hkv, D)).astype(dtype)
     scale = 1.0 / math.sqrt(D)
     G = Hq // Hkv
-    results = []
-
     n_seen = cache.n_seen
 
     def step(backend):
@@ -437,9 +480,9 @@ def bench_decode(W, Hq, Hkv, D, dtype, threads, position, args, rows_out):
     def read_kv():
         return float(cache.k.sum()) + float(cache.v.sum())
 
-    entries = [("swaref cython", lambda: step("cython"), ""),
-               ("numpy over the ring", numpy_ring, ""),
-               ("numpy reference", lambda: step("reference"), "")]
+    entries = [("swaref cython", lambda: step("cython"), "")]
+    if args.decode_numpy:
+        entries += [("numpy over the ring", numpy_ring, ""), ("numpy reference", lambda: step("reference"), "")]
     if torch is not None:
         torch.set_num_threads(threads)
         tk = torch.from_numpy(cache.k).permute(1, 0, 2).unsqueeze(0)      # views of the slots
@@ -454,24 +497,61 @@ def bench_decode(W, Hq, Hkv, D, dtype, threads, position, args, rows_out):
     else:
         entries.append(("torch sdpa", None, "skipped: torch not installed"))
     entries.append(("read K and V once", read_kv,
-                     f"{(cache.k.nbytes + cache.v.nbytes) / 2 ** 20:.0f} MiB, numpy sum"))
+                     f"{(cache.k.nbytes + cache.v.nbytes) / 2 ** 20:.0f} MiB, numpy sum: the floor"))
+    if args.baseline_core is not None:      # both kernels called directly, same arguments
+        entries.append(("kernel before", lambda: _direct_decode(args.baseline_core, cache, q, position, W, scale,
+                                                               threads), "--baseline, band_attention"))
+        entries.append(("kernel after", lambda: _direct_decode(_core, cache, q, position, W, scale, threads),
+                        "this build, band_attention"))
     with thread_limits(threads):
         mem = [probe(fn) if fn is not None else None for _, fn, _ in entries]
-        best = best_times([fn for _, fn, _ in entries], args.decode_repeat)
+        best = best_times([fn for _, fn, _ in entries], args.decode_repeat, before=evict)
     results = [(label, sec if fn is not None else None, mb, note)
                for (label, fn, note), sec, mb in zip(entries, best, mem)]
     ours = results[0][1]
-    print(f"\n## decode at position {position:,}: W={W} Hq={Hq} Hkv={Hkv} D={D} {np.dtype(dtype).name}, "
-          f"{threads} thread(s)")
-    print(f"{'competitor':24s} {'ms':>10s} {'GB/s K+V':>9s} {'x swaref':>9s} {'peak MB':>8s}  note")
+    floor = dict((r[0], r[1]) for r in results)["read K and V once"]
+    print(f"\n## decode at position {position:,}: W={W} Hq={Hq} Hkv={Hkv} (G={G}) D={D} "
+          f"{np.dtype(dtype).name}, {threads} thread(s), K and V evicted before each call")
+    print(f"{'competitor':24s} {'ms':>10s} {'GB/s K+V':>9s} {'x swaref':>9s} {'x floor':>8s} {'peak MB':>8s}  note")
     nbytes = cache.k.nbytes + cache.v.nbytes
     for label, sec, mb, note in results:
         if sec is None:
-            print(f"{label:24s} {'-':>10s} {'-':>9s} {'-':>9s} {'-':>8s}  {note}")
+            print(f"{label:24s} {'-':>10s} {'-':>9s} {'-':>9s} {'-':>8s} {'-':>8s}  {note}")
             continue
-        print(f"{label:24s} {sec * 1e3:10.3f} {nbytes / sec / 1e9:9.1f} {sec / ours:9.2f} {mb:8.1f}  {note}")
+        print(f"{label:24s} {sec * 1e3:10.3f} {nbytes / sec / 1e9:9.1f} {sec / ours:9.2f} {sec / floor:8.2f} "
+              f"{mb:8.1f}  {note}")
         rows_out.append((f"decode@{position}", np.dtype(dtype).name, threads, label, sec, nbytes / sec / 1e9,
                          sec / ours, mb, note))
+    sdpa_sec = dict((r[0], r[1]) for r in results).get("torch sdpa")
+    by = dict((r[0], r[1]) for r in results)
+    before_after = by["kernel before"] / by["kernel after"] if "kernel before" in by else None
+    summary.append((W, G, Hkv, np.dtype(dtype).name, threads, nbytes, ours, floor, sdpa_sec, before_after))
+    sys.stdout.flush()
+
+
+def _direct_decode(core, cache, q, position, W, scale, threads):
+    """A build's kernel on the same decode step, called directly (the cache as it stands: the
+    step's own key already written by the swaref row's call)."""
+    e = np.empty((0,) + cache.k.shape[1:], dtype=cache.k.dtype)
+    ep = np.empty(0, dtype=np.int64)
+    qp = np.array([position], dtype=np.int64)
+    lo, hi = position - W + 1, position
+    if "sink_tokens" in (core.band_attention.__doc__ or ""):           # spec 1.1: kernel_params
+        return core.band_attention(q, qp, e, e, ep, cache.k, cache.v, cache.positions, lo, hi, W - 1, 0, 0, 0,
+                                   scale, threads)
+    return core.band_attention(q, qp, e, e, ep, cache.k, cache.v, cache.positions, lo, hi, W, scale, threads)
+
+
+def print_decode_summary(summary, evict):
+    print(f"\n## decode summary: K and V in DRAM (evicted: {evict.buf.nbytes / 2 ** 20:.0f} MiB read before "
+          f"each call; L3 {evict.llc / 2 ** 20:.0f} MiB); floor = numpy sum of the same K and V, same process")
+    print(f"{'W':>6s} {'G':>2s} {'Hkv':>3s} {'dtype':>7s} {'thr':>3s} {'K+V MiB':>8s} {'swaref ms':>10s} "
+          f"{'floor ms':>9s} {'x floor':>8s} {'sdpa/swaref':>11s} {'before/after':>12s}")
+    for W, G, Hkv, dt, t, nbytes, ours, floor, sdpa, before in summary:
+        sd = f"{sdpa / ours:11.2f}" if sdpa else f"{'-':>11s}"
+        bf = f"{before:12.2f}" if before else f"{'-':>12s}"
+        print(f"{W:6d} {G:2d} {Hkv:3d} {dt:>7s} {t:3d} {nbytes / 2 ** 20:8.0f} {ours * 1e3:10.3f} {floor * 1e3:9.3f} "
+              f"{ours / floor:8.2f} {sd} {bf}")
     sys.stdout.flush()
 
 
@@ -538,6 +618,8 @@ def main(argv=None):
     ap.add_argument("--shapes", default="A,B,C,decode", help="subset of A,B,C,decode")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--decode-repeat", type=int, default=20)
+    ap.add_argument("--decode-numpy", action="store_true",
+                    help="add the NumPy rows (over the ring, the reference) to each decode table")
     ap.add_argument("--ref-queries", type=int, default=256,
                     help="queries the NumPy reference is timed on (then extrapolated)")
     ap.add_argument("--no-flex", action="store_true", help="skip flex_attention (it compiles for minutes)")
@@ -565,10 +647,10 @@ def main(argv=None):
     if args.quick:
         args.repeat, args.decode_repeat, args.ref_queries = 1, 5, 64
         prefill = {"A": (1024, 32, 8, 128, 128), "B": (1024, 32, 8, 128, 1024), "C": (512, 8, 8, 64, 64)}
-        decode_shape, positions = (1024, 32, 8, 128), (5_000, 500_000)
+        decode_position = 500_000
     else:
         prefill = {"A": (4096, 32, 8, 128, 512), "B": (4096, 32, 8, 128, 4096), "C": (2048, 8, 8, 64, 256)}
-        decode_shape, positions = (4096, 32, 8, 128), (5_000, 500_000)
+        decode_position = 500_000
     header(args)
     rows = []
     for name in ("A", "B", "C"):
@@ -578,11 +660,12 @@ def main(argv=None):
             for t in args.threads:
                 bench_prefill(f"prefill ({name})", *prefill[name], np.dtype(dt).type, t, args, rows)
     if "decode" in shapes:
-        W, Hq, Hkv, D = decode_shape
-        for dt in args.dtypes:
-            for t in args.threads:
-                for p in positions:
-                    bench_decode(W, Hq, Hkv, D, np.dtype(dt).type, t, p, args, rows)
+        evict, summary = Evictor(), []
+        for W, Hq, Hkv, D in decode_cases(args):
+            for dt in args.dtypes:
+                for t in args.threads:
+                    bench_decode(W, Hq, Hkv, D, np.dtype(dt).type, t, decode_position, args, rows, evict, summary)
+        print_decode_summary(summary, evict)
     return 0
 
 

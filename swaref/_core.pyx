@@ -9,10 +9,11 @@ sanitizer build, ``SWAREF_SANITIZE=1``, runs it under ASan and UBSan.
 
 Layers
 ------
-1. ``_block``: the ``noexcept nogil`` core of one (KV head, query block) work
-   item, on raw pointers: two passes over key tiles (``_cursor``, then four
-   steps per tile: ``_gather_tile``, ``_row_ranges``, ``_score_pass``,
-   ``_value_pass``); then ``_finish_rows``.
+1. ``_block``: the ``noexcept nogil`` core of one (KV heads, query block) work
+   item, on raw pointers: two passes over key tiles (``_cursor``, then per
+   tile ``_gather_tile`` and ``_row_ranges`` once, and for each KV head of the
+   item ``_head_tile``, ``_score_pass``, ``_value_pass``); then
+   ``_finish_rows``.
    Products, softmax step, tile transpose, exp, the soft cap's tanh and the
    overflow fallback's key step are C in swaref/_kernels.h (Cython cannot keep
    an array of accumulators in registers: measured about 2x slower); the
@@ -119,9 +120,16 @@ arithmetic: their scores may be computed as by-products of the vectorised
 tile product, but they are replaced by -inf or 0 by selects and their values
 are never multiplied, so a NaN or Inf there cannot reach the output.
 
-Work split: items are (KV head, block of ``ROWS_PER_ITEM // G`` queries) in an
-OpenMP ``prange``; each gathers a tile's keys once into per-thread scratch,
-O(TILE x D + rows x (TILE + D)): no T x S array.
+Work split: items are (KV heads, block of ``ROWS_PER_ITEM // G`` queries) in an
+OpenMP ``prange``; each gathers a tile's keys once and builds each head's tile
+in per-thread scratch, O(TILE x D + heads x rows x (TILE + D)): no T x S array.
+Many rows per item (prefill): one KV head per item.  Few rows (T x G <= 16: a
+decode step, a few draft tokens): the KV heads split evenly over the threads
+(all of them at one thread), tiles outer and heads inner, so that each key
+row's block of the item's heads is read together, in position order, first in
+address order (``decode_touch_bytes``) and then head by head from the cache
+where the hardware prefetchers left it.  A row's chain of operations is the
+same in both schedules: which heads share an item never changes a bit.
 """
 cimport cython
 from cython.parallel cimport prange, threadid
@@ -139,7 +147,6 @@ ctypedef fused floating:
 
 cdef enum:
     ROWS_PER_ITEM = 256    # query rows (queries x heads of one KV head) per work item
-    PREFETCH = 8           # keys ahead whose rows the tile gather prefetches
 
 
 cdef struct Keys:
@@ -188,6 +195,24 @@ def min_work_per_thread(n=None):
         if int(n) < 1:
             raise ValueError(f"min_work_per_thread must be >= 1, got {n}")
         min_work = int(n)
+    return old
+
+
+#: Key and value bytes of a decode tile (its item's slices of the tile's rows) read ahead in
+#: address order before its heads are computed (_block; 0: none).  4 MiB: the whole tile for
+#: every shape measured (Hkv = 32 at float64: 64 rows of 32 KiB, twice), where a smaller
+#: budget (parts of rows) cost up to 1.3x; results never depend on it.
+cdef Py_ssize_t touch_bytes = 1 << 22
+
+
+def decode_touch_bytes(n=None):
+    """Get, or set and return the previous, bytes of a decode tile read ahead in address order (0: none)."""
+    global touch_bytes
+    old = touch_bytes
+    if n is not None:
+        if int(n) < 0:
+            raise ValueError(f"decode_touch_bytes must be >= 0, got {n}")
+        touch_bytes = int(n)
     return old
 
 
@@ -257,19 +282,13 @@ cdef inline const floating* _qrow(const floating* q, const Rows* R, Py_ssize_t r
 
 # ----------------------------------------------------------------- one tile
 
-cdef inline void _put_key(int64_t j, const floating* krow, const floating* vrow, bint copy_v, floating* vt,
-                          Py_ssize_t D, const floating** krows, const floating** vrows, char* present,
-                          uint64_t* pbits) noexcept nogil:
-    """Put one key into lane j: its key row is noted (transposed after the gather), its value
-    row copied to the value tile (stride D) or pointed at in place."""
+cdef inline void _put_key(int64_t j, const void* krow, const void* vrow, const void** kbase, const void** vbase,
+                          char* present, uint64_t* pbits) noexcept nogil:
+    """Put one key into lane j: the starts of its key and value rows (all KV heads) are noted."""
     present[j] = 1
     pbits[0] |= (<uint64_t>1) << j
-    krows[j] = krow
-    if copy_v:
-        memcpy(vt + j * D, vrow, D * sizeof(floating))
-        vrows[j] = vt + j * D
-    else:
-        vrows[j] = vrow
+    kbase[j] = krow
+    vbase[j] = vrow
 
 
 cdef void _cursor(const Keys* K, Cursor* c, int64_t a, int64_t b) noexcept nogil:
@@ -284,28 +303,27 @@ cdef void _cursor(const Keys* K, Cursor* c, int64_t a, int64_t b) noexcept nogil
     c.eb = _lower_bound(K.k_pos, K.S, b + 1)
 
 
-cdef int64_t _gather_tile(const Keys* K, Cursor* c, Py_ssize_t g, bint copy_v, floating* kt, floating* vt,
-                          const floating** vrows, char* present, uint64_t* pbits) noexcept nogil:
+cdef int64_t _gather_tile(const Keys* K, Cursor* c, Py_ssize_t esize, const void** kbase, const void** vbase,
+                          char* present, uint64_t* pbits) noexcept nogil:
     """Gather the next tile holding a key of the pass; return its first position (-1: none left).
 
     The next present key decides the tile [tstart, tstart + TILE); each of its keys goes to lane
-    position - tstart: the key rows transposed into kt[d * TILE + lane], the value rows into
-    vrows (and vt).  Three sources, each walked in increasing position: the sink slots (slot p
-    holds position p < ns iff cpos[p] == p), the ring (position j >= ns in slot
-    ns + (j - ns) mod C iff cpos[slot] == j) and the explicit keys.  present / pbits: the lanes
-    holding a key.
+    position - tstart: the starts of its key and value rows (Hkv * D elements of esize bytes,
+    every KV head) into kbase and vbase (NULL: no key).  Three sources, each walked in
+    increasing position: the sink slots (slot p holds position p < ns iff cpos[p] == p), the
+    ring (position j >= ns in slot ns + (j - ns) mod C iff cpos[slot] == j) and the explicit
+    keys.  present / pbits: the lanes holding a key.  Each KV head's tile is then built from
+    these rows (_head_tile).
     """
     # Locals, not K-> and c-> fields: the char stores to present[] may alias any of those,
     # which would make the compiler reload them on every key.
-    cdef const floating* k = <const floating*>K.k
-    cdef const floating* v = <const floating*>K.v
-    cdef const floating* ck = <const floating*>K.ck
-    cdef const floating* cv = <const floating*>K.cv
+    cdef const char* k = <const char*>K.k
+    cdef const char* v = <const char*>K.v
+    cdef const char* ck = <const char*>K.ck
+    cdef const char* cv = <const char*>K.cv
     cdef const int64_t* cpos = K.cpos
     cdef const int64_t* k_pos = K.k_pos
-    cdef const floating* krows[TILE]
-    cdef Py_ssize_t D = K.D, C = K.C, ns = K.ns, row = K.Hkv * D, j, slot, e = c.e, eb = c.eb
-    cdef Py_ssize_t seg = D * sizeof(floating)           # bytes of one key's row
+    cdef Py_ssize_t C = K.C, ns = K.ns, row = K.Hkv * K.D * esize, j, slot, e = c.e, eb = c.eb
     cdef int64_t pos = -1, tstart, tend, sp = c.sp, send = c.send, rp = c.rp, rend = c.rend
     cdef uint64_t bits = 0
     while sp <= send and cpos[sp] != sp:
@@ -327,38 +345,40 @@ cdef int64_t _gather_tile(const Keys* K, Cursor* c, Py_ssize_t g, bint copy_v, f
     tend = tstart + TILE
     for j in range(TILE):
         present[j] = 0
-        krows[j] = NULL
+        kbase[j] = NULL
+        vbase[j] = NULL
     while sp <= send and sp < tend:
         if cpos[sp] == sp:
-            _put_key(sp - tstart, ck + sp * row + g * D, cv + sp * row + g * D, copy_v, vt, D,
-                     krows, vrows, present, &bits)
+            _put_key(sp - tstart, ck + sp * row, cv + sp * row, kbase, vbase, present, &bits)
         sp += 1
     while rp <= rend and rp < tend:
-        # In-place value rows (decode) wait on memory, and the rows of one KV head lie Hkv*D
-        # apart, a stride the hardware prefetcher does not follow across pages.
-        if not copy_v:
-            slot = ns + (rp + PREFETCH - ns) % C
-            swaref_prefetch(ck + slot * row + g * D, seg)
-            swaref_prefetch(cv + slot * row + g * D, seg)
         slot = ns + (rp - ns) % C
         if cpos[slot] == rp:
-            _put_key(rp - tstart, ck + slot * row + g * D, cv + slot * row + g * D, copy_v, vt, D,
-                     krows, vrows, present, &bits)
+            _put_key(rp - tstart, ck + slot * row, cv + slot * row, kbase, vbase, present, &bits)
         rp += 1
     while e < eb and k_pos[e] < tend:
-        if not copy_v and e + PREFETCH < eb:
-            swaref_prefetch(k + (e + PREFETCH) * row + g * D, seg)
-            swaref_prefetch(v + (e + PREFETCH) * row + g * D, seg)
-        _put_key(k_pos[e] - tstart, k + e * row + g * D, v + e * row + g * D, copy_v, vt, D,
-                 krows, vrows, present, &bits)
+        _put_key(k_pos[e] - tstart, k + e * row, v + e * row, kbase, vbase, present, &bits)
         e += 1
     c.sp, c.rp, c.e = sp, rp, e
     pbits[0] = bits
-    if floating is float:
-        swaref_transpose_tile_f(kt, krows, 0, D)
-    else:
-        swaref_transpose_tile_d(kt, krows, 0, D)
     return tstart
+
+
+cdef void _head_tile(const Keys* K, Py_ssize_t g, bint copy_v, const void** kbase, const void** vbase,
+                     const char* present, floating* kt, floating* vt, const floating** vrows) noexcept nogil:
+    """KV head g's tile from the gathered rows: its key slices transposed into kt[d * TILE + lane],
+    its value slices pointed at in place (vrows) or, with copy_v, copied to vt at stride D."""
+    cdef Py_ssize_t D = K.D, j
+    for j in range(TILE):
+        if present[j]:
+            vrows[j] = <const floating*>vbase[j] + g * D
+            if copy_v:
+                memcpy(vt + j * D, vrows[j], D * sizeof(floating))
+                vrows[j] = vt + j * D
+    if floating is float:
+        swaref_transpose_tile_f(kt, <const float* const*>kbase, g * D, D)
+    else:
+        swaref_transpose_tile_d(kt, <const double* const*>kbase, g * D, D)
 
 
 cdef void _row_ranges(const Rows* R, const int64_t* lo, const int64_t* hi, int64_t tstart, uint64_t pbits,
@@ -539,28 +559,39 @@ cdef void _finish_rows(const floating* q, const Rows* R, const Keys* K, const fl
 # ------------------------------------------------------------- work item
 
 cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const Keys* K, floating scale,
-                 double scale64, double softcap, const double* sinks, Py_ssize_t g, Py_ssize_t t0,
-                 Py_ssize_t t1, floating* work, Py_ssize_t* iwork, int64_t* pwork, double* dwork,
-                 floating* out) noexcept nogil:
-    """One work item: queries t0 .. t1-1, the query heads of KV head g.
+                 double scale64, double softcap, const double* sinks, Py_ssize_t g0, Py_ssize_t g1,
+                 Py_ssize_t t0, Py_ssize_t t1, floating* work, Py_ssize_t* iwork, int64_t* pwork,
+                 double* dwork, floating* out) noexcept nogil:
+    """One work item: queries t0 .. t1-1, the query heads of KV heads g0 .. g1-1.
 
-    work: TILE*D (transposed key tile, lane = position mod TILE) + TILE*D (value tile) +
-    TILE*n (scores, then weights) + n*D (o) + 3*n (m, l, alpha) elements; iwork: 2*n
+    Tiles outer, KV heads inner: each tile's key rows are gathered once, then every head of the
+    item takes its slice of them (so a decode step reads each key's Hkv * D block together, in
+    position order, instead of one head's slice of every key, rows a page apart).  Each head
+    keeps its own rows' state; a row's arithmetic is the same whatever the item's heads.
+
+    work: TILE*D (transposed key tile, lane = position mod TILE) + TILE*D (value tile), then per
+    head TILE*n (scores, then weights) + n*D (o) + 3*n (m, l, alpha) elements; iwork: 2*n
     (each row's visible lanes); pwork: 3*nq (each query's lo, hi and last kept sink token);
     dwork: D (the overflow fallback); n = nq * G rows, nq = t1 - t0 queries.
     """
     cdef Rows R
-    R.q_pos, R.Hq, R.G, R.g, R.t0, R.nq, R.D = q_pos, Hq, Hq // K.Hkv, g, t0, t1 - t0, K.D
+    R.q_pos, R.Hq, R.G, R.g, R.t0, R.nq, R.D = q_pos, Hq, Hq // K.Hkv, g0, t0, t1 - t0, K.D
     R.n = R.nq * R.G
     R.softcap, R.sinks = softcap, sinks
-    cdef Py_ssize_t D = K.D, r, d, tq, npass
+    cdef Py_ssize_t D = K.D, r, d, tq, npass, hh, nh = g1 - g0, j, hend
+    # Heads whose slices of a tile's key and value rows are read ahead together (touch_bytes).
+    cdef Py_ssize_t tb = touch_bytes
+    cdef Py_ssize_t hsub = tb // (2 * TILE * D * sizeof(floating)) or 1
+    cdef Py_ssize_t esize = sizeof(floating)
+    cdef Py_ssize_t hs = TILE * R.n + R.n * D + 3 * R.n     # one head's state
     cdef floating* kt = work
     cdef floating* vt = kt + TILE * D
-    cdef floating* sc = vt + TILE * D
-    cdef floating* o = sc + TILE * R.n
-    cdef floating* m = o + R.n * D
-    cdef floating* l = m + R.n
-    cdef floating* al = l + R.n
+    cdef floating* hw                                    # the current head's state: sc, o, m, l, al
+    cdef floating* sc
+    cdef floating* o
+    cdef floating* m
+    cdef floating* l
+    cdef floating* al
     cdef Py_ssize_t* rja = iwork
     cdef Py_ssize_t* rjb = iwork + R.n
     cdef int64_t* lo = pwork                             # per query: its range lo(p) .. hi(p)
@@ -572,17 +603,22 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const K
     # same L1 sets).  A decode step's few rows read them once: in place.
     cdef bint copy_v = R.n > 16
     cdef const floating* vrows[TILE]
+    cdef const void* kbase[TILE]
+    cdef const void* vbase[TILE]
     cdef char present[TILE]
     cdef uint64_t pbits = 0                              # present as a lane mask
     cdef int64_t tstart, pa, pb
     cdef Cursor c
-    for r in range(R.n):
-        # A sink starts its row's chain, whatever the tiling: m = sink (cast to the input precision
-        # once), l = exp(sink - m) = 1, no value.
-        m[r] = -INFINITY if sinks == NULL else <floating>sinks[g * R.G + r % R.G]
-        l[r] = 0 if sinks == NULL else 1
-        for d in range(D):
-            o[r * D + d] = 0
+    for hh in range(nh):
+        hw = work + 2 * TILE * D + hh * hs
+        m, l = hw + TILE * R.n + R.n * D, hw + TILE * R.n + R.n * D + R.n
+        for r in range(R.n):
+            # A sink starts its row's chain, whatever the tiling: m = sink (cast to the input
+            # precision once), l = exp(sink - m) = 1, no value.
+            m[r] = -INFINITY if sinks == NULL else <floating>sinks[(g0 + hh) * R.G + r % R.G]
+            l[r] = 0 if sinks == NULL else 1
+            for d in range(D):
+                hw[TILE * R.n + r * D + d] = 0
     for tq in range(R.nq):
         se[tq] = _runs(q_pos[t0 + tq], K, lo + tq)
         hi[tq] = _hi(q_pos[t0 + tq], K)
@@ -598,30 +634,55 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const K
             pa, pb, plo, phi = lo[0], hi[R.nq - 1], lo, hi
         _cursor(K, &c, pa, pb)
         while True:
-            tstart = _gather_tile(K, &c, g, copy_v, kt, vt, vrows, present, &pbits)
+            tstart = _gather_tile(K, &c, esize, kbase, vbase, present, &pbits)
             if tstart < 0:
                 break
             _row_ranges(&R, plo, phi, tstart, pbits, rja, rjb)
-            _score_pass(q, &R, kt, scale, sc, rja, rjb)
-            _value_pass(&R, sc, o, m, l, al, vrows, present, pbits, rja, rjb)
-    _finish_rows(q, &R, K, o, l, scale64, dwork, out)
+            for hh in range(nh):
+                if not copy_v and tb and hh % hsub == 0:
+                    # Read the next heads' slices of the tile's rows in address order first: a
+                    # sequential stream the hardware prefetchers follow (about 1.4x the rate of
+                    # reading each head's slice of 64 rows a page apart), into L2 for the heads'
+                    # transposes and value passes just below.
+                    hend = hh + hsub if hh + hsub < nh else nh
+                    for j in range(TILE):
+                        if present[j]:
+                            swaref_touch(<const char*>kbase[j] + (g0 + hh) * D * esize, (hend - hh) * D * esize)
+                            swaref_touch(<const char*>vbase[j] + (g0 + hh) * D * esize, (hend - hh) * D * esize)
+                R.g = g0 + hh
+                hw = work + 2 * TILE * D + hh * hs
+                sc, o = hw, hw + TILE * R.n
+                m, l, al = o + R.n * D, o + R.n * D + R.n, o + R.n * D + 2 * R.n
+                _head_tile(K, R.g, copy_v, kbase, vbase, present, kt, vt, vrows)
+                _score_pass(q, &R, kt, scale, sc, rja, rjb)
+                _value_pass(&R, sc, o, m, l, al, vrows, present, pbits, rja, rjb)
+    for hh in range(nh):
+        R.g = g0 + hh
+        hw = work + 2 * TILE * D + hh * hs
+        _finish_rows(q, &R, K, hw + TILE * R.n, hw + TILE * R.n + R.n * D + R.n, scale64, dwork, out)
 
 
 cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos, const Keys* K,
                      floating scale, double scale64, double softcap, const double* sinks,
-                     Py_ssize_t block, floating[:, ::1] work, Py_ssize_t[:, ::1] iwork,
+                     Py_ssize_t block, Py_ssize_t hpi, floating[:, ::1] work, Py_ssize_t[:, ::1] iwork,
                      int64_t[:, ::1] pwork, double[:, ::1] dwork, floating[:, :, ::1] out,
                      int nthreads) noexcept nogil:
-    """All (KV head, query block) items, in parallel; each row's bits do not depend on the split."""
+    """All (KV head group, query block) items, in parallel; each row's bits do not depend on the
+    split.  hpi: KV heads per item."""
     cdef Py_ssize_t T = q.shape[0], Hq = q.shape[1]
     cdef Py_ssize_t nblocks = (T + block - 1) // block
-    cdef Py_ssize_t item, t0, t1
-    for item in prange(K.Hkv * nblocks, nogil=True, schedule="dynamic", chunksize=1, num_threads=nthreads):
-        t0 = (item // K.Hkv) * block
+    cdef Py_ssize_t ngroups = (K.Hkv + hpi - 1) // hpi
+    cdef Py_ssize_t item, t0, t1, g0, g1
+    for item in prange(ngroups * nblocks, nogil=True, schedule="dynamic", chunksize=1, num_threads=nthreads):
+        t0 = (item // ngroups) * block
         t1 = t0 + block
         if t1 > T:
             t1 = T
-        _block(&q[0, 0, 0], &q_pos[0], Hq, K, scale, scale64, softcap, sinks, item % K.Hkv, t0, t1,
+        g0 = (item % ngroups) * hpi
+        g1 = g0 + hpi
+        if g1 > K.Hkv:
+            g1 = K.Hkv
+        _block(&q[0, 0, 0], &q_pos[0], Hq, K, scale, scale64, softcap, sinks, g0, g1, t0, t1,
                &work[threadid(), 0], &iwork[threadid(), 0], &pwork[threadid(), 0], &dwork[threadid(), 0],
                &out[0, 0, 0])
 
@@ -719,9 +780,15 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     if nthreads > 1 and work_madds // min_work < nthreads:
         nthreads = max(1, work_madds // min_work)
     rows = block * G
+    # Few rows per item (a decode step: rows = T * G <= 16, values read in place): an item
+    # takes a range of KV heads, one per thread, so that key rows are read whole, in position
+    # order (_block).  Many rows: one KV head per item.
+    cdef Py_ssize_t hpi = 1
+    if rows <= 16:
+        hpi = (K.Hkv + nthreads - 1) // nthreads
     dtype = np.float32 if floating is float else np.float64
     out = np.empty((T, Hq, D), dtype=dtype)
-    work = np.zeros((nthreads, 2 * TILE * D + TILE * rows + rows * D + 3 * rows), dtype=dtype)
+    work = np.zeros((nthreads, 2 * TILE * D + hpi * (TILE * rows + rows * D + 3 * rows)), dtype=dtype)
     iwork = np.zeros((nthreads, 2 * rows), dtype=np.intp)
     pwork = np.zeros((nthreads, 3 * block), dtype=np.int64)   # each query's lo, hi, last sink token
     dwork = np.zeros((nthreads, D), dtype=np.float64)       # the overflow fallback's row (_exact_row)
@@ -731,7 +798,7 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     cdef double[:, ::1] dwork_v = dwork
     cdef floating[:, :, ::1] out_v = out
     with nogil:
-        _band_core(q, q_pos, &K, <floating>scale, scale, cap, sinks_p, block, work_v, iwork_v, pwork_v, dwork_v,
+        _band_core(q, q_pos, &K, <floating>scale, scale, cap, sinks_p, block, hpi, work_v, iwork_v, pwork_v, dwork_v,
                    out_v, nthreads)
     return out
 

@@ -65,11 +65,13 @@ static int swaref_max_threads(void) { return omp_get_max_threads(); }
 static int swaref_max_threads(void) { return 1; }
 #endif
 
-/* Rows of one KV head lie Hkv*D elements apart (4 KiB and more): the hardware
-   prefetcher does not follow strides across pages, so the tile gather asks
-   for the rows it will need a few keys ahead. */
-static inline void swaref_prefetch(const void* p, Py_ssize_t nbytes) {
-    for (Py_ssize_t o = 0; o < nbytes; o += 64) __builtin_prefetch((const char*)p + o, 0, 3);
+/* A decode step reads each key's row once.  Its tiles' rows, read head slice by head slice
+   (64 rows a page apart, 512 bytes of each), defeat the hardware prefetchers; read first in
+   address order, one load per cache line, they stream (measured: 28 against 40 GB/s alone).
+   Only the lines of p .. p + nbytes - 1 that a load at p + 64 i touches: never outside. */
+static inline void swaref_touch(const void* p, Py_ssize_t nbytes) {
+    const volatile char* c = (const volatile char*)p;
+    for (Py_ssize_t o = 0; o < nbytes; o += 64) (void)c[o];
 }
 
 /* ---- Vector types -------------------------------------------------------- */

@@ -10,7 +10,7 @@ cdef extern from "_kernels.h":
     const int SWAREF_HAVE_OPENMP
     const int SWAREF_SPAN_F, SWAREF_SPAN_D, SWAREF_PVSPAN_F, SWAREF_PVSPAN_D, SWAREF_SROWS_F, SWAREF_SROWS_D
     int swaref_max_threads() noexcept nogil
-    void swaref_prefetch(const void* p, Py_ssize_t nbytes) noexcept nogil
+    void swaref_touch(const void* p, Py_ssize_t nbytes) noexcept nogil
     uint64_t swaref_range_bits(int ja, int jb) noexcept nogil
     void swaref_exp_array_f(const float* x, float* y, Py_ssize_t n, int vector) noexcept nogil
     void swaref_exp_array_d(const double* x, double* y, Py_ssize_t n, int vector) noexcept nogil

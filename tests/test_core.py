@@ -245,6 +245,48 @@ def test_openmp_and_thread_defaults():
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_decode_items_of_several_kv_heads_keep_the_bits(dtype):
+    """Few rows (T x G <= 16) put several KV heads in one work item (tiles outer, heads inner, rows
+    read ahead): a decode step and a few draft tokens equal one-shot attention (one KV head per
+    item) to the bit, for any thread count (heads split unevenly: Hkv = 3, 5) and any read-ahead
+    budget, including a ring that wrapped and a window that cuts a tile."""
+    old_touch = _core.decode_touch_bytes()
+    try:
+        for Hkv, G, D, W in ((3, 1, 16, 100), (5, 2, 40, 64), (8, 4, 64, 130), (2, 8, 20, 1000)):
+            rng = np.random.default_rng(Hkv * 10 + G)
+            T = 300
+            q, k, v = random_qkv(rng, T, T, Hkv * G, Hkv, D, dtype=dtype)
+            pos = np.arange(7, 7 + T, dtype=np.int64)
+            one_shot = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=1)
+            c = swaref.RollingBufferCache(W, Hkv, D, dtype=dtype)
+            swaref.prefill(q[:T - 4], k[:T - 4], v[:T - 4], c, start=7, backend="cython")
+            for i, (threads, touch) in enumerate(((1, old_touch), (2, 0), (3, 1), (8, 4096))):
+                _core.decode_touch_bytes(touch)
+                out = swaref.decode_step(q[T - 4 + i:T - 3 + i], k[T - 4 + i:T - 3 + i], v[T - 4 + i:T - 3 + i],
+                                         c, backend="cython", num_threads=threads)
+                assert_bitwise_equal(out, one_shot[T - 4 + i:T - 3 + i],
+                                     name=f"decode Hkv={Hkv} G={G} threads={threads} touch={touch}")
+            if 2 * G <= 16:                   # two draft tokens over the explicit keys: still few rows
+                for threads in (1, 2, 3):
+                    two = swaref.attention(q[-2:], k, v, window=W, q_pos=pos[-2:], k_pos=pos, backend="cython",
+                                           num_threads=threads)
+                    assert_bitwise_equal(two, one_shot[-2:], name=f"2 queries Hkv={Hkv} G={G} threads={threads}")
+        # The check is not vacuous: a wrong twin (one value element of an early key in the window
+        # off by 1e-3) fails it.
+        c2 = swaref.RollingBufferCache(W, Hkv, D, dtype=dtype)
+        v2 = v.copy()
+        v2[T - 10, 0, 0] *= dtype(1.001)
+        swaref.prefill(q[:T - 1], k[:T - 1], v2[:T - 1], c2, start=7, backend="cython")
+        bumped = swaref.decode_step(q[-1:], k[-1:], v2[-1:], c2, backend="cython", num_threads=2)
+        with pytest.raises(AssertionError):
+            assert_bitwise_equal(bumped, one_shot[-1:], name="a wrong twin")
+    finally:
+        _core.decode_touch_bytes(old_touch)
+    with pytest.raises(ValueError):
+        _core.decode_touch_bytes(-1)
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 def test_non_contiguous_inputs_are_copied(dtype):
     rng = np.random.default_rng(5)
     T, H, D = 30, 2, 6

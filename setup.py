@@ -157,7 +157,8 @@ directives = {
     "embedsignature": True,
 }
 
-KERNEL_DEPENDS = ["swaref/_kernels.h", "swaref/_kernels.pxi", "swaref/_hooks.pxi"]
+KERNEL_DEPENDS = ["swaref/_kernels.h", "swaref/_kernels.pxi", "swaref/_tile.pxi", "swaref/_fallback.pxi",
+                  "swaref/_hooks.pxi"]
 # Cython runs once, for the module swaref._core; the targets compile its C file.
 (core,) = cythonize(
     [Extension("swaref._core", ["swaref/_core.pyx"], depends=KERNEL_DEPENDS, include_dirs=[np.get_include()])],

@@ -252,7 +252,7 @@ def worker_llama_cpp(gguf, work, variant, threads, logits_dir=None, tag=""):
 
     res = measure(new_cache, prefill, step, ids, work, logits_dir, tag)
     return dict(res, rss_loaded_mib=rss_loaded, peak_load_mib=peak_load, peak_rss_mib=peak_rss_mib(),
-                llama_cpp_python=llama_cpp.__version__)
+                llama_cpp_python=llama_cpp.__version__, system_info=llama_cpp.llama_print_system_info().decode())
 
 
 WORKERS = {"swaref": worker_swaref, "transformers": worker_transformers, "llama.cpp": worker_llama_cpp}
@@ -320,7 +320,8 @@ def convert_gguf(d, outtype, llama_dir, out_dir):
 
 
 def gguf_facts(path, llama_dir):
-    """(bytes a decode step streams: every tensor but token_embd, unless the output reuses it; metadata keys)."""
+    """(bytes a decode step streams: every tensor but token_embd, unless the output reuses it;
+    the metadata keys; general.architecture)."""
     sys.path.insert(0, gguf_py_path(llama_dir))
     try:
         from gguf import GGUFReader
@@ -330,7 +331,8 @@ def gguf_facts(path, llama_dir):
     names = {t.name for t in r.tensors}
     streamed = sum(int(t.n_bytes) for t in r.tensors
                    if t.name != "token_embd.weight" or "output.weight" not in names)
-    return streamed, sorted(r.fields)
+    arch = r.fields["general.architecture"].contents() if "general.architecture" in r.fields else "?"
+    return streamed, sorted(r.fields), arch
 
 
 def run_llama_bench(binary, gguf, work, threads):
@@ -589,14 +591,16 @@ def main():
                 if not os.path.exists(os.path.join(d, "tokenizer.json")):
                     write_llama_tokenizer(d, config["vocab_size"])
                 ggufs[spec] = convert_gguf(d, outtype, args.llama_cpp_dir, scratch)
-                gguf_bytes[spec], keys = gguf_facts(ggufs[spec], args.llama_cpp_dir)
+                gguf_bytes[spec], keys, arch = gguf_facts(ggufs[spec], args.llama_cpp_dir)
             except (RuntimeError, OSError, ImportError, ValueError) as e:
                 print(f"{spec} skipped: {e}")
                 specs.remove(spec)
                 continue
-            if outtype == "f32" and not any(k.endswith("sliding_window") for k in keys):
-                print(f"GGUF {outtype}: architecture 'llama', no *.attention.sliding_window key "
-                      f"({len(keys)} metadata keys): llama.cpp runs full attention on it")
+            if spec == next(s for s in specs if s.partition(":")[0] in ("llama.cpp", "llama-bench")):
+                keys = [k for k in keys if not k.startswith("GGUF.")]      # the header's own fields aside
+                window = [k for k in keys if k.endswith("sliding_window")]
+                print(f"GGUF {outtype}: architecture {arch!r}, {len(keys)} metadata keys, sliding-window keys: {window or 'none'}"
+                      + ("" if window else ": llama.cpp runs full attention on it"))
         logits_dir = os.path.join(scratch, "logits")
         os.makedirs(logits_dir)
         runs = {spec: {t: [] for t in threads} for spec in specs}
@@ -613,6 +617,14 @@ def main():
                           ("failed" if res is None else f"decode {res['decode_tok_s']:.1f} tok/s, "
                            f"{res['wall_s']:.0f} s"), flush=True)
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        shown = set()                      # what each llama.cpp build was compiled for, once per engine
+        for spec in specs:
+            engine = spec.partition(":")[0]
+            info = next((r.get("system_info") or r.get("llama_bench") for r in sum(runs[spec].values(), []) if r),
+                        None)
+            if info and engine not in shown:
+                shown.add(engine)
+                print(f"{engine} build: {info}")
         results = {spec: {t: median_result(runs[spec][t]) for t in threads} for spec in specs}
         print_tables(results, threads, work, rates)
         print_agreement(logits_dir, [s for s in specs if not s.startswith("llama-bench")], work, W)

@@ -49,6 +49,7 @@ at the end show it (last-token logits after each prefill against swaref's).
 one repeat, 1 thread, a 64 MiB read-rate buffer: for checking that it runs.
 """
 import argparse
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -107,6 +108,17 @@ def make_checkpoint(d, config):
     model = MistralForCausalLM(MistralConfig(**config))
     model.save_pretrained(d)
     return sum(p.numel() for p in model.parameters())
+
+
+def build_checkpoint(d, config):
+    """make_checkpoint in a subprocess: the driver never imports torch, so that a child it starts
+    (llama-bench, whose peak RSS is read from wait4's ru_maxrss, which counts the forked parent's
+    pages before exec) starts small."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", "checkpoint", "--dir", d,
+                          "--work", json.dumps(config)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"building the checkpoint failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------- workers
@@ -442,9 +454,20 @@ def machine():
         blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
                          for i in threadpool_info() if i.get("user_api") == "blas")
     except ImportError:
-        pass
+        try:
+            b = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+            blas = f"{b.get('name')} {b.get('version')}"
+        except (TypeError, KeyError, ValueError):
+            pass
+    versions = []
+    for dist in ("swaref", "torch", "transformers", "llama_cpp_python"):
+        try:
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
     feats = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
-    return f"{cpu} ({feats}), {os.cpu_count()} logical CPUs; NumPy {np.__version__}, BLAS: {blas}"
+    return (f"{cpu} ({feats}), {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
+            f"NumPy {np.__version__}, BLAS: {blas}; {', '.join(versions)}")
 
 
 def median_result(runs):
@@ -542,6 +565,9 @@ def main():
     ap.add_argument("--work")
     ap.add_argument("--logits-dir")
     args = ap.parse_args()
+    if args.worker == "checkpoint":       # torch stays out of the driver (see build_checkpoint)
+        print(json.dumps(make_checkpoint(args.dir, json.loads(args.work))))
+        return 0
     if args.worker:
         engine, _, variant = args.worker.partition(":")
         res = WORKERS[engine](args.dir, json.loads(args.work), variant, int(args.threads), args.logits_dir,
@@ -575,7 +601,7 @@ def main():
         print("bench_memory.py:\n  | " + mem_out.strip().replace("\n", "\n  | "))
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (other processes skew every number)")
     with tempfile.TemporaryDirectory() as d, tempfile.TemporaryDirectory() as scratch:
-        n = make_checkpoint(d, config)
+        n = build_checkpoint(d, config)
         print(f"checkpoint: random MistralForCausalLM, {n / 1e6:.1f}M parameters, "
               f"{config['num_hidden_layers']} layers, d {config['hidden_size']}, Hq {config['num_attention_heads']}, "
               f"Hkv {config['num_key_value_heads']}, D {config['head_dim']}, FFN {config['intermediate_size']}, "

@@ -19,9 +19,14 @@ swaref backend="cython".  Rows whose library is missing are printed as skipped.
 Spec 1.1's variants: the "swaref cython, softcap=50" and "swaref cython, sinks" rows time the
 same call with Gemma 2's cap (a vector tanh per visible score) and with gpt-oss's learned sinks
 (one logit per head starting each row's softmax), so that each variant's cost is the ratio to
-the plain row.  ``--baseline PATH`` loads another build of swaref._core (e.g. the kernel before a
+the plain row.  The window rows time the same shape under the other windows of the family:
+kept sink tokens (``Sliding(W, sink_tokens=4)``: W + 4 keys, a second pass over the first
+tile), a two-sided window of W keys (``TwoSided(W/2 - 1, W/2)``) and chunked attention
+(``Chunked(W)``: W/2 keys per query on average); their GFLOP/s count their own band pairs.
+``--baseline PATH`` loads another build of swaref._core (e.g. the kernel before a
 change, copied out of the tree) into the same process and adds a "kernel before/after" pair:
-both kernels' band_attention called directly with the same arguments, repetitions interleaved.
+both kernels' band_attention called directly with the same arguments (each in its own
+signature: spec 1.0's ``window`` or spec 1.1's four ints), repetitions interleaved.
 
 Decode: one query over a full cache (W = 4096 slots, Hq=32, Hkv=8, D=128) at
 positions 5,000 and 500,000, against NumPy over the ring, the reference
@@ -43,7 +48,8 @@ import tracemalloc
 import numpy as np
 
 import swaref
-from swaref import _core
+from swaref import _backend, _core
+from swaref.windows import Chunked, Sliding, TwoSided
 
 try:
     import psutil
@@ -83,6 +89,36 @@ def overflow_one_row(q, k, v):
         q[t, 0] = 0
         v[t - 1:t + 1, 0] = 0.6 * big
     return q, v
+
+
+def window_pairs(T, window):
+    """Query-key pairs a window of the family sees over positions 0 .. T-1 (all present)."""
+    p = np.arange(T, dtype=np.int64)
+    if isinstance(window, Sliding):
+        n = np.minimum(p + 1, window.size) + np.minimum(window.sink_tokens, np.maximum(0, p - window.size + 1))
+    elif isinstance(window, TwoSided):
+        n = np.minimum(p, window.left) + 1 + np.minimum(T - 1 - p, window.right)
+    else:
+        n = p % window.size + 1
+    return int(n.sum())
+
+
+def window_call(q, k, v, window, threads):
+    """attention under a window of the family: the public call where it takes the window, else
+    the backend's (the same kernel; the public checks are O(T))."""
+    try:
+        swaref.attention(q[:1], k[:1], v[:1], window=window, backend="cython")
+        return lambda: swaref.attention(q, k, v, window=window, backend="cython", num_threads=threads)
+    except (swaref.SwarefError, TypeError):
+        pos = np.arange(q.shape[0], dtype=np.int64)
+        return lambda: _backend.attention(q, k, v, pos, pos, window, 1.0 / math.sqrt(q.shape[2]), threads)
+
+
+def kernel_args(core, q, pos, k, v, e, ep, W, scale, threads):
+    """band_attention's arguments for the plain window W in core's own signature."""
+    if "sink_tokens" in (core.band_attention.__doc__ or ""):           # spec 1.1: kernel_params
+        return (q, pos, k, v, pos, e, e, ep, 0, -1, -1 if W is None else W - 1, 0, 0, 0, scale, threads)
+    return (q, pos, k, v, pos, e, e, ep, 0, -1, W, scale, threads)
 
 
 def useful_gflop(Hq, D, pairs):
@@ -262,8 +298,8 @@ def bench_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out):
     gflop = useful_gflop(Hq, D, pairs)
     entries = []          # [label, fn or None, note, repeat]; fn None: skipped, note says why
 
-    def add(label, fn, note="", repeat=args.repeat):
-        entries.append([label, fn, note, repeat])
+    def add(label, fn, note="", repeat=args.repeat, pairs=None):
+        entries.append([label, fn, note, repeat, pairs])
 
     add("swaref cython", lambda: swaref.attention(q, k, v, window=W, backend="cython", num_threads=threads))
     if not args.no_variants:
@@ -272,11 +308,19 @@ def bench_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out):
                                                                   num_threads=threads), "spec 1.1 (Gemma 2's cap)")
         add("swaref cython, sinks", lambda: swaref.attention(q, k, v, window=W, sinks=sinks, backend="cython",
                                                              num_threads=threads), "spec 1.1 (gpt-oss's sinks)")
+        if W is not None and W % 2 == 0:
+            for label, window, note in (
+                    ("swaref, kept sinks", Sliding(W, sink_tokens=4), f"spec 1.1 Sliding({W}, sink_tokens=4)"),
+                    ("swaref, two-sided", TwoSided(W // 2 - 1, W // 2), f"spec 1.1 TwoSided({W // 2 - 1}, {W // 2})"),
+                    ("swaref, chunked", Chunked(W), f"spec 1.1 Chunked({W})")):
+                n_pairs = window_pairs(T, window)
+                add(label, window_call(q, k, v, window, threads), f"{note}, {n_pairs:,} pairs", pairs=n_pairs)
     if args.baseline_core is not None:
-        e = np.zeros((0, Hkv, D), dtype=dtype)
-        kargs = (q, pos, k, v, pos, e, e, np.zeros(0, dtype=np.int64), 0, -1, W, scale, threads)
-        add("kernel after (this build)", lambda: _core.band_attention(*kargs), "band_attention, A/B")
-        add("kernel before (--baseline)", lambda: args.baseline_core.band_attention(*kargs),
+        e, ep = np.zeros((0, Hkv, D), dtype=dtype), np.zeros(0, dtype=np.int64)
+        after = kernel_args(_core, q, pos, k, v, e, ep, W, scale, threads)
+        before = kernel_args(args.baseline_core, q, pos, k, v, e, ep, W, scale, threads)
+        add("kernel after (this build)", lambda: _core.band_attention(*after), "band_attention, A/B")
+        add("kernel before (--baseline)", lambda: args.baseline_core.band_attention(*before),
             f"band_attention of {os.path.basename(os.path.dirname(args.baseline))}/")
     if args.only_swaref:
         return _run_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out, entries, pairs, gflop, T, T)
@@ -337,25 +381,26 @@ def _run_prefill(name, T, Hq, Hkv, D, W, dtype, threads, args, rows_out, entries
             times = best_times([e[1] if e[1] is not None and rep < e[3] else None for e in entries], 1)
             best = [min(b, t) for b, t in zip(best, times)]
     for e, sec in zip(entries, best):
-        label, fn, note, _ = e
+        label, fn, note, _, own_pairs = e
         if fn is None:
-            results.append((label, None, None, note))
+            results.append((label, None, None, note, None))
         elif label == "numpy reference" and n < T:
-            results.append((label, sec * pairs / sub_pairs, mem[label], note))
+            results.append((label, sec * pairs / sub_pairs, mem[label], note, None))
         else:
-            results.append((label, sec, mem[label], note))
+            results.append((label, sec, mem[label], note, own_pairs))
 
     ours = results[0][1]
     print(f"\n## {name}: T={T} Hq={Hq} Hkv={Hkv} D={D} W={W} {np.dtype(dtype).name}, {threads} thread(s); "
           f"{pairs:,} band pairs, {gflop:.2f} useful GFLOP")
     print(f"{'competitor':24s} {'ms':>10s} {'GFLOP/s':>8s} {'x swaref':>9s} {'peak MB':>8s}  note")
-    for label, sec, mb, note in results:
+    for label, sec, mb, note, own_pairs in results:
         if sec is None:
             print(f"{label:24s} {'-':>10s} {'-':>8s} {'-':>9s} {'-':>8s}  {note}")
             continue
         ratio = sec / ours if ours else float("nan")
-        print(f"{label:24s} {sec * 1e3:10.1f} {gflop / sec:8.1f} {ratio:9.2f} {mb:8.1f}  {note}")
-        rows_out.append((name, np.dtype(dtype).name, threads, label, sec, gflop / sec, ratio, mb, note))
+        rate = (gflop if own_pairs is None else useful_gflop(Hq, D, own_pairs)) / sec
+        print(f"{label:24s} {sec * 1e3:10.1f} {rate:8.1f} {ratio:9.2f} {mb:8.1f}  {note}")
+        rows_out.append((name, np.dtype(dtype).name, threads, label, sec, rate, ratio, mb, note))
     sys.stdout.flush()
 
 

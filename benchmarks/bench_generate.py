@@ -27,7 +27,8 @@ own process), and the engine's share of that limit.
 Engines (--engines, comma-separated ENGINE:VARIANT; one that cannot run is
 skipped with the reason, never an error):
 
-* swaref:cython, swaref:reference     swaref.models, this checkout
+* swaref:cython, swaref:reference     swaref.models, this checkout, weights as --dtype says;
+  swaref:cython-bf16 (or reference-bf16): bfloat16 weights (load_model(dtype="bfloat16"))
 * transformers:sdpa, transformers:eager   MistralForCausalLM, float32 (crosscheck extra)
 * llama.cpp:f32, llama.cpp:bf16, llama.cpp:q8_0 (append "-fa" for flash attention on,
   e.g. llama.cpp:f32-fa)   llama-cpp-python (the `llamacpp` extra, built from source)
@@ -178,17 +179,25 @@ def _ids(vocab, work):
     return np.random.default_rng(0).integers(3, vocab, n)
 
 
+def swaref_variant(variant, dtype):
+    """"cython" / "reference", optionally "-bf16" (bfloat16 weights whatever --dtype says) -> (backend, dtype)."""
+    backend, _, suffix = variant.partition("-")
+    return backend, ("bfloat16" if suffix == "bf16" else dtype)
+
+
 def swaref_stream_bytes(model):
-    """Bytes a decode step reads of swaref's weights: every layer tensor, the final norm, the LM head."""
+    """Bytes a decode step reads of swaref's weights: every layer tensor, the final norm, the LM head
+    (bfloat16 weights are uint16 arrays: nbytes counts 2 per weight)."""
     from swaref.models.weights import LAYER_TENSORS
     n = sum(getattr(getattr(lw, name), "nbytes", 0) for lw in model.layers for name in LAYER_TENSORS)
     return n + model.final_norm.nbytes + model.lm_head.nbytes
 
 
-def worker_swaref(d, work, backend, threads, logits_dir=None, tag=""):
+def worker_swaref(d, work, variant, threads, logits_dir=None, tag="", dtype="float32"):
     from swaref import models as M
     from swaref.models import load_model
-    model = load_model(d)
+    backend, dtype = swaref_variant(variant, dtype)
+    model = load_model(d, dtype=dtype)
     rss_loaded, peak_load = rss_mib(), peak_rss_mib()
     reset_peak_rss()
     ids = _ids(model.config.vocab_size, work)
@@ -382,7 +391,7 @@ def engine_problem(spec, args):
         from swaref import SwarefError
         from swaref.models.generation import check_backend_available
         try:
-            check_backend_available(variant)
+            check_backend_available(variant.partition("-")[0])
         except SwarefError as e:
             return str(e)
         return None
@@ -401,7 +410,7 @@ def engine_problem(spec, args):
     return f"unknown engine {engine!r} (swaref, transformers, llama.cpp, llama-bench)"
 
 
-def run_worker(spec, d, gguf, work, threads, logits_dir, llama_bench):
+def run_worker(spec, d, gguf, work, threads, logits_dir, llama_bench, dtype="float32"):
     engine, _, variant = spec.partition(":")
     t0 = time.perf_counter()
     if engine == "llama-bench":
@@ -413,7 +422,7 @@ def run_worker(spec, d, gguf, work, threads, logits_dir, llama_bench):
         res["wall_s"] = time.perf_counter() - t0
         return res
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", spec, "--dir", gguf or d,
-           "--work", json.dumps(work), "--threads", str(threads)]
+           "--work", json.dumps(work), "--threads", str(threads), "--dtype", dtype]
     if logits_dir:
         cmd += ["--logits-dir", logits_dir]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
@@ -560,6 +569,9 @@ def main():
                     help="llama-bench binary; default $LLAMA_BENCH or llama-bench on PATH")
     ap.add_argument("--read-mib", type=int, default=1024, help="bench_memory.py buffer (default 1024 MiB)")
     ap.add_argument("--quick", action="store_true", help="tiny config and lengths, 1 repeat, 1 thread")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="swaref's weight precision (load_model's dtype); the other engines stay float32 "
+                         "(an engine swaref:cython-bf16 is bfloat16 whatever this says)")
     ap.add_argument("--worker")
     ap.add_argument("--dir")
     ap.add_argument("--work")
@@ -570,8 +582,9 @@ def main():
         return 0
     if args.worker:
         engine, _, variant = args.worker.partition(":")
+        extra = {"dtype": args.dtype} if engine == "swaref" else {}
         res = WORKERS[engine](args.dir, json.loads(args.work), variant, int(args.threads), args.logits_dir,
-                              args.worker)
+                              args.worker, **extra)
         print(json.dumps(res))
         return 0
     config = QUICK_CONFIG if args.quick else CONFIG
@@ -605,7 +618,7 @@ def main():
         print(f"checkpoint: random MistralForCausalLM, {n / 1e6:.1f}M parameters, "
               f"{config['num_hidden_layers']} layers, d {config['hidden_size']}, Hq {config['num_attention_heads']}, "
               f"Hkv {config['num_key_value_heads']}, D {config['head_dim']}, FFN {config['intermediate_size']}, "
-              f"vocab {config['vocab_size']}, W {W}, float32; prefills {work['prefills']}, decode {work['decode']} "
+              f"vocab {config['vocab_size']}, W {W}, float32 (swaref weights {args.dtype} unless -bf16); prefills {work['prefills']}, decode {work['decode']} "
               f"after a {work['decode_after']}-token prompt; threads {threads}, {args.repeats} repeat(s)")
         ggufs, gguf_bytes = {}, {}
         for spec in list(specs):
@@ -635,7 +648,7 @@ def main():
             for t in threads:
                 for spec in order:
                     save = logits_dir if (r == 0 and t == threads[0]) else None
-                    res = run_worker(spec, d, ggufs.get(spec), work, t, save, args.llama_bench)
+                    res = run_worker(spec, d, ggufs.get(spec), work, t, save, args.llama_bench, args.dtype)
                     if res is not None and spec in gguf_bytes:
                         res["weight_bytes_per_token"] = gguf_bytes[spec]
                     runs[spec][t].append(res)

@@ -10,7 +10,7 @@ functions a decode step calls (timers around the calls, nothing else changed):
 * BLAS: ``layers.linear`` (the seven projections of a layer; no biases in Mistral)
   and the LM head (timed alone, same shapes, since it is an inline ``@``);
 * attention kernel: ``layers._decode`` (decode_step's core: cache write + kernel);
-* RMSNorm (``layers.rms_norm``, the final norm included), RoPE (``layers.apply_rope``),
+* RMSNorm (``layers.rms_norm``, the final norm included), RoPE (``layers.rotate``),
   SwiGLU's element-wise part (``layers.glu``);
 * the rest: the step minus all of the above (step checks and cache locks, the
   embedding gather, residual adds, reshapes and copies, Python calls).
@@ -31,7 +31,7 @@ CONFIG = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, n_layer
               head_dim=64, windows=512, rope_theta=10000.0, rms_norm_eps=1e-5)
 
 TIMED = {"linear": "BLAS (projections)", "_decode": "attention kernel (+ cache write)", "rms_norm": "RMSNorm",
-         "apply_rope": "RoPE", "glu": "SwiGLU element-wise"}
+         "rotate": "RoPE", "glu": "SwiGLU element-wise"}
 
 
 def instrument(totals, counts):
@@ -67,11 +67,12 @@ def main():
     ap.add_argument("--prompt", type=int, default=600)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--backend", default="cython")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     args = ap.parse_args()
     cfg = ModelConfig(**CONFIG)
-    model = random_model(cfg, seed=0)
+    model = random_model(cfg, seed=0, dtype=args.dtype)
     print(f"model: {model.n_params / 1e6:.1f}M parameters; prompt {args.prompt}, {args.steps} decode steps, "
-          f"backend {args.backend}")
+          f"backend {args.backend}, {args.dtype} weights")
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, args.prompt)
     n_total = args.prompt + 3 * args.steps + 2
     caches = new_caches(model, n_total)
@@ -85,11 +86,11 @@ def main():
         timed, tok = decode(model, caches, tok, args.steps, args.backend)
     finally:
         undo()
-    # The LM head's matmul is inline in generation._forward_checked: time the same product alone.
+    # The LM head's product is called from generation._forward_checked: time the same product alone.
     x = np.random.default_rng(1).standard_normal((1, cfg.hidden_size)).astype(np.float32)
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        x @ model.lm_head.T
+        L.linear(x, model.lm_head, None, args.backend)
     head = time.perf_counter() - t0
     n = args.steps
     step = timed / n

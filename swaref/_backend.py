@@ -11,10 +11,14 @@ and the public checks do not give it:
   before any write, this is the last line of defence);
 * arrays are C-contiguous and aligned to their item size: anything else
   (a slice, a Fortran array, ``np.frombuffer(..., offset=1)``) is copied;
-* the ring's bounds: a cache's slots hold the consecutive positions
-  ``next_position - n_held`` .. ``next_position - 1``, each in slot
-  ``p mod C``, because the cache's own write is its only writer.  The debug
-  build (``SWAREF_DEBUG=1``) also scans every slot against that invariant.
+* the window as the kernel's four ints (``swaref.windows.kernel_params``:
+  left, right, chunk, sink_tokens), a bound beyond every position given as
+  none (an int64 the kernel can hold, the same visible keys);
+* the cache's layout: ``cache.sink_tokens`` sink slots (position p < n in slot
+  p), then ``cache.capacity`` ring slots holding the consecutive positions
+  ``held_range(cache)`` (p >= n in slot ``n + (p - n) mod C``), because the
+  cache's own write is its only writer.  The debug build (``SWAREF_DEBUG=1``)
+  also scans every slot against that invariant.
 
 Spec 1.1's ``softcap`` and ``sinks`` (checked by the public API, never both) pass
 through to the kernel as a float and a float64 [Hq] array.
@@ -25,6 +29,7 @@ import numpy as np
 
 from . import _validate as V
 from .cache import held_range
+from .windows import kernel_params
 from .errors import SwarefError, SwarefTypeError
 
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -32,12 +37,22 @@ MAX_THREADS = 4096
 
 
 def _core():
+    """swaref._core: the kernel as compiled for the best target this CPU runs (swaref/_cpu.py;
+    SWAREF_TARGET forces another), chosen at its first import."""
     try:
         from . import _core
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise SwarefError(
             "backend", f"backend='cython' needs the compiled extension swaref._core, which is not built "
                        f"({exc}); run `python setup.py build_ext --inplace` or `pip install .`") from None
+    from ._cpu import target_of
+    if target_of(_core) is None:
+        # A single-target swaref/_core.<ext> from before targets shadows swaref/_core.py: it was
+        # built for some CPU, maybe not this one, and nothing checked.
+        raise SwarefError(
+            "backend", f"backend='cython': {_core.__file__} is a kernel from before swaref built one per CPU "
+                       f"target, and nothing says this CPU runs it; delete it, or rebuild with "
+                       f"`python setup.py build_ext --inplace` (which deletes it)")
     return _core
 
 
@@ -54,10 +69,28 @@ def _threads(num_threads):
     return None if num_threads is None else min(num_threads, MAX_THREADS)   # more threads than items are idle anyway
 
 
-def _kernel_window(window, last_position):
-    """A window wider than every position is plain causal attention: hand the kernel None
-    (the same visible keys, the same arithmetic) rather than an int64 it cannot hold."""
-    return None if window is not None and window > last_position + 1 else window
+def _kernel_params(window, last_position, sink_slots=None):
+    """(left, right, chunk, sink_tokens) of a normalized window for the kernel, where every
+    position (query or key) is at most last_position (<= 2**62, checked before).
+
+    A bound that no position reaches changes no visible key, so it goes to the kernel as
+    none (left, right -1; chunk 0) rather than as an int64 it cannot hold: a window wider
+    than every position is plain causal attention, the same keys and the same arithmetic.
+    sink_tokens beyond every position likewise becomes last_position + 1 (every earlier key
+    is a sink then), except for a cache (sink_slots = its sink slots), whose layout it is.
+    """
+    left, right, chunk, n = kernel_params(window)
+    if left > last_position:            # p - left < 0 for every p
+        left = -1
+    if right > last_position:           # p + right beyond every key
+        right = -1
+    if chunk > last_position:           # every position in chunk 0
+        chunk = 0
+    if sink_slots is not None:
+        n = sink_slots
+    elif n > last_position + 1:
+        n = last_position + 1
+    return left, right, chunk, n
 
 
 def _variants(softcap, sinks):
@@ -76,11 +109,12 @@ def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None, *, softcap
     Must equal ``swaref.attention(..., backend="reference")``.
     """
     q, k, v = (_kernel_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
-    V.check_kernel_position(max(int(q_pos[-1]), int(k_pos[-1])), "the largest position")
+    last = max(int(q_pos[-1]), int(k_pos[-1]))
+    V.check_kernel_position(last, "the largest position")
     ring = np.zeros((0,) + k.shape[1:], dtype=q.dtype)
     ring_pos = np.zeros(0, dtype=np.int64)
     return _core().band_attention(q, q_pos, k, v, k_pos, ring, ring, ring_pos, 0, -1,
-                                  _kernel_window(window, int(q_pos[-1])), scale, _threads(num_threads),
+                                  *_kernel_params(window, last), scale, _threads(num_threads),
                                   **_variants(softcap, sinks))
 
 
@@ -96,18 +130,20 @@ def attend_chunk(q, k, v, start, cache, scale, num_threads=None, *, softcap=None
     """
     q, k, v = (_kernel_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
     s, c = q.shape[0], k.shape[0]
-    first, last = held_range(cache)
+    first, last = held_range(cache)          # the ring part: positions >= the sink slots
+    n_sink = cache.sink_tokens
     if _core_debug():
         from .cache import check_ring
-        if check_ring(cache.positions, cache.capacity, "cache.positions") != (first, last) and last >= 0:
+        if check_ring(cache.positions, cache.capacity, "cache.positions",
+                      sink_tokens=n_sink) != (first, last) and last >= 0:
             raise SwarefError("cache", f"the cache's slots do not hold positions {first} .. {last} as its "
                                        f"counters say: it was modified outside swaref")
     V.check_kernel_position(max(start + s - 1, last), "the largest position")
     q_pos = np.arange(start, start + s, dtype=np.int64)
     k_pos = q_pos if c else q_pos[:0]
     return _core().band_attention(q, q_pos, k, v, k_pos, cache.k, cache.v, cache.positions, first, last,
-                                  _kernel_window(cache.window, start + s - 1), scale, _threads(num_threads),
-                                  **_variants(softcap, sinks))
+                                  *_kernel_params(cache.window, start + s - 1, n_sink), scale,
+                                  _threads(num_threads), **_variants(softcap, sinks))
 
 
 def _core_debug():

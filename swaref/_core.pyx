@@ -1,4 +1,4 @@
-"""swaref's compiled kernel: banded sliding-window attention, read in place.
+"""swaref's compiled kernel: banded attention under spec 1.1's windows, read in place.
 
 Only ``swaref._backend`` calls this module: it validates every input and hands
 over C-contiguous float32/float64 arrays, int64 positions and consistent
@@ -10,8 +10,9 @@ sanitizer build, ``SWAREF_SANITIZE=1``, runs it under ASan and UBSan.
 Layers
 ------
 1. ``_block``: the ``noexcept nogil`` core of one (KV head, query block) work
-   item, on raw pointers, in four steps per key tile: ``_gather_tile``,
-   ``_row_ranges``, ``_score_pass``, ``_value_pass``; then ``_finish_rows``.
+   item, on raw pointers: two passes over key tiles (``_cursor``, then four
+   steps per tile: ``_gather_tile``, ``_row_ranges``, ``_score_pass``,
+   ``_value_pass``); then ``_finish_rows``.
    Products, softmax step, tile transpose, exp, the soft cap's tanh and the
    overflow fallback's key step are C in swaref/_kernels.h (Cython cannot keep
    an array of accumulators in registers: measured about 2x slower); the
@@ -24,15 +25,35 @@ Layers
 3. ``band_attention``: the thin ``def`` wrapper that allocates the output and
    the per-thread scratch and releases the GIL.
 
+Which keys a query sees
+-----------------------
+The window arrives as the four ints of ``swaref.windows.kernel_params``: key j
+is visible to the query at p iff ``lo(p) <= j <= hi(p)`` (its *range*) or
+``j < n and j <= p`` (a kept sink token), with ``lo(p) = max(0, p - left,
+(p // chunk) * chunk)``, ``hi(p) = p + right`` (left, right = -1: unbounded;
+chunk = 0: none; n = sink_tokens).  So a row's visible keys are at most two
+runs of consecutive positions (``_runs``): its *sink prefix* ``0 .. n - 1``
+when ``n < lo(p)``, and its *range* ``lo(p) .. hi(p)``; where the sink tokens
+reach the range (``n >= lo(p)``) the two are one run, the range
+``0 .. hi(p)``, and the prefix is empty.  None, W, ``Sliding(W,
+sink_tokens=n)``, ``TwoSided`` and ``Chunked`` all have this one shape.  Both
+runs' ends never decrease with p, so the keys of a block of consecutive
+queries are two runs too.
+
 Where keys come from
 --------------------
 A key at absolute position j is read where it lies (copied only into the
-current tile's scratch, never into a time-ordered buffer of the cache): from the *ring* (a rolling buffer cache, slot ``j mod C``, used only
-if ``cache_positions[slot] == j``) when ``ring_lo <= j <= ring_hi``, and from
-the *explicit* keys (``k``, ``v`` with sorted positions ``k_pos``) otherwise.
-``attention`` passes all keys as explicit keys and an empty ring; a prefill
-chunk passes its own keys as explicit keys and the cache as the ring; a decode
-step passes only the ring.
+current tile's scratch, never into a time-ordered buffer of the cache): from a
+rolling buffer cache, whose buffers hold n sink slots and then C ring slots
+(spec rule 4): a *sink slot* (j < n: slot j) or the *ring* (j >= n: slot
+``n + (j - n) mod C``, read only for ``ring_lo <= j <= ring_hi``), used only if
+``cache_positions[slot] == j``; and otherwise from the *explicit* keys (``k``,
+``v`` with sorted positions ``k_pos``).  Every cache position lies below the
+explicit ones.  ``attention`` passes all keys as explicit keys and no cache; a
+prefill chunk passes its own keys as explicit keys and the cache; a decode
+step passes only the cache.  Each source is walked only inside the positions a
+pass needs: a decode step far beyond its sink tokens reads the n sink slots
+and its W ring slots, never the positions between (O(n + W), not O(p)).
 
 Order of operations (the whole contract of bitwise chunk invariance)
 --------------------------------------------------------------------
@@ -40,17 +61,22 @@ For one query row (query position p, query head h, KV head g = h // G) the
 arithmetic depends only on p, the window, the row of q and the keys it sees,
 never on which other rows, chunk or thread share its work item:
 
-* Keys are visited in increasing absolute position, in *tiles*: the aligned
+* Keys are visited in two passes, each in increasing absolute position: first
+  the row's sink prefix (none with n = 0, so the windows of spec 1.0 run
+  exactly as before), then its range.  A pass goes by *tiles*: the aligned
   position ranges ``[m*B, (m+1)*B)`` with B = TILE = 64 (``SWAREF_TILE``).  Inside a tile, key
   position j sits in lane ``j - m*B`` (gaps stay empty), so even the lane of a
-  key is fixed.  A tile in which the row sees no key is skipped.
+  key is fixed.  A tile in which the row sees no key of the pass is skipped; a
+  tile holding both prefix and range keys of a row (n = 4, W = 30, p = 40:
+  tile 0) is visited twice, once per pass, each time with the row's lanes of
+  that pass only.
 * Scores: ``a_j = 0; a_j = a_j + q[d] * k_j[d]`` for d = 0, 1, ..., D-1 in
   that order (one chain per lane), then ``s_j = a_j * scale``; all in the
   input precision.  With ``softcap`` c: ``s_j = c * tanh(s_j / c)`` (tanh of
   swaref/_kernels.h, vector only), NaN where s_j was not finite (an
   overflowed chain: the row then takes the fallback below).
-* Online softmax (FlashAttention-style), per tile, with the visible keys V_t
-  (present and ``p - W < j <= p``; all keys ``<= p`` when window is None):
+* Online softmax (FlashAttention-style), per tile and pass, with the visible
+  keys V_t (present, and inside the pass's run of positions for the row):
   ``m_t = max_{j in V_t} s_j`` (exact, order-free); ``m' = max(m, m_t)``;
   ``alpha = exp(m - m')``.  Each row starts at m = -inf, l = 0 (alpha = 0 on
   its first tile), or with ``sinks`` at m = sink_h (cast once to the input
@@ -70,7 +96,7 @@ never on which other rows, chunk or thread share its work item:
   anyway), the row is recomputed as the reference does
   (``_exact_row``: scores, capped, max with the float64 sink, sum in long
   double, which holds any float64 score; then normalised weights times values,
-  keys in increasing position).  The test reads only the
+  keys in increasing position: the sink prefix, then the range).  The test reads only the
   row's own result, so which rows take this path, and their bits, are as
   chunk-invariant as the fast path.
 * ``exp`` is swaref's own (swaref/_kernels.h): Cody-Waite reduction and a
@@ -87,7 +113,8 @@ on a CPU without it, the -O0 debug build) round the product separately, again
 everywhere alike.  Bits can differ between builds, never between calls of
 one build.
 
-Masked keys (outside the window, stale or empty slots) never enter a row's
+Masked keys (outside the window, stale or empty slots, positions between the
+sink prefix and the range) never enter a row's
 arithmetic: their scores may be computed as by-products of the vectorised
 tile product, but they are replaced by -inf or 0 by selects and their values
 are never multiplied, so a NaN or Inf there cannot reach the output.
@@ -116,17 +143,18 @@ cdef enum:
 
 
 cdef struct Keys:
-    # Where the keys come from (module docstring); k, v, ck, cv point at float or double
-    # rows of Hkv * D elements, cast back in the fused functions that read them.
+    # Where the keys come from and which a query sees (module docstring); k, v, ck, cv point at
+    # float or double rows of Hkv * D elements, cast back in the fused functions that read them.
     const void* k
     const void* v
     const int64_t* k_pos
     Py_ssize_t S
-    const void* ck
+    const void* ck          # the cache's buffers: ns sink slots, then C ring slots
     const void* cv
     const int64_t* cpos
-    Py_ssize_t C
-    int64_t ring_lo, ring_hi, window
+    Py_ssize_t ns, C
+    int64_t ring_lo, ring_hi
+    int64_t left, right, chunk, nsink    # the window: swaref.windows.kernel_params
     Py_ssize_t Hkv, D
 
 
@@ -141,8 +169,9 @@ cdef struct Rows:
 
 
 cdef struct Cursor:
-    # The tile gather's progress through the keys some row of the item sees (positions lo .. hi).
-    int64_t rp, hi          # next ring position to look at; last position seen
+    # The tile gather's progress through one pass's positions a .. b (_cursor), source by source.
+    int64_t sp, send        # next sink slot (its position) to look at; the last one
+    int64_t rp, rend        # next ring position to look at; the last one
     Py_ssize_t e, eb        # next explicit key; one past the last
 
 
@@ -184,9 +213,41 @@ cdef inline Py_ssize_t _lower_bound(const int64_t* a, Py_ssize_t n, int64_t x) n
     return lo
 
 
-cdef inline int64_t _first_seen(int64_t p, int64_t window) noexcept nogil:
-    """First key position a query at p sees (window 0: causal)."""
-    return p - window + 1 if window > 0 and p - window + 1 > 0 else 0
+cdef inline int64_t _lo(int64_t p, const Keys* K) noexcept nogil:
+    """lo(p): the first key of the window's range, max(0, p - left, (p // chunk) * chunk)."""
+    cdef int64_t lo = 0, c
+    if K.left >= 0 and p - K.left > lo:
+        lo = p - K.left
+    if K.chunk > 0:
+        c = (p // K.chunk) * K.chunk
+        if c > lo:
+            lo = c
+    return lo
+
+
+cdef inline int64_t _hi(int64_t p, const Keys* K) noexcept nogil:
+    """hi(p): the last key of the window's range, p + right (POS_INF: unbounded)."""
+    if K.right < 0 or K.right > POS_INF - p:
+        return POS_INF
+    return p + K.right
+
+
+cdef inline int64_t _runs(int64_t p, const Keys* K, int64_t* a) noexcept nogil:
+    """The visible keys of the query at p as two runs of positions: its sink prefix
+    0 .. (returned value) and its range a[0] .. hi(p).  The prefix is the kept sink tokens
+    0 .. n-1 when they end before lo(p); otherwise sink tokens and range touch and are one run,
+    0 .. hi(p): the prefix is empty (-1 returned) and the range starts at 0 (so every key a
+    sink token is plain causal attention, bit for bit)."""
+    a[0] = _lo(p, K)
+    if K.nsink < a[0]:
+        return K.nsink - 1
+    a[0] = 0
+    return -1
+
+
+cdef inline Py_ssize_t _ring_slot(const Keys* K, int64_t j) noexcept nogil:
+    """The cache slot of ring position j >= ns: ns + (j - ns) mod C (the slot rule)."""
+    return K.ns + (j - K.ns) % K.C
 
 
 cdef inline const floating* _qrow(const floating* q, const Rows* R, Py_ssize_t r) noexcept nogil:
@@ -211,14 +272,28 @@ cdef inline void _put_key(int64_t j, const floating* krow, const floating* vrow,
         vrows[j] = vrow
 
 
+cdef void _cursor(const Keys* K, Cursor* c, int64_t a, int64_t b) noexcept nogil:
+    """Start a pass over the positions a .. b (b < POS_INF + 1): each source's first and last
+    candidate, so that no source is walked outside a .. b (the gap between the sink slots and a
+    window is never crawled)."""
+    c.sp = a
+    c.send = K.ns - 1 if K.ns - 1 < b else b
+    c.rp = a if a > K.ring_lo else K.ring_lo
+    c.rend = K.ring_hi if K.ring_hi < b else b
+    c.e = _lower_bound(K.k_pos, K.S, a)
+    c.eb = _lower_bound(K.k_pos, K.S, b + 1)
+
+
 cdef int64_t _gather_tile(const Keys* K, Cursor* c, Py_ssize_t g, bint copy_v, floating* kt, floating* vt,
                           const floating** vrows, char* present, uint64_t* pbits) noexcept nogil:
-    """Gather the next tile holding a key the item sees; return its first position (-1: none left).
+    """Gather the next tile holding a key of the pass; return its first position (-1: none left).
 
     The next present key decides the tile [tstart, tstart + TILE); each of its keys goes to lane
     position - tstart: the key rows transposed into kt[d * TILE + lane], the value rows into
-    vrows (and vt).  Ring positions all lie below the explicit ones (_backend checks it), so
-    the ring is read first.  present / pbits: the lanes holding a key.
+    vrows (and vt).  Three sources, each walked in increasing position: the sink slots (slot p
+    holds position p < ns iff cpos[p] == p), the ring (position j >= ns in slot
+    ns + (j - ns) mod C iff cpos[slot] == j) and the explicit keys.  present / pbits: the lanes
+    holding a key.
     """
     # Locals, not K-> and c-> fields: the char stores to present[] may alias any of those,
     # which would make the compiler reload them on every key.
@@ -229,32 +304,43 @@ cdef int64_t _gather_tile(const Keys* K, Cursor* c, Py_ssize_t g, bint copy_v, f
     cdef const int64_t* cpos = K.cpos
     cdef const int64_t* k_pos = K.k_pos
     cdef const floating* krows[TILE]
-    cdef Py_ssize_t D = K.D, C = K.C, row = K.Hkv * D, j, slot, e = c.e, eb = c.eb
+    cdef Py_ssize_t D = K.D, C = K.C, ns = K.ns, row = K.Hkv * D, j, slot, e = c.e, eb = c.eb
     cdef Py_ssize_t seg = D * sizeof(floating)           # bytes of one key's row
-    cdef int64_t pos, tstart, tend, rp = c.rp, rend = K.ring_hi if K.ring_hi < c.hi else c.hi
+    cdef int64_t pos = -1, tstart, tend, sp = c.sp, send = c.send, rp = c.rp, rend = c.rend
     cdef uint64_t bits = 0
-    while rp <= rend and cpos[rp % C] != rp:
+    while sp <= send and cpos[sp] != sp:
+        sp += 1
+    while rp <= rend and cpos[ns + (rp - ns) % C] != rp:
         rp += 1
-    if rp <= rend:
+    # The sources hold disjoint position ranges (sink slots < ring < explicit keys): the
+    # smallest next candidate starts the tile.
+    if sp <= send:
+        pos = sp
+    if rp <= rend and (pos < 0 or rp < pos):
         pos = rp
-    elif e < eb:
+    if e < eb and (pos < 0 or k_pos[e] < pos):
         pos = k_pos[e]
-    else:
-        c.rp = rp
+    if pos < 0:
+        c.sp, c.rp = sp, rp
         return -1
     tstart = (pos // TILE) * TILE
     tend = tstart + TILE
     for j in range(TILE):
         present[j] = 0
         krows[j] = NULL
+    while sp <= send and sp < tend:
+        if cpos[sp] == sp:
+            _put_key(sp - tstart, ck + sp * row + g * D, cv + sp * row + g * D, copy_v, vt, D,
+                     krows, vrows, present, &bits)
+        sp += 1
     while rp <= rend and rp < tend:
         # In-place value rows (decode) wait on memory, and the rows of one KV head lie Hkv*D
         # apart, a stride the hardware prefetcher does not follow across pages.
         if not copy_v:
-            slot = (rp + PREFETCH) % C
+            slot = ns + (rp + PREFETCH - ns) % C
             swaref_prefetch(ck + slot * row + g * D, seg)
             swaref_prefetch(cv + slot * row + g * D, seg)
-        slot = rp % C
+        slot = ns + (rp - ns) % C
         if cpos[slot] == rp:
             _put_key(rp - tstart, ck + slot * row + g * D, cv + slot * row + g * D, copy_v, vt, D,
                      krows, vrows, present, &bits)
@@ -266,7 +352,7 @@ cdef int64_t _gather_tile(const Keys* K, Cursor* c, Py_ssize_t g, bint copy_v, f
         _put_key(k_pos[e] - tstart, k + e * row + g * D, v + e * row + g * D, copy_v, vt, D,
                  krows, vrows, present, &bits)
         e += 1
-    c.rp, c.e = rp, e
+    c.sp, c.rp, c.e = sp, rp, e
     pbits[0] = bits
     if floating is float:
         swaref_transpose_tile_f(kt, krows, 0, D)
@@ -275,20 +361,19 @@ cdef int64_t _gather_tile(const Keys* K, Cursor* c, Py_ssize_t g, bint copy_v, f
     return tstart
 
 
-cdef void _row_ranges(const Rows* R, int64_t window, int64_t tstart, uint64_t pbits,
+cdef void _row_ranges(const Rows* R, const int64_t* lo, const int64_t* hi, int64_t tstart, uint64_t pbits,
                       Py_ssize_t* rja, Py_ssize_t* rjb) noexcept nogil:
-    """Each row's visible lanes ja .. jb-1 of the tile: positions in [p - W + 1, p], the same for
-    all heads of a query (present keys among them: pbits); ja = jb = 0 where none is present."""
+    """Each row's visible lanes ja .. jb-1 of the tile: the positions lo[tq] .. hi[tq] of its
+    query in this pass (lo NULL: from 0), the same for all heads of a query (present keys among
+    them: pbits); ja = jb = 0 where none is present."""
     cdef Py_ssize_t tq, i, ja, jb
-    cdef int64_t p
     for tq in range(R.nq):
-        p = R.q_pos[R.t0 + tq]
         ja = 0
-        if window > 0 and p - window + 1 > tstart:
-            ja = p - window + 1 - tstart
+        if lo != NULL and lo[tq] > tstart:
+            ja = lo[tq] - tstart
         jb = TILE
-        if p + 1 < tstart + TILE:
-            jb = p + 1 - tstart
+        if hi[tq] + 1 < tstart + TILE:
+            jb = hi[tq] + 1 - tstart
         if ja >= jb or not (pbits & swaref_range_bits(<int>ja, <int>jb)):
             ja = jb = 0                                  # nothing visible: the rows skip this tile
         for i in range(R.G):
@@ -376,35 +461,49 @@ cdef void _exact_row(const floating* qrow, int64_t p, Py_ssize_t g, const Keys* 
     can overflow where the reference's result is finite.  The arithmetic of one key is
     swaref_exact_key's (swaref/_kernels.h).
 
-    Its keys are the row's visible keys in increasing position (ring, then explicit keys), and
-    its arithmetic depends on nothing else: the result is as chunk-, thread- and
-    rotation-invariant as the fast path's.  cap > 0: the soft cap; sink (NULL: none): the row's
-    float64 sink logit, which starts the running max and sum.  acc: D doubles of scratch.
+    Its keys are the row's visible keys in increasing position: its sink prefix, then its range
+    (_runs), each from the sink slots, the ring, then the explicit keys; its arithmetic depends on nothing else: the
+    result is as chunk-, thread- and rotation-invariant as the fast path's.  cap > 0: the soft
+    cap; sink (NULL: none): the row's float64 sink logit, which starts the running max and sum.
+    acc: D doubles of scratch.
     """
+    cdef swaref_exact_t X
+    cdef int stage
+    cdef int64_t lo, se = _runs(p, K, &lo)
+    cdef Py_ssize_t d
+    swaref_exact_init(&X, scale, cap, sink)
+    for d in range(K.D):
+        acc[d] = 0
+    for stage in range(2):
+        _exact_range(&X, stage, qrow, g, K, 0, se, acc)
+        _exact_range(&X, stage, qrow, g, K, lo, _hi(p, K), acc)
+    for d in range(K.D):
+        orow[d] = <floating>acc[d]
+
+
+cdef void _exact_range(swaref_exact_t* X, int stage, const floating* qrow, Py_ssize_t g, const Keys* K,
+                       int64_t a, int64_t b, double* acc) noexcept nogil:
+    """_exact_row's step over the keys at positions a .. b, in increasing position."""
     cdef const floating* k = <const floating*>K.k
     cdef const floating* v = <const floating*>K.v
     cdef const floating* ck = <const floating*>K.ck
     cdef const floating* cv = <const floating*>K.cv
-    cdef swaref_exact_t X
-    cdef int stage
-    cdef int64_t j, lo = _first_seen(p, K.window)
-    cdef Py_ssize_t i, slot, d, D = K.D, row = K.Hkv * K.D
-    swaref_exact_init(&X, scale, cap, sink)
-    for d in range(D):
-        acc[d] = 0
-    for stage in range(2):
-        j = lo if lo > K.ring_lo else K.ring_lo
-        while j <= K.ring_hi and j <= p:
-            slot = j % K.C
-            if K.cpos[slot] == j:
-                _exact_key(&X, stage, qrow, ck + slot * row + g * D, cv + slot * row + g * D, D, acc)
-            j += 1
-        i = _lower_bound(K.k_pos, K.S, lo)
-        while i < K.S and K.k_pos[i] <= p:
-            _exact_key(&X, stage, qrow, k + i * row + g * D, v + i * row + g * D, D, acc)
-            i += 1
-    for d in range(D):
-        orow[d] = <floating>acc[d]
+    cdef Py_ssize_t i, slot, D = K.D, row = K.Hkv * K.D
+    cdef int64_t j = a
+    while j <= b and j < K.ns:
+        if K.cpos[j] == j:
+            _exact_key(X, stage, qrow, ck + j * row + g * D, cv + j * row + g * D, D, acc)
+        j += 1
+    j = a if a > K.ring_lo else K.ring_lo
+    while j <= K.ring_hi and j <= b:
+        slot = _ring_slot(K, j)
+        if K.cpos[slot] == j:
+            _exact_key(X, stage, qrow, ck + slot * row + g * D, cv + slot * row + g * D, D, acc)
+        j += 1
+    i = _lower_bound(K.k_pos, K.S, a)
+    while i < K.S and K.k_pos[i] <= b:
+        _exact_key(X, stage, qrow, k + i * row + g * D, v + i * row + g * D, D, acc)
+        i += 1
 
 
 cdef inline void _exact_key(swaref_exact_t* X, int stage, const floating* q, const floating* k,
@@ -441,18 +540,20 @@ cdef void _finish_rows(const floating* q, const Rows* R, const Keys* K, const fl
 
 cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const Keys* K, floating scale,
                  double scale64, double softcap, const double* sinks, Py_ssize_t g, Py_ssize_t t0,
-                 Py_ssize_t t1, floating* work, Py_ssize_t* iwork, double* dwork, floating* out) noexcept nogil:
+                 Py_ssize_t t1, floating* work, Py_ssize_t* iwork, int64_t* pwork, double* dwork,
+                 floating* out) noexcept nogil:
     """One work item: queries t0 .. t1-1, the query heads of KV head g.
 
     work: TILE*D (transposed key tile, lane = position mod TILE) + TILE*D (value tile) +
     TILE*n (scores, then weights) + n*D (o) + 3*n (m, l, alpha) elements; iwork: 2*n
-    (each row's visible lanes); dwork: D (the overflow fallback); n = (t1 - t0) * G rows.
+    (each row's visible lanes); pwork: 3*nq (each query's lo, hi and last kept sink token);
+    dwork: D (the overflow fallback); n = nq * G rows, nq = t1 - t0 queries.
     """
     cdef Rows R
     R.q_pos, R.Hq, R.G, R.g, R.t0, R.nq, R.D = q_pos, Hq, Hq // K.Hkv, g, t0, t1 - t0, K.D
     R.n = R.nq * R.G
     R.softcap, R.sinks = softcap, sinks
-    cdef Py_ssize_t D = K.D, r, d
+    cdef Py_ssize_t D = K.D, r, d, tq, npass
     cdef floating* kt = work
     cdef floating* vt = kt + TILE * D
     cdef floating* sc = vt + TILE * D
@@ -462,13 +563,18 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const K
     cdef floating* al = l + R.n
     cdef Py_ssize_t* rja = iwork
     cdef Py_ssize_t* rjb = iwork + R.n
+    cdef int64_t* lo = pwork                             # per query: its range lo(p) .. hi(p)
+    cdef int64_t* hi = pwork + R.nq
+    cdef int64_t* se = pwork + 2 * R.nq                  # and its last kept sink token before lo(p)
+    cdef const int64_t* plo
+    cdef const int64_t* phi
     # Many rows reuse a tile's values: copy them to stride D (rows Hkv*D apart fight over the
     # same L1 sets).  A decode step's few rows read them once: in place.
     cdef bint copy_v = R.n > 16
     cdef const floating* vrows[TILE]
     cdef char present[TILE]
     cdef uint64_t pbits = 0                              # present as a lane mask
-    cdef int64_t tstart
+    cdef int64_t tstart, pa, pb
     cdef Cursor c
     for r in range(R.n):
         # A sink starts its row's chain, whatever the tiling: m = sink (cast to the input precision
@@ -477,27 +583,34 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const K
         l[r] = 0 if sinks == NULL else 1
         for d in range(D):
             o[r * D + d] = 0
-    # Keys any row of the item can see: positions _first_seen(q_pos[t0]) .. q_pos[t1 - 1].
-    c.hi = q_pos[t1 - 1]
-    c.rp = _first_seen(q_pos[t0], K.window)
-    c.e = _lower_bound(K.k_pos, K.S, c.rp)
-    c.eb = _lower_bound(K.k_pos, K.S, c.hi + 1)
-    if c.rp < K.ring_lo:
-        c.rp = K.ring_lo
-    while True:
-        tstart = _gather_tile(K, &c, g, copy_v, kt, vt, vrows, present, &pbits)
-        if tstart < 0:
-            break
-        _row_ranges(&R, K.window, tstart, pbits, rja, rjb)
-        _score_pass(q, &R, kt, scale, sc, rja, rjb)
-        _value_pass(&R, sc, o, m, l, al, vrows, present, pbits, rja, rjb)
+    for tq in range(R.nq):
+        se[tq] = _runs(q_pos[t0 + tq], K, lo + tq)
+        hi[tq] = _hi(q_pos[t0 + tq], K)
+    # Two passes over the keys, each in increasing position: the sink prefixes (positions
+    # 0 .. se), then the ranges (lo .. hi).  lo, hi and se never decrease with the query
+    # position, so a pass's keys for the whole item are pa .. pb below.
+    for npass in range(2):
+        if npass == 0:
+            if se[R.nq - 1] < 0:
+                continue                                 # no row keeps a sink token besides its range
+            pa, pb, plo, phi = 0, se[R.nq - 1], NULL, se
+        else:
+            pa, pb, plo, phi = lo[0], hi[R.nq - 1], lo, hi
+        _cursor(K, &c, pa, pb)
+        while True:
+            tstart = _gather_tile(K, &c, g, copy_v, kt, vt, vrows, present, &pbits)
+            if tstart < 0:
+                break
+            _row_ranges(&R, plo, phi, tstart, pbits, rja, rjb)
+            _score_pass(q, &R, kt, scale, sc, rja, rjb)
+            _value_pass(&R, sc, o, m, l, al, vrows, present, pbits, rja, rjb)
     _finish_rows(q, &R, K, o, l, scale64, dwork, out)
 
 
 cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos, const Keys* K,
                      floating scale, double scale64, double softcap, const double* sinks,
-                     Py_ssize_t block, floating[:, ::1] work,
-                     Py_ssize_t[:, ::1] iwork, double[:, ::1] dwork, floating[:, :, ::1] out,
+                     Py_ssize_t block, floating[:, ::1] work, Py_ssize_t[:, ::1] iwork,
+                     int64_t[:, ::1] pwork, double[:, ::1] dwork, floating[:, :, ::1] out,
                      int nthreads) noexcept nogil:
     """All (KV head, query block) items, in parallel; each row's bits do not depend on the split."""
     cdef Py_ssize_t T = q.shape[0], Hq = q.shape[1]
@@ -509,7 +622,8 @@ cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos, cons
         if t1 > T:
             t1 = T
         _block(&q[0, 0, 0], &q_pos[0], Hq, K, scale, scale64, softcap, sinks, item % K.Hkv, t0, t1,
-               &work[threadid(), 0], &iwork[threadid(), 0], &dwork[threadid(), 0], &out[0, 0, 0])
+               &work[threadid(), 0], &iwork[threadid(), 0], &pwork[threadid(), 0], &dwork[threadid(), 0],
+               &out[0, 0, 0])
 
 
 cdef const void* _address(const void* p, Py_ssize_t n, Py_ssize_t align, name) except? NULL:
@@ -525,28 +639,36 @@ cdef const void* _address(const void* p, Py_ssize_t n, Py_ssize_t align, name) e
 def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
                    const floating[:, :, ::1] k, const floating[:, :, ::1] v, const int64_t[::1] k_pos,
                    const floating[:, :, ::1] ck, const floating[:, :, ::1] cv, const int64_t[::1] cpos,
-                   int64_t ring_lo, int64_t ring_hi, window, double scale, num_threads, *,
-                   softcap=None, sinks=None):
-    """Banded sliding-window attention over explicit keys and/or a rolling buffer read in place.
+                   int64_t ring_lo, int64_t ring_hi, int64_t left, int64_t right, int64_t chunk,
+                   int64_t sink_tokens, double scale, num_threads, *, softcap=None, sinks=None):
+    """Banded attention under a window of the spec 1.1 family, over explicit keys and/or a
+    rolling buffer cache read in place.
 
     q: [T, Hq, D], q_pos: [T] int64 strictly increasing; k, v: [S, Hkv, D] with
-    k_pos: [S] int64 strictly increasing (S may be 0); ck, cv: [C, Hkv, D] with
-    cpos: [C] int64 (-1 = empty; C may be 0), ring positions ring_lo .. ring_hi
-    all below k_pos[0]  ->  [T, Hq, D] in q's dtype.  softcap: None or a float > 0; sinks: None
-    or [Hq] float64 logits (not both: the public API refuses the pair).
+    k_pos: [S] int64 strictly increasing (S may be 0); ck, cv: [n + C, Hkv, D] with
+    cpos: [n + C] int64 (-1 = empty; n + C may be 0: no cache), n = sink_tokens sink slots
+    (slot p holds position p < n) then C ring slots (position p >= n in slot n + (p - n) mod C),
+    ring positions ring_lo .. ring_hi; every cache position below k_pos[0]  ->  [T, Hq, D] in
+    q's dtype.  The window: left, right, chunk, sink_tokens of ``swaref.windows.kernel_params``
+    (key j is visible to query p iff j < sink_tokens and j <= p, or lo(p) <= j <= hi(p) with
+    lo(p) = max(0, p - left, (p // chunk) * chunk), hi(p) = p + right; left = -1, right = -1:
+    unbounded, chunk = 0: none).  softcap: None or a float > 0; sinks: None or [Hq] float64
+    logits (not both: the public API refuses the pair).
 
     Equals: swaref.attention (explicit keys, empty ring) and swaref.attend_chunk,
     swaref.prefill, swaref.decode_step (the cache as the ring) with
     backend="reference", float64 within 1e-12 x max|V|, float32 within 1e-5 x max|V|
     (tests/test_kernels.py runs each function named here; tests/test_core.py the rest).
 
-    Only ``swaref._backend`` may call it: inputs are trusted, except their alignment.
+    Only ``swaref._backend`` may call it: inputs are trusted, except their alignment and
+    what would make the kernel index outside its arrays (checked here, ValueError).
     """
     cdef Py_ssize_t T = q.shape[0], Hq = q.shape[1], D = q.shape[2]
     cdef Py_ssize_t G = Hq // k.shape[1]
     cdef Py_ssize_t block = ROWS_PER_ITEM // G if G < ROWS_PER_ITEM else 1
     cdef int nthreads = swaref_max_threads() if num_threads is None else num_threads
     cdef Py_ssize_t esize = sizeof(floating)
+    cdef Py_ssize_t nslots = ck.shape[0]
     cdef Keys K
     cdef const double[::1] sinks_v = None if sinks is None else np.ascontiguousarray(sinks, dtype=np.float64)
     cdef const double* sinks_p = NULL
@@ -555,27 +677,44 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
         if sinks_v.shape[0] != Hq:
             raise ValueError(f"swaref._core: sinks must have Hq = {Hq} entries, got {sinks_v.shape[0]}")
         sinks_p = &sinks_v[0]
-    K.S, K.C, K.Hkv, K.D = k.shape[0], ck.shape[0], k.shape[1], D
-    K.ring_lo, K.ring_hi, K.window = ring_lo, ring_hi, 0 if window is None else window
-    # Empty arrays have no element 0: NULL, never dereferenced (S == 0: no explicit key, C == 0:
-    # an empty ring).
+    if left < -1 or right < -1 or chunk < 0 or sink_tokens < 0:
+        raise ValueError(f"swaref._core: the window (left={left}, right={right}, chunk={chunk}, "
+                         f"sink_tokens={sink_tokens}) is not one of swaref.windows.kernel_params")
+    if nslots and (nslots <= sink_tokens or cv.shape[0] != nslots or cpos.shape[0] != nslots):
+        raise ValueError(f"swaref._core: a cache needs sink_tokens = {sink_tokens} sink slots and at least one "
+                         f"ring slot in k, v and positions, got {nslots}, {cv.shape[0]}, {cpos.shape[0]} rows")
+    K.S, K.Hkv, K.D = k.shape[0], k.shape[1], D
+    # No cache: no sink slot either (then sink_tokens only says which keys are visible).
+    K.ns = sink_tokens if nslots else 0
+    K.C = nslots - K.ns
+    # The ring holds positions >= ns only, and none without ring slots: the slot arithmetic
+    # then never sees a negative or zero divisor, whatever the caller passed.
+    K.ring_lo, K.ring_hi = (ring_lo if ring_lo > K.ns else K.ns), (ring_hi if K.C else -1)
+    K.left, K.right, K.chunk, K.nsink = left, right, chunk, sink_tokens
+    # Empty arrays have no element 0: NULL, never dereferenced (S == 0: no explicit key,
+    # nslots == 0: no cache).
     _address(&q[0, 0, 0], T * Hq * D, esize, "q")
     _address(&q_pos[0], T, 8, "q_pos")
     K.k = _address(&k[0, 0, 0] if K.S else NULL, K.S * K.Hkv * D, esize, "k")
     K.v = _address(&v[0, 0, 0] if K.S else NULL, K.S * K.Hkv * D, esize, "v")
     K.k_pos = <const int64_t*>_address(&k_pos[0] if K.S else NULL, K.S, 8, "k_pos")
-    K.ck = _address(&ck[0, 0, 0] if K.C else NULL, K.C * K.Hkv * D, esize, "cache k")
-    K.cv = _address(&cv[0, 0, 0] if K.C else NULL, K.C * K.Hkv * D, esize, "cache v")
-    K.cpos = <const int64_t*>_address(&cpos[0] if K.C else NULL, K.C, 8, "cache positions")
+    K.ck = _address(&ck[0, 0, 0] if nslots else NULL, nslots * K.Hkv * D, esize, "cache k")
+    K.cv = _address(&cv[0, 0, 0] if nslots else NULL, nslots * K.Hkv * D, esize, "cache v")
+    K.cpos = <const int64_t*>_address(&cpos[0] if nslots else NULL, nslots, 8, "cache positions")
     if block > T:
         block = T
     nitems = K.Hkv * ((T + block - 1) // block)
     nthreads = max(1, min(nthreads, nitems))
     # Waking a thread costs microseconds, and on a busy machine a spinning OpenMP worker takes
     # the caller's core: give each thread at least min_work multiply-adds (bits do not change).
-    keys = K.S + K.C
-    if K.window and K.window < keys:
-        keys = K.window
+    keys = K.S + nslots
+    width = None                                # keys one query sees at most, where bounded
+    if left >= 0 and right >= 0:
+        width = int(left) + int(right) + 1      # Python ints: no int64 overflow
+    if chunk > 0 and (width is None or chunk < width):
+        width = chunk
+    if width is not None and width + sink_tokens < keys:
+        keys = width + sink_tokens
     work_madds = T * Hq * D * keys
     if nthreads > 1 and work_madds // min_work < nthreads:
         nthreads = max(1, work_madds // min_work)
@@ -584,14 +723,16 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
     out = np.empty((T, Hq, D), dtype=dtype)
     work = np.zeros((nthreads, 2 * TILE * D + TILE * rows + rows * D + 3 * rows), dtype=dtype)
     iwork = np.zeros((nthreads, 2 * rows), dtype=np.intp)
+    pwork = np.zeros((nthreads, 3 * block), dtype=np.int64)   # each query's lo, hi, last sink token
     dwork = np.zeros((nthreads, D), dtype=np.float64)       # the overflow fallback's row (_exact_row)
     cdef floating[:, ::1] work_v = work
     cdef Py_ssize_t[:, ::1] iwork_v = iwork
+    cdef int64_t[:, ::1] pwork_v = pwork
     cdef double[:, ::1] dwork_v = dwork
     cdef floating[:, :, ::1] out_v = out
     with nogil:
-        _band_core(q, q_pos, &K, <floating>scale, scale, cap, sinks_p, block, work_v, iwork_v, dwork_v, out_v,
-                   nthreads)
+        _band_core(q, q_pos, &K, <floating>scale, scale, cap, sinks_p, block, work_v, iwork_v, pwork_v, dwork_v,
+                   out_v, nthreads)
     return out
 
 

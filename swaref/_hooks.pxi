@@ -151,3 +151,62 @@ def tanh_kernel(x, cap=1.0):
     elif x.dtype not in (np.float32, np.float64):
         raise TypeError(f"tanh_kernel takes float32 or float64, got {x.dtype}")
     return out
+
+
+def runs_kernel(q_pos, int64_t left, int64_t right, int64_t chunk, int64_t sink_tokens):
+    """The visible keys of queries at q_pos [T] (int64, >= 0) under the window's kernel
+    parameters, as _block and _exact_row take them (_runs, _hi) -> (prefix_last, lo, hi), each
+    [T] int64: the query at p sees the positions 0 .. prefix_last[t] and lo[t] .. hi[t]
+    (hi = POS_INF where unbounded; prefix_last = -1: no prefix, and then lo = 0 or no sink
+    token reaches the range).
+
+    Equals: {j : j <= prefix_last} | {j : lo <= j <= hi} ==
+    {j : (j < sink_tokens and j <= p) or lo(p) <= j <= hi(p)}
+    """
+    cdef Keys K
+    K.left, K.right, K.chunk, K.nsink = left, right, chunk, sink_tokens
+    qp = np.ascontiguousarray(q_pos, dtype=np.int64)
+    if qp.ndim != 1 or (qp < 0).any():
+        raise ValueError("runs_kernel takes a 1-D array of positions >= 0")
+    pre, lo, hi = (np.empty(qp.shape[0], dtype=np.int64) for _ in range(3))
+    cdef int64_t[::1] pre_v = pre, lo_v = lo, hi_v = hi
+    cdef const int64_t[::1] qp_v = qp
+    cdef Py_ssize_t t
+    for t in range(qp.shape[0]):
+        pre_v[t] = _runs(qp_v[t], &K, &lo_v[t])
+        hi_v[t] = _hi(qp_v[t], &K)
+    return pre, lo, hi
+
+
+def lanes_kernel(lo, hi, int64_t tstart, present):
+    """Each query's visible lanes in the tile at tstart (_row_ranges, one head per query): the
+    run of positions lo[t] .. hi[t] (lo None: from 0), keys present [TILE] (bool) ->
+    (ja [T], jb [T]) intp.
+
+    Equals: ja, jb = clip(lo - tstart, 0, TILE), clip(hi + 1 - tstart, 0, TILE);
+    (0, 0) where ja >= jb or no present lane lies in ja .. jb-1
+    """
+    cdef Rows R
+    hi_a = np.ascontiguousarray(hi, dtype=np.int64)
+    n = hi_a.shape[0]
+    lo_a = None if lo is None else np.ascontiguousarray(lo, dtype=np.int64)
+    if lo_a is not None:
+        _tile_check("lo", lo_a.shape[0], n)
+    pres = np.asarray(present, dtype=bool)
+    _tile_check("present", pres.shape[0], TILE)
+    if n < 1:
+        raise ValueError("lanes_kernel needs at least one query")
+    cdef uint64_t pbits = 0
+    for j in np.flatnonzero(pres):
+        pbits |= (<uint64_t>1) << <int>j
+    R.G, R.nq, R.n = 1, n, n
+    ja, jb = np.zeros(n, dtype=np.intp), np.zeros(n, dtype=np.intp)
+    cdef Py_ssize_t[::1] ja_v = ja, jb_v = jb
+    cdef const int64_t[::1] hi_v = hi_a
+    cdef const int64_t[::1] lo_v
+    cdef const int64_t* lo_p = NULL
+    if lo_a is not None:
+        lo_v = lo_a
+        lo_p = &lo_v[0]
+    _row_ranges(&R, lo_p, &hi_v[0], tstart, pbits, &ja_v[0], &jb_v[0])
+    return ja, jb

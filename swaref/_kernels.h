@@ -26,6 +26,10 @@
 #define SWAREF_TILE 64
 #define SWAREF_VLF 16                      /* lanes of a 64-byte float vector */
 #define SWAREF_VLD 8                       /* lanes of a 64-byte double vector */
+/* A window's "no bound on this side" (right = -1) as a position: above every position the
+   kernel takes (swaref._backend refuses positions beyond 2**62) with room for + TILE and + 1,
+   so that hi + 1 - tstart never overflows int64. */
+#define SWAREF_POS_INF ((int64_t)3 << 61)
 /* Rows per pass of the many-row score kernel; _core.pyx holds the row pointers of one pass in
    arrays of SWAREF_MAX_SROWS (act, qp, sp). */
 #define SWAREF_MAX_SROWS 8

@@ -6,6 +6,7 @@ cdef extern from "_kernels.h":
     enum:
         TILE "SWAREF_TILE"            # keys per tile: aligned position ranges [m*TILE, (m+1)*TILE)
         MAX_SROWS "SWAREF_MAX_SROWS"  # rows of one score pass, at most
+    const int64_t POS_INF "SWAREF_POS_INF"   # the position of an unbounded right side
     const int SWAREF_HAVE_OPENMP
     const int SWAREF_SPAN_F, SWAREF_SPAN_D, SWAREF_PVSPAN_F, SWAREF_PVSPAN_D, SWAREF_SROWS_F, SWAREF_SROWS_D
     int swaref_max_threads() noexcept nogil

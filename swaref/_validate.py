@@ -92,14 +92,6 @@ def causal_if_unbounded(window):
     return windows.normalize(windows.TwoSided(left, right))
 
 
-def check_backend_window(backend, window):
-    """backend='cython' takes None and int windows only until the compiled kernel implements
-    the spec 1.1 window family (checked before any cache is written)."""
-    if backend == "cython" and window is not None and not is_int(window):
-        raise SwarefError("backend", f"the compiled backend does not implement {window!r} yet; "
-                                     f"use backend='reference'")
-
-
 def check_array(x, name, ndim=3):
     """Return ``x`` as an ndarray of a supported float dtype with ``ndim`` dims."""
     if not isinstance(x, np.ndarray):

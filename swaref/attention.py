@@ -305,7 +305,6 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, window: Window,
         q_pos = V.check_positions(q_pos, "q_pos", T)
     scale = V.check_scale(scale, D)
     softcap, sinks = V.check_softmax_variants(softcap, sinks, Hq)
-    V.check_backend_window(backend, window)
     ranges = V.check_no_empty_rows(q_pos, k_pos, window)
     if backend == "cython":
         from . import _backend

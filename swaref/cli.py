@@ -1,4 +1,5 @@
-"""The ``swaref`` command line: ``swaref demo``, ``swaref vectors``, ``swaref generate``.
+"""The ``swaref`` command line: ``swaref demo``, ``swaref vectors``, ``swaref generate``,
+``swaref models``, ``swaref info``.
 
 Each subcommand lives in its own module, imported only when it runs, and
 exposes ``add_arguments(parser)`` and ``run(args) -> int``.
@@ -11,7 +12,21 @@ SUBCOMMANDS = {
     "demo": ("swaref.demo", "walk through the sliding-window tutorial in the terminal"),
     "vectors": ("swaref.conformance.cli", "generate golden vectors or check a port against them"),
     "generate": ("swaref.models.cli", "run a Mistral-architecture model on the CPU"),
+    "models": ("swaref.modelsuite.cli", "generate model-level golden logits or check an engine against them"),
+    "info": ("swaref._cpu", "the compiled kernel's target for this CPU, its features, OpenMP and BLAS"),
 }
+
+
+class _Version(argparse.Action):
+    """--version: swaref's version and the kernel target, found only when asked (it loads the kernel)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import __version__, _cpu
+        print(f"swaref {__version__}; {_cpu.summary()}")
+        parser.exit()
 
 
 def _plain(docstring):
@@ -21,8 +36,7 @@ def _plain(docstring):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="swaref", description=_plain(__doc__))
-    from . import __version__
-    parser.add_argument("--version", action="version", version=f"swaref {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and the kernel target, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
     for name, (modname, help_) in SUBCOMMANDS.items():
@@ -39,7 +53,11 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    return modules[args.command].run(args) or 0
+    try:
+        return modules[args.command].run(args) or 0
+    except BrokenPipeError:                      # `swaref info | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -82,7 +82,6 @@ def check_cache_step(cache: RollingBufferCache, n_tokens: int, start: Optional[i
     every cache first, so that no cache is touched when any would refuse.
     """
     V.check_backend(backend)
-    V.check_backend_window(backend, cache.window)
     start = check_write(cache, n_tokens, start)
     if backend == "cython":
         V.check_kernel_position(start + n_tokens - 1, "the last position written")
@@ -128,7 +127,6 @@ def _check_in_cache(cache, start, n, backend):
             held = f"sink positions {sinks[sinks >= 0].tolist()} and {held} in its ring"
         raise SwarefError("no_visible_key", f"decode queries at positions {start} .. {end} must already "
                                             f"be in the cache (write, then attend); it holds " + held)
-    V.check_backend_window(backend, cache.window)
     if backend == "cython":
         V.check_kernel_position(end, "the last query position")
 

@@ -17,6 +17,7 @@ import pytest
 from oracle import assert_close, dense_attention_f64
 
 from swaref import models as M
+from swaref.models.bf16 import as_float32
 
 try:
     import safetensors.numpy as safetensors_numpy
@@ -68,7 +69,7 @@ def oracle_logits(model, tokens):
     held to transformers' own rotary embeddings (tests/test_crosscheck_rope.py)."""
     cfg = model.config
     assert not cfg.rope_scaling or cfg.nope_full and all(w is not None for w in cfg.windows), "plain RoPE only"
-    f = lambda a: None if a is None else np.asarray(a, dtype=np.float64)  # noqa: E731
+    f = lambda a: None if a is None else np.asarray(as_float32(a), dtype=np.float64)  # noqa: E731 (bf16 widened)
     T = len(tokens)
     pos = np.arange(T)
 

@@ -3,9 +3,10 @@
 * ``band_attention``'s docstring names the public functions it must equal; every name is
   run here against ``band_attention`` called directly (a name without a check fails);
 * each micro-kernel's test hook (scores, softmax step, value pass, tile transpose, exp, the
-  soft cap's tanh) is checked against the NumPy one-liner written in its test (and stated on the hook's
-  "Equals:" line), with an error bound derived from the operation; a failure reports the
-  max difference and the first mismatching index;
+  soft cap's tanh, a row's runs of visible positions and its lanes in a tile) is checked
+  against the NumPy one-liner written in its test (and stated on the hook's "Equals:" line),
+  with an error bound derived from the operation; a failure reports the max difference and
+  the first mismatching index;
 * the kernel refuses misaligned arrays rather than read them.
 """
 import math
@@ -60,6 +61,9 @@ def _empty(Hkv, D, dtype):
     return np.zeros((0, Hkv, D), dtype=dtype), np.zeros(0, dtype=np.int64)
 
 
+W9 = (8, 0, 0, 0)            # window=9 as the kernel's (left, right, chunk, sink_tokens)
+
+
 def _ring_args(cache):
     held = cache.positions[cache.positions >= 0]
     return cache.k, cache.v, cache.positions, int(held.min()), int(held.max())
@@ -69,7 +73,7 @@ def check_attention(rng, dtype):
     q, k, v, scale = _case(rng, dtype)
     pos = np.arange(5, 5 + q.shape[0], dtype=np.int64)
     e, ep = _empty(k.shape[1], k.shape[2], dtype)
-    got = _core.band_attention(q, pos, k, v, pos, e, e, ep, 0, -1, 9, scale, 1)
+    got = _core.band_attention(q, pos, k, v, pos, e, e, ep, 0, -1, *W9, scale, 1)
     return got, swaref.attention(q, k, v, window=9, q_pos=pos, k_pos=pos, scale=scale)
 
 
@@ -83,7 +87,7 @@ def check_prefill(rng, dtype):
     q, k, v, scale = _case(rng, dtype)
     c = _cache_with_prefix(q, k, v, 20, 9)
     pos = np.arange(20, q.shape[0], dtype=np.int64)
-    got = _core.band_attention(q[20:], pos, k[20:], v[20:], pos, *_ring_args(c), 9, scale, 1)
+    got = _core.band_attention(q[20:], pos, k[20:], v[20:], pos, *_ring_args(c), *W9, scale, 1)
     return got, swaref.prefill(q[20:], k[20:], v[20:], c, scale=scale)
 
 
@@ -91,7 +95,7 @@ def check_attend_chunk(rng, dtype):
     q, k, v, scale = _case(rng, dtype)
     c = _cache_with_prefix(q, k, v, 20, 9)
     pos = np.arange(20, q.shape[0], dtype=np.int64)
-    got = _core.band_attention(q[20:], pos, k[20:], v[20:], pos, *_ring_args(c), 9, scale, 1)
+    got = _core.band_attention(q[20:], pos, k[20:], v[20:], pos, *_ring_args(c), *W9, scale, 1)
     return got, swaref.attend_chunk(q[20:], k[20:], v[20:], c, 20, scale)
 
 
@@ -100,7 +104,7 @@ def check_decode_step(rng, dtype):
     c = _cache_with_prefix(q, k, v, 20, 9)
     want = swaref.decode_step(q[20:21], k[20:21], v[20:21], c, scale=scale)     # writes position 20
     e, ep = _empty(k.shape[1], k.shape[2], dtype)
-    got = _core.band_attention(q[20:21], np.array([20]), e, e, ep, *_ring_args(c), 9, scale, 1)
+    got = _core.band_attention(q[20:21], np.array([20]), e, e, ep, *_ring_args(c), *W9, scale, 1)
     return got, want
 
 
@@ -292,6 +296,55 @@ def test_softcap_in_the_score_pass(dtype, cap, mag, seed):
                   f"capped scores, cap {cap}")
 
 
+# ------------------------------------------------------- which keys a row sees
+
+@given(data=st.data())
+def test_runs_kernel(data):
+    """The two runs of positions (sink prefix, range) per query, against the visibility rule of
+    the kernel's parameters evaluated key by key (contract: swaref.windows.kernel_params)."""
+    left = data.draw(st.sampled_from([-1, 0, 1, 5, 63, 64, 200]), label="left")
+    right = data.draw(st.sampled_from([-1, 0, 0, 1, 7, 64]), label="right")
+    chunk = data.draw(st.sampled_from([0, 0, 1, 3, 16, 64, 100]), label="chunk")
+    n = data.draw(st.sampled_from([0, 1, 4, 20, 64, 300]), label="sink_tokens")
+    q_pos = np.array(sorted(data.draw(st.sets(st.integers(0, 400), min_size=1, max_size=30), label="q_pos")))
+    pre, lo, hi = _core.runs_kernel(q_pos, left, right, chunk, n)
+    assert equals_line(_core.runs_kernel) == (
+        "{j : j <= prefix_last} | {j : lo <= j <= hi} == "
+        "{j : (j < sink_tokens and j <= p) or lo(p) <= j <= hi(p)}")
+    keys = np.arange(0, 600)
+    for t, p in enumerate(q_pos):
+        lo_p = max(0, p - left if left >= 0 else 0, (p // chunk) * chunk if chunk else 0)
+        vis = ((keys < n) & (keys <= p)) | ((keys >= lo_p) & ((keys <= p + right) if right >= 0 else True))
+        got = (keys <= pre[t]) | ((keys >= lo[t]) & (keys <= hi[t]))
+        assert np.array_equal(got, vis), (f"query {p}: runs 0..{pre[t]}, {lo[t]}..{hi[t]}; first wrong key "
+                                          f"{int(keys[np.argmax(got != vis)])}")
+        assert pre[t] < 0 or pre[t] + 1 < lo[t], "the two runs must not touch (one run then)"
+        assert (hi[t] >= 2 ** 62) == (right < 0)
+    for t in range(len(q_pos) - 1):                  # what the item's passes rely on
+        assert pre[t] <= pre[t + 1] and lo[t] <= lo[t + 1] and hi[t] <= hi[t + 1]
+
+
+@given(data=st.data())
+def test_lanes_kernel(data):
+    tstart = data.draw(st.sampled_from([0, 64, 128, 2 ** 40]), label="tstart")
+    n = data.draw(st.integers(1, 12), label="queries")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
+    lo = tstart + rng.integers(-80, 80, n)
+    hi = lo + rng.integers(-3, 100, n)
+    present = rng.random(TILE) < data.draw(st.sampled_from([0.0, 0.1, 0.9]), label="density")
+    no_lo = data.draw(st.booleans(), label="lo None")
+    ja, jb = _core.lanes_kernel(None if no_lo else lo, hi, tstart, present)
+    assert equals_line(_core.lanes_kernel) == (
+        "ja, jb = clip(lo - tstart, 0, TILE), clip(hi + 1 - tstart, 0, TILE); "
+        "(0, 0) where ja >= jb or no present lane lies in ja .. jb-1")
+    lo_eff = np.full(n, -10 ** 18) if no_lo else lo
+    want_a, want_b = np.clip(lo_eff - tstart, 0, TILE), np.clip(hi + 1 - tstart, 0, TILE)
+    lane = np.arange(TILE)
+    empty = (want_a >= want_b) | ~((present[None] & (lane >= want_a[:, None]) & (lane < want_b[:, None])).any(1))
+    want_a, want_b = np.where(empty, 0, want_a), np.where(empty, 0, want_b)
+    assert np.array_equal(ja, want_a) and np.array_equal(jb, want_b), (ja, jb, want_a, want_b)
+
+
 # ------------------------------------------------------------- alignment
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -307,4 +360,4 @@ def test_misaligned_arrays_are_refused(dtype):
     e, ep = _empty(H, D, dtype)
     for args in ((bad, good, good), (good, bad, good), (good, good, bad)):
         with pytest.raises(ValueError, match="not aligned"):
-            _core.band_attention(args[0], pos, args[1], args[2], pos, e, e, ep, 0, -1, 4, 0.25, 1)
+            _core.band_attention(args[0], pos, args[1], args[2], pos, e, e, ep, 0, -1, 3, 0, 0, 0, 0.25, 1)

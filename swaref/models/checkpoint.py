@@ -24,7 +24,8 @@ from ..errors import SwarefError
 from .architectures import ARCHITECTURES, FORMATS, HF, MISTRAL_NATIVE
 from .hfconfig import (CheckpointError, CheckpointFileError, build_config, config_from_dict,  # noqa: F401
                        read_generation_config)
-from .weights import LAYER_TENSORS, LayerWeights, Model, expected_shapes, tensor_names
+from .bf16 import is_bf16, to_bfloat16
+from .weights import LAYER_TENSORS, LayerWeights, Model, check_dtype, expected_shapes, tensor_names
 
 #: safetensors dtypes accepted for weights, widened to float32.
 WEIGHT_DTYPES = ("F32", "F16", "BF16")
@@ -280,8 +281,23 @@ def _bf16_tensor(path, name):
     return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
 
 
-def read_tensor(path, name, dtype):
-    """One tensor as a float32 array (from F32, F16 or BF16)."""
+def _bf16_bits(path, name):
+    """One BF16 tensor's raw bits, a uint16 array (kept as bfloat16: no widening)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > MAX_HEADER_BYTES:
+            raise CheckpointError(f"{path}: header length {n} exceeds {MAX_HEADER_BYTES}", "format")
+        info = parse_json(f.read(n), f"{path} header")[name]
+        a, b = info["data_offsets"]
+        f.seek(8 + n + a)
+        return np.frombuffer(f.read(b - a), dtype="<u2").astype(np.uint16).reshape(info["shape"])
+
+
+def read_tensor(path, name, dtype, keep="float32"):
+    """One tensor (from F32, F16 or BF16) as float32, or, with keep "bfloat16", as bfloat16 bits
+    (a BF16 tensor as stored; F32 / F16 rounded to nearest even)."""
+    if keep == "bfloat16":
+        return _bf16_bits(path, name) if dtype == "BF16" else to_bfloat16(read_tensor(path, name, dtype))
     if dtype == "BF16":
         return _bf16_tensor(path, name)
     safe_open = _import_safetensors()
@@ -289,8 +305,19 @@ def read_tensor(path, name, dtype):
         return np.ascontiguousarray(f.get_tensor(name), dtype=np.float32)
 
 
-def load_model(directory, rope_theta=None):
-    """Load a checkpoint directory -> Model with float32 weights.
+def _nonfinite(arr):
+    """Index of arr's first non-finite value (bfloat16 bits: exponent all ones), or None."""
+    bad = (arr & 0x7F80) == 0x7F80 if is_bf16(arr) else ~np.isfinite(arr)
+    return tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None
+
+
+def load_model(directory, rope_theta=None, dtype="float32"):
+    """Load a checkpoint directory -> Model with weights of ``dtype``.
+
+    dtype "float32": every tensor widened to float32 (exact from BF16 / F16).  "bfloat16": every
+    matrix (the projections, experts, router, embedding, LM head) kept as bfloat16 bits (a BF16
+    tensor as stored, F32 / F16 rounded to nearest even), vectors (norms, biases, sinks) float32:
+    half the memory, and a decode step streams half the bytes (docs/model.md, "bfloat16 weights").
 
     Hugging Face layout (config.json + model.safetensors or shards; RoPE
     rotate-half) or Mistral's native layout (params.json +
@@ -300,6 +327,7 @@ def load_model(directory, rope_theta=None):
     Raises CheckpointFileError for a missing file and CheckpointError for
     anything else wrong, before any weight is kept.
     """
+    check_dtype(dtype)
     _check_directory(directory)
     if not os.path.isfile(os.path.join(directory, HF.config_file)) \
             and os.path.isfile(os.path.join(directory, MISTRAL_NATIVE.config_file)):
@@ -316,12 +344,13 @@ def load_model(directory, rope_theta=None):
         specs = read_specs(files, mapping)
     check_specs(cfg, specs, fmt)
     slots = {}
-    for name, (slot, _) in expected_tensors(cfg, fmt).items():
-        path, dtype, _ = specs[name]
-        arr = read_tensor(path, name, dtype)
-        if not np.isfinite(arr).all():
-            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-            raise CheckpointError(f"{path}: tensor {name!r} holds a non-finite value at index {bad}")
+    for name, (slot, shape) in expected_tensors(cfg, fmt).items():
+        path, file_dtype, _ = specs[name]
+        arr = read_tensor(path, name, file_dtype, "bfloat16" if dtype == "bfloat16" and len(shape) >= 2 else "float32")
+        bad = _nonfinite(arr)
+        if bad is not None:
+            rounded = " (after rounding to bfloat16)" if is_bf16(arr) and file_dtype != "BF16" else ""
+            raise CheckpointError(f"{path}: tensor {name!r} holds a non-finite value{rounded} at index {bad}")
         _place(slots, slot, arr, cfg)
     for key, val in slots.items():
         if isinstance(val, dict):  # experts, one file tensor each

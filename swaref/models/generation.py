@@ -31,7 +31,9 @@ from .. import _validate as V
 from ..cache import RollingBufferCache, check_cache, exclusive
 from ..errors import SwarefError, SwarefTypeError
 from ..prefill import check_cache_step, chunk_schedule
-from .layers import decoder_layer, norm
+from .bf16 import as_float32
+from .layers import decoder_layer, linear, norm
+from .rope import StepRotations
 from .sampling import greedy
 
 
@@ -209,15 +211,18 @@ def holding(caches):
 def _forward_checked(model, toks, segments, caches, backend, num_threads, logits):
     """forward_packed after its checks, with every cache held."""
     cfg = model.config
-    h = model.embed[np.concatenate(toks)]
+    h = as_float32(model.embed[np.concatenate(toks)])    # a bfloat16 table: only the gathered rows widened
     if cfg.embed_scale is not None:
         h = h * np.float32(cfg.embed_scale)
+    rotations = StepRotations(cfg, segments)             # RoPE's cos/sin once per step, not per layer
     for li, lw in enumerate(model.layers):
-        h = decoder_layer(h, lw, cfg, li, segments, [seq_caches[li] for seq_caches in caches], backend, num_threads)
+        h = decoder_layer(h, lw, cfg, li, segments, [seq_caches[li] for seq_caches in caches], backend, num_threads,
+                          rotations)
     out = []
     for off, n, _ in segments:
         rows = h[off: off + n] if logits == "all" else h[off + n - 1: off + n]
-        y = norm(rows, model.final_norm, model.final_norm_b, cfg) @ model.lm_head.T
+        y = linear(norm(rows, model.final_norm, model.final_norm_b, cfg, backend), model.lm_head, None, backend,
+                   num_threads)
         if cfg.logit_scale is not None:
             y = y * np.float32(cfg.logit_scale)
         if cfg.final_softcap is not None:  # Gemma 2: c * tanh(logits / c), in float64 like the norms' statistics

@@ -7,22 +7,29 @@ sequential or parallel attention + MLP, a gated (SwiGLU / GeGLU), plain or
 mixture-of-experts MLP, biases, q/k norms, the attention scale and each layer's
 RoPE.  ``decoder_layer`` is the one path.
 
-All float32.  Dimension names: T tokens, N packed tokens of B sequences, d
+Activations are float32; the matrices are float32 or bfloat16 (``bf16``: uint16 bits), multiplied
+by ``linear`` with float32 accumulation.  Dimension names: T tokens, N packed tokens of B sequences, d
 hidden size, I intermediate size, Hq / Hkv heads, D head_dim, E experts.
 """
 import numpy as np
 
 from .. import _validate as V
+from ..errors import SwarefError
 from ..prefill import _decode, _prefill_chunk
-from .rope import apply_rope
+from .bf16 import as_float32
+from .rope import StepRotations, rotate
 
 
-def rms_norm(x, weight, eps):
+def rms_norm(x, weight, eps, backend="reference"):
     """x: [..., d], weight: [d]  ->  [..., d] float32.
 
     weight * x / sqrt(mean(x^2) + eps); the mean is accumulated in float64
-    (transformers does it in float32; the difference is far below 1e-6).
+    (transformers does it in float32; the difference is far below 1e-6).  backend "cython" with
+    x [T, d]: swaref._linear.rms_norm, the same formula in one compiled pass (its float64 sum runs
+    in index order, NumPy's pairwise: the float32 result differs only in a ~1e-8 chance case).
     """
+    if backend == "cython" and x.ndim == 2:
+        return _linear_kernel().rms_norm(x, weight, eps)
     ms = np.mean(np.square(x, dtype=np.float64), axis=-1, keepdims=True)
     return (x * (1.0 / np.sqrt(ms + eps)).astype(np.float32)) * weight
 
@@ -35,10 +42,11 @@ def layer_norm(x, weight, bias, eps):
     return y if bias is None else y + bias
 
 
-def norm(x, weight, bias, cfg):
+def norm(x, weight, bias, cfg, backend="reference"):
     """The config's norm kind: "rms", or "layer" / "layer_nobias" (LayerNorm; the bias when it has one)."""
-    return rms_norm(x, weight, cfg.rms_norm_eps) if cfg.norm == "rms" else layer_norm(x, weight, bias,
-                                                                                      cfg.rms_norm_eps)
+    if cfg.norm == "rms":
+        return rms_norm(x, weight, cfg.rms_norm_eps, backend)
+    return layer_norm(x, weight, bias, cfg.rms_norm_eps)
 
 
 def silu(x):
@@ -54,9 +62,30 @@ def gelu_tanh(x):
 ACTIVATIONS = {"silu": silu, "gelu_tanh": gelu_tanh}
 
 
-def linear(x, w, b=None):
-    """x: [T, in], w: [out, in], b: [out] or None  ->  x w^T (+ b)."""
-    y = x @ w.T
+_LINEAR = []
+
+
+def _linear_kernel():
+    """swaref._linear, imported once (a decode step calls it ~100 times)."""
+    if not _LINEAR:
+        try:
+            from .. import _linear
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise SwarefError("backend", f"backend='cython' needs the compiled extension swaref._linear, which is "
+                                         f"not built ({exc}); run `python setup.py build_ext --inplace`") from None
+        _LINEAR.append(_linear)
+    return _LINEAR[0]
+
+
+def linear(x, w, b=None, backend="reference", num_threads=None):
+    """x: [T, in], w: [out, in] float32 or bfloat16 bits, b: [out] or None  ->  x w^T (+ b), float32.
+
+    backend "cython": swaref._linear (its own streaming kernel for a few tokens, BLAS for more);
+    "reference": NumPy, bfloat16 widened exactly first.
+    """
+    if backend == "cython":
+        return _linear_kernel().linear(x, w, b, num_threads)
+    y = x @ as_float32(w).T
     return y if b is None else y + b
 
 
@@ -71,16 +100,18 @@ def glu(g, u, cfg, act):
     return g * (0.5 * (1.0 + np.tanh(0.5 * alpha * g))) * (u + np.float32(1.0))  # sigmoid(z) = (1 + tanh(z/2)) / 2
 
 
-def swiglu_mlp(x, lw, cfg, act=silu):
+def swiglu_mlp(x, lw, cfg, act=silu, backend="reference", num_threads=None):
     """x: [T, d]  ->  [T, d]:  w_down glu(w_gate x, w_up x), each with its bias if it has one."""
-    return linear(glu(linear(x, lw.w_gate, lw.b_gate), linear(x, lw.w_up, lw.b_up), cfg, act), lw.w_down, lw.b_down)
+    g = linear(x, lw.w_gate, lw.b_gate, backend, num_threads)
+    u = linear(x, lw.w_up, lw.b_up, backend, num_threads)
+    return linear(glu(g, u, cfg, act), lw.w_down, lw.b_down, backend, num_threads)
 
 
 def _row(b, e):
     return None if b is None else b[e]
 
 
-def moe_mlp(x, lw, cfg, act):
+def moe_mlp(x, lw, cfg, act, backend="reference", num_threads=None):
     """Mixture of experts: each token takes the top_k of the router's E logits (plus its bias, gpt-oss),
     weighted by a softmax over those k logits, and sums its experts' gated MLPs (biased in gpt-oss).
     x: [T, d] -> [T, d].
@@ -89,7 +120,7 @@ def moe_mlp(x, lw, cfg, act):
     logits, softmax over them) are the same weights: p_i / sum_top p_j = exp(l_i) / sum_top exp(l_j),
     and the top_k of the probabilities are the top_k of the logits.  Computed once, in float64.
     """
-    logits = linear(x, lw.router, lw.b_router).astype(np.float64)            # [T, E]
+    logits = linear(x, lw.router, lw.b_router, backend, num_threads).astype(np.float64)            # [T, E]
     top = np.argsort(-logits, axis=-1, kind="stable")[:, : cfg.top_k]        # [T, k]
     chosen = np.take_along_axis(logits, top, axis=-1)
     w = np.exp(chosen - chosen.max(axis=-1, keepdims=True))
@@ -98,26 +129,27 @@ def moe_mlp(x, lw, cfg, act):
     for e in np.unique(top):
         rows, slot = np.nonzero(top == e)
         xe = x[rows]
-        h = glu(linear(xe, lw.experts_gate[e], _row(lw.b_experts_gate, e)),
-                linear(xe, lw.experts_up[e], _row(lw.b_experts_up, e)), cfg, act)
-        y = linear(h, lw.experts_down[e], _row(lw.b_experts_down, e))
+        h = glu(linear(xe, lw.experts_gate[e], _row(lw.b_experts_gate, e), backend, num_threads),
+                linear(xe, lw.experts_up[e], _row(lw.b_experts_up, e), backend, num_threads), cfg, act)
+        y = linear(h, lw.experts_down[e], _row(lw.b_experts_down, e), backend, num_threads)
         np.add.at(out, rows, y * w[rows, slot][:, None])
     return out
 
 
-def mlp(x, lw, cfg):
+def mlp(x, lw, cfg, backend="reference", num_threads=None):
     """The config's MLP kind: "gated" (SwiGLU / GeGLU), "plain" (w_down act(w_up x)) or "moe"."""
     act = ACTIVATIONS[cfg.act]
     if cfg.mlp == "gated":
-        return swiglu_mlp(x, lw, cfg, act)
+        return swiglu_mlp(x, lw, cfg, act, backend, num_threads)
     if cfg.mlp == "plain":
-        return linear(act(linear(x, lw.w_up, lw.b_up)), lw.w_down, lw.b_down)
-    return moe_mlp(x, lw, cfg, act)
+        return linear(act(linear(x, lw.w_up, lw.b_up, backend, num_threads)), lw.w_down, lw.b_down, backend,
+                      num_threads)
+    return moe_mlp(x, lw, cfg, act, backend, num_threads)
 
 
-def qkv_projection(x, lw, cfg, positions, rope):
-    """x: [T, d], positions: [T], rope: (theta, scaling) of this layer, or None (no positional encoding)
-    ->  q [T, Hq, D], k [T, Hkv, D] (both rotated), v [T, Hkv, D].
+def qkv_projection(x, lw, cfg, rotation, backend="reference", num_threads=None):
+    """x: [T, d], rotation: this layer's RoPE tables for the step's positions (``rope.rotation``), or None
+    (no positional encoding)  ->  q [T, Hq, D], k [T, Hkv, D] (both rotated), v [T, Hkv, D].
 
     Biases are added when the layer has them; q and k are RMS-normalised over
     each head's D (``qk_norm`` "head", Qwen3, Gemma 3) or over the whole
@@ -125,34 +157,31 @@ def qkv_projection(x, lw, cfg, positions, rope):
     """
     T = x.shape[0]
     D = cfg.head_dim
-    q, k = linear(x, lw.wq, lw.bq), linear(x, lw.wk, lw.bk)
+    q, k = linear(x, lw.wq, lw.bq, backend, num_threads), linear(x, lw.wk, lw.bk, backend, num_threads)
     if cfg.qk_norm == "all":
         q, k = rms_norm(q, lw.q_norm, cfg.rms_norm_eps), rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
     q, k = q.reshape(T, cfg.n_heads, D), k.reshape(T, cfg.n_kv_heads, D)
-    v = np.ascontiguousarray(linear(x, lw.wv, lw.bv).reshape(T, cfg.n_kv_heads, D))
+    v = np.ascontiguousarray(linear(x, lw.wv, lw.bv, backend, num_threads).reshape(T, cfg.n_kv_heads, D))
     if cfg.qk_norm == "head":
         q, k = rms_norm(q, lw.q_norm, cfg.rms_norm_eps), rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
-    if rope is not None:
-        theta, scaling = rope
-        q = apply_rope(q, positions, theta, cfg.rope_layout, scaling, cfg.rope_dim)
-        k = apply_rope(k, positions, theta, cfg.rope_layout, scaling, cfg.rope_dim)
+    if rotation is not None:
+        q, k = rotate(q, rotation), rotate(k, rotation)
     return np.ascontiguousarray(q, dtype=np.float32), np.ascontiguousarray(k, dtype=np.float32), v
 
 
-def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threads=None, rope=None):
+def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threads=None, rotation=None):
     """The attention half of a layer for B sequences packed along the token axis.
 
     x: [N, d] (normalised input), segments: list of (offset, length, start position)
-    per sequence, caches: that layer's cache per sequence, rope: the layer's
-    (theta, scaling) or None (``ModelConfig.layer_rope``)  ->  [N, d]
+    per sequence, caches: that layer's cache per sequence, rotation: the layer's RoPE tables for
+    the packed tokens' positions (``rope.rotation``) or None  ->  [N, d]
 
     Projections run once on the packed tokens; attention runs per sequence on
     its own cache: decode_step's core (write, then attend) for a single generated
     token, prefill's (attend, then write) for a chunk of prompt tokens.  The
     caller has validated every cache of every layer (generation.check_step).
     """
-    positions = np.concatenate([np.arange(p, p + n, dtype=np.int64) for _, n, p in segments])
-    q, k, v = qkv_projection(x, lw, cfg, positions, rope)
+    q, k, v = qkv_projection(x, lw, cfg, rotation, backend, num_threads)
     out = np.empty_like(q)
     scale = V.check_scale(cfg.attn_scale, cfg.head_dim)        # None: 1/sqrt(D), as the public calls take it
     for (off, n, start), cache in zip(segments, caches):
@@ -164,11 +193,14 @@ def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threa
         # Spec 1.1's variants: the config's soft-cap (Gemma 2), the layer's learned sinks (gpt-oss; checked
         # finite when the Model was made, weights.check_weights).
         out[sl] = step(q[sl], k[sl], v[sl], cache, start, scale, backend, num_threads, cfg.attn_softcap, lw.sinks)
-    return linear(out.reshape(x.shape[0], -1), lw.wo, lw.bo)
+    return linear(out.reshape(x.shape[0], -1), lw.wo, lw.bo, backend, num_threads)
 
 
-def decoder_layer(h, lw, cfg, li, segments, caches, backend="reference", num_threads=None):
+def decoder_layer(h, lw, cfg, li, segments, caches, backend="reference", num_threads=None, rotations=None):
     """h: [N, d] residual stream -> [N, d] after layer li.
+
+    rotations: the step's RoPE tables (``rope.StepRotations``), shared by the layers of one step so
+    that cos/sin are computed once per distinct RoPE config, not per layer and per q/k (None: made here).
 
     Each norm slot is applied only where the layer has it: "attn" before
     attention (Mistral's input_layernorm), "attn_out" on attention's output
@@ -176,14 +208,17 @@ def decoder_layer(h, lw, cfg, li, segments, caches, backend="reference", num_thr
     ``parallel`` (Cohere) attention and MLP read the same normalised input and
     are added to the residual together.
     """
-    x = h if lw.attn_norm is None else norm(h, lw.attn_norm, lw.attn_norm_b, cfg)
-    a = attention_block(x, lw, cfg, segments, caches, backend, num_threads, cfg.layer_rope(li))
+    x = h if lw.attn_norm is None else norm(h, lw.attn_norm, lw.attn_norm_b, cfg, backend)
+    if rotations is None:
+        rotations = StepRotations(cfg, segments)
+    a = attention_block(x, lw, cfg, segments, caches, backend, num_threads, rotations.layer(li))
     if cfg.parallel:
-        return h + a + mlp(x, lw, cfg)
+        return h + a + mlp(x, lw, cfg, backend, num_threads)
     if lw.attn_out_norm is not None:
-        a = norm(a, lw.attn_out_norm, None, cfg)
+        a = norm(a, lw.attn_out_norm, None, cfg, backend)
     h = h + a
-    m = mlp(h if lw.mlp_norm is None else norm(h, lw.mlp_norm, lw.mlp_norm_b, cfg), lw, cfg)
+    m = mlp(h if lw.mlp_norm is None else norm(h, lw.mlp_norm, lw.mlp_norm_b, cfg, backend), lw, cfg, backend,
+            num_threads)
     if lw.mlp_out_norm is not None:
-        m = norm(m, lw.mlp_out_norm, None, cfg)
+        m = norm(m, lw.mlp_out_norm, None, cfg, backend)
     return h + m

@@ -14,6 +14,7 @@ Precision: frequencies and angles are float64 (transformers computes both in
 float32; docs/model.md, "Precision" gives the measured difference by position).
 """
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -105,26 +106,83 @@ def rope_cos_sin(positions, rot_dim, theta, scaling=()):
     return cos.astype(np.float32), sin.astype(np.float32)
 
 
+@dataclass(frozen=True, eq=False)
+class Rotation:
+    """RoPE for a fixed list of positions, as tables over the R rotated dims of a head.
+
+    For a pair (a, b) with angle cos c, sin s, RoPE gives (a c - b s, b c + a s).  The R dims are
+    viewed as pairs along an axis of two: [2, R/2] for "half" (pair i: i and i + R/2), [R/2, 2]
+    for "interleaved" (2i and 2i + 1); reversing that axis (a view) swaps each pair's elements, so
+    y = x C + swap(x) S with C = (c, c) and S = (-s, s) on the pair.  This is bitwise the pairwise
+    formula (a c + b (-s) rounds exactly as a c - b s) in one expression for both layouts.
+    cos, sin_signed: [T, 1, 2, R/2] ("half") or [T, 1, R/2, 2] ("interleaved").
+    """
+
+    cos: np.ndarray
+    sin_signed: np.ndarray
+    layout: str
+    rot_dim: int
+
+
+def rotation(positions, rot_dim, theta, layout="half", scaling=()):
+    """positions: [T]  ->  Rotation tables for ``rotate`` (cos/sin computed once, float64 angles)."""
+    if layout not in ROPE_LAYOUTS:
+        raise SwarefError("argument", f"RoPE layout must be one of {ROPE_LAYOUTS}, got {layout!r}")
+    cos, sin = rope_cos_sin(positions, rot_dim, theta, scaling)          # [T, R/2]
+    axis = 1 if layout == "half" else 2
+    c, s = np.stack([cos, cos], axis=axis), np.stack([-sin, sin], axis=axis)
+    return Rotation(c[:, None], s[:, None], layout, rot_dim)
+
+
+def rotate(x, rot):
+    """x: [T, H, D] float32, rot: Rotation for the T tokens' positions  ->  [T, H, D] float32 (a new array).
+
+    The first rot_dim dims are rotated (partial rotary), the rest pass unchanged.
+    """
+    T, H, D = x.shape
+    R = rot.rot_dim
+    pairs = (T, H, 2, R // 2) if rot.layout == "half" else (T, H, R // 2, 2)
+    if R == D:
+        xp = x.reshape(pairs)
+        swapped = xp[:, :, ::-1, :] if rot.layout == "half" else xp[..., ::-1]
+        return (xp * rot.cos + swapped * rot.sin_signed).reshape(T, H, D)
+    out = np.array(x, dtype=np.float32, copy=True)
+    out[..., :R] = rotate(np.ascontiguousarray(x[..., :R]), rot)
+    return out
+
+
+class StepRotations:
+    """The Rotation of each layer for one model step: built once per distinct RoPE config of the
+    config's layers (``ModelConfig.layer_rope``) for the step's packed positions, then shared.
+
+    segments: [(offset, length, start position)] per sequence (generation.check_step).
+    """
+
+    def __init__(self, cfg, segments):
+        self.cfg = cfg
+        self.positions = np.concatenate([np.arange(p, p + n, dtype=np.int64) for _, n, p in segments])
+        self._tables = {}
+
+    def layer(self, li):
+        """Layer li's Rotation, or None for a layer without positional encoding."""
+        rope = self.cfg.layer_rope(li)
+        if rope is None:
+            return None
+        if rope not in self._tables:
+            theta, scaling = rope
+            R = self.cfg.head_dim if self.cfg.rope_dim is None else self.cfg.rope_dim
+            self._tables[rope] = rotation(self.positions, R, theta, self.cfg.rope_layout, scaling)
+        return self._tables[rope]
+
+
 def apply_rope(x, positions, theta, layout="half", scaling=(), rot_dim=None):
     """Rotate each head vector by its absolute position.
 
     x: [T, H, D], positions: [T]  ->  [T, H, D] float32.  rot_dim: the first R
     dims are rotated (partial rotary), the rest pass unchanged (None: all D).
     """
-    T, H, D = x.shape
-    R = D if rot_dim is None else rot_dim
-    cos, sin = rope_cos_sin(positions, R, theta, scaling)
-    cos, sin = cos[:, None, :], sin[:, None, :]
-    out = np.array(x, dtype=np.float32, copy=True)
-    if layout == "half":
-        a, b = x[..., : R // 2], x[..., R // 2: R]
-        out[..., : R // 2], out[..., R // 2: R] = a * cos - b * sin, b * cos + a * sin
-        return out
-    if layout == "interleaved":
-        a, b = x[..., 0:R:2], x[..., 1:R:2]
-        out[..., 0:R:2], out[..., 1:R:2] = a * cos - b * sin, b * cos + a * sin
-        return out
-    raise SwarefError("argument", f"RoPE layout must be one of {ROPE_LAYOUTS}, got {layout!r}")
+    R = x.shape[-1] if rot_dim is None else rot_dim
+    return rotate(np.asarray(x, dtype=np.float32), rotation(positions, R, theta, layout, scaling))
 
 
 def interleaved_to_half(w, n_heads, head_dim):

@@ -444,17 +444,18 @@ class TextModel:
                         backend=default_backend() if backend is None else backend, **kwargs)
 
 
-def load_model(directory, rope_theta=None):
+def load_model(directory, rope_theta=None, dtype="float32"):
     """A checkpoint directory -> TextModel (weights, tokenizer.json if present, chat template, special tokens).
 
     Without tokenizer.json, prompts and output are token ids.  The weights are
-    loaded by ``swaref.models.checkpoint.load_model`` (every check there).
+    loaded by ``swaref.models.checkpoint.load_model`` (every check there; ``dtype`` "float32" or
+    "bfloat16", see there).
     """
     from .checkpoint import load_model as load_weights
     if not isinstance(directory, (str, os.PathLike)):
         raise SwarefTypeError("argument", f"directory must be a path, got {type(directory).__name__}")
     directory = os.fspath(directory)
-    model = load_weights(directory, rope_theta=rope_theta)
+    model = load_weights(directory, rope_theta=rope_theta, dtype=dtype)
     tok = load_hf_tokenizer(directory)
     return TextModel(model, tok, read_chat_template(directory), read_special_tokens(directory), name=directory)
 

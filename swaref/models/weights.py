@@ -3,7 +3,9 @@
 Every weight field carries, as dataclass metadata, its shape in config
 dimensions and its name in each checkpoint format (``architectures.FORMATS``);
 ``expected_shapes``, the checkpoint loader and ``random_model`` all read that
-one declaration.  Weights are float32 in Hugging Face's [out, in] orientation.
+one declaration.  Weights are in Hugging Face's [out, in] orientation, float32, or (a model
+made with dtype "bfloat16") every matrix bfloat16 as uint16 bits (``bf16``) and every vector
+(norms, biases, sinks) float32.
 """
 import math
 from dataclasses import dataclass, field, fields
@@ -12,6 +14,7 @@ import numpy as np
 
 from .. import _validate as V
 from ..errors import SwarefError, SwarefTypeError
+from .bf16 import BF16, is_bf16, to_bfloat16, widen
 from .config import ModelConfig
 
 
@@ -104,7 +107,10 @@ LAYER_TENSORS = tuple(f.name for f in fields(LayerWeights))
 
 @dataclass(frozen=True, eq=False)
 class Model:
-    """A config plus float32 weights: embed [V, d], layers [L], final_norm [d], lm_head [V, d].
+    """A config plus weights: embed [V, d], layers [L], final_norm [d], lm_head [V, d].
+
+    ``dtype`` is "float32" (every weight float32) or "bfloat16" (every matrix, embed and lm_head
+    included, bfloat16 bits; vectors float32).
 
     With tied embeddings ``lm_head`` is ``embed`` (the same array).  The
     weights are checked against the config when the Model is made.
@@ -120,6 +126,11 @@ class Model:
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
         check_weights(self)
+
+    @property
+    def dtype(self):
+        """"float32" or "bfloat16": the matrices' precision (vectors are float32 either way)."""
+        return "bfloat16" if is_bf16(self.embed) else "float32"
 
     @property
     def n_params(self):
@@ -170,16 +181,22 @@ def tensor_names(fmt, overrides=None):
 
 
 def check_weights(model):
-    """Every weight a float32 numpy array of the shape the config implies (naming the first that is not)."""
+    """Every weight a numpy array of the shape the config implies and of the model's dtype (the
+    embedding's: float32 everywhere, or bfloat16 bits in every matrix and float32 in every vector),
+    naming the first that is not."""
     cfg = model.config
     if not isinstance(cfg, ModelConfig):
         raise SwarefTypeError("argument", f"config must be a ModelConfig, got {type(cfg).__name__}")
     top, layer = expected_shapes(cfg)
+    bf16 = is_bf16(model.embed)
 
     def one(arr, name, shape):
-        if not isinstance(arr, np.ndarray) or arr.dtype != np.float32:
+        want = BF16 if bf16 and len(shape) >= 2 else np.dtype(np.float32)
+        if not isinstance(arr, np.ndarray) or arr.dtype != want:
             got = f"{arr.dtype} array" if isinstance(arr, np.ndarray) else type(arr).__name__
-            raise SwarefTypeError("dtype", f"weight {name} must be a float32 numpy array, got {got}")
+            what = "bfloat16 (uint16 bits)" if want == BF16 else "float32"
+            why = " (a bfloat16 model: its embedding is bfloat16)" if bf16 else ""
+            raise SwarefTypeError("dtype", f"weight {name} must be a {what} numpy array, got {got}{why}")
         if arr.shape != shape:
             raise SwarefError("shape", f"weight {name} must have shape {shape}, got {arr.shape}")
 
@@ -203,12 +220,15 @@ def check_weights(model):
             raise SwarefError("sinks", f"weight layers[{li}].sinks must be finite, got {lw.sinks.tolist()}")
 
 
-def random_model(cfg, seed=0, scale=0.5):
-    """A model with random float32 weights (normal, std scale/sqrt(fan_in)); norms near 1.
+def random_model(cfg, seed=0, scale=0.5, dtype="float32"):
+    """A model with random weights (normal, std scale/sqrt(fan_in)); norms near 1.
+
+    dtype "bfloat16": the same float32 draws, matrices rounded to bfloat16 (``model_as``).
 
     For tests and ``swaref generate --tiny``: its output is noise.
     """
     rng = np.random.default_rng(V.check_int(seed, "seed", minimum=0))
+    check_dtype(dtype)
     top, layer = expected_shapes(cfg)
 
     def w(shape, name=""):
@@ -221,4 +241,37 @@ def random_model(cfg, seed=0, scale=0.5):
     layers = [LayerWeights(**{name: w(shape, name) for name, shape in layer.items()}) for _ in range(cfg.n_layers)]
     lm_head = embed if cfg.tie_word_embeddings else w(top["lm_head"])
     final_b = w(top["final_norm_b"], "final_norm_b") if "final_norm_b" in top else None
-    return Model(cfg, embed, layers, w(top["final_norm"]), lm_head, final_b)
+    return model_as(Model(cfg, embed, layers, w(top["final_norm"]), lm_head, final_b), dtype)
+
+
+#: The weight precisions a Model holds (``Model.dtype``).
+DTYPES = ("float32", "bfloat16")
+
+
+def check_dtype(dtype):
+    """A weight precision name from DTYPES."""
+    if dtype not in DTYPES:
+        raise SwarefError("argument", f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    return dtype
+
+
+def narrow(arr, dtype):
+    """One tensor in a model of ``dtype``: a matrix (ndim >= 2) rounded to bfloat16 for "bfloat16"
+    (nearest even), everything else float32 as given."""
+    return to_bfloat16(arr) if dtype == "bfloat16" and arr.ndim >= 2 and not is_bf16(arr) else arr
+
+
+def model_as(model, dtype):
+    """``model`` with its matrices in ``dtype``: "bfloat16" rounds float32 matrices to nearest even
+    (a bfloat16 model is returned as is); "float32" widens bfloat16 matrices exactly."""
+    dtype = check_dtype(dtype)
+    if model.dtype == dtype:
+        return model
+    conv = (lambda a: narrow(a, dtype)) if dtype == "bfloat16" else (lambda a: widen(a) if is_bf16(a) else a)
+
+    def opt(a):
+        return None if a is None else conv(a)
+    layers = [LayerWeights(**{n: opt(getattr(lw, n)) for n in LAYER_TENSORS}) for lw in model.layers]
+    embed = conv(model.embed)
+    lm_head = embed if model.lm_head is model.embed else conv(model.lm_head)
+    return Model(model.config, embed, layers, model.final_norm, lm_head, model.final_norm_b)

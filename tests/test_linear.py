@@ -1,0 +1,234 @@
+"""swaref._linear (a model's linear layers) and swaref.models.bf16, against independent computations.
+
+* bfloat16 widening, compiled and NumPy, bit for bit against torch's own bfloat16 on all 65,536
+  bit patterns; rounding float32 -> bfloat16 against torch's ``.to(torch.bfloat16)`` on ties,
+  subnormals, the overflow edge, infinities and NaN (a truncating twin fails the check);
+* the streaming micro-kernel of every ISA this CPU runs (``rows_kernel``), and ``linear`` on both
+  sides of SMALL_T, against float64 NumPy within the dot-product bound
+  gamma_{n+1} (sum |x_i w_i| + |b|), gamma_k = k u / (1 - k u), u = 2^-24 (any summation order,
+  FMA or not); a twin that drops one term fails it;
+* the kernel's invariances: a token's row is the same bits whatever T <= SMALL_T, the thread count
+  and the rows a thread takes; float32 W and its bfloat16-widened copy give the same bits as the
+  bfloat16 kernel on the same values;
+* bad arguments are refused naming them.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from swaref import SwarefError, SwarefTypeError, _linear
+from swaref.models import bf16 as B
+
+torch = pytest.importorskip("torch")
+U = 2.0 ** -24
+
+
+def torch_widen(bits):
+    return torch.from_numpy(bits.view(np.int16).copy()).view(torch.bfloat16).float().numpy()
+
+
+def torch_round(a):
+    return torch.from_numpy(a.copy()).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+
+
+def same_bits(a, b):
+    return np.array_equal(np.asarray(a, np.float32).view(np.uint32), np.asarray(b, np.float32).view(np.uint32))
+
+
+# ----------------------------------------------------------------- bfloat16
+
+def test_widening_is_exact_on_every_bit_pattern():
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    want = torch_widen(bits)
+    assert same_bits(B.widen(bits), want)
+    assert same_bits(_linear.widen(bits), want)
+    assert same_bits(_linear.widen(bits.reshape(256, 256)).reshape(-1), want)
+
+
+EDGES = np.array([0.0, -0.0, 1.0, 1.00390625, 1.001953125, 1.005859375, 3.3895314e38, 3.3961776e38, 3.4e38,
+                  np.finfo(np.float32).max, 1e-40, -1e-40, 1.1754944e-38, np.inf, -np.inf], dtype=np.float32)
+
+
+def test_rounding_to_bfloat16_is_nearest_even():
+    rng = np.random.default_rng(0)
+    ties = (rng.integers(0, 1 << 16, 2000, dtype=np.uint32) << 16 | 0x8000).view(np.float32)  # exact halves
+    vals = np.concatenate([EDGES, -EDGES, ties, rng.standard_normal(5000).astype(np.float32) * 1e3,
+                           rng.integers(0, 1 << 32, 5000, dtype=np.uint64).astype(np.uint32).view(np.float32)])
+    vals = vals[np.isfinite(vals) | np.isinf(vals)]
+    assert np.array_equal(B.to_bfloat16(vals), torch_round(vals))
+    # The check can fail: truncation (keep the top half) differs on the ties.
+    trunc = (vals.view(np.uint32) >> 16).astype(np.uint16)
+    assert not np.array_equal(trunc, torch_round(vals))
+
+
+def test_rounding_keeps_nan_a_nan():
+    nans = np.array([0x7FFFFFFF, 0x7F800001, 0xFFFFFFFF, 0x7FC00000], dtype=np.uint32).view(np.float32)
+    assert np.isnan(B.widen(B.to_bfloat16(nans))).all()
+
+
+def test_bf16_helpers_refuse_other_dtypes():
+    with pytest.raises(SwarefTypeError, match="float32 array, got float64"):
+        B.to_bfloat16(np.zeros(3))
+    with pytest.raises(SwarefTypeError, match="uint16 array, got int16"):
+        B.widen(np.zeros(3, np.int16))
+    with pytest.raises(SwarefTypeError, match="uint16 array of bfloat16 bits, got float32"):
+        _linear.widen(np.zeros(3, np.float32))
+
+
+# ----------------------------------------------------------------- products
+
+def bound(x, w, b):
+    """gamma_{n+1} (|x| |w|^T + |b|): the float32 dot product's error bound, any order, FMA or not."""
+    n = x.shape[1] + 1
+    mag = np.abs(x.astype(np.float64)) @ np.abs(w.astype(np.float64)).T
+    if b is not None:
+        mag = mag + np.abs(b.astype(np.float64))
+    return n * U / (1 - n * U) * mag
+
+
+def exact(x, w, b):
+    y = x.astype(np.float64) @ w.astype(np.float64).T
+    return y if b is None else y + b
+
+
+def assert_within_bound(got, x, wf, b):
+    err = np.abs(got.astype(np.float64) - exact(x, wf, b))
+    lim = bound(x, wf, b)
+    bad = ~(err <= lim)
+    assert not bad.any(), f"max excess {np.max(err - lim):.3g} at {tuple(np.argwhere(bad)[0])}"
+
+
+def case(rng, T, n, out, biased, bf16):
+    x = rng.standard_normal((T, n)).astype(np.float32)
+    w = rng.standard_normal((out, n)).astype(np.float32)
+    b = rng.standard_normal(out).astype(np.float32) if biased else None
+    if bf16:
+        w = B.to_bfloat16(w)
+    return x, w, b, (B.widen(w) if bf16 else w)
+
+
+@pytest.fixture
+def many_threads():
+    old = _linear.min_work_per_thread(1)
+    yield
+    _linear.min_work_per_thread(old)
+
+
+@pytest.mark.parametrize("isa", _linear.supported_isas())
+@given(T=st.integers(1, 9), n=st.integers(1, 70), out=st.integers(1, 23), biased=st.booleans(), bf16=st.booleans(),
+       threads=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**32 - 1))
+def test_rows_kernel_within_the_dot_product_bound(isa, T, n, out, biased, bf16, threads, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b, wf = case(rng, T, n, out, biased, bf16)
+    old_isa, old_work = _linear.set_isa(isa), _linear.min_work_per_thread(1)
+    try:
+        got = _linear.rows_kernel(x, w, b, num_threads=threads)
+        one = [_linear.rows_kernel(x[t:t + 1], w, b, num_threads=1) for t in range(T)]
+    finally:
+        _linear.set_isa(old_isa)
+        _linear.min_work_per_thread(old_work)
+    assert got.dtype == np.float32 and got.shape == (T, out)
+    assert_within_bound(got, x, wf, b)
+    # A token's row is the same bits alone, in a batch, on any number of threads.
+    assert same_bits(np.concatenate(one), got)
+
+
+def test_the_bound_can_fail():
+    rng = np.random.default_rng(1)
+    x, w, b, wf = case(rng, 3, 40, 9, True, False)
+    y = _linear.rows_kernel(x, w, b)
+    assert_within_bound(y, x, wf, b)
+    dropped = y - (x[:, -1:] * w[:, -1])             # a twin that forgets the last term
+    with pytest.raises(AssertionError, match="max excess"):
+        assert_within_bound(dropped, x, wf, b)
+
+
+def test_bfloat16_kernel_equals_float32_kernel_on_the_widened_weights():
+    rng = np.random.default_rng(2)
+    for isa in _linear.supported_isas():
+        old = _linear.set_isa(isa)
+        try:
+            x, w, b, wf = case(rng, 5, 131, 37, True, True)
+            assert same_bits(_linear.rows_kernel(x, w, b), _linear.rows_kernel(x, wf, b)), isa
+        finally:
+            _linear.set_isa(old)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("T", [1, 16, 17, 33])
+def test_linear_on_both_sides_of_small_t(T, bf16, many_threads):
+    rng = np.random.default_rng(T)
+    x, w, b, wf = case(rng, T, 77, 45, True, bf16)
+    old = _linear.widen_block_elements(77 * 10)      # ten rows per block: crosses block boundaries
+    try:
+        got = _linear.linear(x, w, b, num_threads=2)
+    finally:
+        _linear.widen_block_elements(old)
+    assert_within_bound(got, x, wf, b)
+    if T <= _linear.SMALL_T:
+        assert same_bits(got, _linear.rows_kernel(x, w, b, num_threads=1))
+
+
+def test_large_t_bfloat16_equals_numpy_on_widened_blocks():
+    # The BLAS path widens blocks of rows exactly: each block's product is NumPy's on those rows.
+    rng = np.random.default_rng(3)
+    x, w, _, wf = case(rng, 20, 64, 50, False, True)
+    old = _linear.widen_block_elements(64 * 16)
+    try:
+        got = _linear.linear(x, w)
+    finally:
+        _linear.widen_block_elements(old)
+    want = np.concatenate([x @ wf[o:o + 16].T for o in range(0, 50, 16)], axis=1)
+    assert same_bits(got, want)
+
+
+def test_non_contiguous_inputs_are_read_correctly():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 40)).astype(np.float32)[:, ::2]
+    w = rng.standard_normal((12, 20)).astype(np.float32).T.copy().T   # Fortran order
+    assert_within_bound(_linear.linear(x, w), x, w, None)
+
+
+@pytest.mark.parametrize("args, kind, msg", [
+    ((np.zeros((2, 3)), np.zeros((4, 3), np.float32)), "dtype", r"x must be a float32 array \[T, in\], got float64"),
+    ((np.zeros(3, np.float32), np.zeros((4, 3), np.float32)), "dtype", r"x must be a float32 array \[T, in\]"),
+    ((np.zeros((2, 3), np.float32), np.zeros((4, 3), np.int16)), "dtype", "w must be a float32 or bfloat16"),
+    ((np.zeros((2, 3), np.float32), np.zeros((4, 5), np.float32)), "shape", r"w must have shape \[out, 3\]"),
+    ((np.zeros((2, 3), np.float32), np.zeros((4, 3), np.float32), np.zeros(5, np.float32)), "dtype",
+     r"b must be None or a float32 array of shape \(4,\)"),
+])
+def test_bad_arguments_are_refused_naming_them(args, kind, msg):
+    with pytest.raises((SwarefError, SwarefTypeError), match=msg) as e:
+        _linear.linear(*args)
+    assert e.value.kind == kind
+
+
+def test_bad_threads_and_isa_are_refused():
+    x, w = np.zeros((1, 3), np.float32), np.zeros((2, 3), np.float32)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(SwarefError, match="num_threads must be None or an int >= 1"):
+            _linear.linear(x, w, num_threads=bad)
+    with pytest.raises(SwarefError, match="isa must be one of"):
+        _linear.set_isa("avx1024")
+
+
+def test_the_best_isa_is_in_use_and_named():
+    assert _linear.isa() == _linear.supported_isas()[-1]
+    assert _linear.isa() in _linear.ISAS
+
+
+def test_empty_shapes():
+    assert _linear.linear(np.zeros((2, 0), np.float32), np.zeros((3, 0), np.float32)).tolist() == [[0.0] * 3] * 2
+    assert _linear.linear(np.zeros((2, 4), np.float32), np.zeros((0, 4), np.uint16)).shape == (2, 0)
+
+
+def test_compiled_rms_norm_is_the_formula():
+    # (x * r) * w with r = float32(1 / sqrt(mean(x^2) + eps)), the mean in float64: written out here.
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((6, 97)) * 10.0 ** rng.integers(-3, 4, (6, 1))).astype(np.float32)
+    w = rng.standard_normal(97).astype(np.float32)
+    r = np.array([np.float32(1.0 / np.sqrt(sum(float(v) ** 2 for v in row) / 97 + 1e-5)) for row in x])
+    assert same_bits(_linear.rms_norm(x, w, 1e-5), (x * r[:, None]) * w)
+    assert not same_bits(_linear.rms_norm(x, w, 1e-6), (x * r[:, None]) * w)    # the check sees eps
+    with pytest.raises(SwarefTypeError, match=r"w must be a float32 array of shape \(97,\)"):
+        _linear.rms_norm(x, w[:-1], 1e-5)

@@ -70,7 +70,7 @@ CONFIG = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hid
               rope_theta=10000.0, rms_norm_eps=1e-5, max_position_embeddings=8192, tie_word_embeddings=False)
 QUICK_CONFIG = dict(CONFIG, vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=2, head_dim=32, sliding_window=64)
-DEFAULT_ENGINES = ("swaref:cython,transformers:sdpa,llama.cpp:f32,llama.cpp:bf16,"
+DEFAULT_ENGINES = ("swaref:cython,swaref:cython-bf16,transformers:sdpa,llama.cpp:f32,llama.cpp:bf16,"
                    "llama-bench:f32,llama-bench:bf16,llama-bench:q8_0")
 STEPS_AT_POSITION = 16
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -531,8 +531,8 @@ def print_tables(results, threads, work, rates):
                 continue
             for b, by_t in results.items():
                 rb = by_t.get(t)
-                if b == a or rb is None:
-                    continue
+                if b == a or rb is None or (b in mine and mine.index(b) > mine.index(a)):
+                    continue                   # between two swaref rows: the later one over the earlier only
                 print(f"ratio {t} thread(s) {a} / {b}: " +
                       ", ".join(f"prefill {p} x{ra['prefill_tok_s'][p] / rb['prefill_tok_s'][p]:.2f}" for p in P) +
                       f", decode x{ra['decode_tok_s'] / rb['decode_tok_s']:.2f}, "

@@ -1,7 +1,7 @@
 """End-to-end generation on the CPU: swaref vs transformers vs llama.cpp on one random checkpoint.
 
     python benchmarks/bench_generate.py [--threads 1,2] [--repeats 3] [--engines LIST] [--quick]
-        [--llama-cpp-dir DIR] [--llama-bench PATH] [--positions 600,6000]
+        [--llama-cpp-dir DIR] [--llama-bench PATH] [--dtype float32|bfloat16] [--positions 600,6000]
 
 A random 124.7M-parameter Mistral (12 layers, d 768, 12 query / 4 KV heads of
 64, FFN 2048, vocabulary 32,000, untied LM head, W = 512, float32) is built by

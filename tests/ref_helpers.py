@@ -3,6 +3,9 @@
 Nothing here calls swaref: inputs are drawn from the spec's domain and the
 expected values come from tests/oracle.py.
 """
+import threading
+import time
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -88,3 +91,24 @@ def draw_variant(data, Hq, sink_scales=(0.5, 3.0, 30.0), caps=(0.05, 0.5, 5.0, 5
         rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="sink seed"))
         return {"sinks": rng.standard_normal(Hq) * data.draw(st.sampled_from(sink_scales), label="sink scale")}
     return {}
+
+
+def assert_runs_without_the_gil(call, repeats=3):
+    """Run ``call()`` ``repeats`` times in another thread and count how often this thread runs
+    Python meanwhile: a call that held the GIL would leave it (almost) no turn."""
+    done = threading.Event()
+
+    def target():
+        for _ in range(repeats):
+            call()
+        done.set()
+
+    t = threading.Thread(target=target)
+    t.start()
+    time.sleep(0.01)
+    ticks = 0
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0.001)
+    t.join()
+    assert ticks > 10, f"the main thread ran {ticks} times during the call: the kernel held the GIL"

@@ -12,8 +12,6 @@ rollback, with the guarantees tests/test_core.py gives the plain path:
   values, scores beyond float64) are finite, match the oracle or the reference, and keep the
   bits chunk-invariant.
 """
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ from hypothesis import given, settings, strategies as st
 import swaref
 from swaref import _core
 from oracle import assert_bitwise_equal, assert_close, dense_attention_f64
-from ref_helpers import draw_variant, random_qkv
+from ref_helpers import assert_runs_without_the_gil, draw_variant, random_qkv
 from test_core import (BIG, KERNEL_DTYPES, OFFSETS, _assert_finite, assert_schedule_invariant,
                        cache_for, schedules, tol)
 
@@ -241,19 +239,5 @@ def test_variants_run_without_the_gil(variant):
     """While a long variant call runs in one thread, Python code runs in another."""
     rng = np.random.default_rng(0)
     q, k, v = random_qkv(rng, 2048, 2048, 8, 2, 64, dtype=np.float64)
-    done = threading.Event()
-
-    def call():
-        for _ in range(3):
-            swaref.attention(q, k, v, window=512, backend="cython", num_threads=1, **variant)
-        done.set()
-
-    t = threading.Thread(target=call)
-    t.start()
-    time.sleep(0.01)
-    ticks = 0
-    while not done.is_set():
-        ticks += 1
-        time.sleep(0.001)
-    t.join()
-    assert ticks > 10, f"the main thread ran {ticks} times during the call: the kernel held the GIL"
+    assert_runs_without_the_gil(
+        lambda: swaref.attention(q, k, v, window=512, backend="cython", num_threads=1, **variant))

@@ -16,8 +16,6 @@ gives the plain window:
   contract: sinks dropped, counted inside the window, off by one; two-sided off by one or
   causal; chunked as a sliding window of C or off by one at the boundary).
 """
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -26,7 +24,8 @@ from hypothesis import given, settings, strategies as st
 from swaref import _backend, _core
 from swaref.windows import Chunked, Sliding, TwoSided, normalize
 from oracle import assert_bitwise_equal, assert_close
-from ref_helpers import draw_variant, random_qkv
+from ref_helpers import assert_runs_without_the_gil, draw_variant, random_qkv
+from test_core import schedules
 
 KERNEL_DTYPES = (np.float32, np.float64)
 OFFSETS = (0, 3, 10 ** 9, 2 ** 40)
@@ -159,16 +158,6 @@ def windows(draw, T, causal=False):
     else:
         w = draw(st.sampled_from([None, 1, 5, 64]))
     return normalize(w)
-
-
-@st.composite
-def schedules(draw, T):
-    """A chunk schedule for T tokens: equal chunks (an int) or uneven cut points (a list)."""
-    if draw(st.booleans()):
-        return draw(st.integers(1, T))
-    cuts = sorted(draw(st.sets(st.integers(1, T - 1), max_size=6))) if T > 1 else []
-    edges = [0] + cuts + [T]
-    return [b - a for a, b in zip(edges, edges[1:])]
 
 
 def cache_capacity(window, T, slack):
@@ -456,22 +445,7 @@ def test_windows_run_without_the_gil(window):
     rng = np.random.default_rng(0)
     q, k, v = random_qkv(rng, 2048, 2048, 8, 2, 64, dtype=np.float64)
     pos = np.arange(2048, dtype=np.int64)
-    done = threading.Event()
-
-    def call():
-        for _ in range(3):
-            _backend.attention(q, k, v, pos, pos, window, 0.125, 1)
-        done.set()
-
-    t = threading.Thread(target=call)
-    t.start()
-    time.sleep(0.01)
-    ticks = 0
-    while not done.is_set():
-        ticks += 1
-        time.sleep(0.001)
-    t.join()
-    assert ticks > 10, f"the main thread ran {ticks} times during the call: the kernel held the GIL"
+    assert_runs_without_the_gil(lambda: _backend.attention(q, k, v, pos, pos, window, 0.125, 1))
 
 
 # --------------------------------------------------------- the wrapper's ints

@@ -61,16 +61,23 @@ static void swl_rows_bf16_base(const float* x, swl_idx T, swl_idx n, const uint1
     SWL_BASE_BODY(SWL_LOAD_BF16)
 }
 
-/* Rows of W per block and tokens per group (the R x TB accumulators stay in registers). */
-#define SWL_R 4
+/* Rows of W per block and tokens per group (the R x TB accumulators stay in registers).
+   One row at a time: W is then read as one sequential stream, which every hardware prefetcher
+   follows.  Blocks of several rows read several streams a row (3 KiB) apart in lockstep, and
+   on Zen 5 that halved the rate.  Measured (Zen 5, one core, the 400 MB of a 124.7M-parameter
+   model's matrices, T = 1, against a plain AVX-512 read of the same bytes at 31-34 GB/s;
+   rerun with benchmarks/bench_linear.py): float32 R = 4 14 GB/s, R = 2 23, R = 1 29-32;
+   bfloat16 R = 4 16 GB/s, R = 1 29.5.  R changes no bit (a row's chain is its own). */
+#ifndef SWL_R
+#define SWL_R 1
+#endif
 #define SWL_TB 4
-/* Bytes ahead of the current position that each row's stream prefetches (once per 64-byte line),
-   with locality 0: the weights are read once per step, keep them out of the caches' way.
-   Measured on Zen 4 (one core, 300 MB of weights, a plain AVX-512 read at 38-41 GB/s): no
-   prefetch or 1 KiB 13-16 GB/s on a loaded machine; 4 KiB f32 33-37, bf16 25-28 GB/s; 8 KiB f32
-   34-37, bf16 33-34 GB/s; 16 KiB no better. */
+/* Bytes ahead of the current position that the row's stream prefetches (once per 64-byte
+   line).  Same measurement, R = 1: float32 8 KiB 29-32 GB/s, 16 KiB 27-29, 32 KiB 29;
+   bfloat16 4 KiB 26, 8 KiB 29.5, 16 KiB 28.7; locality 3 (into L1) beat 0 and 2 by 5-10%.
+   (On Zen 4 with R = 4, an earlier session measured no prefetch or 1 KiB at 13-16 GB/s.) */
 #ifndef SWL_PF_HINT
-#define SWL_PF_HINT 0
+#define SWL_PF_HINT 3
 #endif
 #ifndef SWL_PF_BYTES
 #define SWL_PF_BYTES 8192

@@ -36,9 +36,15 @@ KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 MAX_THREADS = 4096
 
 
+_CORE = []
+
+
 def _core():
     """swaref._core: the kernel as compiled for the best target this CPU runs (swaref/_cpu.py;
-    SWAREF_TARGET forces another), chosen at its first import."""
+    SWAREF_TARGET forces another), chosen at its first import; checked once, then remembered
+    (a decode step calls this once per layer)."""
+    if _CORE:
+        return _CORE[0]
     try:
         from . import _core
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -53,6 +59,7 @@ def _core():
             "backend", f"backend='cython': {_core.__file__} is a kernel from before swaref built one per CPU "
                        f"target, and nothing says this CPU runs it; delete it, or rebuild with "
                        f"`python setup.py build_ext --inplace` (which deletes it)")
+    _CORE.append(_core)
     return _core
 
 

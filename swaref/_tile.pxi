@@ -45,13 +45,19 @@ cdef int64_t _gather_tile(const Keys* K, Cursor* c, Py_ssize_t esize, const void
     cdef const char* cv = <const char*>K.cv
     cdef const int64_t* cpos = K.cpos
     cdef const int64_t* k_pos = K.k_pos
-    cdef Py_ssize_t C = K.C, ns = K.ns, row = K.Hkv * K.D * esize, j, slot, e = c.e, eb = c.eb
+    cdef Py_ssize_t C = K.C, ns = K.ns, row = K.Hkv * K.D * esize, j, slot = 0, e = c.e, eb = c.eb
     cdef int64_t pos = -1, tstart, tend, sp = c.sp, send = c.send, rp = c.rp, rend = c.rend
     cdef uint64_t bits = 0
     while sp <= send and cpos[sp] != sp:
         sp += 1
-    while rp <= rend and cpos[ns + (rp - ns) % C] != rp:
+    # The ring's slot of rp, computed once and then stepped (one division per tile, not per key).
+    if rp <= rend:
+        slot = ns + (rp - ns) % C
+    while rp <= rend and cpos[slot] != rp:
         rp += 1
+        slot += 1
+        if slot == ns + C:
+            slot = ns
     # The sources hold disjoint position ranges (sink slots < ring < explicit keys): the
     # smallest next candidate starts the tile.
     if sp <= send:
@@ -74,10 +80,12 @@ cdef int64_t _gather_tile(const Keys* K, Cursor* c, Py_ssize_t esize, const void
             _put_key(sp - tstart, ck + sp * row, cv + sp * row, kbase, vbase, present, &bits)
         sp += 1
     while rp <= rend and rp < tend:
-        slot = ns + (rp - ns) % C
         if cpos[slot] == rp:
             _put_key(rp - tstart, ck + slot * row, cv + slot * row, kbase, vbase, present, &bits)
         rp += 1
+        slot += 1
+        if slot == ns + C:
+            slot = ns
     while e < eb and k_pos[e] < tend:
         _put_key(k_pos[e] - tstart, k + e * row, v + e * row, kbase, vbase, present, &bits)
         e += 1

@@ -277,6 +277,17 @@ def _write(cache, k, v, start):
     invariant (``check_ring``) true, which the compiled backend relies on.
     """
     s, n = k.shape[0], cache.sink_tokens
+    if s == 1 and start >= n:
+        # A decode step's one ring token: the same writes as below without the index arrays
+        # (a model's step makes one per layer).
+        slot = slot_of(start, cache.capacity, n)
+        cache.k[slot] = k[0]
+        cache.v[slot] = v[0]
+        cache.positions[slot] = start
+        cache.n_seen += 1
+        cache.n_held = min(cache.n_held + 1, cache.capacity)
+        cache.next_position = start + 1
+        return
     sink = min(s, max(0, n - start))              # the leading rows at positions < n
     if sink:
         cache.k[start:start + sink] = k[:sink]

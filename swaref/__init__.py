@@ -4,14 +4,25 @@ The NumPy reference (``backend="reference"``, the default) is the definition;
 ``backend="cython"`` runs the compiled kernel in ``swaref._core``, which must
 equal it.  See docs/spec.md for every rule.
 """
-from .errors import ERROR_KINDS, SwarefError, SwarefTypeError
-from .attention import attention, window_mask, receptive_field, visible_key_range, kv_head_of, softmax_attend
-from .cache import RollingBufferCache, cache_view, cache_write, load_state, max_rollback, rollback, slot_of
-from .prefill import prefill, decode_step, chunk_schedule, attend_chunk
-from .windows import Chunked, Sliding, TwoSided
-from . import conventions
+import os as _os
 
-from ._version import __version__
+#: GCC's OpenMP runtime lets an idle worker spin 300,000 times (milliseconds) before it sleeps.
+#: A prefill then runs OpenBLAS's threads (the projections) while the kernel's worker still spins on
+#: a core: at 2 threads that cost about 14% of a 512-token prefill (docs/performance.md, "OpenMP
+#: workers and OpenBLAS threads").  20,000 spins still keep a decode step's back-to-back calls on
+#: awake workers.  A value the user set wins; libgomp reads it once, when the first OpenMP module
+#: loads, which swaref's modules do only after this (``swaref info`` reports it).
+GOMP_SPINCOUNT_DEFAULT = "20000"
+_os.environ.setdefault("GOMP_SPINCOUNT", GOMP_SPINCOUNT_DEFAULT)
+
+from .errors import ERROR_KINDS, SwarefError, SwarefTypeError  # noqa: E402
+from .attention import attention, window_mask, receptive_field, visible_key_range, kv_head_of, softmax_attend  # noqa: E402
+from .cache import RollingBufferCache, cache_view, cache_write, load_state, max_rollback, rollback, slot_of  # noqa: E402
+from .prefill import prefill, decode_step, chunk_schedule, attend_chunk  # noqa: E402
+from .windows import Chunked, Sliding, TwoSided  # noqa: E402
+from . import conventions  # noqa: E402
+
+from ._version import __version__  # noqa: E402
 #: Version of the semantics in docs/spec.md; golden vectors record it.
 SPEC_VERSION = "1.1"
 

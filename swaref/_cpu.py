@@ -329,7 +329,8 @@ def describe():
     """Everything `swaref info` prints, as a dict (never raises: a failure is reported in "error")."""
     d = {"machine": machine(), "cpu": None, "features": [], "xcr0": None, "built": {}, "runnable": [],
          "target": None, "forced": os.environ.get(ENV_FORCE, ""), "module": None, "flags": None,
-         "uses": [], "openmp": None, "threads": None, "build": None, "blas": blas(), "error": None}
+         "uses": [], "openmp": None, "threads": None, "build": None, "blas": blas(), "error": None,
+         "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")}
     try:
         c = cpu()
         d.update(cpu=c["name"], features=sorted(c["features"]), xcr0=c["xcr0"])
@@ -372,14 +373,16 @@ def summary(d=None):
 
 def report(d):
     """`swaref info`'s lines."""
-    from . import SPEC_VERSION, __version__
+    from . import GOMP_SPINCOUNT_DEFAULT, SPEC_VERSION, __version__
     lines = [f"swaref {__version__} (spec {SPEC_VERSION}), Python {platform.python_version()}",
              summary(d)]
     if d["target"] is not None:
         lines += [f"  module:  {d['module']}",
                   f"  flags:   {d['flags']}",
                   f"  needs:   {' '.join(d['uses']) or '(nothing beyond the machine baseline)'}",
-                  f"  threads: {d['threads']} by default (OMP_NUM_THREADS or the OpenMP default)"]
+                  f"  threads: {d['threads']} by default (OMP_NUM_THREADS or the OpenMP default); "
+                  f"GOMP_SPINCOUNT={d.get('gomp_spincount')} (swaref's default "
+                  f"{GOMP_SPINCOUNT_DEFAULT} unless set before import)"]
     lines += [f"targets built: {' '.join(d['built']) or 'none'}; this CPU runs: {' '.join(d['runnable']) or 'none'}",
               f"CPU: {d['cpu']} ({d['machine']})",
               f"  features: {' '.join(d['features']) or '(none detected)'}"]

@@ -367,6 +367,25 @@ def test_swaref_info_reports_target_features_openmp_and_blas(capsys):
     assert capsys.readouterr().out.split() == d["runnable"]
 
 
+@pytest.mark.parametrize("preset", [None, "123", "0"])
+def test_gomp_spincount_has_swaref_default_unless_the_user_set_it(preset):
+    """import swaref sets GOMP_SPINCOUNT before any OpenMP module loads, unless it is set; the
+    OpenMP runtime the kernel loads sees that value, and `swaref info` reports it."""
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if preset is not None:
+        env["GOMP_SPINCOUNT"] = preset
+    code = ("import os, sys, swaref; v = os.environ['GOMP_SPINCOUNT']; "
+            "assert not any(m in sys.modules for m in ('swaref._linear', 'swaref._core')), "
+            "'an OpenMP module loaded before the default was set'; "
+            "from swaref import _cpu; print(v); print([l for l in _cpu.report(_cpu.describe()) if 'GOMP' in l][0])")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(swaref.__file__))))
+    assert r.returncode == 0, r.stderr
+    value, line = r.stdout.splitlines()
+    assert value == (swaref.GOMP_SPINCOUNT_DEFAULT if preset is None else preset)
+    assert f"GOMP_SPINCOUNT={value} " in line
+
+
 def test_version_names_the_kernel_target(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])

@@ -51,9 +51,17 @@ import tracemalloc
 
 import numpy as np
 
-import swaref
-from swaref import _backend, _core
-from swaref.windows import Chunked, Sliding, TwoSided
+# torch first: its own OpenMP runtime reads GOMP_SPINCOUNT when it loads, and `import swaref`
+# sets swaref's default for that variable (swaref/__init__.py); torch keeps its own defaults.
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # pragma: no cover
+    torch = None
+
+import swaref  # noqa: E402
+from swaref import _backend, _core  # noqa: E402
+from swaref.windows import Chunked, Sliding, TwoSided  # noqa: E402
 
 try:
     import psutil
@@ -63,11 +71,6 @@ try:
     from threadpoolctl import threadpool_info, threadpool_limits
 except ImportError:  # pragma: no cover
     threadpool_info = threadpool_limits = None
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError:  # pragma: no cover
-    torch = None
 
 
 # ----------------------------------------------------------------- helpers

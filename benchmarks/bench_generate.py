@@ -74,6 +74,17 @@ DEFAULT_ENGINES = ("swaref:cython,swaref:cython-bf16,transformers:sdpa,llama.cpp
                    "llama-bench:f32,llama-bench:bf16,llama-bench:q8_0")
 STEPS_AT_POSITION = 16
 HERE = os.path.dirname(os.path.abspath(__file__))
+# `import swaref` (this driver checks the swaref engines) sets GOMP_SPINCOUNT when it is unset
+# (swaref/__init__.py); the other engines' processes must see the user's environment, not that.
+USER_GOMP_SPINCOUNT = os.environ.get("GOMP_SPINCOUNT")
+
+
+def engine_env(**extra):
+    """The environment of an engine's process: the user's, plus extra."""
+    env = dict(os.environ, **extra)
+    if USER_GOMP_SPINCOUNT is None:
+        env.pop("GOMP_SPINCOUNT", None)
+    return env
 
 
 def peak_rss_mib():
@@ -361,7 +372,7 @@ def run_llama_bench(binary, gguf, work, threads):
     cmd = [binary, "-m", gguf, "-t", str(threads), "-p", ",".join(map(str, work["prefills"])),
            "-n", str(work["decode"]), "-r", "1", "-o", "json"]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=engine_env())
         _, status, usage = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -425,7 +436,7 @@ def run_worker(spec, d, gguf, work, threads, logits_dir, llama_bench, dtype="flo
            "--work", json.dumps(work), "--threads", str(threads), "--dtype", dtype]
     if logits_dir:
         cmd += ["--logits-dir", logits_dir]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    env = engine_env(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         print(f"{spec} failed:\n{out.stderr[-2000:]}", file=sys.stderr)

@@ -7,13 +7,16 @@
    GCC function-target versions, chosen at run time (swl_pick) from __builtin_cpu_supports.
 
    Order of operations (what makes a row's result independent of T, of the thread that computes
-   it and of the rows computed beside it): for one (t, o), lane l of VL lanes accumulates
-   a_l = fma(x[t, i], W[o, i], a_l) for i = l, l + VL, l + 2 VL, ... in increasing i (a masked
-   tail on AVX-512; a scalar tail added after the lane sum on AVX2 and the baseline); then the
-   VL lanes are summed (the ISA's fixed reduction), then the bias is added.  VL and the
-   contraction (FMA or not) are the ISA's, so results differ in the last bits across ISAs, and
-   are bitwise fixed within one.  A block of R rows and TB tokens runs its R x TB chains side by
-   side: W is streamed once per group of TB tokens, every row of the block in flight at once. */
+   it and of the rows computed beside it): for one (t, o), virtual lane l of 2 VL lanes accumulates
+   a_l = fma(x[t, i], W[o, i], a_l) for i = l, l + 2 VL, l + 4 VL, ... in increasing i (on
+   AVX-512 a masked tail in the lanes of its position; on AVX2 the tail past the last whole VL
+   is scalar, see below); then a_l + a_{l+VL} for l < VL, then those VL lanes are summed (the
+   ISA's fixed reduction), then (AVX2, baseline: the scalar tail fma(x[i], W[o, i], s) in
+   increasing i) the bias is added.  The baseline has one set of VL = 4 lanes, plain multiply then
+   add.  VL and the contraction (FMA or not) are the ISA's, so results differ in the last bits
+   across ISAs, and are bitwise fixed within one.  Two accumulators per (row, token) keep two
+   FMA chains in flight for one row.  A block of R rows and TB tokens runs its chains side by
+   side: W is streamed once per group of TB tokens. */
 #ifndef SWAREF_LINEAR_H
 #define SWAREF_LINEAR_H
 #include <stddef.h>
@@ -100,37 +103,53 @@ SWL512 __m512 swl512_w_bf16_m(const uint16_t* p, __mmask16 m) {
 }
 
 /* One block: R rows (R <= SWL_R) x TB tokens (TB <= SWL_TB); always_inline so that R and TB are
-   constants and the accumulator arrays live in registers. */
+   constants and the accumulator arrays live in registers.  Two accumulators per (row, token):
+   lanes 0-15 and 16-31 of the 32 virtual lanes (see the top of this file), so that two FMA
+   chains are in flight for one row (a bfloat16 row's one chain was latency-bound at ~27 GB/s). */
 #define SWL512_BLOCK(NAME, WT, LOADW, LOADWM)                                                     \
 __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx2,fma"))) static inline void NAME(      \
         const float* x, swl_idx n, const WT* w, const float* b, float* y, swl_idx ldy, swl_idx o,          \
         swl_idx t0, const int R, const int TB) {                                                           \
-    __m512 acc[SWL_R][SWL_TB];                                                                             \
-    for (int r = 0; r < R; r++) for (int t = 0; t < TB; t++) acc[r][t] = _mm512_setzero_ps();             \
+    __m512 acc[2][SWL_R][SWL_TB];                                                                          \
+    for (int h = 0; h < 2; h++)                                                                            \
+        for (int r = 0; r < R; r++) for (int t = 0; t < TB; t++) acc[h][r][t] = _mm512_setzero_ps();      \
     const WT* wr[SWL_R];                                                                                   \
     for (int r = 0; r < R; r++) wr[r] = w + (o + r) * n;                                                   \
     swl_idx i = 0;                                                                                         \
-    for (; i + 16 <= n; i += 16) {                                                                         \
-        if (((i * (swl_idx)sizeof(WT)) & 63) == 0)                                                         \
-            for (int r = 0; r < R; r++) __builtin_prefetch((const char*)(wr[r] + i) + SWL_PF_BYTES, 0, SWL_PF_HINT); \
-        __m512 xv[SWL_TB];                                                                                 \
-        for (int t = 0; t < TB; t++) xv[t] = _mm512_loadu_ps(x + (t0 + t) * n + i);                        \
-        for (int r = 0; r < R; r++) {                                                                      \
-            __m512 wv = LOADW(wr[r] + i);                                                                  \
-            for (int t = 0; t < TB; t++) acc[r][t] = _mm512_fmadd_ps(xv[t], wv, acc[r][t]);                \
+    for (; i + 32 <= n; i += 32) {                                                                         \
+        for (int r = 0; r < R; r++)                                                                        \
+            for (int c = 0; c < (int)(32 * sizeof(WT)) / 64; c++)                                          \
+                __builtin_prefetch((const char*)(wr[r] + i) + 64 * c + SWL_PF_BYTES, 0, SWL_PF_HINT);       \
+        for (int h = 0; h < 2; h++) {                                                                      \
+            __m512 xv[SWL_TB];                                                                             \
+            for (int t = 0; t < TB; t++) xv[t] = _mm512_loadu_ps(x + (t0 + t) * n + i + 16 * h);           \
+            for (int r = 0; r < R; r++) {                                                                  \
+                __m512 wv = LOADW(wr[r] + i + 16 * h);                                                     \
+                for (int t = 0; t < TB; t++) acc[h][r][t] = _mm512_fmadd_ps(xv[t], wv, acc[h][r][t]);      \
+            }                                                                                              \
         }                                                                                                  \
     }                                                                                                      \
+    /* The tail: a whole 16 into lanes 0-15, then the masked rest into the lanes of its position. */      \
+    if (i + 16 <= n) {                                                                                     \
+        for (int r = 0; r < R; r++) {                                                                      \
+            __m512 wv = LOADW(wr[r] + i);                                                                  \
+            for (int t = 0; t < TB; t++)                                                                   \
+                acc[0][r][t] = _mm512_fmadd_ps(_mm512_loadu_ps(x + (t0 + t) * n + i), wv, acc[0][r][t]);   \
+        }                                                                                                  \
+        i += 16;                                                                                           \
+    }                                                                                                      \
     if (i < n) {                                                                                           \
+        const int h = (int)((i >> 4) & 1);                                                                 \
         __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);                                                   \
         for (int r = 0; r < R; r++) {                                                                      \
             __m512 wv = LOADWM(wr[r] + i, m);                                                              \
             for (int t = 0; t < TB; t++)                                                                   \
-                acc[r][t] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + (t0 + t) * n + i), wv, acc[r][t]); \
+                acc[h][r][t] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + (t0 + t) * n + i), wv, acc[h][r][t]); \
         }                                                                                                  \
     }                                                                                                      \
     for (int r = 0; r < R; r++)                                                                            \
         for (int t = 0; t < TB; t++) {                                                                     \
-            float s = _mm512_reduce_add_ps(acc[r][t]);                                                     \
+            float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][r][t], acc[1][r][t]));                     \
             y[(t0 + t) * ldy + o + r] = b ? s + b[o + r] : s;                                              \
         }                                                                                                  \
 }
@@ -180,25 +199,36 @@ __attribute__((target("avx2,fma"))) static inline float swl256_sum(__m256 v) {
 __attribute__((always_inline, target("avx2,fma"))) static inline void NAME(                              \
         const float* x, swl_idx n, const WT* w, const float* b, float* y, swl_idx ldy, swl_idx o,          \
         swl_idx t0, const int R, const int TB) {                                                           \
-    __m256 acc[SWL_R][SWL_TB];                                                                             \
-    for (int r = 0; r < R; r++) for (int t = 0; t < TB; t++) acc[r][t] = _mm256_setzero_ps();             \
+    __m256 acc[2][SWL_R][SWL_TB];                                                                          \
+    for (int h = 0; h < 2; h++)                                                                            \
+        for (int r = 0; r < R; r++) for (int t = 0; t < TB; t++) acc[h][r][t] = _mm256_setzero_ps();      \
     const WT* wr[SWL_R];                                                                                   \
     for (int r = 0; r < R; r++) wr[r] = w + (o + r) * n;                                                   \
     swl_idx i = 0;                                                                                         \
-    for (; i + 8 <= n; i += 8) {                                                                           \
-        if ((i & 15) == 0)                                                                                 \
+    for (; i + 16 <= n; i += 16) {                                                                         \
+        if (((i * (swl_idx)sizeof(WT)) & 63) == 0)                                                         \
             for (int r = 0; r < R; r++) __builtin_prefetch((const char*)(wr[r] + i) + SWL_PF_BYTES, 0, SWL_PF_HINT);  \
-        __m256 xv[SWL_TB];                                                                                 \
-        for (int t = 0; t < TB; t++) xv[t] = _mm256_loadu_ps(x + (t0 + t) * n + i);                        \
+        for (int h = 0; h < 2; h++) {                                                                      \
+            __m256 xv[SWL_TB];                                                                             \
+            for (int t = 0; t < TB; t++) xv[t] = _mm256_loadu_ps(x + (t0 + t) * n + i + 8 * h);            \
+            for (int r = 0; r < R; r++) {                                                                  \
+                __m256 wv = LOADW(wr[r] + i + 8 * h);                                                      \
+                for (int t = 0; t < TB; t++) acc[h][r][t] = _mm256_fmadd_ps(xv[t], wv, acc[h][r][t]);      \
+            }                                                                                              \
+        }                                                                                                  \
+    }                                                                                                      \
+    if (i + 8 <= n) {                                                                                      \
         for (int r = 0; r < R; r++) {                                                                      \
             __m256 wv = LOADW(wr[r] + i);                                                                  \
-            for (int t = 0; t < TB; t++) acc[r][t] = _mm256_fmadd_ps(xv[t], wv, acc[r][t]);                \
+            for (int t = 0; t < TB; t++)                                                                   \
+                acc[0][r][t] = _mm256_fmadd_ps(_mm256_loadu_ps(x + (t0 + t) * n + i), wv, acc[0][r][t]);   \
         }                                                                                                  \
+        i += 8;                                                                                            \
     }                                                                                                      \
     for (int r = 0; r < R; r++)                                                                            \
         for (int t = 0; t < TB; t++) {                                                                     \
             const float* xr = x + (t0 + t) * n;                                                            \
-            float s = swl256_sum(acc[r][t]);                                                               \
+            float s = swl256_sum(_mm256_add_ps(acc[0][r][t], acc[1][r][t]));                               \
             for (swl_idx j = i; j < n; j++) s = __builtin_fmaf(xr[j], LOADS(wr[r][j]), s);                 \
             y[(t0 + t) * ldy + o + r] = b ? s + b[o + r] : s;                                              \
         }                                                                                                  \

@@ -4,8 +4,8 @@ A decode step multiplies a few token rows by every weight matrix once: it is
 memory-bound, and what counts is streaming W at the DRAM read rate.
 ``linear`` does that for T <= ``SMALL_T`` tokens: OpenMP threads each take a
 contiguous range of output rows, and each thread runs the micro-kernel of
-swaref/_linear.h over blocks of 4 rows of W side by side, every token group's
-accumulators in registers, each row's stream prefetched ahead; a block serves
+swaref/_linear.h over its rows one after the other (one sequential stream,
+prefetched ahead), every token group's accumulators in registers; a row serves
 every group of tokens while it is in L1, so W leaves memory once whatever T.  For more
 tokens the product is compute-bound and BLAS wins: float32 W goes to NumPy's
 ``x @ W.T``; bfloat16 W is widened (exactly) one block of rows at a time into

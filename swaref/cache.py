@@ -277,28 +277,25 @@ def _write(cache, k, v, start):
     invariant (``check_ring``) true, which the compiled backend relies on.
     """
     s, n = k.shape[0], cache.sink_tokens
-    if s == 1 and start >= n:
-        # A decode step's one ring token: the same writes as below without the index arrays
-        # (a model's step makes one per layer).
+    sink = min(s, max(0, n - start))              # the leading rows at positions < n
+    if s == 1 and not sink:
+        # A decode step's one ring token (once per layer of a model's step): the same slot as
+        # below, without the index arrays.
         slot = slot_of(start, cache.capacity, n)
         cache.k[slot] = k[0]
         cache.v[slot] = v[0]
         cache.positions[slot] = start
-        cache.n_seen += 1
-        cache.n_held = min(cache.n_held + 1, cache.capacity)
-        cache.next_position = start + 1
-        return
-    sink = min(s, max(0, n - start))              # the leading rows at positions < n
-    if sink:
-        cache.k[start:start + sink] = k[:sink]
-        cache.v[start:start + sink] = v[:sink]
-        cache.positions[start:start + sink] = np.arange(start, start + sink, dtype=np.int64)
-    keep = min(s - sink, cache.capacity)
-    pos = np.arange(start + s - keep, start + s, dtype=np.int64)
-    slots = slot_of(pos, cache.capacity, n)
-    cache.k[slots] = k[s - keep:]
-    cache.v[slots] = v[s - keep:]
-    cache.positions[slots] = pos
+    else:
+        if sink:
+            cache.k[start:start + sink] = k[:sink]
+            cache.v[start:start + sink] = v[:sink]
+            cache.positions[start:start + sink] = np.arange(start, start + sink, dtype=np.int64)
+        keep = min(s - sink, cache.capacity)
+        pos = np.arange(start + s - keep, start + s, dtype=np.int64)
+        slots = slot_of(pos, cache.capacity, n)
+        cache.k[slots] = k[s - keep:]
+        cache.v[slots] = v[s - keep:]
+        cache.positions[slots] = pos
     cache.n_seen += s
     cache.n_held = min(cache.n_held + s - sink, cache.capacity)
     cache.next_position = start + s

@@ -105,8 +105,24 @@ def min_work_per_thread(n=None):
     return old
 
 
-def _check(x, w, b, num_threads):
-    """The arguments, checked before anything is written -> (x, w, b, threads)."""
+cdef inline bint _plain(x, int typenum, int ndim):
+    """x is already what _check would return it as: an aligned C-contiguous ndarray of that type."""
+    return (type(x) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>x) == typenum
+            and cnp.PyArray_NDIM(<cnp.ndarray>x) == ndim
+            and cnp.PyArray_CHKFLAGS(<cnp.ndarray>x, cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED))
+
+
+cdef tuple _check(x, w, b, num_threads):
+    """The arguments, checked before anything is written -> (x, w, b, threads).
+
+    The common case (contiguous float32 x, float32 or bfloat16 w, no bias or a float32 one,
+    threads None or a positive int) is decided first in a few C comparisons: a decode step
+    makes ~85 calls."""
+    if (_plain(x, cnp.NPY_FLOAT32, 2) and (_plain(w, cnp.NPY_FLOAT32, 2) or _plain(w, cnp.NPY_UINT16, 2))
+            and w.shape[1] == x.shape[1]
+            and (b is None or (_plain(b, cnp.NPY_FLOAT32, 1) and b.shape[0] == w.shape[0]))
+            and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
+        return x, w, b, swl_max_threads() if num_threads is None else min(num_threads, 1 << 16)
     if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
         got = f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
         raise SwarefTypeError("dtype", f"x must be a float32 array [T, in], got {got}")
@@ -159,25 +175,6 @@ cdef inline int _threads(Py_ssize_t madds, int nt) noexcept:
     return nt
 
 
-cdef inline bint _plain(x, int typenum, int ndim):
-    """x is already what _check would return it as: an aligned C-contiguous ndarray of that type."""
-    return (type(x) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>x) == typenum
-            and cnp.PyArray_NDIM(<cnp.ndarray>x) == ndim
-            and cnp.PyArray_CHKFLAGS(<cnp.ndarray>x, cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED))
-
-
-cdef tuple _check_fast(x, w, b, num_threads):
-    """_check, with its common case (contiguous float32 x, float32 or bfloat16 w, no bias or a
-    float32 one, threads None or a positive int) decided in a few C comparisons: a decode step
-    makes ~85 of these calls."""
-    if (_plain(x, cnp.NPY_FLOAT32, 2) and (_plain(w, cnp.NPY_FLOAT32, 2) or _plain(w, cnp.NPY_UINT16, 2))
-            and w.shape[1] == x.shape[1]
-            and (b is None or (_plain(b, cnp.NPY_FLOAT32, 1) and b.shape[0] == w.shape[0]))
-            and (num_threads is None or (type(num_threads) is int and num_threads >= 1))):
-        return x, w, b, swl_max_threads() if num_threads is None else min(num_threads, 1 << 16)
-    return _check(x, w, b, num_threads)
-
-
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef object _rows_checked(cnp.ndarray x, cnp.ndarray w, b, int nt):
@@ -202,7 +199,7 @@ cdef object _rows_checked(cnp.ndarray x, cnp.ndarray w, b, int nt):
 
 def rows_kernel(x, w, b=None, num_threads=None):
     """The streaming kernel at any T (``linear`` uses it for T <= SMALL_T): x [T, in] -> [T, out] float32."""
-    x, w, b, nt = _check_fast(x, w, b, num_threads)
+    x, w, b, nt = _check(x, w, b, num_threads)
     return _rows_checked(x, w, b, nt)
 
 
@@ -229,7 +226,7 @@ def widen(w):
 def linear(x, w, b=None, num_threads=None):
     """x [T, in] float32, w [out, in] float32 or bfloat16 bits (uint16), b [out] float32 or None
     -> x W^T (+ b), [T, out] float32 (float32 accumulation)."""
-    x, w, b, nt = _check_fast(x, w, b, num_threads)
+    x, w, b, nt = _check(x, w, b, num_threads)
     if x.shape[0] <= SMALL_T or x.shape[1] == 0:
         return _rows_checked(x, w, b, nt)
     if w.dtype == np.float32:

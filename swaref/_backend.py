@@ -37,6 +37,8 @@ MAX_THREADS = 4096
 
 
 _CORE = []
+_CORE_DEBUG = []
+_BAND = {}
 
 
 def _core():
@@ -60,6 +62,11 @@ def _core():
                        f"target, and nothing says this CPU runs it; delete it, or rebuild with "
                        f"`python setup.py build_ext --inplace` (which deletes it)")
     _CORE.append(_core)
+    # What every call would otherwise look up again: the debug flag, and band_attention's
+    # float32 / float64 versions (a fused function picks one per call from its arguments, ~1.5 us).
+    _CORE_DEBUG.append(bool(getattr(_core, "DEBUG", False)))
+    _BAND.update({np.dtype(np.float32): _core.band_attention["float"],
+                  np.dtype(np.float64): _core.band_attention["double"]})
     return _core
 
 
@@ -115,14 +122,14 @@ def attention(q, k, v, q_pos, k_pos, window, scale, num_threads=None, *, softcap
 
     Must equal ``swaref.attention(..., backend="reference")``.
     """
-    q, k, v = (_kernel_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    q, k, v = _kernel_array(q, "q"), _kernel_array(k, "k"), _kernel_array(v, "v")
     last = max(int(q_pos[-1]), int(k_pos[-1]))
     V.check_kernel_position(last, "the largest position")
     ring = np.zeros((0,) + k.shape[1:], dtype=q.dtype)
     ring_pos = np.zeros(0, dtype=np.int64)
-    return _core().band_attention(q, q_pos, k, v, k_pos, ring, ring, ring_pos, 0, -1,
-                                  *_kernel_params(window, last), scale, _threads(num_threads),
-                                  **_variants(softcap, sinks))
+    return _band(q.dtype)(q, q_pos, k, v, k_pos, ring, ring, ring_pos, 0, -1,
+                          *_kernel_params(window, last), scale, _threads(num_threads),
+                          **_variants(softcap, sinks))
 
 
 def attend_chunk(q, k, v, start, cache, scale, num_threads=None, *, softcap=None, sinks=None):
@@ -135,7 +142,7 @@ def attend_chunk(q, k, v, start, cache, scale, num_threads=None, *, softcap=None
 
     Must equal ``swaref.attend_chunk(..., backend="reference")``.
     """
-    q, k, v = (_kernel_array(x, n) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    q, k, v = _kernel_array(q, "q"), _kernel_array(k, "k"), _kernel_array(v, "v")
     s, c = q.shape[0], k.shape[0]
     first, last = held_range(cache)          # the ring part: positions >= the sink slots
     n_sink = cache.sink_tokens
@@ -148,11 +155,18 @@ def attend_chunk(q, k, v, start, cache, scale, num_threads=None, *, softcap=None
     V.check_kernel_position(max(start + s - 1, last), "the largest position")
     q_pos = np.arange(start, start + s, dtype=np.int64)
     k_pos = q_pos if c else q_pos[:0]
-    return _core().band_attention(q, q_pos, k, v, k_pos, cache.k, cache.v, cache.positions, first, last,
-                                  *_kernel_params(cache.window, start + s - 1, n_sink), scale,
-                                  _threads(num_threads), **_variants(softcap, sinks))
+    return _band(q.dtype)(q, q_pos, k, v, k_pos, cache.k, cache.v, cache.positions, first, last,
+                          *_kernel_params(cache.window, start + s - 1, n_sink), scale,
+                          _threads(num_threads), **_variants(softcap, sinks))
 
 
 def _core_debug():
     """True in the debug build, which scans every ring it is handed."""
-    return bool(getattr(_core(), "DEBUG", False))
+    _core()
+    return _CORE_DEBUG[0]
+
+
+def _band(dtype):
+    """band_attention's version for dtype (float32 or float64, checked by _kernel_array)."""
+    _core()
+    return _BAND[dtype]

@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _validate as V
+from . import _backend, _validate as V
 from .errors import SwarefError
 from .windows import Chunked, Sliding, TwoSided, Window
 
@@ -307,7 +307,6 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, window: Window,
     softcap, sinks = V.check_softmax_variants(softcap, sinks, Hq)
     ranges = V.check_no_empty_rows(q_pos, k_pos, window)
     if backend == "cython":
-        from . import _backend
         return _backend.attention(q, k, v, q_pos, k_pos, window, scale, num_threads, softcap=softcap, sinks=sinks)
     return _attention_reference(q, k, v, ranges, scale, softcap, sinks)
 

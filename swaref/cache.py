@@ -34,6 +34,8 @@ from . import _validate as V
 from .errors import SwarefError, SwarefTypeError
 from .windows import Chunked, Sliding, Window, is_causal
 
+INT64_MAX = int(np.iinfo(np.int64).max)    # checked once per cache per model step: a constant, not an iinfo
+
 
 class RollingBufferCache:
     """One layer's rolling buffer of W slots for one sequence, used by one caller at a time.
@@ -243,7 +245,7 @@ def check_write(cache, n_tokens, start):
         raise SwarefError(
             "positions", f"the cache continues at position {cache.next_position}, got start={start}; "
                          f"tokens must be written at consecutive positions (reset() to start over)")
-    if start + n_tokens > np.iinfo(np.int64).max:
+    if start + n_tokens > INT64_MAX:
         raise SwarefError("positions", "positions must fit in int64")
     if cache.window is None and cache.n_held + n_tokens > cache.capacity:
         raise SwarefError(

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _validate as V
+from . import _backend, _validate as V
 from .attention import _attention_reference
 from .cache import RollingBufferCache, _write, cache_view, check_cache, check_write, exclusive, held_range, ring_span
 from .errors import SwarefError, SwarefTypeError
@@ -135,7 +135,6 @@ def _attend_chunk(q, k, v, cache, start, scale, backend, num_threads, softcap=No
     """attend_chunk after its checks (the caller holds the cache)."""
     s, c = q.shape[0], k.shape[0]
     if backend == "cython":
-        from . import _backend
         return _backend.attend_chunk(q, k, v, start, cache, scale, num_threads, softcap=softcap, sinks=sinks)
     q_pos = np.arange(start, start + s, dtype=np.int64)
     ck, cv, cpos = cache_view(cache)

@@ -50,8 +50,14 @@ def norm(x, weight, bias, cfg, backend="reference"):
 
 
 def silu(x):
-    """x: any shape -> x * sigmoid(x), computed stably for large |x| (float32)."""
-    return x * (0.5 * (1.0 + np.tanh(0.5 * x)))
+    """x: any shape -> x * sigmoid(x), computed stably for large |x| (float32):
+    x * (0.5 * (1 + tanh(0.5 x))), each operation rounded in turn, in one scratch array."""
+    t = np.multiply(x, 0.5)
+    np.tanh(t, out=t)
+    t += 1.0
+    t *= 0.5
+    t *= x
+    return t
 
 
 def gelu_tanh(x):
@@ -94,7 +100,9 @@ def glu(g, u, cfg, act):
     gpt-oss's clamped SwiGLU (GptOssExperts._apply_gate): g clamped above at the limit, u to
     [-limit, limit], then g * sigmoid(alpha g) * (u + 1)."""
     if cfg.glu_limit is None:
-        return act(g) * u
+        y = act(g)          # a new array (every activation's result): scaled in place
+        y *= u
+        return y
     lim, alpha = np.float32(cfg.glu_limit), np.float32(cfg.glu_alpha)
     g, u = np.minimum(g, lim), np.clip(u, -lim, lim)
     return g * (0.5 * (1.0 + np.tanh(0.5 * alpha * g))) * (u + np.float32(1.0))  # sigmoid(z) = (1 + tanh(z/2)) / 2
@@ -182,8 +190,8 @@ def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threa
     caller has validated every cache of every layer (generation.check_step).
     """
     q, k, v = qkv_projection(x, lw, cfg, rotation, backend, num_threads)
-    out = np.empty_like(q)
     scale = V.check_scale(cfg.attn_scale, cfg.head_dim)        # None: 1/sqrt(D), as the public calls take it
+    outs = []
     for (off, n, start), cache in zip(segments, caches):
         sl = slice(off, off + n)
         # The step was validated once for every layer (generation.check_step, with every cache
@@ -192,7 +200,9 @@ def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threa
         # One model chunk is one attention chunk: the chunking is decided once, for every layer.
         # Spec 1.1's variants: the config's soft-cap (Gemma 2), the layer's learned sinks (gpt-oss; checked
         # finite when the Model was made, weights.check_weights).
-        out[sl] = step(q[sl], k[sl], v[sl], cache, start, scale, backend, num_threads, cfg.attn_softcap, lw.sinks)
+        outs.append(step(q[sl], k[sl], v[sl], cache, start, scale, backend, num_threads, cfg.attn_softcap,
+                         lw.sinks))
+    out = outs[0] if len(outs) == 1 else np.concatenate(outs)   # one sequence (decode): no copy
     return linear(out.reshape(x.shape[0], -1), lw.wo, lw.bo, backend, num_threads)
 
 

@@ -116,7 +116,9 @@ def swiglu_mlp(x, lw, cfg, act=silu, backend="reference", num_threads=None):
 
 
 def _row(b, e):
-    return None if b is None else b[e]
+    """Expert e's bias, float32: stacked expert biases [E, out] are matrices to the loader, so a
+    bfloat16 model holds them as bfloat16 bits (widened here, exactly; added raw they were integers)."""
+    return None if b is None else as_float32(b[e])
 
 
 def moe_mlp(x, lw, cfg, act, backend="reference", num_threads=None):

@@ -189,11 +189,14 @@ for name, flags, requires in TARGETS:
                          "compile_args": compile_args + flags, "openmp": use_openmp}
     extensions.append(ext)
 extensions.append(Extension("swaref._cpuid", ["swaref/_cpuid.c"], extra_compile_args=["-O2"]))
+# Its fused decode-layer glue computes RoPE as NumPy does, a product, a product and a sum, each
+# rounded: no FMA may join them (GCC contracts across statements by default where FMA exists).
+LINEAR_ARGS = ["-ffp-contract=off"] if _compiler_accepts(["-ffp-contract=off"]) else []
 # swaref._linear (a model's linear layers): one module for the x86-64 baseline, whatever the targets;
 # it picks its AVX2 / AVX-512 function versions at run time (swaref/_linear.h).
 (linear_ext,) = cythonize(
     [Extension("swaref._linear", ["swaref/_linear.pyx"], depends=["swaref/_linear.h"],
-               include_dirs=[np.get_include()], extra_compile_args=compile_args,
+               include_dirs=[np.get_include()], extra_compile_args=compile_args + LINEAR_ARGS,
                extra_link_args=link_args, define_macros=macros)],
     compiler_directives=directives,
     force=DEBUG or SANITIZE or "--force" in sys.argv or "-f" in sys.argv,

@@ -246,6 +246,28 @@ def linear(x, w, b=None, num_threads=None):
     return y if b is None else y + b
 
 
+cdef inline float* _fp(cnp.ndarray a) noexcept:
+    return <float*>cnp.PyArray_DATA(a)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.cdivision(True)
+cdef void _rms(const float* x, Py_ssize_t T, Py_ssize_t d, const float* w, double eps, float* y) noexcept nogil:
+    """y[t] = (x[t] * r) * w with r = float32(1 / sqrt(mean(x[t]^2) + eps)), the squares summed in
+    float64 in index order; x, y: [T, d], d >= 1 (may be the same array)."""
+    cdef Py_ssize_t t, i
+    cdef double ss
+    cdef float r
+    for t in range(T):
+        ss = 0.0
+        for i in range(d):
+            ss = ss + <double>x[t * d + i] * <double>x[t * d + i]
+        r = <float>(1.0 / sqrt(ss / d + eps))
+        for i in range(d):
+            y[t * d + i] = (x[t * d + i] * r) * w[i]
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.cdivision(True)
@@ -263,20 +285,161 @@ def rms_norm(x, w, double eps):
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
     y = np.empty_like(x)
-    cdef const float[:, ::1] xv = x
-    cdef const float[::1] wv = w
-    cdef float[:, ::1] yv = y
-    cdef Py_ssize_t T = x.shape[0], d = x.shape[1], t, i
-    cdef double ss
-    cdef float r
-    if d == 0:
-        return y
-    with nogil:
-        for t in range(T):
-            ss = 0.0
-            for i in range(d):
-                ss = ss + <double>xv[t, i] * <double>xv[t, i]
-            r = <float>(1.0 / sqrt(ss / d + eps))
-            for i in range(d):
-                yv[t, i] = (xv[t, i] * r) * wv[i]
+    if x.shape[1]:
+        _rms(_fp(x), x.shape[0], x.shape[1], _fp(w), eps, _fp(y))
     return y
+
+
+# ----------------------------------------------------------------- a decode step's layer, fused
+# The per-token work of a pre-norm decoder layer (Mistral, Llama, Qwen2, ...) between its matrix
+# products was ~20 NumPy calls per layer, each a few microseconds: at one token, 10-15% of a
+# bfloat16 step.  These three calls do it in compiled code, with the operations of
+# swaref.models.layers in the same order (the same bits): rms_norm as above, the streaming
+# kernel's rows, RoPE as a product, a product and a sum each rounded in turn (built with
+# -ffp-contract=off, so no FMA joins them), residual adds as float32 additions.
+
+cdef object _decode_rows(x, name):
+    if x.shape[0] > SMALL_T:
+        raise SwarefError("shape", f"{name} must have at most SMALL_T = {SMALL_T} token rows (above, "
+                                   f"linear multiplies through BLAS), got {x.shape[0]}")
+    return x
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _rope(const float* x, float* y, Py_ssize_t T, Py_ssize_t H, Py_ssize_t D, Py_ssize_t R,
+                bint interleaved, const float* c, const float* s) noexcept nogil:
+    """y[t, h, j] = x[t, h, j] c[t, j] + x[t, h, p(j)] s[t, j] for j < R, p(j) = j ^ 1 (interleaved)
+    or (j + R/2) mod R (half); y[t, h, j] = x[t, h, j] for R <= j < D."""
+    cdef Py_ssize_t t, h, j, p, half = R // 2
+    cdef const float* xr
+    cdef float* yr
+    cdef float a, b
+    for t in range(T):
+        for h in range(H):
+            xr = x + (t * H + h) * D
+            yr = y + (t * H + h) * D
+            for j in range(R):
+                if interleaved:
+                    p = j ^ 1
+                elif j < half:
+                    p = j + half
+                else:
+                    p = j - half
+                a = xr[j] * c[t * R + j]
+                b = xr[p] * s[t * R + j]
+                yr[j] = a + b
+            for j in range(R, D):
+                yr[j] = xr[j]
+
+
+cdef cnp.ndarray _rotated(cnp.ndarray x, Py_ssize_t T, Py_ssize_t H, Py_ssize_t D, Py_ssize_t R, bint interleaved,
+                          cnp.ndarray c, cnp.ndarray s):
+    cdef cnp.ndarray y = np.empty((T, H, D), dtype=np.float32)
+    cdef const float* xp = _fp(x)
+    cdef float* yp = _fp(y)
+    cdef const float* cp = _fp(c)
+    cdef const float* sp = _fp(s)
+    with nogil:
+        _rope(xp, yp, T, H, D, R, interleaved, cp, sp)
+    return y
+
+
+def rope(x, cos, sin_signed, bint interleaved):
+    """x [T, H, D] float32, cos, sin_signed: [T, ...] float32 tables of R values per token (R even,
+    R <= D), the layout of ``swaref.models.rope.Rotation``  ->  rotated [T, H, D] float32.
+
+    The compiled twin of ``swaref.models.rope.rotate`` (xp * cos + swap(xp) * sin_signed on the
+    first R dims, the rest unchanged): the same bits."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 3:
+        raise SwarefTypeError("dtype", f"x must be a float32 array [T, H, D], got "
+                                       f"{x.dtype if isinstance(x, np.ndarray) else type(x).__name__}")
+    x = np.ascontiguousarray(x)
+    cdef Py_ssize_t T = x.shape[0], H = x.shape[1], D = x.shape[2]
+    c, s, R = _tables(cos, sin_signed, T, D)
+    return _rotated(x, T, H, D, R, interleaved, c, s)
+
+
+cdef tuple _tables(cos, sin_signed, Py_ssize_t T, Py_ssize_t D):
+    """RoPE's tables checked -> (cos, sin_signed as C-contiguous float32 [T * R], R)."""
+    for a, name in ((cos, "cos"), (sin_signed, "sin_signed")):
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim < 1 or a.shape[0] != T:
+            raise SwarefTypeError("dtype", f"{name} must be a float32 array with one row per token ({T}), got "
+                                           f"{a.dtype if isinstance(a, np.ndarray) else type(a).__name__}"
+                                           f"{' of shape ' + str(a.shape) if isinstance(a, np.ndarray) else ''}")
+    if cos.shape != sin_signed.shape:
+        raise SwarefError("shape", f"cos and sin_signed must have the same shape, got {cos.shape} and {sin_signed.shape}")
+    cdef Py_ssize_t R = cos.size // T if T else 0
+    if T and (R % 2 or R > D):
+        raise SwarefError("shape", f"the RoPE tables must hold an even number R <= D = {D} of values per token, got {R}")
+    return np.ascontiguousarray(cos).reshape(-1), np.ascontiguousarray(sin_signed).reshape(-1), R
+
+
+def attention_inputs(h, norm_w, double eps, wq, bq, wk, bk, wv, bv, Py_ssize_t n_heads, Py_ssize_t n_kv_heads,
+                     Py_ssize_t head_dim, cos=None, sin_signed=None, bint interleaved=False, num_threads=None):
+    """A decode step's attention inputs: h [T, d] float32 (T <= SMALL_T)  ->  q [T, Hq, D], k, v [T, Hkv, D].
+
+    Equals, bit for bit: x = rms_norm(h, norm_w, eps); q = rope(linear(x, wq, bq) as [T, Hq, D]),
+    k = rope(linear(x, wk, bk) as [T, Hkv, D]), v = linear(x, wv, bv) as [T, Hkv, D], where rope
+    is ``rope`` above with the tables cos, sin_signed (None: no rotation)."""
+    x = _decode_rows(rms_norm(h, norm_w, eps), "h")
+    _, wq, bq, nt = _check(x, wq, bq, num_threads)
+    _, wk, bk, _ = _check(x, wk, bk, num_threads)
+    _, wv, bv, _ = _check(x, wv, bv, num_threads)
+    cdef Py_ssize_t T = x.shape[0], R = 0
+    if n_heads < 1 or n_kv_heads < 1 or head_dim < 1 or wq.shape[0] != n_heads * head_dim \
+            or wk.shape[0] != n_kv_heads * head_dim or wv.shape[0] != n_kv_heads * head_dim:
+        raise SwarefError("shape", f"wq, wk, wv must have n_heads * head_dim = {n_heads} * {head_dim} and "
+                                   f"n_kv_heads * head_dim = {n_kv_heads} * {head_dim} rows, got "
+                                   f"{wq.shape[0]}, {wk.shape[0]}, {wv.shape[0]}")
+    if (cos is None) != (sin_signed is None):
+        raise SwarefError("argument", "cos and sin_signed must both be given (RoPE) or both be None")
+    if cos is not None:
+        cos, sin_signed, R = _tables(cos, sin_signed, T, head_dim)
+    q = _rows_checked(x, wq, bq, nt)
+    k = _rows_checked(x, wk, bk, nt)
+    v = _rows_checked(x, wv, bv, nt).reshape(T, n_kv_heads, head_dim)
+    if R:
+        return (_rotated(q, T, n_heads, head_dim, R, interleaved, cos, sin_signed),
+                _rotated(k, T, n_kv_heads, head_dim, R, interleaved, cos, sin_signed), v)
+    return q.reshape(T, n_heads, head_dim), k.reshape(T, n_kv_heads, head_dim), v
+
+
+def residual_linear(h, y, w, b=None, num_threads=None):
+    """h [T, out] float32, y [T, in] (T <= SMALL_T)  ->  h + linear(y, w, b), a new array (the same bits:
+    the streaming kernel's rows, then float32 additions)."""
+    return _residual_linear(h, y, w, b, num_threads)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef cnp.ndarray _residual_linear(h, y, w, b, num_threads):
+    y, w, b, nt = _check(y, w, b, num_threads)
+    _decode_rows(y, "y")
+    cdef Py_ssize_t T = y.shape[0], out = w.shape[0], i
+    if not _plain(h, cnp.NPY_FLOAT32, 2) or h.shape[0] != T or h.shape[1] != out:
+        if not isinstance(h, np.ndarray) or h.dtype != np.float32 or h.shape != (T, out):
+            raise SwarefTypeError("dtype", f"h must be a float32 array of shape ({T}, {out}), got "
+                                           f"{h.dtype if isinstance(h, np.ndarray) else type(h).__name__}"
+                                           f"{' of shape ' + str(h.shape) if isinstance(h, np.ndarray) else ''}")
+        h = np.ascontiguousarray(h)
+    cdef cnp.ndarray r = _rows_checked(y, w, b, nt)
+    cdef const float* hp = _fp(h)
+    cdef float* rp = _fp(r)
+    with nogil:
+        for i in range(T * out):
+            rp[i] = hp[i] + rp[i]
+    return r
+
+
+def mlp_inputs(h, o, wo, bo, norm_w, double eps, w_gate, b_gate, w_up, b_up, num_threads=None):
+    """After attention: h [T, d] the residual stream, o [T, Hq * D] attention's output (T <= SMALL_T)
+    ->  (h2, g, u), [T, d], [T, I], [T, I].
+
+    Equals, bit for bit: h2 = residual_linear(h, o, wo, bo); x = rms_norm(h2, norm_w, eps);
+    g = linear(x, w_gate, b_gate); u = linear(x, w_up, b_up)."""
+    h2 = _residual_linear(h, o, wo, bo, num_threads)
+    x = rms_norm(h2, norm_w, eps)
+    _, w_gate, b_gate, nt = _check(x, w_gate, b_gate, num_threads)
+    _, w_up, b_up, _ = _check(x, w_up, b_up, num_threads)
+    return h2, _rows_checked(x, w_gate, b_gate, nt), _rows_checked(x, w_up, b_up, nt)

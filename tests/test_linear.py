@@ -260,3 +260,110 @@ def test_compiled_rms_norm_is_the_formula():
     assert not same_bits(_linear.rms_norm(x, w, 1e-6), (x * r[:, None]) * w)    # the check sees eps
     with pytest.raises(SwarefTypeError, match=r"w must be a float32 array of shape \(97,\)"):
         _linear.rms_norm(x, w[:-1], 1e-5)
+
+
+# ----------------------------------------------------------------- a decode step's layer, fused
+
+def rope_tables(T, R, layout, seed):
+    """Rotation tables as swaref.models.rope.Rotation lays them out, for T random positions."""
+    from swaref.models.rope import rotation
+    pos = np.sort(np.random.default_rng(seed).integers(0, 200_000, T))
+    return rotation(pos, R, 10000.0, layout), pos
+
+
+@given(T=st.integers(1, 5), H=st.integers(1, 4), D=st.sampled_from([2, 8, 16, 18]), data=st.data(),
+       layout=st.sampled_from(["half", "interleaved"]), seed=st.integers(0, 2**32 - 1))
+def test_compiled_rope_is_the_pairwise_formula_bit_for_bit(T, H, D, data, layout, seed):
+    from test_models_bf16 import pairwise
+    R = data.draw(st.sampled_from([r for r in range(2, D + 1, 2)]), label="R")
+    rot, pos = rope_tables(T, R, layout, seed)
+    x = np.random.default_rng(seed).standard_normal((T, H, D)).astype(np.float32)
+    got = _linear.rope(x, rot.cos, rot.sin_signed, layout == "interleaved")
+    assert same_bits(got, pairwise(x, pos, 10000.0, layout, R))
+    assert same_bits(got[..., R:], x[..., R:])
+
+
+def test_the_compiled_rope_check_can_fail():
+    from test_models_bf16 import pairwise
+    rot, pos = rope_tables(3, 16, "half", 1)
+    x = np.random.default_rng(1).standard_normal((3, 2, 16)).astype(np.float32)
+    # The interleaved partner (j ^ 1) on the half layout's tables: other pairs, other bits.
+    assert not same_bits(_linear.rope(x, rot.cos, rot.sin_signed, True), pairwise(x, pos, 10000.0, "half", 16))
+
+
+def layer_case(rng, T, d=40, Hq=4, Hkv=2, D=8, inter=24, biased=True, bf16=True):
+    """A layer's weights (every other one in bfloat16, biases or not) and a residual stream h [T, d]."""
+    def mat(o, i, k):
+        w = rng.standard_normal((o, i)).astype(np.float32)
+        return B.to_bfloat16(w) if bf16 and k % 2 else w
+
+    def bias(o):
+        return rng.standard_normal(o).astype(np.float32) if biased else None
+    shapes = dict(wq=(Hq * D, d), wk=(Hkv * D, d), wv=(Hkv * D, d), wo=(d, Hq * D), w_gate=(inter, d),
+                  w_up=(inter, d), w_down=(d, inter))
+    lw = {n: mat(*s, k) for k, (n, s) in enumerate(shapes.items())}
+    lw.update({"b" + n[1:]: bias(s[0]) for n, s in shapes.items()})
+    lw.update(attn_norm=rng.standard_normal(d).astype(np.float32), mlp_norm=rng.standard_normal(d).astype(np.float32))
+    return lw, rng.standard_normal((T, d)).astype(np.float32) * 3
+
+
+@pytest.mark.parametrize("T", [1, 3, 16])
+@pytest.mark.parametrize("layout, R", [("half", 8), ("interleaved", 8), ("half", 4), (None, 0)])
+@pytest.mark.parametrize("biased, bf16", [(True, True), (False, False)])
+def test_fused_layer_calls_equal_their_compositions_bit_for_bit(T, layout, R, biased, bf16, many_threads):
+    # What each fused call's docstring says it equals, written with the unfused compiled calls.
+    rng = np.random.default_rng(T * 7 + R)
+    lw, h = layer_case(rng, T, biased=biased, bf16=bf16)
+    rot = rope_tables(T, R, layout, T)[0] if layout else None
+    tables = (rot.cos, rot.sin_signed) if rot else (None, None)
+    q, k, v = _linear.attention_inputs(h, lw["attn_norm"], 1e-5, lw["wq"], lw["bq"], lw["wk"], lw["bk"], lw["wv"],
+                                       lw["bv"], 4, 2, 8, *tables, layout == "interleaved", num_threads=2)
+    x = _linear.rms_norm(h, lw["attn_norm"], 1e-5)
+    want_q = _linear.linear(x, lw["wq"], lw["bq"]).reshape(T, 4, 8)
+    want_k = _linear.linear(x, lw["wk"], lw["bk"]).reshape(T, 2, 8)
+    if rot:
+        from swaref.models.rope import rotate
+        want_q, want_k = rotate(want_q, rot), rotate(want_k, rot)
+    assert same_bits(q, want_q) and same_bits(k, want_k)
+    assert same_bits(v, _linear.linear(x, lw["wv"], lw["bv"]).reshape(T, 2, 8))
+    assert q.flags.c_contiguous and k.flags.c_contiguous and v.flags.c_contiguous
+    o = rng.standard_normal((T, 32)).astype(np.float32)
+    h2, g, u = _linear.mlp_inputs(h, o, lw["wo"], lw["bo"], lw["mlp_norm"], 1e-5, lw["w_gate"], lw["b_gate"],
+                                  lw["w_up"], lw["b_up"], num_threads=2)
+    want_h2 = h + _linear.linear(o, lw["wo"], lw["bo"])
+    x2 = _linear.rms_norm(want_h2, lw["mlp_norm"], 1e-5)
+    assert same_bits(h2, want_h2)
+    assert same_bits(g, _linear.linear(x2, lw["w_gate"], lw["b_gate"]))
+    assert same_bits(u, _linear.linear(x2, lw["w_up"], lw["b_up"]))
+    y = rng.standard_normal((T, 24)).astype(np.float32)
+    assert same_bits(_linear.residual_linear(h2, y, lw["w_down"], lw["b_down"], 2),
+                     h2 + _linear.linear(y, lw["w_down"], lw["b_down"]))
+    # And against float64: each output within the dot-product bound of its own product.
+    assert_within_bound(_linear.residual_linear(np.zeros_like(h2), y, lw["w_down"], lw["b_down"]), y,
+                        B.widen(lw["w_down"]) if lw["w_down"].dtype == np.uint16 else lw["w_down"], lw["b_down"])
+
+
+def test_fused_layer_calls_refuse_bad_arguments_naming_them():
+    rng = np.random.default_rng(9)
+    lw, h = layer_case(rng, 2)
+    rot = rope_tables(2, 8, "half", 0)[0]
+    args = (h, lw["attn_norm"], 1e-5, lw["wq"], lw["bq"], lw["wk"], lw["bk"], lw["wv"], lw["bv"], 4, 2, 8)
+    with pytest.raises(SwarefError, match=r"n_heads \* head_dim = 5 \* 8") as e:
+        _linear.attention_inputs(*args[:9], 5, 2, 8)
+    assert e.value.kind == "shape"
+    with pytest.raises(SwarefError, match="both be given"):
+        _linear.attention_inputs(*args, rot.cos, None)
+    with pytest.raises(SwarefError, match=r"even number R <= D = 8 of values per token, got 7"):
+        _linear.attention_inputs(*args, rot.cos.reshape(2, -1)[:, :7].copy(), rot.sin_signed.reshape(2, -1)[:, :7].copy())
+    with pytest.raises(SwarefTypeError, match=r"cos must be a float32 array with one row per token \(2\)"):
+        _linear.attention_inputs(*args, rot.cos[:1], rot.sin_signed[:1])
+    with pytest.raises(SwarefError, match="at most SMALL_T = 16 token rows"):
+        _linear.attention_inputs(np.zeros((17, 40), np.float32), *args[1:])
+    with pytest.raises(SwarefTypeError, match=r"w must be a float32 or bfloat16"):
+        _linear.mlp_inputs(h, np.zeros((2, 32), np.float32), lw["wo"], None, lw["mlp_norm"], 1e-5,
+                           lw["w_gate"].astype(np.float64), None, lw["w_up"], None)
+    with pytest.raises(SwarefTypeError, match=r"h must be a float32 array of shape \(2, 40\), got float32 of shape "
+                                              r"\(3, 40\)"):
+        _linear.residual_linear(np.zeros((3, 40), np.float32), np.zeros((2, 24), np.float32), lw["w_down"])
+    with pytest.raises(SwarefTypeError, match=r"x must be a float32 array \[T, H, D\]"):
+        _linear.rope(np.zeros((2, 8), np.float32), rot.cos, rot.sin_signed, False)

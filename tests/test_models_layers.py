@@ -1,10 +1,22 @@
 """swaref.models.layers: RMSNorm and SiLU against their formulas (the attention block is covered by
-the whole-model comparisons in test_models_generation.py)."""
+the whole-model comparisons in test_models_generation.py), and the fused decode layer
+(swaref._linear's attention_inputs / mlp_inputs / residual_linear) against the NumPy glue it
+replaces, bit for bit, on every architecture."""
 import numpy as np
+import pytest
 
+from model_helpers import hf_config, make_model
 from oracle import assert_close
+from test_models_architectures import FAMILY_CONFIGS
 
+from swaref import models as M
 from swaref.models import layers as L
+from swaref.models.hfconfig import config_from_dict
+
+
+def same_bits(a, b):
+    return a.shape == b.shape and np.array_equal(np.asarray(a, np.float32).view(np.uint32),
+                                                 np.asarray(b, np.float32).view(np.uint32))
 
 
 def test_rms_norm_matches_formula():
@@ -20,3 +32,63 @@ def test_silu_is_stable():
     x64 = x.astype(np.float64)
     sigmoid = np.exp(-np.logaddexp(0.0, -x64))          # 1 / (1 + e^-x) without overflow (scipy is no dependency)
     assert_close(L.silu(x), x64 * sigmoid, atol=1e-5)
+
+
+# ----------------------------------------------------------------- the fused decode layer
+
+FUSED_FAMILIES = {"mistral", "ministral", "llama", "qwen2", "phi3"}     # plain pre-norm layers, gated MLP
+
+
+def decode_run(model, monkeypatch, fused, batch=False):
+    """Prefill, then decode 6 tokens one at a time (two sequences packed, with batch) on the compiled
+    backend, with the fused decode layer on or off -> (logits, every cache's arrays, fused calls)."""
+    import swaref.models as M
+    calls = []
+    real = L._fused_decoder_layer
+    monkeypatch.setattr(L, "_fused_decoder_layer", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(L, "fused_decode", L.fused_decode if fused else (lambda cfg, lw: False))
+    seqs = 2 if batch else 1
+    caches = [M.new_caches(model, 16) for _ in range(seqs)]
+    prompts = [[3, 1, 4, 1, 5][: 5 - b] for b in range(seqs)]
+    out = M.forward_packed(model, prompts, caches, backend="cython", logits="all")
+    toks = [[2 + b] for b in range(seqs)]
+    for _ in range(6):
+        step = M.forward_packed(model, toks, caches, backend="cython", logits="last")
+        out += step
+        toks = [[int(np.argmax(s[-1]))] for s in step]
+    arrays = [a for seq in caches for c in seq for a in (c.k, c.v, c.positions)]
+    monkeypatch.undo()
+    return np.concatenate(out), arrays, len(calls)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_CONFIGS))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_fused_decode_layer_is_the_numpy_glue_bit_for_bit(name, dtype, monkeypatch):
+    # Every architecture: the fused layer runs exactly for the plain pre-norm families, and where it
+    # runs, the logits and every cache slot are the bits of the layer's NumPy glue.
+    raw = {k: v for k, v in hf_config(make_model(window=4).config, name, **FAMILY_CONFIGS[name]).items()
+           if v is not None or k == "sliding_window"}
+    model = M.random_model(config_from_dict(raw), seed=5, scale=1.5, dtype=dtype)
+    for batch in (False, True):
+        got, got_caches, n_fused = decode_run(model, monkeypatch, True, batch)
+        want, want_caches, n_plain = decode_run(model, monkeypatch, False, batch)
+        assert n_plain == 0 and (n_fused > 0) == (name in FUSED_FAMILIES), (name, n_fused)
+        assert same_bits(got, want), f"{name}: max |diff| {np.max(np.abs(got - want)):.3g}"
+        assert all(np.array_equal(a, b) for a, b in zip(got_caches, want_caches))
+
+
+def test_the_fused_decode_check_can_fail(monkeypatch):
+    # A twin whose RoPE takes the interleaved partner on half-layout tables gives other logits.
+    model = M.random_model(make_model(window=4).config, seed=5, scale=1.5)
+    want = decode_run(model, monkeypatch, False)[0]
+    K = L._linear_kernel()
+    real = K.attention_inputs
+
+    def twin(*a):
+        return real(*a[:-2], True, a[-1])
+    monkeypatch.setattr(K, "attention_inputs", twin)
+    try:
+        got = decode_run(model, monkeypatch, True)[0]
+    finally:
+        K.attention_inputs = real
+    assert not same_bits(got, want)

@@ -192,6 +192,14 @@ def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threa
     caller has validated every cache of every layer (generation.check_step).
     """
     q, k, v = qkv_projection(x, lw, cfg, rotation, backend, num_threads)
+    out = attend_segments(q, k, v, lw, cfg, segments, caches, backend, num_threads)
+    return linear(out.reshape(x.shape[0], -1), lw.wo, lw.bo, backend, num_threads)
+
+
+def attend_segments(q, k, v, lw, cfg, segments, caches, backend="reference", num_threads=None):
+    """q: [N, Hq, D], k, v: [N, Hkv, D] of B sequences packed along the token axis  ->  [N, Hq, D]:
+    each sequence's attention on its own cache (decode: write, then attend; a chunk of prompt
+    tokens: attend, then write)."""
     scale = V.check_scale(cfg.attn_scale, cfg.head_dim)        # None: 1/sqrt(D), as the public calls take it
     outs = []
     for (off, n, start), cache in zip(segments, caches):
@@ -204,8 +212,7 @@ def attention_block(x, lw, cfg, segments, caches, backend="reference", num_threa
         # finite when the Model was made, weights.check_weights).
         outs.append(step(q[sl], k[sl], v[sl], cache, start, scale, backend, num_threads, cfg.attn_softcap,
                          lw.sinks))
-    out = outs[0] if len(outs) == 1 else np.concatenate(outs)   # one sequence (decode): no copy
-    return linear(out.reshape(x.shape[0], -1), lw.wo, lw.bo, backend, num_threads)
+    return outs[0] if len(outs) == 1 else np.concatenate(outs)   # one sequence (decode): no copy
 
 
 def decoder_layer(h, lw, cfg, li, segments, caches, backend="reference", num_threads=None, rotations=None):
@@ -220,9 +227,11 @@ def decoder_layer(h, lw, cfg, li, segments, caches, backend="reference", num_thr
     ``parallel`` (Cohere) attention and MLP read the same normalised input and
     are added to the residual together.
     """
-    x = h if lw.attn_norm is None else norm(h, lw.attn_norm, lw.attn_norm_b, cfg, backend)
     if rotations is None:
         rotations = StepRotations(cfg, segments)
+    if backend == "cython" and h.shape[0] <= _linear_kernel().SMALL_T and fused_decode(cfg, lw):
+        return _fused_decoder_layer(h, lw, cfg, segments, caches, num_threads, rotations.layer(li))
+    x = h if lw.attn_norm is None else norm(h, lw.attn_norm, lw.attn_norm_b, cfg, backend)
     a = attention_block(x, lw, cfg, segments, caches, backend, num_threads, rotations.layer(li))
     if cfg.parallel:
         return h + a + mlp(x, lw, cfg, backend, num_threads)
@@ -234,3 +243,26 @@ def decoder_layer(h, lw, cfg, li, segments, caches, backend="reference", num_thr
     if lw.mlp_out_norm is not None:
         m = norm(m, lw.mlp_out_norm, None, cfg, backend)
     return h + m
+
+
+def fused_decode(cfg, lw):
+    """True when layer ``lw`` is a plain pre-norm layer (RMSNorm before attention and before a
+    gated MLP, no other norm, no q/k norm, sequential): the one ``_fused_decoder_layer`` runs."""
+    return (cfg.norm == "rms" and cfg.mlp == "gated" and not cfg.parallel and not cfg.qk_norm
+            and lw.attn_norm is not None and lw.mlp_norm is not None
+            and lw.attn_out_norm is None and lw.mlp_out_norm is None)
+
+
+def _fused_decoder_layer(h, lw, cfg, segments, caches, num_threads, rotation):
+    """decoder_layer for a few tokens (N <= swaref._linear.SMALL_T: a decode step) of a
+    ``fused_decode`` layer on the compiled backend, bit for bit: the norms, projections, RoPE and
+    residual adds in three compiled calls (swaref._linear) instead of ~20 NumPy ones."""
+    K, eps, N = _linear_kernel(), cfg.rms_norm_eps, h.shape[0]
+    tables = (None, None) if rotation is None else (rotation.cos, rotation.sin_signed)
+    q, k, v = K.attention_inputs(h, lw.attn_norm, eps, lw.wq, lw.bq, lw.wk, lw.bk, lw.wv, lw.bv, cfg.n_heads,
+                                 cfg.n_kv_heads, cfg.head_dim, *tables,
+                                 rotation is not None and rotation.layout == "interleaved", num_threads)
+    o = attend_segments(q, k, v, lw, cfg, segments, caches, "cython", num_threads)
+    h, g, u = K.mlp_inputs(h, o.reshape(N, -1), lw.wo, lw.bo, lw.mlp_norm, eps, lw.w_gate, lw.b_gate, lw.w_up,
+                           lw.b_up, num_threads)
+    return K.residual_linear(h, glu(g, u, cfg, ACTIVATIONS[cfg.act]), lw.w_down, lw.b_down, num_threads)

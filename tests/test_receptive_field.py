@@ -10,7 +10,13 @@ from oracle import brute_force_mask
 
 
 def spec_receptive_field(window, L, p):
-    """Rule 6 for each window, as the spec words it: earliest input position p depends on after L layers."""
+    """Rule 6 for each window, as the spec words it: earliest input position p depends on after L layers.
+    Rule 1 first: a family window that is a spec 1.0 window (TwoSided(None, 0) is plain causal
+    attention, TwoSided(k, 0) is W = k + 1, Sliding(W, 0) is W) follows that window's rule."""
+    if isinstance(window, TwoSided) and window.right == 0:
+        window = None if window.left is None else window.left + 1
+    if isinstance(window, Sliding) and window.sink_tokens == 0:
+        window = window.size
     if window is None:
         return 0
     if L == 0:

@@ -603,7 +603,8 @@ def header(args):
             print(f"BLAS/OpenMP pool: {p.get('internal_api')} {p.get('version')} "
                   f"kernel={p.get('architecture')} threads={p.get('num_threads')} ({os.path.basename(p['filepath'])})")
     else:
-        print("BLAS: threadpoolctl not installed, kernel unknown")
+        from swaref._cpu import blas
+        print(f"BLAS: {blas()} (threadpoolctl not installed: no thread counts)")
     print(f"torch: {torch.__version__ + f' ({torch.get_num_threads()} threads by default)' if torch else 'not installed: torch rows skipped'}")
     print(f"threads benchmarked: {args.threads}; dtypes: {args.dtypes}; best of {args.repeat} (prefill), "
           f"{args.decode_repeat} (decode); {'thread CPU time' if CLOCK is time.thread_time else 'wall time'}")

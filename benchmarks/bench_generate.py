@@ -474,11 +474,9 @@ def machine():
         blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
                          for i in threadpool_info() if i.get("user_api") == "blas")
     except ImportError:
-        try:
-            b = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-            blas = f"{b.get('name')} {b.get('version')}"
-        except (TypeError, KeyError, ValueError):
-            pass
+        from swaref._cpu import blas as numpy_blas
+        np.ones((2, 2)) @ np.ones((2, 2))         # OpenBLAS loaded: its core can be asked
+        blas = numpy_blas()
     versions = []
     for dist in ("swaref", "torch", "transformers", "llama_cpp_python"):
         try:

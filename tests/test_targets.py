@@ -392,3 +392,22 @@ def test_version_names_the_kernel_target(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"swaref {swaref.__version__}; kernel target {_cpu.describe()['target']} ")
+
+
+def test_the_openblas_core_is_the_librarys_own_answer():
+    # Where NumPy's BLAS is OpenBLAS: asked from the loaded library, so a named OPENBLAS_CORETYPE shows,
+    # and one OpenBLAS does not know (it then picks from the CPU) does not: the report does not echo
+    # the variable.
+    code = ("import numpy as np; np.ones((2, 2)) @ np.ones((2, 2)); from swaref._cpu import openblas_core, blas; "
+            "print(openblas_core()); print(blas())")
+
+    def ask(coretype):
+        env = dict(os.environ, OPENBLAS_CORETYPE=coretype)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        return out.stdout.splitlines()
+    core, line = ask("Haswell")
+    if core == "None":
+        assert "openblas" not in line.lower(), line        # another BLAS: nothing to ask
+        return
+    assert core == "Haswell" and line.endswith("core Haswell (OPENBLAS_CORETYPE=Haswell)"), line
+    assert ask("Bogus")[0] not in ("Bogus", "None")

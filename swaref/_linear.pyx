@@ -285,8 +285,13 @@ def rms_norm(x, w, double eps):
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
     y = np.empty_like(x)
-    if x.shape[1]:
-        _rms(_fp(x), x.shape[0], x.shape[1], _fp(w), eps, _fp(y))
+    cdef const float* xp = _fp(x)
+    cdef const float* wp = _fp(w)
+    cdef float* yp = _fp(y)
+    cdef Py_ssize_t T = x.shape[0], d = x.shape[1]
+    if d:
+        with nogil:
+            _rms(xp, T, d, wp, eps, yp)
     return y
 
 

@@ -6,17 +6,12 @@ import numpy as np
 import pytest
 
 from model_helpers import hf_config, make_model
-from oracle import assert_close
+from oracle import assert_bitwise_equal, assert_close
 from test_models_architectures import FAMILY_CONFIGS
 
 from swaref import models as M
 from swaref.models import layers as L
 from swaref.models.hfconfig import config_from_dict
-
-
-def same_bits(a, b):
-    return a.shape == b.shape and np.array_equal(np.asarray(a, np.float32).view(np.uint32),
-                                                 np.asarray(b, np.float32).view(np.uint32))
 
 
 def test_rms_norm_matches_formula():
@@ -73,8 +68,9 @@ def test_the_fused_decode_layer_is_the_numpy_glue_bit_for_bit(name, dtype, monke
         got, got_caches, n_fused = decode_run(model, monkeypatch, True, batch)
         want, want_caches, n_plain = decode_run(model, monkeypatch, False, batch)
         assert n_plain == 0 and (n_fused > 0) == (name in FUSED_FAMILIES), (name, n_fused)
-        assert same_bits(got, want), f"{name}: max |diff| {np.max(np.abs(got - want)):.3g}"
-        assert all(np.array_equal(a, b) for a, b in zip(got_caches, want_caches))
+        assert_bitwise_equal(got, want, f"{name} {dtype} logits")
+        for i, (a, b) in enumerate(zip(got_caches, want_caches)):
+            assert_bitwise_equal(a, b, f"{name} {dtype} cache array {i}")
 
 
 def test_the_fused_decode_check_can_fail(monkeypatch):
@@ -91,4 +87,5 @@ def test_the_fused_decode_check_can_fail(monkeypatch):
         got = decode_run(model, monkeypatch, True)[0]
     finally:
         K.attention_inputs = real
-    assert not same_bits(got, want)
+    with pytest.raises(AssertionError, match="not bitwise equal"):
+        assert_bitwise_equal(got, want)

@@ -296,11 +296,12 @@ def rms_norm(x, w, double eps):
 
 
 # ----------------------------------------------------------------- a decode step's layer, fused
-# The per-token work of a pre-norm decoder layer (Mistral, Llama, Qwen2, ...) between its matrix
-# products was ~20 NumPy calls per layer, each a few microseconds: at one token, 10-15% of a
-# bfloat16 step.  These three calls do it in compiled code, with the operations of
-# swaref.models.layers in the same order (the same bits): rms_norm as above, the streaming
-# kernel's rows, RoPE as a product, a product and a sum each rounded in turn (built with
+# The per-token work of an RMSNorm decoder layer with a gated MLP (Mistral, Llama, Qwen2/3, Gemma,
+# OLMo, ...) between its matrix products was ~20 NumPy calls per layer, each a few microseconds:
+# at one token, 10-15% of a bfloat16 step.  These three calls do it in compiled code, with the
+# operations of swaref.models.layers in the same order (the same bits): rms_norm as above (every
+# norm of the layer: before attention, q/k, after attention, before and after the MLP), the
+# streaming kernel's rows, RoPE as a product, a product and a sum each rounded in turn (built with
 # -ffp-contract=off, so no FMA joins them), residual adds as float32 additions.
 
 cdef object _decode_rows(x, name):
@@ -381,14 +382,17 @@ cdef tuple _tables(cos, sin_signed, Py_ssize_t T, Py_ssize_t D):
 
 
 def attention_inputs(h, norm_w, double eps, wq, bq, wk, bk, wv, bv, Py_ssize_t n_heads, Py_ssize_t n_kv_heads,
-                     Py_ssize_t head_dim, cos=None, sin_signed=None, bint interleaved=False, num_threads=None):
+                     Py_ssize_t head_dim, cos=None, sin_signed=None, bint interleaved=False, num_threads=None,
+                     q_norm=None, k_norm=None, bint qk_per_head=True):
     """A decode step's attention inputs: h [T, d] float32 (T <= SMALL_T)  ->  q [T, Hq, D], k, v [T, Hkv, D].
 
-    Equals, bit for bit: x = rms_norm(h, norm_w, eps); q = rope(linear(x, wq, bq) as [T, Hq, D]),
-    k = rope(linear(x, wk, bk) as [T, Hkv, D]), v = linear(x, wv, bv) as [T, Hkv, D], where rope
-    is ``rope`` above with the tables cos, sin_signed (None: no rotation)."""
-    x = _decode_rows(rms_norm(h, norm_w, eps), "h")
-    _, wq, bq, nt = _check(x, wq, bq, num_threads)
+    Equals, bit for bit: x = rms_norm(h, norm_w, eps) (norm_w None: x = h); q = linear(x, wq, bq),
+    k = linear(x, wk, bk), v = linear(x, wv, bv); with q_norm / k_norm, q and k RMS-normalised
+    (``rms_norm``, the same eps) over each head's D (qk_per_head) or over the whole projection;
+    then q, k rotated by ``rope`` with the tables cos, sin_signed (None: no rotation)."""
+    x = h if norm_w is None else rms_norm(h, norm_w, eps)
+    x, wq, bq, nt = _check(x, wq, bq, num_threads)
+    _decode_rows(x, "h")
     _, wk, bk, _ = _check(x, wk, bk, num_threads)
     _, wv, bv, _ = _check(x, wv, bv, num_threads)
     cdef Py_ssize_t T = x.shape[0], R = 0
@@ -399,26 +403,47 @@ def attention_inputs(h, norm_w, double eps, wq, bq, wk, bk, wv, bv, Py_ssize_t n
                                    f"{wq.shape[0]}, {wk.shape[0]}, {wv.shape[0]}")
     if (cos is None) != (sin_signed is None):
         raise SwarefError("argument", "cos and sin_signed must both be given (RoPE) or both be None")
+    if (q_norm is None) != (k_norm is None):
+        raise SwarefError("argument", "q_norm and k_norm must both be given or both be None")
     if cos is not None:
         cos, sin_signed, R = _tables(cos, sin_signed, T, head_dim)
     q = _rows_checked(x, wq, bq, nt)
     k = _rows_checked(x, wk, bk, nt)
     v = _rows_checked(x, wv, bv, nt).reshape(T, n_kv_heads, head_dim)
+    if q_norm is not None:
+        q = _normed(q, q_norm, eps, head_dim if qk_per_head else n_heads * head_dim, "q_norm")
+        k = _normed(k, k_norm, eps, head_dim if qk_per_head else n_kv_heads * head_dim, "k_norm")
     if R:
         return (_rotated(q, T, n_heads, head_dim, R, interleaved, cos, sin_signed),
                 _rotated(k, T, n_kv_heads, head_dim, R, interleaved, cos, sin_signed), v)
     return q.reshape(T, n_heads, head_dim), k.reshape(T, n_kv_heads, head_dim), v
 
 
-def residual_linear(h, y, w, b=None, num_threads=None):
-    """h [T, out] float32, y [T, in] (T <= SMALL_T)  ->  h + linear(y, w, b), a new array (the same bits:
-    the streaming kernel's rows, then float32 additions)."""
-    return _residual_linear(h, y, w, b, num_threads)
+cdef cnp.ndarray _normed(cnp.ndarray y, w, double eps, Py_ssize_t d, str name):
+    """y (a fresh C-contiguous float32 array, a multiple of d elements) RMS-normalised in place in
+    rows of d with the weight w [d]: ``rms_norm`` on y viewed as [-1, d]."""
+    if not _plain(w, cnp.NPY_FLOAT32, 1) or w.shape[0] != d:
+        raise SwarefTypeError("dtype", f"{name} must be a C-contiguous float32 array of shape ({d},), got "
+                                       f"{w.dtype if isinstance(w, np.ndarray) else type(w).__name__}"
+                                       f"{' of shape ' + str(w.shape) if isinstance(w, np.ndarray) else ''}")
+    cdef float* yp = _fp(y)
+    cdef const float* wp = _fp(w)
+    cdef Py_ssize_t rows = y.size // d
+    with nogil:
+        _rms(yp, rows, d, wp, eps, yp)
+    return y
+
+
+def residual_linear(h, y, w, b=None, num_threads=None, out_norm=None, double eps=0.0):
+    """h [T, out] float32, y [T, in] (T <= SMALL_T)  ->  h + a with a = linear(y, w, b), or with
+    out_norm, a = rms_norm(linear(y, w, b), out_norm, eps); a new array (the same bits: the
+    streaming kernel's rows, the RMSNorm core, then float32 additions)."""
+    return _residual_linear(h, y, w, b, num_threads, out_norm, eps)
 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef cnp.ndarray _residual_linear(h, y, w, b, num_threads):
+cdef cnp.ndarray _residual_linear(h, y, w, b, num_threads, out_norm, double eps):
     y, w, b, nt = _check(y, w, b, num_threads)
     _decode_rows(y, "y")
     cdef Py_ssize_t T = y.shape[0], out = w.shape[0], i
@@ -429,6 +454,8 @@ cdef cnp.ndarray _residual_linear(h, y, w, b, num_threads):
                                            f"{' of shape ' + str(h.shape) if isinstance(h, np.ndarray) else ''}")
         h = np.ascontiguousarray(h)
     cdef cnp.ndarray r = _rows_checked(y, w, b, nt)
+    if out_norm is not None:
+        _normed(r, out_norm, eps, out, "out_norm")
     cdef const float* hp = _fp(h)
     cdef float* rp = _fp(r)
     with nogil:
@@ -437,14 +464,16 @@ cdef cnp.ndarray _residual_linear(h, y, w, b, num_threads):
     return r
 
 
-def mlp_inputs(h, o, wo, bo, norm_w, double eps, w_gate, b_gate, w_up, b_up, num_threads=None):
+def mlp_inputs(h, o, wo, bo, norm_w, double eps, w_gate, b_gate, w_up, b_up, num_threads=None,
+               attn_out_norm=None):
     """After attention: h [T, d] the residual stream, o [T, Hq * D] attention's output (T <= SMALL_T)
     ->  (h2, g, u), [T, d], [T, I], [T, I].
 
-    Equals, bit for bit: h2 = residual_linear(h, o, wo, bo); x = rms_norm(h2, norm_w, eps);
-    g = linear(x, w_gate, b_gate); u = linear(x, w_up, b_up)."""
-    h2 = _residual_linear(h, o, wo, bo, num_threads)
-    x = rms_norm(h2, norm_w, eps)
+    Equals, bit for bit: h2 = residual_linear(h, o, wo, bo, out_norm=attn_out_norm, eps=eps);
+    x = rms_norm(h2, norm_w, eps) (norm_w None: x = h2); g = linear(x, w_gate, b_gate);
+    u = linear(x, w_up, b_up)."""
+    h2 = _residual_linear(h, o, wo, bo, num_threads, attn_out_norm, eps)
+    x = h2 if norm_w is None else rms_norm(h2, norm_w, eps)
     _, w_gate, b_gate, nt = _check(x, w_gate, b_gate, num_threads)
     _, w_up, b_up, _ = _check(x, w_up, b_up, num_threads)
     return h2, _rows_checked(x, w_gate, b_gate, nt), _rows_checked(x, w_up, b_up, nt)

@@ -367,3 +367,45 @@ def test_fused_layer_calls_refuse_bad_arguments_naming_them():
         _linear.residual_linear(np.zeros((3, 40), np.float32), np.zeros((2, 24), np.float32), lw["w_down"])
     with pytest.raises(SwarefTypeError, match=r"x must be a float32 array \[T, H, D\]"):
         _linear.rope(np.zeros((2, 8), np.float32), rot.cos, rot.sin_signed, False)
+
+
+@pytest.mark.parametrize("per_head", [True, False])
+def test_fused_layer_calls_with_every_optional_norm_equal_their_compositions(per_head):
+    # Gemma / Qwen3 / OLMo's norms: none before attention (OLMo), q/k norms over each head or over
+    # the whole projection, a norm after attention and after the MLP, none before the MLP.
+    rng = np.random.default_rng(11 + per_head)
+    T = 3
+    lw, h = layer_case(rng, T)
+    rot = rope_tables(T, 8, "half", 2)[0]
+    qn = rng.standard_normal(8 if per_head else 32).astype(np.float32)
+    kn = rng.standard_normal(8 if per_head else 16).astype(np.float32)
+    q, k, v = _linear.attention_inputs(h, None, 1e-6, lw["wq"], lw["bq"], lw["wk"], lw["bk"], lw["wv"], lw["bv"],
+                                       4, 2, 8, rot.cos, rot.sin_signed, False, 2, qn, kn, per_head)
+    from swaref.models.rope import rotate
+
+    def normed(y, w, H):
+        rows = y.reshape(-1, w.shape[0])
+        return _linear.rms_norm(rows, w, 1e-6).reshape(T, H, 8)
+    assert same_bits(q, rotate(normed(_linear.linear(h, lw["wq"], lw["bq"]), qn, 4), rot))
+    assert same_bits(k, rotate(normed(_linear.linear(h, lw["wk"], lw["bk"]), kn, 2), rot))
+    assert same_bits(v, _linear.linear(h, lw["wv"], lw["bv"]).reshape(T, 2, 8))
+    o = rng.standard_normal((T, 32)).astype(np.float32)
+    on = rng.standard_normal(40).astype(np.float32)
+    h2, g, u = _linear.mlp_inputs(h, o, lw["wo"], lw["bo"], None, 1e-6, lw["w_gate"], lw["b_gate"], lw["w_up"],
+                                  lw["b_up"], 2, on)
+    want_h2 = h + _linear.rms_norm(_linear.linear(o, lw["wo"], lw["bo"]), on, 1e-6)
+    assert same_bits(h2, want_h2)
+    assert same_bits(g, _linear.linear(want_h2, lw["w_gate"], lw["b_gate"]))
+    assert same_bits(u, _linear.linear(want_h2, lw["w_up"], lw["b_up"]))
+    y = rng.standard_normal((T, 24)).astype(np.float32)
+    assert same_bits(_linear.residual_linear(h2, y, lw["w_down"], lw["b_down"], 2, on, 1e-6),
+                     h2 + _linear.rms_norm(_linear.linear(y, lw["w_down"], lw["b_down"]), on, 1e-6))
+    # The norms are applied: without them, other bits; a wrong-sized weight is refused by name.
+    assert not same_bits(_linear.residual_linear(h2, y, lw["w_down"], lw["b_down"], 2), h2 + _linear.rms_norm(
+        _linear.linear(y, lw["w_down"], lw["b_down"]), on, 1e-6))
+    with pytest.raises(SwarefTypeError, match=r"q_norm must be a C-contiguous float32 array of shape \((8|32),\)"):
+        _linear.attention_inputs(h, None, 1e-6, lw["wq"], lw["bq"], lw["wk"], lw["bk"], lw["wv"], lw["bv"],
+                                 4, 2, 8, None, None, False, 2, qn[:-1].copy(), kn, per_head)
+    with pytest.raises(SwarefError, match="q_norm and k_norm must both be given"):
+        _linear.attention_inputs(h, None, 1e-6, lw["wq"], lw["bq"], lw["wk"], lw["bk"], lw["wv"], lw["bv"],
+                                 4, 2, 8, None, None, False, 2, qn, None, per_head)

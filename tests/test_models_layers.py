@@ -31,7 +31,8 @@ def test_silu_is_stable():
 
 # ----------------------------------------------------------------- the fused decode layer
 
-FUSED_FAMILIES = {"mistral", "ministral", "llama", "qwen2", "phi3"}     # plain pre-norm layers, gated MLP
+# RMSNorm layers with a gated MLP (every norm slot and q/k norm), attention and MLP in sequence.
+FUSED_FAMILIES = {"mistral", "ministral", "llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "olmo3"}
 
 
 def decode_run(model, monkeypatch, fused, batch=False):
@@ -81,7 +82,9 @@ def test_the_fused_decode_check_can_fail(monkeypatch):
     real = K.attention_inputs
 
     def twin(*a):
-        return real(*a[:-2], True, a[-1])
+        a = list(a)
+        a[14] = True                 # interleaved, after h, norm_w, eps, the six weights, Hq, Hkv, D, cos, sin
+        return real(*a)
     monkeypatch.setattr(K, "attention_inputs", twin)
     try:
         got = decode_run(model, monkeypatch, True)[0]

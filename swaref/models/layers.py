@@ -25,11 +25,12 @@ def rms_norm(x, weight, eps, backend="reference"):
 
     weight * x / sqrt(mean(x^2) + eps); the mean is accumulated in float64
     (transformers does it in float32; the difference is far below 1e-6).  backend "cython" with
-    x [T, d]: swaref._linear.rms_norm, the same formula in one compiled pass (its float64 sum runs
-    in index order, NumPy's pairwise: the float32 result differs only in a ~1e-8 chance case).
+    x [..., d] (ndim >= 2): swaref._linear.rms_norm, the same formula in one compiled pass (its
+    float64 sum runs in index order, NumPy's pairwise: the float32 result differs only in a ~1e-8
+    chance case).
     """
-    if backend == "cython" and x.ndim == 2:
-        return _linear_kernel().rms_norm(x, weight, eps)
+    if backend == "cython" and x.ndim >= 2:
+        return _linear_kernel().rms_norm(x.reshape(-1, x.shape[-1]), weight, eps).reshape(x.shape)
     ms = np.mean(np.square(x, dtype=np.float64), axis=-1, keepdims=True)
     return (x * (1.0 / np.sqrt(ms + eps)).astype(np.float32)) * weight
 
@@ -169,11 +170,11 @@ def qkv_projection(x, lw, cfg, rotation, backend="reference", num_threads=None):
     D = cfg.head_dim
     q, k = linear(x, lw.wq, lw.bq, backend, num_threads), linear(x, lw.wk, lw.bk, backend, num_threads)
     if cfg.qk_norm == "all":
-        q, k = rms_norm(q, lw.q_norm, cfg.rms_norm_eps), rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
+        q, k = rms_norm(q, lw.q_norm, cfg.rms_norm_eps, backend), rms_norm(k, lw.k_norm, cfg.rms_norm_eps, backend)
     q, k = q.reshape(T, cfg.n_heads, D), k.reshape(T, cfg.n_kv_heads, D)
     v = np.ascontiguousarray(linear(x, lw.wv, lw.bv, backend, num_threads).reshape(T, cfg.n_kv_heads, D))
     if cfg.qk_norm == "head":
-        q, k = rms_norm(q, lw.q_norm, cfg.rms_norm_eps), rms_norm(k, lw.k_norm, cfg.rms_norm_eps)
+        q, k = rms_norm(q, lw.q_norm, cfg.rms_norm_eps, backend), rms_norm(k, lw.k_norm, cfg.rms_norm_eps, backend)
     if rotation is not None:
         q, k = rotate(q, rotation), rotate(k, rotation)
     return np.ascontiguousarray(q, dtype=np.float32), np.ascontiguousarray(k, dtype=np.float32), v
@@ -246,11 +247,10 @@ def decoder_layer(h, lw, cfg, li, segments, caches, backend="reference", num_thr
 
 
 def fused_decode(cfg, lw):
-    """True when layer ``lw`` is a plain pre-norm layer (RMSNorm before attention and before a
-    gated MLP, no other norm, no q/k norm, sequential): the one ``_fused_decoder_layer`` runs."""
-    return (cfg.norm == "rms" and cfg.mlp == "gated" and not cfg.parallel and not cfg.qk_norm
-            and lw.attn_norm is not None and lw.mlp_norm is not None
-            and lw.attn_out_norm is None and lw.mlp_out_norm is None)
+    """True when ``_fused_decoder_layer`` runs layer ``lw``: RMSNorm (wherever the layer has norms,
+    q/k norms included), a gated MLP, attention and MLP in sequence (not Cohere's parallel block,
+    LayerNorm, plain or mixture-of-experts MLPs)."""
+    return cfg.norm == "rms" and cfg.mlp == "gated" and not cfg.parallel
 
 
 def _fused_decoder_layer(h, lw, cfg, segments, caches, num_threads, rotation):
@@ -261,8 +261,10 @@ def _fused_decoder_layer(h, lw, cfg, segments, caches, num_threads, rotation):
     tables = (None, None) if rotation is None else (rotation.cos, rotation.sin_signed)
     q, k, v = K.attention_inputs(h, lw.attn_norm, eps, lw.wq, lw.bq, lw.wk, lw.bk, lw.wv, lw.bv, cfg.n_heads,
                                  cfg.n_kv_heads, cfg.head_dim, *tables,
-                                 rotation is not None and rotation.layout == "interleaved", num_threads)
+                                 rotation is not None and rotation.layout == "interleaved", num_threads,
+                                 lw.q_norm, lw.k_norm, cfg.qk_norm == "head")
     o = attend_segments(q, k, v, lw, cfg, segments, caches, "cython", num_threads)
     h, g, u = K.mlp_inputs(h, o.reshape(N, -1), lw.wo, lw.bo, lw.mlp_norm, eps, lw.w_gate, lw.b_gate, lw.w_up,
-                           lw.b_up, num_threads)
-    return K.residual_linear(h, glu(g, u, cfg, ACTIVATIONS[cfg.act]), lw.w_down, lw.b_down, num_threads)
+                           lw.b_up, num_threads, lw.attn_out_norm)
+    return K.residual_linear(h, glu(g, u, cfg, ACTIVATIONS[cfg.act]), lw.w_down, lw.b_down, num_threads,
+                             lw.mlp_out_norm, eps)

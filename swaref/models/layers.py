@@ -259,10 +259,11 @@ def _fused_decoder_layer(h, lw, cfg, segments, caches, num_threads, rotation):
     residual adds in three compiled calls (swaref._linear) instead of ~20 NumPy ones."""
     K, eps, N = _linear_kernel(), cfg.rms_norm_eps, h.shape[0]
     tables = (None, None) if rotation is None else (rotation.cos, rotation.sin_signed)
+    qk_norms = (lw.q_norm, lw.k_norm) if cfg.qk_norm else (None, None)     # as qkv_projection: by the config
     q, k, v = K.attention_inputs(h, lw.attn_norm, eps, lw.wq, lw.bq, lw.wk, lw.bk, lw.wv, lw.bv, cfg.n_heads,
                                  cfg.n_kv_heads, cfg.head_dim, *tables,
                                  rotation is not None and rotation.layout == "interleaved", num_threads,
-                                 lw.q_norm, lw.k_norm, cfg.qk_norm == "head")
+                                 *qk_norms, cfg.qk_norm == "head")
     o = attend_segments(q, k, v, lw, cfg, segments, caches, "cython", num_threads)
     h, g, u = K.mlp_inputs(h, o.reshape(N, -1), lw.wo, lw.bo, lw.mlp_norm, eps, lw.w_gate, lw.b_gate, lw.w_up,
                            lw.b_up, num_threads, lw.attn_out_norm)

@@ -426,6 +426,8 @@ cdef cnp.ndarray _normed(cnp.ndarray y, w, double eps, Py_ssize_t d, str name):
         raise SwarefTypeError("dtype", f"{name} must be a C-contiguous float32 array of shape ({d},), got "
                                        f"{w.dtype if isinstance(w, np.ndarray) else type(w).__name__}"
                                        f"{' of shape ' + str(w.shape) if isinstance(w, np.ndarray) else ''}")
+    if d == 0:                                   # no element to normalise (and no row length to divide by)
+        return y
     cdef float* yp = _fp(y)
     cdef const float* wp = _fp(w)
     cdef Py_ssize_t rows = y.size // d
@@ -434,11 +436,13 @@ cdef cnp.ndarray _normed(cnp.ndarray y, w, double eps, Py_ssize_t d, str name):
     return y
 
 
-def residual_linear(h, y, w, b=None, num_threads=None, out_norm=None, double eps=0.0):
+def residual_linear(h, y, w, b=None, num_threads=None, out_norm=None, eps=None):
     """h [T, out] float32, y [T, in] (T <= SMALL_T)  ->  h + a with a = linear(y, w, b), or with
-    out_norm, a = rms_norm(linear(y, w, b), out_norm, eps); a new array (the same bits: the
-    streaming kernel's rows, the RMSNorm core, then float32 additions)."""
-    return _residual_linear(h, y, w, b, num_threads, out_norm, eps)
+    out_norm (and its eps), a = rms_norm(linear(y, w, b), out_norm, eps); a new array (the same
+    bits: the streaming kernel's rows, the RMSNorm core, then float32 additions)."""
+    if out_norm is not None and eps is None:
+        raise SwarefError("argument", "eps must be given with out_norm (the norm's epsilon)")
+    return _residual_linear(h, y, w, b, num_threads, out_norm, 0.0 if eps is None else eps)
 
 
 @cython.boundscheck(False)

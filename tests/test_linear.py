@@ -406,6 +406,11 @@ def test_fused_layer_calls_with_every_optional_norm_equal_their_compositions(per
     with pytest.raises(SwarefTypeError, match=r"q_norm must be a C-contiguous float32 array of shape \((8|32),\)"):
         _linear.attention_inputs(h, None, 1e-6, lw["wq"], lw["bq"], lw["wk"], lw["bk"], lw["wv"], lw["bv"],
                                  4, 2, 8, None, None, False, 2, qn[:-1].copy(), kn, per_head)
+    with pytest.raises(SwarefError, match="eps must be given with out_norm"):
+        _linear.residual_linear(h2, y, lw["w_down"], lw["b_down"], 2, on)
+    # No output row: nothing to normalise (no division by a zero row length).
+    assert _linear.residual_linear(np.zeros((T, 0), np.float32), y, np.zeros((0, 24), np.float32), None, 1,
+                                   np.zeros(0, np.float32), 1e-6).shape == (T, 0)
     with pytest.raises(SwarefError, match="q_norm and k_norm must both be given"):
         _linear.attention_inputs(h, None, 1e-6, lw["wq"], lw["bq"], lw["wk"], lw["bk"], lw["wv"], lw["bv"],
                                  4, 2, 8, None, None, False, 2, qn, None, per_head)

@@ -475,7 +475,6 @@ def machine():
                          for i in threadpool_info() if i.get("user_api") == "blas")
     except ImportError:
         from swaref._cpu import blas as numpy_blas
-        np.ones((2, 2)) @ np.ones((2, 2))         # OpenBLAS loaded: its core can be asked
         blas = numpy_blas()
     versions = []
     for dist in ("swaref", "torch", "transformers", "llama_cpp_python"):

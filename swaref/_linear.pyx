@@ -268,9 +268,6 @@ cdef void _rms(const float* x, Py_ssize_t T, Py_ssize_t d, const float* w, doubl
             y[t * d + i] = (x[t * d + i] * r) * w[i]
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
-@cython.cdivision(True)
 def rms_norm(x, w, double eps):
     """x [T, d] float32, w [d] float32 -> (x * r) * w with r = float32(1 / sqrt(mean(x^2) + eps)), the
     mean of the squares accumulated in float64 in index order.
@@ -304,11 +301,10 @@ def rms_norm(x, w, double eps):
 # streaming kernel's rows, RoPE as a product, a product and a sum each rounded in turn (built with
 # -ffp-contract=off, so no FMA joins them), residual adds as float32 additions.
 
-cdef object _decode_rows(x, name):
+cdef _check_decode_rows(x, name):
     if x.shape[0] > SMALL_T:
         raise SwarefError("shape", f"{name} must have at most SMALL_T = {SMALL_T} token rows (above, "
                                    f"linear multiplies through BLAS), got {x.shape[0]}")
-    return x
 
 
 @cython.boundscheck(False)
@@ -392,7 +388,7 @@ def attention_inputs(h, norm_w, double eps, wq, bq, wk, bk, wv, bv, Py_ssize_t n
     then q, k rotated by ``rope`` with the tables cos, sin_signed (None: no rotation)."""
     x = h if norm_w is None else rms_norm(h, norm_w, eps)
     x, wq, bq, nt = _check(x, wq, bq, num_threads)
-    _decode_rows(x, "h")
+    _check_decode_rows(x, "h")
     _, wk, bk, _ = _check(x, wk, bk, num_threads)
     _, wv, bv, _ = _check(x, wv, bv, num_threads)
     cdef Py_ssize_t T = x.shape[0], R = 0
@@ -449,7 +445,7 @@ def residual_linear(h, y, w, b=None, num_threads=None, out_norm=None, eps=None):
 @cython.wraparound(False)
 cdef cnp.ndarray _residual_linear(h, y, w, b, num_threads, out_norm, double eps):
     y, w, b, nt = _check(y, w, b, num_threads)
-    _decode_rows(y, "y")
+    _check_decode_rows(y, "y")
     cdef Py_ssize_t T = y.shape[0], out = w.shape[0], i
     if not _plain(h, cnp.NPY_FLOAT32, 2) or h.shape[0] != T or h.shape[1] != out:
         if not isinstance(h, np.ndarray) or h.dtype != np.float32 or h.shape != (T, out):

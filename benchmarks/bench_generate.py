@@ -74,16 +74,21 @@ DEFAULT_ENGINES = ("swaref:cython,swaref:cython-bf16,transformers:sdpa,llama.cpp
                    "llama-bench:f32,llama-bench:bf16,llama-bench:q8_0")
 STEPS_AT_POSITION = 16
 HERE = os.path.dirname(os.path.abspath(__file__))
-# `import swaref` (this driver checks the swaref engines) sets GOMP_SPINCOUNT when it is unset
-# (swaref/__init__.py); the other engines' processes must see the user's environment, not that.
-USER_GOMP_SPINCOUNT = os.environ.get("GOMP_SPINCOUNT")
+# The user's environment, taken before anything here imports swaref, whose import sets
+# GOMP_SPINCOUNT and OPENBLAS_THREAD_TIMEOUT where they are unset (swaref/__init__.py).
+USER_ENV = dict(os.environ)
 
 
-def engine_env(**extra):
-    """The environment of an engine's process: the user's, plus extra."""
-    env = dict(os.environ, **extra)
-    if USER_GOMP_SPINCOUNT is None:
-        env.pop("GOMP_SPINCOUNT", None)
+def engine_env(engine, **extra):
+    """The environment of an engine's process: the user's, plus extra.  A swaref engine also gets
+    the defaults `import swaref` sets where the user did not: its worker (this script) imports
+    NumPy before swaref, and OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when NumPy loads it, while
+    `swaref generate` imports swaref first.  The other engines see the user's environment only."""
+    env = dict(USER_ENV, **extra)
+    if engine == "swaref":
+        import swaref
+        env.setdefault("GOMP_SPINCOUNT", swaref.GOMP_SPINCOUNT_DEFAULT)
+        env.setdefault("OPENBLAS_THREAD_TIMEOUT", swaref.OPENBLAS_THREAD_TIMEOUT_DEFAULT)
     return env
 
 
@@ -372,7 +377,7 @@ def run_llama_bench(binary, gguf, work, threads):
     cmd = [binary, "-m", gguf, "-t", str(threads), "-p", ",".join(map(str, work["prefills"])),
            "-n", str(work["decode"]), "-r", "1", "-o", "json"]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=engine_env())
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=engine_env("llama-bench"))
         _, status, usage = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -436,7 +441,7 @@ def run_worker(spec, d, gguf, work, threads, logits_dir, llama_bench, dtype="flo
            "--work", json.dumps(work), "--threads", str(threads), "--dtype", dtype]
     if logits_dir:
         cmd += ["--logits-dir", logits_dir]
-    env = engine_env(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    env = engine_env(engine, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         print(f"{spec} failed:\n{out.stderr[-2000:]}", file=sys.stderr)

@@ -14,6 +14,15 @@ import os as _os
 #: loads, which swaref's modules do only after this (``swaref info`` reports it).
 GOMP_SPINCOUNT_DEFAULT = "20000"
 _os.environ.setdefault("GOMP_SPINCOUNT", GOMP_SPINCOUNT_DEFAULT)
+#: OpenBLAS (NumPy's BLAS) lets an idle worker thread spin 2**28 time-stamp ticks (about 0.1 s)
+#: after every threaded call before it sleeps.  After a prefill's projections that worker holds the
+#: second core while the decode steps that follow run on swaref's OpenMP threads: at 2 threads the
+#: first ~10 steps took twice as long (docs/performance.md, "OpenBLAS's idle workers").  2**16
+#: ticks (tens of microseconds) still cover back-to-back products.  A value the user set wins;
+#: OpenBLAS reads it when it loads, i.e. when NumPy is first imported: importing swaref before
+#: NumPy applies it, importing it after does not (``swaref info`` reports the value in force).
+OPENBLAS_THREAD_TIMEOUT_DEFAULT = "16"
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT_DEFAULT)
 
 from .errors import ERROR_KINDS, SwarefError, SwarefTypeError  # noqa: E402
 from .attention import attention, window_mask, receptive_field, visible_key_range, kv_head_of, softmax_attend  # noqa: E402

@@ -353,8 +353,9 @@ def describe():
 
 def blas():
     """NumPy's BLAS, as NumPy reports it ("name version"), or "unknown"; for OpenBLAS also the
-    kernel family it runs and OPENBLAS_CORETYPE when set (e.g. "scipy-openblas 0.3.31, core
-    Haswell (OPENBLAS_CORETYPE=Haswell)")."""
+    kernel family it runs, OPENBLAS_CORETYPE when set, and how long its idle workers spin
+    (e.g. "scipy-openblas 0.3.31, core Haswell (OPENBLAS_CORETYPE=Haswell), idle workers sleep
+    after 2^16 ticks (OPENBLAS_THREAD_TIMEOUT=16)").  Each part is asked of the loaded library."""
     try:
         import numpy as np
         b = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
@@ -365,7 +366,36 @@ def blas():
     if core:
         forced = os.environ.get("OPENBLAS_CORETYPE")
         out += f", core {core}" + (f" (OPENBLAS_CORETYPE={forced})" if forced else "")
+    timeout = openblas_thread_timeout()
+    if timeout is not None:
+        out += f", idle workers sleep after 2^{timeout} ticks" + (
+            " (OpenBLAS's default: OPENBLAS_THREAD_TIMEOUT unset when NumPy loaded)"
+            if timeout == OPENBLAS_DEFAULT_TIMEOUT else f" (OPENBLAS_THREAD_TIMEOUT={timeout})")
     return out
+
+
+#: OpenBLAS's THREAD_TIMEOUT when OPENBLAS_THREAD_TIMEOUT is unset (driver/others/blas_server.c):
+#: an idle worker spins 2**28 time-stamp ticks before it sleeps.
+OPENBLAS_DEFAULT_TIMEOUT = 28
+
+
+def _openblas_call(names, restype):
+    """The first of names that the OpenBLAS this process has loaded (NumPy's) exports, called with no
+    arguments, or None (another BLAS, none loaded yet, or no such function)."""
+    try:
+        import ctypes
+        with open("/proc/self/maps") as f:             # the shared objects mapped: path last
+            paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.rsplit("/", 1)[-1] and ".so" in ln})
+        for path in paths:
+            lib = ctypes.CDLL(path)
+            for name in names:
+                fn = getattr(lib, name, None)
+                if fn is not None:
+                    fn.restype = restype
+                    return fn()
+    except Exception:                         # a report, never a failure
+        pass
+    return None
 
 
 def openblas_core():
@@ -373,20 +403,24 @@ def openblas_core():
     (NumPy's), or None: another BLAS, or none loaded yet.  OpenBLAS picks it from the CPU unless
     OPENBLAS_CORETYPE names one; the sgemm behind a prefill's projections runs those kernels
     (on a Zen 5 core, AVX-512 SkylakeX at ~180 GFLOP/s against Haswell's AVX2 at ~110)."""
-    try:
-        import ctypes
-        with open("/proc/self/maps") as f:             # the shared objects mapped: path last
-            paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.rsplit("/", 1)[-1] and ".so" in ln})
-        for path in paths:
-            lib = ctypes.CDLL(path)
-            for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename"):
-                fn = getattr(lib, name, None)
-                if fn is not None:
-                    fn.restype = ctypes.c_char_p
-                    return fn().decode()
-    except Exception:                         # a report, never a failure
-        pass
-    return None
+    import ctypes
+    name = _openblas_call(("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                           "openblas_get_corename"), ctypes.c_char_p)
+    return None if name is None else name.decode()
+
+
+def openblas_thread_timeout():
+    """N, where the loaded OpenBLAS's idle worker threads spin 2**N time-stamp ticks before they
+    sleep: OPENBLAS_THREAD_TIMEOUT as OpenBLAS read it when it loaded, clamped to 4 .. 30 as
+    blas_server.c clamps it, or 28 when it was unset (or 0); None where that cannot be asked (another
+    BLAS, or an OpenBLAS without ``openblas_thread_timeout``).  swaref sets the variable when it is
+    imported before NumPy (swaref/__init__.py): after a prefill, a worker spinning at the default
+    holds a core that the decode steps' OpenMP threads need."""
+    import ctypes
+    n = _openblas_call(("openblas_thread_timeout",), ctypes.c_int)
+    if n is None:
+        return None
+    return OPENBLAS_DEFAULT_TIMEOUT if n <= 0 else min(max(n, 4), 30)
 
 
 def summary(d=None):

@@ -392,6 +392,24 @@ cdef void _block(const floating* q, const int64_t* q_pos, Py_ssize_t Hq, const K
         _finish_rows(q, &R, K, hw + TILE * R.n, hw + TILE * R.n + R.n * D + R.n, scale64, dwork, out)
 
 
+cdef inline void _item(const floating[:, :, ::1] q, const int64_t[::1] q_pos, const Keys* K,
+                       floating scale, double scale64, double softcap, const double* sinks,
+                       Py_ssize_t block, Py_ssize_t hpi, Py_ssize_t ngroups, Py_ssize_t item,
+                       floating* work, Py_ssize_t* iwork, int64_t* pwork, double* dwork,
+                       floating[:, :, ::1] out) noexcept nogil:
+    """Work item ``item`` (query block item // ngroups, KV heads from (item % ngroups) * hpi) on one
+    thread's scratch."""
+    cdef Py_ssize_t T = q.shape[0]
+    cdef Py_ssize_t t0 = (item // ngroups) * block, g0 = (item % ngroups) * hpi
+    cdef Py_ssize_t t1 = t0 + block, g1 = g0 + hpi
+    if t1 > T:
+        t1 = T
+    if g1 > K.Hkv:
+        g1 = K.Hkv
+    _block(&q[0, 0, 0], &q_pos[0], q.shape[1], K, scale, scale64, softcap, sinks, g0, g1, t0, t1,
+           work, iwork, pwork, dwork, &out[0, 0, 0])
+
+
 cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos, const Keys* K,
                      floating scale, double scale64, double softcap, const double* sinks,
                      Py_ssize_t block, Py_ssize_t hpi, floating[:, ::1] work, Py_ssize_t[:, ::1] iwork,
@@ -399,22 +417,20 @@ cdef void _band_core(const floating[:, :, ::1] q, const int64_t[::1] q_pos, cons
                      int nthreads) noexcept nogil:
     """All (KV head group, query block) items, in parallel; each row's bits do not depend on the
     split.  hpi: KV heads per item."""
-    cdef Py_ssize_t T = q.shape[0], Hq = q.shape[1]
-    cdef Py_ssize_t nblocks = (T + block - 1) // block
+    cdef Py_ssize_t nblocks = (q.shape[0] + block - 1) // block
     cdef Py_ssize_t ngroups = (K.Hkv + hpi - 1) // hpi
-    cdef Py_ssize_t item, t0, t1, g0, g1
+    cdef Py_ssize_t item
+    if nthreads <= 1:
+        # One thread: the same items in order, without entering an OpenMP region.  A decode step
+        # calls this once per layer, after the layer's weights have streamed through the caches,
+        # and a cold parallel region (libgomp's team start and its data) cost ~15-20 us there.
+        for item in range(ngroups * nblocks):
+            _item(q, q_pos, K, scale, scale64, softcap, sinks, block, hpi, ngroups, item,
+                  &work[0, 0], &iwork[0, 0], &pwork[0, 0], &dwork[0, 0], out)
+        return
     for item in prange(ngroups * nblocks, nogil=True, schedule="dynamic", chunksize=1, num_threads=nthreads):
-        t0 = (item // ngroups) * block
-        t1 = t0 + block
-        if t1 > T:
-            t1 = T
-        g0 = (item % ngroups) * hpi
-        g1 = g0 + hpi
-        if g1 > K.Hkv:
-            g1 = K.Hkv
-        _block(&q[0, 0, 0], &q_pos[0], Hq, K, scale, scale64, softcap, sinks, g0, g1, t0, t1,
-               &work[threadid(), 0], &iwork[threadid(), 0], &pwork[threadid(), 0], &dwork[threadid(), 0],
-               &out[0, 0, 0])
+        _item(q, q_pos, K, scale, scale64, softcap, sinks, block, hpi, ngroups, item,
+              &work[threadid(), 0], &iwork[threadid(), 0], &pwork[threadid(), 0], &dwork[threadid(), 0], out)
 
 
 cdef const void* _address(const void* p, Py_ssize_t n, Py_ssize_t align, name) except? NULL:

@@ -369,7 +369,7 @@ def blas():
     timeout = openblas_thread_timeout()
     if timeout is not None:
         out += f", idle workers sleep after 2^{timeout} ticks" + (
-            " (OpenBLAS's default: OPENBLAS_THREAD_TIMEOUT unset when NumPy loaded)"
+            " (OpenBLAS's default)"
             if timeout == OPENBLAS_DEFAULT_TIMEOUT else f" (OPENBLAS_THREAD_TIMEOUT={timeout})")
     return out
 

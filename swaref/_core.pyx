@@ -24,9 +24,9 @@ Layers
    ``tanh_kernel``; tests/test_kernels.py).
 2. ``_band_core``: ``noexcept nogil`` on ``const floating[:, :, ::1]``
    memoryviews (fused float/double); splits the work into items and runs them
-   in an OpenMP ``prange`` (sequentially when built without OpenMP).
-3. ``band_attention``: the thin ``def`` wrapper that allocates the output and
-   the per-thread scratch and releases the GIL.
+   in an OpenMP ``prange`` (in a plain loop at one thread, and when built without OpenMP).
+3. ``band_attention``: the thin ``def`` wrapper that allocates the output, takes
+   the per-thread scratch (kept between calls: ``_SCRATCH``) and releases the GIL.
 
 Which keys a query sees
 -----------------------
@@ -216,6 +216,56 @@ def decode_touch_bytes(n=None):
             raise ValueError(f"decode_touch_bytes must be >= 0, got {n}")
         touch_bytes = int(n)
     return old
+
+
+#: Scratch arrays kept between calls, by (dtype, threads, sizes): a decode step calls the kernel
+#: once per layer, after the layer's weights have streamed through the caches, and four fresh
+#: arrays per call were four cold trips through NumPy's allocator (a list per key: a call pops
+#: one set, under the GIL, and puts it back; concurrent calls take different sets).  The
+#: kernel never reads scratch it has not written in the same call, or only in lanes its selects
+#: discard (module docstring), so stale contents cannot change a bit; ``_poison_scratch`` fills
+#: the kept sets with NaN and garbage so that the tests can prove it.  Only sets of at most
+#: SCRATCH_MAX_BYTES are kept (a prefill's larger scratch is allocated per call, a cost its work
+#: dwarfs), SCRATCH_SETS per key, SCRATCH_KEYS keys: at most 32 MiB, whatever the calls.
+_SCRATCH = {}
+SCRATCH_KEYS = 16
+SCRATCH_SETS = 2
+SCRATCH_MAX_BYTES = 1 << 20
+
+
+cdef tuple _take_scratch(tuple key, dtype, int nthreads, Py_ssize_t wlen, Py_ssize_t rows, Py_ssize_t block,
+                         Py_ssize_t D):
+    free = _SCRATCH.get(key)
+    if free:
+        try:
+            return free.pop()
+        except IndexError:                    # another thread took the last one
+            pass
+    return (np.empty((nthreads, wlen), dtype=dtype), np.empty((nthreads, 2 * rows), dtype=np.intp),
+            np.empty((nthreads, 3 * block), dtype=np.int64), np.empty((nthreads, D), dtype=np.float64))
+
+
+cdef void _give_scratch(tuple key, tuple bufs):
+    free = _SCRATCH.get(key)
+    if free is None:
+        if sum([b.nbytes for b in bufs]) > SCRATCH_MAX_BYTES:
+            return
+        if len(_SCRATCH) >= SCRATCH_KEYS:
+            _SCRATCH.clear()
+        free = _SCRATCH.setdefault(key, [])
+    if len(free) < SCRATCH_SETS:
+        free.append(bufs)
+
+
+def _poison_scratch():
+    """Test hook: fill every kept scratch set with NaN (floating) and out-of-range values (integer)."""
+    for free in _SCRATCH.values():
+        for bufs in free:
+            bufs[0].fill(np.nan)
+            bufs[1].fill(-(1 << 40))
+            bufs[2].fill(-(1 << 62))
+            bufs[3].fill(np.nan)
+    return sum(len(free) for free in _SCRATCH.values())
 
 
 def openmp_enabled():
@@ -534,18 +584,20 @@ def band_attention(const floating[:, :, ::1] q, const int64_t[::1] q_pos,
         hpi = (K.Hkv + nthreads - 1) // nthreads
     dtype = np.float32 if floating is float else np.float64
     out = np.empty((T, Hq, D), dtype=dtype)
-    work = np.zeros((nthreads, 2 * TILE * D + hpi * (TILE * rows + rows * D + 3 * rows)), dtype=dtype)
-    iwork = np.zeros((nthreads, 2 * rows), dtype=np.intp)
-    pwork = np.zeros((nthreads, 3 * block), dtype=np.int64)   # each query's lo, hi, last sink token
-    dwork = np.zeros((nthreads, D), dtype=np.float64)       # the overflow fallback's row (_exact_row)
-    cdef floating[:, ::1] work_v = work
-    cdef Py_ssize_t[:, ::1] iwork_v = iwork
-    cdef int64_t[:, ::1] pwork_v = pwork
-    cdef double[:, ::1] dwork_v = dwork
+    # Per thread: the item's work (key and value tiles, then each head's scores, o, m, l, alpha),
+    # each row's visible lanes, each query's lo, hi and last sink token, the overflow fallback's row.
+    wlen = 2 * TILE * D + hpi * (TILE * rows + rows * D + 3 * rows)
+    key = (esize, nthreads, wlen, rows, block, D)
+    bufs = _take_scratch(key, dtype, nthreads, wlen, rows, block, D)
+    cdef floating[:, ::1] work_v = bufs[0]
+    cdef Py_ssize_t[:, ::1] iwork_v = bufs[1]
+    cdef int64_t[:, ::1] pwork_v = bufs[2]
+    cdef double[:, ::1] dwork_v = bufs[3]
     cdef floating[:, :, ::1] out_v = out
     with nogil:
         _band_core(q, q_pos, &K, <floating>scale, scale, cap, sinks_p, block, hpi, work_v, iwork_v, pwork_v, dwork_v,
                    out_v, nthreads)
+    _give_scratch(key, bufs)
     return out
 
 

@@ -152,15 +152,21 @@ def assert_schedule_invariant(q, k, v, W, start, sched, n_pre, slack=0, **varian
     every call; returns the one-shot output."""
     T, Hkv, D = k.shape
     pos = np.arange(start, start + T, dtype=np.int64)
+    # Each call below may take scratch kept from an earlier one: poisoned first (NaN, garbage
+    # indices), so that any read of scratch the call did not write shows in its bits.
+    _core._poison_scratch()
     one_shot = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=1,
                                 **variant)
+    _core._poison_scratch()
     two = swaref.attention(q, k, v, window=W, q_pos=pos, k_pos=pos, backend="cython", num_threads=2, **variant)
     assert_bitwise_equal(two, one_shot, name="attention, 2 threads vs 1")
 
+    _core._poison_scratch()
     c = cache_for(W, Hkv, D, q.dtype, T, slack)
     chunked = swaref.prefill(q, k, v, c, chunk_size=sched, start=start, backend="cython", num_threads=2, **variant)
     assert_bitwise_equal(chunked, one_shot, name=f"prefill {sched} vs one-shot attention")
 
+    _core._poison_scratch()
     c = cache_for(W, Hkv, D, q.dtype, T, slack)
     first = swaref.prefill(q[:n_pre], k[:n_pre], v[:n_pre], c, start=start, backend="cython", **variant)
     mixed = np.concatenate([first] + decode_rest(q, k, v, c, n_pre, num_threads=1, **variant))
@@ -284,6 +290,49 @@ def test_decode_items_of_several_kv_heads_keep_the_bits(dtype):
         _core.decode_touch_bytes(old_touch)
     with pytest.raises(ValueError):
         _core.decode_touch_bytes(-1)
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_kept_scratch_never_changes_a_bit(dtype):
+    """band_attention keeps its scratch arrays between calls (_core._SCRATCH): the same calls on
+    fresh scratch, on scratch left by other shapes, and on scratch poisoned with NaN and garbage
+    indices give the same bits.  Prefill-sized and decode-sized items, sinks and a soft cap."""
+    rng = np.random.default_rng(7)
+    T, Hkv, G, D, W = 150, 3, 2, 20, 40
+    q, k, v = random_qkv(rng, T, T, Hkv * G, Hkv, D, dtype=dtype)
+    sinks = rng.standard_normal(Hkv * G)
+
+    def calls():
+        outs = []
+        for variant in ({}, {"sinks": sinks}, {"softcap": 0.7}):
+            c = swaref.RollingBufferCache(W, Hkv, D, dtype=dtype)
+            outs.append(swaref.prefill(q[:100], k[:100], v[:100], c, chunk_size=33, backend="cython", **variant))
+            outs += decode_rest(q[:110], k[:110], v[:110], c, 100, **variant)
+        return outs
+
+    _core._SCRATCH.clear()
+    fresh = calls()
+    assert _core._poison_scratch() > 0, "no scratch was kept: the pool is not exercised"
+    for name, got in (("poisoned", calls()), ("kept", calls())):
+        for i, (a, b) in enumerate(zip(got, fresh)):
+            assert_bitwise_equal(a, b, name=f"{name} scratch, call {i}")
+
+
+def test_kept_scratch_stays_bounded():
+    """However many shapes and sizes are called, the kept scratch holds at most SCRATCH_KEYS keys
+    of SCRATCH_SETS sets, none above SCRATCH_MAX_BYTES (a prefill-sized set is not kept)."""
+    rng = np.random.default_rng(3)
+    _core._SCRATCH.clear()
+    for D in range(1, 41):                                     # 40 shapes: more keys than are kept
+        q, k, v = random_qkv(rng, 2, 2, 2, 1, D)
+        swaref.attention(q, k, v, window=2, backend="cython")
+    q, k, v = random_qkv(rng, 600, 600, 8, 1, 256, dtype=np.float64)   # 2 threads x 0.9 MiB of scratch
+    swaref.attention(q, k, v, window=300, backend="cython", num_threads=2)
+    assert not any(key[0] == 8 and key[-1] == 256 for key in _core._SCRATCH), "a set above the bound was kept"
+    sets = [bufs for free in _core._SCRATCH.values() for bufs in free]
+    assert 0 < len(_core._SCRATCH) <= _core.SCRATCH_KEYS
+    assert all(len(free) <= _core.SCRATCH_SETS for free in _core._SCRATCH.values())
+    assert max(sum(b.nbytes for b in bufs) for bufs in sets) <= _core.SCRATCH_MAX_BYTES
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)

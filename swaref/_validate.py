@@ -35,15 +35,19 @@ def is_int(x):
 
 def check_int(x, name, *, kind="argument", minimum=None, maximum=None):
     """Return ``x`` as a Python int in [minimum, maximum] (either bound may be None)."""
-    lo = "" if minimum is None else f" >= {minimum}"
-    hi = "" if maximum is None else f" <= {maximum}"
-    want = f"an int{lo}{' and' if lo and hi else ''}{hi}"
     if not is_int(x):
-        raise SwarefTypeError(kind, f"{name} must be {want}, got {_describe(x)}")
+        raise SwarefTypeError(kind, f"{name} must be {_int_wanted(minimum, maximum)}, got {_describe(x)}")
     n = int(x)
     if (minimum is not None and n < minimum) or (maximum is not None and n > maximum):
-        raise SwarefError(kind, f"{name} must be {want}, got {n}")
+        raise SwarefError(kind, f"{name} must be {_int_wanted(minimum, maximum)}, got {n}")
     return n
+
+
+def _int_wanted(minimum, maximum):
+    """check_int's "an int >= a and <= b", made only for a message (a decode step checks ~30 ints)."""
+    lo = "" if minimum is None else f" >= {minimum}"
+    hi = "" if maximum is None else f" <= {maximum}"
+    return f"an int{lo}{' and' if lo and hi else ''}{hi}"
 
 
 def check_window(window, name="window"):

@@ -156,16 +156,23 @@ def exclusive(cache):
     threads decoding into one cache would interleave writes and leave it
     inconsistent, so the second caller gets an error rather than a wait.
     """
+    lock = acquire(cache)
+    try:
+        yield cache
+    finally:
+        lock.release()
+
+
+def acquire(cache):
+    """``exclusive``'s refusal, for a caller that holds many caches at once (a model's step):
+    ``cache``'s lock, taken (the caller releases it), or the error ``exclusive`` raises."""
     lock = getattr(cache, "_lock", None)
     if lock is None or not lock.acquire(blocking=False):
         if lock is None:
             raise SwarefTypeError("cache", f"cache must be a RollingBufferCache, got {type(cache).__name__}")
         raise SwarefError("cache", "the cache is in use by another call (another thread is reading or writing "
                                    "it); a cache belongs to one sequence and one caller at a time")
-    try:
-        yield cache
-    finally:
-        lock.release()
+    return lock
 
 
 def slot_of(position, capacity: int, sink_tokens: int = 0):

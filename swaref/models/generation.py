@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _validate as V
-from ..cache import RollingBufferCache, check_cache, exclusive
+from ..cache import RollingBufferCache, acquire, check_cache
 from ..errors import SwarefError, SwarefTypeError
 from ..prefill import check_cache_step, chunk_schedule
 from .bf16 import as_float32
@@ -200,12 +200,18 @@ def holding(caches):
     The cache lock is re-entrant, so prefill/decode_step take it again inside; objects
     that are not caches are left for check_step to reject."""
     seqs = caches if isinstance(caches, (list, tuple)) else []
-    with contextlib.ExitStack() as held:
+    # The locks themselves, not an ExitStack of `exclusive` contexts (its generator objects cost
+    # ~60 us a decode step): taken in order, released in reverse, on any exit.
+    held = []
+    try:
         for seq in seqs:
             for c in (seq if isinstance(seq, (list, tuple)) else []):
                 if isinstance(c, RollingBufferCache):
-                    held.enter_context(exclusive(c))
+                    held.append(acquire(c))
         yield
+    finally:
+        for lock in reversed(held):
+            lock.release()
 
 
 def _forward_checked(model, toks, segments, caches, backend, num_threads, logits):

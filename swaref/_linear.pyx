@@ -301,6 +301,11 @@ def rms_norm(x, w, double eps):
 # streaming kernel's rows, RoPE as a product, a product and a sum each rounded in turn (built with
 # -ffp-contract=off, so no FMA joins them), residual adds as float32 additions.
 
+cdef str _got(a):
+    """What an argument was, for a refusal: "float32 of shape (2, 40)", or its type's name."""
+    return f"{a.dtype} of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+
+
 cdef _check_decode_rows(x, name):
     if x.shape[0] > SMALL_T:
         raise SwarefError("shape", f"{name} must have at most SMALL_T = {SMALL_T} token rows (above, "
@@ -367,8 +372,7 @@ cdef tuple _tables(cos, sin_signed, Py_ssize_t T, Py_ssize_t D):
     for a, name in ((cos, "cos"), (sin_signed, "sin_signed")):
         if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim < 1 or a.shape[0] != T:
             raise SwarefTypeError("dtype", f"{name} must be a float32 array with one row per token ({T}), got "
-                                           f"{a.dtype if isinstance(a, np.ndarray) else type(a).__name__}"
-                                           f"{' of shape ' + str(a.shape) if isinstance(a, np.ndarray) else ''}")
+                                           f"{_got(a)}")
     if cos.shape != sin_signed.shape:
         raise SwarefError("shape", f"cos and sin_signed must have the same shape, got {cos.shape} and {sin_signed.shape}")
     cdef Py_ssize_t R = cos.size // T if T else 0
@@ -420,8 +424,7 @@ cdef cnp.ndarray _normed(cnp.ndarray y, w, double eps, Py_ssize_t d, str name):
     rows of d with the weight w [d]: ``rms_norm`` on y viewed as [-1, d]."""
     if not _plain(w, cnp.NPY_FLOAT32, 1) or w.shape[0] != d:
         raise SwarefTypeError("dtype", f"{name} must be a C-contiguous float32 array of shape ({d},), got "
-                                       f"{w.dtype if isinstance(w, np.ndarray) else type(w).__name__}"
-                                       f"{' of shape ' + str(w.shape) if isinstance(w, np.ndarray) else ''}")
+                                       f"{_got(w)}")
     if d == 0:                                   # no element to normalise (and no row length to divide by)
         return y
     cdef float* yp = _fp(y)
@@ -450,8 +453,7 @@ cdef cnp.ndarray _residual_linear(h, y, w, b, num_threads, out_norm, double eps)
     if not _plain(h, cnp.NPY_FLOAT32, 2) or h.shape[0] != T or h.shape[1] != out:
         if not isinstance(h, np.ndarray) or h.dtype != np.float32 or h.shape != (T, out):
             raise SwarefTypeError("dtype", f"h must be a float32 array of shape ({T}, {out}), got "
-                                           f"{h.dtype if isinstance(h, np.ndarray) else type(h).__name__}"
-                                           f"{' of shape ' + str(h.shape) if isinstance(h, np.ndarray) else ''}")
+                                           f"{_got(h)}")
         h = np.ascontiguousarray(h)
     cdef cnp.ndarray r = _rows_checked(y, w, b, nt)
     if out_norm is not None:

@@ -278,6 +278,28 @@ def same_weights(a, b, atol=0.0):
         for n, arr in present(x).items():
             assert_close(arr, getattr(y, n), atol=atol, name=f"layer {i} {n}")
 
+# The matrices a decode step reads, in its order (q, k, v, o, then the MLP: dense, or router + experts
+# and, gpt-oss, the experts' biases, which are [E, I] / [E, d]: matrices too).
+DECODE_ORDER = ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down", "router", "experts_gate", "experts_up",
+                "experts_down", "b_experts_gate", "b_experts_up", "b_experts_down")
+
+
+def assert_packed(model):
+    """Every matrix of model in one buffer: the embedding, each layer's in DECODE_ORDER, the LM head
+    (untied), each one 4 KiB page after the previous one's end rounded up to 4 KiB, the first
+    2 MiB-aligned (a huge page)."""
+    mats = [("embed", model.embed)]
+    mats += [(f"layers[{i}].{n}", getattr(lw, n)) for i, lw in enumerate(model.layers) for n in DECODE_ORDER
+             if getattr(lw, n) is not None]
+    if model.lm_head is not model.embed:
+        mats.append(("lm_head", model.lm_head))
+    assert mats[0][1].ctypes.data % (2 << 20) == 0, f"embed at {mats[0][1].ctypes.data:#x}: not 2 MiB-aligned"
+    for (name, a), (nxt, b) in zip(mats, mats[1:]):
+        assert a.flags.c_contiguous, name
+        want = a.ctypes.data + -(-a.nbytes // 4096) * 4096
+        assert b.ctypes.data == want, f"{nxt} at {b.ctypes.data:#x}, expected right after {name}: {want:#x}"
+    return len(mats)
+
 MISTRAL_LAYER = {"attn_norm": "attention_norm", "wq": "attention.wq", "wk": "attention.wk", "wv": "attention.wv",
                  "wo": "attention.wo", "mlp_norm": "ffn_norm", "w_gate": "feed_forward.w1",
                  "w_up": "feed_forward.w3", "w_down": "feed_forward.w2"}

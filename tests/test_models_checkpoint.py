@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from oracle import assert_close
-from model_helpers import (hf_config, hf_tensors, make_cfg, make_model, needs_safetensors, oracle_logits, present,
-                           same_weights, write_checkpoint, write_mistral_native)
+from model_helpers import (assert_packed, hf_config, hf_tensors, make_cfg, make_model, needs_safetensors,
+                           oracle_logits, present, same_weights, write_checkpoint, write_mistral_native)
 
 from swaref import models as M
 from swaref.errors import SwarefError
@@ -35,6 +35,7 @@ def test_checkpoint_round_trip(tmp_path, dtype, shards, tie):
                         model.lm_head.astype(np.float16).astype(np.float32))
     loaded = M.load_model(write_checkpoint(str(tmp_path), model, dtype=dtype, shards=shards))
     same_weights(loaded, model)
+    assert_packed(loaded)      # every matrix copied into one arena, in the order a decode step reads them
     assert loaded.config.rope_theta == 10000.0 and loaded.config.rope_layout == "half"
     assert (loaded.lm_head is loaded.embed) == tie
 
@@ -271,6 +272,8 @@ def test_every_family_loads_its_tensor_layout_sharded_and_in_half_precision(tmp_
     assert dataclasses.replace(loaded.config, sampling_defaults=()) == model.config
     assert np.array_equal(loaded.embed, tensors["model.embed_tokens.weight"])
     same_weights(loaded, model, atol=2e-2)  # the rounding of a float16 / bfloat16 store, and nothing else
+    assert_packed(loaded)   # fused q/k/v and gate/up (Phi-3, gpt-oss) unpacked and experts stacked into the arena
+    assert_packed(M.load_model(os.path.join(str(tmp_path)), dtype="bfloat16"))
     ids = np.arange(9) % 61
     assert np.abs(M.prefill_prompt(loaded, ids, M.new_caches(loaded, 9), logits="all") -
                   M.prefill_prompt(model, ids, M.new_caches(model, 9), logits="all")).max() < 0.5

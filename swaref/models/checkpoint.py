@@ -25,7 +25,8 @@ from .architectures import ARCHITECTURES, FORMATS, HF, MISTRAL_NATIVE
 from .hfconfig import (CheckpointError, CheckpointFileError, build_config, config_from_dict,  # noqa: F401
                        read_generation_config)
 from .bf16 import is_bf16, to_bfloat16, widen
-from .weights import LAYER_TENSORS, LayerWeights, Model, check_dtype, expected_shapes, tensor_names
+from .weights import (LAYER_TENSORS, LayerWeights, Model, arena_layout, arena_views, check_dtype, expected_shapes,
+                      tensor_names)
 
 #: safetensors dtypes accepted for weights, widened to float32.
 WEIGHT_DTYPES = ("F32", "F16", "BF16")
@@ -232,15 +233,20 @@ def unpack(packed, arr, layer_shapes):
     return [np.ascontiguousarray(np.swapaxes(p, -1, -2) if packed.transposed else p) for p in parts]
 
 
-def _place(slots, slot, arr, cfg):
-    """Put one file tensor into swaref's slots (unpacking a packed one, collecting experts)."""
+def _place(slots, views, slot, arr, cfg):
+    """Put one file tensor into swaref's slots (unpacking a packed one, an expert into its stack): a
+    matrix is copied into its arena view (``weights.arena_views``), a vector kept as read."""
     if slot[0] == "packed":
         _, i, packed = slot
         for key, part in zip(packed.parts, unpack(packed, arr, expected_shapes(cfg)[1])):
-            slots[(i, key)] = part
+            _place(slots, views, (i, key), part, cfg)
     elif slot[0] == "stack":
         _, i, key, e = slot
-        slots.setdefault((i, key), {})[e] = arr
+        views[(i, key)][e] = arr       # check_specs saw every expert: each row of the stack is written
+        slots[(i, key)] = views[(i, key)]
+    elif slot in views:
+        views[slot][...] = arr
+        slots[slot] = views[slot]
     else:
         slots[slot] = arr
 
@@ -329,7 +335,7 @@ def load_model(directory, rope_theta=None, dtype="float32"):
         files = sorted(set(mapping.values())) if mapping else [os.path.join(directory, "model.safetensors")]
         specs = read_specs(files, mapping)
     check_specs(cfg, specs, fmt)
-    slots = {}
+    slots, views = {}, arena_views(arena_layout(cfg, dtype))   # reserved, not yet touched: no memory used
     for name, (slot, shape) in expected_tensors(cfg, fmt).items():
         path, file_dtype, _ = specs[name]
         arr = read_tensor(path, name, file_dtype, "bfloat16" if dtype == "bfloat16" and len(shape) >= 2 else "float32")
@@ -337,10 +343,7 @@ def load_model(directory, rope_theta=None, dtype="float32"):
         if bad is not None:
             rounded = " (after rounding to bfloat16)" if is_bf16(arr) and file_dtype != "BF16" else ""
             raise CheckpointError(f"{path}: tensor {name!r} holds a non-finite value{rounded} at index {bad}")
-        _place(slots, slot, arr, cfg)
-    for key, val in slots.items():
-        if isinstance(val, dict):  # experts, one file tensor each
-            slots[key] = np.stack([val[e] for e in range(len(val))])
+        _place(slots, views, slot, arr, cfg)
     slots = _convert(cfg, slots)
     layers = [LayerWeights(**{key: slots.get((i, key)) for key in LAYER_TENSORS}) for i in range(cfg.n_layers)]
     lm_head = slots["embed"] if cfg.tie_word_embeddings else slots["lm_head"]

@@ -223,25 +223,30 @@ def check_weights(model):
 def random_model(cfg, seed=0, scale=0.5, dtype="float32"):
     """A model with random weights (normal, std scale/sqrt(fan_in)); norms near 1.
 
-    dtype "bfloat16": the same float32 draws, matrices rounded to bfloat16 (``model_as``).
+    dtype "bfloat16": the same float32 draws, matrices rounded to bfloat16 (as ``model_as`` rounds).
+    The matrices are drawn straight into one arena (``arena_views``).
 
     For tests and ``swaref generate --tiny``: its output is noise.
     """
     rng = np.random.default_rng(V.check_int(seed, "seed", minimum=0))
     check_dtype(dtype)
     top, layer = expected_shapes(cfg)
+    views = arena_views(arena_layout(cfg, dtype))
 
-    def w(shape, name=""):
+    def w(shape, name="", key=None):
         if len(shape) == 1:  # a norm's weight near 1, a bias near 0
             bias = name.startswith("b") or name.endswith("_b")
             return ((0.0 if bias else 1.0) + 0.1 * rng.standard_normal(shape)).astype(np.float32)
-        return (scale / math.sqrt(shape[-1]) * rng.standard_normal(shape)).astype(np.float32)
+        return _put(views, key, narrow((scale / math.sqrt(shape[-1]) * rng.standard_normal(shape)).astype(np.float32),
+                                       dtype))
 
-    embed = rng.standard_normal(top["embed"]).astype(np.float32)
-    layers = [LayerWeights(**{name: w(shape, name) for name, shape in layer.items()}) for _ in range(cfg.n_layers)]
-    lm_head = embed if cfg.tie_word_embeddings else w(top["lm_head"])
+    # The draws in this order (embedding, layers, LM head, norms) are what seeds have always meant.
+    embed = _put(views, "embed", narrow(rng.standard_normal(top["embed"]).astype(np.float32), dtype))
+    layers = [LayerWeights(**{name: w(shape, name, (i, name)) for name, shape in layer.items()})
+              for i in range(cfg.n_layers)]
+    lm_head = embed if cfg.tie_word_embeddings else w(top["lm_head"], key="lm_head")
     final_b = w(top["final_norm_b"], "final_norm_b") if "final_norm_b" in top else None
-    return model_as(Model(cfg, embed, layers, w(top["final_norm"]), lm_head, final_b), dtype)
+    return Model(cfg, embed, layers, w(top["final_norm"]), lm_head, final_b)
 
 
 #: The weight precisions a Model holds (``Model.dtype``).
@@ -263,15 +268,79 @@ def narrow(arr, dtype):
 
 def model_as(model, dtype):
     """``model`` with its matrices in ``dtype``: "bfloat16" rounds float32 matrices to nearest even
-    (a bfloat16 model is returned as is); "float32" widens bfloat16 matrices exactly."""
+    (a bfloat16 model is returned as is); "float32" widens bfloat16 matrices exactly.  The converted
+    matrices are written into one arena (``arena_views``), one at a time."""
     dtype = check_dtype(dtype)
     if model.dtype == dtype:
         return model
-    conv = (lambda a: narrow(a, dtype)) if dtype == "bfloat16" else (lambda a: widen(a) if is_bf16(a) else a)
+    return pack_weights(model, dtype)
 
-    def opt(a):
-        return None if a is None else conv(a)
-    layers = [LayerWeights(**{n: opt(getattr(lw, n)) for n in LAYER_TENSORS}) for lw in model.layers]
-    embed = conv(model.embed)
-    lm_head = embed if model.lm_head is model.embed else conv(model.lm_head)
+
+# Where the matrices live.  A decode step streams every matrix once, and a stream from 4 KiB pages
+# runs slower than one from 2 MiB huge pages (docs/performance.md, "Weights in one arena": 6-12 %
+# for matrices of 2.4 MiB, each its own allocation).  NumPy advises huge pages (MADV_HUGEPAGE) only
+# for an allocation of 4 MiB or more, and the kernel backs only its 2 MiB-aligned part with them
+# (numpy/_core/src/multiarray/alloc.c, indicate_hugepages, NumPy 2.x), so most of a model's q, k,
+# v and o matrices, allocated one by one, sat in 4 KiB pages.  The loaders therefore write every
+# matrix into one buffer from a 2 MiB boundary, in the order a decode step reads them.  The
+# values are untouched: only the addresses change.
+
+#: The arena's start (one 2 MiB huge page) and each matrix's start within it (one 4 KiB page).
+ARENA_ALIGN, MATRIX_ALIGN = 2 << 20, 4096
+
+
+def arena_layout(cfg, dtype="float32"):
+    """The model's matrices (every weight of ndim >= 2), in the order a decode step reads them
+    -> [(key, shape, dtype)]: "embed", each layer's (i, name) in declaration order (q, k, v, o,
+    the MLP's), then "lm_head" unless tied.  Keys are the checkpoint loader's slots."""
+    mat = BF16 if check_dtype(dtype) == "bfloat16" else np.dtype(np.float32)
+    top, layer = expected_shapes(cfg)
+    out = [("embed", top["embed"], mat)]
+    out += [((i, name), shape, mat) for i in range(cfg.n_layers) for name, shape in layer.items() if len(shape) >= 2]
+    if not cfg.tie_word_embeddings:
+        out.append(("lm_head", top["lm_head"], mat))
+    return out
+
+
+def _padded(nbytes):
+    return -(-nbytes // MATRIX_ALIGN) * MATRIX_ALIGN
+
+
+def arena_views(layout):
+    """layout: [(key, shape, dtype)] -> {key: uninitialised C-contiguous array}: consecutive
+    views of one buffer, the first at a multiple of ARENA_ALIGN, each at a multiple of MATRIX_ALIGN."""
+    sizes = [_padded(math.prod(shape) * np.dtype(dt).itemsize) for _, shape, dt in layout]
+    buf = np.empty(sum(sizes) + ARENA_ALIGN, dtype=np.uint8)
+    at = -buf.ctypes.data % ARENA_ALIGN
+    views = {}
+    for (key, shape, dt), size in zip(layout, sizes):
+        n = math.prod(shape) * np.dtype(dt).itemsize
+        views[key] = buf[at:at + n].view(dt).reshape(shape)
+        at += size
+    return views
+
+
+def _put(views, key, arr):
+    """arr copied into its arena view -> the view."""
+    out = views[key]
+    out[...] = arr
+    return out
+
+
+def pack_weights(model, dtype=None):
+    """``model`` (of ``dtype``, default its own) with every matrix copied into one arena
+    (``arena_views``), converted one at a time as ``model_as`` converts: the same values at new
+    addresses.  load_model, random_model and model_as return packed models; a Model made by hand
+    holds the arrays it was given, and this packs it."""
+    dtype = check_dtype(model.dtype if dtype is None else dtype)
+    conv = (lambda a: narrow(a, dtype)) if dtype == "bfloat16" else (lambda a: widen(a) if is_bf16(a) else a)
+    views = arena_views(arena_layout(model.config, dtype))
+
+    def one(key, a):
+        return _put(views, key, conv(a)) if key in views else a
+    layers = [LayerWeights(**{n: one((i, n), getattr(lw, n)) for n in LAYER_TENSORS})
+              for i, lw in enumerate(model.layers)]
+    embed = one("embed", model.embed)
+    lm_head = one("lm_head", model.lm_head) if "lm_head" in views else \
+        embed if model.lm_head is model.embed else conv(model.lm_head)
     return Model(model.config, embed, layers, model.final_norm, lm_head, model.final_norm_b)

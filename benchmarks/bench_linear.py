@@ -10,12 +10,15 @@ machine's.
 
 What: the 85 matrices of the 124.7M-parameter Mistral of bench_generate.py
 (12 layers of q, k, v, o, gate, up, down, then the 32000 x 768 LM head; 400 MB
-in float32, 200 MB in bfloat16), each its own array as in a loaded model, are
-multiplied by --tokens rows of activations, all 85 in turn, best of --repeats
-sweeps.  Together they are 12x a 32 MiB L3, so every sweep reads them from DRAM.
-Side by side, in this process:
+in float32, 200 MB in bfloat16), each its own array, are multiplied by --tokens
+rows of activations, all 85 in turn, best of --repeats sweeps.  Together they
+are 12x a 32 MiB L3, so every sweep reads them from DRAM.  Side by side, in
+this process:
 
   * swaref ``_linear.linear`` with float32 and with bfloat16 weights;
+  * the same, on copies of the matrices in one arena, as a loaded model holds
+    them (``swaref.models.weights.arena_views``: one 2 MiB-aligned buffer in
+    huge pages, where NumPy leaves an array under 4 MiB in 4 KiB pages);
   * NumPy's ``x @ W.T`` (BLAS sgemv / sgemm) on the float32 weights;
   * the read rate of the same arrays: ``np.dot(w, w)`` over each one flattened
     (BLAS sdot: one read stream per array, what bench_memory.py calls a read).
@@ -43,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_memory import header  # noqa: E402
 from swaref import _linear  # noqa: E402
 from swaref.models.bf16 import to_bfloat16  # noqa: E402
+from swaref.models.weights import arena_views  # noqa: E402
 
 D, FFN, KV, LAYERS, VOCAB = 768, 2048, 256, 12, 32000
 
@@ -73,6 +77,13 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     ws = [rng.standard_normal(s, dtype=np.float32) * np.float32(0.02) for s in shapes()]
     wb = [to_bfloat16(w) for w in ws]
+
+    def arena(arrays):
+        views = arena_views([(i, w.shape, w.dtype) for i, w in enumerate(arrays)])
+        for i, w in enumerate(arrays):
+            views[i][...] = w
+        return list(views.values())
+    wsa, wba = arena(ws), arena(wb)
     xs = {n: rng.standard_normal((args.tokens, n), dtype=np.float32) for n in (D, FFN)}
     nbytes = sum(w.nbytes for w in ws)
     print(f"machine: {header()}")
@@ -102,7 +113,9 @@ def main(argv=None):
                     ("swaref linear float32", swaref(ws), nbytes),
                     (f"numpy x @ W.T float32 (BLAS {blas})", numpy(ws), nbytes),
                     ("read bfloat16 bytes", read([b.view(np.float32) for b in wb]), nbytes // 2),
-                    ("swaref linear bfloat16", swaref(wb), nbytes // 2)]
+                    ("swaref linear bfloat16", swaref(wb), nbytes // 2),
+                    ("swaref linear float32, one arena", swaref(wsa), nbytes),
+                    ("swaref linear bfloat16, one arena", swaref(wba), nbytes // 2)]
             base = {}
             for name, fn, nb in rows:
                 sec = best(fn, args.repeats)

@@ -277,7 +277,7 @@ def model_as(model, dtype):
 
 
 # Where the matrices live.  A decode step streams every matrix once, and a stream from 4 KiB pages
-# runs slower than one from 2 MiB huge pages (docs/performance.md, "Weights in one arena": 6-12 %
+# runs slower than one from 2 MiB huge pages (docs/performance.md, "Weights in one arena": 6-13 %
 # for matrices of 2.4 MiB, each its own allocation).  NumPy advises huge pages (MADV_HUGEPAGE) only
 # for an allocation of 4 MiB or more, and the kernel backs only its 2 MiB-aligned part with them
 # (numpy/_core/src/multiarray/alloc.c, indicate_hugepages, NumPy 2.x), so most of a model's q, k,

@@ -182,6 +182,88 @@ SWL_ROWS(swl_rows_f32_avx512, __attribute__((target("avx512f,avx512bw,avx512vl,a
 SWL_ROWS(swl_rows_bf16_avx512, __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static, uint16_t,
          swl512_block_bf16)
 
+/* ------------------------------------------------------------------ AVX-512 GEMM (T > SMALL_T)
+   Many tokens make the product compute-bound.  Each output is one FMA chain over i in order:
+   acc = 0; acc = fma(x[t, i], w[o, i], acc) for i = 0 .. n-1; then + b[o].  So a token's row is
+   the same bits whatever T, the thread count and the panels a thread takes (not the bits of the
+   few-token kernel above, whose lanes sum in another order).
+   Panels of SWG_NR = 32 rows of W are packed (bfloat16 widened exactly) into wp[i][0..31], so one
+   step of i loads two vectors of 16 outputs; tiles of SWG_MR = 12 tokens keep 24 accumulators in
+   registers and broadcast x[t, i].  Every token runs through a panel while it is in L2, so W is
+   read from memory once. */
+#define SWG_MR 12
+#define SWG_NR 32
+
+SWL512 void swg_pack_f32(const float* w, swl_idx n, swl_idx nr, float* wp) {
+    for (swl_idx j = 0; j < SWG_NR; j++)
+        for (swl_idx i = 0; i < n; i++) wp[i * SWG_NR + j] = j < nr ? w[j * n + i] : 0.0f;
+}
+
+SWL512 void swg_pack_bf16(const uint16_t* w, swl_idx n, swl_idx nr, float* wp) {
+    for (swl_idx j = 0; j < SWG_NR; j++)
+        for (swl_idx i = 0; i < n; i++) {
+            uint32_t u = j < nr ? (uint32_t)w[j * n + i] << 16 : 0u;
+            memcpy(wp + i * SWG_NR + j, &u, 4);
+        }
+}
+
+/* R (<= SWG_MR) tokens x one packed panel; m0, m1: the panel's valid outputs (a last panel of W
+   may have fewer than 32 rows). */
+__attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx2,fma"))) static inline void swg_tile(
+        const float* x, swl_idx n, const float* wp, const float* b, float* y, swl_idx ldy, __mmask16 m0,
+        __mmask16 m1, const int R) {
+    __m512 acc[SWG_MR][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (swl_idx i = 0; i < n; i++) {
+        __m512 w0 = _mm512_load_ps(wp + i * SWG_NR), w1 = _mm512_load_ps(wp + i * SWG_NR + 16);
+        for (int r = 0; r < R; r++) {
+            __m512 xb = _mm512_set1_ps(x[r * n + i]);
+            acc[r][0] = _mm512_fmadd_ps(xb, w0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(xb, w1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        if (b) {
+            acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_maskz_loadu_ps(m0, b));
+            acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_maskz_loadu_ps(m1, b + 16));
+        }
+        _mm512_mask_storeu_ps(y + r * ldy, m0, acc[r][0]);
+        _mm512_mask_storeu_ps(y + r * ldy + 16, m1, acc[r][1]);
+    }
+}
+
+/* y[T, ldy] columns [o0, o1) = x[T, n] W[o0:o1]^T (+ b); wp: SWG_NR * n floats, 64-byte aligned. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static void swg_gemm_avx512(
+        const float* x, swl_idx T, swl_idx n, const void* w, int bf16, const float* b, float* y, swl_idx ldy,
+        swl_idx o0, swl_idx o1, float* wp) {
+    for (swl_idx o = o0; o < o1; o += SWG_NR) {
+        swl_idx nr = o1 - o < SWG_NR ? o1 - o : SWG_NR;
+        if (bf16) swg_pack_bf16((const uint16_t*)w + o * n, n, nr, wp);
+        else swg_pack_f32((const float*)w + o * n, n, nr, wp);
+        __mmask16 m0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1u);
+        __mmask16 m1 = nr >= 32 ? (__mmask16)0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1u) : 0;
+        const float* bo = b ? b + o : NULL;
+        swl_idx t = 0;
+        for (; t + SWG_MR <= T; t += SWG_MR) swg_tile(x + t * n, n, wp, bo, y + t * ldy + o, ldy, m0, m1, SWG_MR);
+        const float* xt = x + t * n;
+        float* yt = y + t * ldy + o;
+        switch (T - t) {
+        case 1: swg_tile(xt, n, wp, bo, yt, ldy, m0, m1, 1); break;
+        case 2: swg_tile(xt, n, wp, bo, yt, ldy, m0, m1, 2); break;
+        case 3: swg_tile(xt, n, wp, bo, yt, ldy, m0, m1, 3); break;
+        case 4: swg_tile(xt, n, wp, bo, yt, ldy, m0, m1, 4); break;
+        case 5: swg_tile(xt, n, wp, bo, yt, ldy, m0, m1, 5); break;
+        case 6: swg_tile(xt, n, wp, bo, yt, ldy, m0, m1, 6); break;
+        case 7: swg_tile(xt, n, wp, bo, yt, ldy, m0, m1, 7); break;
+        case 8: swg_tile(xt, n, wp, bo, yt, ldy, m0, m1, 8); break;
+        case 9: swg_tile(xt, n, wp, bo, yt, ldy, m0, m1, 9); break;
+        case 10: swg_tile(xt, n, wp, bo, yt, ldy, m0, m1, 10); break;
+        case 11: swg_tile(xt, n, wp, bo, yt, ldy, m0, m1, 11); break;
+        default: break;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ AVX2 + FMA (8 lanes) */
 __attribute__((target("avx2,fma"))) static inline __m256 swl256_w_f32(const float* p) { return _mm256_loadu_ps(p); }
 __attribute__((target("avx2,fma"))) static inline __m256 swl256_w_bf16(const uint16_t* p) {
@@ -276,6 +358,17 @@ static swl_rows_bf16_t swl_bf16_for(int isa) {
 #endif
     (void)isa;
     return swl_rows_bf16_base;
+}
+
+/* The GEMM for many tokens: AVX-512 only (NULL: the caller uses BLAS). */
+typedef void (*swl_gemm_t)(const float*, swl_idx, swl_idx, const void*, int, const float*, float*, swl_idx, swl_idx,
+                           swl_idx, float*);
+static swl_gemm_t swl_gemm_for(int isa) {
+#ifdef SWL_HAVE_X86
+    if (isa >= 2) return swg_gemm_avx512;
+#endif
+    (void)isa;
+    return NULL;
 }
 
 /* Widen n bfloat16 values to float32 (exact); plain C, the compiler vectorises the shift. */

@@ -7,17 +7,22 @@ contiguous range of output rows, and each thread runs the micro-kernel of
 swaref/_linear.h over its rows one after the other (one sequential stream,
 prefetched ahead), every token group's accumulators in registers; a row serves
 every group of tokens while it is in L1, so W leaves memory once whatever T.  For more
-tokens the product is compute-bound and BLAS wins: float32 W goes to NumPy's
-``x @ W.T``; bfloat16 W is widened (exactly) one block of rows at a time into
-a float32 scratch of about 1 MiB and multiplied by NumPy there, so no full
-float32 copy of W is ever made.
+tokens the product is compute-bound.  Where the AVX-512 ISA is in use, ``linear``
+runs swaref's own GEMM (``gemm_kernel``): panels of 32 rows of W packed (bfloat16
+widened exactly) and tiles of 12 tokens, each output one FMA chain over ``in`` in
+order, at the rate of OpenBLAS's own AVX-512 kernels whatever BLAS NumPy loaded
+(docs/performance.md, "Prefill's projections: swaref's own GEMM").  On the other
+ISAs it is BLAS: float32 W goes to NumPy's ``x @ W.T``; bfloat16 W is widened
+(exactly) one block of rows at a time into a float32 scratch of about 1 MiB and
+multiplied by NumPy there, so no full float32 copy of W is ever made.
 
 The module is compiled for the x86-64 baseline; the AVX2+FMA and AVX-512
 micro-kernels are function-target versions chosen at import from the CPU's
 features (``isa()``; ``set_isa`` forces a lower one, for tests).  Results are
 bitwise fixed within one ISA and independent of T <= SMALL_T, of the thread
 count and of which rows a thread computes (swaref/_linear.h states the order);
-across ISAs they differ in the last bits.
+across ISAs they differ in the last bits.  The GEMM's results are likewise fixed
+whatever T and the thread count.
 
 bfloat16 weights are held as their raw bits, a uint16 array.
 """
@@ -42,6 +47,10 @@ cdef extern from "_linear.h":
     int swl_best_isa() noexcept nogil
     swl_rows_f32_t swl_f32_for(int isa) noexcept nogil
     swl_rows_bf16_t swl_bf16_for(int isa) noexcept nogil
+    ctypedef void (*swl_gemm_t)(const float*, swl_idx, swl_idx, const void*, int, const float*, float*, swl_idx,
+                                swl_idx, swl_idx, float*) noexcept nogil
+    swl_gemm_t swl_gemm_for(int isa) noexcept nogil
+    const int SWG_NR
     void swl_widen(const uint16_t* src, float* dst, swl_idx n) noexcept nogil
     int swl_max_threads() noexcept nogil
     const int SWL_R
@@ -59,6 +68,7 @@ cdef int best_isa = swl_best_isa()
 cdef int cur_isa = best_isa
 cdef swl_rows_f32_t rows_f32 = swl_f32_for(best_isa)
 cdef swl_rows_bf16_t rows_bf16 = swl_bf16_for(best_isa)
+cdef swl_gemm_t gemm = swl_gemm_for(best_isa)
 
 
 def isa():
@@ -73,12 +83,12 @@ def supported_isas():
 
 def set_isa(name=None):
     """Use ISA ``name`` (one this CPU runs; None: the best) -> the previous one's name."""
-    global cur_isa, rows_f32, rows_bf16
+    global cur_isa, rows_f32, rows_bf16, gemm
     old = ISAS[cur_isa]
     level = best_isa if name is None else (ISAS.index(name) if name in ISAS else -1)
     if level < 0 or level > best_isa:
         raise SwarefError("argument", f"isa must be one of {list(supported_isas())} on this CPU, got {name!r}")
-    cur_isa, rows_f32, rows_bf16 = level, swl_f32_for(level), swl_bf16_for(level)
+    cur_isa, rows_f32, rows_bf16, gemm = level, swl_f32_for(level), swl_bf16_for(level), swl_gemm_for(level)
     return old
 
 
@@ -197,6 +207,50 @@ cdef object _rows_checked(cnp.ndarray x, cnp.ndarray w, b, int nt):
     return y
 
 
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef object _gemm_checked(cnp.ndarray x, cnp.ndarray w, b, int nt):
+    """The many-token kernel (AVX-512; ``gemm`` not NULL) on checked arguments (_check): x [T, in] -> [T, out]."""
+    cdef Py_ssize_t T = x.shape[0], n = x.shape[1], out = w.shape[0], c, p0, p1
+    cdef cnp.ndarray y = np.empty((T, out), dtype=np.float32)
+    if T == 0 or out == 0:
+        return y
+    if n == 0:
+        y[...] = 0 if b is None else b
+        return y
+    cdef Py_ssize_t panels = (out + SWG_NR - 1) // SWG_NR
+    nt = _threads(T * n * out, <int>min(nt, panels))
+    # One packed panel (SWG_NR x n float32) per thread, 64-byte aligned for the kernel's aligned loads.
+    scratch = np.empty(nt * SWG_NR * n + 16, dtype=np.float32)
+    cdef float* wp = <float*>cnp.PyArray_DATA(scratch)
+    wp += ((64 - <size_t>wp % 64) % 64) // 4
+    cdef const float* bp = NULL if b is None else <const float*>cnp.PyArray_DATA(<cnp.ndarray>b)
+    cdef int bf16 = cnp.PyArray_TYPE(w) == cnp.NPY_UINT16
+    cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
+    cdef const void* wptr = cnp.PyArray_DATA(w)
+    cdef float* yp = <float*>cnp.PyArray_DATA(y)
+    cdef swl_gemm_t g = gemm
+    with nogil:
+        if nt <= 1:
+            g(xp, T, n, wptr, bf16, bp, yp, out, 0, out, wp)
+        else:
+            for c in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+                p0 = c * panels // nt
+                p1 = (c + 1) * panels // nt
+                if p0 < p1:
+                    g(xp, T, n, wptr, bf16, bp, yp, out, p0 * SWG_NR, min(out, p1 * SWG_NR), wp + c * SWG_NR * n)
+    return y
+
+
+def gemm_kernel(x, w, b=None, num_threads=None):
+    """The many-token kernel at any T (``linear`` uses it for T > SMALL_T where the AVX-512 ISA is in
+    use): x [T, in] -> [T, out] float32, each output one FMA chain over ``in`` in order, then + b."""
+    if gemm == NULL:
+        raise SwarefError("backend", f"the many-token kernel needs the avx512 ISA; this one runs {isa()!r}")
+    x, w, b, nt = _check(x, w, b, num_threads)
+    return _gemm_checked(x, w, b, nt)
+
+
 def rows_kernel(x, w, b=None, num_threads=None):
     """The streaming kernel at any T (``linear`` uses it for T <= SMALL_T): x [T, in] -> [T, out] float32."""
     x, w, b, nt = _check(x, w, b, num_threads)
@@ -229,6 +283,8 @@ def linear(x, w, b=None, num_threads=None):
     x, w, b, nt = _check(x, w, b, num_threads)
     if x.shape[0] <= SMALL_T or x.shape[1] == 0:
         return _rows_checked(x, w, b, nt)
+    if gemm != NULL:
+        return _gemm_checked(x, w, b, nt)
     if w.dtype == np.float32:
         y = x @ w.T
         return y if b is None else y + b

@@ -10,6 +10,9 @@
 * the kernel's invariances: a token's row is the same bits whatever T <= SMALL_T, the thread count
   and the rows a thread takes; float32 W and its bfloat16-widened copy give the same bits as the
   bfloat16 kernel on the same values;
+* the many-token kernel (AVX-512, T > SMALL_T): each output bit for bit one FMA chain in order,
+  against exact rational arithmetic rounded once per step (a backwards chain and BLAS's order fail
+  it), within the bound, the same bits whatever T, threads and bfloat16 widening;
 * bad arguments are refused naming them.
 """
 import os
@@ -198,16 +201,97 @@ def test_linear_on_both_sides_of_small_t(T, bf16, many_threads):
 
 
 def test_large_t_bfloat16_equals_numpy_on_widened_blocks():
-    # The BLAS path widens blocks of rows exactly: each block's product is NumPy's on those rows.
+    # The BLAS path (every ISA but AVX-512) widens blocks of rows exactly: each block's product is
+    # NumPy's on those rows.
     rng = np.random.default_rng(3)
     x, w, _, wf = case(rng, 20, 64, 50, False, True)
-    old = _linear.widen_block_elements(64 * 16)
+    old, old_isa = _linear.widen_block_elements(64 * 16), _linear.set_isa("baseline")
     try:
         got = _linear.linear(x, w)
     finally:
         _linear.widen_block_elements(old)
+        _linear.set_isa(old_isa)
     want = np.concatenate([x @ wf[o:o + 16].T for o in range(0, 50, 16)], axis=1)
     assert same_bits(got, want)
+
+
+# ----------------------------------------------------------------- the many-token kernel (AVX-512)
+
+needs_gemm = pytest.mark.skipif("avx512" not in _linear.supported_isas(),
+                                reason="the many-token kernel is AVX-512 only; elsewhere linear takes BLAS (above)")
+
+
+def round_f32(q):
+    """An exact rational -> the nearest float32, ties to even (float(q) alone would round twice)."""
+    from fractions import Fraction
+    f = np.float32(float(q))
+    cands = [np.nextafter(f, np.float32(-np.inf)), f, np.nextafter(f, np.float32(np.inf))]
+    dist = [abs(Fraction(float(c)) - q) for c in cands]
+    best = min(dist)
+    ties = [c for c, d in zip(cands, dist) if d == best]
+    return min(ties, key=lambda c: int(np.float32(c).view(np.uint32)) & 1)
+
+
+def fma_chain(xr, wr, b):
+    """One output by its definition: acc = round(x_i w_i + acc) for i = 0, 1, ..., in exact rational
+    arithmetic rounded once per step, then round(acc + b)."""
+    from fractions import Fraction
+    acc = np.float32(0.0)
+    for xi, wi in zip(xr, wr):
+        acc = round_f32(Fraction(float(xi)) * Fraction(float(wi)) + Fraction(float(acc)))
+    return acc if b is None else round_f32(Fraction(float(acc)) + Fraction(float(b)))
+
+
+@needs_gemm
+@pytest.mark.parametrize("bf16", [False, True])
+def test_gemm_kernel_is_one_fma_chain_per_output(bf16):
+    rng = np.random.default_rng(11)
+    x, w, b, wf = case(rng, 13, 37, 5, True, bf16)
+    got = _linear.gemm_kernel(x, w, b, num_threads=2)
+    want = np.array([[fma_chain(x[t], wf[o], b[o]) for o in range(5)] for t in range(13)], np.float32)
+    assert same_bits(got, want), f"first mismatch at {tuple(np.argwhere(got != want)[0])}"
+    # The oracle tells chains apart: the same chain backwards, or without FMA (each product
+    # rounded before it is added), is not this one.
+    backwards = np.array([[fma_chain(x[t, ::-1], wf[o, ::-1], b[o]) for o in range(5)] for t in range(13)])
+    no_fma = np.zeros((13, 5), np.float32)
+    for i in range(37):
+        no_fma += x[:, i:i + 1] * wf[:, i]
+    assert not same_bits(got, backwards) and not same_bits(got, no_fma + b)
+
+
+@needs_gemm
+@given(T=st.integers(1, 40), n=st.integers(1, 70), out=st.integers(1, 70), biased=st.booleans(),
+       bf16=st.booleans(), threads=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**32 - 1))
+def test_gemm_kernel_within_the_bound_and_the_same_bits_whatever_t_and_threads(T, n, out, biased, bf16, threads,
+                                                                                 seed):
+    rng = np.random.default_rng(seed)
+    x, w, b, wf = case(rng, T, n, out, biased, bf16)
+    old = _linear.min_work_per_thread(1)
+    try:
+        got = _linear.gemm_kernel(x, w, b, num_threads=threads)
+        one = [_linear.gemm_kernel(x[t:t + 1], w, b, num_threads=1) for t in range(T)]
+        widened = _linear.gemm_kernel(x, wf, b, num_threads=1)
+    finally:
+        _linear.min_work_per_thread(old)
+    assert got.dtype == np.float32 and got.shape == (T, out)
+    assert_within_bound(got, x, wf, b)
+    # Tiles of 12 tokens and panels of 32 outputs, split over threads, change no bit; nor does
+    # bfloat16 against its exact widening.
+    assert same_bits(np.concatenate(one), got) and same_bits(widened, got)
+
+
+@needs_gemm
+def test_linear_above_small_t_is_the_gemm_on_avx512_and_blas_below():
+    rng = np.random.default_rng(12)
+    x, w, b, _ = case(rng, 33, 70, 45, True, False)
+    assert same_bits(_linear.linear(x, w, b, num_threads=2), _linear.gemm_kernel(x, w, b, num_threads=1))
+    old = _linear.set_isa("baseline")
+    try:
+        assert same_bits(_linear.linear(x, w, b), x @ w.T + b)
+        with pytest.raises(SwarefError, match="needs the avx512 ISA; this one runs 'baseline'"):
+            _linear.gemm_kernel(x, w, b)
+    finally:
+        _linear.set_isa(old)
 
 
 def test_non_contiguous_inputs_are_read_correctly():

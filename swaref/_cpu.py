@@ -329,7 +329,7 @@ def describe():
     """Everything `swaref info` prints, as a dict (never raises: a failure is reported in "error")."""
     d = {"machine": machine(), "cpu": None, "features": [], "xcr0": None, "built": {}, "runnable": [],
          "target": None, "forced": os.environ.get(ENV_FORCE, ""), "module": None, "flags": None,
-         "uses": [], "openmp": None, "threads": None, "build": None, "blas": blas(), "error": None,
+         "uses": [], "openmp": None, "threads": None, "build": None, "blas": blas(), "linear": linear_path(), "error": None,
          "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")}
     try:
         c = cpu()
@@ -349,6 +349,16 @@ def describe():
     except Exception as exc:                  # a report, not a check: say what went wrong
         d["error"] = f"{type(exc).__name__}: {exc}"
     return d
+
+
+def linear_path():
+    """The projections' kernels (swaref._linear): its ISA, and what multiplies more than SMALL_T tokens
+    (its own GEMM where the ISA is avx512, else NumPy's BLAS); None when the module is not built."""
+    try:
+        from . import _linear
+    except ImportError:
+        return None
+    return {"isa": _linear.isa(), "gemm": "swaref's GEMM" if _linear.isa() == "avx512" else "NumPy's BLAS"}
 
 
 def blas():
@@ -451,6 +461,9 @@ def report(d):
     if d["xcr0"] is not None:
         lines.append(f"  OS saves: ymm {'yes' if d['xcr0'] & 0x6 == 0x6 else 'NO'}, "
                      f"zmm {'yes' if d['xcr0'] & 0xE6 == 0xE6 else 'no'} (XCR0 = {d['xcr0']:#x})")
+    if d.get("linear"):
+        lines.append(f"projections: swaref._linear, {d['linear']['isa']} kernels; more than 16 tokens: "
+                     f"{d['linear']['gemm']}")
     lines.append(f"BLAS (NumPy): {d['blas']}")
     return lines
 

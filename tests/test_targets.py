@@ -359,6 +359,9 @@ def test_swaref_info_reports_target_features_openmp_and_blas(capsys):
     d = _cpu.describe()
     assert f"kernel target {d['target']} " in text
     assert f"OpenMP {'on' if d['openmp'] else 'off'}" in text and "BLAS (NumPy): " in text
+    from swaref import _linear     # the projections' path, named from the module itself
+    big = "swaref's GEMM" if _linear.isa() == "avx512" else "NumPy's BLAS"
+    assert f"projections: swaref._linear, {_linear.isa()} kernels; more than 16 tokens: {big}" in text
     for f in d["uses"]:
         assert f in text
     assert main(["info", "--json"]) == 0

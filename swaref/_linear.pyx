@@ -187,48 +187,32 @@ cdef inline int _threads(Py_ssize_t madds, int nt) noexcept:
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef object _rows_checked(cnp.ndarray x, cnp.ndarray w, b, int nt):
-    """The streaming kernel on checked arguments (_check): x [T, in] -> [T, out] float32."""
-    cdef Py_ssize_t T = x.shape[0], n = x.shape[1], out = w.shape[0]
+cdef object _product(cnp.ndarray x, cnp.ndarray w, b, int nt, bint many):
+    """x W^T (+ b) on checked arguments (_check): x [T, in] -> [T, out] float32, by the streaming
+    kernel, or with ``many`` by the many-token GEMM (AVX-512; ``gemm`` not NULL)."""
+    cdef Py_ssize_t T = x.shape[0], n = x.shape[1], out = w.shape[0], c, p0, p1, panels
     cdef cnp.ndarray y = np.empty((T, out), dtype=np.float32)
     if T == 0 or out == 0:
         return y
     if n == 0:
         y[...] = 0 if b is None else b
         return y
-    nt = _threads(T * n * out, nt)
     cdef const float* bp = NULL if b is None else <const float*>cnp.PyArray_DATA(<cnp.ndarray>b)
     cdef bint bf16 = cnp.PyArray_TYPE(w) == cnp.NPY_UINT16
     cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
-    cdef const void* wp = cnp.PyArray_DATA(w)
+    cdef const void* wptr = cnp.PyArray_DATA(w)
     cdef float* yp = <float*>cnp.PyArray_DATA(y)
-    with nogil:
-        _rows(xp, T, n, wp, bf16, bp, yp, out, nt)
-    return y
-
-
-@cython.boundscheck(False)
-@cython.wraparound(False)
-cdef object _gemm_checked(cnp.ndarray x, cnp.ndarray w, b, int nt):
-    """The many-token kernel (AVX-512; ``gemm`` not NULL) on checked arguments (_check): x [T, in] -> [T, out]."""
-    cdef Py_ssize_t T = x.shape[0], n = x.shape[1], out = w.shape[0], c, p0, p1
-    cdef cnp.ndarray y = np.empty((T, out), dtype=np.float32)
-    if T == 0 or out == 0:
+    if not many:
+        nt = _threads(T * n * out, nt)
+        with nogil:
+            _rows(xp, T, n, wptr, bf16, bp, yp, out, nt)
         return y
-    if n == 0:
-        y[...] = 0 if b is None else b
-        return y
-    cdef Py_ssize_t panels = (out + SWG_NR - 1) // SWG_NR
+    panels = (out + SWG_NR - 1) // SWG_NR
     nt = _threads(T * n * out, <int>min(nt, panels))
     # One packed panel (SWG_NR x n float32) per thread, 64-byte aligned for the kernel's aligned loads.
     scratch = np.empty(nt * SWG_NR * n + 16, dtype=np.float32)
     cdef float* wp = <float*>cnp.PyArray_DATA(scratch)
     wp += ((64 - <size_t>wp % 64) % 64) // 4
-    cdef const float* bp = NULL if b is None else <const float*>cnp.PyArray_DATA(<cnp.ndarray>b)
-    cdef int bf16 = cnp.PyArray_TYPE(w) == cnp.NPY_UINT16
-    cdef const float* xp = <const float*>cnp.PyArray_DATA(x)
-    cdef const void* wptr = cnp.PyArray_DATA(w)
-    cdef float* yp = <float*>cnp.PyArray_DATA(y)
     cdef swl_gemm_t g = gemm
     with nogil:
         if nt <= 1:
@@ -242,13 +226,17 @@ cdef object _gemm_checked(cnp.ndarray x, cnp.ndarray w, b, int nt):
     return y
 
 
+cdef inline object _rows_checked(cnp.ndarray x, cnp.ndarray w, b, int nt):
+    return _product(x, w, b, nt, False)
+
+
 def gemm_kernel(x, w, b=None, num_threads=None):
     """The many-token kernel at any T (``linear`` uses it for T > SMALL_T where the AVX-512 ISA is in
     use): x [T, in] -> [T, out] float32, each output one FMA chain over ``in`` in order, then + b."""
     if gemm == NULL:
         raise SwarefError("backend", f"the many-token kernel needs the avx512 ISA; this one runs {isa()!r}")
     x, w, b, nt = _check(x, w, b, num_threads)
-    return _gemm_checked(x, w, b, nt)
+    return _product(x, w, b, nt, True)
 
 
 def rows_kernel(x, w, b=None, num_threads=None):
@@ -284,7 +272,7 @@ def linear(x, w, b=None, num_threads=None):
     if x.shape[0] <= SMALL_T or x.shape[1] == 0:
         return _rows_checked(x, w, b, nt)
     if gemm != NULL:
-        return _gemm_checked(x, w, b, nt)
+        return _product(x, w, b, nt, True)
     if w.dtype == np.float32:
         y = x @ w.T
         return y if b is None else y + b

@@ -329,7 +329,8 @@ def describe():
     """Everything `swaref info` prints, as a dict (never raises: a failure is reported in "error")."""
     d = {"machine": machine(), "cpu": None, "features": [], "xcr0": None, "built": {}, "runnable": [],
          "target": None, "forced": os.environ.get(ENV_FORCE, ""), "module": None, "flags": None,
-         "uses": [], "openmp": None, "threads": None, "build": None, "blas": blas(), "linear": linear_path(), "error": None,
+         "uses": [], "openmp": None, "threads": None, "build": None, "blas": blas(), "linear": linear_path(),
+         "error": None,
          "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")}
     try:
         c = cpu()
@@ -353,12 +354,12 @@ def describe():
 
 def linear_path():
     """The projections' kernels (swaref._linear): its ISA, and what multiplies more than SMALL_T tokens
-    (its own GEMM where the ISA is avx512, else NumPy's BLAS); None when the module is not built."""
+    (as the module says); None when the module is not built."""
     try:
         from . import _linear
     except ImportError:
         return None
-    return {"isa": _linear.isa(), "gemm": "swaref's GEMM" if _linear.isa() == "avx512" else "NumPy's BLAS"}
+    return {"isa": _linear.isa(), "gemm": _linear.many_token_path()}
 
 
 def blas():

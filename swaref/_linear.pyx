@@ -239,6 +239,12 @@ def gemm_kernel(x, w, b=None, num_threads=None):
     return _product(x, w, b, nt, True)
 
 
+def many_token_path():
+    """What multiplies more than SMALL_T token rows with the ISA in use: "swaref's GEMM" (AVX-512) or
+    "NumPy's BLAS"."""
+    return "swaref's GEMM" if gemm != NULL else "NumPy's BLAS"
+
+
 def rows_kernel(x, w, b=None, num_threads=None):
     """The streaming kernel at any T (``linear`` uses it for T <= SMALL_T): x [T, in] -> [T, out] float32."""
     x, w, b, nt = _check(x, w, b, num_threads)
@@ -353,7 +359,7 @@ cdef str _got(a):
 cdef _check_decode_rows(x, name):
     if x.shape[0] > SMALL_T:
         raise SwarefError("shape", f"{name} must have at most SMALL_T = {SMALL_T} token rows (above, "
-                                   f"linear multiplies through BLAS), got {x.shape[0]}")
+                                   f"linear multiplies through {many_token_path()}), got {x.shape[0]}")
 
 
 @cython.boundscheck(False)
